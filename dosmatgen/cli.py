@@ -1,0 +1,54 @@
+"""The ``dosmatgen`` command: a thin dispatcher over ``dosmatgen.commands.*``.
+
+Each command module exposes ``register(subparsers)`` which adds its sub-command(s) and sets
+``func`` on the parser. A :class:`~dosmatgen.errors.DosmatgenError` becomes a one-line message on
+stderr and exit code 2; nothing is half-written because every writer goes through
+:func:`dosmatgen.io.atomic_write`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dosmatgen.errors import DosmatgenError
+
+#: Command modules, in the order ``--help`` lists them.
+COMMAND_MODULES = ("data", "train", "sample", "bench", "evaluate", "studies", "figures")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dosmatgen",
+        description="Generate crystals whose per-atom DOS matches a target (DOSMatGen replication).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"dosmatgen.commands.{name}")
+        except ModuleNotFoundError as exc:  # a command whose module is not written yet
+            if exc.name == f"dosmatgen.commands.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except DosmatgenError as exc:
+        print(f"dosmatgen {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dosmatgen {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

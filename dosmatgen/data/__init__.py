@@ -1,0 +1,1 @@
+"""Records, stores, sources (built-in GPAW dataset, Materials Project), split and standardiser."""
