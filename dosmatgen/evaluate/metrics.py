@@ -1,0 +1,384 @@
+"""Evaluation metrics of the paper's §3.1 (Tables 1 and 2) plus validity / uniqueness / novelty.
+
+Every metric is a small class with a ``compute(...)`` method returning a :class:`MetricResult`:
+the value, how many items went in, how many were used, and how many were excluded *and why*.
+Nothing here raises on a bad generated structure (NaN coordinates, a flat lattice, overlapping
+atoms): such a structure is scored invalid or excluded and counted.
+
+Reductions (exact):
+
+* :class:`DOSMAE` -- for structure s with N_s atoms and site DOS arrays ``p_s, q_s`` of shape
+  (N_s, 400): ``mae_s = mean_{i<N_s} mean_{k<400} |p_s[i,k] - q_s[i,k]|`` (mean over the 400 bins
+  of each atom, then mean over the atoms of the structure); the metric is the unweighted mean of
+  ``mae_s`` over the structures that are not excluded. Units are those of the inputs; the project
+  passes **raw** DOS (states/eV/site, i.e. after ``DOSStandardiser.inverse``), not standardised
+  values. (The paper does not state its units; its surrogate reports 0.096.)
+* :class:`StructureMatchRate` -- percentage of pairs (generated, test) that pymatgen's
+  ``StructureMatcher(ltol=0.3, stol=0.5, angle_tol=10)`` declares equal. A pair whose match runs
+  past the per-pair timeout is *excluded* from numerator and denominator (the paper's Table 2
+  footnote does this). A generated structure that cannot be built at all (NaN, zero volume,
+  unknown element) counts as a non-match and is reported under ``counts``.
+* :class:`CompositionMatchRate` -- percentage of pairs whose reduced formulas are equal; a
+  generated structure that cannot be built counts as a non-match.
+* :class:`Validity` -- percentage of generated structures that can be built, have volume
+  > 0.1 Å^3 per atom and no two atoms (periodic images included) closer than 0.5 Å.
+* :class:`Uniqueness` -- among valid structures, ``n_distinct / n_valid`` in percent, where two
+  structures are the same if they have the same reduced formula and StructureMatcher matches them.
+* :class:`Novelty` -- among valid structures, the percentage that match no training structure of
+  the same reduced formula.
+
+A match that times out in Uniqueness/Novelty counts as "not equal" and is reported in ``counts``.
+Timeouts use ``signal.setitimer`` inside the process that runs the match (the main thread, or a
+worker process of a ``spawn`` pool when ``workers > 1``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dosmatgen.data.schema import MAX_Z, MIN_DISTANCE
+
+#: Table 2 tolerances (paper §3.1).
+MATCHER_KWARGS: dict[str, float] = {"stol": 0.5, "angle_tol": 10.0, "ltol": 0.3}
+#: A structure with less volume per atom than this (Å^3) is invalid.
+MIN_VOLUME_PER_ATOM: float = 0.1
+#: Default per-pair StructureMatcher timeout in seconds.
+DEFAULT_TIMEOUT_S: float = 10.0
+
+
+@dataclass
+class MetricResult:
+    """Value of one metric and its bookkeeping.
+
+    Attributes:
+        name: metric name.
+        value: the metric (``None`` when no item could be used).
+        unit: ``"%"`` for rates, ``"states/eV/site"`` (or the inputs' unit) for MAEs.
+        n_total: items given.
+        n_used: items in the denominator.
+        excluded: reason -> count of items left out of the denominator.
+        counts: other counts (matches, invalid-counted-as-miss, timeouts ...).
+    """
+
+    name: str
+    value: float | None
+    unit: str
+    n_total: int
+    n_used: int
+    excluded: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "unit": self.unit, "n_total": self.n_total,
+                "n_used": self.n_used, "n_excluded": int(sum(self.excluded.values())),
+                "excluded": dict(self.excluded), "counts": dict(self.counts)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MetricResult":
+        return cls(d["name"], d["value"], d["unit"], int(d["n_total"]), int(d["n_used"]),
+                   dict(d.get("excluded", {})), dict(d.get("counts", {})))
+
+
+# ----------------------------------------------------------------------------------------------
+# building structures safely
+# ----------------------------------------------------------------------------------------------
+def build_structure(atomic_numbers: np.ndarray, frac_coords: np.ndarray, lattice: np.ndarray):
+    """Return ``(Structure, None)`` or ``(None, reason)`` for raw generated arrays.
+
+    Reasons: ``"empty"``, ``"non_finite"``, ``"unknown_element"``, ``"degenerate_lattice"``
+    (|det L| below 1e-6 Å^3). Fractional coordinates are wrapped into [0, 1).
+    """
+    from pymatgen.core import Lattice, Structure
+
+    z = np.asarray(atomic_numbers).reshape(-1)
+    x = np.asarray(frac_coords, dtype=np.float64)
+    lat = np.asarray(lattice, dtype=np.float64)
+    if z.size == 0:
+        return None, "empty"
+    if x.shape != (z.size, 3) or lat.shape != (3, 3) or not (np.all(np.isfinite(x)) and np.all(np.isfinite(lat))):
+        return None, "non_finite"
+    if np.any(z < 1) or np.any(z > MAX_Z):
+        return None, "unknown_element"
+    if abs(float(np.linalg.det(lat))) < 1e-6:
+        return None, "degenerate_lattice"
+    try:
+        return Structure(Lattice(lat), [int(v) for v in z], np.mod(x, 1.0)), None
+    except Exception as exc:  # pymatgen refuses something we did not foresee
+        return None, f"build_error:{type(exc).__name__}"
+
+
+def min_periodic_distance(structure) -> float:
+    """Smallest distance (Å) between two atoms or an atom and its own periodic image.
+
+    The lattice is LLL-reduced first, so that the 27 neighbouring images suffice."""
+    lll = structure.lattice.get_lll_reduced_lattice()
+    frac = np.mod(lll.get_fractional_coords(structure.cart_coords), 1.0)
+    m = lll.matrix
+    shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=float)
+    d = frac[None, :, None, :] - frac[:, None, None, :] + shifts[None, None, :, :]  # (N,N,27,3)
+    dist = np.linalg.norm(d @ m, axis=-1)
+    n = len(frac)
+    zero = np.all(shifts == 0, axis=1)
+    dist[np.arange(n), np.arange(n), np.flatnonzero(zero)[0]] = np.inf
+    return float(dist.min())
+
+
+def validity_reason(atomic_numbers, frac_coords, lattice) -> tuple[Any, str | None]:
+    """``(structure_or_None, None)`` if valid, else ``(structure_or_None, reason)``; reasons are
+    those of :func:`build_structure` plus ``"small_volume"`` and ``"overlapping_atoms"``."""
+    s, why = build_structure(atomic_numbers, frac_coords, lattice)
+    if s is None:
+        return None, why
+    if s.volume / len(s) <= MIN_VOLUME_PER_ATOM:
+        return s, "small_volume"
+    if min_periodic_distance(s) < MIN_DISTANCE:
+        return s, "overlapping_atoms"
+    return s, None
+
+
+# ----------------------------------------------------------------------------------------------
+# DOS MAE
+# ----------------------------------------------------------------------------------------------
+class DOSMAE:
+    """Table 1 MAE: per-atom mean over the 400 bins, mean over atoms of a structure, then mean
+    over structures (see the module docstring). ``None`` predictions are excluded with the
+    reason given in ``reasons`` (default ``"prediction_failed"``)."""
+
+    name = "dos_mae"
+
+    def __init__(self, unit: str = "states/eV/site") -> None:
+        self.unit = unit
+
+    @staticmethod
+    def per_structure(pred: np.ndarray, target: np.ndarray) -> float:
+        """``mean_i mean_k |pred[i,k] - target[i,k]|`` for one structure."""
+        return float(np.mean(np.mean(np.abs(np.asarray(pred, np.float64) - np.asarray(target, np.float64)), axis=1)))
+
+    def compute(self, pred: Sequence[np.ndarray | None], target: Sequence[np.ndarray | None],
+                reasons: Sequence[str | None] | None = None) -> MetricResult:
+        if len(pred) != len(target):
+            raise ValueError(f"DOSMAE: {len(pred)} predictions but {len(target)} targets")
+        excluded: Counter = Counter()
+        values = []
+        for i, (p, q) in enumerate(zip(pred, target)):
+            if p is None or q is None:
+                why = (reasons[i] if reasons is not None and reasons[i] else None) or (
+                    "prediction_failed" if p is None else "target_missing")
+                excluded[why] += 1
+                continue
+            p, q = np.asarray(p), np.asarray(q)
+            if p.shape != q.shape:
+                excluded["shape_mismatch"] += 1
+                continue
+            if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
+                excluded["non_finite_dos"] += 1
+                continue
+            values.append(self.per_structure(p, q))
+        value = float(np.mean(values)) if values else None
+        return MetricResult(self.name, value, self.unit, len(pred), len(values), dict(excluded))
+
+
+# ----------------------------------------------------------------------------------------------
+# StructureMatcher with a per-pair timeout
+# ----------------------------------------------------------------------------------------------
+class _Timeout(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):  # pragma: no cover - exercised through timed_fit
+    raise _Timeout()
+
+
+def _make_matcher():
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    return StructureMatcher(**MATCHER_KWARGS)
+
+
+def timed_fit(s1, s2, timeout_s: float | None, matcher=None) -> str:
+    """``"match"``, ``"no_match"``, ``"timeout"`` or ``"error"`` for one pair.
+
+    The timeout is enforced with ``SIGALRM`` when called from a main thread; elsewhere it runs
+    without a timeout."""
+    matcher = matcher or _make_matcher()
+    use_alarm = bool(timeout_s) and threading.current_thread() is threading.main_thread()
+    old = None
+    if use_alarm:
+        old = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, float(timeout_s))
+    try:
+        return "match" if matcher.fit(s1, s2) else "no_match"
+    except _Timeout:
+        return "timeout"
+    except Exception:
+        return "error"
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
+
+def _fit_task(task):
+    s1, s2, timeout_s = task
+    return timed_fit(s1, s2, timeout_s)
+
+
+def _first_match_task(task):
+    """Index of the first candidate matching the query, or -1; plus the number of timeouts."""
+    query, candidates, timeout_s = task
+    matcher = _make_matcher()
+    timeouts = 0
+    for j, cand in enumerate(candidates):
+        out = timed_fit(query, cand, timeout_s, matcher)
+        if out == "match":
+            return j, timeouts
+        timeouts += out == "timeout"
+    return -1, timeouts
+
+
+def _run_tasks(fn, tasks: list, workers: int, desc: str, progress: bool) -> list:
+    if workers <= 1 or len(tasks) < 2:
+        return [fn(t) for t in tqdm(tasks, desc=desc, disable=not progress)]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        return list(tqdm(pool.imap(fn, tasks, chunksize=4), total=len(tasks), desc=desc, disable=not progress))
+
+
+class StructureMatchRate:
+    """Table 2 structure match rate in percent (tolerances :data:`MATCHER_KWARGS`).
+
+    ``compute(generated, reference)`` takes two equal-length sequences; a generated entry is a
+    pymatgen ``Structure`` or ``None`` (could not be built: counts as a non-match). Pairs that
+    time out are excluded (reason ``"timeout"``); pairs where pymatgen raises are excluded too
+    (reason ``"matcher_error"``)."""
+
+    name = "structure_match_rate"
+
+    def __init__(self, timeout_s: float | None = DEFAULT_TIMEOUT_S, workers: int = 1, progress: bool = False):
+        self.timeout_s, self.workers, self.progress = timeout_s, workers, progress
+
+    def compute(self, generated: Sequence[Any], reference: Sequence[Any]) -> MetricResult:
+        if len(generated) != len(reference):
+            raise ValueError(f"StructureMatchRate: {len(generated)} generated but {len(reference)} references")
+        idx = [i for i, g in enumerate(generated) if g is not None]
+        outcomes = _run_tasks(_fit_task, [(generated[i], reference[i], self.timeout_s) for i in idx],
+                              self.workers, "structure match", self.progress)
+        c = Counter(outcomes)
+        n_unbuilt = len(generated) - len(idx)
+        excluded = {k: v for k, v in {"timeout": c["timeout"], "matcher_error": c["error"]}.items() if v}
+        n_used = len(generated) - sum(excluded.values())
+        value = 100.0 * c["match"] / n_used if n_used else None
+        return MetricResult(self.name, value, "%", len(generated), n_used, excluded,
+                            {"matched": c["match"], "unbuildable_counted_as_miss": n_unbuilt})
+
+
+class CompositionMatchRate:
+    """Table 2 composition match rate in percent: reduced formula of the generated structure
+    equals that of the reference. ``None`` generated entries count as non-matches."""
+
+    name = "composition_match_rate"
+
+    def compute(self, generated: Sequence[Any], reference: Sequence[Any]) -> MetricResult:
+        if len(generated) != len(reference):
+            raise ValueError(f"CompositionMatchRate: {len(generated)} generated but {len(reference)} references")
+        matched = sum(1 for g, r in zip(generated, reference)
+                      if g is not None and g.composition.reduced_formula == r.composition.reduced_formula)
+        n_unbuilt = sum(1 for g in generated if g is None)
+        n = len(generated)
+        return MetricResult(self.name, 100.0 * matched / n if n else None, "%", n, n, {},
+                            {"matched": matched, "unbuildable_counted_as_miss": n_unbuilt})
+
+
+class Validity:
+    """Percentage of generated structures that are valid (see :func:`validity_reason`).
+
+    ``compute(items)`` takes ``(atomic_numbers, frac_coords, lattice)`` triples; ``counts`` holds
+    the number of invalid structures per reason."""
+
+    name = "validity"
+
+    def compute(self, items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> MetricResult:
+        reasons: Counter = Counter()
+        n_valid = 0
+        for z, x, lat in items:
+            _, why = validity_reason(z, x, lat)
+            if why is None:
+                n_valid += 1
+            else:
+                reasons[why] += 1
+        n = len(items)
+        return MetricResult(self.name, 100.0 * n_valid / n if n else None, "%", n, n, {},
+                            {"valid": n_valid, **{f"invalid_{k}": v for k, v in reasons.items()}})
+
+
+def _bucket(structures: Iterable[tuple[int, Any]]) -> dict[str, list[tuple[int, Any]]]:
+    out: dict[str, list] = defaultdict(list)
+    for i, s in structures:
+        out[s.composition.reduced_formula].append((i, s))
+    return out
+
+
+class Uniqueness:
+    """Percentage of distinct structures among the valid ones (``None`` = invalid, excluded)."""
+
+    name = "uniqueness"
+
+    def __init__(self, timeout_s: float | None = DEFAULT_TIMEOUT_S, progress: bool = False):
+        self.timeout_s, self.progress = timeout_s, progress
+
+    def compute(self, structures: Sequence[Any]) -> MetricResult:
+        valid = [(i, s) for i, s in enumerate(structures) if s is not None]
+        matcher = _make_matcher()
+        n_distinct, timeouts = 0, 0
+        for _, group in tqdm(_bucket(valid).items(), desc="uniqueness", disable=not self.progress):
+            reps: list = []
+            for _, s in group:
+                dup = False
+                for r in reps:
+                    out = timed_fit(s, r, self.timeout_s, matcher)
+                    timeouts += out == "timeout"
+                    if out == "match":
+                        dup = True
+                        break
+                if not dup:
+                    reps.append(s)
+            n_distinct += len(reps)
+        n_invalid = len(structures) - len(valid)
+        value = 100.0 * n_distinct / len(valid) if valid else None
+        return MetricResult(self.name, value, "%", len(structures), len(valid),
+                            {"invalid": n_invalid} if n_invalid else {},
+                            {"distinct": n_distinct, "timeouts_counted_as_distinct": timeouts})
+
+
+class Novelty:
+    """Percentage of valid generated structures that match no training structure.
+
+    ``Novelty(training_structures).compute(generated)``; training structures are bucketed by
+    reduced formula, so only same-formula pairs are matched."""
+
+    name = "novelty"
+
+    def __init__(self, training: Sequence[Any], timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                 workers: int = 1, progress: bool = False):
+        self.buckets = {k: [s for _, s in v] for k, v in _bucket(enumerate(training)).items()}
+        self.timeout_s, self.workers, self.progress = timeout_s, workers, progress
+
+    def compute(self, structures: Sequence[Any]) -> MetricResult:
+        valid = [s for s in structures if s is not None]
+        tasks = [(s, self.buckets.get(s.composition.reduced_formula, []), self.timeout_s) for s in valid]
+        results = _run_tasks(_first_match_task, tasks, self.workers, "novelty", self.progress)
+        n_novel = sum(1 for j, _ in results if j < 0)
+        timeouts = sum(t for _, t in results)
+        n_invalid = len(structures) - len(valid)
+        value = 100.0 * n_novel / len(valid) if valid else None
+        return MetricResult(self.name, value, "%", len(structures), len(valid),
+                            {"invalid": n_invalid} if n_invalid else {},
+                            {"novel": n_novel, "timeouts_counted_as_novel_pair": timeouts})
