@@ -1,0 +1,639 @@
+"""Training loop shared by every network of the factory (diffusion, regressor, surrogate).
+
+Recipe (DESIGN §4, the paper's reference config): Adam, lr 1e-3, ``ReduceLROnPlateau`` on the
+validation loss (factor 0.6, patience 30, min lr 1e-4), gradients clipped to ±0.5 by value, global
+batch 256, up to 1000 epochs, seeded. The loss is whatever ``model.loss(batch, generator)`` returns
+under key ``"loss"`` (for the joint diffusion that is eq. A11).
+
+Crash safety and resume: ``out_dir/last.pt`` is written atomically every ``checkpoint_every``
+epochs, at the end, and when the run is stopped by Ctrl-C or SIGTERM (the signal is turned into a
+flag, the current step finishes, then the state is saved). When ``out_dir/last.pt`` exists,
+:func:`train` continues from it: data order is a function of (seed, epoch) and the noise of each
+step a function of (seed, rank, step), so a resumed run reproduces the uninterrupted one, even when
+the interruption fell mid-epoch. ``best.pt`` holds the weights with the lowest validation loss;
+``metrics.csv`` / ``metrics.jsonl`` one row per epoch.
+
+Several processes: launched with ``torchrun --nproc_per_node K`` (``WORLD_SIZE > 1``) the loop
+uses :class:`~torch.nn.parallel.DistributedDataParallel` (gloo on CPU, nccl on CUDA) and a
+:class:`~torch.utils.data.DistributedSampler`; the global batch stays ``batch_size`` (each rank
+takes ``batch_size / K``) so the loss curve matches a single process; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import signal
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from dosmatgen.checkpoint import read_checkpoint, save_checkpoint
+from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.standardise import DOSStandardiser
+from dosmatgen.errors import ConfigError, DataError, DosmatgenError
+from dosmatgen.io import atomic_save_json, atomic_write
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+#: TrainConfig fields that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "checkpoint_every", "device", "num_workers",
+                               "progress"})
+
+
+@dataclass
+class TrainConfig:
+    """Every number of a training run. ``to_dict``/``from_dict`` round-trip through YAML/JSON.
+
+    Attributes:
+        epochs: passes over the training set (paper: up to 1000).
+        batch_size: global batch (summed over DDP ranks).
+        lr: Adam learning rate.
+        lr_factor, lr_patience, min_lr: ``ReduceLROnPlateau`` on the validation loss.
+        grad_clip: clip each gradient entry to [-grad_clip, grad_clip] (None: no clipping).
+        weight_decay: Adam weight decay.
+        ema_decay: exponential moving average of the weights (None: off); the EMA weights are
+            validated and saved as the inference weights.
+        checkpoint_every: write ``last.pt`` every this many epochs (and always at the end).
+        seed: seeds weights, data order and diffusion noise.
+        device: "cpu", "cuda", "cuda:1" or "auto".
+        bf16: bfloat16 autocast for forward passes.
+        num_workers: DataLoader worker processes.
+        max_steps: stop after this many optimiser steps in total (tests, smoke runs).
+        progress: show tqdm bars.
+    """
+
+    epochs: int = 1000
+    batch_size: int = 256
+    lr: float = 1e-3
+    lr_factor: float = 0.6
+    lr_patience: int = 30
+    min_lr: float = 1e-4
+    grad_clip: float | None = 0.5
+    weight_decay: float = 0.0
+    ema_decay: float | None = None
+    checkpoint_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    num_workers: int = 0
+    max_steps: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0 and self.min_lr >= 0):
+            raise ConfigError(f"need lr > 0 and min_lr >= 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if not 0 < self.lr_factor < 1:
+            raise ConfigError(f"lr_factor must lie in (0, 1), got {self.lr_factor}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must lie in (0, 1) or be null, got {self.ema_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"bad training options: {exc}") from exc
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised after Ctrl-C / SIGTERM once ``last.pt`` has been written; rerun to resume."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; an unavailable CUDA request is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {name!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed helpers
+@dataclass
+class DistContext:
+    """Where this process sits in a torchrun launch (world_size 1 without torchrun)."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        if not self.enabled:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self._reduce_device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def any_flag(self, flag: bool) -> bool:
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self._reduce_device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    _reduce_device: torch.device = field(default=torch.device("cpu"), repr=False)
+
+
+def setup_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
+    """Join the process group torchrun describes in the environment (no-op for one process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext(), device
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        owns = True
+    ctx = DistContext(world_size=dist.get_world_size(), rank=dist.get_rank(), local_rank=local,
+                      owns_group=owns)
+    ctx._reduce_device = device if device.type == "cuda" else torch.device("cpu")
+    return ctx, device
+
+
+class _LossModule(torch.nn.Module):
+    """Routes ``model.loss`` through ``forward`` so that DistributedDataParallel sees the call."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        return self.model.loss(batch, generator=generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# signals
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between steps (a second SIGINT aborts at once)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "_StopFlag":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    @property
+    def raised(self) -> bool:
+        return self.signum is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# EMA
+class _EMA:
+    """Exponential moving average of the floating-point weights."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            s = self.shadow[k]
+            if v.dtype.is_floating_point:
+                s.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+            else:
+                s.copy_(v)
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: torch.nn.Module) -> Iterator[None]:
+        raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.shadow)
+        try:
+            yield
+        finally:
+            model.load_state_dict(raw)
+
+
+# ---------------------------------------------------------------------------------------------
+def _mix(*ints: int) -> int:
+    """A 63-bit seed from several integers (splitmix-style), stable across runs and platforms."""
+    h = 0x9E3779B97F4A7C15
+    for v in ints:
+        h = (h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, dist: DistContext) -> list[list[int]]:
+    """This rank's index batches for ``epoch``: a :class:`DistributedSampler` permutation (seeded
+    by ``seed + epoch``, identical for every world size) cut into per-rank batches of
+    ``batch_size / world_size``. The union over ranks of batch k is batch k of a single process."""
+    sampler = DistributedSampler(range(n), num_replicas=dist.world_size, rank=dist.rank,
+                                 shuffle=True, seed=seed, drop_last=False)
+    sampler.set_epoch(epoch)
+    idx = list(sampler)
+    b = batch_size // dist.world_size
+    return [idx[i:i + b] for i in range(0, len(idx), b)]
+
+
+def _make_dataset(records: Sequence[CrystalRecord], standardiser: DOSStandardiser | None):
+    from dosmatgen.model.batch import RecordDataset
+
+    return RecordDataset(list(records), standardiser)
+
+
+def _collate():
+    from dosmatgen.model.batch import collate_records
+
+    return collate_records
+
+
+def _scalars(out: dict[str, torch.Tensor]) -> dict[str, float]:
+    vals = {}
+    for k, v in out.items():
+        if torch.is_tensor(v) and v.numel() == 1:
+            vals[k] = float(v.detach().float().item())
+        elif isinstance(v, (int, float)):
+            vals[k] = float(v)
+    return vals
+
+
+def _num_graphs(batch: Any) -> int:
+    n = getattr(batch, "num_graphs", None)
+    return int(n) if n is not None else 1
+
+
+def _model_config(model: torch.nn.Module) -> dict[str, Any]:
+    return json.loads(json.dumps(model.config, default=str))
+
+
+def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    with atomic_write(out_dir / "metrics.jsonl", "w") as f:
+        for row in history:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+    keys: list[str] = []
+    for row in history:
+        keys.extend(k for k in row if k not in keys)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    with atomic_write(out_dir / "metrics.csv", "w") as f:
+        f.write(buf.getvalue())
+
+
+def _check_resumable(ck: dict[str, Any], kind: str, model_cfg: dict[str, Any], cfg: TrainConfig,
+                     standardiser: DOSStandardiser | None, path: Path) -> None:
+    if ck["kind"] != kind:
+        raise ConfigError(f"{path} was written for model kind {ck['kind']!r}, not {kind!r}; "
+                          "use another --out directory or delete it to start afresh")
+    if ck["config"] != model_cfg:
+        diff = sorted(k for k in set(ck["config"]) | set(model_cfg)
+                      if ck["config"].get(k) != model_cfg.get(k))
+        raise ConfigError(f"{path} was written with a different model config (differs in {diff}); "
+                          "use another --out directory or delete it to start afresh")
+    old = ck["extra"].get("train_config", {})
+    changed = sorted(k for k, v in cfg.to_dict().items()
+                     if k not in RESUMABLE_CHANGES and k in old and old[k] != v)
+    if changed:
+        detail = ", ".join(f"{k}: {old[k]!r} -> {getattr(cfg, k)!r}" for k in changed)
+        raise ConfigError(f"cannot resume {path}: training options changed ({detail}); "
+                          "use another --out directory or delete it to start afresh")
+    std_old = ck.get("standardiser")
+    std_new = None if standardiser is None else standardiser.to_dict()
+    if (std_old is None) != (std_new is None) or (
+            std_old is not None and (std_old["mean"] != std_new["mean"] or std_old["std"] != std_new["std"])):
+        raise ConfigError(f"cannot resume {path}: the DOS standardiser differs from the one it was "
+                          "trained with")
+
+
+# ---------------------------------------------------------------------------------------------
+def train(kind: str, model_config: dict[str, Any], train_records: Sequence[CrystalRecord],
+          val_records: Sequence[CrystalRecord], standardiser: DOSStandardiser | None,
+          cfg: TrainConfig, out_dir: str | Path, *, resume: str = "auto",
+          callback: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Train a network of factory ``kind`` and return the path of its final checkpoint
+    (``out_dir/last.pt``).
+
+    Args:
+        kind: factory kind ("diffusion", "regressor", "surrogate").
+        model_config: the architecture's config dict (``build_model(kind, model_config)``).
+        train_records, val_records: labelled crystals; an empty validation set makes the training
+            loss drive the scheduler and ``best.pt``.
+        standardiser: DOS standardisation (fitted on the training split) applied to every batch.
+        cfg: optimisation settings.
+        out_dir: run directory (``last.pt``, ``best.pt``, ``metrics.csv``, ``metrics.jsonl``,
+            ``train_config.json``).
+        resume: "auto" continues from ``out_dir/last.pt`` when present, "require" insists on it,
+            "never" starts afresh and overwrites.
+        callback: called on every rank after each optimiser step with
+            ``{"step", "epoch", "loss", ...}`` (tests, custom logging).
+
+    Raises:
+        TrainingInterrupted: after Ctrl-C/SIGTERM, once ``last.pt`` is saved.
+        ConfigError: bad options, or ``last.pt`` belongs to a different run.
+        DataError: empty training set, or a non-finite loss.
+    """
+    from dosmatgen.model.factory import build_model
+
+    if resume not in ("auto", "require", "never"):
+        raise ConfigError(f"resume must be 'auto', 'require' or 'never', got {resume!r}")
+    if len(train_records) == 0:
+        raise DataError("the training split is empty")
+    out_dir = Path(out_dir)
+    device = resolve_device(cfg.device)
+    dist, device = setup_distributed(device)
+    try:
+        return _train(kind, model_config, train_records, val_records, standardiser, cfg, out_dir,
+                      resume, callback, device, dist, build_model)
+    finally:
+        if dist.owns_group:
+            torch.distributed.destroy_process_group()
+
+
+def _train(kind, model_config, train_records, val_records, standardiser, cfg, out_dir, resume,
+           callback, device, dist, build_model) -> Path:
+    from tqdm.auto import tqdm
+
+    if cfg.batch_size % dist.world_size:
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {dist.world_size} "
+                          "processes of this launch")
+    last_path, best_path = out_dir / LAST, out_dir / BEST
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(kind, model_config)
+    model_cfg = _model_config(model)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr)
+    ema = _EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+
+    # ---- resume ------------------------------------------------------------------------------
+    state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "partial": {}, "history": [],
+             "best_val_loss": math.inf, "finished": False}
+    if resume == "require" and not last_path.exists():
+        raise ConfigError(f"--resume given but {last_path} does not exist")
+    if resume != "never" and last_path.exists():
+        ck = read_checkpoint(last_path, map_location="cpu")
+        _check_resumable(ck, kind, model_cfg, cfg, standardiser, last_path)
+        extra = ck["extra"]
+        raw = extra.get("raw_state_dict") or ck["state_dict"]
+        model.load_state_dict(raw)
+        if ema is not None:
+            ema.shadow = {k: v.to(device).clone() for k, v in ck["state_dict"].items()}
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(extra["scheduler"])
+        for k in ("epoch", "step", "batch_in_epoch", "partial", "history", "best_val_loss", "finished"):
+            state[k] = extra.get(k, state[k])
+        if extra.get("world_size", 1) != dist.world_size and dist.is_main:
+            warnings.warn(f"resuming a {extra.get('world_size')}-process run with {dist.world_size} "
+                          "processes: the data split over ranks changes, results will differ slightly")
+        rng = extra.get("rng", {})
+        if dist.is_main and "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if dist.is_main:
+            print(f"resuming {last_path}: epoch {state['epoch']}, step {state['step']}", file=sys.stderr)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save_json(out_dir / "train_config.json",
+                         {"kind": kind, "model": model_cfg, "train": cfg.to_dict(),
+                          "world_size": dist.world_size, "n_train": len(train_records),
+                          "n_val": len(val_records)})
+
+    net: torch.nn.Module = _LossModule(model)
+    if dist.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+
+    train_ds = _make_dataset(train_records, standardiser)
+    val_ds = _make_dataset(val_records, standardiser) if len(val_records) else None
+    collate = _collate()
+    per_rank = cfg.batch_size // dist.world_size
+    gen = torch.Generator(device=device)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.bf16 else contextlib.nullcontext
+
+    def checkpoint(path: Path, finished: bool = False, full: bool = True) -> None:
+        """Rank 0 writes; everyone waits so no rank races ahead of a file it may read."""
+        if dist.is_main:
+            inference = ema.shadow if ema is not None else None
+            extra = {"epoch": state["epoch"], "step": state["step"], "best_val_loss": state["best_val_loss"],
+                     "train_config": cfg.to_dict(), "world_size": dist.world_size, "finished": finished,
+                     "history": state["history"]}
+            if state["history"]:
+                extra["val_loss"] = state["history"][-1].get("val_loss")
+                extra["train_loss"] = state["history"][-1].get("train_loss")
+            if full:
+                extra.update({"batch_in_epoch": state["batch_in_epoch"], "partial": state["partial"],
+                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                              "rng": {"torch": torch.get_rng_state()}})
+                if ema is not None:
+                    extra["raw_state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            save_checkpoint(path, model, kind, standardiser, extra, state_dict=inference)
+        dist.barrier()
+
+    def evaluate() -> dict[str, float]:
+        """Validation loss with fixed noise (seeded per rank), summed over ranks."""
+        if val_ds is None:
+            return {}
+        idx = list(range(dist.rank, len(val_ds), dist.world_size))
+        batches = [idx[i:i + per_rank] for i in range(0, len(idx), per_rank)]
+        sums: dict[str, float] = {}
+        loader = DataLoader(val_ds, batch_sampler=batches, collate_fn=collate, num_workers=cfg.num_workers)
+        gen.manual_seed(_mix(cfg.seed, 7919, dist.rank))
+        model.eval()
+        ctx = ema.swapped_in(model) if ema is not None else contextlib.nullcontext()
+        with ctx, torch.no_grad():
+            for batch in loader:
+                batch = batch.to(device)
+                with autocast():
+                    out = _scalars(model.loss(batch, generator=gen))
+                g = _num_graphs(batch)
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0.0) + v * g
+                sums["_n"] = sums.get("_n", 0.0) + g
+        model.train()
+        keys = sorted(k for k in sums if k != "_n")
+        # every rank must agree on the keys; a rank with an empty shard contributes zeros
+        keys_all = _agree_keys(dist, keys)
+        totals = dist.all_sum([sums.get(k, 0.0) for k in keys_all] + [sums.get("_n", 0.0)])
+        n = totals[-1]
+        return {f"val_{k}": totals[i] / n for i, k in enumerate(keys_all)} if n > 0 else {}
+
+    if state["epoch"] >= cfg.epochs or (cfg.max_steps is not None and state["step"] >= cfg.max_steps):
+        if dist.is_main:
+            print(f"{last_path} already has {state['epoch']} epochs / {state['step']} steps; "
+                  "nothing to do", file=sys.stderr)
+        return last_path
+
+    show = cfg.progress and dist.is_main
+    epoch_bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=f"train {kind}", unit="epoch",
+                     disable=not show, dynamic_ncols=True)
+    stop_reason = None
+    model.train()
+    with _StopFlag() as stop:
+        while state["epoch"] < cfg.epochs:
+            epoch = state["epoch"]
+            batches = epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch, dist)
+            start = state["batch_in_epoch"]
+            loader = DataLoader(train_ds, batch_sampler=batches[start:], collate_fn=collate,
+                                num_workers=cfg.num_workers)
+            sums: dict[str, float] = dict(state["partial"])
+            t0 = time.perf_counter()
+            graphs_seen = 0
+            bar = tqdm(total=len(batches), initial=start, desc=f"epoch {epoch + 1}", unit="batch",
+                       leave=False, disable=not show, dynamic_ncols=True)
+            for batch in loader:
+                batch = batch.to(device)
+                gen.manual_seed(_mix(cfg.seed, dist.rank, state["step"]))
+                with autocast():
+                    out = net(batch, gen)
+                loss = out["loss"]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip)
+                vals = _scalars(out)
+                if not math.isfinite(vals["loss"]):
+                    raise DataError(f"training loss became {vals['loss']} at epoch {epoch + 1}, step "
+                                    f"{state['step'] + 1}; lower the learning rate or check the data "
+                                    f"(last good state: {last_path})")
+                optimizer.step()
+                if ema is not None:
+                    ema.update(model)
+                g = _num_graphs(batch)
+                for k, v in vals.items():
+                    sums[k] = sums.get(k, 0.0) + v * g
+                sums["_n"] = sums.get("_n", 0.0) + g
+                graphs_seen += g
+                state["step"] += 1
+                state["batch_in_epoch"] += 1
+                state["partial"] = dict(sums)
+                bar.update(1)
+                bar.set_postfix(loss=f"{vals['loss']:.4f}")
+                if callback is not None:
+                    callback({"step": state["step"], "epoch": epoch, **vals})
+                if dist.any_flag(stop.raised):
+                    stop_reason = "signal"
+                    break
+                if cfg.max_steps is not None and state["step"] >= cfg.max_steps:
+                    stop_reason = "max_steps"
+                    break
+            bar.close()
+            elapsed = time.perf_counter() - t0
+            if stop_reason is not None and state["batch_in_epoch"] < len(batches):
+                break  # mid-epoch stop: the partial epoch is resumed later
+            # ---- end of epoch -----------------------------------------------------------------
+            keys = _agree_keys(dist, sorted(k for k in sums if k != "_n"))
+            totals = dist.all_sum([sums.get(k, 0.0) for k in keys] + [sums.get("_n", 0.0),
+                                                                     float(graphs_seen)])
+            n = max(totals[-2], 1.0)
+            row: dict[str, Any] = {"epoch": epoch + 1, "step": state["step"],
+                                   "lr": optimizer.param_groups[0]["lr"]}
+            row.update({f"train_{k}": totals[i] / n for i, k in enumerate(keys)})
+            row.update(evaluate())
+            row["crystals_per_s"] = totals[-1] / elapsed if elapsed > 0 else float("nan")
+            row["epoch_seconds"] = elapsed
+            monitor = row.get("val_loss", row.get("train_loss"))
+            scheduler.step(monitor)
+            state["history"].append(row)
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+            state["partial"] = {}
+            improved = monitor < state["best_val_loss"]
+            if improved:
+                state["best_val_loss"] = monitor
+            if dist.is_main:
+                _write_metrics(out_dir, state["history"])
+            if improved:
+                checkpoint(best_path, full=False)
+            done = state["epoch"] >= cfg.epochs
+            if state["epoch"] % cfg.checkpoint_every == 0 or done or stop_reason is not None:
+                checkpoint(last_path, finished=done)
+            epoch_bar.update(1)
+            epoch_bar.set_postfix(loss=f"{row.get('train_loss', float('nan')):.4f}",
+                                  val=f"{row.get('val_loss', float('nan')):.4f}", lr=f"{row['lr']:.1e}")
+            if stop_reason is not None:
+                break
+    epoch_bar.close()
+    if stop_reason is not None:
+        if state["batch_in_epoch"] > 0:
+            checkpoint(last_path)
+        if stop_reason == "signal":
+            raise TrainingInterrupted(f"training stopped by signal at step {state['step']}; "
+                                      f"state saved to {last_path}")
+    elif not last_path.exists() and dist.is_main:  # pragma: no cover - epochs loop always saves
+        checkpoint(last_path, finished=True)
+    return last_path
+
+
+def _agree_keys(dist: DistContext, keys: list[str]) -> list[str]:
+    """The union of metric names over ranks (identical order everywhere)."""
+    if not dist.enabled:
+        return keys
+    gathered: list[Any] = [None] * dist.world_size
+    torch.distributed.all_gather_object(gathered, keys)
+    return sorted({k for ks in gathered for k in ks})
+
+
+__all__ = ["TrainConfig", "TrainingInterrupted", "train", "resolve_device", "epoch_batches",
+           "DistContext", "setup_distributed", "LAST", "BEST", "DosmatgenError"]
