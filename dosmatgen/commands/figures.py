@@ -1,0 +1,95 @@
+"""``dosmatgen figures``: formation-energy figures, the figure gallery, the HTML report.
+
+    dosmatgen figures formation --truth gt.csv --generated cfg:1000=cfg_T1000.csv ... --out figures/
+    dosmatgen figures gallery --figures figures/
+    dosmatgen figures report --results results/ --figures figures/ --provenance prov.json --out results/report.html
+
+(The constrained-generation study figures are drawn by ``dosmatgen studies figures``.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from dosmatgen.errors import ConfigError
+
+_GENERATED = re.compile(r"^(?P<guidance>[A-Za-z_-]+):(?P<t0>\d+)=(?P<path>.+)$")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("figures", help="draw the formation-energy figures, the gallery, the HTML report",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="figures_command", metavar="WHAT")
+    sub.required = True
+
+    p = sub.add_parser("formation", help="paper Fig. 2 (T = 1000) and Fig. B.1 (T = 200, 500)")
+    p.add_argument("--truth", help="formation-energy table of the ground-truth test structures")
+    p.add_argument("--generated", nargs="+", required=True, metavar="GUIDANCE:T=FILE",
+                   help="formation-energy tables of generated structures, e.g. cfg:1000=work/demo/formation/cfg_T1000.csv")
+    p.add_argument("--out", required=True, help="folder for the PNG + PDF files")
+    p.add_argument("--mlff", default="MLFF", help="force-field name for the captions")
+    p.add_argument("--which", nargs="+", choices=("fig2", "figB1"), default=("fig2", "figB1"))
+    p.set_defaults(func=run_formation)
+
+    p = sub.add_parser("gallery", help="write FIGURES/README.md listing every figure with its caption")
+    p.add_argument("--figures", required=True, help="folder of PNG (+ PDF) figures")
+    p.add_argument("--out", help="Markdown file (default FIGURES/README.md)")
+    p.add_argument("--intro", default="", help="paragraph under the heading")
+    p.set_defaults(func=run_gallery)
+
+    p = sub.add_parser("report", help="self-contained HTML page: tables, figures, provenance")
+    p.add_argument("--results", required=True, help="folder with the result tables (*.csv)")
+    p.add_argument("--figures", nargs="+", default=[], help="folders of PNG figures")
+    p.add_argument("--provenance", help="provenance JSON of the run")
+    p.add_argument("--notes", nargs="*", default=[], help="text files shown verbatim (e.g. the claims check)")
+    p.add_argument("--title", default="DOSMatGen replication report")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.set_defaults(func=run_report)
+
+
+def parse_generated(specs: list[str]) -> dict[tuple[str, int], Path]:
+    """``["cfg:1000=a.csv", ...]`` -> ``{("cfg", 1000): Path("a.csv"), ...}``."""
+    out: dict[tuple[str, int], Path] = {}
+    for spec in specs:
+        m = _GENERATED.match(spec)
+        if not m:
+            raise ConfigError(f"--generated {spec!r}: expected GUIDANCE:T=FILE, e.g. cfg:1000=cfg_T1000.csv")
+        key = (m["guidance"], int(m["t0"]))
+        if key in out:
+            raise ConfigError(f"--generated: {key[0]} at T = {key[1]} given twice")
+        out[key] = Path(m["path"])
+    return out
+
+
+def run_formation(args: argparse.Namespace) -> int:
+    from dosmatgen.plots.formation import load_formation, plot_fig2, plot_figB1
+
+    files = parse_generated(args.generated)
+    generated = {key: load_formation(path) for key, path in files.items()}
+    truth = load_formation(args.truth) if args.truth else None
+    written = []
+    if "fig2" in args.which:
+        written += plot_fig2(generated, truth, args.out, mlff=args.mlff)
+    if "figB1" in args.which:
+        t_partial = sorted({t for _, t in generated if t != 1000}) or [200, 500]
+        written += plot_figB1(generated, truth, args.out, t_values=t_partial, mlff=args.mlff)
+    for path in written:
+        print(path)
+    return 0
+
+
+def run_gallery(args: argparse.Namespace) -> int:
+    from dosmatgen.plots.gallery import write_gallery
+
+    print(write_gallery(args.figures, args.out, intro=args.intro))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from dosmatgen.report import build_report
+
+    print(build_report(args.results, args.figures, args.out, provenance=args.provenance, notes=args.notes,
+                       title=args.title))
+    return 0

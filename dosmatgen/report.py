@@ -1,0 +1,161 @@
+"""A single self-contained HTML page of a workflow run: tables, figures, claims and provenance.
+
+``results/report.html`` is written by the workflow's ``report`` rule (``dosmatgen figures report``).
+Tables are the CSV files of the results folder (Table 1, Table 2, studies ...), figures the PNGs
+of the figure folders (embedded as data URIs, so the page can be mailed or archived alone),
+provenance the run's provenance JSON (config, code version, data, timings). Everything is escaped;
+nothing is fetched from the network when the page is opened.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as _dt
+import html
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dosmatgen.errors import DataError
+from dosmatgen.io import atomic_write
+from dosmatgen.plots.gallery import gallery_entries
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
+figure{margin:1em 0 2em}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#444}
+pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.8em}
+.pass{color:#1a7f37;font-weight:bold}.fail{color:#cf222e;font-weight:bold}.muted{color:#777}
+nav a{margin-right:1em}
+"""
+
+
+def read_csv_table(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV file (all cells as text)."""
+    path = Path(path)
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise DataError(f"table {path} is empty")
+    return rows[0], rows[1:]
+
+
+def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for row in rows:
+        cells = []
+        for cell in row:
+            text = html.escape(str(cell))
+            upper = str(cell).strip().upper()
+            if upper in ("PASS", "FAIL"):
+                text = f'<span class="{upper.lower()}">{text}</span>'
+            cells.append(f"<td>{text}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _title(stem: str) -> str:
+    return stem.replace("_", " ").replace("-", " ").strip().capitalize()
+
+
+def _figure_html(png: Path, title: str, caption: str) -> str:
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    cap = f"<b>{html.escape(title)}</b>" + (f" — {html.escape(caption)}" if caption else "")
+    return (f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{cap} <span class=\"muted\">({html.escape(png.name)})</span></figcaption></figure>")
+
+
+def render_report(tables: Sequence[tuple[str, list[str], list[list[str]]]],
+                  figures: Sequence[tuple[Path, str, str]], provenance: dict[str, Any] | None, *,
+                  title: str = "DOSMatGen replication report", notes: Sequence[tuple[str, str]] = ()) -> str:
+    """HTML text of the report.
+
+    Args:
+        tables: ``(name, header, rows)`` per table.
+        figures: ``(png_path, title, caption)`` per figure.
+        provenance: the run's provenance dict (shown as JSON), or None.
+        notes: ``(heading, preformatted text)`` extra sections, e.g. the claims check output.
+    """
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>",
+             f'<p class="muted">Generated {stamp} by dosmatgen. '
+             f"{len(tables)} tables, {len(figures)} figures.</p>",
+             '<nav><a href="#tables">Tables</a><a href="#figures">Figures</a>'
+             + "".join(f'<a href="#note{i}">{html.escape(h)}</a>' for i, (h, _) in enumerate(notes))
+             + '<a href="#provenance">Provenance</a></nav>']
+    if provenance:
+        summary = {k: provenance[k] for k in ("profile", "description", "data_source", "device", "git", "dosmatgen")
+                   if k in provenance and not isinstance(provenance[k], (dict, list))}
+        if summary:
+            parts.append(_html_table(["run", "value"], [[k, str(v)] for k, v in summary.items()]))
+    parts.append('<h2 id="tables">Tables</h2>')
+    if not tables:
+        parts.append('<p class="muted">No tables found.</p>')
+    for name, header, rows in tables:
+        parts.append(f"<h3>{html.escape(_title(name))}</h3>")
+        parts.append(f'<p class="muted">{html.escape(name)}.csv</p>')
+        parts.append(_html_table(header, rows))
+    parts.append('<h2 id="figures">Figures</h2>')
+    if not figures:
+        parts.append('<p class="muted">No figures found.</p>')
+    for png, fig_title, caption in figures:
+        parts.append(_figure_html(png, fig_title, caption))
+    for i, (heading, text) in enumerate(notes):
+        parts.append(f'<h2 id="note{i}">{html.escape(heading)}</h2><pre>{html.escape(text)}</pre>')
+    parts.append('<h2 id="provenance">Provenance</h2>')
+    if provenance:
+        parts.append(f"<pre>{html.escape(json.dumps(provenance, indent=2, sort_keys=True, default=str))}</pre>")
+    else:
+        parts.append('<p class="muted">No provenance file given.</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def build_report(results_dir: str | os.PathLike, figure_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
+                 *, provenance: str | os.PathLike | None = None, notes: Sequence[str | os.PathLike] = (),
+                 title: str = "DOSMatGen replication report") -> Path:
+    """Collect ``results_dir/*.csv``, the PNGs of ``figure_dirs`` and ``provenance`` into ``out``.
+
+    ``notes`` are text files (e.g. the claims check) shown verbatim, each under its file name.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise DataError(f"results folder {results_dir} does not exist")
+    tables = []
+    for path in sorted(results_dir.glob("*.csv")):
+        header, rows = read_csv_table(path)
+        tables.append((path.stem, header, rows))
+    figures: list[tuple[Path, str, str]] = []
+    seen: set[Path] = set()
+    for folder in figure_dirs:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        for entry in gallery_entries(folder):
+            png = (folder / entry["png"]).resolve()
+            if png not in seen:
+                seen.add(png)
+                figures.append((png, entry["title"], entry["caption"]))
+    prov = None
+    if provenance is not None:
+        ppath = Path(provenance)
+        if not ppath.exists():
+            raise DataError(f"provenance file {ppath} does not exist")
+        with open(ppath) as f:
+            prov = json.load(f)
+    note_sections = [(Path(n).name, Path(n).read_text()) for n in notes if Path(n).exists()]
+    text = render_report(tables, figures, prov, title=title, notes=note_sections)
+    out = Path(out)
+    with atomic_write(out, "w") as f:
+        f.write(text)
+    return out
