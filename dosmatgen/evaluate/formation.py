@@ -1,0 +1,328 @@
+"""Formation energies per atom with a machine-learned force field (paper §3.1 Fig. 2, B.1, Fig. 7).
+
+For a crystal with energy E (eV) and n_el atoms of each element,
+
+    E_f = (E - sum_el n_el * mu_el) / N            (eV/atom)
+
+where mu_el is the energy per atom of the element's reference crystal computed with the *same*
+MLFF: the structure of ``ase.collections.dcdft`` (the Delta-test set of elemental crystals)
+relaxed with FIRE + FrechetCellFilter. An element missing from dcdft (lanthanides, actinides ...)
+or whose reference relaxation fails falls back to the Materials Project GGA energy per atom of
+the element that pymatgen ships (``pymatgen/analysis/compatibility/calc_compounds.json.gz``); the
+fallback is recorded in the references and in every row that uses it.
+
+Every structure gets both an unrelaxed E_f (single point on the given geometry) and a relaxed E_f
+(FIRE + FrechetCellFilter, fmax 0.05 eV/Å, at most 200 steps; :func:`dosmatgen.evaluate.mlff.relax`).
+
+Files
+-----
+Elemental reference cache (one JSON per MLFF, default ``~/.cache/dosmatgen/elemental_refs_<mlff>.json``
+or ``--refs-cache``)::
+
+    {"format": "dosmatgen-elemental-refs", "version": 1, "mlff": "sevenn", "fmax": .., "max_steps": ..,
+     "elements": {"Au": {"energy_per_atom": -3.27, "source": "mlff:dcdft", "natoms": 4,
+                         "converged": true}, "La": {"energy_per_atom": .., "source": "mp-gga:mp-26", ...}}}
+
+Output of :func:`compute_formation_energies` (``--out FILE.json``; a CSV with the same rows is
+written beside it as ``FILE.csv``)::
+
+    {"format": "dosmatgen-formation", "version": 1, "mlff": "sevenn", "fmax": 0.05, "max_steps": 200,
+     "input": "<path>", "n": .., "status_counts": {"ok": .., "skipped_invalid:overlapping_atoms": ..},
+     "references": {<the cache's "elements" for the elements used>},
+     "rows": [{"id", "source_id", "formula", "natoms", "status", "e_unrelaxed", "e_relaxed",
+               "ef_unrelaxed", "ef_relaxed", "converged", "volume_ratio", "ref_fallback": [els]}]}
+
+Energies ``e_*`` are total eV; ``ef_*`` are eV/atom; missing values are ``null``. ``status`` is
+``ok``, ``relax_failed`` (unrelaxed E_f kept), ``skipped_invalid:<reason>`` (NaN or degenerate
+lattice, overlapping atoms, or less than ``min_volume_per_atom`` Å^3 per atom, which would flood
+the MLFF's neighbour list) or ``error:<ExceptionType>``. Work is cut into chunks written
+atomically under ``FILE.json.parts/``; a rerun skips finished chunks (resumable).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import multiprocessing as mp
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dosmatgen.errors import ConfigError, DataError
+from dosmatgen.io import atomic_save_json, atomic_write
+
+FORMAT = "dosmatgen-formation"
+REFS_FORMAT = "dosmatgen-elemental-refs"
+#: Relaxation settings of the paper's protocol (FIRE + FrechetCellFilter).
+DEFAULT_FMAX: float = 0.05
+DEFAULT_STEPS: int = 200
+#: Structures denser than this (Å^3 per atom) are not given to the MLFF.
+DEFAULT_MIN_VOLUME_PER_ATOM: float = 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# elemental references
+# ----------------------------------------------------------------------------------------------
+def default_refs_cache(mlff: str) -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return root / "dosmatgen" / f"elemental_refs_{mlff}.json"
+
+
+def mp_elemental_energies() -> dict[str, tuple[float, str]]:
+    """Element -> (MP GGA energy per atom in eV, MP id) from the data file pymatgen ships."""
+    import pymatgen.analysis.compatibility as comp
+
+    path = Path(comp.__file__).parent / "calc_compounds.json.gz"
+    if not path.exists():
+        raise ConfigError(f"pymatgen's MP elemental energies ({path}) are missing")
+    with gzip.open(path, "rt") as f:
+        entries = json.load(f)
+    out: dict[str, tuple[float, str]] = {}
+    for entry in entries.values():
+        comp_ = entry.get("composition", {})
+        if len(comp_) == 1:
+            (el, n), = comp_.items()
+            e = float(entry["energy"]) / float(n)
+            if el not in out or e < out[el][0]:
+                out[el] = (e, str(entry.get("entry_id")))
+    return out
+
+
+class ElementalReferences:
+    """Energies per atom of elemental reference crystals for one MLFF, cached in a JSON file.
+
+    ``refs.get(["Au", "Ni"], calc)`` relaxes any element not yet cached (dcdft structure, same
+    MLFF) and returns ``{el: entry}``; entries carry ``energy_per_atom`` and ``source``."""
+
+    def __init__(self, mlff: str, cache: str | Path | None = None, fmax: float = DEFAULT_FMAX,
+                 steps: int = DEFAULT_STEPS) -> None:
+        self.mlff, self.fmax, self.steps = mlff, fmax, steps
+        self.path = Path(cache) if cache is not None else default_refs_cache(mlff)
+        self.elements: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+            except (OSError, ValueError) as exc:
+                raise DataError(f"elemental reference cache {self.path} is unreadable: {exc}") from exc
+            if data.get("format") != REFS_FORMAT or data.get("mlff") != mlff:
+                raise DataError(f"{self.path} is not an elemental reference cache for MLFF {mlff!r}")
+            self.elements = dict(data.get("elements", {}))
+
+    def save(self) -> None:
+        atomic_save_json(self.path, {"format": REFS_FORMAT, "version": 1, "mlff": self.mlff,
+                                     "fmax": self.fmax, "max_steps": self.steps, "elements": self.elements})
+
+    def get(self, elements: Iterable[str], calc: Any = None, progress: bool = False) -> dict[str, dict[str, Any]]:
+        """References for ``elements``, computing (with ``calc``) and caching missing ones."""
+        wanted = sorted(set(elements))
+        missing = [el for el in wanted if el not in self.elements]
+        if missing:
+            from ase.collections import dcdft
+
+            from dosmatgen.evaluate.mlff import relax
+
+            mp_refs = None
+            for el in tqdm(missing, desc=f"elemental refs ({self.mlff})", disable=not progress):
+                entry = None
+                if el in dcdft.names:
+                    if calc is None:
+                        raise ConfigError(f"elemental reference for {el} is not cached; pass an MLFF calculator")
+                    atoms = dcdft[el]
+                    _, energy, converged = relax(atoms, calc, self.fmax, self.steps)
+                    if np.isfinite(energy):
+                        entry = {"energy_per_atom": energy / len(atoms), "source": "mlff:dcdft",
+                                 "natoms": len(atoms), "converged": bool(converged)}
+                if entry is None:
+                    mp_refs = mp_refs if mp_refs is not None else mp_elemental_energies()
+                    if el not in mp_refs:
+                        raise DataError(f"no elemental reference for {el}: not in ase dcdft and not in "
+                                        "pymatgen's MP elemental energies")
+                    e, mpid = mp_refs[el]
+                    entry = {"energy_per_atom": e, "source": f"mp-gga:{mpid}", "natoms": None,
+                             "converged": None}
+                self.elements[el] = entry
+                self.save()  # after each element: a long reference run is resumable too
+        return {el: self.elements[el] for el in wanted}
+
+
+def formation_energy_per_atom(symbols: Sequence[str], energy: float, refs: dict[str, dict[str, Any]]) -> float:
+    """``(E - sum_i mu_{el(i)}) / N`` in eV/atom for a crystal of ``symbols`` with total energy
+    ``energy`` (eV); ``refs[el]["energy_per_atom"]`` is mu_el."""
+    if len(symbols) == 0:
+        raise DataError("formation energy of a structure with zero atoms")
+    mu = sum(float(refs[s]["energy_per_atom"]) for s in symbols)
+    return (float(energy) - mu) / len(symbols)
+
+
+# ----------------------------------------------------------------------------------------------
+# per-structure work
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class FormationItem:
+    """One structure to evaluate: raw arrays (possibly invalid) and its ids."""
+
+    id: str
+    source_id: str
+    atomic_numbers: np.ndarray
+    frac_coords: np.ndarray
+    lattice: np.ndarray
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(mlff: str, device: str, threads: int) -> None:
+    from dosmatgen.evaluate.mlff import get_calculator, limit_threads
+
+    limit_threads(threads)
+    _WORKER["calc"] = get_calculator(mlff, device=device)
+
+
+def evaluate_item(item: FormationItem, calc: Any, refs: dict[str, dict[str, Any]], fmax: float, steps: int,
+                  min_volume_per_atom: float = DEFAULT_MIN_VOLUME_PER_ATOM) -> dict[str, Any]:
+    """Unrelaxed and relaxed E_f of one structure; never raises (errors go into ``status``)."""
+    from ase import Atoms
+
+    from dosmatgen.evaluate.metrics import validity_reason
+    from dosmatgen.evaluate.mlff import relax
+
+    row: dict[str, Any] = {"id": item.id, "source_id": item.source_id, "formula": None,
+                           "natoms": int(len(item.atomic_numbers)), "status": "ok", "e_unrelaxed": None,
+                           "e_relaxed": None, "ef_unrelaxed": None, "ef_relaxed": None, "converged": None,
+                           "volume_ratio": None, "ref_fallback": []}
+    s, why = validity_reason(item.atomic_numbers, item.frac_coords, item.lattice)
+    if s is not None:
+        row["formula"] = s.composition.reduced_formula
+    if why is None and s.volume / len(s) < min_volume_per_atom:
+        why = "too_dense"
+    if why is not None:
+        row["status"] = f"skipped_invalid:{why}"
+        return row
+    symbols = [site.specie.symbol for site in s]
+    row["ref_fallback"] = sorted({el for el in symbols if not str(refs[el]["source"]).startswith("mlff")})
+    try:
+        atoms = Atoms(numbers=[int(z) for z in item.atomic_numbers], scaled_positions=s.frac_coords,
+                      cell=s.lattice.matrix, pbc=True)
+        atoms.calc = calc
+        e0 = float(atoms.get_potential_energy())
+        if np.isfinite(e0):
+            row["e_unrelaxed"] = e0
+            row["ef_unrelaxed"] = formation_energy_per_atom(symbols, e0, refs)
+        relaxed, e1, converged = relax(atoms, calc, fmax, steps)
+        row["converged"] = bool(converged)
+        row["volume_ratio"] = float(relaxed.get_volume() / atoms.get_volume())
+        if np.isfinite(e1):
+            row["e_relaxed"] = e1
+            row["ef_relaxed"] = formation_energy_per_atom(symbols, e1, refs)
+        else:
+            row["status"] = "relax_failed"
+    except Exception as exc:  # the MLFF can fail on absurd geometries; record, do not crash
+        row["status"] = f"error:{type(exc).__name__}"
+    return row
+
+
+def _worker_task(args):
+    item, refs, fmax, steps, min_vol = args
+    return evaluate_item(item, _WORKER["calc"], refs, fmax, steps, min_vol)
+
+
+# ----------------------------------------------------------------------------------------------
+# driver
+# ----------------------------------------------------------------------------------------------
+def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, *, mlff: str = "sevenn",
+                               workers: int = 1, fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_STEPS,
+                               refs_cache: str | Path | None = None, chunk_size: int = 64,
+                               min_volume_per_atom: float = DEFAULT_MIN_VOLUME_PER_ATOM, device: str = "cpu",
+                               calc: Any = None, input_name: str | None = None,
+                               progress: bool = True) -> dict[str, Any]:
+    """Relax every item with the MLFF and write ``out`` (JSON) + ``out`` with suffix .csv.
+
+    Args:
+        items: structures (generated or test).
+        out: output JSON path; chunks go to ``<out>.parts/`` and are reused on rerun.
+        mlff: name for :func:`dosmatgen.evaluate.mlff.get_calculator`.
+        workers: processes (``spawn``), each with one torch thread and its own calculator;
+            ``1`` runs in this process.
+        calc: an already built calculator for ``workers == 1`` (tests).
+    Returns the output dict (also written).
+    """
+    from dosmatgen.data.schema import MAX_Z
+    from dosmatgen.evaluate.mlff import get_calculator, limit_threads
+
+    out = Path(out)
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    from pymatgen.core.periodic_table import Element
+
+    elements = {Element.from_Z(int(z)).symbol for it in items for z in np.asarray(it.atomic_numbers).reshape(-1)
+                if 1 <= int(z) <= MAX_Z}
+    refs_store = ElementalReferences(mlff, refs_cache, fmax, steps)
+    needs_calc = [el for el in elements if el not in refs_store.elements]
+    if workers <= 1 and calc is None:
+        limit_threads(1)
+        calc = get_calculator(mlff, device=device)
+    ref_calc = calc if calc is not None else (get_calculator(mlff, device=device) if needs_calc else None)
+    refs = refs_store.get(elements, ref_calc, progress=progress)
+
+    chunks = [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
+    todo = [k for k in range(len(chunks)) if not (parts / f"part_{k:05d}.json").exists()]
+    todo_set = set(todo)
+    bar = tqdm(total=len(items), desc=f"formation ({mlff})", disable=not progress,
+               initial=sum(len(chunks[k]) for k in range(len(chunks)) if k not in todo_set))
+    pool = None
+    if workers > 1 and todo:
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(mlff, device, 1))
+    try:
+        for k in todo:
+            if pool is None:
+                rows = []
+                for it in chunks[k]:
+                    rows.append(evaluate_item(it, calc, refs, fmax, steps, min_volume_per_atom))
+                    bar.update(1)
+            else:
+                rows = []
+                for row in pool.imap(_worker_task, [(it, refs, fmax, steps, min_volume_per_atom) for it in chunks[k]]):
+                    rows.append(row)
+                    bar.update(1)
+            atomic_save_json(parts / f"part_{k:05d}.json", {"chunk": k, "rows": rows})
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+    rows = []
+    for k in range(len(chunks)):
+        rows.extend(json.loads((parts / f"part_{k:05d}.json").read_text())["rows"])
+    result = {"format": FORMAT, "version": 1, "mlff": mlff, "fmax": fmax, "max_steps": steps,
+              "min_volume_per_atom": min_volume_per_atom, "input": input_name, "n": len(rows),
+              "status_counts": dict(Counter(r["status"] for r in rows)), "references": refs, "rows": rows}
+    atomic_save_json(out, result)
+    write_rows_csv(out.with_suffix(".csv"), rows)
+    return result
+
+
+def write_rows_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    cols = ["id", "source_id", "formula", "natoms", "status", "e_unrelaxed", "e_relaxed", "ef_unrelaxed",
+            "ef_relaxed", "converged", "volume_ratio", "ref_fallback"]
+    with atomic_write(path, "w") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else (";".join(r[c]) if c == "ref_fallback" else r[c]) for c in cols])
+
+
+def load_formation(path: str | Path) -> dict[str, Any]:
+    """Read a file written by :func:`compute_formation_energies`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read formation-energy file {path}: {exc}") from exc
+    if data.get("format") != FORMAT:
+        raise DataError(f"{path} is not a dosmatgen formation-energy file")
+    return data
