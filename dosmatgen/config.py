@@ -202,3 +202,61 @@ def _resolve(cfg: dict[str, Any], environ: Mapping[str, str], source: str) -> No
     elif data["source"] == "mp" and not has_key:
         raise ConfigError(f"{source}: data.source: 'mp' needs the environment variable MP_API_KEY "
                           "(or use source: auto to fall back to the built-in dataset)")
+
+
+def run_provenance(config: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Provenance of a workflow run: the validated config, code and library versions, the host,
+    and size + SHA-256 of each input file (``inputs``: name -> path or list of paths)."""
+    import datetime as dt
+    import hashlib
+    import importlib.metadata as md
+    import platform
+
+    from dosmatgen import __version__
+    from dosmatgen.checkpoint import git_commit
+
+    def file_info(path: str) -> dict[str, Any]:
+        p = Path(path)
+        if not p.is_file():
+            return {"path": str(path), "exists": False}
+        digest = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return {"path": str(path), "bytes": p.stat().st_size, "sha256": digest.hexdigest()}
+
+    versions = {}
+    for package in ("torch", "numpy", "pymatgen", "ase", "snakemake", "sevenn"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = None
+    files: dict[str, Any] = {}
+    for name, value in (inputs or {}).items():
+        paths = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+        infos = [file_info(str(p)) for p in paths]
+        files[name] = infos[0] if isinstance(value, (str, os.PathLike)) else infos
+    return {
+        "profile": config.get("profile"),
+        "description": config.get("description", ""),
+        "data_source": config.get("data", {}).get("source"),
+        "device": config.get("device"),
+        "dosmatgen": __version__,
+        "git": git_commit(),
+        "python": platform.python_version(),
+        "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "versions": versions,
+        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "config": dict(config),
+        "inputs": files,
+    }
+
+
+def write_provenance(path: str | os.PathLike, config: Mapping[str, Any],
+                     inputs: Mapping[str, Any] | None = None) -> Path:
+    """Write :func:`run_provenance` as JSON to ``path`` (atomically)."""
+    from dosmatgen.io import atomic_save_json
+
+    atomic_save_json(path, run_provenance(config, inputs))
+    return Path(path)
+

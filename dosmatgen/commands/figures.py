@@ -3,6 +3,7 @@
     dosmatgen figures formation --truth gt.csv --generated cfg:1000=cfg_T1000.csv ... --out figures/
     dosmatgen figures gallery --figures figures/
     dosmatgen figures report --results results/ --figures figures/ --provenance prov.json --out results/report.html
+    dosmatgen figures provenance --run-config config/demo.yaml --inputs store.npz split.json --out prov.json
 
 (The constrained-generation study figures are drawn by ``dosmatgen studies figures``.)
 """
@@ -48,6 +49,13 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="HTML file to write")
     p.set_defaults(func=run_report)
 
+    p = sub.add_parser("provenance", help="provenance JSON of a run: config, code versions, input checksums")
+    p.add_argument("--run-config", required=True,
+                   help="the run config: a YAML/JSON file, or the JSON text itself (as the workflow passes it)")
+    p.add_argument("--inputs", nargs="*", default=[], help="files whose size and SHA-256 to record")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.set_defaults(func=run_provenance)
+
 
 def parse_generated(specs: list[str]) -> dict[tuple[str, int], Path]:
     """``["cfg:1000=a.csv", ...]`` -> ``{("cfg", 1000): Path("a.csv"), ...}``."""
@@ -92,4 +100,21 @@ def run_report(args: argparse.Namespace) -> int:
 
     print(build_report(args.results, args.figures, args.out, provenance=args.provenance, notes=args.notes,
                        title=args.title))
+    return 0
+
+
+def run_provenance(args: argparse.Namespace) -> int:
+    import json
+
+    from dosmatgen.config import load_run_config, validate_run_config, write_provenance
+
+    text = args.run_config.strip()
+    if text.startswith("{"):
+        try:
+            config = validate_run_config(json.loads(text), source="--run-config")
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--run-config: not valid JSON: {exc}") from exc
+    else:
+        config = load_run_config(text)
+    print(write_provenance(args.out, config, inputs={"files": args.inputs}))
     return 0

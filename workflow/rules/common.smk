@@ -1,0 +1,80 @@
+# Shared names and helper functions of the rules (the rule files hold only rules and file lists).
+# Wildcards: kind (diffusion, regressor, surrogate), guidance (cfg, classifier), t0 (start step),
+# study (masked, template, fixed-type, screen, window-sweep).
+
+GUIDANCES = RUN["generate"]["guidance"]
+T0S = RUN["generate"]["t0"]
+STUDIES = RUN["studies"]["run"]
+EVAL = RUN["evaluate"]
+# The time-dependent regressor is only needed for classifier guidance.
+MODEL_KINDS = ["diffusion", "surrogate"] + (["regressor"] if "classifier" in GUIDANCES else [])
+# Every rule runs in the project's environment (used with --software-deployment-method conda).
+CONDA_ENV = os.path.join(workflow.basedir, "environment.yml")
+# Memory (MB) and wall time (minutes) per job, read by cluster executors; local runs ignore them.
+SMALL = dict(mem_mb=2000, runtime=30)
+
+
+wildcard_constraints:
+    kind="diffusion|regressor|surrogate",
+    guidance="cfg|classifier",
+    t0=r"\d+",
+    study="masked|template|fixed-type|screen|window-sweep",
+
+
+def log(name):
+    """Log file of a job: work/<profile>/logs/<name>.log."""
+    return f"{LOGS}/{name}.log"
+
+
+def checkpoint_path(kind):
+    return f"{W}/models/{kind}/best.pt"
+
+
+def generated_path(guidance, t0):
+    return f"{W}/generated/{guidance}_T{t0}.npz"
+
+
+def metrics_path(guidance, t0):
+    return f"{W}/metrics/{guidance}_T{t0}.json"
+
+
+def formation_path(name):
+    return f"{W}/formation/{name}.json"
+
+
+def study_path(study, name="results.json"):
+    return f"{W}/studies/{study}/{name}"
+
+
+def output_dir(wildcards, output):
+    """Folder of a job's first output file (params that name a folder, not a file)."""
+    return os.path.dirname(output[0])
+
+
+def input_dir(wildcards, input):
+    """Folder of a job's first input file."""
+    return os.path.dirname(input[0])
+
+
+def regenerate_inputs(wildcards):
+    """Classifier guidance also needs the time-dependent regressor."""
+    inputs = dict(checkpoint=checkpoint_path("diffusion"), store=STORE, split=SPLIT)
+    if wildcards.guidance == "classifier":
+        inputs["regressor"] = checkpoint_path("regressor")
+    return inputs
+
+
+def guidance_flags(wildcards, input):
+    gen = RUN["generate"]
+    if wildcards.guidance == "classifier":
+        return cli_flags({"regressor": input.regressor, "guidance_scale": gen["guidance_scale"]})
+    return cli_flags({"omega": gen["omega"]})
+
+
+def study_flags(wildcards):
+    """The study's config section as command-line flags (config keys = option names)."""
+    return cli_flags(RUN["studies"][wildcards.study])
+
+
+def train_option(key):
+    return lambda wildcards: RUN["train"][wildcards.kind][key]

@@ -1,0 +1,69 @@
+# Data: the dataset store (built-in GPAW set, or Materials Project with MP_API_KEY), the seeded
+# 0.6/0.2/0.2 split with the DOS standardiser fitted on the training atoms, a dataset summary.
+
+if RUN["data"]["source"] == "mp":
+    STORE = f"{W}/data/mp_dos.npz"
+else:
+    STORE = RUN["data"]["builtin_store"]
+SPLIT = f"{W}/data/split.json"
+STANDARDISER = f"{W}/data/standardiser.json"
+DATA_INFO = f"{W}/data/info.json"
+DATA_FIGURE = f"{F}/dataset_overview.png"
+DATA_FILES = [STORE, SPLIT, STANDARDISER, DATA_INFO, DATA_FIGURE]
+
+
+if RUN["data"]["source"] == "mp":
+
+    rule download_mp:
+        output:
+            STORE,
+        log:
+            log("download_mp"),
+        params:
+            shards=f"{W}/data/mp_shards",  # resumable: finished shards survive an interruption
+        threads: 1
+        resources:
+            mem_mb=8000,
+            runtime=48 * 60,
+        conda:
+            CONDA_ENV
+        shell:
+            "dosmatgen data download-mp --out {params.shards} --merge {output} --no-progress > {log} 2>&1"
+
+
+rule split:
+    input:
+        store=STORE,
+    output:
+        split=SPLIT,
+        standardiser=STANDARDISER,
+    log:
+        log("split"),
+    params:
+        seed=RUN["seed"],
+        fractions=" ".join(str(f) for f in RUN["data"]["split"]),
+    threads: 1
+    resources:
+        **SMALL,
+    conda:
+        CONDA_ENV
+    shell:
+        "dosmatgen data split --store {input.store} --out {output.split} --standardiser {output.standardiser}"
+        " --seed {params.seed} --fractions {params.fractions} > {log} 2>&1"
+
+
+rule data_info:
+    input:
+        store=STORE,
+    output:
+        json=DATA_INFO,
+        figure=DATA_FIGURE,
+    log:
+        log("data_info"),
+    threads: 1
+    resources:
+        **SMALL,
+    conda:
+        CONDA_ENV
+    shell:
+        "dosmatgen data info --store {input.store} --json {output.json} --figure {output.figure} > {log} 2>&1"

@@ -1,0 +1,129 @@
+# Evaluation: surrogate DOS MAE (Table 1) and structure / composition match rates (Table 2) of each
+# regenerated set, MLFF formation energies (Fig. 2, B.1) of generated and ground-truth test
+# structures, the result tables with their provenance.
+
+METRICS = [metrics_path(g, t) for g in GUIDANCES for t in T0S]
+FORMATION_GENERATED = {(g, t): formation_path(f"{g}_T{t}") for g in GUIDANCES for t in T0S}
+FORMATION_TRUTH = formation_path("ground_truth")
+PROVENANCE = f"{R}/provenance.json"
+TABLE_NAMES = ["table1_dos_mae", "table2_match_rates", "formation_energies"]
+RESULT_TABLES = [f"{R}/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md")]
+TABLE_FILES = RESULT_TABLES + [PROVENANCE]
+FORMATION_FLAGS = cli_flags(
+    {
+        "mlff": EVAL["mlff"],
+        "limit": EVAL["relax_limit"],
+        "steps": EVAL["relax_steps"],
+        "fmax": EVAL["fmax"],
+        "refs_cache": f"{W}/formation/elemental_refs_{EVAL['mlff']}.json",
+    }
+)
+
+
+rule score:
+    input:
+        generated=generated_path("{guidance}", "{t0}"),
+        surrogate=checkpoint_path("surrogate"),
+        store=STORE,
+        split=SPLIT,
+    output:
+        metrics_path("{guidance}", "{t0}"),
+    log:
+        log("score_{guidance}_T{t0}"),
+    params:
+        timeout=EVAL["match_timeout"],
+        device=RUN["device"],
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=6 * 60,
+    conda:
+        CONDA_ENV
+    shell:
+        "OMP_NUM_THREADS={threads} dosmatgen evaluate score --generated {input.generated}"
+        " --surrogate {input.surrogate} --store {input.store} --split {input.split}"
+        " --match-timeout {params.timeout} --workers {threads} --device {params.device}"
+        " --out {output} > {log} 2>&1"
+
+
+rule formation_generated:
+    input:
+        generated=generated_path("{guidance}", "{t0}"),
+    output:
+        formation_path("{guidance}_T{t0}"),
+    log:
+        log("formation_{guidance}_T{t0}"),
+    params:
+        flags=FORMATION_FLAGS,
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=12 * 60,
+    conda:
+        CONDA_ENV
+    shell:
+        "OMP_NUM_THREADS=1 dosmatgen evaluate formation --generated {input.generated} {params.flags}"
+        " --workers {threads} --out {output} > {log} 2>&1"
+
+
+rule formation_truth:
+    input:
+        store=STORE,
+        split=SPLIT,
+    output:
+        FORMATION_TRUTH,
+    log:
+        log("formation_ground_truth"),
+    params:
+        flags=FORMATION_FLAGS,
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=12 * 60,
+    conda:
+        CONDA_ENV
+    shell:
+        "OMP_NUM_THREADS=1 dosmatgen evaluate formation --store {input.store} --split {input.split}"
+        " --subset test {params.flags} --workers {threads} --out {output} > {log} 2>&1"
+
+
+rule provenance:
+    input:
+        store=STORE,
+        split=SPLIT,
+        checkpoints=MODEL_FILES,
+    output:
+        PROVENANCE,
+    log:
+        log("provenance"),
+    params:
+        run_config=json.dumps(RUN, sort_keys=True),
+    threads: 1
+    resources:
+        **SMALL,
+    conda:
+        CONDA_ENV
+    shell:
+        "dosmatgen figures provenance --run-config {params.run_config:q} --inputs {input} --out {output} > {log} 2>&1"
+
+
+rule result_tables:
+    input:
+        metrics=METRICS,
+        formation=list(FORMATION_GENERATED.values()) + [FORMATION_TRUTH],
+        provenance=PROVENANCE,
+    output:
+        RESULT_TABLES,
+    log:
+        log("tables"),
+    params:
+        metrics_dir=input_dir,
+        out=output_dir,
+    threads: 1
+    resources:
+        **SMALL,
+    conda:
+        CONDA_ENV
+    shell:
+        "dosmatgen evaluate tables --metrics-dir {params.metrics_dir} --formation {input.formation}"
+        " --provenance {input.provenance} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,37 @@
+# Models: the DOS-conditioned joint diffusion model (classifier-free guidance, paper §2.4), the
+# time-dependent DOS regressor (classifier guidance) and the time-independent surrogate DOS
+# predictor used only for evaluation (Table 1). Only best.pt is declared: last.pt (optimiser
+# state) survives an interrupted job, so rerunning the target resumes training.
+
+MODEL_FILES = [checkpoint_path(k) for k in MODEL_KINDS]
+
+
+rule train:
+    input:
+        store=STORE,
+        split=SPLIT,
+        standardiser=STANDARDISER,
+    output:
+        checkpoint_path("{kind}"),
+    log:
+        log("train_{kind}"),
+    params:
+        outdir=output_dir,
+        size=RUN["model"]["size"],
+        epochs=train_option("epochs"),
+        batch_size=train_option("batch_size"),
+        lr=train_option("lr"),
+        device=RUN["device"],
+        seed=RUN["seed"],
+    threads: THREADS
+    resources:
+        mem_mb=16000,
+        runtime=24 * 60,
+        gpu=GPU,
+    conda:
+        CONDA_ENV
+    shell:
+        "OMP_NUM_THREADS={threads} dosmatgen train --kind {wildcards.kind} --store {input.store}"
+        " --split {input.split} --standardiser {input.standardiser} --size {params.size}"
+        " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
+        " --device {params.device} --seed {params.seed} --out {params.outdir} > {log} 2>&1"
