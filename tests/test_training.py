@@ -1,0 +1,248 @@
+"""Trainer: config round trip, outputs, bit-identical resume (also after SIGTERM mid-epoch),
+refusal to resume a different run, EMA, and the generic factory contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from dosmatgen.checkpoint import load_model, read_checkpoint
+from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.standardise import DOSStandardiser
+from dosmatgen.errors import ConfigError, DataError
+from dosmatgen.model import factory
+from dosmatgen.training import TrainConfig, TrainingInterrupted, epoch_batches, train, DistContext
+
+TINY_DIFFUSION = {"model": {"hidden_dim": 16, "num_layers": 1, "num_freqs": 2, "time_dim": 8},
+                  "diffusion": {"timesteps": 20, "sigma_norm_samples": 200}}
+
+
+def make_records(n: int, seed: int = 0) -> list[CrystalRecord]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        k = int(rng.integers(1, 4))
+        lat = np.eye(3) * rng.uniform(3, 5) + rng.normal(0, 0.2, (3, 3))
+        out.append(CrystalRecord(f"r{i}", rng.integers(1, 20, k), rng.random((k, 3)), lat,
+                                 rng.random((k, 400)).astype(np.float32)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def data():
+    recs = make_records(14)
+    return recs[:12], recs[12:], DOSStandardiser.fit([r.dos for r in recs[:12]])
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(epochs=3, batch_size=4, device="cpu", progress=False, checkpoint_every=1, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def history(path) -> list[dict]:
+    rows = [json.loads(line) for line in open(path / "metrics.jsonl")]
+    for r in rows:  # timings differ between runs
+        r.pop("crystals_per_s"), r.pop("epoch_seconds")
+    return rows
+
+
+def assert_same_weights(a, b):
+    sa, sb = read_checkpoint(a)["state_dict"], read_checkpoint(b)["state_dict"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+# ---- config ---------------------------------------------------------------------------------------
+def test_train_config_round_trip_and_errors():
+    c = TrainConfig(epochs=5, ema_decay=0.99, max_steps=7)
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    assert TrainConfig().batch_size == 256 and TrainConfig().lr == 1e-3
+    assert (TrainConfig().lr_factor, TrainConfig().lr_patience, TrainConfig().min_lr) == (0.6, 30, 1e-4)
+    assert TrainConfig().grad_clip == 0.5 and TrainConfig().ema_decay is None
+    with pytest.raises(ConfigError, match="unknown training option"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        TrainConfig(ema_decay=1.5)
+
+
+def test_epoch_batches_partition_global_batches():
+    """The union over ranks of batch k equals batch k of one process, for every epoch."""
+    one = epoch_batches(12, 4, seed=5, epoch=2, dist=DistContext())
+    two = [epoch_batches(12, 4, 5, 2, DistContext(world_size=2, rank=r)) for r in range(2)]
+    assert sorted(sum(one, [])) == list(range(12))
+    assert len(one) == len(two[0]) == len(two[1]) == 3
+    for k in range(3):
+        assert sorted(one[k]) == sorted(two[0][k] + two[1][k])
+    assert one != epoch_batches(12, 4, 5, 3, DistContext())  # reshuffled every epoch
+
+
+# ---- training runs -------------------------------------------------------------------------------
+def test_train_outputs_and_load(tmp_path, data):
+    tr, va, std = data
+    path = train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(epochs=2), tmp_path)
+    assert path == tmp_path / "last.pt"
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"last.pt", "best.pt", "metrics.csv", "metrics.jsonl", "train_config.json"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["step"] == 6
+    for key in ("train_loss", "train_loss_A", "train_loss_X", "train_loss_L", "val_loss", "lr"):
+        assert np.isfinite(rows[-1][key]), key
+    assert open(tmp_path / "metrics.csv").readline().startswith("epoch,step,lr,train_loss")
+    model, std2, meta = load_model(path)
+    assert meta["kind"] == "diffusion" and meta["epoch"] == 2 and meta["step"] == 6 and meta["finished"]
+    np.testing.assert_allclose(std2.mean, std.mean)
+    batch_loss = model.loss(__import__("dosmatgen.model.batch", fromlist=["x"]).CrystalBatch.from_records(va, std))
+    assert torch.isfinite(batch_loss["loss"])
+    best = read_checkpoint(tmp_path / "best.pt")["extra"]
+    assert best["best_val_loss"] == min(r["val_loss"] for r in rows)
+
+
+def test_resume_after_max_steps_is_identical(tmp_path, data):
+    tr, va, std = data
+    train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(), tmp_path / "a")
+    # stop in the middle of epoch 2 (3 batches per epoch), then resume
+    train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(max_steps=4), tmp_path / "b")
+    ck = read_checkpoint(tmp_path / "b" / "last.pt")["extra"]
+    assert ck["step"] == 4 and ck["epoch"] == 1 and ck["batch_in_epoch"] == 1 and not ck["finished"]
+    train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(), tmp_path / "b")
+    assert history(tmp_path / "a") == history(tmp_path / "b")
+    assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
+    assert_same_weights(tmp_path / "a" / "best.pt", tmp_path / "b" / "best.pt")
+    # a finished run is not retrained; more epochs continue it
+    train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(), tmp_path / "b")
+    assert len(history(tmp_path / "b")) == 3
+    train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(epochs=4), tmp_path / "b")
+    assert len(history(tmp_path / "b")) == 4
+
+
+def test_sigterm_saves_and_resume_is_identical(tmp_path, data):
+    tr, va, std = data
+    train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(epochs=2), tmp_path / "a")
+
+    def kill_at_step_2(info):
+        if info["step"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="step 2"):
+        train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(epochs=2), tmp_path / "b", callback=kill_at_step_2)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    assert read_checkpoint(tmp_path / "b" / "last.pt")["extra"]["step"] == 2
+    train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(epochs=2), tmp_path / "b", resume="require")
+    assert history(tmp_path / "a") == history(tmp_path / "b")
+    assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
+
+
+def test_resume_refuses_a_different_run(tmp_path, data):
+    tr, va, std = data
+    train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(max_steps=1), tmp_path)
+    with pytest.raises(ConfigError, match="lr: 0.001 -> 0.01"):
+        train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(lr=1e-2), tmp_path)
+    other = {"model": dict(TINY_DIFFUSION["model"], hidden_dim=8), "diffusion": TINY_DIFFUSION["diffusion"]}
+    with pytest.raises(ConfigError, match="different model config"):
+        train("diffusion", other, tr, va, std, cfg(), tmp_path)
+    with pytest.raises(ConfigError, match="kind"):
+        train("regressor", TINY_DIFFUSION, tr, va, std, cfg(), tmp_path)
+    std2 = DOSStandardiser(std.mean + 1, std.std)
+    with pytest.raises(ConfigError, match="standardiser"):
+        train("diffusion", TINY_DIFFUSION, tr, va, std2, cfg(), tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(), tmp_path / "new", resume="require")
+    # resume="never" starts afresh in the same directory
+    train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(lr=1e-2, epochs=1), tmp_path, resume="never")
+    assert read_checkpoint(tmp_path / "last.pt")["extra"]["train_config"]["lr"] == 1e-2
+
+
+def test_ema_and_regressor_resume(tmp_path, data):
+    tr, va, std = data
+    c = cfg(epochs=2, ema_decay=0.9)
+    train("regressor", TINY_DIFFUSION, tr, va, std, c, tmp_path / "a")
+    train("regressor", TINY_DIFFUSION, tr, va, std, cfg(epochs=2, ema_decay=0.9, max_steps=2), tmp_path / "b")
+    train("regressor", TINY_DIFFUSION, tr, va, std, c, tmp_path / "b")
+    assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
+    ck = read_checkpoint(tmp_path / "a" / "last.pt")
+    raw, ema = ck["extra"]["raw_state_dict"], ck["state_dict"]
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw)  # inference weights are the EMA
+    model, _, meta = load_model(tmp_path / "a" / "last.pt")
+    assert meta["kind"] == "regressor"
+
+
+# ---- the generic factory contract ------------------------------------------------------------------
+class MeanDOSNet(torch.nn.Module):
+    """Deterministic toy network: predicts each crystal's mean DOS value from its atom types."""
+
+    def __init__(self, width: int = 4, nan: bool = False) -> None:
+        super().__init__()
+        self.width, self.nan = width, nan
+        self.emb = torch.nn.Embedding(101, width)
+        self.out = torch.nn.Linear(width, 1)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @property
+    def config(self):
+        return {"width": self.width, "nan": self.nan}
+
+    def loss(self, batch, generator=None):
+        per_atom = self.out(torch.tanh(self.emb(batch.atom_types))).squeeze(-1)
+        target = batch.dos.mean(-1)
+        err = torch.zeros(batch.num_graphs).index_add(0, batch.batch, (per_atom - target) ** 2)
+        loss = (err / batch.num_atoms).mean()
+        if self.nan:
+            loss = loss * float("nan")
+        return {"loss": loss, "mse": loss.detach()}
+
+
+@pytest.fixture
+def toy_kind(monkeypatch):
+    monkeypatch.setitem(factory.MODEL_KINDS, "toy", f"{MeanDOSNet.__module__}:MeanDOSNet")
+    return "toy"
+
+
+def test_any_factory_model_trains(tmp_path, data, toy_kind):
+    tr, va, std = data
+    train(toy_kind, {"width": 4}, tr, va, std, cfg(epochs=6, lr=3e-2, lr_patience=1), tmp_path)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert "val_mse" in rows[-1]
+    model, _, meta = load_model(tmp_path / "best.pt")
+    assert isinstance(model, MeanDOSNet) and meta["kind"] == "toy"
+
+
+def test_plateau_scheduler_lowers_lr(tmp_path, data, toy_kind):
+    tr, va, std = data
+    train(toy_kind, {"width": 4}, tr, va, std, cfg(epochs=8, lr=1.0, lr_patience=0, lr_factor=0.5,
+                                                   min_lr=0.1), tmp_path)
+    lrs = [json.loads(line)["lr"] for line in open(tmp_path / "metrics.jsonl")]
+    assert lrs[0] == 1.0 and min(lrs) < 1.0 and min(lrs) >= 0.1 - 1e-12
+
+
+def test_nonfinite_loss_is_a_clear_error(tmp_path, data, toy_kind):
+    tr, va, std = data
+    with pytest.raises(DataError, match="loss became nan"):
+        train(toy_kind, {"width": 4, "nan": True}, tr, va, std, cfg(), tmp_path)
+
+
+def test_empty_training_set(tmp_path, data):
+    _, va, std = data
+    with pytest.raises(DataError, match="empty"):
+        train("diffusion", TINY_DIFFUSION, [], va, std, cfg(), tmp_path)
+
+
+def test_no_validation_set_uses_training_loss(tmp_path, data, toy_kind):
+    tr, _, std = data
+    train(toy_kind, {"width": 4}, tr, [], std, cfg(epochs=2), tmp_path)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert "val_loss" not in rows[0]
+    assert read_checkpoint(tmp_path / "best.pt")["extra"]["best_val_loss"] == min(r["train_loss"] for r in rows)
