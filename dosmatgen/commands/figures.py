@@ -3,6 +3,7 @@
     dosmatgen figures formation --truth gt.csv --generated cfg:1000=cfg_T1000.csv ... --out figures/
     dosmatgen figures gallery --figures figures/
     dosmatgen figures report --results results/ --figures figures/ --provenance prov.json --out results/report.html
+    dosmatgen figures check results/ figures/ --require results/report.html
     dosmatgen figures provenance --run-config config/demo.yaml --inputs store.npz split.json --out prov.json
 
 (The constrained-generation study figures are drawn by ``dosmatgen studies figures``.)
@@ -48,6 +49,11 @@ def register(subparsers) -> None:
     p.add_argument("--title", default="DOSMatGen replication report")
     p.add_argument("--out", required=True, help="HTML file to write")
     p.set_defaults(func=run_report)
+
+    p = sub.add_parser("check", help="gate: every table / figure file exists, parses, has no NaN (exit 1 if not)")
+    p.add_argument("folders", nargs="+", help="folders whose CSV/MD/JSON/PNG/PDF/HTML files are checked")
+    p.add_argument("--require", nargs="*", default=[], help="files that must exist (and pass the same checks)")
+    p.set_defaults(func=run_check)
 
     p = sub.add_parser("provenance", help="provenance JSON of a run: config, code versions, input checksums")
     p.add_argument("--run-config", required=True,
@@ -118,3 +124,13 @@ def run_provenance(args: argparse.Namespace) -> int:
         config = load_run_config(text)
     print(write_provenance(args.out, config, inputs={"files": args.inputs}))
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from dosmatgen.report import check_outputs
+
+    n, problems = check_outputs(args.folders, args.require)
+    for msg in problems:
+        print(f"FAIL {msg}")
+    print(f"checked {n} files: " + ("all well-formed, no NaN" if not problems else f"{len(problems)} problem(s)"))
+    return 1 if problems else 0
