@@ -1,0 +1,631 @@
+"""Pieces every constrained-generation study shares (paper §3.2, §3.3).
+
+* loading the diffusion model and the surrogate DOS model from checkpoints;
+* building a generation spec (N atoms, chosen atoms conditioned on a target site DOS, chosen atoms
+  with a clamped type) and sampling it in seeded chunks, optionally cached on disk so that a long
+  run resumes where it stopped;
+* turning sampled arrays into candidates (validity as in :mod:`dosmatgen.evaluate.metrics`);
+* scoring the DOS of the first atom with the surrogate: MAE and cosine similarity to the target;
+* writing a study's outputs (summary CSV + markdown, per-candidate CSV + JSON, CIFs) into its
+  output folder atomically: everything is written into a staging folder that replaces the output
+  folder in one rename.
+
+Units. ``dos_mae`` is in states/eV/site (raw DOS, the project's convention in
+:mod:`dosmatgen.evaluate.metrics`); ``dos_mae_std`` is the same difference in the surrogate's
+standardised units (the paper's surrogate error 0.096 is quoted in those); ``cosine`` is the
+cosine similarity of the raw DOS curves (1 = same shape). All three are computed over the whole
+grid, or over an energy window when a window mask is given.
+
+>>> import numpy as np
+>>> round(cosine_similarity(np.array([1.0, 0.0]), np.array([1.0, 1.0])), 4)
+0.7071
+>>> composition_diversity(["NiO", "NiO", "FeO", None], 4)
+0.5
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from dosmatgen.data.schema import MAX_Z, CrystalRecord
+from dosmatgen.dos.grid import N_DOS
+from dosmatgen.errors import CheckpointError, ConfigError, DataError
+from dosmatgen.io import atomic_save_json, atomic_write
+
+#: Raw sampled crystal: (atomic_numbers (N,), frac_coords (N, 3), lattice (3, 3)).
+RawCrystal = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration shared by the studies
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SamplingConfig:
+    """Sampler settings common to all studies.
+
+    Attributes:
+        steps: reverse-diffusion steps (None: the model's full T = 1000 schedule).
+        step_lr: Langevin corrector step size on the coordinates (DESIGN §4).
+        omega: classifier-free guidance strength ω (paper: 1; all constrained generation uses CFG).
+        seed: base seed; every group and chunk derives its own seed from it.
+        batch_size: crystals per sampler call.
+        device: torch device for sampling and the surrogate.
+        progress: show tqdm progress bars.
+    """
+
+    steps: int | None = None
+    step_lr: float = 1e-5
+    omega: float = 1.0
+    seed: int = 0
+    batch_size: int = 100
+    device: str = "cpu"
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be >= 1 (or None for the full schedule), got {self.steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.omega < 0:
+            raise ConfigError(f"guidance strength omega must be >= 0, got {self.omega}")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as plain JSON-able values (tuples become lists)."""
+    return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class StudyModels:
+    """The diffusion model (generation) and the surrogate (scoring), each with its own DOS
+    standardiser (they may differ if trained on different splits)."""
+
+    diffusion: Any
+    diffusion_std: Any
+    surrogate: Any
+    surrogate_std: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_z(self) -> int:
+        """Largest atomic number the diffusion model can generate."""
+        cfg = getattr(self.diffusion, "model_cfg", None)
+        return int(getattr(cfg, "max_z", MAX_Z))
+
+    @property
+    def timesteps(self) -> int:
+        return int(self.diffusion.schedule.timesteps)
+
+
+def load_study_models(checkpoint: str | Path, surrogate: str | Path, device: str = "cpu") -> StudyModels:
+    """Load the diffusion checkpoint (kind ``diffusion``) and the surrogate checkpoint (kind
+    ``surrogate``); raise :class:`CheckpointError` naming the file when either is wrong."""
+    from dosmatgen.checkpoint import load_model
+
+    for label, path in (("diffusion checkpoint", checkpoint), ("surrogate checkpoint", surrogate)):
+        if path is None or not Path(path).is_file():
+            raise CheckpointError(f"{label} {path} does not exist")
+    diff, diff_std, diff_meta = load_model(checkpoint, device)
+    if diff_meta.get("kind") != "diffusion":
+        raise CheckpointError(f"{checkpoint} holds a {diff_meta.get('kind')!r} model, expected 'diffusion'")
+    sur, sur_std, sur_meta = load_model(surrogate, device)
+    if sur_meta.get("kind") != "surrogate":
+        raise CheckpointError(f"{surrogate} holds a {sur_meta.get('kind')!r} model, expected 'surrogate'")
+    if diff_std is None or sur_std is None:
+        raise CheckpointError("both checkpoints must carry their DOS standardiser "
+                              f"(diffusion: {diff_std is not None}, surrogate: {sur_std is not None})")
+    return StudyModels(diff, diff_std, sur, sur_std,
+                       {"checkpoint": str(checkpoint), "surrogate": str(surrogate),
+                        "diffusion_code": diff_meta.get("code"), "surrogate_code": sur_meta.get("code")})
+
+
+# ---------------------------------------------------------------------------------------------
+# specs and sampling
+# ---------------------------------------------------------------------------------------------
+def element_number(symbol: str | int, max_z: int = MAX_Z) -> int:
+    """Atomic number of an element symbol (or number), checked against the model's type range."""
+    from pymatgen.core.periodic_table import Element
+
+    try:
+        z = int(symbol) if str(symbol).isdigit() else Element(str(symbol).strip().capitalize()).Z
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"unknown element {symbol!r}") from exc
+    if not 1 <= z <= max_z:
+        raise ConfigError(f"element {symbol!r} (Z={z}) is outside the model's types 1..{max_z}")
+    return z
+
+
+def condition_rows(n_atoms: int, cond_std: np.ndarray, cond_atoms: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 400) standardised DOS rows (``cond_std`` on the conditioned atoms, zeros elsewhere)
+    and the (N,) bool condition mask."""
+    cond_std = np.asarray(cond_std, dtype=np.float32).reshape(-1)
+    if cond_std.shape != (N_DOS,):
+        raise DataError(f"conditioning DOS has {cond_std.size} points, expected {N_DOS}")
+    mask = np.zeros(n_atoms, dtype=bool)
+    for i in cond_atoms:
+        if not 0 <= int(i) < n_atoms:
+            raise ConfigError(f"conditioned atom index {i} is out of range for {n_atoms} atoms")
+        mask[int(i)] = True
+    rows = np.zeros((n_atoms, N_DOS), dtype=np.float32)
+    rows[mask] = cond_std
+    return rows, mask
+
+
+def prior_spec(num_atoms: Sequence[int], cond_std: np.ndarray, cond_atoms: Sequence[int] = (0,),
+               fixed: dict[int, int] | None = None, ids: Sequence[str] | None = None):
+    """A spec for generation from the prior (T = 1000): one crystal per entry of ``num_atoms``,
+    atoms ``cond_atoms`` conditioned on the standardised DOS ``cond_std``, ``fixed`` maps an atom
+    index to a clamped atomic number (the fixed-type study)."""
+    from dosmatgen.model.batch import CrystalBatch
+
+    dos, masks, fixed_types = [], [], []
+    for n in num_atoms:
+        rows, mask = condition_rows(int(n), cond_std, cond_atoms)
+        dos.append(rows)
+        masks.append(mask)
+        ft = np.zeros(int(n), dtype=np.int64)
+        for i, z in (fixed or {}).items():
+            if not 0 <= i < n:
+                raise ConfigError(f"fixed-type atom index {i} is out of range for {n} atoms")
+            ft[i] = z
+        fixed_types.append(ft if fixed else None)
+    return CrystalBatch.for_generation(list(num_atoms), dos=dos, cond_mask=masks,
+                                       fixed_types=fixed_types, structure_ids=ids)
+
+
+def template_spec(template: CrystalRecord, count: int, cond_std: np.ndarray, cond_atoms: Sequence[int]):
+    """``count`` copies of ``template`` (the structure the sampler noises to t0), atoms
+    ``cond_atoms`` conditioned on ``cond_std``."""
+    from dosmatgen.model.batch import CrystalBatch
+
+    rows, mask = condition_rows(template.num_atoms, cond_std, cond_atoms)
+    recs = [CrystalRecord(f"{template.structure_id}-{i}", template.atomic_numbers, template.frac_coords,
+                          template.lattice, rows) for i in range(count)]
+    return CrystalBatch.from_records(recs, None, cond_mask=[mask] * count)
+
+
+def spec_fingerprint(*parts: Any) -> str:
+    """Short hash identifying a sampling job (for the resumable chunk cache)."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def sample_crystals(models: StudyModels, spec, cfg: SamplingConfig, seed: int, *, t0: int | None = None,
+                    omega: float | None = None, desc: str = "sampling",
+                    cache_dir: str | Path | None = None, cache_key: str | None = None) -> list[RawCrystal]:
+    """Sample every crystal of ``spec`` in chunks of ``cfg.batch_size`` (chunk j uses seed
+    ``seed + j``) and return raw arrays.
+
+    With ``cache_dir``, each finished chunk is saved as ``<cache_dir>/<cache_key>-<j>.npz`` and
+    reused on the next call with the same key (resumable runs).
+    """
+    import torch
+
+    from dosmatgen.model.guidance import ClassifierFreeGuidance
+    from dosmatgen.model.sampler import sample
+
+    guidance = ClassifierFreeGuidance(cfg.omega if omega is None else float(omega))
+    n = spec.num_graphs
+    out: list[RawCrystal] = []
+    starts = list(range(0, n, cfg.batch_size))
+    for j, a in enumerate(starts):
+        b = min(n, a + cfg.batch_size)
+        path = Path(cache_dir) / f"{cache_key}-{j:04d}.npz" if cache_dir and cache_key else None
+        if path is not None and path.exists():
+            try:
+                out.extend(_load_chunk(path))
+                continue
+            except (OSError, ValueError, KeyError):
+                path.unlink(missing_ok=True)  # a damaged cache file is recomputed
+        chunk = spec.graph_slice(list(range(a, b))) if (a, b) != (0, n) else spec
+        with torch.no_grad():
+            got = sample(models.diffusion, chunk.to(cfg.device), guidance=guidance, t0=t0, steps=cfg.steps,
+                         step_lr=cfg.step_lr, seed=int(seed) + j, progress=cfg.progress)
+        crystals = batch_to_raw(got)
+        if path is not None:
+            _save_chunk(path, crystals)
+        out.extend(crystals)
+    return out
+
+
+def batch_to_raw(batch) -> list[RawCrystal]:
+    """Split a sampled ``CrystalBatch`` into per-crystal numpy arrays."""
+    types = batch.atom_types.detach().cpu().numpy().astype(np.int64)
+    frac = batch.frac_coords.detach().cpu().double().numpy()
+    lat = batch.lattices.detach().cpu().double().numpy()
+    ptr = np.concatenate([[0], np.cumsum(batch.num_atoms.detach().cpu().numpy())])
+    return [(types[ptr[i]:ptr[i + 1]], frac[ptr[i]:ptr[i + 1]], lat[i]) for i in range(len(ptr) - 1)]
+
+
+def _save_chunk(path: Path, crystals: list[RawCrystal]) -> None:
+    from dosmatgen.io import atomic_temp_path
+
+    counts = np.array([len(c[0]) for c in crystals], dtype=np.int64)
+    with atomic_temp_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, counts=counts, types=np.concatenate([c[0] for c in crystals]),
+                     frac=np.concatenate([c[1] for c in crystals]), lattices=np.stack([c[2] for c in crystals]))
+
+
+def _load_chunk(path: Path) -> list[RawCrystal]:
+    with np.load(path, allow_pickle=False) as z:
+        counts, types, frac, lat = z["counts"], z["types"], z["frac"], z["lattices"]
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    return [(types[ptr[i]:ptr[i + 1]], frac[ptr[i]:ptr[i + 1]], lat[i]) for i in range(len(counts))]
+
+
+# ---------------------------------------------------------------------------------------------
+# candidates
+# ---------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Candidate:
+    """One generated crystal and what the study measured on it.
+
+    ``record`` is None when the arrays could not be built into a crystal at all;
+    ``invalid_reason`` is set (and the candidate excluded from DOS scores) when the crystal is
+    not valid in the sense of :func:`dosmatgen.evaluate.metrics.validity_reason`.
+    """
+
+    candidate_id: str
+    group: str
+    record: CrystalRecord | None
+    invalid_reason: str | None = None
+    formula: str | None = None
+    first_element: str | None = None
+    dos_mae: float | None = None
+    dos_mae_std: float | None = None
+    cosine: float | None = None
+    pred_dos: np.ndarray | None = None  # (400,) raw surrogate DOS of the first atom
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return self.record is not None and self.invalid_reason is None
+
+    @property
+    def num_atoms(self) -> int | None:
+        return None if self.record is None else self.record.num_atoms
+
+    def row(self) -> dict[str, Any]:
+        """Flat per-candidate row (CSV / JSON)."""
+        out = {"candidate_id": self.candidate_id, "group": self.group, "num_atoms": self.num_atoms,
+               "valid": self.valid, "invalid_reason": self.invalid_reason, "formula": self.formula,
+               "first_element": self.first_element, "dos_mae": _round(self.dos_mae),
+               "dos_mae_std": _round(self.dos_mae_std), "cosine": _round(self.cosine)}
+        out.update({k: _round(v) if isinstance(v, float) else v for k, v in self.extra.items()
+                    if not k.startswith("_")})
+        return out
+
+    def structure_json(self) -> dict[str, Any] | None:
+        if self.record is None:
+            return None
+        return {"atomic_numbers": self.record.atomic_numbers.tolist(),
+                "frac_coords": np.round(self.record.frac_coords, 6).tolist(),
+                "lattice": np.round(self.record.lattice, 6).tolist()}
+
+
+def _round(v: Any, nd: int = 5) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, (float, np.floating)):
+        return None if not np.isfinite(v) else round(float(v), nd)
+    return v
+
+
+def make_candidates(raw: Sequence[RawCrystal], group: str, prefix: str) -> list[Candidate]:
+    """Candidates from sampled arrays; validity as in :mod:`dosmatgen.evaluate.metrics`."""
+    from dosmatgen.evaluate.metrics import validity_reason
+
+    out = []
+    for i, (z, x, lat) in enumerate(raw):
+        cid = f"{prefix}-{i:04d}"
+        s, why = validity_reason(z, x, lat)
+        rec = None
+        if s is not None:
+            try:
+                rec = CrystalRecord(cid, np.asarray(z), np.mod(np.asarray(x), 1.0), np.asarray(lat),
+                                    provenance={"source": "dosmatgen-generated", "group": group})
+            except DataError as exc:
+                why = why or f"record:{exc}"
+        c = Candidate(cid, group, rec, why)
+        if rec is not None:
+            c.formula = rec.formula
+            c.first_element = _symbol(int(rec.atomic_numbers[0]))
+        out.append(c)
+    return out
+
+
+def _symbol(z: int) -> str:
+    from pymatgen.core.periodic_table import Element
+
+    return Element.from_Z(z).symbol
+
+
+# ---------------------------------------------------------------------------------------------
+# DOS scoring with the surrogate
+# ---------------------------------------------------------------------------------------------
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two curves (0 when either is all zeros)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def dos_match(pred_raw: np.ndarray, target_raw: np.ndarray, standardiser,
+              window: np.ndarray | None = None) -> dict[str, float]:
+    """MAE (raw, states/eV/site), MAE (standardised) and cosine (raw) of one site DOS against the
+    target, over the energy bins selected by the bool mask ``window`` (all bins when None)."""
+    pred_raw = np.asarray(pred_raw, dtype=np.float64)
+    target_raw = np.asarray(target_raw, dtype=np.float64)
+    sel = np.ones(N_DOS, dtype=bool) if window is None else np.asarray(window, dtype=bool)
+    if not sel.any():
+        raise ConfigError("the energy window selects no grid point")
+    p_std = np.asarray(standardiser.transform(pred_raw[None]), dtype=np.float64)[0]
+    t_std = np.asarray(standardiser.transform(target_raw[None]), dtype=np.float64)[0]
+    return {"dos_mae": float(np.mean(np.abs(pred_raw[sel] - target_raw[sel]))),
+            "dos_mae_std": float(np.mean(np.abs(p_std[sel] - t_std[sel]))),
+            "cosine": cosine_similarity(pred_raw[sel], target_raw[sel])}
+
+
+def surrogate_site_dos(models: StudyModels, records: Sequence[CrystalRecord], batch_size: int = 128,
+                       device: str = "cpu", progress: bool = False) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Raw (states/eV/site) per-atom DOS predicted by the surrogate, one (N, 400) array per record,
+    or None with a reason when the crystal graph cannot be built
+    (:func:`dosmatgen.evaluate.surrogate.predict_site_dos`)."""
+    from dosmatgen.evaluate.surrogate import predict_site_dos
+
+    items = [(r.atomic_numbers, r.frac_coords, r.lattice) for r in records]
+    return predict_site_dos(models.surrogate, models.surrogate_std, items, batch_size=batch_size, device=device,
+                            progress=progress)
+
+
+def score_first_atom(models: StudyModels, candidates: Sequence[Candidate], target_raw: np.ndarray,
+                     window: np.ndarray | None = None, device: str = "cpu", progress: bool = False,
+                     use_relaxed: bool = False) -> None:
+    """Fill ``dos_mae``, ``dos_mae_std``, ``cosine`` and ``pred_dos`` of every valid candidate
+    from the surrogate's DOS of its first atom (in place). A crystal the surrogate cannot
+    featurise keeps ``None`` scores and gets ``extra['surrogate_failed']``. With ``use_relaxed``,
+    the structure in ``candidate.extra['_relaxed_record']`` is scored when present."""
+    todo = [c for c in candidates if c.valid]
+    recs = [(c.extra.get("_relaxed_record") if use_relaxed and c.extra.get("_relaxed_record") is not None
+             else c.record) for c in todo]
+    if not recs:
+        return
+    preds, reasons = surrogate_site_dos(models, recs, device=device, progress=progress)
+    for c, p, why in zip(todo, preds, reasons):
+        if p is None:
+            c.extra["surrogate_failed"] = why or "unknown"
+            continue
+        c.pred_dos = np.asarray(p[0], dtype=np.float32)
+        m = dos_match(p[0], target_raw, models.surrogate_std, window)
+        c.dos_mae, c.dos_mae_std, c.cosine = m["dos_mae"], m["dos_mae_std"], m["cosine"]
+
+
+# ---------------------------------------------------------------------------------------------
+# group statistics
+# ---------------------------------------------------------------------------------------------
+def composition_diversity(formulas: Iterable[str | None], n: int) -> float:
+    """Unique reduced formulas among the built candidates divided by ``n`` (all generated)."""
+    uniq = {f for f in formulas if f}
+    return len(uniq) / n if n else 0.0
+
+
+def element_distribution(symbols: Iterable[str | None]) -> dict[str, int]:
+    """Counts per element, most common first (ties alphabetical)."""
+    c = Counter(s for s in symbols if s)
+    return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def format_distribution(dist: dict[str, int], top: int = 6) -> str:
+    items = list(dist.items())
+    text = " ".join(f"{k}:{v}" for k, v in items[:top])
+    if len(items) > top:
+        text += f" (+{len(items) - top} more)"
+    return text
+
+
+def _nanmean(values: Iterable[float | None]) -> float | None:
+    v = [float(x) for x in values if x is not None and np.isfinite(x)]
+    return float(np.mean(v)) if v else None
+
+
+def _nanmedian(values: Iterable[float | None]) -> float | None:
+    v = [float(x) for x in values if x is not None and np.isfinite(x)]
+    return float(np.median(v)) if v else None
+
+
+def group_summary(group: str, cands: Sequence[Candidate]) -> dict[str, Any]:
+    """Statistics shared by every study for one group of candidates."""
+    n = len(cands)
+    valid = [c for c in cands if c.valid]
+    return {
+        "group": group,
+        "n_generated": n,
+        "n_valid": len(valid),
+        "composition_diversity": _round(composition_diversity((c.formula for c in cands if c.record), n)),
+        "n_unique_formulas": len({c.formula for c in cands if c.formula}),
+        "first_atom_elements": format_distribution(element_distribution(c.first_element for c in cands)),
+        "mean_dos_mae": _round(_nanmean(c.dos_mae for c in valid)),
+        "median_dos_mae": _round(_nanmedian(c.dos_mae for c in valid)),
+        "mean_dos_mae_std": _round(_nanmean(c.dos_mae_std for c in valid)),
+        "mean_cosine": _round(_nanmean(c.cosine for c in valid)),
+        "best_cosine": _round(max((c.cosine for c in valid if c.cosine is not None), default=None)),
+    }
+
+
+def best_candidate(cands: Sequence[Candidate], key: str = "dos_mae") -> Candidate | None:
+    """Lowest ``dos_mae`` (or highest ``cosine``) among valid scored candidates; ties by id."""
+    scored = [c for c in cands if c.valid and getattr(c, key) is not None]
+    if not scored:
+        return None
+    if key == "cosine":
+        return min(scored, key=lambda c: (-c.cosine, c.candidate_id))
+    return min(scored, key=lambda c: (getattr(c, key), c.candidate_id))
+
+
+def cand_value(c: Candidate | None, key: str) -> float | None:
+    """A rounded score of ``c`` (None when ``c`` or the score is missing)."""
+    v = None if c is None else getattr(c, key)
+    return _round(v)
+
+
+def highlight(c: Candidate, label: str, **extra: Any) -> dict[str, Any]:
+    """What a figure needs about one candidate: its structure and first-atom DOS."""
+    out = {"label": label, "candidate_id": c.candidate_id, "group": c.group, "formula": c.formula,
+           "first_element": c.first_element, "dos_mae": _round(c.dos_mae), "cosine": _round(c.cosine),
+           "pred_dos": None if c.pred_dos is None else np.round(c.pred_dos.astype(float), 5).tolist(),
+           "structure": c.structure_json()}
+    out.update(extra)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# writing outputs
+# ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def staged_output(out_dir: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``out_dir``; on success it replaces ``out_dir`` (an
+    old ``out_dir`` is moved aside first and deleted afterwards), on failure it is removed and
+    ``out_dir`` is left as it was."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / "x")
+    os.replace(stage, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    cols = list(columns) if columns else _columns(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    with atomic_write(path, "w") as f:
+        f.write(buf.getvalue())
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    cols = list(columns) if columns else _columns(rows)
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 1e4 else f"{v:.3g}"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    return cols
+
+
+def write_cif(path: Path, record: CrystalRecord) -> None:
+    from pymatgen.io.cif import CifWriter
+
+    text = str(CifWriter(record.to_structure()))
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def write_study(out_dir: str | Path, *, study: str, title: str, summary_rows: Sequence[dict[str, Any]],
+                summary_columns: Sequence[str] | None, candidates: Sequence[Candidate],
+                results: dict[str, Any], notes: Sequence[str] = (), extra_tables: dict[str, Any] | None = None,
+                cif_filter: Any = None) -> Path:
+    """Write a study's folder atomically:
+
+    ``summary.csv`` / ``summary.md`` (one row per group, plus notes), ``candidates.csv`` (one row
+    per candidate), ``results.json`` (config, target, summary, per-candidate rows, highlights for
+    the figures), ``cifs/<group>/<candidate_id>.cif`` for every buildable candidate (or those
+    accepted by ``cif_filter``), plus ``extra_tables`` name -> rows as ``<name>.csv``/``.md``.
+    """
+    out_dir = Path(out_dir)
+    cand_rows = [c.row() for c in candidates]
+    with staged_output(out_dir) as stage:
+        write_csv(stage / "summary.csv", summary_rows, summary_columns)
+        md = [f"# {title}\n", markdown_table(summary_rows, summary_columns)]
+        if notes:
+            md.append("\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+        for name, rows in (extra_tables or {}).items():
+            write_csv(stage / f"{name}.csv", rows)
+            md.append(f"\n## {name}\n\n" + markdown_table(rows))
+            with atomic_write(stage / f"{name}.md", "w") as f:
+                f.write(markdown_table(rows))
+        with atomic_write(stage / "summary.md", "w") as f:
+            f.write("\n".join(md))
+        write_csv(stage / "candidates.csv", cand_rows)
+        for c in candidates:
+            if c.record is None or (cif_filter is not None and not cif_filter(c)):
+                continue
+            write_cif(stage / "cifs" / _safe(c.group) / f"{c.candidate_id}.cif", c.record)
+            relaxed = c.extra.get("_relaxed_record")
+            if relaxed is not None:
+                write_cif(stage / "cifs" / _safe(c.group) / f"{c.candidate_id}-relaxed.cif", relaxed)
+        payload = dict(results)
+        payload.update({"study": study, "summary": list(summary_rows), "notes": list(notes),
+                        "candidates": [{k: v for k, v in r.items() if not k.startswith("_")} for r in cand_rows]})
+        atomic_save_json(stage / "results.json", payload)
+    return out_dir
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """``results.json`` of a study folder (or the file itself)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    if not p.exists():
+        raise DataError(f"no study results at {p}")
+    return json.loads(p.read_text())
+
+
+def dataclass_from_dict(cls: type, values: dict[str, Any]):
+    """Build config dataclass ``cls`` from a dict, refusing unknown keys by name."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} option(s) {unknown}; known: {sorted(names)}")
+    return cls(**values)
