@@ -1,0 +1,170 @@
+"""Hyper-parameters of the denoiser and of the joint diffusion (DESIGN §4, paper Appendix A).
+
+Both configs round-trip through plain dicts (``to_dict`` / ``from_dict``) so that they can live in
+YAML files and in checkpoints. Unknown keys and impossible values raise
+:class:`dosmatgen.errors.ConfigError`.
+
+>>> ModelConfig.paper().hidden_dim, ModelConfig.compact().num_layers
+(512, 4)
+>>> DiffusionConfig.from_dict(DiffusionConfig().to_dict()) == DiffusionConfig()
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from dosmatgen.errors import ConfigError
+
+_C = TypeVar("_C")
+
+#: How the DOS condition is dropped during training (classifier-free guidance, paper §2.4).
+DROP_MODES: tuple[str, ...] = ("structure", "batch", "atom")
+
+
+def _from_dict(cls: type[_C], d: dict[str, Any] | None, what: str) -> _C:
+    if d is None:
+        return cls()
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what} config must be a mapping, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown {what} config key(s) {unknown}; known keys: {sorted(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        value = d[f.name]
+        try:  # YAML reads "1e-4" as a string; accept numbers written any way
+            if f.type == "float" and not isinstance(value, bool):
+                value = float(value)
+            elif f.type == "int" and not isinstance(value, bool) and float(value) == int(float(value)):
+                value = int(float(value))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{what} config {f.name} must be a {f.type}, got {value!r}") from exc
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Size of the CSPNet-style denoiser (DESIGN §4).
+
+    Attributes:
+        hidden_dim: width of node features and of every MLP.
+        num_layers: message-passing layers.
+        num_freqs: Fourier frequencies per fractional-coordinate axis on each edge.
+        time_dim: width of the sinusoidal time embedding.
+        max_z: one-hot width Z of the atom types (atomic numbers 1..max_z).
+        dos_dim: length of a site DOS (energy bins).
+        layer_norm: pre-LayerNorm in each layer and a final LayerNorm.
+    """
+
+    hidden_dim: int = 128
+    num_layers: int = 4
+    num_freqs: int = 10
+    time_dim: int = 64
+    max_z: int = 100
+    dos_dim: int = 400
+    layer_norm: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "num_layers", "num_freqs", "time_dim", "max_z", "dos_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"model config {name} must be a positive integer, got {value!r}")
+        if self.time_dim % 2:
+            raise ConfigError(f"model config time_dim must be even (sin + cos halves), got {self.time_dim}")
+
+    @classmethod
+    def paper(cls) -> "ModelConfig":
+        """The paper's size: hidden 512, 6 layers, 128 frequencies, time 256 (~12.3 M parameters)."""
+        return cls(hidden_dim=512, num_layers=6, num_freqs=128, time_dim=256)
+
+    @classmethod
+    def compact(cls) -> "ModelConfig":
+        """CPU size: hidden 128, 4 layers, 10 frequencies, time 64."""
+        return cls(hidden_dim=128, num_layers=4, num_freqs=10, time_dim=64)
+
+    @classmethod
+    def tiny(cls) -> "ModelConfig":
+        """For unit tests: hidden 32, 2 layers, 4 frequencies, time 16."""
+        return cls(hidden_dim=32, num_layers=2, num_freqs=4, time_dim=16)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "ModelConfig":
+        return _from_dict(cls, d, "model")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Forward processes, loss weights and condition dropping (Appendix A, Eqs. A1-A11).
+
+    Attributes:
+        timesteps: T.
+        cosine_s: offset s of the cosine beta schedule.
+        beta_min, beta_max: the betas are clipped to this range.
+        sigma_begin, sigma_end: sigma_1 and sigma_T of the geometric wrapped-normal schedule (A5).
+        lambda_A, lambda_X, lambda_L: loss weights (A11).
+        p_uncond: probability of dropping the DOS condition (paper §2.4).
+        drop_mode: ``"structure"`` drops the condition of a whole structure with ``p_uncond`` and,
+            for a further ``p_atom_mask`` of the structures, keeps it only on a random non-empty
+            subset of atoms (so masked generation is in distribution); ``"batch"`` drops it for
+            the whole batch with ``p_uncond`` (the reference code); ``"atom"`` drops each atom's
+            condition independently with ``p_uncond``.
+        p_atom_mask: see ``drop_mode="structure"``.
+        sigma_norm_samples: Monte-Carlo samples per sigma for lambda_t (A9).
+        sigma_norm_seed: seed of that Monte-Carlo estimate.
+        wn_images: periodic images -n..n kept in the wrapped-normal sums.
+    """
+
+    timesteps: int = 1000
+    cosine_s: float = 0.008
+    beta_min: float = 1e-4
+    beta_max: float = 0.9999
+    sigma_begin: float = 0.005
+    sigma_end: float = 0.5
+    lambda_A: float = 20.0
+    lambda_X: float = 1.0
+    lambda_L: float = 1.0
+    p_uncond: float = 0.2
+    drop_mode: str = "structure"
+    p_atom_mask: float = 0.2
+    sigma_norm_samples: int = 5000
+    sigma_norm_seed: int = 0
+    wn_images: int = 5
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.timesteps, int) or self.timesteps < 2:
+            raise ConfigError(f"diffusion config timesteps must be an integer >= 2, got {self.timesteps!r}")
+        if not 0 < self.beta_min < self.beta_max < 1:
+            raise ConfigError(f"diffusion config needs 0 < beta_min < beta_max < 1, got "
+                              f"{self.beta_min}, {self.beta_max}")
+        if not 0 < self.sigma_begin < self.sigma_end:
+            raise ConfigError(f"diffusion config needs 0 < sigma_begin < sigma_end, got "
+                              f"{self.sigma_begin}, {self.sigma_end}")
+        for name in ("lambda_A", "lambda_X", "lambda_L"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"diffusion config {name} must be >= 0, got {getattr(self, name)}")
+        for name in ("p_uncond", "p_atom_mask"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"diffusion config {name} must be in [0, 1], got {getattr(self, name)}")
+        if self.drop_mode not in DROP_MODES:
+            raise ConfigError(f"diffusion config drop_mode must be one of {DROP_MODES}, got {self.drop_mode!r}")
+        if self.sigma_norm_samples < 100:
+            raise ConfigError(f"diffusion config sigma_norm_samples must be >= 100, got {self.sigma_norm_samples}")
+        if self.wn_images < 1:
+            raise ConfigError(f"diffusion config wn_images must be >= 1, got {self.wn_images}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "DiffusionConfig":
+        return _from_dict(cls, d, "diffusion")

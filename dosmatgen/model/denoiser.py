@@ -1,0 +1,174 @@
+"""CSPNet-style periodic E(3)-invariant denoiser with a per-atom DOS condition (paper §2, Fig. 1).
+
+Message passing over the fully connected graph of each crystal (self-loops included). Edge input:
+[h_i, h_j, L L^T (9 numbers), Fourier features of (x_j - x_i) mod 1]. These are invariant to
+rotations and reflections of the Cartesian frame (L -> L R^T), to periodic translations of the
+fractional coordinates and (with mean aggregation) to atom permutations. Outputs:
+
+- ``eps_A`` (M, Z): noise of the continuous type vectors (A10);
+- ``score_X`` (M, 3): the wrapped-normal score in fractional coordinates times sqrt(lambda_t) (A9);
+- ``eps_L`` (B, 3, 3): noise of the lattice (A8), produced as ``W @ L`` with an invariant 3x3
+  ``W`` so that it rotates with the (row-vector) lattice: eps_L(L R^T) = eps_L(L) R^T.
+
+Condition (Fig. 1): the standardised DOS of a conditioned atom is projected to the hidden size and
+added to that atom's type embedding; an unconditioned atom gets a learned null vector instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch_geometric.utils import scatter
+
+from dosmatgen.model.config import ModelConfig
+
+
+class DenoiserOutput(NamedTuple):
+    eps_A: torch.Tensor
+    score_X: torch.Tensor
+    eps_L: torch.Tensor
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def fully_connected_edges(num_atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ordered pairs (i, j) inside each crystal, self-pairs included, without a Python loop.
+
+    Returns ``edge_index`` (2, E) with E = sum N_b^2 (row 0 = receiving atom i, row 1 = j) and
+    ``edge_graph`` (E,), the crystal of each edge.
+    """
+    n = num_atoms.long()
+    b = n.shape[0]
+    start = torch.cumsum(n, 0) - n
+    n2 = n * n
+    edge_graph = torch.repeat_interleave(torch.arange(b, device=n.device), n2)
+    edge_start = torch.cumsum(n2, 0) - n2
+    k = torch.arange(edge_graph.shape[0], device=n.device) - edge_start[edge_graph]
+    ng = n[edge_graph]
+    i = torch.div(k, ng, rounding_mode="floor") + start[edge_graph]
+    j = k % ng + start[edge_graph]
+    return torch.stack([i, j]), edge_graph
+
+
+class SinusoidalTimeEmbedding(nn.Module):
+    """Transformer-style embedding of the integer timestep: [sin(t w_k), cos(t w_k)]."""
+
+    def __init__(self, dim: int, max_period: float = 10000.0):
+        super().__init__()
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        arg = t.to(self.freqs.dtype).unsqueeze(-1) * self.freqs
+        return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
+
+
+class FourierFeatures(nn.Module):
+    """sin(2 pi k d), cos(2 pi k d) for k = 1..F and each of the 3 axes: periodic in d."""
+
+    def __init__(self, num_freqs: int):
+        super().__init__()
+        self.register_buffer("freqs", 2 * math.pi * torch.arange(1, num_freqs + 1, dtype=torch.float32),
+                             persistent=False)
+
+    @property
+    def dim(self) -> int:
+        return 6 * self.freqs.shape[0]
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        arg = (d.unsqueeze(-1) * self.freqs).flatten(1)  # (E, 3F)
+        return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
+
+
+class CSPLayer(nn.Module):
+    """One message-passing layer: edge MLP -> mean over neighbours -> node MLP, residual (pre-LN)."""
+
+    def __init__(self, hidden: int, fourier_dim: int, layer_norm: bool = True):
+        super().__init__()
+        self.edge_mlp = nn.Sequential(nn.Linear(2 * hidden + 9 + fourier_dim, hidden), nn.SiLU(),
+                                      nn.Linear(hidden, hidden), nn.SiLU())
+        self.node_mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(),
+                                      nn.Linear(hidden, hidden), nn.SiLU())
+        self.norm = nn.LayerNorm(hidden) if layer_norm else nn.Identity()
+
+    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_lattice: torch.Tensor,
+                edge_fourier: torch.Tensor) -> torch.Tensor:
+        x = self.norm(h)
+        i, j = edge_index
+        m = self.edge_mlp(torch.cat([x[i], x[j], edge_lattice, edge_fourier], dim=-1))
+        agg = scatter(m, i, dim=0, dim_size=h.shape[0], reduce="mean")
+        return h + self.node_mlp(torch.cat([x, agg], dim=-1))
+
+
+class CSPBackbone(nn.Module):
+    """Node features of S_t (shared by the denoiser and the time-dependent DOS regressor).
+
+    With ``conditional=True`` the DOS projection and the null vector are part of the model.
+    """
+
+    def __init__(self, cfg: ModelConfig, conditional: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        self.conditional = conditional
+        h = cfg.hidden_dim
+        self.type_embedding = nn.Linear(cfg.max_z, h)
+        if conditional:
+            self.dos_projection = nn.Linear(cfg.dos_dim, h)
+            self.null_condition = nn.Parameter(torch.zeros(h))
+        self.time_embedding = SinusoidalTimeEmbedding(cfg.time_dim)
+        self.input = nn.Linear(h + cfg.time_dim, h)
+        self.fourier = FourierFeatures(cfg.num_freqs)
+        self.layers = nn.ModuleList(CSPLayer(h, self.fourier.dim, cfg.layer_norm) for _ in range(cfg.num_layers))
+        self.final_norm = nn.LayerNorm(h) if cfg.layer_norm else nn.Identity()
+
+    def forward(self, types: torch.Tensor, frac_coords: torch.Tensor, lattices: torch.Tensor,
+                num_atoms: torch.Tensor, batch: torch.Tensor, t: torch.Tensor,
+                dos: torch.Tensor | None = None, cond_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Node features (M, hidden). ``t`` (B,) integer timesteps; ``dos`` (M, 400) and
+        ``cond_mask`` (M,) bool for a conditional backbone (``None`` mask: no atom conditioned)."""
+        h = self.type_embedding(types)
+        if self.conditional:
+            null = self.null_condition.expand_as(h)
+            if cond_mask is None or dos is None:
+                h = h + null
+            else:
+                h = h + torch.where(cond_mask.unsqueeze(-1), self.dos_projection(dos.to(h.dtype)), null)
+        temb = self.time_embedding(t)[batch]
+        h = self.input(torch.cat([h, temb], dim=-1))
+
+        edge_index, edge_graph = fully_connected_edges(num_atoms)
+        gram = (lattices @ lattices.transpose(-1, -2)).reshape(-1, 9)
+        edge_lattice = gram[edge_graph]
+        diff = (frac_coords[edge_index[1]] - frac_coords[edge_index[0]]) % 1.0
+        edge_fourier = self.fourier(diff)
+        for layer in self.layers:
+            h = layer(h, edge_index, edge_lattice, edge_fourier)
+        return self.final_norm(h)
+
+
+class CSPNet(nn.Module):
+    """The denoiser f_theta(S_t, t, y): backbone + three invariant/equivariant heads."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        h = cfg.hidden_dim
+        self.backbone = CSPBackbone(cfg, conditional=True)
+        self.type_head = nn.Linear(h, cfg.max_z)
+        self.coord_head = nn.Linear(h, 3, bias=False)
+        self.lattice_head = nn.Linear(h, 9, bias=False)
+
+    def forward(self, types: torch.Tensor, frac_coords: torch.Tensor, lattices: torch.Tensor,
+                num_atoms: torch.Tensor, batch: torch.Tensor, t: torch.Tensor,
+                dos: torch.Tensor | None = None, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
+        h = self.backbone(types, frac_coords, lattices, num_atoms, batch, t, dos, cond_mask)
+        graph_h = scatter(h, batch, dim=0, dim_size=num_atoms.shape[0], reduce="mean")
+        w = self.lattice_head(graph_h).view(-1, 3, 3)
+        return DenoiserOutput(eps_A=self.type_head(h), score_X=self.coord_head(h), eps_L=w @ lattices)

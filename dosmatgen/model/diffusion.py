@@ -1,0 +1,143 @@
+"""Joint diffusion over types A, fractional coordinates X and lattice L with a per-atom DOS
+condition and classifier-free guidance (paper §2.2, §2.4, Appendix A).
+
+Training (:meth:`JointDiffusion.loss`): t ~ U{1..T} per crystal, S_0 noised with the forward
+processes (A1, A5, A6), the condition dropped according to ``drop_mode`` and
+L = lambda_A L_A + lambda_X L_X + lambda_L L_L (A8-A11).
+
+Prediction (:meth:`JointDiffusion.eps`): (eps_A, score_X, eps_L) with score_X the actual score
+grad_X log p(X_t) (the network's normalised output times sqrt(E||grad log q||^2) = 1/sqrt(lambda_t)).
+
+>>> from dosmatgen.model.config import ModelConfig, DiffusionConfig
+>>> m = JointDiffusion(ModelConfig.tiny(), DiffusionConfig(timesteps=10, sigma_norm_samples=500))
+>>> sorted(m.config)
+['diffusion', 'model']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dosmatgen.errors import ConfigError
+from dosmatgen.model.batch import CrystalBatch, NoisyBatch
+from dosmatgen.model.config import DiffusionConfig, ModelConfig
+from dosmatgen.model.denoiser import CSPNet, DenoiserOutput
+from dosmatgen.model.schedules import DiffusionSchedule
+
+
+def _rand(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=device)
+
+
+def drop_condition(cond_mask: torch.Tensor, batch_index: torch.Tensor, num_graphs: int, cfg: DiffusionConfig,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The training-time condition mask (paper Eq. 3, c = empty with probability p_uncond).
+
+    ``"batch"``: the whole batch unconditioned with p_uncond (reference code). ``"atom"``: every
+    atom independently. ``"structure"``: every crystal independently; of the crystals that keep
+    their condition, a fraction ``p_atom_mask`` keeps it only on a random non-empty subset of
+    its conditioned atoms (keep probability u ~ U(0, 1) per crystal). Atoms that were not
+    conditioned to begin with (no DOS) stay unconditioned.
+    """
+    device = cond_mask.device
+    if cfg.drop_mode == "batch":
+        if float(_rand((1,), device, generator)) < cfg.p_uncond:
+            return torch.zeros_like(cond_mask)
+        return cond_mask.clone()
+    if cfg.drop_mode == "atom":
+        return cond_mask & (_rand(tuple(cond_mask.shape), device, generator) >= cfg.p_uncond)
+    # "structure"
+    u = _rand((num_graphs, 3), device, generator)
+    keep_graph = u[:, 0] >= cfg.p_uncond
+    partial = keep_graph & (u[:, 1] < cfg.p_atom_mask)
+    keep_prob = u[:, 2]
+    r = _rand(tuple(cond_mask.shape), device, generator)
+    keep_atom = (~partial[batch_index]) | (r < keep_prob[batch_index])
+    # a partially masked crystal keeps at least one conditioned atom: the one with the lowest r
+    r_cond = torch.where(cond_mask, r, torch.full_like(r, 2.0))
+    first = torch.full((num_graphs,), 3.0, device=device).scatter_reduce(0, batch_index, r_cond, reduce="amin")
+    keep_atom = keep_atom | (r_cond == first[batch_index])
+    return cond_mask & keep_graph[batch_index] & keep_atom
+
+
+class JointDiffusion(nn.Module):
+    """The DOSMatGen denoiser with its forward processes; ``config`` = {"model": ..., "diffusion": ...}."""
+
+    def __init__(self, model_cfg: ModelConfig | None = None, diffusion_cfg: DiffusionConfig | None = None):
+        super().__init__()
+        self.model_cfg = model_cfg or ModelConfig()
+        self.diffusion_cfg = diffusion_cfg or DiffusionConfig()
+        self.net = CSPNet(self.model_cfg)
+        self.schedule = DiffusionSchedule(self.diffusion_cfg)
+
+    # ---- factory contract -----------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "JointDiffusion":
+        if not isinstance(config, dict):
+            raise ConfigError(f"diffusion model config must be a mapping, got {type(config).__name__}")
+        unknown = sorted(set(config) - {"model", "diffusion"})
+        if unknown:
+            raise ConfigError(f"unknown diffusion model config section(s) {unknown}; known: ['diffusion', 'model']")
+        return cls(ModelConfig.from_dict(config.get("model")), DiffusionConfig.from_dict(config.get("diffusion")))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"model": self.model_cfg.to_dict(), "diffusion": self.diffusion_cfg.to_dict()}
+
+    @property
+    def timesteps(self) -> int:
+        return self.diffusion_cfg.timesteps
+
+    # ---- network evaluation ----------------------------------------------------------------------
+    def _t(self, t: torch.Tensor | int, num_graphs: int, device: torch.device) -> torch.Tensor:
+        if isinstance(t, int):
+            return torch.full((num_graphs,), t, dtype=torch.long, device=device)
+        t = t.to(device=device, dtype=torch.long).reshape(-1)
+        if t.numel() == 1 and num_graphs != 1:
+            t = t.expand(num_graphs)
+        return t
+
+    def raw(self, state: NoisyBatch, t: torch.Tensor | int, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
+        """Network outputs with score_X normalised (times sqrt(lambda_t)), as trained."""
+        t = self._t(t, state.num_graphs, state.frac_coords.device)
+        cond = state.cond_mask if cond_mask is None else cond_mask
+        return self.net(state.types, state.frac_coords, state.lattices, state.num_atoms, state.batch, t,
+                        state.dos, cond)
+
+    def eps(self, state: NoisyBatch, t: torch.Tensor | int, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
+        """(eps_A (M, Z), score_X (M, 3), eps_L (B, 3, 3)) at S_t; ``cond_mask`` (M,) overrides
+        ``state.cond_mask`` (all False: the unconditional model eps(S_t, empty))."""
+        t = self._t(t, state.num_graphs, state.frac_coords.device)
+        out = self.raw(state, t, cond_mask)
+        scale = self.schedule.score_norm[t][state.batch].sqrt().unsqueeze(-1)
+        return DenoiserOutput(out.eps_A, out.score_X * scale, out.eps_L)
+
+    def eps_cfg(self, state: NoisyBatch, t: torch.Tensor | int, omega: float = 1.0) -> DenoiserOutput:
+        """Classifier-free guidance (paper §2.4): (1 + omega) eps(S_t, y) - omega eps(S_t, empty)
+        for all three outputs, the two passes evaluated in one batched forward."""
+        t = self._t(t, state.num_graphs, state.frac_coords.device)
+        if omega == 0:
+            return self.eps(state, t)
+        b, m = state.num_graphs, state.types.shape[0]
+        both = self.eps(state.doubled(), torch.cat([t, t]))
+        cond = DenoiserOutput(both.eps_A[:m], both.score_X[:m], both.eps_L[:b])
+        unc = DenoiserOutput(both.eps_A[m:], both.score_X[m:], both.eps_L[b:])
+        return DenoiserOutput(*((1 + omega) * c - omega * u for c, u in zip(cond, unc)))
+
+    # ---- training --------------------------------------------------------------------------------
+    def loss(self, batch: CrystalBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """L_S = lambda_A L_A + lambda_X L_X + lambda_L L_L (Eqs. A8-A11), means over elements."""
+        cfg = self.diffusion_cfg
+        t = self.schedule.sample_t(batch.num_graphs, batch.device, generator)
+        state, (eps_a, tar_x, eps_l) = self.schedule.noise(batch, t, generator, self.model_cfg.max_z)
+        cond = drop_condition(batch.cond_mask, batch.batch, batch.num_graphs, cfg, generator)
+        out = self.raw(state, t, cond)
+        loss_a = F.mse_loss(out.eps_A, eps_a)
+        loss_x = F.mse_loss(out.score_X, tar_x)
+        loss_l = F.mse_loss(out.eps_L, eps_l)
+        total = cfg.lambda_A * loss_a + cfg.lambda_X * loss_x + cfg.lambda_L * loss_l
+        return {"loss": total, "loss_A": loss_a.detach(), "loss_X": loss_x.detach(), "loss_L": loss_l.detach()}

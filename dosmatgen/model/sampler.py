@@ -1,0 +1,212 @@
+"""Predictor-corrector sampling of crystals (DiffCSP's sampler; paper §3, Appendix A).
+
+One reverse step t -> s (s < t; s = t - 1 without striding):
+
+- corrector (X only): Langevin step X += gamma score_X + sqrt(2 gamma) z with
+  gamma = step_lr (sigma_t / sigma_1)^2;
+- predictor, X: reverse variance-exploding step X += (sigma_t^2 - sigma_s^2) score_X
+  + sqrt(sigma_s^2 (sigma_t^2 - sigma_s^2) / sigma_t^2) z (mod 1);
+- predictor, A and L: DDPM ancestral step (A2-A4, A7) with alpha_{t|s} = abar_t / abar_s,
+  mean (Y - (1 - alpha_{t|s}) / sqrt(1 - abar_t) eps) / sqrt(alpha_{t|s}) and variance
+  (1 - alpha_{t|s}) (1 - abar_s) / (1 - abar_t).
+
+Generation modes (DESIGN §4.2): from the prior at T (``t0=None``) or from the spec's structure
+noised to ``t0`` with the forward processes; per-atom conditions (``spec.cond_mask``); fixed types
+(``spec.fixed_mask``: those atoms' type vectors are reset to their one-hot, noised to the current
+timestep, at every step, and equal it exactly at the end). Final types are argmax + 1. A
+left-handed lattice is flipped to L -> -L, X -> -X (the same crystal).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from dosmatgen.errors import ConfigError, DataError
+from dosmatgen.io import atomic_temp_path
+from dosmatgen.model.batch import CrystalBatch, NoisyBatch, collate
+from dosmatgen.model.diffusion import JointDiffusion
+from dosmatgen.model.guidance import ClassifierFreeGuidance, Guidance
+
+
+def timestep_schedule(t_start: int, steps: int | None = None) -> list[int]:
+    """``steps + 1`` integer times from ``t_start`` down to 0, evenly strided (``steps=None``:
+    every timestep)."""
+    if steps is None:
+        steps = t_start
+    if not 1 <= steps <= t_start:
+        raise ConfigError(f"number of sampling steps must be in 1..{t_start} (the starting timestep), got {steps}")
+    return [t_start - (k * t_start) // steps for k in range(steps + 1)]
+
+
+def _randn(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
+
+
+@torch.no_grad()
+def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance | None = None,
+           t0: int | None = None, steps: int | None = None, step_lr: float = 1e-5, seed: int = 0,
+           progress: bool = True) -> CrystalBatch:
+    """Generate one crystal per crystal of ``spec`` (its atom counts, DOS, masks; with ``t0`` also
+    its structure as the starting point).
+
+    Args:
+        diffusion: trained :class:`JointDiffusion`.
+        spec: what to generate (see :meth:`CrystalBatch.for_generation` / ``from_records``).
+        guidance: default classifier-free guidance with omega = 1.
+        t0: None: start from the prior at T; else noise the spec's structure to t0 and denoise.
+        steps: number of reverse steps (<= starting timestep), evenly strided; None = all.
+        step_lr: Langevin corrector step scale (0 disables the corrector).
+        seed: all noise comes from one generator seeded with this: same seed, same output.
+        progress: show a tqdm bar.
+    Returns a :class:`CrystalBatch` on ``spec``'s device with the generated types, coordinates and
+    lattices, and ``spec``'s DOS, masks and ids.
+    """
+    guidance = guidance if guidance is not None else ClassifierFreeGuidance(1.0)
+    sched = diffusion.schedule
+    T = sched.timesteps
+    t_start = T if t0 is None else int(t0)
+    if not 1 <= t_start <= T:
+        raise ConfigError(f"t0 must be in 1..{T}, got {t0}")
+    if step_lr < 0:
+        raise ConfigError(f"step_lr must be >= 0, got {step_lr}")
+    times = timestep_schedule(t_start, steps)
+    max_z = diffusion.model_cfg.max_z
+    if spec.num_graphs == 0:
+        raise DataError("the generation spec holds zero crystals")
+    if bool(((spec.atom_types < 1) | (spec.atom_types > max_z))[spec.fixed_mask].any()):
+        raise DataError(f"fixed atom types must be atomic numbers 1..{max_z}")
+    out_device = spec.device
+    device = next(diffusion.parameters()).device
+    spec = spec.to(device)
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    b, m = spec.num_graphs, spec.num_nodes
+    dtype = spec.frac_coords.dtype
+    onehot = F.one_hot((spec.atom_types - 1).clamp(0, max_z - 1), max_z).to(dtype)
+    fixed = spec.fixed_mask.unsqueeze(-1)
+    ref = spec.frac_coords
+
+    def clamp_fixed(a: torch.Tensor, t: int) -> torch.Tensor:
+        if not bool(spec.fixed_mask.any()):
+            return a
+        abar = sched.alphas_cumprod[t].to(dtype)
+        noised = abar.sqrt() * onehot + ((1 - abar).sqrt() * _randn(tuple(a.shape), a, gen) if t > 0 else 0.0)
+        return torch.where(fixed, noised, a)
+
+    if t0 is None:
+        lat = _randn((b, 3, 3), ref, gen)
+        x = torch.rand((m, 3), generator=gen, device=device, dtype=dtype)
+        a = _randn((m, max_z), ref, gen)
+    else:
+        start, _ = sched.noise(spec, torch.full((b,), t_start, dtype=torch.long, device=device), gen, max_z)
+        lat, x, a = start.lattices, start.frac_coords, start.types
+    a = clamp_fixed(a, t_start)
+    state = NoisyBatch(a, x, lat, spec.num_atoms, spec.batch, spec.dos, spec.cond_mask)
+
+    sigma, abar_tab = sched.sigma_x.to(dtype), sched.alphas_cumprod.to(dtype)
+    bar = tqdm(total=len(times) - 1, desc="sampling", disable=not progress, leave=False)
+    for t, s in zip(times[:-1], times[1:]):
+        tt = torch.full((b,), t, dtype=torch.long, device=device)
+        last = s == 0
+        sig_t, sig_s = sigma[t], sigma[s]
+        x = state.frac_coords
+        # corrector: Langevin on X
+        if step_lr > 0:
+            pred = guidance.predict(diffusion, state, tt)
+            gamma = step_lr * (sig_t / sigma[1]) ** 2
+            x = x + gamma * pred.score_X
+            if not last:
+                x = x + (2 * gamma).sqrt() * _randn((m, 3), x, gen)
+            x = x % 1.0
+            state = state.replace(frac_coords=x)
+        # predictor
+        pred = guidance.predict(diffusion, state, tt)
+        x = x + (sig_t ** 2 - sig_s ** 2) * pred.score_X
+        ab_t, ab_s = abar_tab[t], abar_tab[s]
+        alpha = ab_t / ab_s
+        coef = (1 - alpha) / (1 - ab_t).sqrt()
+        lat = (state.lattices - coef * pred.eps_L) / alpha.sqrt()
+        a = (state.types - coef * pred.eps_A) / alpha.sqrt()
+        if not last:
+            x = x + (sig_s ** 2 * (sig_t ** 2 - sig_s ** 2) / sig_t ** 2).sqrt() * _randn((m, 3), x, gen)
+            std = ((1 - alpha) * (1 - ab_s) / (1 - ab_t)).sqrt()
+            lat = lat + std * _randn((b, 3, 3), lat, gen)
+            a = a + std * _randn(tuple(a.shape), a, gen)
+        a = clamp_fixed(a, s)
+        state = state.replace(types=a, frac_coords=x % 1.0, lattices=lat)
+        bar.update(1)
+    bar.close()
+
+    types = state.types.argmax(-1) + 1
+    types = torch.where(spec.fixed_mask, spec.atom_types, types)
+    lat, x = state.lattices, state.frac_coords
+    flip = torch.linalg.det(lat) < 0
+    if bool(flip.any()):
+        lat = torch.where(flip.view(-1, 1, 1), -lat, lat)
+        x = torch.where(flip[spec.batch].unsqueeze(-1), (-x) % 1.0, x)
+    result = CrystalBatch(types, x % 1.0, lat, spec.num_atoms, spec.batch, spec.dos, spec.cond_mask,
+                          spec.fixed_mask, None if spec.structure_ids is None else list(spec.structure_ids))
+    return result.to(out_device)
+
+
+def sample_in_chunks(diffusion: JointDiffusion, spec: CrystalBatch, chunk_size: int, *, seed: int = 0,
+                     progress: bool = True, **kwargs) -> CrystalBatch:
+    """:func:`sample` over consecutive chunks of ``chunk_size`` crystals (chunk i uses seed + i), for
+    many candidates on limited memory; other keyword arguments go to :func:`sample`."""
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+    parts = []
+    chunks = range(0, spec.num_graphs, chunk_size)
+    for i, start in enumerate(tqdm(chunks, desc="chunks", disable=not progress or len(chunks) == 1)):
+        sub = spec.graph_slice(range(start, min(start + chunk_size, spec.num_graphs)))
+        parts.append(sample(diffusion, sub, seed=seed + i, progress=progress and len(chunks) == 1, **kwargs))
+    return collate(parts)
+
+
+def write_structures(structures: Sequence, out_dir: str | Path, fmt: Iterable[str] = ("cif", "extxyz"),
+                     names: Sequence[str] | None = None) -> dict[str, list[Path]]:
+    """Write pymatgen structures atomically: one ``<name>.cif`` each and/or one
+    ``structures.extxyz`` with all of them (``info['structure_id']`` = name). ``None`` entries
+    (invalid crystals) are skipped. Returns the written paths per format."""
+    fmts = tuple(fmt)
+    unknown = sorted(set(fmts) - {"cif", "extxyz"})
+    if unknown:
+        raise ConfigError(f"unknown structure format(s) {unknown}; known: cif, extxyz")
+    names = list(names) if names is not None else [f"{i:06d}" for i in range(len(structures))]
+    if len(names) != len(structures):
+        raise DataError(f"{len(names)} names for {len(structures)} structures")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {f: [] for f in fmts}
+    if "cif" in fmts:
+        from pymatgen.io.cif import CifWriter
+
+        for name, s in zip(names, structures):
+            if s is None:
+                continue
+            path = out_dir / f"{name}.cif"
+            with atomic_temp_path(path) as tmp:
+                CifWriter(s).write_file(str(tmp))
+            written["cif"].append(path)
+    if "extxyz" in fmts:
+        from ase import Atoms
+        from ase.io import write as ase_write
+
+        frames = []
+        for name, s in zip(names, structures):
+            if s is None:
+                continue
+            atoms = Atoms(numbers=[site.specie.Z for site in s], scaled_positions=s.frac_coords,
+                          cell=s.lattice.matrix, pbc=True)
+            atoms.info["structure_id"] = str(name)
+            frames.append(atoms)
+        path = out_dir / "structures.extxyz"
+        with atomic_temp_path(path) as tmp:
+            ase_write(str(tmp), frames, format="extxyz")
+        written["extxyz"].append(path)
+    return written
