@@ -265,19 +265,28 @@ class StructureMatchRate:
     def __init__(self, timeout_s: float | None = DEFAULT_TIMEOUT_S, workers: int = 1, progress: bool = False):
         self.timeout_s, self.workers, self.progress = timeout_s, workers, progress
 
-    def compute(self, generated: Sequence[Any], reference: Sequence[Any]) -> MetricResult:
+    def outcomes(self, generated: Sequence[Any], reference: Sequence[Any]) -> list[str]:
+        """Per pair: ``"match"``, ``"no_match"``, ``"timeout"``, ``"error"`` or ``"unbuildable"``."""
         if len(generated) != len(reference):
             raise ValueError(f"StructureMatchRate: {len(generated)} generated but {len(reference)} references")
         idx = [i for i, g in enumerate(generated) if g is not None]
-        outcomes = _run_tasks(_fit_task, [(generated[i], reference[i], self.timeout_s) for i in idx],
-                              self.workers, "structure match", self.progress)
+        got = _run_tasks(_fit_task, [(generated[i], reference[i], self.timeout_s) for i in idx],
+                         self.workers, "structure match", self.progress)
+        out = ["unbuildable"] * len(generated)
+        for i, o in zip(idx, got):
+            out[i] = o
+        return out
+
+    def from_outcomes(self, outcomes: Sequence[str]) -> MetricResult:
         c = Counter(outcomes)
-        n_unbuilt = len(generated) - len(idx)
         excluded = {k: v for k, v in {"timeout": c["timeout"], "matcher_error": c["error"]}.items() if v}
-        n_used = len(generated) - sum(excluded.values())
+        n_used = len(outcomes) - sum(excluded.values())
         value = 100.0 * c["match"] / n_used if n_used else None
-        return MetricResult(self.name, value, "%", len(generated), n_used, excluded,
-                            {"matched": c["match"], "unbuildable_counted_as_miss": n_unbuilt})
+        return MetricResult(self.name, value, "%", len(outcomes), n_used, excluded,
+                            {"matched": c["match"], "unbuildable_counted_as_miss": c["unbuildable"]})
+
+    def compute(self, generated: Sequence[Any], reference: Sequence[Any]) -> MetricResult:
+        return self.from_outcomes(self.outcomes(generated, reference))
 
 
 class CompositionMatchRate:

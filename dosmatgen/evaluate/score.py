@@ -1,0 +1,158 @@
+"""Score a regenerated test split (paper §3.1): Table 1 MAEs and Table 2 match rates, plus
+validity, uniqueness and novelty, written as one metrics JSON per (guidance, T).
+
+Quantities (all DOS in states/eV/site, see :class:`dosmatgen.evaluate.metrics.DOSMAE`):
+
+* y       -- the test structure's site DOS (the condition), from the store;
+* ŷ       -- the surrogate's prediction on the test structure;
+* ŷ_gen   -- the surrogate's prediction on the generated structure (same atom order: atom i of the
+             generated crystal was conditioned on atom i's DOS).
+
+Metrics JSON (``dosmatgen evaluate score --out FILE``)::
+
+    {"format": "dosmatgen-metrics", "version": 1,
+     "guidance": "cfg"|"classifier", "t0": 200|500|1000, "start": "prior"|"noised",
+     "n_structures": B,
+     "metrics": {"mae_gen_y": R, "mae_gen_yhat": R, "mae_yhat_y": R,
+                 "structure_match_rate": R, "composition_match_rate": R,
+                 "validity": R, "uniqueness": R, "novelty": R (absent when skipped)},
+     "generated": {"path": .., "meta": {..the generated file's meta..}},
+     "surrogate": {"path": .., "config": {..}},
+     "settings": {"match_timeout_s", "workers", "n_training_structures"},
+     "seconds": {"surrogate", "structure_match", "uniqueness", "novelty"}}
+
+where each R is :meth:`MetricResult.to_dict` (``value, unit, n_total, n_used, n_excluded,
+excluded{reason: count}, counts{...}``). Beside it, ``<FILE stem>.per_structure.csv`` has one row
+per generated crystal: ``index, source_id, formula_gen, formula_ref, build_reason, validity_reason,
+graph_reason, mae_gen_y, mae_gen_yhat, mae_yhat_y, structure_match, composition_match``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from dosmatgen.errors import DataError
+from dosmatgen.evaluate import metrics as M
+from dosmatgen.io import atomic_save_json, atomic_write
+
+FORMAT = "dosmatgen-metrics"
+
+
+def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrogate_std: Any, *,
+                    training: Sequence[Any] | None = None, match_timeout_s: float = M.DEFAULT_TIMEOUT_S,
+                    workers: int = 1, batch_size: int = 128, device: str = "cpu", progress: bool = True,
+                    generated_path: str | None = None, surrogate_path: str | None = None,
+                    per_structure_csv: str | Path | None = None) -> dict[str, Any]:
+    """All metrics of one generated set.
+
+    Args:
+        gen: :class:`~dosmatgen.evaluate.regenerate.GeneratedSet`.
+        references: source id -> test :class:`CrystalRecord` (with DOS).
+        surrogate, surrogate_std: the trained surrogate and its DOS standardiser.
+        training: training-split pymatgen structures for novelty (None: novelty skipped).
+        match_timeout_s: per-pair StructureMatcher timeout.
+        workers: processes for structure matching and novelty.
+    """
+    from dosmatgen.evaluate.surrogate import predict_site_dos
+
+    absent = [sid for sid in gen.source_ids if sid not in references]
+    if absent:
+        raise DataError(f"{len(absent)} generated structure(s) come from ids not in the store, e.g. {absent[0]!r} "
+                        "(wrong --store or --split?)")
+    refs = [references[sid] for sid in gen.source_ids]
+    y = [r.dos for r in refs]
+    gen_items = list(gen.items())
+    seconds: dict[str, float] = {}
+
+    tic = time.perf_counter()
+    yhat_gen, why_gen = predict_site_dos(surrogate, surrogate_std, gen_items, batch_size, device, progress)
+    yhat, why_ref = predict_site_dos(surrogate, surrogate_std,
+                                     [(r.atomic_numbers, r.frac_coords, r.lattice) for r in refs],
+                                     batch_size, device, progress)
+    seconds["surrogate"] = time.perf_counter() - tic
+    mae = M.DOSMAE()
+    out: dict[str, M.MetricResult] = {}
+    out["mae_gen_y"] = mae.compute(yhat_gen, y, why_gen)
+    reasons_pair = [g if g is not None else (f"reference_{r}" if r is not None else None)
+                    for g, r in zip(why_gen, why_ref)]
+    out["mae_gen_yhat"] = mae.compute(yhat_gen, yhat, reasons_pair)
+    out["mae_yhat_y"] = mae.compute(yhat, y, [f"reference_{r}" if r else None for r in why_ref])
+
+    built = [M.build_structure(*it) for it in gen_items]
+    gen_structs = [s for s, _ in built]
+    ref_structs = [r.to_structure() for r in refs]
+    tic = time.perf_counter()
+    sm = M.StructureMatchRate(match_timeout_s, workers, progress)
+    outcomes = sm.outcomes(gen_structs, ref_structs)
+    seconds["structure_match"] = time.perf_counter() - tic
+    out["structure_match_rate"] = sm.from_outcomes(outcomes)
+    out["composition_match_rate"] = M.CompositionMatchRate().compute(gen_structs, ref_structs)
+    out["validity"] = M.Validity().compute(gen_items)
+
+    validity = [M.validity_reason(*it)[1] for it in gen_items]
+    valid_structs = [s if why is None else None for s, why in zip(gen_structs, validity)]
+    tic = time.perf_counter()
+    out["uniqueness"] = M.Uniqueness(match_timeout_s, progress).compute(valid_structs)
+    seconds["uniqueness"] = time.perf_counter() - tic
+    if training is not None:
+        tic = time.perf_counter()
+        out["novelty"] = M.Novelty(training, match_timeout_s, workers, progress).compute(valid_structs)
+        seconds["novelty"] = time.perf_counter() - tic
+
+    if per_structure_csv is not None:
+        rows = []
+        for i, sid in enumerate(gen.source_ids):
+            s, bwhy = built[i]
+            rows.append({
+                "index": i, "source_id": sid,
+                "formula_gen": s.composition.reduced_formula if s is not None else "",
+                "formula_ref": ref_structs[i].composition.reduced_formula,
+                "build_reason": bwhy or "", "validity_reason": validity[i] or "", "graph_reason": why_gen[i] or "",
+                "mae_gen_y": _mae_or_blank(yhat_gen[i], y[i]), "mae_gen_yhat": _mae_or_blank(yhat_gen[i], yhat[i]),
+                "mae_yhat_y": _mae_or_blank(yhat[i], y[i]), "structure_match": outcomes[i],
+                "composition_match": int(s is not None and s.composition.reduced_formula
+                                         == ref_structs[i].composition.reduced_formula),
+            })
+        with atomic_write(per_structure_csv, "w") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    meta = dict(gen.meta)
+    return {
+        "format": FORMAT, "version": 1, "guidance": meta.get("guidance"), "t0": meta.get("t0"),
+        "start": meta.get("start"), "n_structures": len(gen),
+        "metrics": {k: v.to_dict() for k, v in out.items()},
+        "generated": {"path": generated_path, "meta": meta},
+        "surrogate": {"path": surrogate_path, "config": getattr(surrogate, "config", None)},
+        "settings": {"match_timeout_s": match_timeout_s, "workers": workers,
+                     "n_training_structures": None if training is None else len(training)},
+        "seconds": seconds,
+    }
+
+
+def _mae_or_blank(p: np.ndarray | None, q: np.ndarray | None) -> Any:
+    if p is None or q is None or np.shape(p) != np.shape(q):
+        return ""
+    return M.DOSMAE.per_structure(p, q)
+
+
+def write_metrics(path: str | Path, result: dict[str, Any]) -> None:
+    atomic_save_json(path, result)
+
+
+def load_metrics(path: str | Path) -> dict[str, Any]:
+    """Read a metrics JSON written by :func:`write_metrics`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read metrics file {path}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise DataError(f"{path} is not a dosmatgen metrics file (no format '{FORMAT}')")
+    return data
