@@ -1,0 +1,174 @@
+"""The Snakemake workflow: lint, the whole DAG in a dry run, targets, config errors before any work.
+
+Dry runs use a tiny synthetic store written by the test, so they work before the built-in dataset
+exists and never touch the repository's work/ or results/ folders (-d points at a temp folder).
+The end-to-end run of the ci profile is ``scripts/ci_workflow.sh`` (slow test below).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from dosmatgen.config import REPO_ROOT
+
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+SNAKEFILE = REPO_ROOT / "Snakefile"
+pytestmark = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed in this environment")
+
+
+def make_synthetic_store(path: Path, n: int = 12, seed: int = 0) -> Path:
+    """A few rock-salt / CsCl / L1_2 crystals with Gaussian 'site DOS' (only for workflow tests)."""
+    from dosmatgen.data.schema import CrystalRecord
+    from dosmatgen.data.store import save_records
+    from dosmatgen.dos.grid import ENERGY_GRID
+
+    rng = np.random.default_rng(seed)
+    fcc = 0.5 * np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]])
+    protos = [(fcc * 5.6, [[0, 0, 0], [0.5, 0.5, 0.5]], [11, 17]),
+              (np.eye(3) * 3.4, [[0, 0, 0], [0.5, 0.5, 0.5]], [55, 35]),
+              (np.eye(3) * 4.0, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]], [28, 79, 79, 79])]
+    records = []
+    for i in range(n):
+        lattice, frac, zs = protos[i % len(protos)]
+        dos = np.stack([np.exp(-0.5 * ((ENERGY_GRID - (z % 13 - 6) - rng.normal(0, 0.1)) / 0.7) ** 2) for z in zs])
+        records.append(CrystalRecord(f"synthetic-{i}", np.array(zs), np.array(frac, float),
+                                     lattice * rng.uniform(0.98, 1.02), dos, {"source": "test"}))
+    save_records(path, records, {"source": "synthetic test store"})
+    return path
+
+
+def write_config(tmp_path: Path, **edits) -> Path:
+    """config/ci.yaml pointed at a synthetic store, with ``section=dict`` updates applied."""
+    with open(REPO_ROOT / "config" / "ci.yaml") as f:
+        cfg = yaml.safe_load(f)
+    cfg["data"]["builtin_store"] = str(make_synthetic_store(tmp_path / "store.npz"))
+    for key, value in edits.items():
+        if isinstance(value, dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def snakemake(*args: str, cwd: Path | None = None, configfile: Path | None = None,
+              timeout: float = 120) -> subprocess.CompletedProcess:
+    cmd = [str(SNAKEMAKE), "-s", str(SNAKEFILE), "--nolock"]
+    if cwd is not None:
+        cmd += ["-d", str(cwd)]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=cwd or REPO_ROOT)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    counts: dict[str, int] = {}
+    in_table = False
+    for line in output.splitlines():
+        if line.startswith("Job stats"):
+            in_table = True
+            continue
+        if in_table:
+            m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+            if m and m.group(1) != "total":
+                counts[m.group(1)] = int(m.group(2))
+            elif line.strip().startswith("total"):
+                break
+    return counts
+
+
+@pytest.fixture(scope="module")
+def ci_config(tmp_path_factory) -> Path:
+    return write_config(tmp_path_factory.mktemp("ci"))
+
+
+def test_dry_run_shows_the_whole_dag(ci_config):
+    proc = snakemake("-n", "-p", "all", cwd=ci_config.parent, configfile=ci_config)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    counts = job_counts(proc.stdout + proc.stderr)
+    cfg = yaml.safe_load(ci_config.read_text())
+    n_sets = len(cfg["generate"]["guidance"]) * len(cfg["generate"]["t0"])
+    assert counts == {
+        "all": 1, "split": 1, "data_info": 1, "train": 3, "regenerate": n_sets, "score": n_sets,
+        "formation_generated": n_sets, "formation_truth": 1, "provenance": 1, "result_tables": 1,
+        "study": len(cfg["studies"]["run"]), "study_figures": 1, "formation_figures": 1, "gallery": 1,
+        "report": 1,
+    }
+    text = proc.stdout + proc.stderr
+    assert "dosmatgen evaluate regenerate" in text and "--guidance classifier --regressor" in text
+    assert "results-ci/report.html" in text and "work/ci/models/diffusion/best.pt" in text
+
+
+@pytest.mark.parametrize("target, rules", [
+    ("data", {"split", "data_info", "data"}),
+    ("models", {"split", "train", "models"}),
+])
+def test_named_targets(ci_config, target, rules):
+    proc = snakemake("-n", target, cwd=ci_config.parent, configfile=ci_config)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert set(job_counts(proc.stdout + proc.stderr)) == rules
+
+
+def test_cfg_only_run_needs_no_regressor(tmp_path):
+    config = write_config(tmp_path, generate={"guidance": ["cfg"], "t0": [1000]})
+    proc = snakemake("-n", "tables", cwd=tmp_path, configfile=config)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["train"] == 2 and counts["regenerate"] == 1 and "study" not in counts
+
+
+def test_invalid_config_stops_before_any_work(tmp_path):
+    config = write_config(tmp_path, train={"diffusion": {"epochs": 0, "batch_size": 16}})
+    proc = snakemake("--cores", "1", "all", cwd=tmp_path, configfile=config)
+    assert proc.returncode != 0
+    assert "train.diffusion.epochs: 0 is less than the minimum of 1" in proc.stdout + proc.stderr
+    assert not (tmp_path / "work").exists() and not (tmp_path / "results-ci").exists()
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("profile", ["ci", "demo", "paper", "slurm"])
+def test_profiles_lint_clean(profile):
+    if profile == "slurm":
+        pytest.importorskip("snakemake_executor_plugin_slurm")
+    proc = snakemake("--profile", str(REPO_ROOT / "workflow" / "profiles" / profile), "--lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_default_config_is_the_demo():
+    store = REPO_ROOT / "resources" / "builtin_dos.npz"
+    if not store.exists():
+        pytest.skip("built-in store not built yet")
+    proc = snakemake("-n", "tables")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "work/demo/" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_ci_workflow_end_to_end(tmp_path):
+    """Runs scripts/ci_workflow.sh in a copy of the repository (minutes)."""
+    repo = tmp_path / "repo"
+    ignore = shutil.ignore_patterns(".venv", ".git", "work", "results-ci", ".snakemake", "__pycache__")
+    shutil.copytree(REPO_ROOT, repo, ignore=ignore)
+    os.symlink(REPO_ROOT / ".venv", repo / ".venv")
+    proc = subprocess.run(["bash", "scripts/ci_workflow.sh"], cwd=repo, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    assert "all gates passed" in proc.stdout
