@@ -462,8 +462,11 @@ def _train(kind, model_config, train_records, val_records, standardiser, cfg, ou
 
     net: torch.nn.Module = _LossModule(model)
     if dist.enabled:
+        # a model whose loss may leave parameters out of the graph sets this attribute to True
+        unused = bool(getattr(model, "ddp_find_unused_parameters", False))
         net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+            net, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=unused)
 
     train_ds = _make_dataset(train_records, standardiser)
     val_ds = _make_dataset(val_records, standardiser) if len(val_records) else None
