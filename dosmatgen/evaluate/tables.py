@@ -1,0 +1,312 @@
+"""Tables 1 and 2 (and a formation-energy summary) with our numbers beside the paper's.
+
+Inputs are the metrics JSONs of :mod:`dosmatgen.evaluate.score` (one per guidance and T, found in
+a folder) and, optionally, formation-energy JSONs of :mod:`dosmatgen.evaluate.formation` whose
+file stem names the set (``cfg_T1000.json``, ``classifier_T200.json``, ``ground_truth.json``).
+
+Outputs in ``out_dir``:
+
+* ``table1_dos_mae.csv|md`` -- columns ``guidance, T, mae_gen_y, paper_mae_gen_y, mae_gen_yhat,
+  paper_mae_gen_yhat, mae_yhat_y, paper_mae_yhat_y, n_structures, n_used, n_excluded,
+  excluded, paper_n_excluded`` (MAEs in states/eV/site; ``excluded`` = ``reason:count;...``);
+* ``table2_match_rates.csv|md`` -- ``guidance, T, structure_match_rate,
+  paper_structure_match_rate, composition_match_rate, paper_composition_match_rate, validity,
+  uniqueness, novelty, n_structures, n_match_excluded, match_excluded, paper_n_match_excluded``
+  (percentages);
+* ``formation_energies.csv|md`` (when formation files are given) -- ``set, guidance, T, mlff, n,
+  n_ok, median_ef_unrelaxed, median_ef_relaxed, mean_ef_unrelaxed, mean_ef_relaxed,
+  frac_below_0_unrelaxed, frac_below_0_relaxed, status`` (eV/atom; fractions of rows with a value);
+* ``provenance.json`` -- a copy of the given provenance file (left alone when it already is that
+  file), or, without one, the provenance gathered from the metrics files.
+
+Missing values are empty in CSV and "—" in Markdown. Numbers are printed as measured; the paper's
+are from :mod:`dosmatgen.evaluate.paper`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+from dosmatgen.errors import DataError
+from dosmatgen.evaluate import paper as P
+from dosmatgen.evaluate.score import FORMAT as METRICS_FORMAT
+from dosmatgen.io import atomic_save_json, atomic_write
+
+Key = tuple[str, int]
+
+
+def collect_metrics(metrics_dir: str | Path) -> dict[Key, dict[str, Any]]:
+    """Every metrics JSON in ``metrics_dir`` keyed by (guidance, T); other JSON files are ignored."""
+    metrics_dir = Path(metrics_dir)
+    if not metrics_dir.is_dir():
+        raise DataError(f"metrics folder {metrics_dir} does not exist")
+    out: dict[Key, dict[str, Any]] = {}
+    for path in sorted(metrics_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or data.get("format") != METRICS_FORMAT:
+            continue
+        key = (str(data.get("guidance")), int(data.get("t0")))
+        if key in out:
+            raise DataError(f"two metrics files for guidance {key[0]} at T = {key[1]} in {metrics_dir}")
+        data["_path"] = str(path)
+        out[key] = data
+    if not out:
+        raise DataError(f"no dosmatgen metrics files (format '{METRICS_FORMAT}') in {metrics_dir}")
+    return out
+
+
+def _keys(metrics: dict[Key, Any]) -> list[Key]:
+    """The paper's six (guidance, T) first, in its order, then any others we have."""
+    paper_keys = [(g, t) for g in P.GUIDANCES for t in P.T_VALUES]
+    extra = sorted(k for k in metrics if k not in paper_keys)
+    return paper_keys + extra
+
+
+def _metric(m: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    return None if m is None else m.get("metrics", {}).get(name)
+
+
+def _value(m: dict[str, Any] | None, name: str) -> float | None:
+    r = _metric(m, name)
+    return None if r is None else r.get("value")
+
+
+def _reasons(r: dict[str, Any] | None) -> str:
+    if not r:
+        return ""
+    return ";".join(f"{k}:{v}" for k, v in sorted(r.get("excluded", {}).items()))
+
+
+def table1_rows(metrics: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for key in _keys(metrics):
+        m = metrics.get(key)
+        p = P.TABLE1.get(key, {})
+        r = _metric(m, "mae_gen_y")
+        rows.append({
+            "guidance": key[0], "T": key[1],
+            "mae_gen_y": _value(m, "mae_gen_y"), "paper_mae_gen_y": p.get("mae_gen_y"),
+            "mae_gen_yhat": _value(m, "mae_gen_yhat"), "paper_mae_gen_yhat": p.get("mae_gen_yhat"),
+            "mae_yhat_y": _value(m, "mae_yhat_y"), "paper_mae_yhat_y": P.SURROGATE_MAE if key in P.TABLE1 else None,
+            "n_structures": None if m is None else m.get("n_structures"),
+            "n_used": None if r is None else r.get("n_used"),
+            "n_excluded": None if r is None else r.get("n_excluded"),
+            "excluded": _reasons(r),
+            "paper_n_excluded": P.TABLE1_EXCLUDED.get(key, 0) if key in P.TABLE1 else None,
+        })
+    return rows
+
+
+def table2_rows(metrics: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for key in _keys(metrics):
+        m = metrics.get(key)
+        p = P.TABLE2.get(key, {})
+        r = _metric(m, "structure_match_rate")
+        rows.append({
+            "guidance": key[0], "T": key[1],
+            "structure_match_rate": _value(m, "structure_match_rate"),
+            "paper_structure_match_rate": p.get("structure_match_rate"),
+            "composition_match_rate": _value(m, "composition_match_rate"),
+            "paper_composition_match_rate": p.get("composition_match_rate"),
+            "validity": _value(m, "validity"), "uniqueness": _value(m, "uniqueness"), "novelty": _value(m, "novelty"),
+            "n_structures": None if m is None else m.get("n_structures"),
+            "n_match_excluded": None if r is None else r.get("n_excluded"),
+            "match_excluded": _reasons(r),
+            "paper_n_match_excluded": P.TABLE2_EXCLUDED.get(key, 0) if key in P.TABLE2 else None,
+        })
+    return rows
+
+
+_SET_RE = re.compile(r"^(cfg|classifier)_T(\d+)$")
+
+
+def formation_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Summary row per formation-energy file (see the module docstring)."""
+    from dosmatgen.evaluate.formation import load_formation
+
+    rows = []
+    for path in paths:
+        data = load_formation(path)
+        stem = Path(path).stem
+        match = _SET_RE.match(stem)
+        unrelaxed = [r["ef_unrelaxed"] for r in data["rows"] if r.get("ef_unrelaxed") is not None]
+        relaxed = [r["ef_relaxed"] for r in data["rows"] if r.get("ef_relaxed") is not None]
+        rows.append({
+            "set": stem, "guidance": match.group(1) if match else "", "T": int(match.group(2)) if match else None,
+            "mlff": data.get("mlff"), "n": data.get("n"),
+            "n_ok": sum(1 for r in data["rows"] if r.get("status") == "ok"),
+            "median_ef_unrelaxed": statistics.median(unrelaxed) if unrelaxed else None,
+            "median_ef_relaxed": statistics.median(relaxed) if relaxed else None,
+            "mean_ef_unrelaxed": statistics.fmean(unrelaxed) if unrelaxed else None,
+            "mean_ef_relaxed": statistics.fmean(relaxed) if relaxed else None,
+            "frac_below_0_unrelaxed": (sum(v < 0 for v in unrelaxed) / len(unrelaxed)) if unrelaxed else None,
+            "frac_below_0_relaxed": (sum(v < 0 for v in relaxed) / len(relaxed)) if relaxed else None,
+            "status": ";".join(f"{k}:{v}" for k, v in sorted(data.get("status_counts", {}).items())),
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------------
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or v == "":
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        raise DataError(f"no rows for {path}")
+    with atomic_write(path, "w") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else (repr(v) if isinstance(v, float) else v)) for k, v in r.items()})
+
+
+def _pair(ours: Any, theirs: Any, digits: int) -> str:
+    return f"{_fmt(ours, digits)} ({_fmt(theirs, digits)})"
+
+
+def _provenance_lines(prov: dict[str, Any] | None) -> list[str]:
+    if not prov:
+        return []
+    keys = ("profile", "description", "data_source", "device", "git", "dosmatgen")
+    got = [f"{k}: {prov[k]}" for k in keys if k in prov and not isinstance(prov[k], (dict, list))]
+    return ["", "Run: " + "; ".join(got)] if got else []
+
+
+def table1_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None = None) -> str:
+    ts = sorted({r["T"] for r in rows})
+    guid = list(dict.fromkeys(r["guidance"] for r in rows))
+    by = {(r["guidance"], r["T"]): r for r in rows}
+    head = "| Guidance | " + " | ".join(f"T={t} MAE(ŷ_gen, y) | T={t} MAE(ŷ_gen, ŷ)" for t in ts) + " |"
+    lines = ["# Table 1: DOS MAE of regenerated test structures — ours (paper)", "",
+             "MAE in states/eV/site (per-atom mean over 400 bins, mean over atoms, mean over structures); "
+             "the paper's values in parentheses.", "", head, "|" + "---|" * (1 + 2 * len(ts))]
+    for g in guid:
+        cells = []
+        for t in ts:
+            r = by.get((g, t), {})
+            cells += [_pair(r.get("mae_gen_y"), r.get("paper_mae_gen_y"), 3),
+                      _pair(r.get("mae_gen_yhat"), r.get("paper_mae_gen_yhat"), 3)]
+        lines.append(f"| {P.GUIDANCE_LABELS.get(g, g)} | " + " | ".join(cells) + " |")
+    yhat = [r["mae_yhat_y"] for r in rows if r.get("mae_yhat_y") is not None]
+    lines += ["", f"Surrogate's own error MAE(ŷ, y): {_fmt(yhat[0] if yhat else None)} (paper {P.SURROGATE_MAE}).", "",
+              "Structures and exclusions (ours; paper):"]
+    for r in rows:
+        if r.get("n_structures") is None and not r.get("paper_n_excluded"):
+            continue
+        lines.append(f"- {P.GUIDANCE_LABELS.get(r['guidance'], r['guidance'])}, T={r['T']}: "
+                     f"{_fmt(r.get('n_structures'))} generated, {_fmt(r.get('n_excluded'))} excluded"
+                     f"{' (' + r['excluded'] + ')' if r.get('excluded') else ''}; "
+                     f"paper {_fmt(r.get('paper_n_excluded'))} of {P.N_TEST}")
+    return "\n".join(lines + _provenance_lines(prov)) + "\n"
+
+
+def table2_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None = None) -> str:
+    ts = sorted({r["T"] for r in rows})
+    guid = list(dict.fromkeys(r["guidance"] for r in rows))
+    by = {(r["guidance"], r["T"]): r for r in rows}
+    head = "| Guidance | " + " | ".join(f"T={t} Struct. match % | T={t} Comp. match %" for t in ts) + " |"
+    lines = ["# Table 2: match rates of regenerated test structures — ours (paper)", "",
+             "StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3) against the conditioning test structure; "
+             "timeouts excluded; the paper's values in parentheses.", "", head, "|" + "---|" * (1 + 2 * len(ts))]
+    for g in guid:
+        cells = []
+        for t in ts:
+            r = by.get((g, t), {})
+            cells += [_pair(r.get("structure_match_rate"), r.get("paper_structure_match_rate"), 2),
+                      _pair(r.get("composition_match_rate"), r.get("paper_composition_match_rate"), 2)]
+        lines.append(f"| {P.GUIDANCE_LABELS.get(g, g)} | " + " | ".join(cells) + " |")
+    lines += ["", "Validity / uniqueness / novelty (ours, %; not in the paper):", "",
+              "| Guidance | T | Validity | Uniqueness | Novelty | n | match exclusions (ours; paper) |",
+              "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("n_structures") is None:
+            continue
+        excl = f"{_fmt(r.get('n_match_excluded'))}{' (' + r['match_excluded'] + ')' if r.get('match_excluded') else ''}"
+        lines.append(f"| {P.GUIDANCE_LABELS.get(r['guidance'], r['guidance'])} | {r['T']} | {_fmt(r['validity'], 1)} | "
+                     f"{_fmt(r['uniqueness'], 1)} | {_fmt(r['novelty'], 1)} | {r['n_structures']} | "
+                     f"{excl}; {_fmt(r.get('paper_n_match_excluded'))} |")
+    return "\n".join(lines + _provenance_lines(prov)) + "\n"
+
+
+def formation_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["# Formation energies (Fig. 2, B.1 summary) — eV/atom", "",
+             "The paper shows these only as histograms (Orb-v2): CFG sets overlap the ground truth, mostly "
+             "below 0 eV/atom; classifier-guidance sets are shifted to higher energies.", "",
+             "| Set | MLFF | n | ok | median E_f unrelaxed | median E_f relaxed | mean E_f relaxed | "
+             "E_f<0 unrelaxed | E_f<0 relaxed |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['set']} | {r['mlff']} | {r['n']} | {r['n_ok']} | {_fmt(r['median_ef_unrelaxed'])} | "
+                     f"{_fmt(r['median_ef_relaxed'])} | {_fmt(r['mean_ef_relaxed'])} | "
+                     f"{_fmt(r['frac_below_0_unrelaxed'], 2)} | {_fmt(r['frac_below_0_relaxed'], 2)} |")
+    return "\n".join(lines) + "\n"
+
+
+def gather_provenance(metrics: dict[Key, dict[str, Any]]) -> dict[str, Any]:
+    """Provenance from the metrics files alone (used when no provenance file is given)."""
+    from dosmatgen.checkpoint import code_version
+
+    sets = {}
+    for (g, t), m in sorted(metrics.items()):
+        meta = m.get("generated", {}).get("meta", {})
+        sets[f"{g}_T{t}"] = {"metrics": m.get("_path"), "generated": m.get("generated", {}).get("path"),
+                             "n_structures": m.get("n_structures"),
+                             **{k: meta.get(k) for k in ("checkpoint", "regressor", "store", "split", "steps", "seed",
+                                                         "command", "code") if k in meta},
+                             "surrogate": m.get("surrogate", {}).get("path")}
+    return {"source": "dosmatgen evaluate tables (no --provenance given)", "code": code_version(), "sets": sets}
+
+
+def write_tables(metrics_dir: str | Path, out_dir: str | Path, *, provenance: str | Path | None = None,
+                 formation: Sequence[str | Path] = ()) -> dict[str, Path]:
+    """Write every table of the module docstring; returns name -> path."""
+    out_dir = Path(out_dir)
+    metrics = collect_metrics(metrics_dir)
+    prov = None
+    written: dict[str, Path] = {}
+    prov_out = out_dir / "provenance.json"
+    if provenance is not None:
+        provenance = Path(provenance)
+        try:
+            prov = json.loads(provenance.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read provenance file {provenance}: {exc}") from exc
+        if not prov_out.exists() or not prov_out.samefile(provenance):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            tmp = prov_out.with_name(".provenance.json.tmp")
+            shutil.copyfile(provenance, tmp)
+            tmp.replace(prov_out)
+    else:
+        prov = gather_provenance(metrics)
+        atomic_save_json(prov_out, prov)
+    written["provenance"] = prov_out
+    t1, t2 = table1_rows(metrics), table2_rows(metrics)
+    for name, rows, md in (("table1_dos_mae", t1, table1_markdown(t1, prov)),
+                           ("table2_match_rates", t2, table2_markdown(t2, prov))):
+        write_csv(out_dir / f"{name}.csv", rows)
+        with atomic_write(out_dir / f"{name}.md", "w") as f:
+            f.write(md)
+        written[name] = out_dir / f"{name}.csv"
+    if formation:
+        rows = formation_rows(formation)
+        write_csv(out_dir / "formation_energies.csv", rows)
+        with atomic_write(out_dir / "formation_energies.md", "w") as f:
+            f.write(formation_markdown(rows))
+        written["formation_energies"] = out_dir / "formation_energies.csv"
+    return written
