@@ -363,6 +363,60 @@ def _symbol(z: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# formation energies
+# ---------------------------------------------------------------------------------------------
+def elements_with_references() -> frozenset[str]:
+    """Elements for which :mod:`dosmatgen.evaluate.formation` can build an elemental reference
+    (ASE's dcdft set or pymatgen's MP elemental energies)."""
+    global _REF_ELEMENTS
+    if _REF_ELEMENTS is None:
+        from ase.collections import dcdft
+
+        from dosmatgen.evaluate.formation import mp_elemental_energies
+
+        _REF_ELEMENTS = frozenset(dcdft.names) | frozenset(mp_elemental_energies())
+    return _REF_ELEMENTS
+
+
+_REF_ELEMENTS: frozenset[str] | None = None
+
+
+def formation_energies(candidates: Sequence[Candidate], raws: Sequence[RawCrystal], out_json: Path, *,
+                       mlff: str, workers: int, fmax: float, steps: int, refs_cache: str | None, device: str,
+                       calc: Any, progress: bool, input_name: str) -> dict[str, Any]:
+    """MLFF formation energies (:func:`dosmatgen.evaluate.formation.compute_formation_energies`)
+    of the valid candidates whose elements all have an elemental reference; fills
+    ``extra['ef_unrelaxed'|'ef_relaxed'|'relax_status'|'relax_converged']`` (``relax_status`` is
+    ``invalid`` or ``no_reference:<els>`` for the ones not computed). Returns the formation output."""
+    from dosmatgen.evaluate.formation import FormationItem, compute_formation_energies
+
+    known = elements_with_references()
+    items = []
+    for c, (z, x, lat) in zip(candidates, raws):
+        c.extra.update({"ef_unrelaxed": None, "ef_relaxed": None, "relax_converged": None})
+        if not c.valid:
+            c.extra["relax_status"] = "invalid"
+            continue
+        missing = sorted({_symbol(int(v)) for v in z} - known)
+        if missing:
+            c.extra["relax_status"] = "no_reference:" + ",".join(missing)
+            continue
+        items.append(FormationItem(c.candidate_id, c.group, z, x, lat))
+    if not items:
+        return {"rows": [], "status_counts": {}, "references": {}}
+    form = compute_formation_energies(items, out_json, mlff=mlff, workers=1 if calc is not None else workers,
+                                      fmax=fmax, steps=steps, refs_cache=refs_cache, device=device, calc=calc,
+                                      input_name=input_name, progress=progress)
+    by_id = {r["id"]: r for r in form["rows"]}
+    for c in candidates:
+        r = by_id.get(c.candidate_id)
+        if r is not None:
+            c.extra.update({"ef_unrelaxed": r.get("ef_unrelaxed"), "ef_relaxed": r.get("ef_relaxed"),
+                            "relax_status": r.get("status"), "relax_converged": r.get("converged")})
+    return form
+
+
+# ---------------------------------------------------------------------------------------------
 # DOS scoring with the surrogate
 # ---------------------------------------------------------------------------------------------
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -37,7 +37,7 @@ from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import ConfigError, DosmatgenError
 from dosmatgen.io import atomic_save_json
 from dosmatgen.studies.common import (Candidate, SamplingConfig, StudyModels, _round, config_to_dict,
-                                      cosine_similarity, dos_match, group_summary, highlight, make_candidates,
+                                      cosine_similarity, dos_match, formation_energies, group_summary, highlight, make_candidates,
                                       prior_spec, sample_crystals, score_first_atom, spec_fingerprint,
                                       write_study)
 from dosmatgen.studies.targets import TargetDOS
@@ -116,8 +116,6 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
         dft_engine: object with ``compute(record) -> result with .dos (N, 400)``; default
             :class:`dosmatgen.dos.gpaw_engine.GPAWSiteDOSEngine` with ``cfg.dft_timeout_s``.
     """
-    from dosmatgen.evaluate.formation import FormationItem, compute_formation_energies
-
     cfg.check()
     wdir = work_folder(cfg, models, target, out_dir)
     wdir.mkdir(parents=True, exist_ok=True)
@@ -137,16 +135,11 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
         raws.extend(raw)
 
     # 2. formation energies (all crystals; invalid ones are skipped and counted) ---------------
-    items = [FormationItem(c.candidate_id, c.group, z, x, lat) for c, (z, x, lat) in zip(candidates, raws)]
-    form = compute_formation_energies(items, wdir / "formation.json", mlff=cfg.mlff,
-                                      workers=1 if calc is not None else cfg.mlff_workers, fmax=cfg.fmax,
-                                      steps=cfg.relax_steps, refs_cache=cfg.refs_cache, device=cfg.mlff_device,
-                                      calc=calc, input_name=f"screening {wdir.name}", progress=cfg.progress)
+    form = formation_energies(candidates, raws, wdir / "formation.json", mlff=cfg.mlff, workers=cfg.mlff_workers,
+                              fmax=cfg.fmax, steps=cfg.relax_steps, refs_cache=cfg.refs_cache,
+                              device=cfg.mlff_device, calc=calc, progress=cfg.progress,
+                              input_name=f"screening {wdir.name}")
     by_id = {r["id"]: r for r in form["rows"]}
-    for c in candidates:
-        r = by_id.get(c.candidate_id, {})
-        c.extra.update({"ef_unrelaxed": r.get("ef_unrelaxed"), "ef_relaxed": r.get("ef_relaxed"),
-                        "relax_status": r.get("status"), "relax_converged": r.get("converged")})
 
     # 3. E_f filter -------------------------------------------------------------------------------
     with_ef = [c for c in candidates if c.extra["ef_relaxed"] is not None and np.isfinite(c.extra["ef_relaxed"])]

@@ -4,23 +4,25 @@ The paper's IrO2 screening (§3.3) ends with candidates that all contain Ir in r
 environments and suggests that "it may only be necessary to match certain regions in the DOS
 (i.e. near the Fermi level)". This study tests that suggestion.
 
-Window target. Only E_F ± ``window_ev`` of the target DOS is asked for:
+Window targets. A window [lo, hi] eV (relative to E_F) of the target DOS is asked for:
 
 * conditioning: the target is standardised with the diffusion model's standardiser and every bin
   outside the window is set to 0, i.e. to the training-set mean DOS of that bin. This is the
   simplest honest choice: the model was never trained on partial conditions, so "no information"
   outside the window is expressed as "an average site" rather than by a new mask the model does
-  not know (:func:`window_condition`);
-* scoring: MAE and cosine only over the window bins (``win_*`` columns), for both targets, so the
-  two are compared on the same question; full-grid scores are reported too.
+  not know (:func:`window_condition`). The window [-10, 10] is the whole grid ("full", the
+  paper's target);
+* scoring: MAE and cosine of the first atom's surrogate DOS over (a) the whole grid, (b) the
+  group's own window (``own_win_*``) and (c) one common scoring window for every group (``win_*``;
+  default the narrowest configured window), so that all groups are compared on the same question.
 
-ω sweep. For each target kind ("full", "window") and each ω in ``omegas`` (default 0, 0.5, 1, 2, 4;
+ω sweep. For each window and each ω in ``omegas`` (default 0, 0.5, 1, 2, 4;
 ε = (1+ω) ε(S_t, y) − ω ε(S_t, ∅)), ``n_candidates`` crystals are generated with the first atom
 conditioned, atom counts cycling through ``n_atoms``. All groups use the same seed (common random
 numbers), so differences between groups come from the condition, not from the noise draw.
-Reported per group: window and full DOS match, composition diversity (unique reduced formulas /
-candidates), stability (MLFF formation energy per atom after relaxation, and the fraction below
-``ef_threshold``), and earth abundance.
+Reported per group: DOS match, composition diversity (unique reduced formulas / candidates),
+stability (MLFF formation energy per atom after relaxation, and the fraction below
+``ef_threshold``), earth abundance; and, per ω, every narrower window against the full target.
 
 Earth-abundant elements: crustal abundance >= ``EARTH_ABUNDANT_MG_PER_KG`` (10 mg/kg) in the table
 :data:`CRUSTAL_ABUNDANCE_MG_PER_KG` (CRC Handbook of Chemistry and Physics, "Abundance of elements
@@ -28,8 +30,8 @@ in the earth's crust", rounded); elements missing from the table count as not ea
 
 >>> is_earth_abundant("Fe"), is_earth_abundant("Ir"), is_earth_abundant("Co")
 (True, False, True)
->>> int(energy_window_mask(1.0).sum())
-40
+>>> int(energy_window_mask(-1.0, 1.0).sum()), window_label((-10, 10)), window_label((-2, 2))
+(40, 'full', '[-2,2] eV')
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import numpy as np
 from dosmatgen.dos.grid import ENERGY_GRID, N_DOS
 from dosmatgen.errors import ConfigError
 from dosmatgen.studies.common import (Candidate, SamplingConfig, StudyModels, _round,
-                                      config_to_dict, dos_match, group_summary, highlight, make_candidates,
+                                      config_to_dict, dos_match, formation_energies, group_summary, highlight, make_candidates,
                                       prior_spec, sample_crystals, score_first_atom, spec_fingerprint,
                                       write_study)
 from dosmatgen.studies.targets import TargetDOS
@@ -69,14 +71,35 @@ def is_earth_abundant(symbol: str | None) -> bool:
     return symbol is not None and CRUSTAL_ABUNDANCE_MG_PER_KG.get(symbol, 0.0) >= EARTH_ABUNDANT_MG_PER_KG
 
 
-def energy_window_mask(half_width_ev: float, center_ev: float = 0.0) -> np.ndarray:
-    """Bool mask of the grid points with |E - center| <= half width (E relative to E_F)."""
-    if half_width_ev <= 0:
-        raise ConfigError(f"the energy window half width must be > 0 eV, got {half_width_ev}")
-    mask = np.abs(ENERGY_GRID - center_ev) <= half_width_ev
+def energy_window_mask(lo_ev: float, hi_ev: float) -> np.ndarray:
+    """Bool mask of the grid points with lo <= E <= hi (E relative to E_F, eV)."""
+    if not hi_ev > lo_ev:
+        raise ConfigError(f"energy window [{lo_ev}, {hi_ev}] eV is empty (need lo < hi)")
+    mask = (ENERGY_GRID >= lo_ev - 1e-9) & (ENERGY_GRID <= hi_ev + 1e-9)
     if not mask.any():
-        raise ConfigError(f"the window E_F{center_ev:+.2f} ± {half_width_ev} eV contains no grid point")
+        raise ConfigError(f"energy window [{lo_ev}, {hi_ev}] eV contains no grid point "
+                          f"(grid {ENERGY_GRID[0]:g}..{ENERGY_GRID[-1]:g} eV)")
     return mask
+
+
+def is_full_window(window: tuple[float, float]) -> bool:
+    return bool(energy_window_mask(*window).all())
+
+
+def window_label(window: Sequence[float]) -> str:
+    lo, hi = float(window[0]), float(window[1])
+    return "full" if is_full_window((lo, hi)) else f"[{lo:g},{hi:g}] eV"
+
+
+def parse_window(text: str | Sequence[float]) -> tuple[float, float]:
+    """``"-2:2"`` or ``(-2, 2)`` -> (-2.0, 2.0)."""
+    try:
+        lo, hi = (str(text).split(":") if isinstance(text, str) else text)
+        out = (float(lo), float(hi))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"energy window {text!r} must be 'lo:hi' in eV, e.g. -2:2") from exc
+    energy_window_mask(*out)
+    return out
 
 
 def window_condition(target_raw: np.ndarray, standardiser: Any, mask: np.ndarray) -> np.ndarray:
@@ -92,20 +115,20 @@ class WindowConfig(SamplingConfig):
     """Window / ω-sweep settings.
 
     Attributes:
+        windows: (lo, hi) eV windows around E_F; (-10, 10) is the full target.
         omegas: guidance strengths swept.
-        window_ev: half width of the window around E_F (eV).
-        modes: target kinds: "full" (whole DOS) and/or "window".
+        score_window: common scoring window (None: the narrowest of ``windows``).
         n_atoms: atom counts the candidates cycle through (the screening's 4..8).
-        n_candidates: crystals per (mode, ω).
+        n_candidates: crystals per (window, ω).
         formation: compute MLFF formation energies (stability axis).
         mlff, mlff_workers, mlff_device, fmax, relax_steps, refs_cache: as in the screening.
         ef_threshold: "stable" means relaxed E_f <= this (eV/atom).
         work_dir: resumable intermediate files (None: ``<out>.work``).
     """
 
+    windows: tuple[tuple[float, float], ...] = ((-10.0, 10.0), (-2.0, 2.0))
     omegas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
-    window_ev: float = 2.0
-    modes: tuple[str, ...] = ("full", "window")
+    score_window: tuple[float, float] | None = None
     n_atoms: tuple[int, ...] = (4, 5, 6, 7, 8)
     n_candidates: int = 50
     formation: bool = True
@@ -122,52 +145,67 @@ class WindowConfig(SamplingConfig):
         super().check()
         if not self.omegas or any(float(w) < 0 for w in self.omegas):
             raise ConfigError(f"omegas must be >= 0, got {list(self.omegas)}")
-        bad = sorted(set(self.modes) - {"full", "window"})
-        if bad or not self.modes:
-            raise ConfigError(f"unknown target mode(s) {bad or '(none given)'}; choose from 'full', 'window'")
+        if not self.windows:
+            raise ConfigError("no energy window given")
+        for w in self.windows:
+            parse_window(w)
+        if self.score_window is not None:
+            parse_window(self.score_window)
+        labels = [window_label(w) for w in self.windows]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"energy windows repeat: {labels}")
         if not self.n_atoms or any(int(n) < 1 for n in self.n_atoms):
             raise ConfigError(f"n_atoms must be positive atom counts, got {list(self.n_atoms)}")
         if self.n_candidates < 1:
             raise ConfigError(f"n_candidates must be >= 1, got {self.n_candidates}")
-        energy_window_mask(self.window_ev)
+
+    def scoring_window(self) -> tuple[float, float]:
+        if self.score_window is not None:
+            return parse_window(self.score_window)
+        return min((parse_window(w) for w in self.windows), key=lambda w: (w[1] - w[0], w))
 
 
-SUMMARY_COLUMNS = ("group", "mode", "omega", "n_generated", "n_valid", "mean_win_dos_mae", "mean_win_cosine",
-                   "mean_dos_mae", "mean_cosine", "composition_diversity", "n_unique_formulas",
-                   "first_atom_elements", "first_atom_earth_abundant", "all_earth_abundant",
+SUMMARY_COLUMNS = ("group", "window", "omega", "n_generated", "n_valid", "mean_win_dos_mae", "mean_win_cosine",
+                   "mean_own_win_dos_mae", "mean_dos_mae", "mean_cosine", "composition_diversity",
+                   "n_unique_formulas", "first_atom_elements", "first_atom_earth_abundant", "all_earth_abundant",
                    "contains_target_element", "mean_ef_unrelaxed", "mean_ef_relaxed", "frac_stable")
 
 
 def run_window_sweep(models: StudyModels, target: TargetDOS, cfg: WindowConfig, out_dir: str | Path, *,
                      calc: Any = None) -> dict[str, Any]:
-    """Run the ω sweep for the full and the window target and write ``out_dir``."""
+    """Run the ω sweep for every energy window and write ``out_dir``; returns the results dict."""
     cfg.check()
-    mask = energy_window_mask(cfg.window_ev)
-    conds = {"full": models.diffusion_std.transform(target.dos[None])[0].astype(np.float32),
-             "window": window_condition(target.dos, models.diffusion_std, mask)}
+    windows = [parse_window(w) for w in cfg.windows]
+    score_w = cfg.scoring_window()
+    score_mask = energy_window_mask(*score_w)
     sizes = [int(cfg.n_atoms[i % len(cfg.n_atoms)]) for i in range(cfg.n_candidates)]
-    groups: list[tuple[str, float, str, list[Candidate], list]] = []
+    groups: list[tuple[str, float, str, list[Candidate]]] = []
     candidates: list[Candidate] = []
     raws = []
-    for mode in cfg.modes:
-        for omega in (float(w) for w in cfg.omegas):
-            group = f"{mode} ω={omega:g}"
-            tag = f"win-{mode}-w{omega:g}"
-            spec = prior_spec(sizes, conds[mode], (0,), ids=[f"{tag}-{i:04d}" for i in range(cfg.n_candidates)])
+    for w in windows:
+        label, mask = window_label(w), energy_window_mask(*w)
+        cond = window_condition(target.dos, models.diffusion_std, mask)
+        for omega in (float(x) for x in cfg.omegas):
+            group = f"{label} ω={omega:g}"
+            tag = f"win{w[0]:g}_{w[1]:g}-w{omega:g}"
+            spec = prior_spec(sizes, cond, (0,), ids=[f"{tag}-{i:04d}" for i in range(cfg.n_candidates)])
             raw = sample_crystals(models, spec, cfg, seed=cfg.seed, omega=omega, desc=group)
             cands = make_candidates(raw, group, tag)
             for c in cands:
-                c.extra.update({"mode": mode, "omega": omega})
-            groups.append((mode, omega, group, cands, raw))
+                c.extra.update({"window": label, "omega": omega, "_own_mask": mask})
+            groups.append((label, omega, group, cands))
             candidates.extend(cands)
             raws.extend(raw)
 
     score_first_atom(models, candidates, target.dos, device=cfg.device, progress=cfg.progress)
     for c in candidates:
+        own = c.extra.pop("_own_mask")
         if c.pred_dos is not None:
-            m = dos_match(c.pred_dos, target.dos, models.surrogate_std, mask)
+            m = dos_match(c.pred_dos, target.dos, models.surrogate_std, score_mask)
+            o = dos_match(c.pred_dos, target.dos, models.surrogate_std, own)
             c.extra.update({"win_dos_mae": m["dos_mae"], "win_dos_mae_std": m["dos_mae_std"],
-                            "win_cosine": m["cosine"]})
+                            "win_cosine": m["cosine"], "own_win_dos_mae": o["dos_mae"],
+                            "own_win_cosine": o["cosine"]})
         if c.record is not None:
             els = {_sym(z) for z in c.record.atomic_numbers}
             c.extra.update({"all_earth_abundant": all(is_earth_abundant(e) for e in els),
@@ -178,15 +216,16 @@ def run_window_sweep(models: StudyModels, target: TargetDOS, cfg: WindowConfig, 
         form_note = _formation(candidates, raws, models, target, cfg, out_dir, calc)
 
     rows, highlights = [], []
-    for mode, omega, group, cands, _ in groups:
+    for label, omega, group, cands in groups:
         n = len(cands)
         base = group_summary(group, cands)
         efr = [c.extra.get("ef_relaxed") for c in cands if c.extra.get("ef_relaxed") is not None]
         efu = [c.extra.get("ef_unrelaxed") for c in cands if c.extra.get("ef_unrelaxed") is not None]
         rows.append({
-            **base, "mode": mode, "omega": omega,
+            **base, "window": label, "omega": omega,
             "mean_win_dos_mae": _round(_mean(c.extra.get("win_dos_mae") for c in cands)),
             "mean_win_cosine": _round(_mean(c.extra.get("win_cosine") for c in cands)),
+            "mean_own_win_dos_mae": _round(_mean(c.extra.get("own_win_dos_mae") for c in cands)),
             "first_atom_earth_abundant": _round(sum(is_earth_abundant(c.first_element) for c in cands) / n, 4),
             "all_earth_abundant": _round(sum(bool(c.extra.get("all_earth_abundant")) for c in cands) / n, 4),
             "contains_target_element": _round(sum(bool(c.extra.get("contains_target_element")) for c in cands) / n, 4),
@@ -196,89 +235,91 @@ def run_window_sweep(models: StudyModels, target: TargetDOS, cfg: WindowConfig, 
         scored = [c for c in cands if c.extra.get("win_dos_mae") is not None]
         best = min(scored, key=lambda c: (c.extra["win_dos_mae"], c.candidate_id)) if scored else None
         if best is not None:
-            highlights.append(highlight(best, group, mode=mode, omega=omega,
+            highlights.append(highlight(best, group, window=label, omega=omega,
                                         win_dos_mae=_round(best.extra.get("win_dos_mae"))))
-    comparison, verdict = compare_modes(rows, list(cfg.omegas))
-    notes = [f"target: {target.element} site of {target.structure_id} ({target.source}); window E_F ± "
-             f"{cfg.window_ev:g} eV ({int(mask.sum())} of {N_DOS} bins)",
-             "window condition: standardised target inside the window, 0 (= training-mean DOS) outside; "
-             "win_* scores use only the window bins, for both target kinds",
+    comparison, verdict = compare_windows(rows, [window_label(w) for w in windows], list(cfg.omegas))
+    notes = [f"target: {target.element} site of {target.structure_id} ({target.source})",
+             "window condition: standardised target inside the window, 0 (= training-mean DOS) outside",
+             f"win_* scores: common scoring window [{score_w[0]:g}, {score_w[1]:g}] eV ({int(score_mask.sum())} of "
+             f"{N_DOS} bins) for every group; own_win_*: the group's own window; dos_mae/cosine: whole grid",
              f"earth-abundant: crustal abundance >= {EARTH_ABUNDANT_MG_PER_KG:g} mg/kg (CRC Handbook table in "
              "dosmatgen/studies/window.py)",
              "all groups share one seed (common random numbers); atom counts cycle through "
              f"{list(cfg.n_atoms)}",
              form_note] + verdict
     results = {"config": config_to_dict(cfg), "target": target.to_json(), "models": models.meta,
-               "window_mask": mask.astype(int).tolist(), "highlights": highlights, "comparison": comparison,
-               "verdict": verdict, "figure": "window_sweep"}
-    write_study(out_dir, study="window", title="Energy-window target and guidance sweep (beyond the paper)",
+               "windows": [list(w) for w in windows], "score_window": list(score_w),
+               "highlights": highlights, "comparison": comparison, "verdict": verdict, "figure": "window_sweep"}
+    write_study(out_dir, study="window", title="Energy-window targets and guidance sweep (beyond the paper)",
                 summary_rows=rows, summary_columns=SUMMARY_COLUMNS, candidates=candidates, results=results,
                 notes=notes, extra_tables={"window_vs_full": comparison} if comparison else None)
     results["summary"] = rows
     return results
 
 
-def compare_modes(rows: Sequence[dict[str, Any]], omegas: Sequence[float]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Per ω: window minus full for diversity, earth abundance, target-element presence, window MAE
-    and stability; plus sentences that state what the numbers say (no threshold of significance
-    is implied: these are counts out of ``n_candidates``)."""
-    by = {(r["mode"], r["omega"]): r for r in rows}
-    keys = ("composition_diversity", "all_earth_abundant", "first_atom_earth_abundant", "contains_target_element",
-            "mean_win_dos_mae", "mean_ef_relaxed")
+_COMPARED = ("composition_diversity", "all_earth_abundant", "first_atom_earth_abundant", "contains_target_element",
+             "mean_win_dos_mae", "mean_ef_relaxed")
+
+
+def compare_windows(rows: Sequence[dict[str, Any]], labels: Sequence[str],
+                    omegas: Sequence[float]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per ω and per narrower window: window minus reference (the full target, else the first
+    window) for diversity, earth abundance, target-element presence, common-window MAE and
+    stability; plus sentences stating what the numbers say (counts out of ``n_candidates``; no
+    significance is implied)."""
+    by = {(r["window"], r["omega"]): r for r in rows}
+    ref = "full" if "full" in labels else labels[0]
     comp = []
-    for w in (float(x) for x in omegas):
-        f, g = by.get(("full", w)), by.get(("window", w))
-        if f is None or g is None:
+    for lab in labels:
+        if lab == ref:
             continue
-        row: dict[str, Any] = {"omega": w}
-        for k in keys:
-            a, b = f.get(k), g.get(k)
-            row[f"full_{k}"], row[f"window_{k}"] = a, b
-            row[f"delta_{k}"] = None if a is None or b is None else _round(b - a)
-        comp.append(row)
-    if not comp:
-        return [], []
+        for w in (float(x) for x in omegas):
+            f, g = by.get((ref, w)), by.get((lab, w))
+            if f is None or g is None:
+                continue
+            row: dict[str, Any] = {"window": lab, "reference": ref, "omega": w}
+            for k in _COMPARED:
+                a, b = f.get(k), g.get(k)
+                row[f"ref_{k}"], row[f"win_{k}"] = a, b
+                row[f"delta_{k}"] = None if a is None or b is None else _round(b - a)
+            comp.append(row)
+    verdict: list[str] = []
+    for lab in labels:
+        sub = [r for r in comp if r["window"] == lab]
+        if not sub:
+            continue
 
-    def tally(k: str, higher_is: str) -> str:
-        d = [r[f"delta_{k}"] for r in comp if r[f"delta_{k}"] is not None]
-        if not d:
-            return f"{k}: not available"
-        up = sum(x > 0 for x in d)
-        down = sum(x < 0 for x in d)
-        return (f"{k}: window higher at {up}, lower at {down}, equal at {len(d) - up - down} of {len(d)} ω values "
-                f"(mean window − full {np.mean(d):+.3f}; {higher_is})")
+        def tally(k: str, meaning: str) -> str:
+            d = [r[f"delta_{k}"] for r in sub if r[f"delta_{k}"] is not None]
+            if not d:
+                return f"{lab} vs {ref}, {k}: not available"
+            up, down = sum(x > 0 for x in d), sum(x < 0 for x in d)
+            return (f"{lab} vs {ref}, {k}: higher at {up}, lower at {down}, equal at {len(d) - up - down} of "
+                    f"{len(d)} ω values (mean Δ {np.mean(d):+.3f}; {meaning})")
 
-    verdict = ["window vs full target, " + tally("composition_diversity", "higher = more diverse"),
-               "window vs full target, " + tally("all_earth_abundant", "higher = more earth-abundant crystals"),
-               "window vs full target, " + tally("contains_target_element", "lower = fewer crystals containing "
-                                                 "the target's element"),
-               "window vs full target, " + tally("mean_win_dos_mae", "lower = better match inside the window"),
-               "window vs full target, " + tally("mean_ef_relaxed", "lower = more stable")]
-    d_div = [r["delta_composition_diversity"] for r in comp if r["delta_composition_diversity"] is not None]
-    d_ea = [r["delta_all_earth_abundant"] for r in comp if r["delta_all_earth_abundant"] is not None]
-    if d_div and d_ea:
-        more = np.mean(d_div) > 0 and np.mean(d_ea) > 0
-        verdict.append("answer: the window target " + ("DID" if more else "did NOT") +
-                       " yield both more diverse and more earth-abundant candidates on average over ω "
-                       f"(mean Δdiversity {np.mean(d_div):+.3f}, mean Δearth-abundant fraction {np.mean(d_ea):+.3f})")
+        verdict += [tally("composition_diversity", "higher = more diverse"),
+                    tally("all_earth_abundant", "higher = more all-earth-abundant crystals"),
+                    tally("contains_target_element", "lower = fewer crystals containing the target element"),
+                    tally("mean_win_dos_mae", "lower = better match in the common scoring window"),
+                    tally("mean_ef_relaxed", "lower = more stable")]
+        d_div = [r["delta_composition_diversity"] for r in sub if r["delta_composition_diversity"] is not None]
+        d_ea = [r["delta_all_earth_abundant"] for r in sub if r["delta_all_earth_abundant"] is not None]
+        if d_div and d_ea:
+            yes = np.mean(d_div) > 0 and np.mean(d_ea) > 0
+            verdict.append(f"answer ({lab}): the window target " + ("DID" if yes else "did NOT") +
+                           f" yield both more diverse and more earth-abundant candidates than the {ref} target "
+                           f"on average over ω (mean Δdiversity {np.mean(d_div):+.3f}, mean Δ all-earth-abundant "
+                           f"fraction {np.mean(d_ea):+.3f})")
     return comp, verdict
 
 
 def _formation(candidates: Sequence[Candidate], raws: Sequence, models: StudyModels, target: TargetDOS,
                cfg: WindowConfig, out_dir: str | Path, calc: Any) -> str:
-    from dosmatgen.evaluate.formation import FormationItem, compute_formation_energies
-
     root = Path(cfg.work_dir) if cfg.work_dir else Path(str(out_dir).rstrip("/") + ".work")
     key = spec_fingerprint(models.meta.get("checkpoint"), target.dos.astype(np.float32), config_to_dict(cfg))
-    items = [FormationItem(c.candidate_id, c.group, z, x, lat) for c, (z, x, lat) in zip(candidates, raws)]
-    form = compute_formation_energies(items, root / f"window-{key}" / "formation.json", mlff=cfg.mlff,
-                                      workers=1 if calc is not None else cfg.mlff_workers, fmax=cfg.fmax,
-                                      steps=cfg.relax_steps, refs_cache=cfg.refs_cache, device=cfg.mlff_device,
-                                      calc=calc, input_name="window sweep", progress=cfg.progress)
-    by_id = {r["id"]: r for r in form["rows"]}
-    for c in candidates:
-        r = by_id.get(c.candidate_id, {})
-        c.extra.update({"ef_unrelaxed": r.get("ef_unrelaxed"), "ef_relaxed": r.get("ef_relaxed")})
+    formation_energies(candidates, raws, root / f"window-{key}" / "formation.json", mlff=cfg.mlff,
+                       workers=cfg.mlff_workers, fmax=cfg.fmax, steps=cfg.relax_steps, refs_cache=cfg.refs_cache,
+                       device=cfg.mlff_device, calc=calc, progress=cfg.progress, input_name="window sweep")
     name = cfg.mlff if calc is None else type(calc).__name__
     return (f"stability: MLFF {name} formation energy per atom after relaxation (fmax {cfg.fmax}, "
             f"{cfg.relax_steps} steps); frac_stable = share of all candidates with E_f <= {cfg.ef_threshold} eV/atom")
