@@ -1,0 +1,480 @@
+"""``dosmatgen sample``: generate crystals whose chosen atoms have a target site DOS.
+
+Examples::
+
+    # 16 crystals of 4 atoms; atoms 0 and 1 conditioned on the two rows of target.npy (raw DOS,
+    # states/eV on the 400-point grid -10..10 eV), classifier-free guidance omega = 1
+    dosmatgen sample --checkpoint runs/diffusion/best.pt --num-atoms 4 --n 16 \\
+        --target-dos target.npy --condition-atoms 0,1 --out gen/
+
+    # regenerate a stored crystal from its own site DOS, starting from its structure noised to t0
+    dosmatgen sample --checkpoint best.pt --store data.npz --target mp-1234 --template mp-1234 --t0 200 --out gen/
+
+    # atom 0 fixed to Ni, classifier guidance with a trained regressor
+    dosmatgen sample --checkpoint best.pt --num-atoms 5 --target-dos t.json --fixed-types 0=Ni \\
+        --regressor runs/regressor/best.pt --guidance-scale 1 --out gen/
+
+Target rows apply to ``--condition-atoms`` in order (one row may serve several atoms); without
+``--condition-atoms`` they apply to atoms 0..K-1. Every input is checked before sampling starts;
+bad input exits with status 2 and writes nothing. Output: one CIF per crystal and/or one
+``structures.extxyz``, ``summary.csv`` (one row per crystal) and ``sample.json`` (the settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from dosmatgen.dos.grid import N_DOS
+from dosmatgen.errors import CheckpointError, ConfigError, DataError
+
+FORMATS = ("cif", "extxyz")
+
+
+# ---------------------------------------------------------------------------------------------
+# input parsing (pure functions, tested directly)
+# ---------------------------------------------------------------------------------------------
+def _as_rows(arr: Any, source: str) -> np.ndarray:
+    try:
+        a = np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{source}: target DOS is not a numeric array ({exc})") from exc
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.shape[0] == 0:
+        raise DataError(f"{source}: target DOS must be one row or a (K, {N_DOS}) array, got shape {a.shape}")
+    if a.shape[1] != N_DOS:
+        hint = " (it looks transposed: rows must be sites)" if a.shape[0] == N_DOS else ""
+        raise DataError(f"{source}: target DOS rows have {a.shape[1]} energy points, expected {N_DOS} "
+                        f"(the grid -10..10 eV){hint}")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        r, c = map(int, np.argwhere(bad)[0])
+        raise DataError(f"{source}: target DOS contains NaN or inf (row {r}, point {c})")
+    return a
+
+
+def read_target_dos(path: str | Path) -> np.ndarray:
+    """Raw target DOS rows (K, 400) from .npy, .npz (key ``dos`` or the only array), .json (a
+    list of 400 numbers, a list of rows, or objects with a ``dos`` entry as written by
+    ``dosmatgen data target``) or .csv/.txt (one row per site, optional header line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"target DOS file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if "dos" in z.files:
+                    arr = z["dos"]
+                elif len(z.files) == 1:
+                    arr = z[z.files[0]]
+                else:
+                    raise DataError(f"{path}: .npz holds {z.files}; name the target array 'dos'")
+        elif suffix == ".json":
+            obj = json.loads(path.read_text())
+            if isinstance(obj, dict):
+                obj = [obj]
+            if isinstance(obj, list) and obj and all(isinstance(o, dict) for o in obj):
+                if not all("dos" in o for o in obj):
+                    raise DataError(f"{path}: JSON objects need a 'dos' entry")
+                obj = [o["dos"] for o in obj]
+            arr = obj
+        elif suffix in (".csv", ".txt", ".dat"):
+            text = path.read_text()
+            delim = "," if "," in text else None
+            try:
+                arr = np.loadtxt(io.StringIO(text), delimiter=delim, ndmin=2)
+            except ValueError:  # a header line
+                arr = np.loadtxt(io.StringIO(text), delimiter=delim, ndmin=2, skiprows=1)
+        else:
+            raise DataError(f"{path}: unknown target DOS format {suffix!r} (use .npy, .npz, .json or .csv)")
+    except DataError:
+        raise
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read target DOS {path}: {exc}") from exc
+    return _as_rows(arr, str(path))
+
+
+def parse_atom_list(text: str, what: str = "atom list") -> list[int]:
+    """``"0,1,3"`` -> [0, 1, 3] (unique, non-negative)."""
+    out = []
+    for tok in text.split(","):
+        tok = tok.strip()
+        if not tok:
+            continue
+        if not tok.lstrip("-").isdigit():
+            raise ConfigError(f"{what}: {tok!r} is not an atom index (expected e.g. 0,1,3)")
+        i = int(tok)
+        if i < 0:
+            raise DataError(f"{what}: atom index {i} does not exist (indices start at 0)")
+        if i in out:
+            raise ConfigError(f"{what}: atom {i} listed twice")
+        out.append(i)
+    if not out:
+        raise ConfigError(f"{what}: no atom indices given")
+    return out
+
+
+def parse_fixed_types(text: str) -> dict[int, int]:
+    """``"0=Ni,3=O"`` (or atomic numbers, ``"0=28"``) -> {atom index: atomic number}."""
+    from pymatgen.core.periodic_table import Element
+
+    from dosmatgen.data.schema import MAX_Z
+
+    out: dict[int, int] = {}
+    for tok in text.split(","):
+        tok = tok.strip()
+        if not tok:
+            continue
+        idx, sep, el = tok.partition("=")
+        if not sep or not idx.strip().isdigit() or not el.strip():
+            raise ConfigError(f"--fixed-types: {tok!r} is not INDEX=ELEMENT (e.g. 0=Ni)")
+        el = el.strip()
+        if el.isdigit():
+            z = int(el)
+        else:
+            try:
+                z = Element(el[:1].upper() + el[1:].lower()).Z
+            except (ValueError, KeyError):
+                raise DataError(f"--fixed-types: unknown element {el!r}") from None
+        if not 1 <= z <= MAX_Z:
+            raise DataError(f"--fixed-types: unknown element with atomic number {z} (allowed 1..{MAX_Z})")
+        i = int(idx)
+        if i in out:
+            raise ConfigError(f"--fixed-types: atom {i} listed twice")
+        out[i] = z
+    if not out:
+        raise ConfigError("--fixed-types: nothing given (expected e.g. 0=Ni,3=O)")
+    return out
+
+
+def read_template(spec: str, store: Any = None):
+    """A :class:`CrystalRecord` from a structure file (CIF, POSCAR, extxyz ... via pymatgen or
+    ASE) or, when ``store`` is given and ``spec`` is not a file, a structure id of the store."""
+    from dosmatgen.data.schema import CrystalRecord
+
+    path = Path(spec)
+    if not path.exists():
+        if store is not None and spec in store:
+            rec = store[spec]
+            return CrystalRecord(rec.structure_id, rec.atomic_numbers, rec.frac_coords, rec.lattice)
+        where = f" nor a structure id of {store.path}" if store is not None else ""
+        raise DataError(f"template {spec!r} is neither a file{where}")
+    try:
+        if path.suffix.lower() in (".xyz", ".extxyz", ".traj"):
+            from ase.io import read as ase_read
+
+            atoms = ase_read(str(path), index=0)
+            rec = CrystalRecord(path.stem, atoms.numbers, atoms.get_scaled_positions(wrap=False),
+                                atoms.cell.array)
+        else:
+            from pymatgen.core import Structure
+
+            structure = Structure.from_file(str(path))
+            rec = CrystalRecord.from_structure(structure, path.stem)
+    except DataError as exc:
+        raise DataError(f"template {path}: {exc}") from exc
+    except Exception as exc:  # parsers raise many types
+        raise DataError(f"cannot read template {path}: {type(exc).__name__}: {exc}") from exc
+    rec.validate()
+    return rec
+
+
+def target_from_store(store: Any, spec: str) -> tuple[np.ndarray, list[int], Any]:
+    """``ID`` (every site) or ``ID:0,2`` / ``ID:Ni`` -> (rows (K, 400), site indices, record)."""
+    from dosmatgen.data.info import resolve_site_index
+
+    sid, sep, sites = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    if sid not in store:
+        raise DataError(f"--target: structure id {sid!r} is not in store {store.path}")
+    rec = store[sid]
+    if rec.dos is None:
+        raise DataError(f"--target: {sid} has no site DOS in {store.path}")
+    idx = list(range(rec.num_atoms)) if not sites else [resolve_site_index(rec, s.strip()) for s in sites.split(",")]
+    return _as_rows(rec.dos[idx], f"{store.path}:{sid}"), idx, rec
+
+
+# ---------------------------------------------------------------------------------------------
+def _open_store(path: str | None):
+    if path is None:
+        return None
+    from dosmatgen.data.store import DOSStore
+
+    return DOSStore(path)
+
+
+def build_spec(args: argparse.Namespace, standardiser: Any, max_z: int) -> tuple[Any, dict[str, Any]]:
+    """Check every input and build the generation spec; returns (CrystalBatch, description)."""
+    from dosmatgen.data.schema import CrystalRecord
+    from dosmatgen.model.batch import CrystalBatch
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    if args.target_dos and args.target:
+        raise ConfigError("give either --target-dos FILE or --target ID[:SITES], not both")
+    store = _open_store(args.store)
+    if args.target and store is None:
+        raise ConfigError("--target ID[:SITES] needs --store")
+
+    template = read_template(args.template, store) if args.template else None
+    if template is not None and args.t0 is None:
+        raise ConfigError("--template needs --t0 (the noise level to start from, e.g. 200)")
+    if args.t0 is not None and template is None:
+        raise ConfigError("--t0 needs --template (the structure to noise and denoise)")
+
+    rows = None
+    target_desc: dict[str, Any] = {}
+    if args.target_dos:
+        rows = read_target_dos(args.target_dos)
+        target_desc = {"target_dos": str(args.target_dos)}
+    elif args.target:
+        rows, sites, _ = target_from_store(store, args.target)
+        target_desc = {"target": args.target, "target_sites": sites}
+    k = 0 if rows is None else rows.shape[0]
+
+    if template is not None:
+        n_atoms = template.num_atoms
+        if args.num_atoms is not None and args.num_atoms != n_atoms:
+            raise ConfigError(f"--num-atoms {args.num_atoms} disagrees with the template's {n_atoms} atoms")
+    elif args.num_atoms is not None:
+        n_atoms = args.num_atoms
+    elif k > 0 and not args.condition_atoms:
+        n_atoms = k
+    else:
+        raise ConfigError("give --num-atoms N (or a --template, or K target rows for K atoms)")
+    if n_atoms < 1:
+        raise DataError(f"a crystal needs at least one atom, got --num-atoms {n_atoms}")
+
+    if args.condition_atoms:
+        if rows is None:
+            raise ConfigError("--condition-atoms needs a target (--target-dos or --target)")
+        cond = parse_atom_list(args.condition_atoms, "--condition-atoms")
+    else:
+        cond = list(range(k))
+    bad = [i for i in cond if i >= n_atoms]
+    if bad:
+        raise DataError(f"conditioned atom {bad[0]} does not exist: the crystal has {n_atoms} atoms "
+                        f"(indices 0..{n_atoms - 1})")
+    if rows is not None and k not in (1, len(cond)):
+        raise DataError(f"{k} target DOS rows for {len(cond)} conditioned atoms (give one row per "
+                        "conditioned atom, or a single row for all)")
+    fixed = parse_fixed_types(args.fixed_types) if args.fixed_types else {}
+    bad = [i for i in fixed if i >= n_atoms]
+    if bad:
+        raise DataError(f"--fixed-types names atom {bad[0]}, but the crystal has {n_atoms} atoms "
+                        f"(indices 0..{n_atoms - 1})")
+    too_big = [z for z in fixed.values() if z > max_z]
+    if too_big:
+        raise DataError(f"--fixed-types: atomic number {too_big[0]} is outside the model's types 1..{max_z}")
+
+    dos_std = None
+    mask = np.zeros(n_atoms, dtype=bool)
+    if rows is not None:
+        if standardiser is None:
+            raise CheckpointError("the checkpoint has no DOS standardiser, so a raw target DOS cannot be used")
+        full = np.zeros((n_atoms, N_DOS), dtype=np.float32)
+        std_rows = standardiser.transform(rows)
+        for j, i in enumerate(cond):
+            full[i] = std_rows[0 if k == 1 else j]
+        mask[cond] = True
+        dos_std = full
+    fixed_mask = np.zeros(n_atoms, dtype=bool)
+    fixed_mask[list(fixed)] = True
+    ids = [f"sample-{i:04d}" for i in range(args.n)]
+
+    if template is not None:
+        types = template.atomic_numbers.copy()
+        for i, z in fixed.items():
+            types[i] = z
+        recs = [CrystalRecord(sid, types, template.frac_coords, template.lattice, dos_std) for sid in ids]
+        spec = CrystalBatch.from_records(recs, None, cond_mask=[mask] * args.n, fixed_mask=[fixed_mask] * args.n)
+    else:
+        ft = np.zeros(n_atoms, dtype=np.int64)
+        for i, z in fixed.items():
+            ft[i] = z
+        spec = CrystalBatch.for_generation([n_atoms] * args.n, dos=[dos_std] * args.n,
+                                           cond_mask=[mask] * args.n if dos_std is not None else None,
+                                           fixed_types=[ft if fixed else None] * args.n, structure_ids=ids)
+    desc = {"num_atoms": n_atoms, "condition_atoms": cond if rows is not None else [],
+            "fixed_types": {str(i): z for i, z in fixed.items()},
+            "template": None if template is None else args.template, **target_desc}
+    return spec, desc
+
+
+def _parse_formats(text: str) -> tuple[str, ...]:
+    fmts = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    unknown = sorted(set(fmts) - set(FORMATS))
+    if unknown or not fmts:
+        raise ConfigError(f"--format: unknown format(s) {unknown or text!r}; choose from {list(FORMATS)}")
+    return fmts
+
+
+def summary_rows(result: Any, names: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per generated crystal: formula, validity (with reason), cell, density, min distance."""
+    from dosmatgen.evaluate.metrics import min_periodic_distance, validity_reason
+
+    types, frac, lat, ptr = result._numpy_views()
+    rows = []
+    for i, name in enumerate(names):
+        s, reason = validity_reason(types[ptr[i]:ptr[i + 1]], frac[ptr[i]:ptr[i + 1]], lat[i])
+        row: dict[str, Any] = {"name": name, "num_atoms": int(ptr[i + 1] - ptr[i]), "valid": reason is None,
+                               "invalid_reason": reason or ""}
+        if s is not None:
+            a, b, c = s.lattice.abc
+            al, be, ga = s.lattice.angles
+            row.update({"formula": s.composition.reduced_formula, "elements": " ".join(str(sp) for sp in s.species),
+                        "volume": round(s.volume, 4), "density": round(float(s.density), 4),
+                        "min_distance": round(min_periodic_distance(s), 4),
+                        "a": round(a, 4), "b": round(b, 4), "c": round(c, 4),
+                        "alpha": round(al, 3), "beta": round(be, 3), "gamma": round(ga, 3)})
+        rows.append(row)
+    return rows
+
+
+def _structures(result: Any, rows: list[dict[str, Any]]) -> list:
+    from dosmatgen.evaluate.metrics import build_structure
+
+    types, frac, lat, ptr = result._numpy_views()
+    out = []
+    for i in range(len(rows)):
+        s, _ = build_structure(types[ptr[i]:ptr[i + 1]], frac[ptr[i]:ptr[i + 1]], lat[i])
+        out.append(s)
+    return out
+
+
+def check_output_folder(out: Path) -> None:
+    """``out`` must be absent, empty, or the output of an earlier ``dosmatgen sample`` (which is
+    replaced); anything else is refused so that no unrelated file is ever deleted."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "sample.json").exists():
+        raise ConfigError(f"--out {out} is not empty and holds no earlier 'dosmatgen sample' output; "
+                          "choose a new or empty folder")
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Write into a staging folder beside ``out``; on success it replaces ``out`` in one rename
+    (the old folder is moved aside, then deleted); on failure ``out`` is left untouched."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; give it a normal folder's mode
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "previous")
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from dosmatgen.checkpoint import load_model
+    from dosmatgen.evaluate.regenerate import build_guidance, check_standardisers, steps_for_start
+    from dosmatgen.io import atomic_save_json, atomic_write
+    from dosmatgen.model.sampler import sample_in_chunks, write_structures
+    from dosmatgen.training import resolve_device
+
+    fmts = _parse_formats(args.format)
+    out = Path(args.out)
+    check_output_folder(out)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    device = resolve_device(args.device)
+    diffusion, std, meta = load_model(args.checkpoint, device)
+    if meta["kind"] != "diffusion":
+        raise CheckpointError(f"{args.checkpoint} holds a {meta['kind']!r} model; --checkpoint needs a diffusion model")
+    T = diffusion.timesteps
+    if args.t0 is not None and not 1 <= args.t0 <= T:
+        raise ConfigError(f"--t0 must be in 1..{T}, got {args.t0}")
+    spec, desc = build_spec(args, std, diffusion.model_cfg.max_z)
+    if args.regressor:
+        regressor, reg_std, reg_meta = load_model(args.regressor, device)
+        if reg_meta["kind"] != "regressor":
+            raise CheckpointError(f"{args.regressor} holds a {reg_meta['kind']!r} model; --regressor needs a regressor")
+        check_standardisers(std, reg_std, f"regressor {args.regressor}")
+        guidance = build_guidance("classifier", regressor=regressor, scale=args.guidance_scale)
+    else:
+        guidance = build_guidance("cfg", omega=args.omega)
+    t_start = T if args.t0 is None else args.t0
+    steps = steps_for_start(args.steps, t_start, T) if args.steps is not None else None
+
+    result = sample_in_chunks(diffusion, spec.to(device), args.batch_size, guidance=guidance, t0=args.t0,
+                              steps=steps, step_lr=args.step_lr, seed=args.seed,
+                              progress=not args.no_progress).to("cpu")
+
+    names = list(spec.structure_ids)
+    rows = summary_rows(result, names)
+    settings = {"checkpoint": str(args.checkpoint), "regressor": args.regressor,
+                "guidance": repr(guidance), "t0": args.t0, "steps": steps, "step_lr": args.step_lr,
+                "seed": args.seed, "n": args.n, "model_code": meta.get("code"), **desc}
+    with staged_folder(out) as stage:
+        write_structures(_structures(result, rows), stage, fmts, names)
+        keys: list[str] = []
+        for r in rows:
+            keys.extend(k for k in r if k not in keys)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        with atomic_write(stage / "summary.csv", "w") as f:
+            f.write(buf.getvalue())
+        atomic_save_json(stage / "sample.json", settings)
+    n_valid = sum(r["valid"] for r in rows)
+    print(f"generated {len(rows)} crystals ({n_valid} valid) -> {out}")
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="trained diffusion checkpoint (best.pt)")
+    p.add_argument("--num-atoms", type=int, default=None, help="atoms per crystal")
+    p.add_argument("--n", type=int, default=16, help="number of crystals to generate (default 16)")
+    p.add_argument("--target-dos", default=None,
+                   help="raw target site DOS, (K, 400) rows: .npy, .npz, .json or .csv")
+    p.add_argument("--target", default=None, help="ID or ID:SITES (e.g. mp-1234:0,2 or mp-1234:Ni) from --store")
+    p.add_argument("--store", default=None, help="dataset store for --target / --template IDs")
+    p.add_argument("--condition-atoms", default=None, help="atoms conditioned on the target rows, e.g. 0,1")
+    p.add_argument("--fixed-types", default=None, help="clamped atom types, e.g. 0=Ni,3=O")
+    p.add_argument("--template", default=None, help="start structure (CIF/POSCAR/extxyz or a --store ID); needs --t0")
+    p.add_argument("--t0", type=int, default=None, help="noise the template to t0 and denoise (e.g. 200)")
+    p.add_argument("--omega", type=float, default=1.0, help="classifier-free guidance strength (default 1)")
+    p.add_argument("--regressor", default=None, help="regressor checkpoint: classifier guidance instead of CFG")
+    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-guidance scale (default 1)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="reverse steps for a start at T (strided; scaled down for --t0); default all")
+    p.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step (default 1e-5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256, help="crystals per sampler batch (default 256)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="cif,extxyz", help="cif, extxyz or both (default cif,extxyz)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sample)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("sample", help="generate crystals conditioned on per-atom DOS targets",
+                              description=__doc__.split("\n\n", 1)[0],
+                              epilog=__doc__.split("\n\n", 1)[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)

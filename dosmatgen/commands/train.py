@@ -1,0 +1,187 @@
+"""``dosmatgen train``: train the diffusion model, the guidance regressor or the surrogate.
+
+    dosmatgen train --kind diffusion --store data.npz --split split.json --standardiser std.json \\
+        --size compact --epochs 1000 --out runs/diffusion
+
+Settings come from (later wins): the defaults of :class:`~dosmatgen.training.TrainConfig` and of
+the model size, the ``model`` / ``train`` sections of ``--config cfg.yaml``, then the flags. A run
+directory with a ``last.pt`` is resumed automatically (``--fresh`` starts over, ``--resume``
+insists on resuming). Several processes: ``torchrun --nproc_per_node K -m dosmatgen.cli train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dosmatgen.errors import ConfigError, DataError
+
+KINDS = ("diffusion", "regressor", "surrogate")
+SIZES = ("tiny", "compact", "paper")
+#: run-config spellings accepted in the ``train`` section, mapped to TrainConfig fields
+_ALIASES = {"patience": "lr_patience"}
+
+
+def model_config_for_size(kind: str, size: str) -> dict[str, Any]:
+    """Default architecture config of ``kind`` at ``size`` (tiny: tests, compact: CPU, paper:
+    the paper's 12.3 M-parameter denoiser). A model class may define ``default_config(size)``."""
+    from dosmatgen.model.factory import model_class
+
+    if size not in SIZES:
+        raise ConfigError(f"unknown model size {size!r}; known sizes: {list(SIZES)}")
+    cls = model_class(kind)
+    if hasattr(cls, "default_config"):
+        return dict(cls.default_config(size))
+    if kind == "surrogate":
+        from dosmatgen.evaluate.surrogate import SurrogateConfig
+
+        maker = getattr(SurrogateConfig, size, None)
+        return (maker() if maker is not None else SurrogateConfig()).to_dict()
+    from dosmatgen.model.config import ModelConfig
+
+    return {"model": getattr(ModelConfig, size)().to_dict()}
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        obj = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{p}: expected a mapping with 'model' and/or 'train' sections")
+    return obj
+
+
+def resolve_configs(args: argparse.Namespace) -> tuple[dict[str, Any], "Any"]:
+    """(model config dict, TrainConfig) from defaults, ``--config`` and flags."""
+    from dosmatgen.training import TrainConfig
+
+    file_cfg = _read_yaml(args.config) if args.config else {}
+    per_kind = file_cfg.get("models") or {}
+    model_sec = per_kind.get(args.kind) if isinstance(per_kind, dict) and args.kind in per_kind \
+        else file_cfg.get("model")
+    model_sec = model_sec or {}
+    train_sec = file_cfg.get("train") or {}
+    if not isinstance(model_sec, dict) or not isinstance(train_sec, dict):
+        raise ConfigError(f"{args.config}: 'model', 'models.{args.kind}' and 'train' must be mappings")
+    # a run config (config/*.yaml) keys the train section by model kind
+    if any(k in train_sec for k in KINDS):
+        train_sec = train_sec.get(args.kind) or {}
+    train_sec = {_ALIASES.get(k, k): v for k, v in train_sec.items()}
+
+    size = args.size or model_sec.get("size") or "compact"
+    explicit = {k: v for k, v in model_sec.items() if k != "size"}
+    model_cfg = explicit if explicit and not args.size else model_config_for_size(args.kind, size)
+
+    values = TrainConfig().to_dict()
+    values.update(train_sec)
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "lr_patience": args.patience,
+             "ema_decay": args.ema_decay, "checkpoint_every": args.checkpoint_every, "seed": args.seed,
+             "device": args.device, "num_workers": args.num_workers, "max_steps": args.max_steps}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if args.bf16:
+        values["bf16"] = True
+    if args.no_progress:
+        values["progress"] = False
+    return model_cfg, TrainConfig.from_dict(values)
+
+
+def load_split_records(store: str, split_path: str) -> dict[str, list]:
+    """Records of each split part, in the split's order."""
+    from dosmatgen.data.split import load_split
+    from dosmatgen.data.store import load_records
+
+    split = load_split(split_path)
+    records = load_records(store)
+    by_id = {r.structure_id: r for r in records}
+    out: dict[str, list] = {}
+    for part in ("train", "val", "test"):
+        ids = split.get(part, [])
+        absent = [i for i in ids if i not in by_id]
+        if absent:
+            raise DataError(f"split {split_path} part {part!r} names {len(absent)} id(s) missing from "
+                            f"store {store}, e.g. {absent[0]!r}")
+        out[part] = [by_id[i] for i in ids]
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dosmatgen.data.standardise import DOSStandardiser
+    from dosmatgen.training import BEST, train
+
+    if args.resume and args.fresh:
+        raise ConfigError("--resume and --fresh exclude each other")
+    model_cfg, cfg = resolve_configs(args)
+    parts = load_split_records(args.store, args.split)
+    if not parts["train"]:
+        raise DataError(f"split {args.split} has an empty training part")
+    out = Path(args.out)
+    if args.standardiser:
+        std = DOSStandardiser.load(args.standardiser)
+    else:
+        blocks = [r.dos for r in parts["train"] if r.dos is not None]
+        if not blocks:
+            raise DataError("the training split has no site DOS to fit a standardiser on")
+        std = DOSStandardiser.fit(blocks)
+    resume = "require" if args.resume else "never" if args.fresh else "auto"
+    last = train(args.kind, model_cfg, parts["train"], parts["val"], std, cfg, out, resume=resume)
+    if not args.standardiser and int(os.environ.get("RANK", "0")) == 0:
+        std.save(out / "standardiser.json")  # also inside every checkpoint
+    if int(os.environ.get("RANK", "0")) == 0:
+        rows = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
+        tail = json.loads(rows[-1]) if rows else {}
+        summary = ", ".join(f"{k} {tail[k]:.4g}" for k in ("train_loss", "val_loss") if k in tail)
+        print(f"trained {args.kind}: {tail.get('epoch', 0)} epochs, {tail.get('step', 0)} steps"
+              + (f", {summary}" if summary else "") + f"; checkpoints {last} and {out / BEST}")
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", required=True, choices=KINDS, help="which network to train")
+    p.add_argument("--store", required=True, help="dataset store (.npz, dosmatgen data ...)")
+    p.add_argument("--split", required=True, help='split JSON {"train": [ids], "val": [...], "test": [...]}')
+    p.add_argument("--standardiser", default=None,
+                   help="DOS standardiser JSON (default: fit on the training part, save in --out)")
+    p.add_argument("--config", default=None,
+                   help="YAML with a 'model' section (a model config, or {size: ...}; 'models: {KIND: ...}' "
+                        "per kind) and a 'train' section (TrainConfig keys, optionally per kind); flags "
+                        "override it")
+    p.add_argument("--size", choices=SIZES, default=None,
+                   help="model size (default compact); overrides an explicit model config")
+    p.add_argument("--out", required=True, help="run directory (last.pt, best.pt, metrics.csv ...)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="global batch (default 256)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--patience", type=int, default=None, help="ReduceLROnPlateau patience (default 30)")
+    p.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights (e.g. 0.999)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="epochs between last.pt saves (default 10)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or auto (default auto)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+    p.add_argument("--resume", action="store_true", help="require --out/last.pt and continue it")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing --out/last.pt and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train the diffusion model, the regressor or the surrogate",
+        description="Train a network (Adam, ReduceLROnPlateau on the validation loss, gradient clip, "
+                    "checkpoints). Settings: TrainConfig and model-size defaults < the 'model'/'train' "
+                    "sections of --config < flags. A run directory holding last.pt is resumed.",
+        epilog="example: dosmatgen train --kind diffusion --store data.npz --split split.json "
+               "--standardiser std.json --size compact --epochs 1000 --out runs/diffusion\n"
+               "several processes: torchrun --nproc_per_node 2 -m dosmatgen.cli train ...",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
