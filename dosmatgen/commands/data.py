@@ -1,0 +1,344 @@
+"""``dosmatgen data ...``: build, download, merge, split, inspect and convert datasets (DESIGN §3).
+
+Sub-commands::
+
+    build-builtin   label the built-in prototype crystals with GPAW (resumable shards)
+    merge           merge shards (built-in or MP) into one store
+    download-mp     download the Materials Project DOS set (needs MP_API_KEY and mp-api)
+    split           0.6/0.2/0.2 train/val/test id lists (+ standardiser fitted on train)
+    info            counts, elements, sizes, sources; optional figures
+    target          one site's DOS as a target JSON (from a store or from MP)
+    import-json     reference-code JSON list -> store
+    export-json     store -> reference-code JSON list
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from dosmatgen.errors import ConfigError, DataError
+
+DEFAULT_BUILTIN_SHARDS = "resources/builtin"
+DEFAULT_BUILTIN_STORE = "resources/builtin_dos.npz"
+
+
+class _DeferredArgumentsParser(argparse.ArgumentParser):
+    """A sub-command parser whose arguments come from a module imported only when this sub-command
+    is parsed or its help printed, so ``dosmatgen --help`` never imports it."""
+
+    _deferred: Callable[[argparse.ArgumentParser], None] | None = None
+
+    def _add_deferred(self) -> None:
+        callback, self._deferred = self._deferred, None
+        if callback is not None:
+            callback(self)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._add_deferred()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._add_deferred()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._add_deferred()
+        return super().format_usage()
+
+
+def _add_builtin_arguments(parser: argparse.ArgumentParser) -> None:
+    try:
+        builtin = importlib.import_module("dosmatgen.data.builtin")
+    except ImportError as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+
+        def unavailable(args: argparse.Namespace) -> int:
+            raise ConfigError(f"the built-in dataset builder (dosmatgen.data.builtin) cannot be imported ({reason})")
+
+        parser.set_defaults(func=unavailable)
+        return
+    builtin.add_build_arguments(parser)
+    parser.set_defaults(func=builtin.run_build)
+
+
+def _site_spec(text: str) -> tuple[str, str]:
+    sid, sep, site = text.rpartition(":")
+    if not sep or not sid or not site:
+        raise argparse.ArgumentTypeError(f"expected STRUCTURE_ID:SITE (site number or element), got {text!r}")
+    return sid, site
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "data", help="build, download, split and inspect datasets",
+        description=__doc__.split("\n\n", 1)[0] + " Every store is one .npz file (see dosmatgen.data.store).",
+    )
+    sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    sub.required = True
+
+    # build-builtin ------------------------------------------------------------------------
+    b = sub.add_parser(
+        "build-builtin", help="label the built-in prototype crystals with GPAW site DOS (resumable)",
+        description="Build the built-in dataset: prototype crystals with element substitutions, relaxed "
+                    "with the default MLFF, labelled with GPAW (PBE, LCAO) site-projected DOS. Writes "
+                    "resumable shards; merge them with `dosmatgen data merge`.",
+    )
+    b.__class__ = _DeferredArgumentsParser
+    b._deferred = _add_builtin_arguments  # type: ignore[attr-defined]
+
+    # merge ---------------------------------------------------------------------------------
+    m = sub.add_parser("merge", help="merge shards (built-in or MP) into one store",
+                       description="Merge the shards written by build-builtin or download-mp into one "
+                                   ".npz store (atomic write).")
+    m.add_argument("--source", choices=["builtin", "mp"], default="builtin",
+                   help="which builder wrote the shards (default: builtin)")
+    m.add_argument("--shards", default=None, metavar="DIR",
+                   help=f"shard folder (default: {DEFAULT_BUILTIN_SHARDS} for builtin, data/mp for mp)")
+    m.add_argument("--out", default=None, metavar="STORE",
+                   help=f"merged store (default: {DEFAULT_BUILTIN_STORE} for builtin, data/mp_dos.npz for mp)")
+    m.set_defaults(func=_cmd_merge)
+
+    # download-mp ---------------------------------------------------------------------------
+    d = sub.add_parser(
+        "download-mp", help="download the Materials Project site-DOS set (needs MP_API_KEY, mp-api)",
+        description="Download every Materials Project material with a DOS, convert each CompleteDos to "
+                    "site DOS (s+p+d, spins summed, 2001-point grid only, Gaussian sigma 7 points, "
+                    "400 points in [-10, 10] eV about E_F) and write resumable shards. Rerun the same "
+                    "command to resume. Needs the API key in MP_API_KEY (or --api-key) and "
+                    "`pip install mp-api`.",
+    )
+    d.add_argument("--out", default="data/mp", metavar="DIR", help="shard folder (default: data/mp)")
+    d.add_argument("--api-key", default=None, help="Materials Project API key (default: $MP_API_KEY)")
+    d.add_argument("--limit", type=int, default=None, help="fetch only the first N materials (by id number)")
+    d.add_argument("--max-sites", type=int, default=None, help="only materials with at most this many sites")
+    d.add_argument("--ids", nargs="+", default=None, metavar="MP_ID", help="fetch exactly these material ids")
+    d.add_argument("--batch-size", type=int, default=200, help="materials per shard (default: 200)")
+    d.add_argument("--min-interval", type=float, default=0.2,
+                   help="seconds between API calls (default: 0.2)")
+    d.add_argument("--max-retries", type=int, default=5,
+                   help="retries of a failing call, exponential backoff from 2 s (default: 5)")
+    d.add_argument("--required-points", type=int, default=2001,
+                   help="energy-grid length a calculation must have (default: 2001; 0 accepts any)")
+    d.add_argument("--merge", default=None, metavar="STORE", help="merge the shards into this store afterwards")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=_cmd_download_mp)
+
+    # split -----------------------------------------------------------------------------------
+    s = sub.add_parser(
+        "split", help="seeded train/val/test split as id lists (+ DOS standardiser fitted on train)",
+        description="Split a store's structure ids 0.6/0.2/0.2 (seeded; depends only on the set of ids "
+                    "and the seed) and save the id lists as JSON. With --standardiser, also fit the "
+                    "per-energy-bin DOS mean/std on the training atoms and save it.",
+    )
+    s.add_argument("--store", required=True, help="dataset store (.npz)")
+    s.add_argument("--out", required=True, help="split JSON to write")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    s.add_argument("--fractions", type=float, nargs=3, default=[0.6, 0.2, 0.2], metavar=("TRAIN", "VAL", "TEST"),
+                   help="split fractions (default: 0.6 0.2 0.2)")
+    s.add_argument("--standardiser", default=None, metavar="JSON",
+                   help="also write the DOS standardiser fitted on the training split")
+    s.set_defaults(func=_cmd_split)
+
+    # info ------------------------------------------------------------------------------------
+    i = sub.add_parser(
+        "info", help="counts, elements, atoms per cell, sources; optional figures",
+        description="Summarise a store: structures, atoms, elements, atoms-per-cell histogram, provenance. "
+                    "--plot-site ID:SITE --out fig.png plots one site's DOS (SITE is a number or an "
+                    "element symbol); --figure hist.png draws element and size histograms.",
+    )
+    i.add_argument("--store", required=True, help="dataset store (.npz)")
+    i.add_argument("--plot-site", type=_site_spec, default=None, metavar="ID:SITE",
+                   help="plot this site's DOS, e.g. builtin-L12-Au3Ni:Ni or mp-976806:3")
+    i.add_argument("--out", default=None, help="figure file for --plot-site (PNG/PDF/SVG)")
+    i.add_argument("--figure", default=None, help="write the element + atoms-per-cell histogram figure here")
+    i.add_argument("--json", default=None, help="also write the summary as JSON")
+    i.set_defaults(func=_cmd_info)
+
+    # target ----------------------------------------------------------------------------------
+    t = sub.add_parser(
+        "target", help="one site's DOS as a target JSON (from a store or from MP)",
+        description="Write one site's DOS as a JSON target for generation: {structure_id, site_index, "
+                    "element, energies, dos, source}. Take it from a store (--store with --site) or from "
+                    "the Materials Project (--mp, needs MP_API_KEY).",
+    )
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--store", default=None, help="dataset store (.npz); use with --site")
+    src.add_argument("--mp", type=_site_spec, default=None, metavar="MP_ID:SITE",
+                     help="fetch from the Materials Project, e.g. mp-976806:Ni")
+    t.add_argument("--site", type=_site_spec, default=None, metavar="ID:SITE", help="site in --store")
+    t.add_argument("--api-key", default=None, help="Materials Project API key (default: $MP_API_KEY)")
+    t.add_argument("--out", required=True, help="target JSON to write")
+    t.set_defaults(func=_cmd_target)
+
+    # import / export ---------------------------------------------------------------------------
+    im = sub.add_parser("import-json", help="reference-code JSON list -> store",
+                        description="Read a JSON list of {structure_id, positions (Cartesian Å), cell, "
+                                    "atomic_numbers, y (N x 400)} as the public DOSMatGen / MatDeepLearn "
+                                    "code uses, and write a store.")
+    im.add_argument("--input", required=True, help="reference JSON file")
+    im.add_argument("--out", required=True, help="store (.npz) to write")
+    im.set_defaults(func=_cmd_import_json)
+
+    ex = sub.add_parser("export-json", help="store -> reference-code JSON list",
+                        description="Write a store (or one part of a split) as the reference code's JSON list.")
+    ex.add_argument("--store", required=True, help="dataset store (.npz)")
+    ex.add_argument("--out", required=True, help="JSON file to write")
+    ex.add_argument("--split", default=None, help="split JSON; export only --part of it")
+    ex.add_argument("--part", choices=["train", "val", "test"], default=None, help="split part to export")
+    ex.set_defaults(func=_cmd_export_json)
+
+
+# ---- handlers -----------------------------------------------------------------------------------
+def _cmd_merge(args: argparse.Namespace) -> int:
+    if args.source == "builtin":
+        shards, out = args.shards or DEFAULT_BUILTIN_SHARDS, args.out or DEFAULT_BUILTIN_STORE
+        if not Path(shards).is_dir():
+            raise DataError(f"shard folder {shards} does not exist")
+        try:
+            builtin = importlib.import_module("dosmatgen.data.builtin")
+        except ImportError as exc:
+            raise ConfigError(f"the built-in dataset builder cannot be imported ({exc})") from exc
+        result = builtin.merge(shards, out)
+    else:
+        from dosmatgen.data.mp import merge_mp
+
+        shards, out = args.shards or "data/mp", args.out or "data/mp_dos.npz"
+        result = merge_mp(shards, out)
+    n = result.get("n_records") if isinstance(result, dict) else result
+    print(f"merged {shards} -> {out}" + (f" ({n} structures)" if isinstance(n, int) else ""))
+    return 0
+
+
+def _cmd_download_mp(args: argparse.Namespace) -> int:
+    from dosmatgen.data.mp import download_mp, merge_mp
+
+    for name in ("limit", "batch_size", "max_sites", "max_retries"):
+        v = getattr(args, name)
+        if v is not None and v < (0 if name == "max_retries" else 1):
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    summary = download_mp(args.out, api_key=args.api_key, limit=args.limit, batch_size=args.batch_size,
+                          max_sites=args.max_sites, material_ids=args.ids,
+                          required_points=args.required_points or None, min_interval=args.min_interval,
+                          max_retries=args.max_retries, progress=not args.no_progress)
+    print(summary)
+    if args.merge:
+        n = merge_mp(args.out, args.merge)
+        print(f"merged {n} structures into {args.merge}")
+    return 0
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from dosmatgen.data.split import SPLIT_NAMES, fit_standardiser_on_train, make_split, save_split
+    from dosmatgen.data.store import DOSStore
+
+    store = DOSStore(args.store)
+    split = make_split(store.ids, seed=args.seed, fractions=args.fractions)
+    save_split(args.out, split, seed=args.seed, fractions=list(args.fractions), store=str(args.store),
+               n_structures=len(store))
+    print(f"split {len(store)} structures: " + ", ".join(f"{k} {len(split[k])}" for k in SPLIT_NAMES)
+          + f" -> {args.out}")
+    if args.standardiser:
+        fit_standardiser_on_train(store, split).save(args.standardiser)
+        print(f"DOS standardiser fitted on {len(split['train'])} training structures -> {args.standardiser}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from dosmatgen.data.info import dataset_summary, format_summary, plot_dataset_figure, plot_site_dos
+    from dosmatgen.data.store import DOSStore
+    from dosmatgen.io import atomic_save_json
+
+    if args.plot_site is not None and not args.out:
+        raise ConfigError("--plot-site needs --out FIGURE")
+    if args.out and args.plot_site is None:
+        raise ConfigError("--out is the figure of --plot-site; give --plot-site ID:SITE")
+    store = DOSStore(args.store)
+    summary = dataset_summary(store)
+    print(format_summary(summary, name=str(args.store)))
+    if args.json:
+        atomic_save_json(args.json, summary)
+    if args.figure:
+        plot_dataset_figure(summary, args.figure)
+        print(f"dataset figure -> {args.figure}")
+    if args.plot_site is not None:
+        sid, site = args.plot_site
+        i = plot_site_dos(store[store.index(sid)], site, args.out)
+        print(f"DOS of {sid} site {i} -> {args.out}")
+    return 0
+
+
+def target_dict(record: Any, site: int | str, source: str) -> dict[str, Any]:
+    """JSON-ready target of one site: {structure_id, site_index, element, energies, dos, source}."""
+    from dosmatgen.data.info import resolve_site_index
+    from dosmatgen.dos.grid import ENERGY_GRID
+
+    if record.dos is None:
+        raise DataError(f"{record.structure_id} has no site DOS")
+    i = resolve_site_index(record, site)
+    from pymatgen.core.periodic_table import Element
+
+    return {"structure_id": record.structure_id, "site_index": i,
+            "element": Element.from_Z(int(record.atomic_numbers[i])).symbol, "formula": record.formula,
+            "energies": ENERGY_GRID.tolist(), "dos": record.dos[i].astype(float).tolist(), "source": source,
+            "provenance": record.provenance}
+
+
+def _cmd_target(args: argparse.Namespace) -> int:
+    from dosmatgen.io import atomic_save_json
+
+    if args.store:
+        from dosmatgen.data.store import DOSStore
+
+        if args.site is None:
+            raise ConfigError("--store needs --site ID:SITE")
+        store = DOSStore(args.store)
+        sid, site = args.site
+        target = target_dict(store[store.index(sid)], site, f"store {args.store}")
+    else:
+        from dosmatgen.data.mp import fetch_mp_record
+
+        sid, site = args.mp
+        target = target_dict(fetch_mp_record(sid, args.api_key), site, "mp")
+    atomic_save_json(args.out, target)
+    print(f"target {target['structure_id']} site {target['site_index']} ({target['element']}) -> {args.out}")
+    return 0
+
+
+def _cmd_import_json(args: argparse.Namespace) -> int:
+    from dosmatgen.data.reference_json import read_reference_json
+    from dosmatgen.data.store import save_records
+
+    records = read_reference_json(args.input)
+    save_records(args.out, records, {"source": "reference-json", "input": str(args.input)})
+    n_lab = sum(r.dos is not None for r in records)
+    print(f"imported {len(records)} structures ({n_lab} with site DOS) from {args.input} -> {args.out}")
+    return 0
+
+
+def _cmd_export_json(args: argparse.Namespace) -> int:
+    from dosmatgen.data.reference_json import write_reference_json
+    from dosmatgen.data.store import DOSStore
+
+    if (args.split is None) != (args.part is None):
+        raise ConfigError("--split and --part go together")
+    store = DOSStore(args.store)
+    if args.split:
+        from dosmatgen.data.split import load_split, split_indices
+
+        idx = split_indices(store.ids, load_split(args.split))[args.part]
+        records = store.records(int(k) for k in idx)
+    else:
+        records = store.records()
+    n = write_reference_json(args.out, records)
+    print(f"exported {n} structures -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from dosmatgen.cli import main
+
+    sys.exit(main(["data", *sys.argv[1:]]))

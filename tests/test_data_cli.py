@@ -1,0 +1,207 @@
+"""`dosmatgen data ...` end to end on a tiny store built from pymatgen structures with random DOS."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from dosmatgen.cli import main
+from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.standardise import DOSStandardiser
+from dosmatgen.data.store import DOSStore, load_records, save_records
+
+STRUCTURES = {
+    "rs-NaCl": Structure(Lattice.cubic(5.64), ["Na"] * 4 + ["Cl"] * 4,
+                         [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0],
+                          [.5, .5, .5], [.5, 0, 0], [0, .5, 0], [0, 0, .5]]),
+    "b2-CsCl": Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [.5, .5, .5]]),
+    "l12-Au3Ni": Structure(Lattice.cubic(3.9), ["Ni", "Au", "Au", "Au"],
+                           [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]]),
+    "rutile-IrO2": Structure(Lattice.tetragonal(4.50, 3.15), ["Ir", "Ir", "O", "O", "O", "O"],
+                             [[0, 0, 0], [.5, .5, .5], [.3, .3, 0], [.7, .7, 0], [.8, .2, .5], [.2, .8, .5]]),
+    "fcc-Cu": Structure(Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]]),
+}
+
+
+@pytest.fixture()
+def tiny_store(tmp_path):
+    rng = np.random.default_rng(0)
+    recs = []
+    for k in range(3):  # 15 structures: each prototype three times with its own random DOS
+        for name, s in STRUCTURES.items():
+            recs.append(CrystalRecord.from_structure(s, f"{name}-{k}", rng.gamma(1.0, 0.5, (len(s), 400)),
+                                                     {"source": "test", "engine": "random"}))
+    path = tmp_path / "tiny.npz"
+    save_records(path, recs, {"name": "tiny"})
+    return path
+
+
+def test_help_works(capsys):
+    for argv in (["--help"], ["data", "--help"], ["data", "split", "--help"], ["data", "info", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    assert "--standardiser" in capsys.readouterr().out
+
+
+def test_split_and_standardiser(tiny_store, tmp_path, capsys):
+    out, std = tmp_path / "split.json", tmp_path / "std.json"
+    assert main(["data", "split", "--store", str(tiny_store), "--out", str(out), "--seed", "0",
+                 "--standardiser", str(std)]) == 0
+    split = json.loads(out.read_text())
+    assert [len(split[k]) for k in ("train", "val", "test")] == [9, 3, 3]
+    assert sorted(split["train"] + split["val"] + split["test"]) == sorted(DOSStore(tiny_store).ids)
+    assert split["seed"] == 0
+    s = DOSStandardiser.load(std)
+    store = DOSStore(tiny_store)
+    train = np.concatenate([store.site_dos(sid) for sid in split["train"]])
+    np.testing.assert_allclose(s.mean, train.mean(axis=0), rtol=1e-5)
+    # same seed, same split; another seed, another split
+    out2 = tmp_path / "split2.json"
+    main(["data", "split", "--store", str(tiny_store), "--out", str(out2)])
+    assert json.loads(out2.read_text())["train"] == split["train"]
+    main(["data", "split", "--store", str(tiny_store), "--out", str(out2), "--seed", "5"])
+    assert json.loads(out2.read_text())["train"] != split["train"]
+    assert "train 9, val 3, test 3" in capsys.readouterr().out
+
+
+def test_info_and_figures(tiny_store, tmp_path, capsys):
+    fig, site, js = tmp_path / "hist.png", tmp_path / "ni.png", tmp_path / "summary.json"
+    assert main(["data", "info", "--store", str(tiny_store), "--figure", str(fig), "--plot-site",
+                 "l12-Au3Ni-1:Ni", "--out", str(site), "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    assert "structures: 15" in text and "elements:   8" in text and "test / random: 15" in text
+    assert "1: 3, 2: 3, 4: 3, 6: 3, 8: 3" in text
+    summary = json.loads(js.read_text())
+    assert summary["element_counts"]["Cl"] == 6 and summary["element_atoms"]["Au"] == 9
+    assert summary["n_atoms"] == 3 * 21
+    for p in (fig, site):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    assert "site 0" in text  # Ni is the first site of Au3Ni
+
+
+def test_json_import_export_round_trip(tiny_store, tmp_path, capsys):
+    js, back = tmp_path / "refs.json", tmp_path / "back.npz"
+    assert main(["data", "export-json", "--store", str(tiny_store), "--out", str(js)]) == 0
+    entries = json.loads(js.read_text())
+    assert len(entries) == 15 and set(entries[0]) == {"structure_id", "positions", "cell", "atomic_numbers", "y"}
+    assert main(["data", "import-json", "--input", str(js), "--out", str(back)]) == 0
+    a, b = load_records(tiny_store), load_records(back)
+    assert [r.structure_id for r in a] == [r.structure_id for r in b]
+    for ra, rb in zip(a, b):
+        np.testing.assert_allclose(rb.frac_coords, ra.frac_coords, atol=1e-10)
+        np.testing.assert_allclose(rb.dos, ra.dos, rtol=1e-3, atol=1e-4)
+    # one part of a split
+    split = tmp_path / "split.json"
+    main(["data", "split", "--store", str(tiny_store), "--out", str(split)])
+    test_js = tmp_path / "test.json"
+    assert main(["data", "export-json", "--store", str(tiny_store), "--out", str(test_js), "--split", str(split),
+                 "--part", "test"]) == 0
+    assert [e["structure_id"] for e in json.loads(test_js.read_text())] == json.loads(split.read_text())["test"]
+
+
+def test_target_from_store(tiny_store, tmp_path):
+    out = tmp_path / "target.json"
+    assert main(["data", "target", "--store", str(tiny_store), "--site", "rutile-IrO2-0:Ir", "--out", str(out)]) == 0
+    t = json.loads(out.read_text())
+    assert t["element"] == "Ir" and t["site_index"] == 0 and len(t["dos"]) == 400 and len(t["energies"]) == 400
+    np.testing.assert_allclose(t["dos"], DOSStore(tiny_store)["rutile-IrO2-0"].dos[0], rtol=1e-6)
+
+
+def _run_err(argv, capsys):
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_bad_input_exit_2(tiny_store, tmp_path, capsys):
+    code, err = _run_err(["data", "info", "--store", str(tmp_path / "missing.npz")], capsys)
+    assert code == 2 and "missing.npz does not exist" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{\"structure_id\": \"a\",")
+    code, err = _run_err(["data", "import-json", "--input", str(bad), "--out", str(tmp_path / "x.npz")], capsys)
+    assert code == 2 and "not valid JSON" in err and not (tmp_path / "x.npz").exists()
+    nokey = tmp_path / "nokey.json"
+    nokey.write_text(json.dumps([{"structure_id": "a", "positions": [[0, 0, 0]], "atomic_numbers": [3]}]))
+    code, err = _run_err(["data", "import-json", "--input", str(nokey), "--out", str(tmp_path / "x.npz")], capsys)
+    assert code == 2 and "cell" in err and "lacks key" in err
+    code, err = _run_err(["data", "import-json", "--input", str(tmp_path / "none.json"), "--out", "x.npz"], capsys)
+    assert code == 2 and "does not exist" in err
+    code, err = _run_err(["data", "info", "--store", str(tiny_store), "--plot-site", "nope:0", "--out",
+                          str(tmp_path / "f.png")], capsys)
+    assert code == 2 and "'nope' is not in store" in err
+    code, err = _run_err(["data", "info", "--store", str(tiny_store), "--plot-site", "fcc-Cu-0:5", "--out",
+                          str(tmp_path / "f.png")], capsys)
+    assert code == 2 and "site 5 does not exist" in err
+    code, err = _run_err(["data", "info", "--store", str(tiny_store), "--plot-site", "fcc-Cu-0:0"], capsys)
+    assert code == 2 and "--out" in err
+    code, err = _run_err(["data", "split", "--store", str(tiny_store), "--out", str(tmp_path / "s.json"),
+                          "--fractions", "0.5", "0.5", "0.5"], capsys)
+    assert code == 2 and "summing to 1" in err
+    with pytest.raises(SystemExit) as e:  # argparse: malformed ID:SITE
+        main(["data", "info", "--store", str(tiny_store), "--plot-site", "no-colon", "--out", "f.png"])
+    assert e.value.code == 2
+
+
+def test_download_mp_without_key(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MP_API_KEY", raising=False)
+    code, err = _run_err(["data", "download-mp", "--out", str(tmp_path / "mp"), "--limit", "2"], capsys)
+    assert code == 2 and "MP_API_KEY" in err
+
+
+def test_merge_mp_shards(tmp_path, tiny_store, capsys):
+    shards = tmp_path / "mp"
+    recs = load_records(tiny_store)
+    shards.mkdir()
+    save_records(shards / "shard-00000.npz", recs[:4])
+    save_records(shards / "shard-00001.npz", recs[4:6])
+    (shards / "ledger.json").write_text(json.dumps({"shards": ["shard-00000.npz", "shard-00001.npz"],
+                                                    "done": {}, "failed": {"mp-9": "no DOS"}}))
+    out = tmp_path / "merged.npz"
+    assert main(["data", "merge", "--source", "mp", "--shards", str(shards), "--out", str(out)]) == 0
+    assert DOSStore(out).ids == [r.structure_id for r in recs[:6]]
+    code, err = _run_err(["data", "merge", "--source", "mp", "--shards", str(tmp_path / "nothing"),
+                          "--out", str(out)], capsys)
+    assert code == 2 and "does not exist" in err
+
+
+def test_build_builtin_delegates(monkeypatch, tmp_path, capsys):
+    calls = {}
+    fake = types.ModuleType("dosmatgen.data.builtin")
+
+    def add_build_arguments(parser):
+        parser.add_argument("--out", default="somewhere")
+        parser.add_argument("--n-max", type=int, default=1)
+
+    def run_build(args):
+        calls["build"] = (args.out, args.n_max)
+        return 0
+
+    def merge(out_dir, store_path):
+        calls["merge"] = (str(out_dir), str(store_path))
+        return {"n_records": 7}
+
+    fake.add_build_arguments, fake.run_build, fake.merge = add_build_arguments, run_build, merge
+    monkeypatch.setitem(sys.modules, "dosmatgen.data.builtin", fake)
+    assert main(["data", "build-builtin", "--out", str(tmp_path / "b"), "--n-max", "3"]) == 0
+    assert calls["build"] == (str(tmp_path / "b"), 3)
+    (tmp_path / "b").mkdir()
+    assert main(["data", "merge", "--shards", str(tmp_path / "b"), "--out", str(tmp_path / "s.npz")]) == 0
+    assert calls["merge"] == (str(tmp_path / "b"), str(tmp_path / "s.npz"))
+    assert "(7 structures)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["data", "build-builtin", "--help"])
+    assert e.value.code == 0 and "--n-max" in capsys.readouterr().out
+
+
+def test_build_builtin_missing_module(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "dosmatgen.data.builtin", None)  # import fails
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])  # the top-level help never needs the builder
+    assert e.value.code == 0
+    code, err = _run_err(["data", "build-builtin"], capsys)
+    assert code == 2 and "dosmatgen.data.builtin" in err

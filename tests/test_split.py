@@ -1,0 +1,99 @@
+"""Train/val/test split: disjoint, exhaustive, seeded and stable, right sizes; standardiser on train."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.split import (SPLIT_NAMES, fit_standardiser_on_train, load_split, make_split, save_split,
+                                  split_indices, split_sizes)
+from dosmatgen.data.standardise import DOSStandardiser
+from dosmatgen.data.store import DOSStore, save_records
+from dosmatgen.errors import DataError
+
+IDS = [f"mp-{k}" for k in range(1, 101)]
+
+
+def test_disjoint_exhaustive_sizes():
+    s = make_split(IDS, seed=3)
+    assert [len(s[k]) for k in SPLIT_NAMES] == [60, 20, 20]
+    parts = [set(s[k]) for k in SPLIT_NAMES]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert set.union(*parts) == set(IDS)
+
+
+@pytest.mark.parametrize("n, sizes", [(1, [1, 0, 0]), (3, [2, 0, 1]), (7, [4, 2, 1]), (10, [6, 2, 2]),
+                                      (11, [7, 2, 2]), (50790, [30474, 10158, 10158])])
+def test_sizes(n, sizes):
+    assert split_sizes(n) == sizes
+    assert sum(split_sizes(n, (0.8, 0.1, 0.1))) == n
+
+
+def test_paper_test_split_size():
+    # the paper's Table 1 reconstructs 10,158 test structures of the 50,790 in MP DOS
+    assert split_sizes(50790)[2] == 10158
+
+
+def test_stable_and_seeded():
+    a = make_split(IDS, seed=0)
+    assert make_split(list(reversed(IDS)), seed=0) == a  # depends on the set of ids, not their order
+    assert make_split(IDS, seed=0) == a
+    assert make_split(IDS, seed=1)["train"] != a["train"]
+    assert a["train"] != sorted(a["train"])  # actually shuffled
+
+
+def test_bad_input():
+    with pytest.raises(DataError, match="empty"):
+        make_split([])
+    with pytest.raises(DataError, match="more than once"):
+        make_split(["a", "b", "a"])
+    with pytest.raises(DataError, match="summing to 1"):
+        make_split(IDS, fractions=(0.5, 0.2, 0.2))
+    with pytest.raises(DataError, match="three"):
+        make_split(IDS, fractions=(0.5, 0.5))
+
+
+def test_save_load(tmp_path):
+    s = make_split(IDS, seed=0)
+    p = tmp_path / "split.json"
+    save_split(p, s, seed=0)
+    raw = json.loads(p.read_text())
+    assert raw["seed"] == 0 and raw["train"] == s["train"]
+    assert load_split(p) == s
+    with pytest.raises(DataError, match="does not exist"):
+        load_split(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_split(tmp_path / "bad.json")
+    (tmp_path / "part.json").write_text(json.dumps({"train": ["a"], "val": []}))
+    with pytest.raises(DataError, match="lacks part"):
+        load_split(tmp_path / "part.json")
+    (tmp_path / "overlap.json").write_text(json.dumps({"train": ["a"], "val": ["a"], "test": []}))
+    with pytest.raises(DataError, match="both"):
+        load_split(tmp_path / "overlap.json")
+
+
+def test_split_indices_and_standardiser_on_train_only(tmp_path):
+    rng = np.random.default_rng(0)
+    recs = [CrystalRecord(f"x{k}", [8, 12][: 1 + k % 2], rng.random((1 + k % 2, 3)), np.eye(3) * 4,
+                          rng.random((1 + k % 2, 400)) * (1 + k)) for k in range(10)]
+    save_records(tmp_path / "s.npz", recs)
+    store = DOSStore(tmp_path / "s.npz")
+    split = make_split(store.ids, seed=0)
+    idx = split_indices(store.ids, split)
+    assert [store.ids[i] for i in idx["val"]] == split["val"]
+    std = fit_standardiser_on_train(store, split)
+    train_dos = np.concatenate([store.site_dos(i) for i in idx["train"]])
+    expected = DOSStandardiser.fit([train_dos])
+    np.testing.assert_allclose(std.mean, expected.mean, rtol=1e-6)
+    np.testing.assert_allclose(std.std, expected.std, rtol=1e-6)
+    everything = DOSStandardiser.fit([store.all_dos()])
+    assert not np.allclose(std.mean, everything.mean)  # val/test atoms did not leak in
+    # the list-of-records path agrees with the store path
+    from_list = fit_standardiser_on_train(store.records(), split)
+    np.testing.assert_allclose(from_list.mean, std.mean, rtol=1e-6)
+    with pytest.raises(DataError, match="not in the store"):
+        split_indices(store.ids[:5], split)
