@@ -95,7 +95,10 @@ def format_summary(summary: dict[str, Any], name: str = "dataset") -> str:
     lines.append("  sources:")
     lines += [f"    {src}: {c}" for src, c in s["sources"].items()]
     if s.get("meta"):
-        lines.append("  store meta: " + ", ".join(f"{k}={v}" for k, v in sorted(s["meta"].items())))
+        lines.append("  store meta:")
+        for k, v in sorted(s["meta"].items()):
+            text = str(v)
+            lines.append(f"    {k}: {text if len(text) <= 100 else text[:97] + '...'}")
     return "\n".join(lines)
 
 
