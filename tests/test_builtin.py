@@ -1,0 +1,110 @@
+"""Prototypes, candidate ordering, ledger/shards/merge of the built-in dataset builder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dosmatgen.data import builtin
+from dosmatgen.data.prototypes import ANIONS, PROTOTYPES, cation_states, is_magnetic, substitutions
+from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.store import load_meta, load_records, save_records
+from dosmatgen.dos.gpaw_engine import GPAW_ELEMENTS
+from dosmatgen.errors import DataError
+
+REQUIRED = {"rocksalt", "CsCl", "B2", "zincblende", "wurtzite", "fluorite", "antifluorite", "rutile",
+            "perovskite", "L12", "L10", "halfHeusler", "Heusler", "NiAs", "CdI2"}
+
+
+def test_prototypes_build_valid_cells():
+    assert REQUIRED <= set(PROTOTYPES)
+    for name, proto in PROTOTYPES.items():
+        subs = substitutions(proto)
+        assert len(subs) >= 10, name
+        for elements in subs[:: max(1, len(subs) // 5)]:
+            assert set(elements) <= GPAW_ELEMENTS
+            rec = proto.build(elements)
+            assert 2 <= rec.num_atoms <= 8
+            rec.validate(check_distances=True)
+            assert rec.min_distance() > 1.2, (name, elements, rec.min_distance())
+
+
+def test_ionic_substitutions_are_charge_neutral():
+    for name, proto in PROTOTYPES.items():
+        if proto.kind != "ionic" or name == "perovskite":
+            continue
+        for a, x in substitutions(proto):
+            n_a, n_x = proto.counts
+            assert any(s * n_a == -ANIONS[x] * n_x for s in cation_states(a)), (name, a, x)
+
+
+def test_targets_present_and_first():
+    au3ni = PROTOTYPES["L12"].build(("Ni", "Au"))
+    assert au3ni.to_structure().composition.reduced_formula in ("Au3Ni", "NiAu3") and au3ni.atomic_numbers[0] == 28
+    assert 3.7 < np.linalg.norm(au3ni.lattice[0]) < 4.3
+    iro2 = PROTOTYPES["rutile"].build(("Ir", "O"))
+    assert iro2.formula == "IrO2" and list(iro2.atomic_numbers[:2]) == [77, 77]
+    c = builtin.candidates(0, 50)
+    assert [x.structure_id for x in c[:2]] == ["builtin-L12-Ni-Au", "builtin-rutile-Ir-O"]
+
+
+def test_candidates_deterministic_unique_and_interleaved():
+    a = builtin.candidates(0, 400)
+    assert [x.structure_id for x in a] == [x.structure_id for x in builtin.candidates(0, 400)]
+    assert [x.structure_id for x in a] != [x.structure_id for x in builtin.candidates(1, 400)]
+    assert len({x.structure_id for x in a}) == 400
+    first = a[2:60]
+    assert len({x.prototype for x in first}) >= 12  # prototypes interleaved
+    assert sum(x.magnetic for x in first) < len(first) / 3  # cheap (non-magnetic) cells first
+    assert np.mean([x.cost for x in a[2:100]]) < np.mean([x.cost for x in a[300:400]]) + 1e-9
+    elements = {e for x in a[:200] for e in x.elements}
+    assert len(elements) >= 50
+    assert all(is_magnetic(x.elements) == x.magnetic for x in a)
+
+
+def _fake(sid: str) -> CrystalRecord:
+    return CrystalRecord(sid, [11, 17], [[0, 0, 0], [.5, .5, .5]], np.eye(3) * 4, np.ones((2, 400)),
+                         {"prototype": "rocksalt"})
+
+
+def test_ledger_skip_and_merge(tmp_path):
+    out = tmp_path / "shards"
+    out.mkdir()
+    save_records(out / "shard-00001.npz", [_fake("a"), _fake("b")], {"protocol": {"basis": "dzp"}, "command": "x"})
+    save_records(out / "shard-00002.npz", [_fake("c"), _fake("a")], {"protocol": {"basis": "dzp"}})
+    with open(out / builtin.LEDGER, "w") as fh:
+        for sid in "abc":
+            fh.write(json.dumps({"id": sid, "status": "done"}) + "\n")
+        fh.write(json.dumps({"id": "d", "status": "failed", "reason": "SCF"}) + "\n")
+        fh.write('{"id": "e", "sta')  # a line cut by a crash is ignored
+    ledger = builtin.read_ledger(out)
+    assert set(ledger) == {"a", "b", "c", "d"} and ledger["d"]["reason"] == "SCF"
+    store = tmp_path / "store.npz"
+    meta = builtin.merge(out, store)
+    assert meta["n_records"] == 3 and meta["n_failed"] == 1 and meta["elements"] == ["Cl", "Na"]
+    assert sorted(r.structure_id for r in load_records(store)) == ["a", "b", "c"]
+    assert load_meta(store)["protocol"] == {"basis": "dzp"}
+    with pytest.raises(DataError, match="no shards"):
+        builtin.merge(tmp_path / "empty", store)
+
+
+def test_build_skips_everything_in_ledger(tmp_path):
+    cands = builtin.candidates(0, 3)
+    with open(tmp_path / builtin.LEDGER, "w") as fh:
+        for c in cands:
+            fh.write(json.dumps({"id": c.structure_id, "status": "failed", "reason": "test"}) + "\n")
+    counts = builtin.build(tmp_path, n_max=3, workers=1, progress=False)
+    assert counts == {"done": 0, "failed": 0, "todo": 0}
+
+
+def test_cli_arguments():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    builtin.add_build_arguments(p)
+    args = p.parse_args(["--out", "x", "--workers", "3", "--n-max", "10", "--merge-only", "--store", "s.npz"])
+    assert args.workers == 3 and args.n_max == 10 and args.merge_only and args.store == "s.npz"
+    with pytest.raises(DataError, match="--store"):
+        builtin.run_build(p.parse_args(["--merge-only"]))

@@ -1,0 +1,42 @@
+"""MLFF interface (SevenNet offline; others give clear errors when unavailable)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from dosmatgen.errors import ConfigError
+from dosmatgen.evaluate.mlff import get_calculator, limit_threads, relax
+
+
+def test_unknown_calculator():
+    with pytest.raises(ConfigError, match="unknown MLFF"):
+        get_calculator("nope")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("orb_models") is not None, reason="orb-models installed")
+def test_orb_missing_is_clear():
+    with pytest.raises(ConfigError, match="orb"):
+        get_calculator("orb")
+
+
+def test_sevenn_missing_weights_file(tmp_path):
+    pytest.importorskip("sevenn")
+    with pytest.raises(ConfigError, match="does not exist"):
+        get_calculator("sevenn", weights=tmp_path / "none.pth")
+
+
+def test_sevenn_relaxes_compressed_rocksalt():
+    pytest.importorskip("sevenn")
+    from ase.build import bulk
+
+    limit_threads(1)
+    calc = get_calculator("sevenn")
+    start = bulk("NaCl", "rocksalt", a=5.2)  # 9% compressed: the cell must expand
+    atoms, energy, converged = relax(start, calc, fmax=0.05, steps=200)
+    assert converged and np.isfinite(energy)
+    assert atoms.get_volume() > start.get_volume() * 1.1
+    assert np.abs(atoms.get_forces()).max() < 0.05 + 1e-6
+    assert 5.4 < (4 * atoms.get_volume()) ** (1 / 3) < 5.9  # conventional a of NaCl (PBE ~5.7 Å)
