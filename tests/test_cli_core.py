@@ -253,3 +253,56 @@ def test_parse_fixed_types():
         parse_fixed_types("Ni")
     with pytest.raises(DataError, match="atomic number 120"):
         parse_fixed_types("0=120")
+
+
+# ---- bench ---------------------------------------------------------------------------------------------
+def test_bench_quick_cli_writes_json(tmp_path, capsys):
+    code, text = run(capsys, "bench", "--quick", "--batch", 4, "--sample-batch", 4, "--steps", 1,
+                     "--train-steps", 1, "--n-crystals", 16, "--device", "cpu", "--json", tmp_path / "b.json")
+    assert code == 0, text
+    rep = json.loads((tmp_path / "b.json").read_text())
+    metrics = {(r["benchmark"], r["size"], r["metric"]): r for r in rep["results"]}
+    train = metrics[("train", "tiny", "train_crystals_per_s")]
+    assert train["value"] > 0 and train["batch"] == 4 and train["peak_mem_mib"] > 0
+    no, yes = metrics[("sample", "tiny", "s_per_step_no_cfg")], metrics[("sample", "tiny", "s_per_step_cfg")]
+    ratio = metrics[("sample", "tiny", "cfg_over_no_cfg")]["value"]
+    assert no["value"] > 0 and yes["value"] > 0
+    assert ratio == pytest.approx(yes["value"] / no["value"])
+    assert rep["environment"]["nproc"] >= 1 and "loadavg_1_5_15" in rep["environment"]
+    assert "cfg_over_no_cfg" in text
+
+
+def test_bench_extension_hook(monkeypatch):
+    from dosmatgen import bench
+
+    monkeypatch.setattr(bench, "BENCHMARKS", dict(bench.BENCHMARKS))
+
+    @bench.register_benchmark("fake", quick=True)
+    def fake(ctx):
+        """A stand-in for the evaluation helper's benchmarks."""
+        return [{"size": "-", "metric": "pairs_per_s", "value": 3.0, "unit": "1/s", "n": len(ctx.crystals)}]
+
+    ctx = bench.BenchContext(sizes=["tiny"], device=torch.device("cpu"), crystals=bench.mp20_like_crystals(5))
+    rep = bench.run_benchmarks(["fake"], ctx)
+    assert rep["results"] == [{"benchmark": "fake", "size": "-", "metric": "pairs_per_s", "value": 3.0,
+                               "unit": "1/s", "n": 5}]
+    with pytest.raises(ConfigError, match="unknown benchmark"):
+        bench.run_benchmarks(["nope"], ctx)
+    with pytest.raises(ConfigError, match="unknown size"):
+        bench.run_benchmarks(["fake"], bench.BenchContext(sizes=["huge"], device=torch.device("cpu")))
+
+
+def test_mp20_like_crystals_and_json(tmp_path):
+    from dosmatgen.bench import crystals_from_json, mp20_like_crystals
+
+    pool = mp20_like_crystals(400, seed=0)
+    mean = np.mean([c.num_atoms for c in pool])
+    assert 8.5 < mean < 11.5 and max(c.num_atoms for c in pool) <= 20
+    (tmp_path / "c.json").write_text(json.dumps({"structures": [
+        {"id": "x", "abc": [4, 4, 4], "angles": [90, 90, 90], "species": ["Na", "Cl"],
+         "frac": [[0, 0, 0], [0.5, 0.5, 0.5]]}]}))
+    recs = crystals_from_json(tmp_path / "c.json")
+    assert recs[0].num_atoms == 2 and recs[0].dos.shape == (2, 400)
+    (tmp_path / "bad.json").write_text(json.dumps({"structures": [{"abc": [1]}]}))
+    with pytest.raises(DataError):
+        crystals_from_json(tmp_path / "bad.json")
