@@ -178,3 +178,53 @@ def test_score_on_sampled_output_and_cifs(models, tmp_path):
     assert n == len(list((tmp_path / "cifs").glob("*.cif")))
     with pytest.raises(DataError, match="not in the store"):
         score_generated(gen, {}, sur, std, progress=False)
+
+
+def test_cli_end_to_end(models, tmp_path, capsys):
+    """regenerate (cfg, classifier) -> score -> formation (EMT) -> tables -> claims through the CLI."""
+    from dosmatgen.checkpoint import save_checkpoint
+    from dosmatgen.cli import main
+    from dosmatgen.data.split import save_split
+    from dosmatgen.data.store import save_records
+
+    diff, reg, sur, std, recs = models
+    recs = toy_records(8, seed=1)
+    store, split = tmp_path / "store.npz", tmp_path / "split.json"
+    save_records(store, recs)
+    save_split(split, {"train": [r.structure_id for r in recs[:5]], "val": [recs[5].structure_id],
+                       "test": [r.structure_id for r in recs[6:]]})
+    ck = {k: tmp_path / f"{k}.pt" for k in ("diffusion", "regressor", "surrogate")}
+    save_checkpoint(ck["diffusion"], diff, "diffusion", std)
+    save_checkpoint(ck["regressor"], reg, "regressor", std)
+    save_checkpoint(ck["surrogate"], sur, "surrogate", std)
+    common = ["--store", str(store), "--split", str(split), "--device", "cpu", "--no-progress"]
+    for g, t0, extra in (("cfg", T, []), ("cfg", 5, []), ("classifier", T, ["--regressor", str(ck["regressor"])])):
+        out = tmp_path / "gen" / f"{g}_T{t0}.npz"
+        assert main(["evaluate", "regenerate", "--checkpoint", str(ck["diffusion"]), "--guidance", g, "--t0", str(t0),
+                     "--steps", "4", "--batch-size", "2", "--out", str(out), *extra, *common]) == 0
+        assert main(["evaluate", "score", "--generated", str(out), "--surrogate", str(ck["surrogate"]),
+                     "--out", str(tmp_path / "metrics" / f"{g}_T{t0}.json"), *common]) == 0
+    gen = R.load_generated(tmp_path / "gen" / "cfg_T5.npz")
+    assert gen.source_ids == [r.structure_id for r in recs[6:]] and gen.meta["t0"] == 5
+    assert gen.meta["steps"] == 1 and gen.meta["checkpoint"] == str(ck["diffusion"]) and "command" in gen.meta
+    m = json.loads((tmp_path / "metrics" / "classifier_T20.json").read_text())
+    assert m["guidance"] == "classifier" and m["metrics"]["novelty"]["n_total"] == 2
+    assert (tmp_path / "metrics" / "cfg_T20.per_structure.csv").exists()
+    # wrong model kind is a clear error (exit code 2)
+    assert main(["evaluate", "regenerate", "--checkpoint", str(ck["surrogate"]), "--guidance", "cfg",
+                 "--out", str(tmp_path / "x.npz"), *common]) == 2
+    assert "not a diffusion model" in capsys.readouterr().err
+    # formation of ground-truth test structures (Au3Ni and NaCl) with the toy EMT potential
+    assert main(["evaluate", "formation", "--store", str(store), "--split", str(split), "--mlff", "emt",
+                 "--steps", "2", "--refs-cache", str(tmp_path / "refs.json"), "--out",
+                 str(tmp_path / "formation" / "ground_truth.json"), "--no-progress"]) == 0
+    f = json.loads((tmp_path / "formation" / "ground_truth.json").read_text())
+    assert f["n"] == 2 and f["mlff"] == "emt"
+    res = tmp_path / "results"
+    assert main(["evaluate", "tables", "--metrics-dir", str(tmp_path / "metrics"), "--formation",
+                 str(tmp_path / "formation" / "ground_truth.json"), "--out", str(res)]) == 0
+    for name in ("table1_dos_mae", "table2_match_rates", "formation_energies"):
+        assert (res / f"{name}.csv").exists() and (res / f"{name}.md").exists()
+    assert main(["evaluate", "claims", "--results", str(res)]) == 0
+    out = capsys.readouterr().out
+    assert "cfg_beats_classifier_mae_T1000" in out and (res / "claims.md").exists()

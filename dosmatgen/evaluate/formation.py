@@ -42,6 +42,7 @@ atomically under ``FILE.json.parts/``; a rerun skips finished chunks (resumable)
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import json
 import multiprocessing as mp
@@ -66,6 +67,33 @@ DEFAULT_STEPS: int = 200
 DEFAULT_MIN_VOLUME_PER_ATOM: float = 1.0
 
 
+#: Spellings of MLFF names (run configs use "7net-0", "orb-v2") -> names of
+#: :func:`dosmatgen.evaluate.mlff.get_calculator`; "emt" is ASE's EMT (tests and toy runs only:
+#: Al, Cu, Ag, Au, Ni, Pd, Pt, H, C, N, O).
+MLFF_ALIASES: dict[str, str] = {"7net-0": "sevenn", "sevennet": "sevenn", "sevenn": "sevenn", "chgnet": "chgnet",
+                                "orb": "orb", "orb-v2": "orb", "emt": "emt"}
+
+
+def canonical_mlff(name: str) -> str:
+    """The calculator name for an MLFF spelling; :class:`ConfigError` for unknown ones."""
+    key = str(name).lower()
+    if key not in MLFF_ALIASES:
+        raise ConfigError(f"unknown MLFF {name!r}; known: {sorted(MLFF_ALIASES)}")
+    return MLFF_ALIASES[key]
+
+
+def make_calculator(name: str, device: str = "cpu") -> Any:
+    """An ASE calculator for an MLFF spelling (see :data:`MLFF_ALIASES`)."""
+    canon = canonical_mlff(name)
+    if canon == "emt":
+        from ase.calculators.emt import EMT
+
+        return EMT()
+    from dosmatgen.evaluate.mlff import get_calculator
+
+    return get_calculator(canon, device=device)
+
+
 # ----------------------------------------------------------------------------------------------
 # elemental references
 # ----------------------------------------------------------------------------------------------
@@ -74,11 +102,15 @@ def default_refs_cache(mlff: str) -> Path:
     return root / "dosmatgen" / f"elemental_refs_{mlff}.json"
 
 
+@functools.lru_cache(maxsize=1)
 def mp_elemental_energies() -> dict[str, tuple[float, str]]:
     """Element -> (MP GGA energy per atom in eV, MP id) from the data file pymatgen ships."""
-    import pymatgen.analysis.compatibility as comp
+    import importlib.util
 
-    path = Path(comp.__file__).parent / "calc_compounds.json.gz"
+    spec = importlib.util.find_spec("pymatgen.analysis.compatibility")  # locate without importing it (slow)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("pymatgen.analysis.compatibility (MP elemental energies) is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "calc_compounds.json.gz"
     if not path.exists():
         raise ConfigError(f"pymatgen's MP elemental energies ({path}) are missing")
     with gzip.open(path, "rt") as f:
@@ -178,10 +210,10 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(mlff: str, device: str, threads: int) -> None:
-    from dosmatgen.evaluate.mlff import get_calculator, limit_threads
+    from dosmatgen.evaluate.mlff import limit_threads
 
     limit_threads(threads)
-    _WORKER["calc"] = get_calculator(mlff, device=device)
+    _WORKER["calc"] = make_calculator(mlff, device=device)
 
 
 def evaluate_item(item: FormationItem, calc: Any, refs: dict[str, dict[str, Any]], fmax: float, steps: int,
@@ -246,15 +278,17 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     Args:
         items: structures (generated or test).
         out: output JSON path; chunks go to ``<out>.parts/`` and are reused on rerun.
-        mlff: name for :func:`dosmatgen.evaluate.mlff.get_calculator`.
+        mlff: an MLFF spelling of :data:`MLFF_ALIASES` (``sevenn``/``7net-0``, ``chgnet``, ``orb``/``orb-v2``,
+            ``emt``); the reference cache and the output record the canonical name.
         workers: processes (``spawn``), each with one torch thread and its own calculator;
             ``1`` runs in this process.
         calc: an already built calculator for ``workers == 1`` (tests).
     Returns the output dict (also written).
     """
     from dosmatgen.data.schema import MAX_Z
-    from dosmatgen.evaluate.mlff import get_calculator, limit_threads
+    from dosmatgen.evaluate.mlff import limit_threads
 
+    mlff = canonical_mlff(mlff)
     out = Path(out)
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
@@ -266,8 +300,8 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     needs_calc = [el for el in elements if el not in refs_store.elements]
     if workers <= 1 and calc is None:
         limit_threads(1)
-        calc = get_calculator(mlff, device=device)
-    ref_calc = calc if calc is not None else (get_calculator(mlff, device=device) if needs_calc else None)
+        calc = make_calculator(mlff, device=device)
+    ref_calc = calc if calc is not None else (make_calculator(mlff, device=device) if needs_calc else None)
     refs = refs_store.get(elements, ref_calc, progress=progress)
 
     chunks = [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]

@@ -94,6 +94,17 @@ class SurrogateConfig:
         """For unit tests: hidden 16, 2 layers, 8 radial functions, 4 Å cutoff."""
         return cls(hidden_dim=16, num_layers=2, num_rbf=8, cutoff=4.0, max_neighbors=8)
 
+    @classmethod
+    def compact(cls) -> "SurrogateConfig":
+        """CPU size (the defaults): hidden 128, 4 layers, 6 Å cutoff, 16 neighbours (~0.56 M parameters)."""
+        return cls()
+
+    @classmethod
+    def paper(cls) -> "SurrogateConfig":
+        """GPU size: hidden 256, 6 layers, MatDeepLearn's graph (8 Å cutoff, 12 neighbours). The
+        paper does not give its surrogate's size; this is our choice."""
+        return cls(hidden_dim=256, num_layers=6, cutoff=8.0, max_neighbors=12)
+
 
 # ----------------------------------------------------------------------------------------------
 # periodic radius graph
@@ -253,6 +264,14 @@ class SurrogateDOSModel(nn.Module):
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> "SurrogateDOSModel":
         return cls(SurrogateConfig.from_dict(config))
+
+    @staticmethod
+    def default_config(size: str) -> dict[str, Any]:
+        """Config dict of a named size: ``tiny``, ``compact`` or ``paper``."""
+        maker = {"tiny": SurrogateConfig.tiny, "compact": SurrogateConfig.compact, "paper": SurrogateConfig.paper}
+        if size not in maker:
+            raise ConfigError(f"unknown surrogate size {size!r}; known: {sorted(maker)}")
+        return maker[size]().to_dict()
 
     @property
     def config(self) -> dict[str, Any]:

@@ -1,0 +1,330 @@
+"""``dosmatgen evaluate ...``: paper §3.1 -- regenerate the test split, score it, MLFF formation
+energies, Tables 1-2 beside the paper's numbers, and the paper's claims checked on ours.
+
+Sub-commands::
+
+    regenerate   one crystal per test structure from its per-atom DOS (CFG or classifier guidance,
+                 from the prior at T = 1000 or from the test structure noised to t0)
+    score        Table 1 MAEs (surrogate) + Table 2 match rates + validity/uniqueness/novelty -> JSON
+    formation    unrelaxed and relaxed formation energies with an MLFF (generated or test structures)
+    tables       Table 1, Table 2 and a formation summary (csv + md) with the paper's numbers beside
+    claims       the paper's orderings (CFG beats classifier, trends with T) checked: PASS/FAIL
+
+The surrogate is trained with ``dosmatgen train --kind surrogate``. File formats are documented in
+dosmatgen.evaluate.regenerate (generated .npz), .score (metrics JSON), .formation (formation JSON)
+and .tables / .claims (results folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from dosmatgen.errors import ConfigError, DataError
+
+T0_CHOICES = (200, 350, 500, 1000)
+
+
+def _records_of(store: str, split_path: str, subset: str, limit: int | None) -> list[Any]:
+    from dosmatgen.data.split import load_split
+    from dosmatgen.data.store import DOSStore
+
+    split = load_split(split_path)
+    if subset not in split:
+        raise ConfigError(f"split {split_path} has no part {subset!r}")
+    ids = list(split[subset])
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {limit}")
+        ids = ids[:limit]
+    if not ids:
+        raise DataError(f"split {split_path} part {subset!r} is empty")
+    st = DOSStore(store)
+    absent = [i for i in ids if i not in st]
+    if absent:
+        raise DataError(f"split {split_path} names {len(absent)} id(s) missing from store {store}, e.g. {absent[0]!r}")
+    return st.records(ids)
+
+
+def _device(name: str) -> Any:
+    from dosmatgen.training import resolve_device
+
+    return resolve_device(name)
+
+
+def _command_line() -> str:
+    return "dosmatgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+# ----------------------------------------------------------------------------------------------
+def _cmd_regenerate(args: argparse.Namespace) -> int:
+    from dosmatgen.checkpoint import code_version, load_model
+    from dosmatgen.evaluate import regenerate as R
+
+    device = _device(args.device)
+    diffusion, std, meta = load_model(args.checkpoint, device)
+    if meta["kind"] != "diffusion":
+        raise ConfigError(f"--checkpoint {args.checkpoint} holds a {meta['kind']!r} model, not a diffusion model")
+    if std is None:
+        raise ConfigError(f"--checkpoint {args.checkpoint} has no DOS standardiser; cannot condition on raw DOS")
+    regressor = None
+    if args.guidance == "classifier":
+        if not args.regressor:
+            raise ConfigError("--guidance classifier needs --regressor CHECKPOINT (dosmatgen train --kind regressor)")
+        regressor, rstd, rmeta = load_model(args.regressor, device)
+        if rmeta["kind"] != "regressor":
+            raise ConfigError(f"--regressor {args.regressor} holds a {rmeta['kind']!r} model, not a regressor")
+        R.check_standardisers(std, rstd, f"--regressor {args.regressor}")
+    elif args.regressor:
+        raise ConfigError("--regressor is only used with --guidance classifier")
+    guidance = R.build_guidance(args.guidance, omega=args.omega, regressor=regressor, scale=args.guidance_scale)
+    records = _records_of(args.store, args.split, args.subset, args.limit)
+    T = int(diffusion.timesteps)
+    t0 = int(args.t0)
+    if not 1 <= t0 <= T:
+        raise ConfigError(f"--t0 must be in 1..{T} (the model's T), got {t0}")
+    steps = R.steps_for_start(args.steps, t0, T)
+    meta_out = {"checkpoint": str(args.checkpoint), "regressor": args.regressor, "store": str(args.store),
+                "split": str(args.split), "subset": args.subset, "limit": args.limit, "omega": args.omega
+                if args.guidance == "cfg" else None, "guidance_scale": args.guidance_scale
+                if args.guidance == "classifier" else None, "steps_for_T": args.steps, "command": _command_line(),
+                "code": code_version(), "checkpoint_epoch": meta.get("epoch")}
+    gen = R.regenerate(diffusion, std, records, args.out, guidance_mode=args.guidance, guidance=guidance,
+                       t0=None if t0 >= T else t0, steps=steps, step_lr=args.step_lr, batch_size=args.batch_size,
+                       seed=args.seed, meta=meta_out, progress=not args.no_progress)
+    if args.cif_dir:
+        n = R.write_cifs(gen, args.cif_dir)
+        print(f"wrote {n} CIF files to {args.cif_dir}")
+    rate = gen.meta.get("structures_per_second")
+    print(f"regenerated {len(gen)} structures ({args.guidance}, T={gen.meta['t0']}, {steps or t0} steps) -> {args.out}"
+          + (f"; {rate:.3g} structures/s" if rate else ""))
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from dosmatgen.checkpoint import load_model
+    from dosmatgen.data.split import load_split
+    from dosmatgen.data.store import DOSStore
+    from dosmatgen.evaluate.regenerate import load_generated
+    from dosmatgen.evaluate.score import score_generated, write_metrics
+
+    gen = load_generated(args.generated)
+    device = _device(args.device)
+    surrogate, sstd, smeta = load_model(args.surrogate, device)
+    if smeta["kind"] != "surrogate":
+        raise ConfigError(f"--surrogate {args.surrogate} holds a {smeta['kind']!r} model, not a surrogate")
+    if sstd is None:
+        raise ConfigError(f"--surrogate {args.surrogate} has no DOS standardiser")
+    st = DOSStore(args.store)
+    absent = [sid for sid in gen.source_ids if sid not in st]
+    if absent:
+        raise DataError(f"{len(absent)} generated structure(s) come from ids missing in {args.store}, e.g. {absent[0]!r}")
+    refs = {r.structure_id: r for r in st.records(list(dict.fromkeys(gen.source_ids)))}
+    training = None
+    if not args.no_novelty:
+        train_ids = _train_ids(args.train_ids or args.split)
+        missing = [i for i in train_ids if i not in st]
+        if missing:
+            raise DataError(f"{len(missing)} training id(s) missing from {args.store}, e.g. {missing[0]!r}")
+        training = [r.to_structure() for r in st.records(train_ids)]
+    else:
+        load_split(args.split)  # still check that the split file is readable
+    out = Path(args.out)
+    result = score_generated(gen, refs, surrogate, sstd, training=training, match_timeout_s=args.match_timeout,
+                             workers=args.workers, batch_size=args.batch_size, device=str(device),
+                             progress=not args.no_progress, generated_path=str(args.generated),
+                             surrogate_path=str(args.surrogate),
+                             per_structure_csv=out.with_name(out.stem + ".per_structure.csv"))
+    result["command"] = _command_line()
+    write_metrics(out, result)
+    m = result["metrics"]
+    summary = ", ".join(f"{k} {m[k]['value']:.4g}" for k in ("mae_gen_y", "mae_gen_yhat", "mae_yhat_y",
+                                                             "structure_match_rate", "composition_match_rate")
+                        if m.get(k, {}).get("value") is not None)
+    print(f"scored {result['n_structures']} structures ({result['guidance']}, T={result['t0']}): {summary} -> {out}")
+    return 0
+
+
+def _train_ids(path: str) -> list[str]:
+    """Training ids from a split JSON (its ``train`` part) or a text file with one id per line."""
+    import json
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"training-id file {p} does not exist")
+    text = p.read_text()
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(obj, dict) and "train" in obj:
+        return [str(i) for i in obj["train"]]
+    if isinstance(obj, list):
+        return [str(i) for i in obj]
+    raise DataError(f"{p}: expected a split JSON with a 'train' list, a JSON list or one id per line")
+
+
+def _cmd_formation(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dosmatgen.evaluate import formation as F
+
+    if bool(args.generated) == bool(args.store):
+        raise ConfigError("give exactly one of --generated FILE or --store STORE --split SPLIT")
+    items = []
+    if args.generated:
+        from dosmatgen.evaluate.regenerate import load_generated
+
+        gen = load_generated(args.generated)
+        n = len(gen) if args.limit is None else min(args.limit, len(gen))
+        for i in range(n):
+            z, x, lat = gen.item(i)
+            items.append(F.FormationItem(f"{i:06d}", gen.source_ids[i], np.asarray(z), np.asarray(x), np.asarray(lat)))
+        source = str(args.generated)
+    else:
+        if not args.split:
+            raise ConfigError("--store needs --split (and --subset)")
+        for r in _records_of(args.store, args.split, args.subset, args.limit):
+            items.append(F.FormationItem(r.structure_id, r.structure_id, r.atomic_numbers, r.frac_coords, r.lattice))
+        source = f"{args.store}:{args.subset}"
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    res = F.compute_formation_energies(items, args.out, mlff=args.mlff, workers=args.workers, fmax=args.fmax,
+                                       steps=args.steps, refs_cache=args.refs_cache, chunk_size=args.chunk_size,
+                                       min_volume_per_atom=args.min_volume_per_atom, device=args.device,
+                                       input_name=source, progress=not args.no_progress)
+    ok = [r["ef_relaxed"] for r in res["rows"] if r["ef_relaxed"] is not None]
+    med = f"; median relaxed E_f {float(np.median(ok)):.3f} eV/atom" if ok else ""
+    print(f"formation energies of {res['n']} structures with {res['mlff']}: {res['status_counts']}{med} -> {args.out}")
+    return 0
+
+
+def _cmd_tables(args: argparse.Namespace) -> int:
+    from dosmatgen.evaluate.tables import write_tables
+
+    written = write_tables(args.metrics_dir, args.out, provenance=args.provenance, formation=args.formation or ())
+    for name in ("table1_dos_mae", "table2_match_rates", "formation_energies"):
+        md = Path(args.out) / f"{name}.md"
+        if name in written and md.exists():
+            print(md.read_text())
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    from dosmatgen.evaluate.claims import write_claims
+
+    claims = write_claims(args.results)
+    for c in claims:
+        print(c.line())
+    print(f"wrote {Path(args.results) / 'claims.md'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="regenerate the test split, score it, formation energies, tables",
+                              description="Paper §3.1: regenerate the test split, score it, MLFF formation "
+                                          "energies, Tables 1-2 beside the paper's numbers, and the paper's "
+                                          "claims checked on ours.",
+                              epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="evaluate_command", metavar="EVALUATE_COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("regenerate", help="one crystal per test structure, conditioned on its per-atom DOS",
+                       description="Sample one crystal per structure of a split part with its atom count and "
+                                   "per-atom DOS (paper §3.1). Chunks of --batch-size are written to "
+                                   "OUT.chunks/ as they finish; rerunning the same command resumes.",
+                       epilog="example: dosmatgen evaluate regenerate --checkpoint runs/diffusion/best.pt "
+                              "--store data.npz --split split.json --guidance cfg --t0 1000 --steps 1000 "
+                              "--out work/generated/cfg_T1000.npz")
+    r.add_argument("--checkpoint", required=True, help="diffusion checkpoint (dosmatgen train --kind diffusion)")
+    r.add_argument("--store", required=True, help="dataset store (.npz) holding the split's structures and DOS")
+    r.add_argument("--split", required=True, help="split JSON with train/val/test id lists")
+    r.add_argument("--subset", default="test", choices=("train", "val", "test"), help="split part (default test)")
+    r.add_argument("--guidance", required=True, choices=("cfg", "classifier"),
+                   help="cfg: classifier-free guidance; classifier: unconditional model + regressor gradient")
+    r.add_argument("--omega", type=float, default=1.0, help="CFG weight ω (paper 1.0)")
+    r.add_argument("--regressor", default=None, help="time-dependent regressor checkpoint (classifier guidance)")
+    r.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-guidance gradient scale (default 1)")
+    r.add_argument("--t0", type=int, default=1000,
+                   help="starting timestep: the model's T (1000) samples from the prior, smaller values start from "
+                        "the test structure noised to t0 (paper: 200, 500, 1000)")
+    r.add_argument("--steps", type=int, default=None,
+                   help="reverse steps for a start at T; a start at t0 takes round(steps*t0/T) (same stride). "
+                        "Default: every timestep")
+    r.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step scale (default 1e-5)")
+    r.add_argument("--batch-size", type=int, default=64, help="structures per sampler call and chunk (default 64)")
+    r.add_argument("--limit", type=int, default=None, help="only the first N structures of the subset")
+    r.add_argument("--seed", type=int, default=0, help="chunk k uses seed + k (default 0)")
+    r.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    r.add_argument("--out", required=True, help="generated-structure file (.npz)")
+    r.add_argument("--cif-dir", default=None, help="also write one CIF per generated crystal here")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(func=_cmd_regenerate)
+
+    s = sub.add_parser("score", help="Table 1 MAEs and Table 2 match rates of a generated set -> metrics JSON",
+                       description="Score a generated set against the test structures that conditioned it: "
+                                   "MAE(ŷ_gen, y), MAE(ŷ_gen, ŷ), MAE(ŷ, y) with the surrogate (states/eV/site), "
+                                   "structure/composition match rates, validity, uniqueness, novelty. Writes OUT "
+                                   "and OUT-stem.per_structure.csv.")
+    s.add_argument("--generated", required=True, help="generated-structure file from `evaluate regenerate`")
+    s.add_argument("--surrogate", required=True, help="surrogate checkpoint (dosmatgen train --kind surrogate)")
+    s.add_argument("--store", required=True, help="dataset store with the test structures and their DOS")
+    s.add_argument("--split", required=True, help="split JSON; its train part is the novelty reference")
+    s.add_argument("--train-ids", default=None,
+                   help="novelty reference ids instead of the split's train part (split JSON, JSON list or text)")
+    s.add_argument("--no-novelty", action="store_true", help="skip novelty (matching against the training set)")
+    s.add_argument("--match-timeout", type=float, default=10.0, help="seconds per StructureMatcher pair (default 10)")
+    s.add_argument("--workers", type=int, default=1, help="processes for structure matching (default 1)")
+    s.add_argument("--batch-size", type=int, default=128, help="surrogate batch size (default 128)")
+    s.add_argument("--device", default="auto", help="surrogate device: cpu, cuda or auto (default)")
+    s.add_argument("--out", required=True, help="metrics JSON")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_score)
+
+    f = sub.add_parser("formation", help="MLFF formation energies (unrelaxed and relaxed) per atom",
+                       description="Relax structures with an MLFF (FIRE + FrechetCellFilter) and compute formation "
+                                   "energies per atom from elemental references relaxed with the same MLFF (ASE "
+                                   "dcdft crystals; MP energies as recorded fallback). Resumable: chunks in OUT.parts/.",
+                       epilog="example: dosmatgen evaluate formation --generated work/generated/cfg_T1000.npz "
+                              "--mlff sevenn --workers 2 --out work/formation/cfg_T1000.json")
+    f.add_argument("--generated", default=None, help="generated-structure file (from `evaluate regenerate`)")
+    f.add_argument("--store", default=None, help="dataset store (ground-truth structures; with --split)")
+    f.add_argument("--split", default=None, help="split JSON (with --store)")
+    f.add_argument("--subset", default="test", choices=("train", "val", "test"), help="split part (default test)")
+    f.add_argument("--mlff", default="sevenn",
+                   help="sevenn (= 7net-0, default), chgnet, orb (= orb-v2, needs orb-models) or emt (toy)")
+    f.add_argument("--workers", type=int, default=1, help="processes, one torch thread each (default 1)")
+    f.add_argument("--steps", "--max-steps", dest="steps", type=int, default=200,
+                   help="FIRE steps at most (default 200)")
+    f.add_argument("--fmax", type=float, default=0.05, help="force threshold, eV/Å (default 0.05)")
+    f.add_argument("--limit", type=int, default=None, help="only the first N structures")
+    f.add_argument("--refs-cache", default=None,
+                   help="elemental-reference cache JSON (default ~/.cache/dosmatgen/elemental_refs_<mlff>.json)")
+    f.add_argument("--chunk-size", type=int, default=64, help="structures per resumable chunk (default 64)")
+    f.add_argument("--min-volume-per-atom", type=float, default=1.0,
+                   help="skip structures denser than this, Å^3/atom (default 1.0)")
+    f.add_argument("--device", default="cpu", help="MLFF device (default cpu)")
+    f.add_argument("--out", required=True, help="formation JSON (a CSV with the same rows is written beside it)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bars")
+    f.set_defaults(func=_cmd_formation)
+
+    t = sub.add_parser("tables", help="Tables 1 and 2 (csv + md) with the paper's numbers side by side",
+                       description="Collect the metrics JSONs of a folder and write table1_dos_mae, "
+                                   "table2_match_rates (and formation_energies) as .csv and .md, plus provenance.json.")
+    t.add_argument("--metrics-dir", required=True, help="folder of metrics JSONs from `evaluate score`")
+    t.add_argument("--formation", nargs="*", default=None,
+                   help="formation JSONs named <guidance>_T<T>.json / ground_truth.json")
+    t.add_argument("--provenance", default=None, help="provenance JSON of the run (copied into --out)")
+    t.add_argument("--out", required=True, help="results folder")
+    t.set_defaults(func=_cmd_tables)
+
+    c = sub.add_parser("claims", help="check the paper's §3.1 orderings on our tables (PASS/FAIL)",
+                       description="Evaluate the paper's qualitative claims on the tables in --results and write "
+                                   "claims.md / claims.json there. Exit code 0 whatever the verdicts.")
+    c.add_argument("--results", required=True, help="results folder written by `evaluate tables`")
+    c.set_defaults(func=_cmd_claims)
