@@ -78,3 +78,8 @@ def study_flags(wildcards):
 
 def train_option(key):
     return lambda wildcards: RUN["train"][wildcards.kind][key]
+
+
+def train_flags(*keys):
+    """Optional training settings (null = the trainer's default) as flags."""
+    return lambda wildcards: cli_flags({k: RUN["train"][wildcards.kind][k] for k in keys})

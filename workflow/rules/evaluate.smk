@@ -5,10 +5,12 @@
 METRICS = [metrics_path(g, t) for g in GUIDANCES for t in T0S]
 FORMATION_GENERATED = {(g, t): formation_path(f"{g}_T{t}") for g in GUIDANCES for t in T0S}
 FORMATION_TRUTH = formation_path("ground_truth")
+RUN_PROVENANCE = f"{W}/provenance.json"  # `evaluate tables` copies it to results/provenance.json
 PROVENANCE = f"{R}/provenance.json"
 TABLE_NAMES = ["table1_dos_mae", "table2_match_rates", "formation_energies"]
 RESULT_TABLES = [f"{R}/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md")]
-TABLE_FILES = RESULT_TABLES + [PROVENANCE]
+CLAIMS = [f"{R}/claims.md", f"{R}/claims.json"]
+TABLE_FILES = RESULT_TABLES + [PROVENANCE] + CLAIMS
 FORMATION_FLAGS = cli_flags(
     {
         "mlff": EVAL["mlff"],
@@ -43,7 +45,7 @@ rule score:
         "OMP_NUM_THREADS={threads} dosmatgen evaluate score --generated {input.generated}"
         " --surrogate {input.surrogate} --store {input.store} --split {input.split}"
         " --match-timeout {params.timeout} --workers {threads} --device {params.device}"
-        " --out {output} > {log} 2>&1"
+        " --out {output} --no-progress > {log} 2>&1"
 
 
 rule formation_generated:
@@ -63,7 +65,7 @@ rule formation_generated:
         CONDA_ENV
     shell:
         "OMP_NUM_THREADS=1 dosmatgen evaluate formation --generated {input.generated} {params.flags}"
-        " --workers {threads} --out {output} > {log} 2>&1"
+        " --workers {threads} --out {output} --no-progress > {log} 2>&1"
 
 
 rule formation_truth:
@@ -84,7 +86,7 @@ rule formation_truth:
         CONDA_ENV
     shell:
         "OMP_NUM_THREADS=1 dosmatgen evaluate formation --store {input.store} --split {input.split}"
-        " --subset test {params.flags} --workers {threads} --out {output} > {log} 2>&1"
+        " --subset test {params.flags} --workers {threads} --out {output} --no-progress > {log} 2>&1"
 
 
 rule provenance:
@@ -93,7 +95,7 @@ rule provenance:
         split=SPLIT,
         checkpoints=MODEL_FILES,
     output:
-        PROVENANCE,
+        RUN_PROVENANCE,
     log:
         log("provenance"),
     params:
@@ -111,9 +113,10 @@ rule result_tables:
     input:
         metrics=METRICS,
         formation=list(FORMATION_GENERATED.values()) + [FORMATION_TRUTH],
-        provenance=PROVENANCE,
+        provenance=RUN_PROVENANCE,
     output:
         RESULT_TABLES,
+        PROVENANCE,
     log:
         log("tables"),
     params:
@@ -127,3 +130,21 @@ rule result_tables:
     shell:
         "dosmatgen evaluate tables --metrics-dir {params.metrics_dir} --formation {input.formation}"
         " --provenance {input.provenance} --out {params.out} > {log} 2>&1"
+
+
+rule claims:
+    input:
+        RESULT_TABLES,
+    output:
+        CLAIMS,
+    log:
+        log("claims"),
+    params:
+        results=output_dir,
+    threads: 1
+    resources:
+        **SMALL,
+    conda:
+        CONDA_ENV
+    shell:
+        "dosmatgen evaluate claims --results {params.results} > {log} 2>&1"

@@ -76,6 +76,7 @@ rule report:
     input:
         tables=RESULT_TABLES,
         provenance=PROVENANCE,
+        claims=CLAIMS[0],
         gallery=GALLERY,
     output:
         REPORT,
@@ -92,4 +93,4 @@ rule report:
         CONDA_ENV
     shell:
         "dosmatgen figures report --results {params.results} --figures {params.figures}"
-        " --provenance {input.provenance} --title {params.title:q} --out {output} > {log} 2>&1"
+        " --provenance {input.provenance} --notes {input.claims} --title {params.title:q} --out {output} > {log} 2>&1"

@@ -32,4 +32,4 @@ rule regenerate:
         " --store {input.store} --split {input.split} --subset test --guidance {wildcards.guidance}"
         " {params.guidance} --t0 {wildcards.t0} --steps {params.steps} {params.limit}"
         " --batch-size {params.batch_size} --device {params.device} --seed {params.seed}"
-        " --out {output} > {log} 2>&1"
+        " --out {output} --no-progress > {log} 2>&1"

@@ -21,6 +21,7 @@ rule train:
         epochs=train_option("epochs"),
         batch_size=train_option("batch_size"),
         lr=train_option("lr"),
+        optional=train_flags("patience", "max_steps"),
         device=RUN["device"],
         seed=RUN["seed"],
     threads: THREADS
@@ -33,5 +34,5 @@ rule train:
     shell:
         "OMP_NUM_THREADS={threads} dosmatgen train --kind {wildcards.kind} --store {input.store}"
         " --split {input.split} --standardiser {input.standardiser} --size {params.size}"
-        " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
-        " --device {params.device} --seed {params.seed} --out {params.outdir} > {log} 2>&1"
+        " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr} {params.optional}"
+        " --device {params.device} --seed {params.seed} --out {params.outdir} --no-progress > {log} 2>&1"
