@@ -1,8 +1,9 @@
 """``figures/README.md``: a gallery of every figure in a folder, with captions and PDF links.
 
 Captions come from the PNG's text metadata written by :func:`dosmatgen.plots.style.save_figure`;
-figures without one get their file name as title. The order follows the paper (Fig. 2, B.1, the
-constrained-generation studies, the IrO2 screen), then anything else alphabetically.
+figures without one get their file name as title. The order follows the paper (the dataset, Fig. 2,
+B.1, the constrained-generation studies 4-6, the IrO2 screen 7, 8, C.1, the window sweep), then
+anything else alphabetically.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dosmatgen.io import atomic_write
 from dosmatgen.plots.style import read_png_caption
 
 #: File-name prefixes in gallery order (paper order); unknown names go last.
-ORDER = ("fig2", "figb1", "fig4", "fig5", "fig6", "fig7", "fig8", "masked", "template", "fixed", "screen",
-         "iro2", "window")
+ORDER = ("dataset", "fig2", "figb1", "fig4", "fig5", "fig6", "fig7", "fig8", "figc1", "masked", "template",
+         "fixed", "screen", "iro2", "window")
 
 
 def _rank(stem: str) -> tuple[int, str]:
