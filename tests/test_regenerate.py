@@ -228,3 +228,16 @@ def test_cli_end_to_end(models, tmp_path, capsys):
     assert main(["evaluate", "claims", "--results", str(res)]) == 0
     out = capsys.readouterr().out
     assert "cfg_beats_classifier_mae_T1000" in out and (res / "claims.md").exists()
+
+
+def test_evaluation_benchmarks(models):
+    from dosmatgen.evaluate import bench_eval as BE
+
+    diff, _, sur, std, recs = models
+    r = BE.bench_regeneration(diff, recs[:4], std, steps=2, batch_size=2)
+    assert r["structures"] == 4 and r["structures_per_s"] > 0
+    assert r["structures_per_s_at_1000_steps"] == pytest.approx(r["structures_per_s"] * 2 / 1000)
+    m = BE.bench_structure_matcher([rec.to_structure() for rec in recs[:2]], n_pairs=2)
+    assert m["match_outcomes"] == {"match": 2} and m["s_per_pair_match"] > 0
+    s = BE.bench_surrogate(sur, recs, std, batch_size=2)
+    assert s["structures"] == len(recs) and s["graph_failures"] == 0
