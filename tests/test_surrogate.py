@@ -97,6 +97,20 @@ def test_supercell_gives_the_same_site_dos(tiny):
     assert torch.allclose(two[torch.from_numpy(na)], one[0].expand(2, -1), atol=1e-4)
 
 
+def test_blocked_neighbour_search_on_a_big_cell_matches(tiny):
+    sc = CrystalRecord.from_structure(nacl().to_structure() * (2, 2, 2), "sc")
+    cfg = {**SurrogateConfig.tiny().to_dict(), "cutoff": 4.1, "max_neighbors": 18}
+    m_full = SurrogateDOSModel.from_config(cfg).eval()
+    m_blocked = SurrogateDOSModel.from_config({**cfg, "max_pairs": 1000}).eval()  # 16 atoms x 27 images: 2 centres per block
+    m_blocked.load_state_dict(m_full.state_dict())
+    b = CrystalBatch.from_records([sc])
+    full, blocked = m_full.predict(b), m_blocked.predict(b)
+    assert bool(blocked.graph_ok.all())
+    assert torch.allclose(full.dos, blocked.dos, atol=1e-5)
+    too_small = SurrogateDOSModel.from_config({**cfg, "max_pairs": 400}).eval()
+    assert too_small.predict(b).reasons == ["too_many_pairs"]
+
+
 def test_loss_is_l1_on_conditioned_atoms_of_good_graphs(tiny):
     flat = np.array([[4.0, 0, 0], [0, 4.0, 0], [0, 0, 0.05]])
     recs = [nacl(np.ones((2, 400))), nacl(np.ones((2, 400)), lattice=flat)]

@@ -19,8 +19,8 @@ surrogate is a small CGCNN/MatDeepLearn-style network on a radius graph with rad
 * head: MLP on [h_i, mean of h over the crystal] -> 400 bins.
 
 A crystal whose graph cannot be built (non-finite arrays, a lattice so flat that the cutoff sphere
-needs more than ``max_images`` periodic images per axis, or more than ``max_pairs`` candidate
-pairs) is a *featurisation failure*: its atoms get predictions from their embeddings alone, are
+needs more than ``max_images`` periodic images per axis, or one atom with more than ``max_pairs``
+candidate neighbours) is a *featurisation failure*: its atoms get predictions from their embeddings alone, are
 flagged in ``graph_ok`` and excluded from the training loss and from the metrics (the paper's
 "failed to form a crystal graph" exclusions), and counted.
 
@@ -141,27 +141,32 @@ def _crystal_edges(frac: np.ndarray, lat: np.ndarray, cutoff: float, max_neighbo
     if np.any(reps > max_images):
         return "too_many_images"
     n_img = int(np.prod(2 * reps + 1))
-    if n * n * n_img > max_pairs:
+    if n * n_img > max_pairs:
         return "too_many_pairs"
     grids = [np.arange(-r, r + 1) for r in reps]
     shifts = np.stack(np.meshgrid(*grids, indexing="ij"), axis=-1).reshape(-1, 3).astype(np.float64)
-    frac = np.mod(frac, 1.0)
-    cart = frac @ lat
-    img = shifts @ lat  # (S, 3)
-    # vec[i, j, s] = cart_j + img_s - cart_i
-    vec = cart[None, :, None, :] + img[None, None, :, :] - cart[:, None, None, :]
-    dist = np.linalg.norm(vec, axis=-1)  # (N, N, S)
     zero_shift = int(np.flatnonzero(np.all(shifts == 0, axis=1))[0])
-    dist[np.arange(n), np.arange(n), zero_shift] = np.inf
-    dist[dist > cutoff] = np.inf
-    flat = dist.reshape(n, -1)
-    k = min(max_neighbors, flat.shape[1])
-    nearest = np.argpartition(flat, k - 1, axis=1)[:, :k] if k < flat.shape[1] else np.tile(np.arange(flat.shape[1]), (n, 1))
-    keep = np.isfinite(np.take_along_axis(flat, nearest, axis=1))
-    centre = np.repeat(np.arange(n), k).reshape(n, k)[keep]
-    chosen = nearest[keep]
-    neighbour, s_idx = np.divmod(chosen, shifts.shape[0])
-    return centre, neighbour, shifts[s_idx]
+    cart = np.mod(frac, 1.0) @ lat
+    img = shifts @ lat  # (S, 3)
+    targets = (cart[:, None, :] + img[None, :, :]).reshape(-1, 3)  # (N*S, 3): atom j in image s
+    k = min(max_neighbors, targets.shape[0])
+    block = max(1, max_pairs // targets.shape[0])  # centres per block: bounded memory for big cells
+    centres, neighbours, shift_idx = [], [], []
+    for start in range(0, n, block):
+        rows = np.arange(start, min(start + block, n))
+        dist = np.linalg.norm(targets[None, :, :] - cart[rows, None, :], axis=-1)  # (b, N*S)
+        dist[np.arange(len(rows)), rows * shifts.shape[0] + zero_shift] = np.inf  # an atom is not its own neighbour
+        dist[dist > cutoff] = np.inf
+        if k < dist.shape[1]:
+            nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        else:
+            nearest = np.tile(np.arange(dist.shape[1]), (len(rows), 1))
+        keep = np.isfinite(np.take_along_axis(dist, nearest, axis=1))
+        centres.append(np.repeat(rows, nearest.shape[1]).reshape(len(rows), -1)[keep])
+        nb, si = np.divmod(nearest[keep], shifts.shape[0])
+        neighbours.append(nb)
+        shift_idx.append(si)
+    return np.concatenate(centres), np.concatenate(neighbours), shifts[np.concatenate(shift_idx)]
 
 
 def periodic_radius_graph(frac_coords: torch.Tensor, lattices: torch.Tensor, num_atoms: torch.Tensor,
