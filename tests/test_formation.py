@@ -111,3 +111,20 @@ def test_sevenn_worker_pool_matches_serial(tmp_path):
     pooled = F.compute_formation_energies(items, tmp_path / "b.json", workers=2, chunk_size=1, **kw)
     for a, b in zip(serial["rows"], pooled["rows"]):
         assert a["ef_relaxed"] == pytest.approx(b["ef_relaxed"], abs=1e-4)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("orb_models") is None, reason="orb-models not installed")
+def test_orb_wiring_offline_with_random_weights(tmp_path):
+    """orb-models present: a random-weight Orb-v2 file goes through get_calculator and evaluate_item."""
+    import torch
+    from orb_models.forcefield import pretrained
+
+    from dosmatgen.evaluate.mlff import get_calculator
+
+    torch.manual_seed(0)
+    path = tmp_path / "orb_random.ckpt"
+    torch.save(pretrained.orb_v2_architecture().state_dict(), path)
+    calc = get_calculator("orb", weights=path)
+    refs = {"Au": {"energy_per_atom": 0.0, "source": "mlff:dcdft"}, "Ni": {"energy_per_atom": 0.0, "source": "mlff:dcdft"}}
+    row = F.evaluate_item(au3ni(), calc, refs, 0.05, 3)
+    assert row["status"] == "ok" and np.isfinite(row["ef_unrelaxed"]) and np.isfinite(row["ef_relaxed"])
