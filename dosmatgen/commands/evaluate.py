@@ -25,7 +25,6 @@ from typing import Any
 
 from dosmatgen.errors import ConfigError, DataError
 
-T0_CHOICES = (200, 350, 500, 1000)
 
 
 def _records_of(store: str, split_path: str, subset: str, limit: int | None) -> list[Any]:
@@ -174,6 +173,8 @@ def _cmd_formation(args: argparse.Namespace) -> int:
 
     if bool(args.generated) == bool(args.store):
         raise ConfigError("give exactly one of --generated FILE or --store STORE --split SPLIT")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     items = []
     if args.generated:
         from dosmatgen.evaluate.regenerate import load_generated
@@ -190,8 +191,6 @@ def _cmd_formation(args: argparse.Namespace) -> int:
         for r in _records_of(args.store, args.split, args.subset, args.limit):
             items.append(F.FormationItem(r.structure_id, r.structure_id, r.atomic_numbers, r.frac_coords, r.lattice))
         source = f"{args.store}:{args.subset}"
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     res = F.compute_formation_energies(items, args.out, mlff=args.mlff, workers=args.workers, fmax=args.fmax,
                                        steps=args.steps, refs_cache=args.refs_cache, chunk_size=args.chunk_size,
                                        min_volume_per_atom=args.min_volume_per_atom, device=args.device,

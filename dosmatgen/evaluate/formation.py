@@ -289,6 +289,8 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     from dosmatgen.evaluate.mlff import limit_threads
 
     mlff = canonical_mlff(mlff)
+    if len(items) == 0:
+        raise DataError("no structures to compute formation energies for")
     out = Path(out)
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
