@@ -88,21 +88,29 @@ class FourierFeatures(nn.Module):
 
 
 class CSPLayer(nn.Module):
-    """One message-passing layer: edge MLP -> mean over neighbours -> node MLP, residual (pre-LN)."""
+    """One message-passing layer: edge MLP -> mean over neighbours -> node MLP, residual (pre-LN).
+
+    The edge MLP's first layer acts on [h_i, h_j, L L^T, fourier(x_j - x_i)]; it is computed as
+    W_i h_i + W_j h_j + W_g [L L^T, fourier] with the node terms evaluated once per atom instead of
+    once per edge (the same function and parameter count as one Linear on the concatenation).
+    """
 
     def __init__(self, hidden: int, fourier_dim: int, layer_norm: bool = True):
         super().__init__()
-        self.edge_mlp = nn.Sequential(nn.Linear(2 * hidden + 9 + fourier_dim, hidden), nn.SiLU(),
-                                      nn.Linear(hidden, hidden), nn.SiLU())
+        self.edge_node = nn.Linear(hidden, 2 * hidden, bias=False)  # [W_i; W_j]
+        self.edge_geometry = nn.Linear(9 + fourier_dim, hidden)
+        self.edge_mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.node_mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(),
                                       nn.Linear(hidden, hidden), nn.SiLU())
         self.norm = nn.LayerNorm(hidden) if layer_norm else nn.Identity()
 
-    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_lattice: torch.Tensor,
-                edge_fourier: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_geometry: torch.Tensor) -> torch.Tensor:
+        """``edge_geometry`` (E, 9 + fourier_dim) = [L L^T of the edge's crystal, fourier(x_j - x_i)]."""
         x = self.norm(h)
         i, j = edge_index
-        m = self.edge_mlp(torch.cat([x[i], x[j], edge_lattice, edge_fourier], dim=-1))
+        wi, wj = self.edge_node(x).chunk(2, dim=-1)
+        m = wi[i] + wj[j] + self.edge_geometry(edge_geometry)
+        m = self.edge_mlp(m)
         agg = scatter(m, i, dim=0, dim_size=h.shape[0], reduce="mean")
         return h + self.node_mlp(torch.cat([x, agg], dim=-1))
 
@@ -145,11 +153,10 @@ class CSPBackbone(nn.Module):
 
         edge_index, edge_graph = fully_connected_edges(num_atoms)
         gram = (lattices @ lattices.transpose(-1, -2)).reshape(-1, 9)
-        edge_lattice = gram[edge_graph]
         diff = (frac_coords[edge_index[1]] - frac_coords[edge_index[0]]) % 1.0
-        edge_fourier = self.fourier(diff)
+        edge_geometry = torch.cat([gram[edge_graph], self.fourier(diff)], dim=-1)
         for layer in self.layers:
-            h = layer(h, edge_index, edge_lattice, edge_fourier)
+            h = layer(h, edge_index, edge_geometry)
         return self.final_norm(h)
 
 

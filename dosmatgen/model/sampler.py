@@ -102,9 +102,10 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
     onehot = F.one_hot((spec.atom_types - 1).clamp(0, max_z - 1), max_z).to(dtype)
     fixed = spec.fixed_mask.unsqueeze(-1)
     ref = spec.frac_coords
+    has_fixed = bool(spec.fixed_mask.any())
 
     def clamp_fixed(a: torch.Tensor, t: int) -> torch.Tensor:
-        if not bool(spec.fixed_mask.any()):
+        if not has_fixed:
             return a
         abar = sched.alphas_cumprod[t].to(dtype)
         noised = abar.sqrt() * onehot + ((1 - abar).sqrt() * _randn(tuple(a.shape), a, gen) if t > 0 else 0.0)
