@@ -202,6 +202,16 @@ def _work(args: tuple[Candidate, float, int]) -> dict[str, Any]:
     return out
 
 
+def command_line() -> str:
+    """How this process was started, in a form that can be pasted back into a shell."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(os.path.join("data", "builtin.py")):
+        return "python -m dosmatgen.data.builtin " + " ".join(argv[1:])
+    if argv and os.path.basename(argv[0]) == "dosmatgen":
+        return "dosmatgen " + " ".join(argv[1:])
+    return " ".join(argv)
+
+
 # ---- the build --------------------------------------------------------------------------------
 def versions() -> dict[str, str]:
     import ase
@@ -243,7 +253,7 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
     todo = [c for c in cands if c.structure_id not in ledger]
     ekw = {"timeout_s": timeout_s}
     ekw.update(engine_kwargs or {})
-    meta = {"command": " ".join(sys.argv), "seed": seed, "n_max": n_max, "mlff": mlff, "versions": versions()}
+    meta = {"command": command_line(), "seed": seed, "n_max": n_max, "mlff": mlff, "versions": versions()}
     counts = {"done": 0, "failed": 0, "todo": len(todo)}
     if not todo:
         return counts
@@ -270,7 +280,7 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
     bar = tqdm(total=len(todo), desc="built-in DOS", unit="struct", smoothing=0.05, disable=not progress,
                mininterval=5.0)
     try:
-        for res in pool.imap(_work, [(c, fmax, steps) for c in todo], chunksize=1):
+        for res in pool.imap_unordered(_work, [(c, fmax, steps) for c in todo], chunksize=1):
             entry = {k: v for k, v in res.items() if k != "record"}
             entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             if res["status"] == "done":
@@ -320,7 +330,7 @@ def merge(out_dir: str | Path, store_path: str | Path, command: str | None = Non
             "rebuild": "python -m dosmatgen.data.builtin --out resources/builtin --workers 2 --n-max 4000 --seed 0 "
                        "&& python -m dosmatgen.data.builtin --out resources/builtin --merge-only "
                        "--store resources/builtin_dos.npz",
-            "merge_command": command or " ".join(sys.argv), "n_records": len(records),
+            "merge_command": command or command_line(), "n_records": len(records),
             "n_failed": sum(1 for e in ledger.values() if e.get("status") == "failed"),
             "n_atoms": int(sum(r.num_atoms for r in records.values())), "elements": elements,
             "prototypes": sorted({str(r.provenance.get("prototype")) for r in records.values()})}
