@@ -632,6 +632,7 @@ def write_study(out_dir: str | Path, *, study: str, title: str, summary_rows: Se
     per candidate), ``results.json`` (config, target, summary, per-candidate rows, highlights for
     the figures), ``cifs/<group>/<candidate_id>.cif`` for every buildable candidate (or those
     accepted by ``cif_filter``), plus ``extra_tables`` name -> rows as ``<name>.csv``/``.md``.
+    ``results`` gains the keys ``study`` and ``notes``.
     """
     out_dir = Path(out_dir)
     cand_rows = [c.row() for c in candidates]
@@ -655,8 +656,9 @@ def write_study(out_dir: str | Path, *, study: str, title: str, summary_rows: Se
             relaxed = c.extra.get("_relaxed_record")
             if relaxed is not None:
                 write_cif(stage / "cifs" / _safe(c.group) / f"{c.candidate_id}-relaxed.cif", relaxed)
+        results.update({"study": study, "notes": list(notes)})
         payload = dict(results)
-        payload.update({"study": study, "summary": list(summary_rows), "notes": list(notes),
+        payload.update({"summary": list(summary_rows),
                         "candidates": [{k: v for k, v in r.items() if not k.startswith("_")} for r in cand_rows]})
         atomic_save_json(stage / "results.json", payload)
     return out_dir

@@ -357,10 +357,11 @@ def _agreement(ok: Sequence[Candidate]) -> dict[str, Any]:
            "mean_dft_vs_target_cosine": float(np.mean([c.extra["dft_cosine"] for c in ok])),
            "mean_surrogate_vs_target_mae": float(np.mean([c.dos_mae for c in ok])),
            "spearman_surrogate_vs_dft_mae": None}
-    if len(ok) >= 3:
+    a, b = [c.dos_mae for c in ok], [c.extra["dft_mae"] for c in ok]
+    if len(ok) >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0:
         from scipy.stats import spearmanr
 
-        rho = spearmanr([c.dos_mae for c in ok], [c.extra["dft_mae"] for c in ok]).statistic
+        rho = spearmanr(a, b).statistic
         out["spearman_surrogate_vs_dft_mae"] = None if not np.isfinite(rho) else float(rho)
     return out
 

@@ -34,7 +34,7 @@ class TargetPreset:
     """A named target: the element whose site DOS is wanted, in which crystal."""
 
     name: str
-    formula: str  # reduced formula, pymatgen spelling
+    formula: str  # reduced formula (any element order)
     element: str
     spacegroup: int
     mp_id: str
@@ -131,7 +131,8 @@ def find_target_in_records(records: Sequence[CrystalRecord], preset: str | Targe
             raise DataError(f"no record with structure_id {structure_id!r} in {source}")
         rec = match[0]
     else:
-        same_formula = sorted((r for r in records if r.dos is not None and _reduced(r) == p.formula),
+        want = _normalise_formula(p.formula)
+        same_formula = sorted((r for r in records if r.dos is not None and _reduced(r) == want),
                               key=lambda r: r.structure_id)
         if not same_formula:
             raise DataError(f"{source} has no labelled {p.formula} crystal for target {p.name}; "
@@ -189,6 +190,13 @@ def _load_mp_target(p: TargetPreset, mp_id: str, api_key: str | None) -> TargetD
         raise DataError(f"the Materials Project record {mp_id} has no site DOS")
     site = site_of_element(rec, p.element)
     return TargetDOS(p.name, p.element, rec.dos[site], rec.structure_id, site, f"mp:{mp_id}", rec)
+
+
+def _normalise_formula(formula: str) -> str:
+    """pymatgen's reduced formula ("Au3Ni" -> "NiAu3", its electronegativity order)."""
+    from pymatgen.core import Composition
+
+    return Composition(formula).reduced_formula
 
 
 def _reduced(record: CrystalRecord) -> str:

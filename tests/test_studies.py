@@ -1,0 +1,411 @@
+"""Constrained-generation studies, screening, window sweep, their CLI and figures (paper §3.2-3.3).
+
+Tiny random-weight models and 3 sampling steps: these tests check plumbing and contracts
+(outputs produced and well formed, fixed types obeyed, bad inputs refused before sampling,
+resumability), not physics.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.standardise import DOSStandardiser
+from dosmatgen.dos.grid import ENERGY_GRID
+from dosmatgen.errors import ConfigError, DataError, DosmatgenError
+from dosmatgen.studies import common
+from dosmatgen.studies.common import StudyModels
+from dosmatgen.studies.targets import TargetDOS, find_target_in_records
+
+STEPS = 3
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------------------------
+def _gauss(center: float, width: float = 0.3) -> np.ndarray:
+    return np.exp(-((ENERGY_GRID - center) ** 2) / (2 * width**2)).astype(np.float32)
+
+
+def _au3ni() -> CrystalRecord:
+    dos = np.stack([_gauss(-0.6)] + [_gauss(-4.0, 1.5)] * 3)
+    return CrystalRecord("builtin-L12-Au3Ni", [28, 79, 79, 79], [[0, 0, 0], [.5, .5, 0], [.5, 0, .5], [0, .5, .5]],
+                         np.eye(3) * 3.98, dos)
+
+
+def _iro2() -> CrystalRecord:
+    u = 0.3077
+    frac = [[0, 0, 0], [.5, .5, .5], [u, u, 0], [1 - u, 1 - u, 0], [.5 + u, .5 - u, .5], [.5 - u, .5 + u, .5]]
+    dos = np.stack([_gauss(-2.0)] * 2 + [_gauss(-6.0)] * 4)
+    return CrystalRecord("builtin-rutile-IrO2", [77, 77, 8, 8, 8, 8], frac, np.diag([4.505, 4.505, 3.159]), dos)
+
+
+def _znsn3() -> CrystalRecord:
+    rng = np.random.default_rng(3)
+    frac = (np.array([[0, 0, 0], [.5, .5, .5]] + [[.25, .25, .25], [.75, .75, .25], [.25, .75, .75],
+                                                    [.75, .25, .75], [.5, 0, .5], [0, .5, 0]]) + 0.01 * rng.random((8, 3)))
+    return CrystalRecord("builtin-test-ZnSn3", [30, 30, 50, 50, 50, 50, 50, 50], frac % 1.0, np.eye(3) * 6.5,
+                         np.abs(rng.normal(0.3, 0.1, (8, 400))).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def models() -> StudyModels:
+    from dosmatgen.evaluate.surrogate import SurrogateConfig
+    from dosmatgen.model.config import ModelConfig
+    from dosmatgen.model.factory import build_model
+
+    torch.manual_seed(0)
+    diff = build_model("diffusion", {"model": ModelConfig.tiny().to_dict(), "diffusion": {}}).eval()
+    sur = build_model("surrogate", SurrogateConfig.tiny().to_dict()).eval()
+    std = DOSStandardiser(np.full(400, 0.3), np.full(400, 0.5))
+    return StudyModels(diff, std, sur, std, {"checkpoint": "tiny-random"})
+
+
+@pytest.fixture(scope="module")
+def ni_target() -> TargetDOS:
+    return find_target_in_records([_au3ni(), _iro2()], "ni-au3ni")
+
+
+@pytest.fixture(scope="module")
+def masked_out(models, ni_target, tmp_path_factory) -> Path:
+    from dosmatgen.studies.masked import MaskedConfig, run_masked
+
+    out = tmp_path_factory.mktemp("studies") / "masked"
+    run_masked(models, ni_target, MaskedConfig(n_atoms=(2, 3), n_candidates=2, steps=STEPS, progress=False), out)
+    return out
+
+
+@pytest.fixture
+def no_sampling(monkeypatch):
+    """Make any call of the sampler fail the test (to prove errors come before sampling)."""
+    import dosmatgen.model.sampler as sampler
+
+    def boom(*a, **k):
+        raise AssertionError("the sampler was called")
+
+    monkeypatch.setattr(sampler, "sample", boom)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _refs_cache(path: Path, mlff: str = "sevenn") -> str:
+    """A pre-filled elemental-reference cache (every element at 0 eV/atom) so that no reference
+    crystal has to be relaxed in the tests."""
+    from pymatgen.core.periodic_table import Element
+
+    els = {Element.from_Z(z).symbol: {"energy_per_atom": 0.0, "source": "mlff:test", "natoms": 1, "converged": True}
+           for z in range(1, 101)}
+    path.write_text(json.dumps({"format": "dosmatgen-elemental-refs", "version": 1, "mlff": mlff, "fmax": 0.05,
+                                "max_steps": 3, "elements": els}))
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# targets
+# ---------------------------------------------------------------------------------------------
+def test_targets_from_records():
+    recs = [_znsn3(), _au3ni(), _iro2()]
+    ni = find_target_in_records(recs, "ni-au3ni")
+    assert (ni.element, ni.structure_id, ni.site_index) == ("Ni", "builtin-L12-Au3Ni", 0)
+    assert ENERGY_GRID[np.argmax(ni.dos)] == pytest.approx(-0.6, abs=0.06)
+    ir = find_target_in_records(recs, "ir-iro2")
+    assert (ir.element, ir.structure_id) == ("Ir", "builtin-rutile-IrO2")
+    with pytest.raises(DataError, match="no labelled Au3Ni"):
+        find_target_in_records([_iro2()], "ni-au3ni")
+    distorted = _au3ni()
+    distorted.lattice = np.diag([3.98, 3.98, 4.6])  # tetragonal: no longer space group 221
+    with pytest.raises(DataError, match="space group 221"):
+        find_target_in_records([distorted], "ni-au3ni")
+    assert find_target_in_records([distorted], "ni-au3ni", structure_id="builtin-L12-Au3Ni").element == "Ni"
+    with pytest.raises(ConfigError, match="unknown target"):
+        from dosmatgen.studies.targets import get_preset
+
+        get_preset("cu-cu3au")
+
+
+def test_load_target_from_store(tmp_path):
+    from dosmatgen.data.store import save_records
+    from dosmatgen.studies.targets import load_target
+
+    store = tmp_path / "s.npz"
+    save_records(store, [_au3ni(), _iro2()])
+    t = load_target("ir-iro2", store=store)
+    assert t.source.startswith("store:") and t.dos.shape == (400,)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_target("ir-iro2", store=tmp_path / "missing.npz")
+    with pytest.raises(ConfigError, match="store is needed"):
+        load_target("ir-iro2")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def test_dos_match_and_cosine():
+    std = DOSStandardiser(np.zeros(400), np.full(400, 2.0))
+    t = _gauss(0.0)
+    m = common.dos_match(t, t, std)
+    assert m["dos_mae"] == pytest.approx(0.0) and m["cosine"] == pytest.approx(1.0)
+    m = common.dos_match(t + 1.0, t, std)
+    assert m["dos_mae"] == pytest.approx(1.0) and m["dos_mae_std"] == pytest.approx(0.5)
+    window = np.abs(ENERGY_GRID - 5) < 1  # far from the peak: only the offset counts
+    assert common.dos_match(t + 0.5, t, std, window)["dos_mae"] == pytest.approx(0.5, abs=1e-6)
+    assert common.composition_diversity(["A", "A", "B", None], 4) == 0.5
+
+
+def test_staged_output_is_atomic(tmp_path):
+    out = tmp_path / "o"
+    with common.staged_output(out) as stage:
+        (stage / "a.txt").write_text("1")
+    assert (out / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with common.staged_output(out) as stage:
+            (stage / "b.txt").write_text("2")
+            raise RuntimeError("crash")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]  # old output untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["o"]  # no staging debris
+
+
+# ---------------------------------------------------------------------------------------------
+# studies
+# ---------------------------------------------------------------------------------------------
+def test_masked_outputs(masked_out):
+    rows = _rows(masked_out / "summary.csv")
+    assert [r["group"] for r in rows] == ["N=2", "N=3"]
+    res = json.loads((masked_out / "results.json").read_text())
+    assert res["study"] == "masked" and len(res["candidates"]) == 4
+    assert {c["num_atoms"] for c in res["candidates"]} == {2, 3}
+    scored = [c for c in res["candidates"] if c["dos_mae"] is not None]
+    assert scored and all(np.isfinite(c["dos_mae"]) and -1 <= c["cosine"] <= 1 for c in scored)
+    for h in res["highlights"]:
+        assert len(h["pred_dos"]) == 400 and h["structure"]["lattice"]
+    cifs = list((masked_out / "cifs").rglob("*.cif"))
+    assert len(cifs) == sum(c["formula"] is not None for c in res["candidates"])
+    assert "Masked generation" in (masked_out / "summary.md").read_text()
+
+
+def test_masked_bad_mask_index_refused_before_sampling(models, ni_target, tmp_path, no_sampling):
+    from dosmatgen.studies.masked import MaskedConfig, run_masked
+
+    with pytest.raises(ConfigError, match="out of range"):
+        run_masked(models, ni_target, MaskedConfig(n_atoms=(2, 4), cond_atoms=(0, 2), n_candidates=1, steps=STEPS),
+                   tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_fixed_type_obeyed(models, ni_target, tmp_path):
+    from dosmatgen.studies.fixed_type import FixedTypeConfig, run_fixed_type
+
+    out = tmp_path / "fixed"
+    res = run_fixed_type(models, ni_target, FixedTypeConfig(elements=("Ti", "pd"), n_atoms=(2, 3), n_candidates=3,
+                                                            steps=STEPS, progress=False), out)
+    assert [r["group"] for r in res["summary"]] == ["Ti", "Pd"]
+    assert all(r["fixed_type_obeyed"] == 1.0 for r in res["summary"])
+    cands = json.loads((out / "results.json").read_text())["candidates"]
+    built = [c for c in cands if c["first_element"] is not None]
+    assert built and all(c["first_element"] == c["group"] for c in built)
+    assert [c["num_atoms"] for c in cands if c["group"] == "Ti"] == [2, 3, 2]  # sizes cycle
+
+
+def test_fixed_type_unknown_element_refused_before_sampling(models, ni_target, tmp_path, no_sampling):
+    from dosmatgen.studies.fixed_type import FixedTypeConfig, run_fixed_type
+
+    with pytest.raises(ConfigError, match="unknown element 'Xx'"):
+        run_fixed_type(models, ni_target, FixedTypeConfig(elements=("Co", "Xx"), n_candidates=1), tmp_path / "f")
+    with pytest.raises(ConfigError, match="outside the model's types"):
+        run_fixed_type(models, ni_target, FixedTypeConfig(elements=("Og",), n_candidates=1), tmp_path / "f")
+
+
+def test_template_study(models, ni_target, tmp_path):
+    from dosmatgen.studies.template import TemplateConfig, choose_template, run_template
+
+    store = [_au3ni(), _iro2(), _znsn3()]
+    rec, rule = choose_template(store, exclude_element="Ni")
+    assert rec.structure_id == "builtin-test-ZnSn3" and "all-metal binary" in rule
+    out = tmp_path / "tmpl"
+    res = run_template(models, ni_target, TemplateConfig(t0s=(20, 60), n_candidates=2, steps=STEPS, progress=False),
+                       out, store_records=store)
+    rows = res["summary"]
+    assert [r["t0"] for r in rows] == [20, 60]
+    for r in rows:
+        for k in ("keep_element_all", "structure_match_template", "geometry_match_template"):
+            assert r[k] is None or 0.0 <= r[k] <= 1.0
+    tmpl = json.loads((out / "results.json").read_text())["template"]
+    assert tmpl["n_conditioned"] == 2 and tmpl["structure"]["atomic_numbers"][:2] == [30, 30]
+
+
+def test_template_missing_path_refused_before_sampling(models, ni_target, tmp_path, no_sampling):
+    from dosmatgen.studies.template import TemplateConfig, run_template
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_template(models, ni_target, TemplateConfig(template=str(tmp_path / "nope.cif"), n_candidates=1),
+                     tmp_path / "t", store_records=[_znsn3()])
+    with pytest.raises(ConfigError, match="out of range"):
+        run_template(models, ni_target, TemplateConfig(cond_atoms=(0, 8), n_candidates=1), tmp_path / "t",
+                     store_records=[_znsn3()])
+    with pytest.raises(ConfigError, match="exceeds the model's T"):
+        run_template(models, ni_target, TemplateConfig(t0s=(5000,), n_candidates=1), tmp_path / "t",
+                     store_records=[_znsn3()])
+
+
+class _FakeDFT:
+    """Stands in for GPAW: a DOS for 2-atom crystals, a failure for the others."""
+
+    calls = 0
+
+    def compute(self, record):
+        type(self).calls += 1
+        if record.num_atoms != 2:
+            raise DosmatgenError("SCF did not converge")
+
+        class Result:
+            dos = np.tile(_gauss(-2.0) * 0.8, (record.num_atoms, 1))
+            seconds = 0.01
+
+        return Result()
+
+
+def test_screening_end_to_end_and_resume(models, tmp_path, monkeypatch):
+    from ase.calculators.lj import LennardJones
+
+    from dosmatgen.studies.screening import ScreenConfig, run_screening
+
+    target = find_target_in_records([_iro2()], "ir-iro2")
+    cfg = ScreenConfig(n_atoms=(2, 3), n_per_size=3, steps=STEPS, top_k=3, ef_threshold=-50.0, relax_steps=3,
+                       refs_cache=_refs_cache(tmp_path / "refs.json"), progress=False,
+                       work_dir=str(tmp_path / "work"))
+    out = tmp_path / "screen"
+    res = run_screening(models, target, cfg, out, calc=LennardJones(rc=4.0), dft_engine=_FakeDFT())
+    assert res["n_pass_threshold"] == 0 and res["threshold_fallback"] is True
+    assert any("NO crystal passed" in n for n in res["notes"])
+    ranked = _rows(out / "summary.csv")
+    assert 1 <= len(ranked) <= 3 and [int(r["rank"]) for r in ranked] == list(range(1, len(ranked) + 1))
+    maes = [float(r["dos_mae"]) for r in ranked]
+    assert maes == sorted(maes)
+    for r in ranked:  # DFT failures are recorded, successes scored
+        if r["num_atoms"] == "2":
+            assert r["dft_status"] == "ok" and float(r["dft_cosine"]) <= 1.0 and r["surrogate_vs_dft_mae"]
+        else:
+            assert r["dft_status"].startswith("failed: SCF")
+    funnel = {r["stage"]: int(r["count"]) for r in _rows(out / "funnel.csv")}
+    assert funnel["generated"] == 6
+    assert len(res["formation"]["ef_relaxed"]) == funnel["formation energy computed (relaxed)"]
+    assert list((out / "cifs").rglob("*-relaxed.cif"))
+
+    # rerun: samples, formation energies and DFT results come from the work folder
+    import dosmatgen.model.sampler as sampler
+
+    monkeypatch.setattr(sampler, "sample", lambda *a, **k: (_ for _ in ()).throw(AssertionError("resampled")))
+    calls = _FakeDFT.calls
+    res2 = run_screening(models, target, cfg, out, calc=LennardJones(rc=4.0), dft_engine=_FakeDFT())
+    assert _FakeDFT.calls == calls
+    assert [r["candidate_id"] for r in res2["summary"]] == [r["candidate_id"] for r in ranked]
+
+
+def test_window_helpers(models):
+    from dosmatgen.studies.window import (energy_window_mask, is_earth_abundant, parse_window, window_condition,
+                                          window_label)
+
+    mask = energy_window_mask(-2, 2)
+    assert mask.sum() == 80 and not mask[0] and mask[200]
+    z = window_condition(_gauss(-1.0) + 1.0, models.diffusion_std, mask)
+    assert np.all(z[~mask] == 0) and np.all(z[mask] != 0)
+    assert parse_window("-2:2") == (-2.0, 2.0) and window_label((-10, 10)) == "full"
+    with pytest.raises(ConfigError):
+        parse_window("2:-2")
+    with pytest.raises(ConfigError):
+        parse_window("15:20")
+    assert is_earth_abundant("Fe") and is_earth_abundant("Ni") and not is_earth_abundant("Ir")
+    assert not is_earth_abundant("Pt") and not is_earth_abundant(None)
+
+
+def test_window_sweep(models, tmp_path):
+    from dosmatgen.studies.window import WindowConfig, run_window_sweep
+
+    target = find_target_in_records([_iro2()], "ir-iro2")
+    out = tmp_path / "win"
+    cfg = WindowConfig(windows=((-10, 10), (-2, 2)), omegas=(0.0, 2.0), n_atoms=(2, 3), n_candidates=3, steps=STEPS,
+                       formation=False, progress=False)
+    res = run_window_sweep(models, target, cfg, out)
+    assert [(r["window"], r["omega"]) for r in res["summary"]] == [("full", 0.0), ("full", 2.0),
+                                                                   ("[-2,2] eV", 0.0), ("[-2,2] eV", 2.0)]
+    assert res["score_window"] == [-2.0, 2.0]
+    assert len(res["comparison"]) == 2 and any(v.startswith("answer ([-2,2] eV)") for v in res["verdict"])
+    for r in res["summary"]:
+        assert 0.0 <= r["all_earth_abundant"] <= 1.0 and r["frac_stable"] is None
+    assert (out / "window_vs_full.csv").exists()
+    with pytest.raises(ConfigError, match="windows repeat"):
+        run_window_sweep(models, target, WindowConfig(windows=((-10, 10), (-12, 12))), out)
+
+
+# ---------------------------------------------------------------------------------------------
+# figures and CLI
+# ---------------------------------------------------------------------------------------------
+def test_figures_from_results(masked_out, tmp_path):
+    from dosmatgen.plots.studies import make_study_figures
+
+    written = make_study_figures(masked_out.parent, tmp_path / "figs")
+    assert (tmp_path / "figs" / "fig4_masked.png").stat().st_size > 1000
+    assert "fig4_masked" in written
+    with pytest.raises(DataError, match="no study results"):
+        make_study_figures(tmp_path / "figs", tmp_path / "x")
+
+
+@pytest.fixture(scope="module")
+def cli_files(models, tmp_path_factory) -> dict[str, str]:
+    from dosmatgen.checkpoint import save_checkpoint
+    from dosmatgen.data.store import save_records
+
+    d = tmp_path_factory.mktemp("cli")
+    save_checkpoint(d / "diff.pt", models.diffusion, "diffusion", models.diffusion_std)
+    save_checkpoint(d / "sur.pt", models.surrogate, "surrogate", models.surrogate_std)
+    save_records(d / "store.npz", [_au3ni(), _iro2(), _znsn3()])
+    return {"ck": str(d / "diff.pt"), "sur": str(d / "sur.pt"), "store": str(d / "store.npz"), "dir": str(d)}
+
+
+def _cli(files, *args: str) -> list[str]:
+    return ["studies", *args, "--checkpoint", files["ck"], "--surrogate", files["sur"], "--store", files["store"],
+            "--steps", str(STEPS), "--quiet"]
+
+
+def test_cli_masked_and_figures(cli_files, capsys):
+    from dosmatgen.cli import main
+
+    out = Path(cli_files["dir"]) / "studies" / "masked"
+    assert main(_cli(cli_files, "masked", "--n", "1", "--natoms", "2", "--mlff", "sevenn", "--out", str(out))) == 0
+    assert (out / "summary.csv").exists() and (out / "results.json").exists()
+    figs = Path(cli_files["dir"]) / "figs"
+    assert main(["studies", "figures", "--results", str(out.parent), "--out", str(figs)]) == 0
+    assert (figs / "fig4_masked.pdf").exists()
+
+
+def test_cli_errors_exit_2(cli_files, capsys, no_sampling):
+    from dosmatgen.cli import main
+
+    out = str(Path(cli_files["dir"]) / "bad")
+    assert main(_cli(cli_files, "fixed-type", "--elements", "Co", "Qq", "--out", out)) == 2
+    assert "unknown element 'Qq'" in capsys.readouterr().err
+    assert main(_cli(cli_files, "template", "--template", "missing.cif", "--out", out)) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(_cli(cli_files, "masked", "--cond-atoms", "5", "--natoms", "4", "--out", out)) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert main(_cli(cli_files, "window-sweep", "--windows", "-10:10", "30:40", "--out", out)) == 2
+    assert "no grid point" in capsys.readouterr().err
+    assert not Path(out).exists()
+
+
+def test_cli_window_values_parse(cli_files):
+    """'-2:2' after --windows is a value, as the workflow renders it."""
+    from dosmatgen.cli import build_parser
+
+    args = build_parser().parse_args(_cli(cli_files, "window-sweep", "--windows", "-10:10", "-2:2", "--omegas", "0",
+                                          "1", "--threshold", "-1.5", "--out", "x"))
+    assert args.windows == ["-10:10", "-2:2"] and args.omegas == [0.0, 1.0] and args.threshold == -1.5
