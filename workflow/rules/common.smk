@@ -83,3 +83,15 @@ def train_option(key):
 def train_flags(*keys):
     """Optional training settings (null = the trainer's default) as flags."""
     return lambda wildcards: cli_flags({k: RUN["train"][wildcards.kind][k] for k in keys})
+
+
+def resumable(command, marker, reset):
+    """Shell text running ``command`` so that only an *interrupted* job resumes.
+
+    The commands keep resume state (training last.pt, sampling chunks, relaxation parts). That
+    state is reused only when ``marker`` survives from a failed or killed attempt of this job;
+    a job rerun because its inputs, parameters or code changed starts clean (``reset``), so
+    results never mix old and new settings. The marker is removed when ``command`` succeeds.
+    """
+    return (f'if [ ! -e {marker} ]; then {reset}; fi; mkdir -p "$(dirname {marker})"; touch {marker}; '
+            f"{command}; rm -f {marker}")

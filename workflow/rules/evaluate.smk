@@ -64,8 +64,12 @@ rule formation_generated:
     conda:
         CONDA_ENV
     shell:
-        "OMP_NUM_THREADS=1 dosmatgen evaluate formation --generated {input.generated} {params.flags}"
-        " --workers {threads} --out {output} --no-progress > {log} 2>&1"
+        resumable(
+            "OMP_NUM_THREADS=1 dosmatgen evaluate formation --generated {input.generated} {params.flags}"
+            " --workers {threads} --out {output} --no-progress > {log} 2>&1",
+            marker="{output}.incomplete",
+            reset="rm -rf {output}.parts",
+        )
 
 
 rule formation_truth:
@@ -85,8 +89,12 @@ rule formation_truth:
     conda:
         CONDA_ENV
     shell:
-        "OMP_NUM_THREADS=1 dosmatgen evaluate formation --store {input.store} --split {input.split}"
-        " --subset test {params.flags} --workers {threads} --out {output} --no-progress > {log} 2>&1"
+        resumable(
+            "OMP_NUM_THREADS=1 dosmatgen evaluate formation --store {input.store} --split {input.split}"
+            " --subset test {params.flags} --workers {threads} --out {output} --no-progress > {log} 2>&1",
+            marker="{output}.incomplete",
+            reset="rm -rf {output}.parts",
+        )
 
 
 rule provenance:

@@ -28,8 +28,12 @@ rule regenerate:
     conda:
         CONDA_ENV
     shell:
-        "OMP_NUM_THREADS={threads} dosmatgen evaluate regenerate --checkpoint {input.checkpoint}"
-        " --store {input.store} --split {input.split} --subset test --guidance {wildcards.guidance}"
-        " {params.guidance} --t0 {wildcards.t0} --steps {params.steps} {params.limit}"
-        " --batch-size {params.batch_size} --device {params.device} --seed {params.seed}"
-        " --out {output} --no-progress > {log} 2>&1"
+        resumable(
+            "OMP_NUM_THREADS={threads} dosmatgen evaluate regenerate --checkpoint {input.checkpoint}"
+            " --store {input.store} --split {input.split} --subset test --guidance {wildcards.guidance}"
+            " {params.guidance} --t0 {wildcards.t0} --steps {params.steps} {params.limit}"
+            " --batch-size {params.batch_size} --device {params.device} --seed {params.seed}"
+            " --out {output} --no-progress > {log} 2>&1",
+            marker="{output}.incomplete",
+            reset="rm -rf {output}.chunks",
+        )

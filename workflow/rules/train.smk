@@ -1,7 +1,8 @@
 # Models: the DOS-conditioned joint diffusion model (classifier-free guidance, paper §2.4), the
 # time-dependent DOS regressor (classifier guidance) and the time-independent surrogate DOS
 # predictor used only for evaluation (Table 1). Only best.pt is declared: last.pt (optimiser
-# state) survives an interrupted job, so rerunning the target resumes training.
+# state) survives an interrupted job, so rerunning the target resumes training; a job rerun
+# because something changed trains afresh (see `resumable` in common.smk).
 
 MODEL_FILES = [checkpoint_path(k) for k in MODEL_KINDS]
 
@@ -32,7 +33,12 @@ rule train:
     conda:
         CONDA_ENV
     shell:
-        "OMP_NUM_THREADS={threads} dosmatgen train --kind {wildcards.kind} --store {input.store}"
-        " --split {input.split} --standardiser {input.standardiser} --size {params.size}"
-        " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr} {params.optional}"
-        " --device {params.device} --seed {params.seed} --out {params.outdir} --no-progress > {log} 2>&1"
+        resumable(
+            "OMP_NUM_THREADS={threads} dosmatgen train --kind {wildcards.kind} --store {input.store}"
+            " --split {input.split} --standardiser {input.standardiser} --size {params.size}"
+            " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr} {params.optional}"
+            " --device {params.device} --seed {params.seed} --out {params.outdir} --no-progress"
+            " > {log} 2>&1",
+            marker="{params.outdir}/.incomplete",
+            reset="rm -f {params.outdir}/last.pt",
+        )
