@@ -6,6 +6,8 @@ GUIDANCES = RUN["generate"]["guidance"]
 T0S = RUN["generate"]["t0"]
 STUDIES = RUN["studies"]["run"]
 EVAL = RUN["evaluate"]
+# Elemental reference energies of the MLFF, computed once and shared by every relaxing job.
+REFS_CACHE = f"{W}/formation/elemental_refs_{EVAL['mlff']}.json"
 # The time-dependent regressor is only needed for classifier guidance.
 MODEL_KINDS = ["diffusion", "surrogate"] + (["regressor"] if "classifier" in GUIDANCES else [])
 # Every rule runs in the project's environment (used with --software-deployment-method conda).
@@ -71,9 +73,18 @@ def guidance_flags(wildcards, input):
     return cli_flags({"omega": gen["omega"]})
 
 
+# Studies that relax candidates with the MLFF (and so take the force-field flags).
+MLFF_STUDIES = ("screen", "window-sweep")
+
+
 def study_flags(wildcards):
-    """The study's config section as command-line flags (config keys = option names)."""
-    return cli_flags(RUN["studies"][wildcards.study])
+    """The study's config section as command-line flags (config keys = option names), plus the
+    force-field settings of the evaluate section for the studies that relax structures."""
+    flags = dict(RUN["studies"][wildcards.study])
+    if wildcards.study in MLFF_STUDIES:
+        flags = {"mlff": EVAL["mlff"], "fmax": EVAL["fmax"], "relax_steps": EVAL["relax_steps"],
+                 "refs_cache": REFS_CACHE, "workers": RUN["threads"]} | flags
+    return cli_flags(flags)
 
 
 def train_option(key):

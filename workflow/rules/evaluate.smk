@@ -17,7 +17,7 @@ FORMATION_FLAGS = cli_flags(
         "limit": EVAL["relax_limit"],
         "steps": EVAL["relax_steps"],
         "fmax": EVAL["fmax"],
-        "refs_cache": f"{W}/formation/elemental_refs_{EVAL['mlff']}.json",
+        "refs_cache": REFS_CACHE,
     }
 )
 

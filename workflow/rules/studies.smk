@@ -1,7 +1,8 @@
 # Constrained generation with classifier-free guidance (paper §3.2-3.3): masked generation,
 # template-guided generation, fixed atom type, the IrO2 screening workflow, and the energy-window
 # sweep. Each study writes its folder work/<profile>/studies/<study>/ (summary.csv/.md,
-# candidates.csv, results.json, CIFs) in one atomic rename.
+# candidates.csv, results.json, CIFs) in one atomic rename; resumable intermediate files of the
+# relaxing studies live beside it in <study>.work/.
 
 STUDY_RESULTS = [study_path(s) for s in STUDIES]
 STUDY_FILES = STUDY_RESULTS
@@ -20,8 +21,9 @@ rule study:
     params:
         flags=study_flags,
         outdir=output_dir,
-        mlff=EVAL["mlff"],
         steps=RUN["generate"]["steps"],
+        omega=RUN["generate"]["omega"],
+        batch_size=RUN["generate"]["batch_size"],
         device=RUN["device"],
         seed=RUN["seed"],
     threads: THREADS
@@ -32,6 +34,11 @@ rule study:
     conda:
         CONDA_ENV
     shell:
-        "OMP_NUM_THREADS={threads} dosmatgen studies {wildcards.study} --checkpoint {input.checkpoint}"
-        " --surrogate {input.surrogate} --store {input.store} {params.flags} --steps {params.steps}"
-        " --mlff {params.mlff} --device {params.device} --seed {params.seed} --out {params.outdir} > {log} 2>&1"
+        resumable(
+            "OMP_NUM_THREADS={threads} dosmatgen studies {wildcards.study} --checkpoint {input.checkpoint}"
+            " --surrogate {input.surrogate} --store {input.store} {params.flags} --steps {params.steps}"
+            " --omega {params.omega} --batch-size {params.batch_size} --device {params.device}"
+            " --seed {params.seed} --out {params.outdir} --quiet > {log} 2>&1",
+            marker="{params.outdir}.incomplete",
+            reset="rm -rf {params.outdir}.work",
+        )
