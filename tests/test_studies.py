@@ -225,11 +225,17 @@ def test_fixed_type_unknown_element_refused_before_sampling(models, ni_target, t
 
 
 def test_template_study(models, ni_target, tmp_path):
-    from dosmatgen.studies.template import TemplateConfig, choose_template, run_template
+    from dosmatgen.studies.template import (TemplateConfig, choose_template, expand_to_size, load_template,
+                                            minority_atoms, run_template)
 
     store = [_au3ni(), _iro2(), _znsn3()]
     rec, rule = choose_template(store, exclude_element="Ni")
     assert rec.structure_id == "builtin-test-ZnSn3" and "all-metal binary" in rule
+    # without the 8-atom crystal, L1_2 Au3Ni (when Ni is not excluded) is doubled to Ni2Au6 like Zn2Sn6
+    small, origin = load_template(None, [_au3ni(), _iro2()], exclude_element="Ir", size=8)
+    assert small.num_atoms == 8 and minority_atoms(small) == [0, 4] and "Ni2Au6" in origin
+    assert small.min_distance() == pytest.approx(_au3ni().min_distance())
+    assert expand_to_size(_iro2(), 8) is not None and expand_to_size(_iro2(), 8).num_atoms == 6
     out = tmp_path / "tmpl"
     res = run_template(models, ni_target, TemplateConfig(t0s=(20, 60), n_candidates=2, steps=STEPS, progress=False),
                        out, store_records=store)

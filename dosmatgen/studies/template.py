@@ -9,8 +9,10 @@ Template. A CIF/POSCAR path or a ``structure_id`` of the store. Without one, a d
 picks a Zn2Sn6-like crystal from the store (:func:`choose_template`): the binary crystal whose
 atoms are all metals (pymatgen ``Element.is_metal``), that does not contain the target's element,
 closest to 8 atoms, then closest to a 1:3 minority fraction, then by ``structure_id``; if the
-store has no all-metal binary, any binary; then any crystal. The template's atoms are reordered so
-that the conditioned atoms come first (the figures plot the first atom's DOS).
+store has no all-metal binary, any binary; then any crystal. A chosen cell with fewer atoms that
+divide 8 is repeated along c to 8 atoms (:func:`expand_to_size`: an L1_2 A3B cell becomes A6B2, the
+paper's Zn2Sn6 stoichiometry). The template's atoms are reordered so that the conditioned atoms
+come first (the figures plot the first atom's DOS).
 
 Reported per t0 (how far the structure and composition move as t0 grows): StructureMatcher match
 to the template (species-aware; and geometry only, every species replaced by one element), the
@@ -122,7 +124,10 @@ def load_template(spec: str | None, store_records: Sequence[CrystalRecord] | Non
         if not store_records:
             raise ConfigError("no template given and no store to choose one from (--template PATH or --store)")
         rec, rule = choose_template(store_records, exclude_element, size)
-        return rec, f"chosen from the store: {rec.structure_id} ({rec.formula}); rule: {rule}"
+        big = expand_to_size(rec, size)
+        cell = big.to_structure().composition.formula.replace(" ", "")
+        how = "" if big is rec else f", repeated along c to {big.num_atoms} atoms ({cell})"
+        return big, f"chosen from the store: {rec.structure_id} ({rec.formula}){how}; rule: {rule}"
     path = Path(spec)
     if path.exists():
         from pymatgen.core import Structure
@@ -137,6 +142,20 @@ def load_template(spec: str | None, store_records: Sequence[CrystalRecord] | Non
         if match:
             return match[0], f"store record {spec} ({match[0].formula})"
     raise ConfigError(f"template {spec!r} does not exist (neither a file nor a structure_id of the store)")
+
+
+def expand_to_size(record: CrystalRecord, size: int) -> CrystalRecord:
+    """A 1x1xk supercell with k = size / N when N divides ``size`` (an L1_2 4-atom cell becomes an
+    8-atom cell with two minority atoms, like the paper's Zn2Sn6); otherwise the record itself."""
+    n = record.num_atoms
+    if n >= size or size % n:
+        return record
+    k = size // n
+    frac = np.concatenate([(record.frac_coords % 1.0 + [0, 0, i]) / [1, 1, k] for i in range(k)])
+    z = np.tile(record.atomic_numbers, k)
+    lat = record.lattice * np.array([[1], [1], [k]])
+    dos = None if record.dos is None else np.tile(record.dos, (k, 1))
+    return CrystalRecord(f"{record.structure_id}-x{k}", z, frac, lat, dos, dict(record.provenance))
 
 
 def minority_atoms(record: CrystalRecord) -> list[int]:
