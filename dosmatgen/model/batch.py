@@ -263,6 +263,10 @@ class CrystalBatch:
             out.append(Structure(Lattice(lat[i]), [int(v) for v in z], x % 1.0))
         return out
 
+    def numpy_views(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(atom_types int64 (M,), frac_coords float64 (M, 3), lattices float64 (B, 3, 3), ptr (B+1,))."""
+        return self._numpy_views()
+
     def _numpy_views(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return (self.atom_types.detach().cpu().numpy(), self.frac_coords.detach().cpu().double().numpy(),
                 self.lattices.detach().cpu().double().numpy(), self.ptr.cpu().numpy())
