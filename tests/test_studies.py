@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,7 @@ def test_staged_output_is_atomic(tmp_path):
     with common.staged_output(out) as stage:
         (stage / "a.txt").write_text("1")
     assert (out / "a.txt").read_text() == "1"
+    assert (out / "a.txt").stat().st_mode & 0o044 == 0o044 or os.umask(os.umask(0)) & 0o044  # readable by others
     with pytest.raises(RuntimeError):
         with common.staged_output(out) as stage:
             (stage / "b.txt").write_text("2")

@@ -572,6 +572,7 @@ def staged_output(out_dir: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    _default_permissions(stage)
     old = None
     if out_dir.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
@@ -579,6 +580,19 @@ def staged_output(out_dir: str | Path) -> Iterator[Path]:
     os.replace(stage, out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _default_permissions(root: Path) -> None:
+    """Temporary files and folders are private (0600 / 0700); give the finished output the usual
+    permissions of new files (0666 / 0777 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(root, 0o777 & ~umask)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o777 & ~umask)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o666 & ~umask)
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
