@@ -150,6 +150,8 @@ def test_score_counts_add_up_and_known_cases(models, tmp_path):
     for r in m.values():
         assert r["n_used"] + r["n_excluded"] == r["n_total"]
     assert m["mae_gen_y"]["excluded"] == {"non_finite": 1} and m["mae_gen_y"]["n_used"] == 3
+    base = np.mean([np.abs(r.dos - std.mean).mean() for r in recs[:4]])
+    assert m["mae_mean_dos_y"]["value"] == pytest.approx(base, rel=1e-5)
     # identical structures give identical surrogate predictions: MAE(ŷ_gen, ŷ) is 0 on t0, t1
     rows = (tmp_path / "m.per_structure.csv").read_text().splitlines()
     assert len(rows) == 5

@@ -14,6 +14,7 @@ Metrics JSON (``dosmatgen evaluate score --out FILE``)::
      "guidance": "cfg"|"classifier", "t0": 200|500|1000, "start": "prior"|"noised",
      "n_structures": B,
      "metrics": {"mae_gen_y": R, "mae_gen_yhat": R, "mae_yhat_y": R,
+                 "mae_mean_dos_y": R (baseline: the training-mean site DOS for every atom),
                  "structure_match_rate": R, "composition_match_rate": R,
                  "validity": R, "uniqueness": R, "novelty": R (absent when skipped)},
      "generated": {"path": .., "meta": {..the generated file's meta..}},
@@ -83,6 +84,10 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
                     for g, r in zip(why_gen, why_ref)]
     out["mae_gen_yhat"] = mae.compute(yhat_gen, yhat, reasons_pair)
     out["mae_yhat_y"] = mae.compute(yhat, y, [f"reference_{r}" if r else None for r in why_ref])
+    # context, not in the paper: the error of always predicting the training set's mean site DOS
+    mean_dos = np.asarray(surrogate_std.mean, dtype=np.float64) if surrogate_std is not None else None
+    if mean_dos is not None:
+        out["mae_mean_dos_y"] = mae.compute([np.tile(mean_dos, (len(d), 1)) for d in y], y)
 
     built = [M.build_structure(*it) for it in gen_items]
     gen_structs = [s for s, _ in built]

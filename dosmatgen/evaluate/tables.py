@@ -7,7 +7,7 @@ file stem names the set (``cfg_T1000.json``, ``classifier_T200.json``, ``ground_
 Outputs in ``out_dir``:
 
 * ``table1_dos_mae.csv|md`` -- columns ``guidance, T, mae_gen_y, paper_mae_gen_y, mae_gen_yhat,
-  paper_mae_gen_yhat, mae_yhat_y, paper_mae_yhat_y, n_structures, n_used, n_excluded,
+  paper_mae_gen_yhat, mae_yhat_y, paper_mae_yhat_y, mae_mean_dos_y (baseline), n_structures, n_used, n_excluded,
   excluded, paper_n_excluded`` (MAEs in states/eV/site; ``excluded`` = ``reason:count;...``);
 * ``table2_match_rates.csv|md`` -- ``guidance, T, structure_match_rate,
   paper_structure_match_rate, composition_match_rate, paper_composition_match_rate, validity,
@@ -97,6 +97,7 @@ def table1_rows(metrics: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
             "mae_gen_y": _value(m, "mae_gen_y"), "paper_mae_gen_y": p.get("mae_gen_y"),
             "mae_gen_yhat": _value(m, "mae_gen_yhat"), "paper_mae_gen_yhat": p.get("mae_gen_yhat"),
             "mae_yhat_y": _value(m, "mae_yhat_y"), "paper_mae_yhat_y": P.SURROGATE_MAE if key in P.TABLE1 else None,
+            "mae_mean_dos_y": _value(m, "mae_mean_dos_y"),
             "n_structures": None if m is None else m.get("n_structures"),
             "n_used": None if r is None else r.get("n_used"),
             "n_excluded": None if r is None else r.get("n_excluded"),
@@ -205,8 +206,10 @@ def table1_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None 
                       _pair(r.get("mae_gen_yhat"), r.get("paper_mae_gen_yhat"), 3)]
         lines.append(f"| {P.GUIDANCE_LABELS.get(g, g)} | " + " | ".join(cells) + " |")
     yhat = [r["mae_yhat_y"] for r in rows if r.get("mae_yhat_y") is not None]
-    lines += ["", f"Surrogate's own error MAE(ŷ, y): {_fmt(yhat[0] if yhat else None)} (paper {P.SURROGATE_MAE}).", "",
-              "Structures and exclusions (ours; paper):"]
+    base = [r["mae_mean_dos_y"] for r in rows if r.get("mae_mean_dos_y") is not None]
+    lines += ["", f"Surrogate's own error MAE(ŷ, y): {_fmt(yhat[0] if yhat else None)} (paper {P.SURROGATE_MAE}).",
+              f"Baseline, training-mean site DOS for every atom, MAE(ȳ_train, y): {_fmt(base[0] if base else None)} "
+              "(not in the paper).", "", "Structures and exclusions (ours; paper):"]
     for r in rows:
         if r.get("n_structures") is None and not r.get("paper_n_excluded"):
             continue
