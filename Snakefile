@@ -38,8 +38,9 @@ LOGS = f"{W}/logs"
 THREADS = RUN["threads"]
 GPU = 1 if RUN["device"].startswith("cuda") else 0  # a `gpu` resource for cluster executors
 
-# The `dosmatgen` entry point of the Python running Snakemake, also when the venv is not activated.
-shell.prefix(f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
+# Bash strict mode (Snakemake's default prefix, which shell.prefix replaces) and the `dosmatgen`
+# entry point of the Python running Snakemake, also when its venv is not activated.
+shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
 
 
 include: "workflow/rules/common.smk"
