@@ -15,8 +15,9 @@
 #      (CSV rows as wide as the header, JSON parses, PNG decodes, PDF complete, HTML closed) and
 #      has no NaN or inf (`dosmatgen figures check`).
 # INFORMATIONAL (printed, never fails the script):
-#   5. the paper's qualitative claims (CFG beats classifier guidance, MAE grows with T, ...)
-#      PASS/FAIL side by side with the paper's numbers (`dosmatgen evaluate claims`). The ci run
+#   5. Tables 1-2 and the formation summary with the paper's numbers beside ours, and the paper's
+#      qualitative claims (CFG beats classifier guidance, MAE grows with T, ...) as PASS/FAIL
+#      (results-ci/claims.md, written by the workflow's `dosmatgen evaluate claims`). The ci run
 #      trains for a few epochs on a few dozen crystals, so its numbers say nothing about the
 #      method; the claims are shown to prove the comparison code runs on real outputs.
 set -euo pipefail
@@ -53,7 +54,10 @@ $PY -m dosmatgen.cli figures check "$RESULTS" "$FIGURES" --require \
   "$RESULTS/report.html" "$FIGURES/fig2_formation_T1000.png" "$FIGURES/fig2_formation_T1000.pdf" \
   "$FIGURES/figB1_formation_T200_T500.png" "$FIGURES/figB1_formation_T200_T500.pdf" "$FIGURES/README.md"
 
-stamp "informational: the paper's claims at ci scale (tiny model; PASS/FAIL does not gate)"
-$PY -m dosmatgen.cli evaluate claims --results "$RESULTS" || echo "[ci-workflow] (claims check exited $?; informational)"
+stamp "informational: ours vs the paper at ci scale (tiny model, a few epochs; nothing here gates)"
+for table in table1_dos_mae table2_match_rates formation_energies claims; do
+  echo; cat "$RESULTS/$table.md"
+done
+echo
 
 stamp "ok: all gates passed"
