@@ -252,7 +252,7 @@ def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
         model = diffusion_for_size(ctx, size)
         model.train()
         params = sum(p.numel() for p in model.parameters())
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)  # as the trainer
         batches = [CrystalBatch.from_records(ctx.crystal_batch(ctx.batch, offset=i * ctx.batch)).to(ctx.device)
                    for i in range(2)]
         gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
@@ -261,7 +261,7 @@ def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
             out = model.loss(b, generator=gen)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
-            torch.nn.utils.clip_grad_value_(model.parameters(), 0.5)
+            torch.nn.utils.clip_grad_value_(model.parameters(), 0.5, foreach=True)
             opt.step()
 
         with PeakMemory(ctx.device) as mem:

@@ -155,6 +155,8 @@ def test_resume_refuses_a_different_run(tmp_path, data):
     std2 = DOSStandardiser(std.mean + 1, std.std)
     with pytest.raises(ConfigError, match="standardiser"):
         train("diffusion", TINY_DIFFUSION, tr, va, std2, cfg(), tmp_path)
+    with pytest.raises(ConfigError, match="other training/validation structures"):
+        train("diffusion", TINY_DIFFUSION, tr[:-1], va, std, cfg(), tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(), tmp_path / "new", resume="require")
     # resume="never" starts afresh in the same directory
