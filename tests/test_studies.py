@@ -288,6 +288,7 @@ def test_screening_end_to_end_and_resume(models, tmp_path, monkeypatch):
 
     target = find_target_in_records([_iro2()], "ir-iro2")
     cfg = ScreenConfig(n_atoms=(2, 3), n_per_size=3, steps=STEPS, top_k=3, ef_threshold=-50.0, relax_steps=3,
+                       dft_max_length=1e9, dft_max_volume_per_atom=1e12,  # random-weight cells are huge
                        refs_cache=_refs_cache(tmp_path / "refs.json"), progress=False,
                        work_dir=str(tmp_path / "work"))
     out = tmp_path / "screen"
@@ -316,6 +317,20 @@ def test_screening_end_to_end_and_resume(models, tmp_path, monkeypatch):
     res2 = run_screening(models, target, cfg, out, calc=LennardJones(rc=4.0), dft_engine=_FakeDFT())
     assert _FakeDFT.calls == calls
     assert [r["candidate_id"] for r in res2["summary"]] == [r["candidate_id"] for r in ranked]
+
+
+def test_screening_dft_skips_huge_cells(models, tmp_path):
+    from dosmatgen.studies.screening import ScreenConfig, _run_dft
+
+    class MustNotRun:
+        def compute(self, record):
+            raise AssertionError("GPAW must not see a 50 Å cell")
+
+    target = find_target_in_records([_iro2()], "ir-iro2")
+    big = CrystalRecord("big", [8, 8], [[0, 0, 0], [.5, .5, .5]], np.eye(3) * 50.0)
+    cand = common.Candidate("big", "N=2", big)
+    note = _run_dft([cand], target, models, ScreenConfig(progress=False), tmp_path, MustNotRun())
+    assert cand.extra["dft_status"].startswith("skipped: cell too large") and "0 of 1" in note
 
 
 def test_window_helpers(models):

@@ -78,6 +78,10 @@ def register(subparsers) -> None:
     p.add_argument("--dft", action="store_true", help="validate the top k with GPAW DFT (off unless given)")
     p.add_argument("--dft-timeout", type=float, default=900.0, help="GPAW wall-time limit per structure (s)")
     p.add_argument("--dft-workers", type=int, default=1, help="concurrent GPAW runs (one core each)")
+    p.add_argument("--dft-max-length", type=float, default=30.0,
+                   help="skip DFT for a crystal with a longer lattice vector (Å; protects memory)")
+    p.add_argument("--dft-max-volume-per-atom", type=float, default=100.0,
+                   help="skip DFT for a crystal with more volume per atom (Å^3)")
     p.set_defaults(func=run_screen_cmd)
 
     p = _study_parser(sub, "window-sweep", "beyond the paper: energy-window targets x guidance strength ω")
@@ -216,7 +220,9 @@ def run_screen_cmd(args: argparse.Namespace) -> int:
 
     cfg = ScreenConfig(n_atoms=tuple(args.natoms), n_per_size=args.n_per_natoms, ef_threshold=args.threshold,
                        fallback_pool=args.fallback_pool, top_k=args.top_k, dft=args.dft,
-                       dft_timeout_s=args.dft_timeout, dft_workers=args.dft_workers, **_mlff(args),
+                       dft_timeout_s=args.dft_timeout, dft_workers=args.dft_workers,
+                       dft_max_length=args.dft_max_length, dft_max_volume_per_atom=args.dft_max_volume_per_atom,
+                       **_mlff(args),
                        **_sampling(args))
     cfg.check()
     target = _target(args)

@@ -385,12 +385,24 @@ def formation_energies(candidates: Sequence[Candidate], raws: Sequence[RawCrysta
                        mlff: str, workers: int, fmax: float, steps: int, refs_cache: str | None, device: str,
                        calc: Any, progress: bool, input_name: str) -> dict[str, Any]:
     """MLFF formation energies (:func:`dosmatgen.evaluate.formation.compute_formation_energies`)
-    of the valid candidates whose elements all have an elemental reference; fills
+    of the valid candidates whose elements all have an elemental reference and are known to the
+    MLFF (SevenNet's ``type_map``; other calculators are not checked); fills
     ``extra['ef_unrelaxed'|'ef_relaxed'|'relax_status'|'relax_converged']`` (``relax_status`` is
-    ``invalid`` or ``no_reference:<els>`` for the ones not computed). Returns the formation output."""
+    ``invalid`` or ``unsupported_element:<els>`` for the ones not computed). Returns the formation output."""
     from dosmatgen.evaluate.formation import FormationItem, compute_formation_energies
 
-    known = elements_with_references()
+    known = set(elements_with_references())
+    if calc is None:
+        from dosmatgen.evaluate.mlff import get_calculator
+
+        calc_for_check = get_calculator(mlff, device=device)
+        if workers <= 1:
+            calc = calc_for_check
+    else:
+        calc_for_check = calc
+    type_map = getattr(calc_for_check, "type_map", None)  # SevenNet: the elements the model knows
+    if isinstance(type_map, dict) and type_map:
+        known &= {_symbol(int(z)) for z in type_map if 1 <= int(z) <= MAX_Z}
     items = []
     for c, (z, x, lat) in zip(candidates, raws):
         c.extra.update({"ef_unrelaxed": None, "ef_relaxed": None, "relax_converged": None})
@@ -399,7 +411,7 @@ def formation_energies(candidates: Sequence[Candidate], raws: Sequence[RawCrysta
             continue
         missing = sorted({_symbol(int(v)) for v in z} - known)
         if missing:
-            c.extra["relax_status"] = "no_reference:" + ",".join(missing)
+            c.extra["relax_status"] = "unsupported_element:" + ",".join(missing)
             continue
         items.append(FormationItem(c.candidate_id, c.group, z, x, lat))
     if not items:

@@ -61,6 +61,9 @@ class ScreenConfig(SamplingConfig):
         dft: run the DFT validation.
         dft_timeout_s: per-structure GPAW wall-time limit.
         dft_workers: concurrent GPAW runs (each one core).
+        dft_max_length, dft_max_volume_per_atom: a crystal with a longer lattice vector (Å) or more
+            volume per atom (Å^3) is not given to GPAW (its real-space grid would exhaust memory);
+            it is recorded as ``skipped``.
         work_dir: resumable intermediate files (None: ``<out>.work``).
     """
 
@@ -78,6 +81,8 @@ class ScreenConfig(SamplingConfig):
     dft: bool = True
     dft_timeout_s: float = 900.0
     dft_workers: int = 1
+    dft_max_length: float = 30.0
+    dft_max_volume_per_atom: float = 100.0
     work_dir: str | None = None
 
     def check(self) -> None:
@@ -311,12 +316,18 @@ def _run_dft(top: Sequence[Candidate], target: TargetDOS, models: StudyModels, c
 
     def one(c: Candidate) -> dict[str, Any]:
         path = cache_dir / f"{c.candidate_id}.json"
+        rec = c.extra.get("_relaxed_record") or c.record
+        longest = float(np.linalg.norm(rec.lattice, axis=1).max())
+        vpa = abs(float(np.linalg.det(rec.lattice))) / rec.num_atoms
+        if longest > cfg.dft_max_length or vpa > cfg.dft_max_volume_per_atom:
+            out = {"status": f"skipped: cell too large for DFT (longest vector {longest:.3g} Å, "
+                             f"{vpa:.3g} Å^3/atom; limits {cfg.dft_max_length:g} Å, {cfg.dft_max_volume_per_atom:g})"}
+            return out  # not cached: it depends on the limits only
         if path.exists():
             try:
                 return json.loads(path.read_text())
             except (OSError, ValueError):
                 pass
-        rec = c.extra.get("_relaxed_record") or c.record
         try:
             res = engine.compute(rec)
             dos = np.asarray(res.dos, dtype=np.float64)
