@@ -185,20 +185,27 @@ def _work(args: tuple[Candidate, float, int]) -> dict[str, Any]:
     cand, fmax, steps = args
     t0 = time.time()
     out: dict[str, Any] = {"id": cand.structure_id, "prototype": cand.prototype}
+    stage = "build"
+    rec = None
     try:
         rec = PROTOTYPES[cand.prototype].build(cand.elements)
         calc = _STATE.get("calc")
         if calc is not None:
+            stage = "relax"
             rec, info = relax_record(rec, calc, fmax, steps)
             rec.provenance.update(info)
             rec.provenance["mlff"] = "sevenn-7net-0"
+        stage = "dft"
         t1 = time.time()
         labelled, res = _STATE["engine"].label(rec)
         out.update(status="done", record=labelled, seconds=round(time.time() - t0, 1),
                    seconds_relax=round(t1 - t0, 1), seconds_dft=round(res.seconds, 1), gap=round(res.gap, 3),
                    spin=res.spin_polarised, natoms=rec.num_atoms)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, never fatal
-        out.update(status="failed", reason=f"{type(exc).__name__}: {exc}"[:500], seconds=round(time.time() - t0, 1))
+        out.update(status="failed", stage=stage, reason=f"{type(exc).__name__}: {exc}"[:500],
+                   seconds=round(time.time() - t0, 1))
+        if rec is not None:  # the geometry that failed, for diagnosis
+            out["lattice"] = np.round(rec.lattice, 4).tolist()
     return out
 
 
