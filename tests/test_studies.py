@@ -432,3 +432,26 @@ def test_cli_window_values_parse(cli_files):
     args = build_parser().parse_args(_cli(cli_files, "window-sweep", "--windows", "-10:10", "-2:2", "--omegas", "0",
                                           "1", "--threshold", "-1.5", "--out", "x"))
     assert args.windows == ["-10:10", "-2:2"] and args.omegas == [0.0, 1.0] and args.threshold == -1.5
+
+
+@pytest.mark.slow
+@pytest.mark.gpaw
+def test_screening_dft_with_gpaw(models, tmp_path):
+    """The real GPAW engine on a 2-atom rock-salt MgO cell (~30 s on one core)."""
+    from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
+    from dosmatgen.studies.screening import ScreenConfig, _agreement, _run_dft
+
+    ok, why = GPAWSiteDOSEngine.available()
+    if not ok:
+        pytest.skip(f"GPAW not available: {why}")
+    target = find_target_in_records([_iro2()], "ir-iro2")
+    a = 4.21 / 2
+    mgo = CrystalRecord("MgO", [12, 8], [[0, 0, 0], [.5, .5, .5]], [[0, a, a], [a, 0, a], [a, a, 0]])
+    cand = common.Candidate("MgO", "N=2", mgo)
+    common.score_first_atom(models, [cand], target.dos)
+    note = _run_dft([cand], target, models, ScreenConfig(progress=False, dft_timeout_s=300), tmp_path, None)
+    assert cand.extra["dft_status"] == "ok", note
+    assert len(cand.extra["_dft_dos"]) == 400 and np.all(np.isfinite(cand.extra["_dft_dos"]))
+    assert 0.0 <= cand.extra["surrogate_vs_dft_cosine"] <= 1.0 + 1e-9
+    assert _agreement([cand])["n"] == 1
+    assert (tmp_path / "dft" / "MgO.json").exists()  # cached for a rerun
