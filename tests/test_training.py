@@ -248,3 +248,13 @@ def test_no_validation_set_uses_training_loss(tmp_path, data, toy_kind):
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert "val_loss" not in rows[0]
     assert read_checkpoint(tmp_path / "best.pt")["extra"]["best_val_loss"] == min(r["train_loss"] for r in rows)
+
+
+def test_bf16_autocast_and_workers(tmp_path, data):
+    tr, va, std = data
+    train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(epochs=1, bf16=True, num_workers=1), tmp_path)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert np.isfinite(rows[0]["train_loss"]) and np.isfinite(rows[0]["val_loss"])
+    # weights stay float32 under autocast
+    assert all(v.dtype == torch.float32 for v in read_checkpoint(tmp_path / "last.pt")["state_dict"].values()
+               if v.is_floating_point())
