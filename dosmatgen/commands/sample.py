@@ -474,7 +474,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sample", help="generate crystals conditioned on per-atom DOS targets",
-                              description=__doc__.split("\n\n", 1)[0],
-                              epilog=__doc__.split("\n\n", 1)[1],
+                              description="Generate crystals whose chosen atoms have a target site DOS.",
+                              epilog=__doc__.split("\n\n", 1)[1].replace("Examples::", "examples:"),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
