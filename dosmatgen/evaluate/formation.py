@@ -30,7 +30,8 @@ written beside it as ``FILE.csv``)::
      "input": "<path>", "n": .., "status_counts": {"ok": .., "skipped_invalid:overlapping_atoms": ..},
      "references": {<the cache's "elements" for the elements used>},
      "rows": [{"id", "source_id", "formula", "natoms", "status", "e_unrelaxed", "e_relaxed",
-               "ef_unrelaxed", "ef_relaxed", "converged", "volume_ratio", "ref_fallback": [els]}]}
+               "ef_unrelaxed", "ef_relaxed", "converged", "volume_ratio" (relaxed / given volume),
+               "volume_per_atom" (given, Å^3), "ref_fallback": [els]}]}
 
 Energies ``e_*`` are total eV; ``ef_*`` are eV/atom; missing values are ``null``. ``status`` is
 ``ok``, ``relax_failed`` (unrelaxed E_f kept), ``skipped_invalid:<reason>`` (NaN or degenerate
@@ -227,10 +228,11 @@ def evaluate_item(item: FormationItem, calc: Any, refs: dict[str, dict[str, Any]
     row: dict[str, Any] = {"id": item.id, "source_id": item.source_id, "formula": None,
                            "natoms": int(len(item.atomic_numbers)), "status": "ok", "e_unrelaxed": None,
                            "e_relaxed": None, "ef_unrelaxed": None, "ef_relaxed": None, "converged": None,
-                           "volume_ratio": None, "ref_fallback": []}
+                           "volume_ratio": None, "volume_per_atom": None, "ref_fallback": []}
     s, why = validity_reason(item.atomic_numbers, item.frac_coords, item.lattice)
     if s is not None:
         row["formula"] = s.composition.reduced_formula
+        row["volume_per_atom"] = float(s.volume / len(s))
     if why is None and s.volume / len(s) < min_volume_per_atom:
         why = "too_dense"
     if why is not None:
@@ -345,7 +347,7 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
 
 def write_rows_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     cols = ["id", "source_id", "formula", "natoms", "status", "e_unrelaxed", "e_relaxed", "ef_unrelaxed",
-            "ef_relaxed", "converged", "volume_ratio", "ref_fallback"]
+            "ef_relaxed", "converged", "volume_ratio", "volume_per_atom", "ref_fallback"]
     with atomic_write(path, "w") as f:
         w = csv.writer(f)
         w.writerow(cols)
