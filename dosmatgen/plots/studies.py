@@ -203,6 +203,7 @@ def plot_fig7(results, out_dir) -> list[Path]:
         ax.set_ylabel("structures")
         ax.legend()
         title = "Screening: formation energies (Fig. 7)"
+        ax.set_title(title)
         caption = (f"Formation energy per atom ({form.get('mlff', 'MLFF')}) of the generated screening "
                    "candidates before and after MLFF relaxation; values outside the 0.5-99.5 % range are clipped "
                    "into the edge bins.")
