@@ -46,7 +46,7 @@ import torch
 from dosmatgen.errors import ConfigError, DataError
 
 #: Modules imported (when they exist) so that they can register more benchmarks.
-EXTENSION_MODULES: tuple[str, ...] = ("dosmatgen.evaluate.bench",)
+EXTENSION_MODULES: tuple[str, ...] = ("dosmatgen.evaluate.bench_eval",)
 SIZES = ("tiny", "compact", "paper")
 #: Atom counts of the synthetic MP-20-like crystals and their weights (MP-20: 1-20 atoms per
 #: cell, mostly even counts, mean about 10).

@@ -16,10 +16,15 @@ lambda_t = 1 / E_{x ~ q}[(d/dx log q(x))^2] (one coordinate).
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from dosmatgen.io import atomic_temp_path
 
 DEFAULT_IMAGES: int = 5
 
@@ -110,11 +115,33 @@ def score_norm_quadrature(sigmas: torch.Tensor, n_grid: int = 20001,
     return out
 
 
+def score_norm_cache_dir() -> Path:
+    """Folder of the on-disk lambda_t cache: ``$DOSMATGEN_CACHE`` or ``~/.cache/dosmatgen``."""
+    return Path(os.environ.get("DOSMATGEN_CACHE", Path.home() / ".cache" / "dosmatgen"))
+
+
 @functools.lru_cache(maxsize=16)
 def _cached_score_norm(sigmas_key: tuple[float, ...], n_samples: int, seed: int,
                        n_images: int) -> np.ndarray:
-    return estimate_score_norm(torch.tensor(sigmas_key, dtype=torch.float64), n_samples, seed,
-                               n_images).numpy()
+    """The estimate is deterministic in its arguments, so it is also cached on disk (keyed by a
+    hash of them): every model load after the first skips the ~20 s Monte Carlo."""
+    digest = hashlib.sha256(repr((sigmas_key, n_samples, seed, n_images)).encode()).hexdigest()[:16]
+    path = score_norm_cache_dir() / f"score_norm-{digest}.npy"
+    try:
+        cached = np.load(path)
+        if cached.shape == (len(sigmas_key),) and np.all(np.isfinite(cached)):
+            return cached
+    except (OSError, ValueError):
+        pass
+    value = estimate_score_norm(torch.tensor(sigmas_key, dtype=torch.float64), n_samples, seed,
+                                n_images).numpy()
+    try:
+        with atomic_temp_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, value)
+    except OSError:  # a read-only home is no reason to fail
+        pass
+    return value
 
 
 def cached_score_norm(sigmas: torch.Tensor, n_samples: int, seed: int,
