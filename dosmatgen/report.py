@@ -121,6 +121,16 @@ def render_report(tables: Sequence[tuple[str, list[str], list[list[str]]]],
     return "\n".join(parts) + "\n"
 
 
+#: Table order in the report: the paper's tables, the formation summary, the studies, the rest.
+TABLE_ORDER = ("table1", "table2", "formation", "study_masked", "study_template", "study_fixed", "study_screen",
+               "study_window")
+
+
+def _table_rank(path: Path) -> tuple[int, str]:
+    name = path.stem.lower()
+    return next((i for i, p in enumerate(TABLE_ORDER) if name.startswith(p)), len(TABLE_ORDER)), name
+
+
 def build_report(results_dir: str | os.PathLike, figure_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
                  *, provenance: str | os.PathLike | None = None, notes: Sequence[str | os.PathLike] = (),
                  title: str = "DOSMatGen replication report") -> Path:
@@ -132,7 +142,7 @@ def build_report(results_dir: str | os.PathLike, figure_dirs: Sequence[str | os.
     if not results_dir.is_dir():
         raise DataError(f"results folder {results_dir} does not exist")
     tables = []
-    for path in sorted(results_dir.glob("*.csv")):
+    for path in sorted(results_dir.glob("*.csv"), key=_table_rank):
         header, rows = read_csv_table(path)
         tables.append((path.stem, header, rows))
     figures: list[tuple[Path, str, str]] = []

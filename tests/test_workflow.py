@@ -104,7 +104,7 @@ def test_dry_run_shows_the_whole_dag(ci_config):
     assert counts == {
         "all": 1, "split": 1, "data_info": 1, "train": 3, "regenerate": n_sets, "score": n_sets,
         "formation_generated": n_sets, "formation_truth": 1, "provenance": 1, "result_tables": 1, "claims": 1,
-        "study": len(cfg["studies"]["run"]), "study_figures": 1, "formation_figures": 1, "gallery": 1,
+        "study": len(cfg["studies"]["run"]), "study_table": len(cfg["studies"]["run"]), "study_figures": 1, "formation_figures": 1, "gallery": 1,
         "report": 1,
     }
     text = proc.stdout + proc.stderr

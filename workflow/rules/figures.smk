@@ -74,7 +74,7 @@ rule gallery:
 
 rule report:
     input:
-        tables=RESULT_TABLES,
+        tables=RESULT_TABLES + STUDY_TABLES,
         provenance=PROVENANCE,
         claims=CLAIMS[0],
         gallery=GALLERY,

@@ -5,7 +5,9 @@
 # relaxing studies live beside it in <study>.work/.
 
 STUDY_RESULTS = [study_path(s) for s in STUDIES]
-STUDY_FILES = STUDY_RESULTS
+# Each study's summary table, copied to the results folder beside Tables 1-2 (and into the report).
+STUDY_TABLES = [f"{R}/study_{s}.{ext}" for s in STUDIES for ext in ("csv", "md")]
+STUDY_FILES = STUDY_RESULTS + STUDY_TABLES
 
 
 rule study:
@@ -16,6 +18,7 @@ rule study:
     output:
         study_path("{study}"),
         study_path("{study}", "summary.csv"),
+        study_path("{study}", "summary.md"),
     log:
         log("study_{study}"),
     params:
@@ -42,3 +45,21 @@ rule study:
             marker="{params.outdir}.incomplete",
             reset="rm -rf {params.outdir}.work",
         )
+
+
+rule study_table:
+    input:
+        csv=study_path("{study}", "summary.csv"),
+        md=study_path("{study}", "summary.md"),
+    output:
+        csv=f"{R}/study_{{study}}.csv",
+        md=f"{R}/study_{{study}}.md",
+    log:
+        log("study_table_{study}"),
+    threads: 1
+    resources:
+        **SMALL,
+    conda:
+        CONDA_ENV
+    shell:
+        "cp {input.csv} {output.csv} 2> {log} && cp {input.md} {output.md} 2>> {log}"
