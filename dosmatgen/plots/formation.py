@@ -96,10 +96,14 @@ def _finite(values: np.ndarray | Sequence[float] | None) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
+#: Widest axis drawn, eV/atom: real compounds lie well inside; beyond are exploded relaxations.
+PHYSICAL_RANGE = (-8.0, 8.0)
+
+
 def common_bins(series: Sequence[np.ndarray], n_bins: int | None = None, clip_quantile: float = 0.005) -> np.ndarray:
     """Shared histogram edges over all series; the range drops the outer ``clip_quantile`` tails
-    (a few exploded structures would otherwise squash the distributions). ``n_bins`` defaults to
-    ~2·sqrt(n) of the largest series, between 10 and 40."""
+    and never exceeds :data:`PHYSICAL_RANGE` (a few exploded structures would otherwise squash
+    the distributions). ``n_bins`` defaults to ~2·sqrt(n) of the largest series, between 10 and 40."""
     finite = [_finite(s) for s in series]
     pooled = np.concatenate(finite) if finite else np.zeros(0)
     if n_bins is None:
@@ -108,6 +112,7 @@ def common_bins(series: Sequence[np.ndarray], n_bins: int | None = None, clip_qu
     if pooled.size == 0:
         return np.linspace(-4.0, 2.0, n_bins + 1)
     lo, hi = np.quantile(pooled, [clip_quantile, 1.0 - clip_quantile])
+    lo, hi = max(lo, PHYSICAL_RANGE[0]), min(hi, PHYSICAL_RANGE[1])
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
     pad = 0.05 * (hi - lo)
@@ -115,24 +120,25 @@ def common_bins(series: Sequence[np.ndarray], n_bins: int | None = None, clip_qu
 
 
 def _legend_label(name: str, values: np.ndarray, n_total: int, edges: np.ndarray) -> str:
-    """``name: n, median, values beyond the axis (drawn in the edge bins), failed (NaN)``."""
-    label = f"{name}: n={values.size}"
+    """Two lines: the series name; n, median, values beyond the drawn range ("off-axis", not
+    drawn) and failed (NaN) values."""
+    stats = f"n={values.size}"
     if values.size:
-        label += f", median {np.median(values):+.2f}"
+        stats += f", median {np.median(values):+.3g}"
     outside = int(np.sum((values < edges[0]) | (values > edges[-1])))
     if outside:
-        label += f", {outside} beyond axis"
+        stats += f", {outside} off-axis"
     if n_total > values.size:
-        label += f", {n_total - values.size} failed"
-    return label
+        stats += f", {n_total - values.size} failed"
+    return f"{name}\n{stats}"
 
 
 def formation_panel(ax, generated: FormationSet | None, ground_truth: FormationSet | None, *,
                     title: str, edges: np.ndarray | None = None, xlabel: bool = True) -> None:
     """Draw one panel: ground truth (filled grey; its relaxed E_f when present, else as stored)
     and the generated unrelaxed / relaxed E_f distributions (outlined), as probability densities
-    on shared bins, with E_f = 0 marked. Values beyond the axis are counted into the edge bins
-    and reported in the legend; NaN (failed relaxations) are reported as failed."""
+    on shared bins, with E_f = 0 marked. Values beyond the axis are not drawn but counted in the
+    legend, as are NaN (failed relaxations)."""
     generated = generated or {}
     truth = ground_truth or {}
     series = [("ground truth", truth.get("relaxed", truth.get("unrelaxed")), COLORS["ground_truth"], True),
@@ -145,21 +151,20 @@ def formation_panel(ax, generated: FormationSet | None, ground_truth: FormationS
         total = int(np.asarray(values).size)
         finite = _finite(values)
         label = _legend_label(name, finite, total, edges)
-        if finite.size == 0:
+        shown = finite[(finite >= edges[0]) & (finite <= edges[-1])]
+        if shown.size == 0:
             ax.plot([], [], color=colour, label=label)
-            continue
-        clipped = np.clip(finite, edges[0], edges[-1])
-        if filled:
-            ax.hist(clipped, bins=edges, density=True, color="0.78", label=label)
+        elif filled:
+            ax.hist(shown, bins=edges, density=True, color="0.78", label=label)
         else:
-            ax.hist(clipped, bins=edges, density=True, histtype="step", linewidth=1.5, color=colour, label=label)
+            ax.hist(shown, bins=edges, density=True, histtype="step", linewidth=1.5, color=colour, label=label)
     ax.axvline(0.0, color="0.4", linestyle=":", linewidth=0.8)
     ax.set_xlim(edges[0], edges[-1])
     if xlabel:
         ax.set_xlabel("formation energy (eV/atom)")
     ax.set_ylabel("density (per eV/atom)")
     ax.set_title(title, loc="left")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2 if xlabel else -0.08), ncol=1)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2 if xlabel else -0.08), ncol=1, handlelength=1.5)
 
 
 def _panel_title(guidance: str, t0: int) -> str:
@@ -197,12 +202,16 @@ def plot_formation_grid(generated: Mapping[tuple[str, int], FormationSet], groun
         return save_figure(fig, out_dir, stem, title=title, caption=caption)
 
 
+_OFF_AXIS = ("Legends give n, the median, values outside the drawn range (off-axis, not drawn) and "
+             "failed relaxations.")
+
+
 def plot_fig2(generated: Mapping[tuple[str, int], FormationSet], ground_truth: FormationSet | None,
               out_dir: str | os.PathLike, *, stem: str = "fig2_formation_T1000", mlff: str = "MLFF") -> list[Path]:
     """Paper Fig. 2: E_f distributions at T = 1000, (a) classifier-based, (b) classifier-free."""
     caption = (f"Formation energy per atom (eV/atom) of structures regenerated from the test split at T = 1000 "
                f"with (a) classifier-based and (b) classifier-free guidance, unrelaxed and after {mlff} "
-               f"relaxation, against the {mlff}-relaxed test structures (ground truth).")
+               f"relaxation, against the {mlff}-relaxed test structures (ground truth). {_OFF_AXIS}")
     return plot_formation_grid(generated, ground_truth, [1000], out_dir, stem,
                                title="Fig. 2: formation energies at T = 1000", caption=caption)
 
@@ -214,6 +223,6 @@ def plot_figB1(generated: Mapping[tuple[str, int], FormationSet], ground_truth: 
     ts = ", ".join(str(t) for t in t_values)
     caption = (f"Formation energy per atom (eV/atom) of structures regenerated at T ∈ {{{ts}}} (rows) with "
                f"classifier-based and classifier-free guidance (columns), unrelaxed and after {mlff} "
-               f"relaxation, against the {mlff}-relaxed test structures (ground truth).")
+               f"relaxation, against the {mlff}-relaxed test structures (ground truth). {_OFF_AXIS}")
     return plot_formation_grid(generated, ground_truth, list(t_values), out_dir, stem,
                                title=f"Fig. B.1: formation energies at T = {ts}", caption=caption)
