@@ -136,28 +136,29 @@ def _legend_label(name: str, values: np.ndarray, n_total: int, edges: np.ndarray
 def formation_panel(ax, generated: FormationSet | None, ground_truth: FormationSet | None, *,
                     title: str, edges: np.ndarray | None = None, xlabel: bool = True) -> None:
     """Draw one panel: ground truth (filled grey; its relaxed E_f when present, else as stored)
-    and the generated unrelaxed / relaxed E_f distributions (outlined), as probability densities
+    and the generated unrelaxed (dashed) / relaxed (solid) E_f distributions, as probability densities
     on shared bins, with E_f = 0 marked. Values beyond the axis are not drawn but counted in the
     legend, as are NaN (failed relaxations)."""
     generated = generated or {}
     truth = ground_truth or {}
-    series = [("ground truth", truth.get("relaxed", truth.get("unrelaxed")), COLORS["ground_truth"], True),
-              ("generated, unrelaxed", generated.get("unrelaxed"), COLORS["unrelaxed"], False),
-              ("generated, relaxed", generated.get("relaxed"), COLORS["relaxed"], False)]
+    series = [("ground truth", truth.get("relaxed", truth.get("unrelaxed")), COLORS["ground_truth"], "filled"),
+              ("generated, unrelaxed", generated.get("unrelaxed"), COLORS["unrelaxed"], "--"),
+              ("generated, relaxed", generated.get("relaxed"), COLORS["relaxed"], "-")]
     series = [s for s in series if s[1] is not None]
     if edges is None:
         edges = common_bins([s[1] for s in series])
-    for name, values, colour, filled in series:
+    for name, values, colour, style in series:
         total = int(np.asarray(values).size)
         finite = _finite(values)
         label = _legend_label(name, finite, total, edges)
         shown = finite[(finite >= edges[0]) & (finite <= edges[-1])]
         if shown.size == 0:
             ax.plot([], [], color=colour, label=label)
-        elif filled:
+        elif style == "filled":
             ax.hist(shown, bins=edges, density=True, color="0.78", label=label)
         else:
-            ax.hist(shown, bins=edges, density=True, histtype="step", linewidth=1.5, color=colour, label=label)
+            ax.hist(shown, bins=edges, density=True, histtype="step", linewidth=1.5, linestyle=style, color=colour,
+                    label=label)
     ax.axvline(0.0, color="0.4", linestyle=":", linewidth=0.8)
     ax.set_xlim(edges[0], edges[-1])
     if xlabel:
@@ -202,6 +203,15 @@ def plot_formation_grid(generated: Mapping[tuple[str, int], FormationSet], groun
         return save_figure(fig, out_dir, stem, title=title, caption=caption)
 
 
+#: Display names of the MLFF spellings of ``dosmatgen evaluate formation --mlff``.
+MLFF_NAMES = {"sevenn": "SevenNet (7net-0)", "7net-0": "SevenNet (7net-0)", "chgnet": "CHGNet", "orb": "Orb-v2",
+              "orb-v2": "Orb-v2", "emt": "EMT (toy)"}
+
+
+def mlff_display_name(name: str) -> str:
+    return MLFF_NAMES.get(name.lower(), name)
+
+
 _OFF_AXIS = ("Legends give n, the median, values outside the drawn range (off-axis, not drawn) and "
              "failed relaxations.")
 
@@ -209,6 +219,7 @@ _OFF_AXIS = ("Legends give n, the median, values outside the drawn range (off-ax
 def plot_fig2(generated: Mapping[tuple[str, int], FormationSet], ground_truth: FormationSet | None,
               out_dir: str | os.PathLike, *, stem: str = "fig2_formation_T1000", mlff: str = "MLFF") -> list[Path]:
     """Paper Fig. 2: E_f distributions at T = 1000, (a) classifier-based, (b) classifier-free."""
+    mlff = mlff_display_name(mlff)
     caption = (f"Formation energy per atom (eV/atom) of structures regenerated from the test split at T = 1000 "
                f"with (a) classifier-based and (b) classifier-free guidance, unrelaxed and after {mlff} "
                f"relaxation, against the {mlff}-relaxed test structures (ground truth). {_OFF_AXIS}")
@@ -221,6 +232,7 @@ def plot_figB1(generated: Mapping[tuple[str, int], FormationSet], ground_truth: 
                stem: str = "figB1_formation_T200_T500", mlff: str = "MLFF") -> list[Path]:
     """Paper Fig. B.1: the Fig. 2 panels for the partial-noise starts T ∈ {200, 500}."""
     ts = ", ".join(str(t) for t in t_values)
+    mlff = mlff_display_name(mlff)
     caption = (f"Formation energy per atom (eV/atom) of structures regenerated at T ∈ {{{ts}}} (rows) with "
                f"classifier-based and classifier-free guidance (columns), unrelaxed and after {mlff} "
                f"relaxation, against the {mlff}-relaxed test structures (ground truth). {_OFF_AXIS}")
