@@ -23,12 +23,21 @@ from dosmatgen.config import cli_flags, validate_run_config
 min_version("8.0")
 
 
-configfile: "config/demo.yaml"
+# The demo config is the default; a --configfile (or a profile's configfile) replaces it entirely
+# rather than being layered over it, so a run's settings are exactly those of its own file.
+if not getattr(workflow, "overwrite_configfiles", None):
+
+    configfile: "config/demo.yaml"
 
 
+# Where the settings came from, for error messages: the config file(s), then --config overrides.
+CONFIG_SOURCE = " + ".join(
+    [str(p) for p in getattr(workflow, "configfiles", [])]
+    + (["--config"] if getattr(getattr(workflow, "config_settings", None), "config", None) else [])
+) or "config"
 RUN = validate_run_config(
     config,
-    source=" + ".join(str(p) for p in reversed(getattr(workflow, "configfiles", []))) or "config",
+    source=CONFIG_SOURCE,
     schema_path=os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"),
 )
 W = RUN["outputs"]["work"]  # intermediate products

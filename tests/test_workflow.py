@@ -138,6 +138,24 @@ def test_invalid_config_stops_before_any_work(tmp_path):
     assert not (tmp_path / "work").exists() and not (tmp_path / "results-ci").exists()
 
 
+def test_configfile_replaces_the_demo_config(tmp_path):
+    """A --configfile is not layered over config/demo.yaml: keys it leaves out take the schema
+    defaults, not the demo's values (the demo caps diffusion training at max_steps 3000)."""
+    config = write_config(tmp_path, train={"diffusion": {"epochs": 2, "batch_size": 8},
+                                           "regressor": {"epochs": 2, "batch_size": 8},
+                                           "surrogate": {"epochs": 2, "batch_size": 8}})
+    proc = snakemake("-n", "-p", "models", cwd=tmp_path, configfile=config)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "--kind diffusion" in proc.stdout and "--max-steps" not in proc.stdout
+    assert "is extended by additional config" not in proc.stdout + proc.stderr
+
+
+def test_command_line_override_is_validated_too(ci_config):
+    proc = snakemake("-n", "data", "--config", "seed=-2", cwd=ci_config.parent, configfile=ci_config)
+    assert proc.returncode != 0
+    assert "+ --config: seed: -2 is less than the minimum of 0" in proc.stdout + proc.stderr
+
+
 def test_lint_is_clean():
     proc = snakemake("--lint")
     assert proc.returncode == 0, proc.stdout + proc.stderr
