@@ -21,7 +21,7 @@ from typing import Any
 
 from dosmatgen.errors import DataError
 from dosmatgen.io import atomic_write
-from dosmatgen.plots.gallery import gallery_entries
+from dosmatgen.plots.gallery import gallery_entries, title_from_stem
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -62,10 +62,6 @@ def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(out)
 
 
-def _title(stem: str) -> str:
-    return stem.replace("_", " ").replace("-", " ").strip().capitalize()
-
-
 def _figure_html(png: Path, title: str, caption: str) -> str:
     data = base64.b64encode(png.read_bytes()).decode("ascii")
     cap = f"<b>{html.escape(title)}</b>" + (f" — {html.escape(caption)}" if caption else "")
@@ -102,7 +98,7 @@ def render_report(tables: Sequence[tuple[str, list[str], list[list[str]]]],
     if not tables:
         parts.append('<p class="muted">No tables found.</p>')
     for name, header, rows in tables:
-        parts.append(f"<h3>{html.escape(_title(name))}</h3>")
+        parts.append(f"<h3>{html.escape(title_from_stem(name))}</h3>")
         parts.append(f'<p class="muted">{html.escape(name)}.csv</p>')
         parts.append(_html_table(header, rows))
     parts.append('<h2 id="figures">Figures</h2>')

@@ -27,7 +27,8 @@ def _rank(stem: str) -> tuple[int, str]:
     return len(ORDER), low
 
 
-def _title_from_stem(stem: str) -> str:
+def title_from_stem(stem: str) -> str:
+    """``fig2_formation-T1000`` -> ``Fig2 formation t1000``: a readable title from a file name."""
     return stem.replace("_", " ").replace("-", " ").strip().capitalize()
 
 
@@ -39,7 +40,7 @@ def gallery_entries(figures_dir: str | os.PathLike) -> list[dict[str, str]]:
         title, caption = read_png_caption(png)
         pdf = png.with_suffix(".pdf")
         entries.append({"stem": png.stem, "png": png.name, "pdf": pdf.name if pdf.exists() else "",
-                        "title": title or _title_from_stem(png.stem), "caption": caption})
+                        "title": title or title_from_stem(png.stem), "caption": caption})
     return entries
 
 
