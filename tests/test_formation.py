@@ -128,3 +128,18 @@ def test_orb_wiring_offline_with_random_weights(tmp_path):
     refs = {"Au": {"energy_per_atom": 0.0, "source": "mlff:dcdft"}, "Ni": {"energy_per_atom": 0.0, "source": "mlff:dcdft"}}
     row = F.evaluate_item(au3ni(), calc, refs, 0.05, 3)
     assert row["status"] == "ok" and np.isfinite(row["ef_unrelaxed"]) and np.isfinite(row["ef_relaxed"])
+
+
+def test_element_without_reference_is_skipped_not_fatal():
+    """A generated crystal with an element that has no elemental reference (no dcdft structure,
+    no MP energy, or unknown to the MLFF) is reported, and the rest of the set goes on."""
+    import numpy as np
+
+    from dosmatgen.evaluate.formation import FormationItem, evaluate_item
+
+    item = FormationItem("gen-0", "src-0", np.array([85, 8]), np.array([[0, 0, 0], [0.5, 0.5, 0.5]]),
+                         np.eye(3) * 3.5)
+    refs = {"O": {"energy_per_atom": -4.9, "source": "mlff:dcdft"}}
+    row = evaluate_item(item, calc=None, refs=refs, fmax=0.05, steps=10)
+    assert row["status"] == "skipped_no_reference:At"
+    assert row["ef_relaxed"] is None

@@ -152,7 +152,12 @@ class ElementalReferences:
                                      "fmax": self.fmax, "max_steps": self.steps, "elements": self.elements})
 
     def get(self, elements: Iterable[str], calc: Any = None, progress: bool = False) -> dict[str, dict[str, Any]]:
-        """References for ``elements``, computing (with ``calc``) and caching missing ones."""
+        """References for ``elements``, computing (with ``calc``) and caching missing ones.
+
+        An element with neither an MLFF reference (not in dcdft, or the MLFF cannot handle it)
+        nor an MP elemental energy is left out of the result, never fatal: structures containing
+        it are reported as ``skipped_no_reference:<El>`` by :func:`evaluate_item`.
+        """
         wanted = sorted(set(elements))
         missing = [el for el in wanted if el not in self.elements]
         if missing:
@@ -167,21 +172,23 @@ class ElementalReferences:
                     if calc is None:
                         raise ConfigError(f"elemental reference for {el} is not cached; pass an MLFF calculator")
                     atoms = dcdft[el]
-                    _, energy, converged = relax(atoms, calc, self.fmax, self.steps)
+                    try:
+                        _, energy, converged = relax(atoms, calc, self.fmax, self.steps)
+                    except (ValueError, RuntimeError, KeyError, IndexError):  # element unknown to the MLFF
+                        energy, converged = float("nan"), False
                     if np.isfinite(energy):
                         entry = {"energy_per_atom": energy / len(atoms), "source": "mlff:dcdft",
                                  "natoms": len(atoms), "converged": bool(converged)}
                 if entry is None:
                     mp_refs = mp_refs if mp_refs is not None else mp_elemental_energies()
                     if el not in mp_refs:
-                        raise DataError(f"no elemental reference for {el}: not in ase dcdft and not in "
-                                        "pymatgen's MP elemental energies")
+                        continue
                     e, mpid = mp_refs[el]
                     entry = {"energy_per_atom": e, "source": f"mp-gga:{mpid}", "natoms": None,
                              "converged": None}
                 self.elements[el] = entry
                 self.save()  # after each element: a long reference run is resumable too
-        return {el: self.elements[el] for el in wanted}
+        return {el: self.elements[el] for el in wanted if el in self.elements}
 
 
 def formation_energy_per_atom(symbols: Sequence[str], energy: float, refs: dict[str, dict[str, Any]]) -> float:
@@ -239,6 +246,10 @@ def evaluate_item(item: FormationItem, calc: Any, refs: dict[str, dict[str, Any]
         row["status"] = f"skipped_invalid:{why}"
         return row
     symbols = [site.specie.symbol for site in s]
+    no_ref = sorted({el for el in symbols if el not in refs})
+    if no_ref:
+        row["status"] = f"skipped_no_reference:{','.join(no_ref)}"
+        return row
     row["ref_fallback"] = sorted({el for el in symbols if not str(refs[el]["source"]).startswith("mlff")})
     try:
         atoms = Atoms(numbers=[int(z) for z in item.atomic_numbers], scaled_positions=s.frac_coords,
