@@ -307,6 +307,9 @@ def test_screening_end_to_end_and_resume(models, tmp_path, monkeypatch):
     funnel = {r["stage"]: int(r["count"]) for r in _rows(out / "funnel.csv")}
     assert funnel["generated"] == 6
     assert len(res["formation"]["ef_relaxed"]) == funnel["formation energy computed (relaxed)"]
+    plausible = funnel[f"E_f plausible (>= {cfg.min_plausible_ef} eV/atom)"]
+    assert plausible == sum(e >= cfg.min_plausible_ef for e in res["formation"]["ef_relaxed"])
+    assert all(float(r["ef_relaxed"]) >= cfg.min_plausible_ef for r in ranked)  # MLFF blow-ups never ranked
     assert list((out / "cifs").rglob("*-relaxed.cif"))
 
     # rerun: samples, formation energies and DFT results come from the work folder

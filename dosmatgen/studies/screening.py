@@ -51,6 +51,10 @@ class ScreenConfig(SamplingConfig):
         n_atoms: atom counts, generated in equal numbers.
         n_per_size: crystals per atom count (paper: 2,000).
         ef_threshold: keep E_f <= this (eV/atom; paper -1.5).
+        min_plausible_ef: a relaxed E_f below this (eV/atom) is not a stable crystal but the MLFF
+            extrapolating on a collapsed geometry (the most negative known formation energies are
+            about -4.5 eV/atom); such crystals are counted as ``implausible_ef`` and dropped
+            before the threshold.
         fallback_pool: when nothing passes, rank the ``max(top_k, fallback_pool)`` lowest-E_f crystals.
         top_k: crystals validated with DFT (paper: 8).
         mlff: force field for :func:`dosmatgen.evaluate.mlff.get_calculator`.
@@ -70,6 +74,7 @@ class ScreenConfig(SamplingConfig):
     n_atoms: tuple[int, ...] = (4, 5, 6, 7, 8)
     n_per_size: int = 2000
     ef_threshold: float = -1.5
+    min_plausible_ef: float = -5.0
     fallback_pool: int = 0
     top_k: int = 8
     mlff: str = "sevenn"
@@ -147,7 +152,10 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
     by_id = {r["id"]: r for r in form["rows"]}
 
     # 3. E_f filter -------------------------------------------------------------------------------
-    with_ef = [c for c in candidates if c.extra["ef_relaxed"] is not None and np.isfinite(c.extra["ef_relaxed"])]
+    computed = [c for c in candidates if c.extra["ef_relaxed"] is not None and np.isfinite(c.extra["ef_relaxed"])]
+    with_ef = [c for c in computed if c.extra["ef_relaxed"] >= cfg.min_plausible_ef]
+    for c in computed:
+        c.extra["implausible_ef"] = c.extra["ef_relaxed"] < cfg.min_plausible_ef
     with_ef.sort(key=lambda c: (c.extra["ef_relaxed"], c.candidate_id))
     passing = [c for c in with_ef if c.extra["ef_relaxed"] <= cfg.ef_threshold]
     fallback = not passing
@@ -190,11 +198,12 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
     agreement = _agreement(ok)
     funnel = [{"stage": "generated", "count": len(candidates)},
               {"stage": "valid", "count": sum(c.valid for c in candidates)},
-              {"stage": "formation energy computed (relaxed)", "count": len(with_ef)},
+              {"stage": "formation energy computed (relaxed)", "count": len(computed)},
+              {"stage": f"E_f plausible (>= {cfg.min_plausible_ef} eV/atom)", "count": len(with_ef)},
               {"stage": f"E_f <= {cfg.ef_threshold} eV/atom", "count": len(passing)},
               {"stage": "ranked by surrogate DOS" + (" (lowest-E_f fallback)" if fallback else ""),
                "count": len(ranked)},
-              {"stage": "DFT validated (top k)", "count": len(top)},
+              {"stage": "DFT validated (top k)", "count": len(top) if cfg.dft else 0},
               {"stage": "DFT succeeded", "count": len(ok)}]
     notes = [f"target: {target.element} site of {target.structure_id} ({target.source})",
              f"{len(passing)} of {len(candidates)} generated crystals have relaxed E_f <= {cfg.ef_threshold} eV/atom "
