@@ -17,20 +17,10 @@ from dosmatgen.data.standardise import DOSStandardiser
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.model import factory
 from dosmatgen.training import TrainConfig, TrainingInterrupted, epoch_batches, train, DistContext
-
-TINY_DIFFUSION = {"model": {"hidden_dim": 16, "num_layers": 1, "num_freqs": 2, "time_dim": 8},
-                  "diffusion": {"timesteps": 20, "sigma_norm_samples": 200}}
-
+from factories import TINY_DIFFUSION, random_records
 
 def make_records(n: int, seed: int = 0) -> list[CrystalRecord]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        k = int(rng.integers(1, 4))
-        lat = np.eye(3) * rng.uniform(3, 5) + rng.normal(0, 0.2, (3, 3))
-        out.append(CrystalRecord(f"r{i}", rng.integers(1, 20, k), rng.random((k, 3)), lat,
-                                 rng.random((k, 400)).astype(np.float32)))
-    return out
+    return random_records(n, seed, prefix="r")
 
 
 @pytest.fixture(scope="module")
