@@ -190,21 +190,26 @@ def _provenance_lines(prov: dict[str, Any] | None) -> list[str]:
     return ["", "Run: " + "; ".join(got)] if got else []
 
 
-def table1_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None = None) -> str:
+def _ours_paper_grid(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], digits: int) -> list[str]:
+    """Markdown header, separator and one line per guidance mode: for every T and every
+    ``(label, key)`` column, our value with the paper's (``paper_<key>``) in parentheses."""
     ts = sorted({r["T"] for r in rows})
     guid = list(dict.fromkeys(r["guidance"] for r in rows))
     by = {(r["guidance"], r["T"]): r for r in rows}
-    head = "| Guidance | " + " | ".join(f"T={t} MAE(ŷ_gen, y) | T={t} MAE(ŷ_gen, ŷ)" for t in ts) + " |"
+    head = "| Guidance | " + " | ".join(f"T={t} {label}" for t in ts for label, _ in columns) + " |"
+    lines = [head, "|" + "---|" * (1 + len(columns) * len(ts))]
+    for g in guid:
+        cells = [_pair(by.get((g, t), {}).get(key), by.get((g, t), {}).get(f"paper_{key}"), digits)
+                 for t in ts for _, key in columns]
+        lines.append(f"| {P.GUIDANCE_LABELS.get(g, g)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def table1_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None = None) -> str:
     lines = ["# Table 1: DOS MAE of regenerated test structures — ours (paper)", "",
              "MAE in states/eV/site (per-atom mean over 400 bins, mean over atoms, mean over structures); "
-             "the paper's values in parentheses.", "", head, "|" + "---|" * (1 + 2 * len(ts))]
-    for g in guid:
-        cells = []
-        for t in ts:
-            r = by.get((g, t), {})
-            cells += [_pair(r.get("mae_gen_y"), r.get("paper_mae_gen_y"), 3),
-                      _pair(r.get("mae_gen_yhat"), r.get("paper_mae_gen_yhat"), 3)]
-        lines.append(f"| {P.GUIDANCE_LABELS.get(g, g)} | " + " | ".join(cells) + " |")
+             "the paper's values in parentheses.", ""]
+    lines += _ours_paper_grid(rows, [("MAE(ŷ_gen, y)", "mae_gen_y"), ("MAE(ŷ_gen, ŷ)", "mae_gen_yhat")], 3)
     yhat = [r["mae_yhat_y"] for r in rows if r.get("mae_yhat_y") is not None]
     base = [r["mae_mean_dos_y"] for r in rows if r.get("mae_mean_dos_y") is not None]
     lines += ["", f"Surrogate's own error MAE(ŷ, y): {_fmt(yhat[0] if yhat else None)} (paper {P.SURROGATE_MAE}).",
@@ -221,20 +226,11 @@ def table1_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None 
 
 
 def table2_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None = None) -> str:
-    ts = sorted({r["T"] for r in rows})
-    guid = list(dict.fromkeys(r["guidance"] for r in rows))
-    by = {(r["guidance"], r["T"]): r for r in rows}
-    head = "| Guidance | " + " | ".join(f"T={t} Struct. match % | T={t} Comp. match %" for t in ts) + " |"
     lines = ["# Table 2: match rates of regenerated test structures — ours (paper)", "",
              "StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3) against the conditioning test structure; "
-             "timeouts excluded; the paper's values in parentheses.", "", head, "|" + "---|" * (1 + 2 * len(ts))]
-    for g in guid:
-        cells = []
-        for t in ts:
-            r = by.get((g, t), {})
-            cells += [_pair(r.get("structure_match_rate"), r.get("paper_structure_match_rate"), 2),
-                      _pair(r.get("composition_match_rate"), r.get("paper_composition_match_rate"), 2)]
-        lines.append(f"| {P.GUIDANCE_LABELS.get(g, g)} | " + " | ".join(cells) + " |")
+             "timeouts excluded; the paper's values in parentheses.", ""]
+    lines += _ours_paper_grid(rows, [("Struct. match %", "structure_match_rate"),
+                                     ("Comp. match %", "composition_match_rate")], 2)
     lines += ["", "Validity / uniqueness / novelty (ours, %; not in the paper):", "",
               "| Guidance | T | Validity | Uniqueness | Novelty | n | match exclusions (ours; paper) |",
               "|---|---|---|---|---|---|---|"]
