@@ -109,6 +109,20 @@ def test_fixed_types_are_clamped_at_every_step_and_masks_are_passed():
     assert bool((late_types[spec.fixed_mask].argmax(-1) == pd - 1).all())
 
 
+def test_allowed_types_restrict_decoded_elements_but_not_fixed_ones(untrained):
+    spec = CrystalBatch.for_generation([4, 5, 3], fixed_types=[[0, 0, 0, 0], [46, 0, 0, 0, 0], None])
+    free = sample(untrained, spec, steps=5, seed=1, progress=False)
+    allowed = {8, 28, 79}
+    assert not set(free.atom_types[~spec.fixed_mask].tolist()) <= allowed  # untrained: any element
+    res = sample(untrained, spec, steps=5, seed=1, progress=False, allowed_types=sorted(allowed))
+    assert set(res.atom_types[~spec.fixed_mask].tolist()) <= allowed
+    assert res.atom_types[spec.fixed_mask].tolist() == [46]
+    assert torch.equal(res.frac_coords, free.frac_coords)  # only the decoding changes
+    for bad in ([], [0, 8], [101]):
+        with pytest.raises(ConfigError, match="allowed_types"):
+            sample(untrained, spec, steps=2, progress=False, allowed_types=bad)
+
+
 def test_chain_from_the_prior_starts_at_T_minus_one_unless_asked(untrained):
     spec = CrystalBatch.for_generation([2])
     rec = Recorder(ClassifierFreeGuidance(1.0))

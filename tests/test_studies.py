@@ -406,8 +406,14 @@ def test_cli_masked_and_figures(cli_files, capsys):
     from dosmatgen.cli import main
 
     out = Path(cli_files["dir"]) / "studies" / "masked"
-    assert main(_cli(cli_files, "masked", "--n", "1", "--natoms", "2", "--mlff", "sevenn", "--out", str(out))) == 0
+    assert main(_cli(cli_files, "masked", "--n", "4", "--natoms", "3", "--mlff", "sevenn", "--out", str(out))) == 0
     assert (out / "summary.csv").exists() and (out / "results.json").exists()
+    import csv
+
+    from pymatgen.core import Composition
+
+    formulas = [r["formula"] for r in csv.DictReader(open(out / "candidates.csv")) if r["formula"]]
+    assert formulas and {e.symbol for f in formulas for e in Composition(f)} <= {"Au", "Ni", "Ir", "O", "Zn", "Sn"}
     figs = Path(cli_files["dir"]) / "figs"
     assert main(["studies", "figures", "--results", str(out.parent), "--out", str(figs)]) == 0
     assert (figs / "fig4_masked.pdf").exists()

@@ -127,6 +127,9 @@ def _study_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--batch-size", type=int, default=100, help="crystals per sampler call")
     g.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    g.add_argument("--any-element", action="store_true",
+                   help="let generated atoms be any element the model knows (default: only the elements "
+                        "present in --store, which the force-field references and GPAW cover)")
     if name not in ("screen", "window-sweep"):
         g.add_argument("--mlff", help=argparse.SUPPRESS)  # accepted for a uniform workflow rule; unused
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
@@ -148,7 +151,19 @@ def _mlff_options(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
     return {"steps": args.steps, "step_lr": args.step_lr, "omega": args.omega, "seed": args.seed,
-            "batch_size": args.batch_size, "device": args.device, "progress": not args.quiet}
+            "batch_size": args.batch_size, "device": args.device, "progress": not args.quiet,
+            "allowed_types": _allowed_types(args)}
+
+
+def _allowed_types(args: argparse.Namespace) -> tuple[int, ...] | None:
+    """The elements of ``--store`` (None with ``--any-element`` or without a store)."""
+    if args.any_element or not args.store:
+        return None
+    import numpy as np
+
+    from dosmatgen.data.store import DOSStore
+
+    return tuple(int(z) for z in np.unique(DOSStore(args.store).all_atomic_numbers()))
 
 
 def _mlff(args: argparse.Namespace) -> dict[str, Any]:

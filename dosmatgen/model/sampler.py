@@ -51,7 +51,8 @@ def _randn(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator) -> 
 @torch.no_grad()
 def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance | None = None,
            t0: int | None = None, steps: int | None = None, step_lr: float = 1e-5, seed: int = 0,
-           progress: bool = True, start_at_T: bool = False) -> CrystalBatch:
+           progress: bool = True, start_at_T: bool = False,
+           allowed_types: Sequence[int] | None = None) -> CrystalBatch:
     """Generate one crystal per crystal of ``spec`` (its atom counts, DOS, masks; with ``t0`` also
     its structure as the starting point).
 
@@ -72,6 +73,10 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
             amplifies by <= 1.5). q(S_{T-1} | S_0) equals the prior to within abar_{T-1} = 2.4e-6,
             so drawing S_{T-1} from the prior is the same chain for an exact model and avoids the
             blow-up for a finite one. True reproduces the reference sampler.
+        allowed_types: atomic numbers the decoded types may take (e.g. the elements of the
+            training data); None allows all 1..max_z. The type channel is a continuous one-hot
+            (A4), so this restricts the final argmax to the allowed vertices. Fixed types are
+            kept as given.
     Returns a :class:`CrystalBatch` on ``spec``'s device with the generated types, coordinates and
     lattices, and ``spec``'s DOS, masks and ids.
     """
@@ -87,8 +92,12 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
         t_start = T - 1
     if steps is not None and steps < 1:
         raise ConfigError(f"number of sampling steps must be >= 1, got {steps}")
-    times = timestep_schedule(t_start, None if steps is None else min(int(steps), t_start))
     max_z = diffusion.model_cfg.max_z
+    if allowed_types is not None:
+        allowed = sorted({int(z) for z in allowed_types})
+        if not allowed or allowed[0] < 1 or allowed[-1] > max_z:
+            raise ConfigError(f"allowed_types must be a non-empty set of atomic numbers in 1..{max_z}")
+    times = timestep_schedule(t_start, None if steps is None else min(int(steps), t_start))
     if spec.num_graphs == 0:
         raise DataError("the generation spec holds zero crystals")
     if bool(((spec.atom_types < 1) | (spec.atom_types > max_z))[spec.fixed_mask].any()):
@@ -155,7 +164,12 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
         bar.update(1)
     bar.close()
 
-    types = state.types.argmax(-1) + 1
+    logits = state.types
+    if allowed_types is not None:
+        keep = torch.zeros(max_z, dtype=torch.bool, device=device)
+        keep[torch.tensor(allowed, device=device) - 1] = True
+        logits = logits.masked_fill(~keep, float("-inf"))
+    types = logits.argmax(-1) + 1
     types = torch.where(spec.fixed_mask, spec.atom_types, types)
     lat, x = state.lattices, state.frac_coords
     flip = torch.linalg.det(lat) < 0

@@ -64,6 +64,8 @@ class SamplingConfig:
         batch_size: crystals per sampler call.
         device: torch device for sampling and the surrogate.
         progress: show tqdm progress bars.
+        allowed_types: atomic numbers the generated atoms may take (the CLI's default: the
+            elements of the dataset store); None: any element the model knows.
     """
 
     steps: int | None = None
@@ -73,8 +75,11 @@ class SamplingConfig:
     batch_size: int = 100
     device: str = "cpu"
     progress: bool = True
+    allowed_types: tuple[int, ...] | None = None
 
     def check(self) -> None:
+        if self.allowed_types is not None and not self.allowed_types:
+            raise ConfigError("allowed_types is empty: no element could be generated")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be >= 1 (or None for the full schedule), got {self.steps}")
         if self.batch_size < 1:
@@ -241,7 +246,8 @@ def sample_crystals(models: StudyModels, spec, cfg: SamplingConfig, seed: int, *
         chunk = spec.graph_slice(list(range(a, b))) if (a, b) != (0, n) else spec
         with torch.no_grad():
             got = sample(models.diffusion, chunk.to(cfg.device), guidance=guidance, t0=t0, steps=cfg.steps,
-                         step_lr=cfg.step_lr, seed=int(seed) + j, progress=cfg.progress)
+                         step_lr=cfg.step_lr, seed=int(seed) + j, progress=cfg.progress,
+                         allowed_types=cfg.allowed_types)
         crystals = batch_to_raw(got)
         if path is not None:
             _save_chunk(path, crystals)
