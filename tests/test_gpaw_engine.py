@@ -146,3 +146,20 @@ def test_reference_regression():
         want = ref[s["id"].replace("-", "_")]
         cos = [a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) for a, b in zip(res.dos, want)]
         assert min(cos) >= 0.97, (s["id"], cos)
+
+
+@pytest.mark.gpaw
+def test_scf_that_does_not_converge_is_a_clear_recorded_failure(monkeypatch):
+    """Two SCF iterations cannot converge Si: the engine says so after trying both mixers, and the
+    built-in builder records the structure as failed (stage dft) instead of stopping."""
+    _need_gpaw()
+    from dosmatgen.data import builtin
+
+    eng = GPAWSiteDOSEngine(timeout_s=300, maxiter=2, attempts=2)
+    with pytest.raises(GPAWEngineError, match="did not converge in 2 iterations with 2 mixer"):
+        eng.compute(_silicon())
+    monkeypatch.setitem(builtin._STATE, "engine", eng)
+    monkeypatch.setitem(builtin._STATE, "calc", None)
+    cand = next(c for c in builtin.candidates(0, 400) if builtin.PROTOTYPES[c.prototype].num_atoms == 2 and not c.magnetic)
+    out = builtin._work((cand, 0.05, 10))
+    assert out["status"] == "failed" and out["stage"] == "dft" and "did not converge" in out["reason"]
