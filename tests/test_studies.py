@@ -310,6 +310,9 @@ def test_screening_end_to_end_and_resume(models, tmp_path, monkeypatch):
     plausible = funnel[f"E_f plausible (>= {cfg.min_plausible_ef} eV/atom)"]
     assert plausible == sum(e >= cfg.min_plausible_ef for e in res["formation"]["ef_relaxed"])
     assert all(float(r["ef_relaxed"]) >= cfg.min_plausible_ef for r in ranked)  # MLFF blow-ups never ranked
+    assert sum(r["n_plausible_ef"] for r in res["per_size"]) == plausible  # blow-ups out of the E_f medians
+    assert all(r["median_ef_relaxed"] is None or r["median_ef_relaxed"] >= cfg.min_plausible_ef
+               for r in res["per_size"])
     assert list((out / "cifs").rglob("*-relaxed.cif"))
 
     # rerun: samples, formation energies and DFT results come from the work folder

@@ -271,7 +271,7 @@ def plot_window_sweep(results, out_dir) -> list[Path]:
         raise DataError("window sweep: no summary rows")
     panels = [("mean_win_dos_mae", "DOS MAE in scoring window\n(states/eV/site)"),
               ("composition_diversity", "composition diversity\n(unique formulas / n)"),
-              ("mean_ef_relaxed", "mean E$_f$ relaxed (eV/atom)"),
+              ("median_ef_relaxed", "median E$_f$ relaxed (eV/atom)"),
               ("all_earth_abundant", "all-earth-abundant fraction")]
     windows = []
     for r in rows:

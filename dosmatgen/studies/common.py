@@ -331,6 +331,18 @@ class Candidate:
                 "lattice": np.round(self.record.lattice, 6).tolist()}
 
 
+def finite_mean(values: Iterable[float | None]) -> float | None:
+    """Mean of the finite values (None when there are none)."""
+    v = [float(x) for x in values if x is not None and np.isfinite(x)]
+    return float(np.mean(v)) if v else None
+
+
+def finite_median(values: Iterable[float | None]) -> float | None:
+    """Median of the finite values (None when there are none): robust to MLFF outliers."""
+    v = [float(x) for x in values if x is not None and np.isfinite(x)]
+    return float(np.median(v)) if v else None
+
+
 def _round(v: Any, nd: int = 5) -> Any:
     if v is None:
         return None

@@ -36,10 +36,10 @@ from tqdm.auto import tqdm
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import ConfigError, DosmatgenError
 from dosmatgen.io import atomic_save_json
-from dosmatgen.studies.common import (Candidate, SamplingConfig, StudyModels, _round, config_to_dict,
-                                      cosine_similarity, dos_match, formation_energies, group_summary, highlight, make_candidates,
-                                      prior_spec, sample_crystals, score_first_atom, spec_fingerprint,
-                                      write_study)
+from dosmatgen.studies.common import (Candidate, config_to_dict, cosine_similarity, dos_match, finite_median,
+                                      formation_energies, group_summary, highlight, make_candidates,
+                                      prior_spec, _round, sample_crystals, SamplingConfig, score_first_atom,
+                                      spec_fingerprint, StudyModels, write_study)
 from dosmatgen.studies.targets import TargetDOS
 
 
@@ -188,10 +188,12 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
         cands = [c for c in candidates if c.group == f"N={n}"]
         row = group_summary(f"N={n}", cands)
         efs_u = [c.extra["ef_unrelaxed"] for c in cands if c.extra["ef_unrelaxed"] is not None]
-        efs_r = [c.extra["ef_relaxed"] for c in cands if c.extra["ef_relaxed"] is not None]
+        efs_r = [c.extra["ef_relaxed"] for c in cands if c.extra["ef_relaxed"] is not None
+                 and np.isfinite(c.extra["ef_relaxed"]) and c.extra["ef_relaxed"] >= cfg.min_plausible_ef]
         per_size.append({"n_atoms": n, "n_generated": row["n_generated"], "n_valid": row["n_valid"],
-                         "n_with_ef": len(efs_r), "mean_ef_unrelaxed": _round(_mean(efs_u)),
-                         "mean_ef_relaxed": _round(_mean(efs_r)),
+                         "n_plausible_ef": len(efs_r),
+                         "median_ef_unrelaxed": _round(finite_median(efs_u)),
+                         "median_ef_relaxed": _round(finite_median(efs_r)),
                          "n_pass_threshold": sum(c.extra["passes_threshold"] for c in cands),
                          "composition_diversity": row["composition_diversity"],
                          "first_atom_elements": row["first_atom_elements"]})
@@ -250,10 +252,6 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
 
 
 # ---------------------------------------------------------------------------------------------
-def _mean(v: Sequence[float]) -> float | None:
-    return float(np.mean(v)) if len(v) else None
-
-
 def _structure_json(rec: CrystalRecord) -> dict[str, Any]:
     return {"atomic_numbers": rec.atomic_numbers.tolist(), "frac_coords": np.round(rec.frac_coords, 6).tolist(),
             "lattice": np.round(rec.lattice, 6).tolist()}

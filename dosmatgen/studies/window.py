@@ -44,10 +44,10 @@ import numpy as np
 
 from dosmatgen.dos.grid import ENERGY_GRID, N_DOS
 from dosmatgen.errors import ConfigError
-from dosmatgen.studies.common import (Candidate, SamplingConfig, StudyModels, _round,
-                                      config_to_dict, dos_match, formation_energies, group_summary, highlight, make_candidates,
-                                      prior_spec, sample_crystals, score_first_atom, spec_fingerprint,
-                                      write_study)
+from dosmatgen.studies.common import (Candidate, config_to_dict, dos_match, finite_mean, finite_median,
+                                      formation_energies, group_summary, highlight, make_candidates,
+                                      prior_spec, _round, sample_crystals, SamplingConfig, score_first_atom,
+                                      spec_fingerprint, StudyModels, write_study)
 from dosmatgen.studies.targets import TargetDOS
 
 #: Crustal abundance in mg/kg (CRC Handbook, rounded). Used only to call an element earth-abundant.
@@ -123,6 +123,9 @@ class WindowConfig(SamplingConfig):
         formation: compute MLFF formation energies (stability axis).
         mlff, mlff_workers, mlff_device, fmax, relax_steps, refs_cache: as in the screening.
         ef_threshold: "stable" means relaxed E_f <= this (eV/atom).
+        min_plausible_ef: relaxed E_f below this (eV/atom) is an MLFF blow-up on a collapsed cell
+            (as in the screening): counted in ``n_implausible_ef``, left out of the E_f median and
+            of ``frac_stable``.
         work_dir: resumable intermediate files (None: ``<out>.work``).
     """
 
@@ -139,6 +142,7 @@ class WindowConfig(SamplingConfig):
     relax_steps: int = 200
     refs_cache: str | None = None
     ef_threshold: float = -1.5
+    min_plausible_ef: float = -5.0
     work_dir: str | None = None
 
     def check(self) -> None:
@@ -168,7 +172,8 @@ class WindowConfig(SamplingConfig):
 SUMMARY_COLUMNS = ("group", "window", "omega", "n_generated", "n_valid", "mean_win_dos_mae", "mean_win_cosine",
                    "mean_own_win_dos_mae", "mean_dos_mae", "mean_cosine", "composition_diversity",
                    "n_unique_formulas", "first_atom_elements", "first_atom_earth_abundant", "all_earth_abundant",
-                   "contains_target_element", "mean_ef_unrelaxed", "mean_ef_relaxed", "frac_stable")
+                   "contains_target_element", "median_ef_unrelaxed", "median_ef_relaxed", "n_implausible_ef",
+                   "frac_stable")
 
 
 def run_window_sweep(models: StudyModels, target: TargetDOS, cfg: WindowConfig, out_dir: str | Path, *,
@@ -219,17 +224,20 @@ def run_window_sweep(models: StudyModels, target: TargetDOS, cfg: WindowConfig, 
     for label, omega, group, cands in groups:
         n = len(cands)
         base = group_summary(group, cands)
-        efr = [c.extra.get("ef_relaxed") for c in cands if c.extra.get("ef_relaxed") is not None]
+        efr_all = [c.extra["ef_relaxed"] for c in cands
+                   if c.extra.get("ef_relaxed") is not None and np.isfinite(c.extra["ef_relaxed"])]
+        efr = [e for e in efr_all if e >= cfg.min_plausible_ef]
         efu = [c.extra.get("ef_unrelaxed") for c in cands if c.extra.get("ef_unrelaxed") is not None]
         rows.append({
             **base, "window": label, "omega": omega,
-            "mean_win_dos_mae": _round(_mean(c.extra.get("win_dos_mae") for c in cands)),
-            "mean_win_cosine": _round(_mean(c.extra.get("win_cosine") for c in cands)),
-            "mean_own_win_dos_mae": _round(_mean(c.extra.get("own_win_dos_mae") for c in cands)),
+            "mean_win_dos_mae": _round(finite_mean(c.extra.get("win_dos_mae") for c in cands)),
+            "mean_win_cosine": _round(finite_mean(c.extra.get("win_cosine") for c in cands)),
+            "mean_own_win_dos_mae": _round(finite_mean(c.extra.get("own_win_dos_mae") for c in cands)),
             "first_atom_earth_abundant": _round(sum(is_earth_abundant(c.first_element) for c in cands) / n, 4),
             "all_earth_abundant": _round(sum(bool(c.extra.get("all_earth_abundant")) for c in cands) / n, 4),
             "contains_target_element": _round(sum(bool(c.extra.get("contains_target_element")) for c in cands) / n, 4),
-            "mean_ef_unrelaxed": _round(_mean(efu)), "mean_ef_relaxed": _round(_mean(efr)),
+            "median_ef_unrelaxed": _round(finite_median(efu)), "median_ef_relaxed": _round(finite_median(efr)),
+            "n_implausible_ef": len(efr_all) - len(efr) if cfg.formation else None,
             "frac_stable": _round(sum(e <= cfg.ef_threshold for e in efr) / n, 4) if cfg.formation else None,
         })
         scored = [c for c in cands if c.extra.get("win_dos_mae") is not None]
@@ -258,7 +266,7 @@ def run_window_sweep(models: StudyModels, target: TargetDOS, cfg: WindowConfig, 
 
 
 _COMPARED = ("composition_diversity", "all_earth_abundant", "first_atom_earth_abundant", "contains_target_element",
-             "mean_win_dos_mae", "mean_ef_relaxed")
+             "mean_win_dos_mae", "median_ef_relaxed")
 
 
 def compare_windows(rows: Sequence[dict[str, Any]], labels: Sequence[str],
@@ -301,7 +309,7 @@ def compare_windows(rows: Sequence[dict[str, Any]], labels: Sequence[str],
                     tally("all_earth_abundant", "higher = more all-earth-abundant crystals"),
                     tally("contains_target_element", "lower = fewer crystals containing the target element"),
                     tally("mean_win_dos_mae", "lower = better match in the common scoring window"),
-                    tally("mean_ef_relaxed", "lower = more stable")]
+                    tally("median_ef_relaxed", "lower = more stable")]
         d_div = [r["delta_composition_diversity"] for r in sub if r["delta_composition_diversity"] is not None]
         d_ea = [r["delta_all_earth_abundant"] for r in sub if r["delta_all_earth_abundant"] is not None]
         if d_div and d_ea:
@@ -322,12 +330,9 @@ def _formation(candidates: Sequence[Candidate], raws: Sequence, models: StudyMod
                        device=cfg.mlff_device, calc=calc, progress=cfg.progress, input_name="window sweep")
     name = cfg.mlff if calc is None else type(calc).__name__
     return (f"stability: MLFF {name} formation energy per atom after relaxation (fmax {cfg.fmax}, "
-            f"{cfg.relax_steps} steps); frac_stable = share of all candidates with E_f <= {cfg.ef_threshold} eV/atom")
-
-
-def _mean(values: Iterable[float | None]) -> float | None:
-    v = [float(x) for x in values if x is not None and np.isfinite(x)]
-    return float(np.mean(v)) if v else None
+            f"{cfg.relax_steps} steps); median over the candidates with E_f >= {cfg.min_plausible_ef} eV/atom "
+            f"(below: MLFF blow-ups, n_implausible_ef); frac_stable = share of all candidates with "
+            f"{cfg.min_plausible_ef} <= E_f <= {cfg.ef_threshold} eV/atom")
 
 
 def _sym(z: int) -> str:
