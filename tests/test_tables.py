@@ -136,3 +136,13 @@ def test_claims_skip_when_numbers_are_missing(tmp_path):
     assert status["formation_cfg_T1000_mostly_negative"] == C.SKIP
     with pytest.raises(DataError, match="evaluate tables"):
         C.load_results(tmp_path / "nothing")
+
+
+def test_graph_failure_claim_needs_strictly_more_classifier_failures(tmp_path):
+    """A tie (the same number lost by both guidance modes) does not show the paper's 314-vs-0 gap."""
+    tie = [dict(m) for m in GOOD]
+    tie[2] = fake_metrics("cfg", 1000, .08, .06, 10., 50., excluded={"too_many_images": 2})
+    write_set(tmp_path / "m", tie)
+    TB.write_tables(tmp_path / "m", tmp_path / "res")
+    status = {c.id: c.status for c in C.write_claims(tmp_path / "res")}
+    assert status["classifier_more_graph_failures_T1000"] == C.FAIL

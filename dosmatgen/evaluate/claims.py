@@ -15,8 +15,8 @@ Claims (paper §3.1):
   r(200) >= r(500) >= r(1000) and r(200) > r(1000).
 * ``mae_rises_with_T_{guidance}`` -- for each guidance and both MAEs, m(200) <= m(500) <= m(1000)
   and m(200) < m(1000).
-* ``classifier_more_graph_failures_T1000`` -- at T = 1000 classifier guidance loses at least as
-  many structures to surrogate featurisation as CFG, and more than zero (paper: 314 vs none).
+* ``classifier_more_graph_failures_T1000`` -- at T = 1000 classifier guidance loses strictly more
+  structures to surrogate featurisation than CFG (paper: 314 vs none); a tie fails.
 * ``formation_cfg_T1000_mostly_negative`` -- the majority of CFG T = 1000 structures have
   E_f < 0, relaxed and unrelaxed (needs ``formation_energies.csv``).
 * ``formation_classifier_shifted_up_T1000`` -- median relaxed E_f of classifier T = 1000 is higher
@@ -153,9 +153,9 @@ def evaluate_claims(res: Results, formation: list[dict[str, Any]] | None = None)
     if any(v is None for v in nums.values()):
         status = SKIP
     else:
-        status = PASS if nums["classifier_n_excluded"] >= nums["cfg_n_excluded"] and nums["classifier_n_excluded"] > 0 else FAIL
+        status = PASS if nums["classifier_n_excluded"] > nums["cfg_n_excluded"] else FAIL
     out.append(Claim("classifier_more_graph_failures_T1000",
-                     "at T=1000 classifier guidance loses more (and > 0) structures to surrogate featurisation than CFG",
+                     "at T=1000 classifier guidance loses more structures to surrogate featurisation than CFG",
                      status, nums))
     out += _formation_claims(formation)
     mae, own = _get(res, "cfg", 1000, "mae_gen_y"), _get(res, "cfg", 1000, "mae_yhat_y")
