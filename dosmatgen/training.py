@@ -10,7 +10,8 @@ epochs, at the end, and when the run is stopped by Ctrl-C or SIGTERM (the signal
 flag, the current step finishes, then the state is saved). When ``out_dir/last.pt`` exists,
 :func:`train` continues from it: data order is a function of (seed, epoch) and the noise of each
 step a function of (seed, rank, step), so a resumed run reproduces the uninterrupted one, even when
-the interruption fell mid-epoch. ``best.pt`` holds the weights with the lowest validation loss;
+the interruption fell mid-epoch. ``best.pt`` holds the weights with the lowest validation loss
+(a run whose ``max_steps`` ends it before its first validation saves its final weights there);
 ``metrics.csv`` / ``metrics.jsonl`` one row per epoch.
 
 Several processes: launched with ``torchrun --nproc_per_node K`` (``WORLD_SIZE > 1``) the loop
@@ -637,6 +638,11 @@ def _train(kind, model_config, train_records, val_records, standardiser, cfg, ou
     if stop_reason is not None:
         if state["batch_in_epoch"] > 0:
             checkpoint(last_path)
+        if stop_reason == "max_steps" and not best_path.exists():
+            # stopped before the first epoch ended: no validation yet, so the final weights are the
+            # best known (the bookkeeping is untouched: a resumed run overwrites this at its first
+            # validation, exactly as an uninterrupted one would write it)
+            checkpoint(best_path, full=False)
         if stop_reason == "signal":
             raise TrainingInterrupted(f"training stopped by signal at step {state['step']}; "
                                       f"state saved to {last_path}")

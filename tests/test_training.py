@@ -115,6 +115,16 @@ def test_resume_after_max_steps_is_identical(tmp_path, data):
     assert len(history(tmp_path / "b")) == 4
 
 
+def test_max_steps_inside_the_first_epoch_still_writes_best(tmp_path, data):
+    """A smoke run capped below one epoch (3 batches here) must still leave the declared best.pt."""
+    tr, va, std = data
+    train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(max_steps=2), tmp_path)
+    assert (tmp_path / "best.pt").exists()
+    assert_same_weights(tmp_path / "best.pt", tmp_path / "last.pt")
+    metrics = tmp_path / "metrics.jsonl"  # no epoch finished: no validation row is invented
+    assert not metrics.exists() or history(tmp_path) == []
+
+
 def test_sigterm_saves_and_resume_is_identical(tmp_path, data):
     tr, va, std = data
     train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(epochs=2), tmp_path / "a")
