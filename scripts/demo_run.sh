@@ -7,7 +7,7 @@
 # Runs the workflow's targets one after another (data, models, tables, studies, figures, all) with
 # the demo profile, times each, and writes into results/demo_run/:
 #   snakemake_<target>.log   Snakemake's output of each target
-#   run.json                 commit, host cores, command of each target, start/end and wall seconds
+#   run.jsonl                one line per target: command, commit, start time, wall seconds, cores
 #   diffusion.pt, regressor.pt, surrogate.pt, split.json, standardiser.json   what the tables used
 # The first target is run with --forceall so that every output is recomputed from this commit.
 set -euo pipefail
@@ -46,5 +46,5 @@ done
 for kind in diffusion regressor surrogate; do
   [ -e "$WORK/models/$kind/best.pt" ] && cp "$WORK/models/$kind/best.pt" "$OUT/$kind.pt"
 done
-cp "$WORK"/data/split.json "$WORK"/data/standardiser.json "$OUT"/ 2>/dev/null || true
+cp "$WORK"/data/split.json "$WORK"/data/standardiser.json "$OUT"/
 echo "[demo-run] done; per-target wall times in $runlog"
