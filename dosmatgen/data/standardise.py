@@ -3,7 +3,7 @@
 >>> import numpy as np
 >>> s = DOSStandardiser.fit([np.ones((2, 400)), 3 * np.ones((1, 400))])
 >>> round(float(s.mean[0]), 4), round(float(s.transform(np.full((1, 400), 3.0))[0, 0]), 3)
-(1.6667, 1.0)
+(1.6667, 1.414)
 """
 
 from __future__ import annotations
