@@ -101,6 +101,40 @@ def test_job_protocol_settings():
     assert eng.job(ni)["spinpol"] is True
 
 
+def _fake_worker_result(n_atoms: int) -> dict:
+    return {"status": np.array("ok"), "dos": np.ones((n_atoms, len(ENERGY_GRID))), "fermi": np.array(1.0),
+            "vbm": np.array(1.0), "cbm": np.array(1.0), "gap": np.array(0.0), "reference_energy": np.array(1.0),
+            "spinpol": np.array(False), "magmom": np.array(0.0), "weight_max_dev": np.array(1e-9),
+            "seconds": np.array(0.1)}
+
+
+@pytest.mark.parametrize("fallback, error, expect", [
+    ("szp(dzp)", "LinAlgError: The leading minor of order 109 of B is not positive definite.", "szp(dzp)"),
+    (None, "LinAlgError: The leading minor of order 109 of B is not positive definite.", "raises"),
+    ("szp(dzp)", "SCF did not converge in 100 iterations", "raises"),
+])
+def test_fallback_basis_only_for_an_overcomplete_basis(monkeypatch, fallback, error, expect):
+    eng = GPAWSiteDOSEngine(fallback_basis=fallback)
+    seen = []
+
+    def run_worker(record, basis):
+        seen.append(basis)
+        if basis == "dzp":
+            raise GPAWEngineError(f"{record.structure_id}: {error}")
+        assert eng.job(record, basis)["basis"] == basis
+        return _fake_worker_result(record.num_atoms)
+
+    monkeypatch.setattr(eng, "_run_worker", run_worker)
+    if expect == "raises":
+        with pytest.raises(GPAWEngineError, match=error.split(":")[0]):
+            eng.compute(_silicon())
+        assert seen == ["dzp"]
+    else:
+        res = eng.compute(_silicon())
+        assert seen == ["dzp", expect] and res.protocol["basis"] == expect
+        assert eng.protocol()["basis"] == "dzp"  # the engine's own protocol is unchanged
+
+
 def test_timeout_is_reported(tmp_path):
     _need_gpaw()
     eng = GPAWSiteDOSEngine(timeout_s=1)

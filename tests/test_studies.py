@@ -339,6 +339,46 @@ def test_screening_dft_skips_huge_cells(models, tmp_path):
     assert cand.extra["dft_status"].startswith("skipped: cell too large") and "0 of 1" in note
 
 
+def test_screening_dft_cache_retries_a_failure_only_under_new_settings(models, tmp_path):
+    """A timed-out crystal is retried with a longer timeout; same settings reuse the cached failure."""
+    from dosmatgen.studies.screening import ScreenConfig, _run_dft
+
+    class SlowThenFine:
+        calls = 0
+
+        def __init__(self, timeout_s):
+            self.timeout_s = timeout_s
+
+        def compute(self, record):
+            type(self).calls += 1
+            if self.timeout_s < 100:
+                raise DosmatgenError(f"{record.structure_id}: GPAW timed out after {self.timeout_s:.0f} s")
+
+            class Result:
+                dos = np.tile(_gauss(-2.0), (record.num_atoms, 1))
+                seconds = 5.0
+                protocol = {"basis": "dzp"}
+
+            return Result()
+
+    target = find_target_in_records([_iro2()], "ir-iro2")
+    a = 4.21 / 2
+    mgo = CrystalRecord("MgO", [12, 8], [[0, 0, 0], [.5, .5, .5]], [[0, a, a], [a, 0, a], [a, a, 0]])
+
+    def run(timeout):
+        cand = common.Candidate("MgO", "N=2", mgo)
+        common.score_first_atom(models, [cand], target.dos)
+        _run_dft([cand], target, models, ScreenConfig(progress=False, dft_timeout_s=timeout), tmp_path,
+                 SlowThenFine(timeout))
+        return cand.extra
+
+    assert run(10)["dft_status"].startswith("failed") and SlowThenFine.calls == 1
+    assert run(10)["dft_status"].startswith("failed") and SlowThenFine.calls == 1  # cached failure
+    extra = run(1800)
+    assert extra["dft_status"] == "ok" and extra["dft_basis"] == "dzp" and SlowThenFine.calls == 2
+    assert run(10)["dft_status"] == "ok" and SlowThenFine.calls == 2  # a success is always reused
+
+
 def test_window_helpers(models):
     from dosmatgen.studies.window import (energy_window_mask, is_earth_abundant, parse_window, window_condition,
                                           window_label)

@@ -77,6 +77,9 @@ def register(subparsers) -> None:
     _mlff_options(p)
     p.add_argument("--dft", action="store_true", help="validate the top k with GPAW DFT (off unless given)")
     p.add_argument("--dft-timeout", type=float, default=900.0, help="GPAW wall-time limit per structure (s)")
+    p.add_argument("--dft-fallback-basis", default="szp(dzp)",
+                   help="LCAO basis tried once when dzp is over-complete for a crystal (overlap matrix not "
+                        "positive definite, e.g. Cs at short distances); 'none' turns the retry off")
     p.add_argument("--dft-workers", type=int, default=1, help="concurrent GPAW runs (one core each)")
     p.add_argument("--dft-max-length", type=float, default=30.0,
                    help="skip DFT for a crystal with a longer lattice vector (Å; protects memory)")
@@ -236,6 +239,7 @@ def run_screen_cmd(args: argparse.Namespace) -> int:
     cfg = ScreenConfig(n_atoms=tuple(args.natoms), n_per_size=args.n_per_natoms, ef_threshold=args.threshold,
                        fallback_pool=args.fallback_pool, top_k=args.top_k, dft=args.dft,
                        dft_timeout_s=args.dft_timeout, dft_workers=args.dft_workers,
+                       dft_fallback_basis=None if args.dft_fallback_basis.lower() == "none" else args.dft_fallback_basis,
                        dft_max_length=args.dft_max_length, dft_max_volume_per_atom=args.dft_max_volume_per_atom,
                        **_mlff(args),
                        **_sampling(args))

@@ -87,14 +87,33 @@ def equivalent_atom_classes(record: CrystalRecord, symprec: float = 1e-3) -> lis
     return list(groups.values())
 
 
+def is_overcomplete_basis_error(message: str) -> bool:
+    """Whether a GPAW failure is an over-complete LCAO basis (overlap matrix not positive definite).
+
+    >>> is_overcomplete_basis_error("LinAlgError: The leading minor of order 109 of B is not positive definite.")
+    True
+    >>> is_overcomplete_basis_error("GPAW timed out after 300 s")
+    False
+    """
+    return "not positive definite" in message
+
+
 class GPAWSiteDOSEngine:
-    """Label crystals with GPAW site DOS (PBE, LCAO dzp; DESIGN §3.2 protocol)."""
+    """Label crystals with GPAW site DOS (PBE, LCAO dzp; DESIGN §3.2 protocol).
+
+    ``fallback_basis`` (default None: off) is a second LCAO basis, e.g. ``"szp(dzp)"``, tried once
+    when the first basis is numerically over-complete for the crystal: the LCAO overlap matrix is
+    not positive definite, which happens with the diffuse dzp functions of heavy alkali atoms
+    (Cs, Rb) at short distances. The basis used is reported in the result's ``protocol``. The
+    built-in dataset keeps it off, so that every label there shares one basis; the screening
+    workflow's DFT validation turns it on.
+    """
 
     def __init__(self, timeout_s: float = 900.0, python: str = "/usr/bin/python3", kdens_scf: float = 12.0,
                  kdens_dos: float = 30.0, h: float = 0.3, basis: str = "dzp", xc: str = "PBE",
                  width: float = 0.1, sigma: float = 0.15, gap_threshold: float = 0.3, maxiter: int = 100,
                  attempts: int = 2, weight_tol: float = 1e-3, wide_grid: tuple[float, float, int] | None = None,
-                 nice: int = 0, keep_dir: str | None = None) -> None:
+                 nice: int = 0, keep_dir: str | None = None, fallback_basis: str | None = None) -> None:
         self.timeout_s = float(timeout_s)
         self.python = python
         self.kdens_scf = float(kdens_scf)
@@ -111,6 +130,7 @@ class GPAWSiteDOSEngine:
         self.wide_grid = wide_grid
         self.nice = int(nice)
         self.keep_dir = keep_dir
+        self.fallback_basis = fallback_basis
 
     # ------------------------------------------------------------------------------------------
     def protocol(self) -> dict[str, Any]:
@@ -153,14 +173,14 @@ class GPAWSiteDOSEngine:
         if record.min_distance() < MIN_DISTANCE:  # pragma: no cover - validate already checks
             raise GPAWEngineError(f"{record.structure_id}: atoms overlap")
 
-    def job(self, record: CrystalRecord) -> dict[str, Any]:
-        """The JSON job the worker reads."""
+    def job(self, record: CrystalRecord, basis: str | None = None) -> dict[str, Any]:
+        """The JSON job the worker reads (``basis`` overrides the engine's basis)."""
         from ase.data import chemical_symbols
 
         symbols = {chemical_symbols[int(z)] for z in record.atomic_numbers}
         job = {"numbers": record.atomic_numbers.tolist(), "cell": record.lattice.tolist(),
                "scaled_positions": record.frac_coords.tolist(), "energy_grid": ENERGY_GRID.tolist(),
-               "kdens_scf": self.kdens_scf, "kdens_dos": self.kdens_dos, "h": self.h, "basis": self.basis,
+               "kdens_scf": self.kdens_scf, "kdens_dos": self.kdens_dos, "h": self.h, "basis": basis or self.basis,
                "xc": self.xc, "width": self.width, "sigma": self.sigma, "gap_threshold": self.gap_threshold,
                "maxiter": self.maxiter, "attempts": self.attempts, "weight_tol": self.weight_tol,
                "spinpol": bool(symbols & MAGNETIC_ELEMENTS), "min_distance": MIN_DISTANCE,
@@ -170,13 +190,46 @@ class GPAWSiteDOSEngine:
         return job
 
     def compute(self, record: CrystalRecord) -> SiteDOSResult:
-        """Run GPAW on ``record`` and return its site DOS; raise :class:`GPAWEngineError` on failure."""
+        """Run GPAW on ``record`` and return its site DOS; raise :class:`GPAWEngineError` on failure.
+
+        With ``fallback_basis`` set, an over-complete first basis (overlap matrix not positive
+        definite) is retried once with the fallback basis; any other failure is raised as is.
+        """
         self.check(record)
         t0 = time.time()
+        try:
+            res = self._run_worker(record, self.basis)
+            basis = self.basis
+        except GPAWEngineError as exc:
+            if not self.fallback_basis or not is_overcomplete_basis_error(str(exc)):
+                raise
+            try:
+                res = self._run_worker(record, self.fallback_basis)
+            except GPAWEngineError as exc2:
+                raise GPAWEngineError(f"{exc} ; retried with basis {self.fallback_basis}: {exc2}") from exc2
+            basis = self.fallback_basis
+        dos = np.asarray(res["dos"], dtype=np.float64)
+        if dos.shape != (record.num_atoms, N_DOS) or not np.all(np.isfinite(dos)):
+            raise GPAWEngineError(f"{record.structure_id}: worker returned a DOS of shape {dos.shape} "
+                                  f"or with non-finite values")
+        main = {"dos", "fermi", "vbm", "cbm", "gap", "reference_energy", "spinpol", "magmom", "weight_max_dev",
+                "seconds", "status"}
+        extra = {k: (v.item() if v.ndim == 0 else v) for k, v in res.items() if k not in main}
+        for key in ("equivalent_classes", "attempts"):
+            if key in extra:
+                extra[key] = json.loads(str(extra[key]))
+        return SiteDOSResult(dos=dos, fermi=float(res["fermi"]), vbm=float(res["vbm"]), cbm=float(res["cbm"]),
+                             gap=float(res["gap"]), reference=float(res["reference_energy"]),
+                             spin_polarised=bool(res["spinpol"]), magmom=float(res["magmom"]),
+                             weight_max_dev=float(res["weight_max_dev"]), seconds=time.time() - t0,
+                             protocol=dict(self.protocol(), basis=basis), extra=extra)
+
+    def _run_worker(self, record: CrystalRecord, basis: str) -> dict[str, Any]:
+        """One GPAW worker run with ``basis``: the worker's raw result arrays, or GPAWEngineError."""
         with tempfile.TemporaryDirectory(prefix="dosmatgen-gpaw-", dir=self.keep_dir) as tmp:
             job_path = Path(tmp) / "job.json"
             out_path = Path(tmp) / "out.npz"
-            job_path.write_text(json.dumps(self.job(record)))
+            job_path.write_text(json.dumps(self.job(record, basis)))
             env = dict(os.environ)
             env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                         "PYTHONPATH": "", "PYTHONNOUSERSITE": "1"})
@@ -197,21 +250,7 @@ class GPAWSiteDOSEngine:
                 res = {k: data[k] for k in data.files}
         if str(res["status"]) != "ok":
             raise GPAWEngineError(f"{record.structure_id}: {res.get('error', 'unknown GPAW failure')}")
-        dos = np.asarray(res["dos"], dtype=np.float64)
-        if dos.shape != (record.num_atoms, N_DOS) or not np.all(np.isfinite(dos)):
-            raise GPAWEngineError(f"{record.structure_id}: worker returned a DOS of shape {dos.shape} "
-                                  f"or with non-finite values")
-        main = {"dos", "fermi", "vbm", "cbm", "gap", "reference_energy", "spinpol", "magmom", "weight_max_dev",
-                "seconds", "status"}
-        extra = {k: (v.item() if v.ndim == 0 else v) for k, v in res.items() if k not in main}
-        for key in ("equivalent_classes", "attempts"):
-            if key in extra:
-                extra[key] = json.loads(str(extra[key]))
-        return SiteDOSResult(dos=dos, fermi=float(res["fermi"]), vbm=float(res["vbm"]), cbm=float(res["cbm"]),
-                             gap=float(res["gap"]), reference=float(res["reference_energy"]),
-                             spin_polarised=bool(res["spinpol"]), magmom=float(res["magmom"]),
-                             weight_max_dev=float(res["weight_max_dev"]), seconds=time.time() - t0,
-                             protocol=self.protocol(), extra=extra)
+        return res
 
     def label(self, record: CrystalRecord) -> tuple[CrystalRecord, SiteDOSResult]:
         """A copy of ``record`` with the GPAW site DOS and provenance attached."""

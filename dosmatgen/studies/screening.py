@@ -64,6 +64,8 @@ class ScreenConfig(SamplingConfig):
         refs_cache: elemental-reference cache file (None: the per-user default).
         dft: run the DFT validation.
         dft_timeout_s: per-structure GPAW wall-time limit.
+        dft_fallback_basis: LCAO basis tried once when dzp is over-complete for a crystal (overlap
+            matrix not positive definite, seen with Cs); None: no retry. The basis used is reported.
         dft_workers: concurrent GPAW runs (each one core).
         dft_max_length, dft_max_volume_per_atom: a crystal with a longer lattice vector (Å) or more
             volume per atom (Å^3) is not given to GPAW (its real-space grid would exhaust memory);
@@ -85,6 +87,7 @@ class ScreenConfig(SamplingConfig):
     refs_cache: str | None = None
     dft: bool = True
     dft_timeout_s: float = 900.0
+    dft_fallback_basis: str | None = "szp(dzp)"
     dft_workers: int = 1
     dft_max_length: float = 30.0
     dft_max_volume_per_atom: float = 100.0
@@ -105,7 +108,7 @@ class ScreenConfig(SamplingConfig):
 
 
 RANKED_COLUMNS = ("rank", "candidate_id", "formula", "num_atoms", "first_element", "ef_unrelaxed", "ef_relaxed",
-                  "dos_mae", "dos_mae_std", "cosine", "dft_status", "dft_mae", "dft_cosine",
+                  "dos_mae", "dos_mae_std", "cosine", "dft_status", "dft_basis", "dft_mae", "dft_cosine",
                   "surrogate_vs_dft_mae", "surrogate_vs_dft_cosine", "dft_seconds")
 
 
@@ -319,8 +322,11 @@ def _run_dft(top: Sequence[Candidate], target: TargetDOS, models: StudyModels, c
             for c in top:
                 c.extra.update({"dft_status": f"unavailable: {why}"})
             return f"DFT validation skipped: GPAW is not available ({why})"
-        engine = GPAWSiteDOSEngine(timeout_s=cfg.dft_timeout_s)
+        engine = GPAWSiteDOSEngine(timeout_s=cfg.dft_timeout_s, fallback_basis=cfg.dft_fallback_basis)
     name = type(engine).__name__
+    # A cached failure is reused only under the settings it failed with: a longer timeout or a
+    # fallback basis retries it. A cached success is always reused.
+    settings = {"timeout_s": cfg.dft_timeout_s, "fallback_basis": cfg.dft_fallback_basis}
 
     def one(c: Candidate) -> dict[str, Any]:
         path = cache_dir / f"{c.candidate_id}.json"
@@ -333,17 +339,21 @@ def _run_dft(top: Sequence[Candidate], target: TargetDOS, models: StudyModels, c
             return out  # not cached: it depends on the limits only
         if path.exists():
             try:
-                return json.loads(path.read_text())
-            except (OSError, ValueError):
+                cached = json.loads(path.read_text())
+                if cached.get("status") == "ok" or cached.get("settings") == settings:
+                    return cached
+            except (OSError, ValueError, AttributeError):
                 pass
         try:
             res = engine.compute(rec)
             dos = np.asarray(res.dos, dtype=np.float64)
-            out = {"status": "ok", "dos_first": dos[0].tolist(), "seconds": float(getattr(res, "seconds", 0.0))}
+            out = {"status": "ok", "dos_first": dos[0].tolist(), "seconds": float(getattr(res, "seconds", 0.0)),
+                   "basis": (getattr(res, "protocol", None) or {}).get("basis")}
         except DosmatgenError as exc:
             out = {"status": f"failed: {exc}"}
         except Exception as exc:  # an engine bug must not lose the other crystals' results
             out = {"status": f"failed: {type(exc).__name__}: {exc}"}
+        out["settings"] = settings
         atomic_save_json(path, out)
         return out
 
@@ -357,6 +367,7 @@ def _run_dft(top: Sequence[Candidate], target: TargetDOS, models: StudyModels, c
         c.extra["_dft_dos"] = d
         m = dos_match(d, target.dos, models.surrogate_std)
         c.extra.update({"dft_mae": m["dos_mae"], "dft_cosine": m["cosine"], "dft_seconds": out.get("seconds"),
+                        "dft_basis": out.get("basis"),
                         "surrogate_vs_dft_mae": float(np.mean(np.abs(c.pred_dos - d))) if c.pred_dos is not None
                         else None,
                         "surrogate_vs_dft_cosine": cosine_similarity(c.pred_dos, d) if c.pred_dos is not None
@@ -390,7 +401,8 @@ def _ranked_row(c: Candidate) -> dict[str, Any]:
             "num_atoms": c.num_atoms, "first_element": c.first_element,
             "ef_unrelaxed": _round(c.extra.get("ef_unrelaxed")), "ef_relaxed": _round(c.extra.get("ef_relaxed")),
             "dos_mae": _round(c.dos_mae), "dos_mae_std": _round(c.dos_mae_std), "cosine": _round(c.cosine),
-            "dft_status": c.extra.get("dft_status"), "dft_mae": _round(c.extra.get("dft_mae")),
+            "dft_status": c.extra.get("dft_status"), "dft_basis": c.extra.get("dft_basis"),
+            "dft_mae": _round(c.extra.get("dft_mae")),
             "dft_cosine": _round(c.extra.get("dft_cosine")),
             "surrogate_vs_dft_mae": _round(c.extra.get("surrogate_vs_dft_mae")),
             "surrogate_vs_dft_cosine": _round(c.extra.get("surrogate_vs_dft_cosine")),
