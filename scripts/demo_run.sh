@@ -3,6 +3,8 @@
 #
 #   bash scripts/demo_run.sh            # needs a clean, committed work tree (the commit is recorded)
 #   bash scripts/demo_run.sh --resume   # continue an interrupted recording (no --forceall)
+#   bash scripts/demo_run.sh --update   # after a committed config/code change: rerun only what
+#                                       # Snakemake sees as changed, appending to the same record
 #
 # Runs the workflow's targets one after another (data, models, tables, studies, figures, all) with
 # the demo profile, times each, and writes into results/demo_run/:
@@ -17,7 +19,13 @@ PROFILE=workflow/profiles/demo
 OUT=results/demo_run
 WORK=work/demo
 resume=0
-[ "${1:-}" = "--resume" ] && resume=1
+update=0
+case "${1:-}" in
+  --resume) resume=1 ;;
+  --update) update=1 ;;
+  "") ;;
+  *) echo "usage: bash scripts/demo_run.sh [--resume | --update]" >&2; exit 2 ;;
+esac
 
 if [ $resume -eq 0 ] && [ -n "$(git status --porcelain --untracked-files=no)" ]; then
   echo "[demo-run] the work tree has uncommitted changes; commit first so the run is tied to a commit" >&2
@@ -26,16 +34,20 @@ fi
 mkdir -p "$OUT"
 commit=$(git rev-parse HEAD)
 runlog="$OUT/run.jsonl"
-[ $resume -eq 0 ] && rm -rf "$runlog" "$OUT"/snakemake_*.log "$WORK"
+[ $resume -eq 0 ] && [ $update -eq 0 ] && rm -rf "$runlog" "$OUT"/snakemake_*.log "$WORK"
 
 force="--forceall"
 [ $resume -eq 1 ] && force="--rerun-incomplete"
+[ $update -eq 1 ] && force="--rerun-incomplete"
+suffix=""
+[ $update -eq 1 ] && suffix="_update_${commit:0:7}"
 for target in data models tables studies figures all; do
   cmd="$SNAKEMAKE --profile $PROFILE $force $target"
   echo "[demo-run] $(date -u +%H:%M:%S) $cmd"
   t0=$(date +%s)
   start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  $cmd > "$OUT/snakemake_$target.log" 2>&1 || { tail -30 "$OUT/snakemake_$target.log"; exit 1; }
+  log="$OUT/snakemake_$target$suffix.log"
+  $cmd > "$log" 2>&1 || { tail -30 "$log"; exit 1; }
   t1=$(date +%s)
   printf '{"target": "%s", "command": "%s", "commit": "%s", "start": "%s", "wall_s": %d, "cores": %d}\n' \
     "$target" "$cmd" "$commit" "$start" $((t1 - t0)) "$(nproc)" >> "$runlog"
