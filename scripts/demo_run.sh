@@ -27,7 +27,9 @@ case "${1:-}" in
   *) echo "usage: bash scripts/demo_run.sh [--resume | --update]" >&2; exit 2 ;;
 esac
 
-if [ $resume -eq 0 ] && [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+# The recorded commit must describe the code and config; outputs (results/, figures/) and the
+# background dataset build (resources/builtin/) may be dirty.
+if [ $resume -eq 0 ] && [ -n "$(git status --porcelain --untracked-files=no -- . ':!results' ':!figures' ':!resources/builtin')" ]; then
   echo "[demo-run] the work tree has uncommitted changes; commit first so the run is tied to a commit" >&2
   exit 2
 fi

@@ -40,3 +40,26 @@ def test_sevenn_relaxes_compressed_rocksalt():
     assert atoms.get_volume() > start.get_volume() * 1.1
     assert np.abs(atoms.get_forces()).max() < 0.05 + 1e-6
     assert 5.4 < (4 * atoms.get_volume()) ** (1 / 3) < 5.9  # conventional a of NaCl (PBE ~5.7 Å)
+
+
+def _child_threads(_: int) -> str:
+    import os
+
+    return os.environ.get("OMP_NUM_THREADS", "unset")
+
+
+def test_spawned_workers_get_one_thread_and_the_parent_env_is_restored(monkeypatch):
+    import multiprocessing as mp
+
+    from dosmatgen.evaluate.mlff import THREAD_ENV, single_threaded_children
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    with single_threaded_children():
+        pool = mp.get_context("spawn").Pool(1)
+    with pool:
+        assert pool.map(_child_threads, [0]) == ["1"]
+    import os
+
+    assert os.environ["OMP_NUM_THREADS"] == "2" and "MKL_NUM_THREADS" not in os.environ
+    assert "OPENBLAS_NUM_THREADS" in THREAD_ENV

@@ -282,8 +282,11 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, on_term)
+    from dosmatgen.evaluate.mlff import single_threaded_children
+
     ctx = mp.get_context("spawn")
-    pool = ctx.Pool(processes=max(1, workers), initializer=_init_worker, initargs=(mlff, ekw))
+    with single_threaded_children():
+        pool = ctx.Pool(processes=max(1, workers), initializer=_init_worker, initargs=(mlff, ekw))
     bar = tqdm(total=len(todo), desc="built-in DOS", unit="struct", smoothing=0.05, disable=not progress,
                mininterval=5.0)
     try:

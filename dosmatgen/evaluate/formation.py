@@ -299,7 +299,7 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     Returns the output dict (also written).
     """
     from dosmatgen.data.schema import MAX_Z
-    from dosmatgen.evaluate.mlff import limit_threads
+    from dosmatgen.evaluate.mlff import limit_threads, single_threaded_children
 
     mlff = canonical_mlff(mlff)
     if len(items) == 0:
@@ -326,7 +326,8 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
                initial=sum(len(chunks[k]) for k in range(len(chunks)) if k not in todo_set))
     pool = None
     if workers > 1 and todo:
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(mlff, device, 1))
+        with single_threaded_children():
+            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(mlff, device, 1))
     try:
         for k in todo:
             if pool is None:
