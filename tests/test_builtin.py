@@ -108,3 +108,54 @@ def test_cli_arguments():
     assert args.workers == 3 and args.n_max == 10 and args.merge_only and args.store == "s.npz"
     with pytest.raises(DataError, match="--store"):
         builtin.run_build(p.parse_args(["--merge-only"]))
+
+
+def test_parts_are_disjoint_exhaustive_and_stable():
+    cands = builtin.candidates(0, 50)
+    parts = [builtin.select_part(cands, (i, 4)) for i in range(1, 5)]
+    ids = [c.structure_id for p in parts for c in p]
+    assert sorted(ids) == sorted(c.structure_id for c in cands) and len(set(ids)) == len(ids)
+    assert [c.structure_id for c in builtin.select_part(builtin.candidates(0, 50), (3, 4))] == \
+        [c.structure_id for c in parts[2]]
+    assert builtin.select_part(cands, None) == cands
+    for bad in ("0/4", "5/4", "2", "a/b"):
+        with pytest.raises(DataError, match="--part"):
+            builtin.parse_part(bad)
+
+
+def test_parts_have_their_own_ledgers_and_shards(tmp_path):
+    save_records(tmp_path / "shard-00007.npz", [_fake("a")], {"protocol": {"basis": "dzp"}})
+    save_records(tmp_path / "shard-part2of4-00001.npz", [_fake("b")], {"protocol": {"basis": "dzp"}})
+    assert builtin._next_shard_index(tmp_path) == 8
+    assert builtin._next_shard_index(tmp_path, "shard-part2of4-") == 2
+    assert builtin._next_shard_index(tmp_path, "shard-part1of4-") == 1
+    builtin._append_ledger(tmp_path, [{"id": "a", "status": "done"}])
+    name, _ = builtin.part_files((2, 4))
+    builtin._append_ledger(tmp_path, [{"id": "b", "status": "done"}, {"id": "c", "status": "failed"}], name)
+    assert set(builtin.read_ledger(tmp_path)) == {"a", "b", "c"}  # every part's ledger is read
+    meta = builtin.merge(tmp_path, tmp_path / "store.npz")
+    assert meta["n_records"] == 2 and meta["n_failed"] == 1
+
+
+def test_build_part_skips_other_parts_work(tmp_path):
+    """A part only sees its own candidates, and skips those any ledger already has."""
+    cands = builtin.select_part(builtin.candidates(0, 6), (2, 3))
+    name, _ = builtin.part_files((2, 3))
+    builtin._append_ledger(tmp_path, [{"id": c.structure_id, "status": "failed"} for c in cands], name)
+    assert builtin.build(tmp_path, n_max=6, workers=1, progress=False, part=(2, 3)) == \
+        {"done": 0, "failed": 0, "todo": 0}
+
+
+def test_slurm_array_script_maps_task_ids_to_parts():
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "label_slurm_array.sh"
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="5", SLURM_ARRAY_TASK_MIN="3", SLURM_ARRAY_TASK_COUNT="8",
+               SLURM_CPUS_PER_TASK="16", DOSMATGEN_DRY_RUN="1")
+    out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout
+    assert "--part 3/8" in out and "--workers 16" in out
+    env.pop("SLURM_ARRAY_TASK_ID")
+    bad = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "sbatch --array" in bad.stderr

@@ -5,6 +5,11 @@ Resumable: finished records go into shards of ~25 records (``shard-00001.npz`` .
 atomically into ``out_dir``; ``ledger.jsonl`` lists every structure done or failed (with the
 reason), so a rerun skips both.  :func:`merge` joins the shards into one store.
 
+Partitioned (``--part I/K``, e.g. one SLURM array task per part): part I takes every K-th
+candidate of the full list, starting at the I-th, and writes its own ``ledger-partIofK.jsonl``
+and ``shard-partIofK-00001.npz`` ..., so K jobs can share ``out_dir`` (a network file system)
+without touching each other's files; every job and :func:`merge` read all ledgers and shards.
+
 Command line (what the background job runs)::
 
     python -m dosmatgen.data.builtin --out resources/builtin --workers 2 --n-max 4000 --seed 0
@@ -31,7 +36,42 @@ from dosmatgen.data.schema import MIN_DISTANCE, CrystalRecord
 from dosmatgen.errors import DataError
 
 LEDGER = "ledger.jsonl"
-SHARD_PATTERN = "shard-{:05d}.npz"
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """``"I/K"`` → ``(I, K)`` with ``1 <= I <= K``.
+
+    >>> parse_part("2/8")
+    (2, 8)
+    """
+    try:
+        i, k = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise DataError(f"--part must look like I/K (e.g. 2/8), got {text!r}") from None
+    if not 1 <= i <= k:
+        raise DataError(f"--part I/K needs 1 <= I <= K, got {text!r}")
+    return i, k
+
+
+def part_files(part: tuple[int, int] | None) -> tuple[str, str]:
+    """(ledger file name, shard name prefix) of a part; the unpartitioned names for None.
+
+    >>> part_files(None)
+    ('ledger.jsonl', 'shard-')
+    >>> part_files((2, 8))
+    ('ledger-part2of8.jsonl', 'shard-part2of8-')
+    """
+    if part is None:
+        return LEDGER, "shard-"
+    return f"ledger-part{part[0]}of{part[1]}.jsonl", f"shard-part{part[0]}of{part[1]}-"
+
+
+def select_part(cands: list, part: tuple[int, int] | None) -> list:
+    """Every K-th candidate starting at the I-th (positions in the full, deterministic list)."""
+    if part is None:
+        return list(cands)
+    i, k = part
+    return list(cands[i - 1::k])
 
 
 # ---- candidate list ---------------------------------------------------------------------------
@@ -106,25 +146,28 @@ def candidates(seed: int = 0, n_max: int | None = None, magnetic_share: float = 
 
 # ---- ledger and shards ------------------------------------------------------------------------
 def read_ledger(out_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """``structure_id -> last ledger entry`` (status ``done`` or ``failed``)."""
-    path = Path(out_dir) / LEDGER
+    """``structure_id -> last ledger entry`` (status ``done`` or ``failed``), over ``ledger.jsonl``
+    and every part's ``ledger-part*.jsonl``."""
+    out_dir = Path(out_dir)
     entries: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return entries
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
+    paths = [out_dir / LEDGER] + sorted(out_dir.glob("ledger-part*.jsonl"))
+    for path in paths:
+        if not path.exists():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash: that structure is simply redone
-        entries[obj["id"]] = obj
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash: that structure is simply redone
+            entries[obj["id"]] = obj
     return entries
 
 
-def _append_ledger(out_dir: Path, entries: list[dict[str, Any]]) -> None:
-    with open(out_dir / LEDGER, "a") as fh:
+def _append_ledger(out_dir: Path, entries: list[dict[str, Any]], name: str = LEDGER) -> None:
+    with open(out_dir / name, "a") as fh:
         for e in entries:
             fh.write(json.dumps(e, sort_keys=True) + "\n")
         fh.flush()
@@ -135,8 +178,10 @@ def shard_paths(out_dir: str | Path) -> list[Path]:
     return sorted(Path(out_dir).glob("shard-*.npz"))
 
 
-def _next_shard_index(out_dir: Path) -> int:
-    idx = [int(p.stem.split("-")[1]) for p in shard_paths(out_dir)]
+def _next_shard_index(out_dir: Path, prefix: str = "shard-") -> int:
+    """One more than the highest index among the shards named ``<prefix><index>.npz``."""
+    idx = [int(rest) for p in shard_paths(out_dir) if (rest := p.stem[len(prefix):]).isdigit()
+           and p.stem.startswith(prefix)]
     return max(idx, default=0) + 1
 
 
@@ -238,8 +283,9 @@ def versions() -> dict[str, str]:
 def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 2, timeout_s: float = 600.0,
           mlff: str = "sevenn", fmax: float = 0.05, steps: int = 200, shard_size: int = 25,
           flush_s: float = 600.0, engine_kwargs: dict[str, Any] | None = None, progress: bool = True,
-          only: list[str] | None = None) -> dict[str, int]:
-    """Relax and label the first ``n_max`` candidates not yet in the ledger of ``out_dir``.
+          only: list[str] | None = None, part: tuple[int, int] | None = None) -> dict[str, int]:
+    """Relax and label the first ``n_max`` candidates not yet in the ledgers of ``out_dir``
+    (with ``part=(I, K)``: only part I of K, see the module docstring).
 
     Returns counts ``{"done", "failed", "todo"}`` for this run.  Safe to interrupt (SIGINT/SIGTERM
     flush the buffered records) and to rerun.
@@ -254,13 +300,15 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ledger = read_ledger(out_dir)
-    cands = candidates(seed, n_max)
+    ledger_name, shard_prefix = part_files(part)
+    cands = select_part(candidates(seed, n_max), part)
     if only:
         cands = [c for c in cands if c.structure_id in set(only)]
     todo = [c for c in cands if c.structure_id not in ledger]
     ekw = {"timeout_s": timeout_s}
     ekw.update(engine_kwargs or {})
-    meta = {"command": command_line(), "seed": seed, "n_max": n_max, "mlff": mlff, "versions": versions()}
+    meta = {"command": command_line(), "seed": seed, "n_max": n_max, "mlff": mlff, "versions": versions(),
+            "part": None if part is None else f"{part[0]}/{part[1]}"}
     counts = {"done": 0, "failed": 0, "todo": len(todo)}
     if not todo:
         return counts
@@ -271,11 +319,11 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
     def flush() -> None:
         nonlocal buffer, pending_done, last_flush
         if buffer:
-            path = out_dir / SHARD_PATTERN.format(_next_shard_index(out_dir))
+            path = out_dir / f"{shard_prefix}{_next_shard_index(out_dir, shard_prefix):05d}.npz"
             save_records(path, buffer, dict(meta, protocol=GPAWSiteDOSEngine(**ekw).protocol()))
             for e in pending_done:
                 e["shard"] = path.name
-            _append_ledger(out_dir, pending_done)
+            _append_ledger(out_dir, pending_done, ledger_name)
         buffer, pending_done, last_flush = [], [], time.time()
 
     def on_term(signum, frame):  # noqa: ARG001
@@ -298,7 +346,7 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
                 pending_done.append(entry)
                 counts["done"] += 1
             else:
-                _append_ledger(out_dir, [entry])
+                _append_ledger(out_dir, [entry], ledger_name)
                 counts["failed"] += 1
                 print(f"[failed] {entry['id']}: {entry.get('reason')}", file=sys.stderr, flush=True)
             bar.update(1)
@@ -360,6 +408,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fmax", type=float, default=0.05)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--shard-size", type=int, default=25)
+    parser.add_argument("--part", default=None, metavar="I/K",
+                        help="label only part I of K (every K-th candidate), with its own ledger and shards, "
+                             "so K jobs (e.g. a SLURM array) can share --out")
     parser.add_argument("--maxiter", type=int, default=100, help="SCF iteration cap per mixer setting")
     parser.add_argument("--store", default=None, help="merge shards into this store when done")
     parser.add_argument("--merge-only", action="store_true", help="only merge existing shards into --store")
@@ -376,7 +427,8 @@ def run_build(args: argparse.Namespace) -> int:
         return 0
     counts = build(args.out, n_max=args.n_max, seed=args.seed, workers=args.workers, timeout_s=args.timeout,
                    mlff=args.mlff, fmax=args.fmax, steps=args.steps, shard_size=args.shard_size,
-                   engine_kwargs={"maxiter": args.maxiter})
+                   engine_kwargs={"maxiter": args.maxiter},
+                   part=None if args.part is None else parse_part(args.part))
     print(f"built {counts['done']} records, {counts['failed']} failed, of {counts['todo']} to do")
     if args.store:
         meta = merge(args.out, args.store)
