@@ -135,6 +135,34 @@ def test_fallback_basis_only_for_an_overcomplete_basis(monkeypatch, fallback, er
         assert eng.protocol()["basis"] == "dzp"  # the engine's own protocol is unchanged
 
 
+def test_worker_finds_the_file_of_a_reduced_basis(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    for name in ("Cs.PBE.gz", "Cs.dzp.basis.gz"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "gpaw", types.SimpleNamespace(setup_paths=[str(tmp_path)]))
+    w = _worker()
+    w.check_setups(["Cs"], "dzp", "PBE")
+    w.check_setups(["Cs"], "szp(dzp)", "PBE")  # GPAW reads szp(dzp) from the dzp file
+    with pytest.raises(w.WorkerError, match="szp basis"):
+        w.check_setups(["Cs"], "szp", "PBE")
+
+
+@pytest.mark.slow
+@pytest.mark.gpaw
+def test_overcomplete_cs_basis_falls_back_to_szp():
+    """Antifluorite Cs2Se at the geometry the dataset build failed on (~80 s): dzp's overlap
+    matrix is not positive definite; szp(dzp) labels it."""
+    _need_gpaw()
+    lat = [[0.0, 4.2473, 4.2473], [4.2473, 0.0, 4.2473], [4.2473, 4.2473, 0.0]]
+    rec = CrystalRecord("Cs2Se", [34, 55, 55], [[0, 0, 0], [.25, .25, .25], [.75, .75, .75]], lat)
+    with pytest.raises(GPAWEngineError, match="not positive definite"):
+        GPAWSiteDOSEngine(timeout_s=900).compute(rec)
+    res = GPAWSiteDOSEngine(timeout_s=900, fallback_basis="szp(dzp)").compute(rec)
+    assert res.protocol["basis"] == "szp(dzp)" and res.weight_max_dev < 1e-6 and res.gap > 0.5
+
+
 def test_timeout_is_reported(tmp_path):
     _need_gpaw()
     eng = GPAWSiteDOSEngine(timeout_s=1)

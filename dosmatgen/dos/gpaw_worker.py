@@ -44,9 +44,14 @@ def kpt_size(cell: np.ndarray, density: float) -> list[int]:
 
 
 def check_setups(symbols: list[str], basis: str, xc: str) -> None:
-    """Raise :class:`WorkerError` for elements without a PAW setup or basis file."""
+    """Raise :class:`WorkerError` for elements without a PAW setup or basis file.
+
+    A reduced basis such as ``szp(dzp)`` is read by GPAW from the ``dzp`` file, so that file is
+    the one looked for."""
     from gpaw import setup_paths
 
+    if basis.endswith(")") and "(" in basis:
+        basis = basis[basis.index("(") + 1:-1]
     missing = []
     for sym in sorted(set(symbols)):
         have_setup = have_basis = False
