@@ -51,7 +51,7 @@ def _child_threads(_: int) -> str:
 def test_spawned_workers_get_one_thread_and_the_parent_env_is_restored(monkeypatch):
     import multiprocessing as mp
 
-    from dosmatgen.evaluate.mlff import THREAD_ENV, single_threaded_children
+    from dosmatgen.threads import THREAD_ENV, single_threaded_children
 
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)

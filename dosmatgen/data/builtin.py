@@ -180,8 +180,8 @@ def shard_paths(out_dir: str | Path) -> list[Path]:
 
 def _next_shard_index(out_dir: Path, prefix: str = "shard-") -> int:
     """One more than the highest index among the shards named ``<prefix><index>.npz``."""
-    idx = [int(rest) for p in shard_paths(out_dir) if (rest := p.stem[len(prefix):]).isdigit()
-           and p.stem.startswith(prefix)]
+    idx = [int(p.stem[len(prefix):]) for p in shard_paths(out_dir)
+           if p.stem.startswith(prefix) and p.stem[len(prefix):].isdigit()]
     return max(idx, default=0) + 1
 
 
@@ -330,7 +330,7 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, on_term)
-    from dosmatgen.evaluate.mlff import single_threaded_children
+    from dosmatgen.threads import single_threaded_children
 
     ctx = mp.get_context("spawn")
     with single_threaded_children():

@@ -25,6 +25,7 @@ import numpy as np
 from dosmatgen.data.schema import MIN_DISTANCE, CrystalRecord
 from dosmatgen.dos.grid import ENERGY_GRID, N_DOS
 from dosmatgen.errors import DataError, DosmatgenError
+from dosmatgen.threads import THREAD_ENV
 
 #: Elements with a PBE setup and a dzp basis in Debian's gpaw-data 22.8 (68 elements).
 GPAW_ELEMENTS: frozenset[str] = frozenset(
@@ -231,8 +232,8 @@ class GPAWSiteDOSEngine:
             out_path = Path(tmp) / "out.npz"
             job_path.write_text(json.dumps(self.job(record, basis)))
             env = dict(os.environ)
-            env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                        "PYTHONPATH": "", "PYTHONNOUSERSITE": "1"})
+            env.update({k: "1" for k in THREAD_ENV})  # one GPAW job per core
+            env.update({"PYTHONPATH": "", "PYTHONNOUSERSITE": "1"})
             env.pop("VIRTUAL_ENV", None)
             cmd = [self.python, str(WORKER_PATH), str(job_path), str(out_path)]
             if self.nice:

@@ -299,7 +299,8 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     Returns the output dict (also written).
     """
     from dosmatgen.data.schema import MAX_Z
-    from dosmatgen.evaluate.mlff import limit_threads, single_threaded_children
+    from dosmatgen.evaluate.mlff import limit_threads
+    from dosmatgen.threads import single_threaded_children
 
     mlff = canonical_mlff(mlff)
     if len(items) == 0:

@@ -247,7 +247,7 @@ def _first_match_task(task):
 def _run_tasks(fn, tasks: list, workers: int, desc: str, progress: bool) -> list:
     if workers <= 1 or len(tasks) < 2:
         return [fn(t) for t in tqdm(tasks, desc=desc, disable=not progress)]
-    from dosmatgen.evaluate.mlff import single_threaded_children
+    from dosmatgen.threads import single_threaded_children
 
     ctx = mp.get_context("spawn")
     with single_threaded_children():
