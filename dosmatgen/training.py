@@ -418,11 +418,18 @@ def train(kind: str, model_config: dict[str, Any], train_records: Sequence[Cryst
     device = resolve_device(cfg.device)
     dist, device = setup_distributed(device)
     try:
-        return _train(kind, model_config, train_records, val_records, standardiser, cfg, out_dir,
+        last = _train(kind, model_config, train_records, val_records, standardiser, cfg, out_dir,
                       resume, callback, device, dist, build_model)
-    finally:
-        if dist.owns_group:
+    except BaseException:
+        if dist.owns_group:  # no barrier here: a peer may never reach it
             torch.distributed.destroy_process_group()
+        raise
+    if dist.owns_group:
+        # every rank leaves together: a rank that tears down its gloo pairs while rank 0 still
+        # writes the checkpoint can make rank 0's transport thread abort the process
+        dist.barrier()
+        torch.distributed.destroy_process_group()
+    return last
 
 
 def _train(kind, model_config, train_records, val_records, standardiser, cfg, out_dir, resume,
