@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from dosmatgen.checkpoint import read_checkpoint, save_checkpoint
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.data.standardise import DOSStandardiser
+from dosmatgen.config_dataclass import config_from_dict
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import atomic_save_json, atomic_write
 
@@ -115,15 +116,8 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
-        try:
-            return cls(**d)
-        except TypeError as exc:
-            raise ConfigError(f"bad training options: {exc}") from exc
+    def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
+        return config_from_dict(cls, d, "training")
 
 
 class TrainingInterrupted(KeyboardInterrupt):

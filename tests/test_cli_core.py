@@ -95,7 +95,7 @@ def test_train_cli_errors(ws, tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("train: {epoch: 3}\n")
     code, out = run(capsys, "train", "--kind", "diffusion", "--store", d / "s.npz", "--split", d / "split.json",
                     "--config", tmp_path / "bad.yaml", "--out", tmp_path / "o")
-    assert code == 2 and "unknown training option" in out and "epoch" in out
+    assert code == 2 and "unknown training config key" in out and "epoch" in out
     assert not (tmp_path / "o").exists()
 
 

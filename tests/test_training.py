@@ -56,8 +56,12 @@ def test_train_config_round_trip_and_errors():
     assert TrainConfig().batch_size == 256 and TrainConfig().lr == 1e-3
     assert (TrainConfig().lr_factor, TrainConfig().lr_patience, TrainConfig().min_lr) == (0.6, 30, 1e-4)
     assert TrainConfig().grad_clip == 0.5 and TrainConfig().ema_decay is None
-    with pytest.raises(ConfigError, match="unknown training option"):
+    with pytest.raises(ConfigError, match="unknown training config key"):
         TrainConfig.from_dict({"epoch": 3})
+    # YAML hands "1e-4" over as a string and 5.0 as a float: both are read as the field's type
+    assert TrainConfig.from_dict({"lr": "1e-4", "epochs": 5.0, "max_steps": None}) == TrainConfig(lr=1e-4, epochs=5)
+    with pytest.raises(ConfigError, match="epochs must be of type int"):
+        TrainConfig.from_dict({"epochs": "many"})
     with pytest.raises(ConfigError, match="epochs"):
         TrainConfig(epochs=0)
     with pytest.raises(ConfigError, match="ema_decay"):

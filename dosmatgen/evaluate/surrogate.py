@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dosmatgen.config_dataclass import config_from_dict, require_positive_ints
 from dosmatgen.errors import ConfigError, DataError
 
 
@@ -60,31 +61,14 @@ class SurrogateConfig:
     max_pairs: int = 2_000_000
 
     def __post_init__(self) -> None:
-        for name in ("hidden_dim", "num_layers", "num_rbf", "max_neighbors", "max_z", "dos_dim", "max_images",
-                     "max_pairs"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"surrogate config {name} must be a positive integer, got {v!r}")
+        require_positive_ints(self, ("hidden_dim", "num_layers", "num_rbf", "max_neighbors", "max_z", "dos_dim",
+                                     "max_images", "max_pairs"), "surrogate")
         if not (isinstance(self.cutoff, (int, float)) and 0 < float(self.cutoff) < 50):
             raise ConfigError(f"surrogate config cutoff must be in (0, 50) Å, got {self.cutoff!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "SurrogateConfig":
-        if d is None:
-            return cls()
-        if not isinstance(d, dict):
-            raise ConfigError(f"surrogate config must be a mapping, got {type(d).__name__}")
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown surrogate config key(s) {unknown}; known keys: {sorted(known)}")
-        kw = {}
-        for k, v in d.items():
-            try:
-                kw[k] = float(v) if known[k].type == "float" else (int(v) if float(v) == int(float(v)) else v)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"surrogate config {k} must be a number, got {v!r}") from exc
-        return cls(**kw)
+        return config_from_dict(cls, d, "surrogate")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

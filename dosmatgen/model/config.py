@@ -14,39 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
+from dosmatgen.config_dataclass import config_from_dict, require_positive_ints
 from dosmatgen.errors import ConfigError
-
-_C = TypeVar("_C")
 
 #: How the DOS condition is dropped during training (classifier-free guidance, paper §2.4).
 DROP_MODES: tuple[str, ...] = ("structure", "batch", "atom")
-
-
-def _from_dict(cls: type[_C], d: dict[str, Any] | None, what: str) -> _C:
-    if d is None:
-        return cls()
-    if not isinstance(d, dict):
-        raise ConfigError(f"{what} config must be a mapping, got {type(d).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"unknown {what} config key(s) {unknown}; known keys: {sorted(names)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in d:
-            continue
-        value = d[f.name]
-        try:  # YAML reads "1e-4" as a string; accept numbers written any way
-            if f.type == "float" and not isinstance(value, bool):
-                value = float(value)
-            elif f.type == "int" and not isinstance(value, bool) and float(value) == int(float(value)):
-                value = int(float(value))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{what} config {f.name} must be a {f.type}, got {value!r}") from exc
-        kwargs[f.name] = value
-    return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -72,10 +46,8 @@ class ModelConfig:
     layer_norm: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("hidden_dim", "num_layers", "num_freqs", "time_dim", "max_z", "dos_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"model config {name} must be a positive integer, got {value!r}")
+        require_positive_ints(self, ("hidden_dim", "num_layers", "num_freqs", "time_dim", "max_z", "dos_dim"),
+                              "model")
         if self.time_dim % 2:
             raise ConfigError(f"model config time_dim must be even (sin + cos halves), got {self.time_dim}")
 
@@ -99,7 +71,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "ModelConfig":
-        return _from_dict(cls, d, "model")
+        return config_from_dict(cls, d, "model")
 
 
 @dataclass(frozen=True)
@@ -167,4 +139,4 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "DiffusionConfig":
-        return _from_dict(cls, d, "diffusion")
+        return config_from_dict(cls, d, "diffusion")

@@ -720,12 +720,3 @@ def read_results(path: str | Path) -> dict[str, Any]:
     if not p.exists():
         raise DataError(f"no study results at {p}")
     return json.loads(p.read_text())
-
-
-def dataclass_from_dict(cls: type, values: dict[str, Any]):
-    """Build config dataclass ``cls`` from a dict, refusing unknown keys by name."""
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"unknown {cls.__name__} option(s) {unknown}; known: {sorted(names)}")
-    return cls(**values)
