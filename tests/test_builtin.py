@@ -86,8 +86,24 @@ def test_ledger_skip_and_merge(tmp_path):
     assert meta["n_records"] == 3 and meta["n_failed"] == 1 and meta["elements"] == ["Cl", "Na"]
     assert sorted(r.structure_id for r in load_records(store)) == ["a", "b", "c"]
     assert load_meta(store)["protocol"] == {"basis": "dzp"}
+    assert "merge_command" in load_meta(store)
     with pytest.raises(DataError, match="no shards"):
         builtin.merge(tmp_path / "empty", store)
+
+
+def test_info_counts_a_build_folder_without_merging(tmp_path, capsys):
+    from dosmatgen.cli import main
+
+    save_records(tmp_path / "shard-00001.npz", [_fake("a"), _fake("b")], {"protocol": {"basis": "dzp"}})
+    save_records(tmp_path / "shard-part1of2-00001.npz", [_fake("c"), _fake("a")], {"protocol": {"basis": "dzp"}})
+    builtin._append_ledger(tmp_path, [{"id": "d", "status": "failed", "reason": "SCF"}])
+    fig = tmp_path / "a.png"
+    assert main(["data", "info", "--store", str(tmp_path), "--plot-site", "c:Cl", "--out", str(fig)]) == 0
+    text = capsys.readouterr().out
+    assert "structures: 3" in text and "n_failed: 1" in text and "site 1" in text
+    assert fig.exists() and not list(tmp_path.glob("*.npz.tmp"))
+    assert main(["data", "info", "--store", str(tmp_path), "--plot-site", "zz:0", "--out", str(fig)]) == 2
+    assert "'zz' is not in the shards" in capsys.readouterr().err
 
 
 def test_build_skips_everything_in_ledger(tmp_path):

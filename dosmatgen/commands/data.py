@@ -146,11 +146,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # info ------------------------------------------------------------------------------------
     i = sub.add_parser(
         "info", help="counts, elements, atoms per cell, sources; optional figures",
-        description="Summarise a store: structures, atoms, elements, atoms-per-cell histogram, provenance. "
+        description="Summarise a store (or the shards of a build folder): structures, atoms, elements, atoms-per-cell histogram, provenance. "
                     "--plot-site ID:SITE --out fig.png plots one site's DOS (SITE is a number or an "
                     "element symbol); --figure hist.png draws element and size histograms.",
     )
-    i.add_argument("--store", required=True, help="dataset store (.npz)")
+    i.add_argument("--store", required=True,
+                   help="dataset store (.npz), or a build-builtin folder: then the labelled shards are counted "
+                        "as they stand, without a merge (e.g. while a build runs)")
     i.add_argument("--plot-site", type=_site_spec, default=None, metavar="ID:SITE",
                    help="plot this site's DOS, e.g. builtin-L12-Au3Ni:Ni or mp-976806:3")
     i.add_argument("--out", default=None, help="figure file for --plot-site (PNG/PDF/SVG)")
@@ -256,8 +258,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         raise ConfigError("--plot-site needs --out FIGURE")
     if args.out and args.plot_site is None:
         raise ConfigError("--out is the figure of --plot-site; give --plot-site ID:SITE")
-    store = DOSStore(args.store)
-    summary = dataset_summary(store)
+    if Path(args.store).is_dir():  # a build folder: count what its shards hold, no merge needed
+        from dosmatgen.data.builtin import read_shards
+
+        records, meta = read_shards(args.store)
+        summary = dataset_summary(records, meta)
+    else:
+        records = DOSStore(args.store)
+        summary = dataset_summary(records)
     print(format_summary(summary, name=str(args.store)))
     if args.json:
         atomic_save_json(args.json, summary)
@@ -266,7 +274,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"dataset figure -> {args.figure}")
     if args.plot_site is not None:
         sid, site = args.plot_site
-        i = plot_site_dos(store[store.index(sid)], site, args.out)
+        if isinstance(records, DOSStore):
+            record = records[records.index(sid)]
+        else:
+            record = next((r for r in records if r.structure_id == sid), None)
+            if record is None:
+                raise DataError(f"structure id {sid!r} is not in the shards of {args.store}")
+        i = plot_site_dos(record, site, args.out)
         print(f"DOS of {sid} site {i} -> {args.out}")
     return 0
 

@@ -365,10 +365,10 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
     return counts
 
 
-def merge(out_dir: str | Path, store_path: str | Path, command: str | None = None) -> dict[str, Any]:
-    """Join every shard of ``out_dir`` into one store at ``store_path`` (later duplicates dropped);
-    returns the store meta (protocol, versions, command, counts, elements)."""
-    from dosmatgen.data.store import load_meta, load_records, save_records
+def read_shards(out_dir: str | Path) -> tuple[list[CrystalRecord], dict[str, Any]]:
+    """Every record in the shards of ``out_dir`` (an id seen twice keeps its first record) and the
+    store meta a merge writes (protocol, versions, counts, elements; failures from the ledgers)."""
+    from dosmatgen.data.store import load_meta, load_records
 
     shards = shard_paths(out_dir)
     if not shards:
@@ -388,11 +388,21 @@ def merge(out_dir: str | Path, store_path: str | Path, command: str | None = Non
             "rebuild": "python -m dosmatgen.data.builtin --out resources/builtin --workers 2 --n-max 4000 --seed 0 "
                        "&& python -m dosmatgen.data.builtin --out resources/builtin --merge-only "
                        "--store resources/builtin_dos.npz",
-            "merge_command": command or command_line(), "n_records": len(records),
+            "n_records": len(records),
             "n_failed": sum(1 for e in ledger.values() if e.get("status") == "failed"),
             "n_atoms": int(sum(r.num_atoms for r in records.values())), "elements": elements,
             "prototypes": sorted({str(r.provenance.get("prototype")) for r in records.values()})}
-    save_records(store_path, list(records.values()), meta)
+    return list(records.values()), meta
+
+
+def merge(out_dir: str | Path, store_path: str | Path, command: str | None = None) -> dict[str, Any]:
+    """Join every shard of ``out_dir`` into one store at ``store_path`` (see :func:`read_shards`);
+    returns the store meta (protocol, versions, command, counts, elements)."""
+    from dosmatgen.data.store import save_records
+
+    records, meta = read_shards(out_dir)
+    meta["merge_command"] = command or command_line()
+    save_records(store_path, records, meta)
     return meta
 
 
