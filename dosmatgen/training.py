@@ -33,7 +33,7 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -41,9 +41,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dosmatgen.checkpoint import read_checkpoint, save_checkpoint
+from dosmatgen.config_dataclass import config_from_dict
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.data.standardise import DOSStandardiser
-from dosmatgen.config_dataclass import config_from_dict
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import atomic_save_json, atomic_write
 

@@ -180,8 +180,8 @@ def shard_paths(out_dir: str | Path) -> list[Path]:
 
 def _next_shard_index(out_dir: Path, prefix: str = "shard-") -> int:
     """One more than the highest index among the shards named ``<prefix><index>.npz``."""
-    idx = [int(p.stem[len(prefix):]) for p in shard_paths(out_dir)
-           if p.stem.startswith(prefix) and p.stem[len(prefix):].isdigit()]
+    idx = [int(rest) for p in shard_paths(out_dir)
+           if p.stem.startswith(prefix) and (rest := p.stem[len(prefix):]).isdigit()]
     return max(idx, default=0) + 1
 
 

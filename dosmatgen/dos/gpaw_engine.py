@@ -232,8 +232,7 @@ class GPAWSiteDOSEngine:
             out_path = Path(tmp) / "out.npz"
             job_path.write_text(json.dumps(self.job(record, basis)))
             env = dict(os.environ)
-            env.update({k: "1" for k in THREAD_ENV})  # one GPAW job per core
-            env.update({"PYTHONPATH": "", "PYTHONNOUSERSITE": "1"})
+            env.update({k: "1" for k in THREAD_ENV}, PYTHONPATH="", PYTHONNOUSERSITE="1")  # one job per core
             env.pop("VIRTUAL_ENV", None)
             cmd = [self.python, str(WORKER_PATH), str(job_path), str(out_path)]
             if self.nice:
