@@ -90,6 +90,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.__class__ = _DeferredArgumentsParser
     b._deferred = _add_builtin_arguments  # type: ignore[attr-defined]
 
+    # export-jobs / ingest-jobs (label on another machine) ----------------------------------
+    ej = sub.add_parser(
+        "export-jobs", help="relax the next built-in candidates and write their GPAW jobs, to label elsewhere",
+        description="For a DFT host whose Python has gpaw but not torch/pymatgen: relax the next "
+                    "candidates not in the ledgers of --shards and write ID.job.json + ID.meta.json into "
+                    "--jobs. There run `python3 gpaw_worker.py ID.job.json ID.out.npz` per job (the worker "
+                    "is dosmatgen/dos/gpaw_worker.py), then `dosmatgen data ingest-jobs`.",
+        epilog="example: dosmatgen data export-jobs --shards resources/builtin --jobs work/jobs --n 200 --skip 100",
+    )
+    ej.add_argument("--shards", default=DEFAULT_BUILTIN_SHARDS, metavar="DIR", help="the build's shard folder")
+    ej.add_argument("--jobs", required=True, metavar="DIR", help="folder to write the jobs into")
+    ej.add_argument("--n", type=int, required=True, help="number of candidates to export")
+    ej.add_argument("--skip", type=int, default=0,
+                    help="skip the first SKIP candidates still to do (e.g. those a running local build will take)")
+    ej.add_argument("--n-max", type=int, default=4000, help="candidate list length, as in build-builtin")
+    ej.add_argument("--seed", type=int, default=0)
+    ej.add_argument("--maxiter", type=int, default=100, help="SCF iteration cap per mixer setting")
+    ej.add_argument("--no-progress", action="store_true")
+    ej.set_defaults(func=_cmd_export_jobs)
+    ij = sub.add_parser(
+        "ingest-jobs", help="read the GPAW outputs of exported jobs into the build's shards",
+        description="Read every ID.out.npz beside the exported jobs into shard-offsite-*.npz and "
+                    "ledger-offsite.jsonl in --shards (idempotent; jobs without output stay to do).",
+    )
+    ij.add_argument("--jobs", required=True, metavar="DIR", help="folder of exported jobs and their outputs")
+    ij.add_argument("--shards", default=DEFAULT_BUILTIN_SHARDS, metavar="DIR", help="the build's shard folder")
+    ij.add_argument("--host", default=None, help="where the jobs ran, recorded in the ledger and shard meta")
+    ij.set_defaults(func=_cmd_ingest_jobs)
+
     # merge ---------------------------------------------------------------------------------
     m = sub.add_parser("merge", help="merge shards (built-in or MP) into one store",
                        description="Merge the shards written by build-builtin or download-mp into one "
@@ -195,6 +224,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # ---- handlers -----------------------------------------------------------------------------------
+def _cmd_export_jobs(args: argparse.Namespace) -> int:
+    from dosmatgen.data.offsite import export_jobs
+
+    counts = export_jobs(args.shards, args.jobs, args.n, skip=args.skip, seed=args.seed, n_max=args.n_max,
+                         engine_kwargs={"maxiter": args.maxiter}, progress=not args.no_progress)
+    print(f"wrote {counts['written']} jobs into {args.jobs} ({counts['failed']} relaxations failed, left to a "
+          f"local build)")
+    return 0
+
+
+def _cmd_ingest_jobs(args: argparse.Namespace) -> int:
+    from dosmatgen.data.offsite import ingest_jobs
+
+    c = ingest_jobs(args.jobs, args.shards, host=args.host)
+    print(f"ingested {c['done']} labelled and {c['failed']} failed; {c['pending']} without output, "
+          f"{c['retry']} left for a local build (over-complete basis)")
+    return 0
+
+
 def _cmd_merge(args: argparse.Namespace) -> int:
     if args.source == "builtin":
         shards, out = args.shards or DEFAULT_BUILTIN_SHARDS, args.out or DEFAULT_BUILTIN_STORE

@@ -146,11 +146,12 @@ def candidates(seed: int = 0, n_max: int | None = None, magnetic_share: float = 
 
 # ---- ledger and shards ------------------------------------------------------------------------
 def read_ledger(out_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """``structure_id -> last ledger entry`` (status ``done`` or ``failed``), over ``ledger.jsonl``
-    and every part's ``ledger-part*.jsonl``."""
+    """``structure_id -> last ledger entry`` (status ``done`` or ``failed``), over ``ledger.jsonl``,
+    every part's ``ledger-part*.jsonl`` and the offsite ``ledger-offsite.jsonl``
+    (:mod:`dosmatgen.data.offsite`)."""
     out_dir = Path(out_dir)
     entries: dict[str, dict[str, Any]] = {}
-    paths = [out_dir / LEDGER] + sorted(out_dir.glob("ledger-part*.jsonl"))
+    paths = [out_dir / LEDGER] + sorted(out_dir.glob("ledger-*.jsonl"))
     for path in paths:
         if not path.exists():
             continue
@@ -422,6 +423,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label only part I of K (every K-th candidate), with its own ledger and shards, "
                              "so K jobs (e.g. a SLURM array) can share --out")
     parser.add_argument("--maxiter", type=int, default=100, help="SCF iteration cap per mixer setting")
+    parser.add_argument("--gpaw-python", default="/usr/bin/python3",
+                        help="interpreter (or wrapper script) that can import gpaw; default Debian's")
     parser.add_argument("--store", default=None, help="merge shards into this store when done")
     parser.add_argument("--merge-only", action="store_true", help="only merge existing shards into --store")
 
@@ -437,7 +440,7 @@ def run_build(args: argparse.Namespace) -> int:
         return 0
     counts = build(args.out, n_max=args.n_max, seed=args.seed, workers=args.workers, timeout_s=args.timeout,
                    mlff=args.mlff, fmax=args.fmax, steps=args.steps, shard_size=args.shard_size,
-                   engine_kwargs={"maxiter": args.maxiter},
+                   engine_kwargs={"maxiter": args.maxiter, "python": args.gpaw_python},
                    part=None if args.part is None else parse_part(args.part))
     print(f"built {counts['done']} records, {counts['failed']} failed, of {counts['todo']} to do")
     if args.store:

@@ -209,6 +209,12 @@ class GPAWSiteDOSEngine:
             except GPAWEngineError as exc2:
                 raise GPAWEngineError(f"{exc} ; retried with basis {self.fallback_basis}: {exc2}") from exc2
             basis = self.fallback_basis
+        return self.result_from_worker(record, res, basis, time.time() - t0)
+
+    def result_from_worker(self, record: CrystalRecord, res: dict[str, Any], basis: str,
+                           seconds: float) -> SiteDOSResult:
+        """The :class:`SiteDOSResult` of one successful worker output ``res`` (its ``out.npz`` arrays)
+        for ``record``; GPAWEngineError when the DOS has the wrong shape or non-finite values."""
         dos = np.asarray(res["dos"], dtype=np.float64)
         if dos.shape != (record.num_atoms, N_DOS) or not np.all(np.isfinite(dos)):
             raise GPAWEngineError(f"{record.structure_id}: worker returned a DOS of shape {dos.shape} "
@@ -222,7 +228,7 @@ class GPAWSiteDOSEngine:
         return SiteDOSResult(dos=dos, fermi=float(res["fermi"]), vbm=float(res["vbm"]), cbm=float(res["cbm"]),
                              gap=float(res["gap"]), reference=float(res["reference_energy"]),
                              spin_polarised=bool(res["spinpol"]), magmom=float(res["magmom"]),
-                             weight_max_dev=float(res["weight_max_dev"]), seconds=time.time() - t0,
+                             weight_max_dev=float(res["weight_max_dev"]), seconds=seconds,
                              protocol=dict(self.protocol(), basis=basis), extra=extra)
 
     def _run_worker(self, record: CrystalRecord, basis: str) -> dict[str, Any]:
@@ -255,11 +261,14 @@ class GPAWSiteDOSEngine:
     def label(self, record: CrystalRecord) -> tuple[CrystalRecord, SiteDOSResult]:
         """A copy of ``record`` with the GPAW site DOS and provenance attached."""
         res = self.compute(record)
+        return self.labelled_record(record, res), res
+
+    def labelled_record(self, record: CrystalRecord, res: SiteDOSResult) -> CrystalRecord:
+        """A copy of ``record`` carrying the site DOS of ``res`` and the label's provenance."""
         prov = dict(record.provenance)
         prov.update({"engine": "gpaw", "version": str(res.extra.get("gpaw_version", "")),
                      "smearing": f"gaussian {self.sigma} eV", "gap": round(res.gap, 4),
                      "spin_polarised": res.spin_polarised, "magmom": round(res.magmom, 4),
                      "seconds": round(res.seconds, 1)})
-        out = CrystalRecord(record.structure_id, record.atomic_numbers.copy(), record.frac_coords.copy(),
-                            record.lattice.copy(), res.dos.astype(np.float32), prov)
-        return out, res
+        return CrystalRecord(record.structure_id, record.atomic_numbers.copy(), record.frac_coords.copy(),
+                             record.lattice.copy(), res.dos.astype(np.float32), prov)
