@@ -122,6 +122,8 @@ def test_cli_arguments():
     builtin.add_build_arguments(p)
     args = p.parse_args(["--out", "x", "--workers", "3", "--n-max", "10", "--merge-only", "--store", "s.npz"])
     assert args.workers == 3 and args.n_max == 10 and args.merge_only and args.store == "s.npz"
+    assert args.gpaw_python == "/usr/bin/python3"
+    assert p.parse_args(["--gpaw-python", "/opt/gpaw/bin/python"]).gpaw_python == "/opt/gpaw/bin/python"
     with pytest.raises(DataError, match="--store"):
         builtin.run_build(p.parse_args(["--merge-only"]))
 
