@@ -146,3 +146,13 @@ def test_graph_failure_claim_needs_strictly_more_classifier_failures(tmp_path):
     TB.write_tables(tmp_path / "m", tmp_path / "res")
     status = {c.id: c.status for c in C.write_claims(tmp_path / "res")}
     assert status["classifier_more_graph_failures_T1000"] == C.FAIL
+
+
+def test_formation_table_counts_mlff_blowups_apart(tmp_path):
+    """A relaxed E_f of -6,650 eV/atom (a collapsed cell) must not drag the mean or the fractions."""
+    f = formation_file(tmp_path / "cfg_T500.json", [0.2, 0.1, 9.0e7], [-0.4, 0.2, -6650.0])
+    (row,) = TB.formation_rows([f])
+    assert row["n_implausible_ef"] == 1
+    assert row["mean_ef_relaxed"] == pytest.approx(-0.1) and row["median_ef_relaxed"] == pytest.approx(-0.1)
+    assert row["frac_below_0_relaxed"] == pytest.approx(0.5)
+    assert "| 1 |" in TB.formation_markdown([row]).splitlines()[-1]

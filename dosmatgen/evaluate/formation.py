@@ -60,6 +60,10 @@ from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import atomic_save_json, atomic_write
 
 FORMAT = "dosmatgen-formation"
+#: A relaxed formation energy below this (eV/atom) is taken for the MLFF extrapolating on a
+#: collapsed cell, not a stable crystal: the most negative known formation energies are about
+#: -4.5 eV/atom (fluorides, oxides). Used by the formation table, the screen and the window sweep.
+MIN_PLAUSIBLE_EF = -5.0
 REFS_FORMAT = "dosmatgen-elemental-refs"
 #: Relaxation settings of the paper's protocol (FIRE + FrechetCellFilter).
 DEFAULT_FMAX: float = 0.05

@@ -15,7 +15,9 @@ Outputs in ``out_dir``:
   (percentages);
 * ``formation_energies.csv|md`` (when formation files are given) -- ``set, guidance, T, mlff, n,
   n_ok, median_ef_unrelaxed, median_ef_relaxed, mean_ef_unrelaxed, mean_ef_relaxed,
-  frac_below_0_unrelaxed, frac_below_0_relaxed, status`` (eV/atom; fractions of rows with a value);
+  frac_below_0_unrelaxed, frac_below_0_relaxed, n_implausible_ef, status`` (eV/atom; fractions of
+  rows with a value; relaxed values below ``MIN_PLAUSIBLE_EF``, MLFF blow-ups on collapsed cells,
+  are left out of the relaxed statistics and counted in ``n_implausible_ef``);
 * ``provenance.json`` -- a copy of the given provenance file (left alone when it already is that
   file), or, without one, the provenance gathered from the metrics files.
 
@@ -133,7 +135,7 @@ _SET_RE = re.compile(r"^(cfg|classifier)_T(\d+)$")
 
 def formation_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """Summary row per formation-energy file (see the module docstring)."""
-    from dosmatgen.evaluate.formation import load_formation
+    from dosmatgen.evaluate.formation import MIN_PLAUSIBLE_EF, load_formation
 
     rows = []
     for path in paths:
@@ -141,7 +143,8 @@ def formation_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         stem = Path(path).stem
         match = _SET_RE.match(stem)
         unrelaxed = [r["ef_unrelaxed"] for r in data["rows"] if r.get("ef_unrelaxed") is not None]
-        relaxed = [r["ef_relaxed"] for r in data["rows"] if r.get("ef_relaxed") is not None]
+        relaxed_all = [r["ef_relaxed"] for r in data["rows"] if r.get("ef_relaxed") is not None]
+        relaxed = [v for v in relaxed_all if v >= MIN_PLAUSIBLE_EF]  # below: MLFF blow-ups, counted apart
         rows.append({
             "set": stem, "guidance": match.group(1) if match else "", "T": int(match.group(2)) if match else None,
             "mlff": data.get("mlff"), "n": data.get("n"),
@@ -152,6 +155,7 @@ def formation_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
             "mean_ef_relaxed": statistics.fmean(relaxed) if relaxed else None,
             "frac_below_0_unrelaxed": (sum(v < 0 for v in unrelaxed) / len(unrelaxed)) if unrelaxed else None,
             "frac_below_0_relaxed": (sum(v < 0 for v in relaxed) / len(relaxed)) if relaxed else None,
+            "n_implausible_ef": len(relaxed_all) - len(relaxed),
             "status": ";".join(f"{k}:{v}" for k, v in sorted(data.get("status_counts", {}).items())),
         })
     return rows
@@ -248,12 +252,15 @@ def formation_markdown(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["# Formation energies (Fig. 2, B.1 summary) — eV/atom", "",
              "The paper shows these only as histograms (Orb-v2): CFG sets overlap the ground truth, mostly "
              "below 0 eV/atom; classifier-guidance sets are shifted to higher energies.", "",
+             "Relaxed E_f below -5 eV/atom (MLFF blow-ups on collapsed cells) are left out of the relaxed "
+             "columns and counted as implausible.", "",
              "| Set | MLFF | n | ok | median E_f unrelaxed | median E_f relaxed | mean E_f relaxed | "
-             "E_f<0 unrelaxed | E_f<0 relaxed |", "|---|---|---|---|---|---|---|---|---|"]
+             "E_f<0 unrelaxed | E_f<0 relaxed | implausible |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['set']} | {r['mlff']} | {r['n']} | {r['n_ok']} | {_fmt(r['median_ef_unrelaxed'])} | "
                      f"{_fmt(r['median_ef_relaxed'])} | {_fmt(r['mean_ef_relaxed'])} | "
-                     f"{_fmt(r['frac_below_0_unrelaxed'], 2)} | {_fmt(r['frac_below_0_relaxed'], 2)} |")
+                     f"{_fmt(r['frac_below_0_unrelaxed'], 2)} | {_fmt(r['frac_below_0_relaxed'], 2)} | "
+                     f"{r.get('n_implausible_ef', 0)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import ConfigError, DosmatgenError
+from dosmatgen.evaluate.formation import MIN_PLAUSIBLE_EF
 from dosmatgen.io import atomic_save_json
 from dosmatgen.studies.common import (Candidate, config_to_dict, cosine_similarity, dos_match, finite_median,
                                       formation_energies, group_summary, highlight, make_candidates,
@@ -76,7 +77,7 @@ class ScreenConfig(SamplingConfig):
     n_atoms: tuple[int, ...] = (4, 5, 6, 7, 8)
     n_per_size: int = 2000
     ef_threshold: float = -1.5
-    min_plausible_ef: float = -5.0
+    min_plausible_ef: float = MIN_PLAUSIBLE_EF
     fallback_pool: int = 0
     top_k: int = 8
     mlff: str = "sevenn"

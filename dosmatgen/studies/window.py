@@ -44,6 +44,7 @@ import numpy as np
 
 from dosmatgen.dos.grid import ENERGY_GRID, N_DOS
 from dosmatgen.errors import ConfigError
+from dosmatgen.evaluate.formation import MIN_PLAUSIBLE_EF
 from dosmatgen.studies.common import (Candidate, config_to_dict, dos_match, finite_mean, finite_median,
                                       formation_energies, group_summary, highlight, make_candidates,
                                       prior_spec, _round, sample_crystals, SamplingConfig, score_first_atom,
@@ -142,7 +143,7 @@ class WindowConfig(SamplingConfig):
     relax_steps: int = 200
     refs_cache: str | None = None
     ef_threshold: float = -1.5
-    min_plausible_ef: float = -5.0
+    min_plausible_ef: float = MIN_PLAUSIBLE_EF
     work_dir: str | None = None
 
     def check(self) -> None:
