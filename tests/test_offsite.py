@@ -84,3 +84,26 @@ def test_cli_and_bad_input(tmp_path, capsys):
         offsite.ingest_jobs(tmp_path / "nope", tmp_path / "shards")
     assert main(["data", "ingest-jobs", "--jobs", str(tmp_path), "--shards", str(tmp_path / "s")]) == 0
     assert "ingested 0 labelled" in capsys.readouterr().out
+
+
+def test_run_jobs_script_runs_cheapest_first_and_skips_finished(tmp_path):
+    """scripts/run_jobs.sh with a stand-in interpreter that only writes the output file."""
+    import os
+    import subprocess
+
+    from dosmatgen.config import REPO_ROOT
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for sid, cost in (("b", 50.0), ("a", 900.0), ("c", 3.5)):
+        (jobs / f"{sid}.job.json").write_text("{}")
+        (jobs / f"{sid}.meta.json").write_text(json.dumps({"id": sid, "cost": cost}))
+    fake = tmp_path / "fake_python"
+    fake.write_text('#!/bin/sh\n# args: worker job out\ntouch "$3"\n')
+    fake.chmod(0o755)
+    run = [os.environ.get("BASH", "bash"), str(REPO_ROOT / "scripts" / "run_jobs.sh"), str(jobs), "1", "10"]
+    out = subprocess.run(run, env=dict(os.environ, PYTHON=str(fake)), capture_output=True, text=True, check=True)
+    order = [line.split("] ")[1].split(":")[0] for line in out.stdout.splitlines()]
+    assert order == ["c", "b", "a"] and all((jobs / f"{s}.out.npz").exists() for s in "abc")
+    again = subprocess.run(run, env=dict(os.environ, PYTHON=str(fake)), capture_output=True, text=True, check=True)
+    assert again.stdout == ""  # every job has its output: nothing runs

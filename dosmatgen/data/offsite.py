@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from dosmatgen.data.builtin import (PROTOTYPES, _append_ledger, _next_shard_index, candidates, command_line,
-                                    read_ledger, relax_record, versions)
+from dosmatgen.data.builtin import (_append_ledger, _next_shard_index, candidates, command_line, read_ledger,
+                                    relax_record, versions)
+from dosmatgen.data.prototypes import PROTOTYPES
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import DataError
 
