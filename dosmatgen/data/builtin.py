@@ -197,11 +197,23 @@ def _init_worker(mlff: str, engine_kwargs: dict[str, Any]) -> None:
 
     limit_threads(1)
     _STATE["calc"] = get_calculator(mlff, device="cpu") if mlff != "none" else None
+    _STATE["mlff"] = mlff
     _STATE["engine"] = GPAWSiteDOSEngine(**engine_kwargs)
 
 
-def relax_record(rec: CrystalRecord, calc: Any, fmax: float, steps: int) -> tuple[CrystalRecord, dict[str, Any]]:
-    """MLFF-relax ``rec`` keeping its space group; :class:`DataError` when it blows up."""
+def mlff_label(mlff: str) -> str:
+    """The name a relaxation with the force field ``mlff`` is recorded under in provenance.
+
+    >>> mlff_label("sevenn"), mlff_label("chgnet")
+    ('sevenn-7net-0', 'chgnet')
+    """
+    return "sevenn-7net-0" if mlff == "sevenn" else mlff
+
+
+def relax_record(rec: CrystalRecord, calc: Any, fmax: float, steps: int, mlff: str = "sevenn") -> CrystalRecord:
+    """MLFF-relax ``rec`` keeping its space group; the relaxed record's provenance gains the MLFF
+    energy per atom, convergence, volume ratio and ``mlff`` (:func:`mlff_label`).
+    :class:`DataError` when the relaxation blows up or collapses atoms."""
     from ase.constraints import FixSymmetry
 
     from dosmatgen.evaluate.mlff import relax
@@ -217,14 +229,14 @@ def relax_record(rec: CrystalRecord, calc: Any, fmax: float, steps: int) -> tupl
     v1 = relaxed.get_volume()
     if not np.isfinite(energy) or not (1 / 3 < v1 / v0 < 3):
         raise DataError(f"{rec.structure_id}: MLFF relaxation blew up (energy {energy}, volume {v0:.1f} -> {v1:.1f})")
+    prov = dict(rec.provenance, mlff_energy_per_atom=round(energy / len(relaxed), 5),
+                mlff_converged=bool(converged), volume_ratio=round(v1 / v0, 4), mlff=mlff_label(mlff))
     new = CrystalRecord(rec.structure_id, relaxed.numbers, relaxed.get_scaled_positions(wrap=True),
-                        relaxed.cell.array, None, dict(rec.provenance))
+                        relaxed.cell.array, None, prov)
     d = new.min_distance()
     if d < max(MIN_DISTANCE, 1.0):
         raise DataError(f"{rec.structure_id}: MLFF relaxation collapsed atoms (min distance {d:.2f} Å)")
-    info = {"mlff_energy_per_atom": round(energy / len(relaxed), 5), "mlff_converged": bool(converged),
-            "volume_ratio": round(v1 / v0, 4)}
-    return new, info
+    return new
 
 
 def _work(args: tuple[Candidate, float, int]) -> dict[str, Any]:
@@ -238,9 +250,7 @@ def _work(args: tuple[Candidate, float, int]) -> dict[str, Any]:
         calc = _STATE.get("calc")
         if calc is not None:
             stage = "relax"
-            rec, info = relax_record(rec, calc, fmax, steps)
-            rec.provenance.update(info)
-            rec.provenance["mlff"] = "sevenn-7net-0"
+            rec = relax_record(rec, calc, fmax, steps, _STATE["mlff"])
         stage = "dft"
         t1 = time.time()
         labelled, res = _STATE["engine"].label(rec)

@@ -43,8 +43,9 @@ def export_jobs(shards_dir: str | Path, jobs_dir: str | Path, n: int, skip: int 
                 n_max: int = 4000, mlff: str = "sevenn", fmax: float = 0.05, steps: int = 200,
                 engine_kwargs: dict[str, Any] | None = None, progress: bool = True) -> dict[str, int]:
     """Relax the candidates ``skip .. skip+n-1`` of those not yet in the ledgers of ``shards_dir`` and
-    write their GPAW jobs into ``jobs_dir`` (those already there are kept).  Returns ``{"written", "failed"}``; a candidate whose
-    relaxation fails is left out (the next local build records the failure)."""
+    write their GPAW jobs into ``jobs_dir`` (those already there are kept).  Returns
+    ``{"written", "failed"}``; a candidate whose relaxation fails is left out (the next local build
+    records the failure)."""
     from tqdm import tqdm
 
     from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
@@ -65,8 +66,7 @@ def export_jobs(shards_dir: str | Path, jobs_dir: str | Path, n: int, skip: int 
         try:
             rec = PROTOTYPES[cand.prototype].build(cand.elements)
             if calc is not None:
-                rec, info = relax_record(rec, calc, fmax, steps)
-                rec.provenance.update(info, mlff="sevenn-7net-0" if mlff == "sevenn" else mlff)
+                rec = relax_record(rec, calc, fmax, steps, mlff)
             engine.check(rec)
         except Exception as exc:  # noqa: BLE001 - left for the local build, which records it
             print(f"[skipped] {cand.structure_id}: {type(exc).__name__}: {exc}", flush=True)
@@ -107,6 +107,8 @@ def ingest_jobs(jobs_dir: str | Path, shards_dir: str | Path, shard_size: int = 
     done_entries: list[dict[str, Any]] = []
     failed_entries: list[dict[str, Any]] = []
     shard_meta: dict[str, Any] = {}
+    common_meta = {"command": f"{command_line()} (jobs exported by dosmatgen data export-jobs)",
+                   "versions": versions(), "part": "offsite", "host": host}
     for meta_path in sorted(jobs_dir.glob("*.meta.json")):
         sid = meta_path.name[: -len(".meta.json")]
         out_path = jobs_dir / f"{sid}.out.npz"
@@ -119,9 +121,8 @@ def ingest_jobs(jobs_dir: str | Path, shards_dir: str | Path, shard_size: int = 
         job = json.loads((jobs_dir / f"{sid}.job.json").read_text())
         rec = record_from_job(job, meta)
         engine = GPAWSiteDOSEngine(maxiter=int(job["maxiter"]), basis=str(job["basis"]))
-        shard_meta = {"command": f"{command_line()} (jobs exported by dosmatgen data export-jobs)",
-                      "seed": meta["seed"], "n_max": meta["n_max"], "mlff": meta["mlff"], "versions": versions(),
-                      "part": "offsite", "host": host, "protocol": meta["protocol"]}
+        shard_meta = dict(common_meta, seed=meta["seed"], n_max=meta["n_max"], mlff=meta["mlff"],
+                          protocol=meta["protocol"])
         entry = {"id": sid, "prototype": meta["prototype"], "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  "host": host}
         try:
