@@ -124,7 +124,7 @@ def test_cfg_is_one_batched_pass_combining_conditional_and_unconditional():
         assert not torch.allclose(cond.eps_A, unc.eps_A)
 
     calls = []
-    hook = m.net.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    hook = m.net.backbone.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
     with torch.no_grad():
         m.eps_cfg(st, t, omega=1.0)
     hook.remove()

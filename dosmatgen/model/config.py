@@ -21,6 +21,8 @@ from dosmatgen.errors import ConfigError
 
 #: How the DOS condition is dropped during training (classifier-free guidance, paper §2.4).
 DROP_MODES: tuple[str, ...] = ("structure", "batch", "atom")
+#: What the type head predicts: the noise of the type vectors (paper, A10) or the clean element.
+TYPE_TARGETS: tuple[str, ...] = ("eps", "x0")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class ModelConfig:
         max_z: one-hot width Z of the atom types (atomic numbers 1..max_z).
         dos_dim: length of a site DOS (energy bins).
         layer_norm: pre-LayerNorm in each layer and a final LayerNorm.
+        condition_every_layer: also add the DOS condition vector (through a linear map per layer)
+            before every message-passing layer, not only to the input embedding (not in the
+            paper; an option of issue 13's ablation, ``results/ablation_condition.md``).
     """
 
     hidden_dim: int = 128
@@ -44,6 +49,7 @@ class ModelConfig:
     max_z: int = 100
     dos_dim: int = 400
     layer_norm: bool = True
+    condition_every_layer: bool = False
 
     def __post_init__(self) -> None:
         require_positive_ints(self, ("hidden_dim", "num_layers", "num_freqs", "time_dim", "max_z", "dos_dim"),
@@ -84,6 +90,17 @@ class DiffusionConfig:
         beta_min, beta_max: the betas are clipped to this range.
         sigma_begin, sigma_end: sigma_1 and sigma_T of the geometric wrapped-normal schedule (A5).
         lambda_A, lambda_X, lambda_L: loss weights (A11).
+        type_target: ``"eps"`` (the paper): the type head predicts eps_A and L_A is the MSE of A10.
+            ``"x0"`` (not in the paper): the type head predicts the logits of the clean element,
+            eps_A = (A_t - sqrt(abar_t) softmax(logits)) / sqrt(1 - abar_t) is derived from them
+            (the same sampler, the same guidance), and L_A is the element cross-entropy weighted
+            by ``lambda_ce`` instead of ``lambda_A``. Its optimum is the same posterior mean
+            E[A_0 | S_t, y] that an exact eps-model encodes, but the loss depends on the clean
+            element at every t, so the DOS condition gets gradient where A_t reveals nothing.
+        lambda_ce: weight of that cross-entropy (``type_target="x0"``).
+        lambda_aux: weight of an auxiliary element cross-entropy from the final node features of
+            the conditioned atoms through a separate linear head (not in the paper; 0 = off). It
+            trains the features only: sampling does not use that head.
         p_uncond: probability of dropping the DOS condition (paper §2.4).
         drop_mode: ``"structure"`` drops the condition of a whole structure with ``p_uncond`` and,
             for a further ``p_atom_mask`` of the structures, keeps it only on a random non-empty
@@ -105,6 +122,9 @@ class DiffusionConfig:
     lambda_A: float = 20.0
     lambda_X: float = 1.0
     lambda_L: float = 1.0
+    type_target: str = "eps"
+    lambda_ce: float = 1.0
+    lambda_aux: float = 0.0
     p_uncond: float = 0.2
     drop_mode: str = "structure"
     p_atom_mask: float = 0.2
@@ -121,12 +141,14 @@ class DiffusionConfig:
         if not 0 < self.sigma_begin < self.sigma_end:
             raise ConfigError(f"diffusion config needs 0 < sigma_begin < sigma_end, got "
                               f"{self.sigma_begin}, {self.sigma_end}")
-        for name in ("lambda_A", "lambda_X", "lambda_L"):
+        for name in ("lambda_A", "lambda_X", "lambda_L", "lambda_ce", "lambda_aux"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"diffusion config {name} must be >= 0, got {getattr(self, name)}")
         for name in ("p_uncond", "p_atom_mask"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"diffusion config {name} must be in [0, 1], got {getattr(self, name)}")
+        if self.type_target not in TYPE_TARGETS:
+            raise ConfigError(f"diffusion config type_target must be one of {TYPE_TARGETS}, got {self.type_target!r}")
         if self.drop_mode not in DROP_MODES:
             raise ConfigError(f"diffusion config drop_mode must be one of {DROP_MODES}, got {self.drop_mode!r}")
         if self.sigma_norm_samples < 100:

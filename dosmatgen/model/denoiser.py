@@ -12,6 +12,8 @@ fractional coordinates and (with mean aggregation) to atom permutations. Outputs
 
 Condition (Fig. 1): the standardised DOS of a conditioned atom is projected to the hidden size and
 added to that atom's type embedding; an unconditioned atom gets a learned null vector instead.
+With ``ModelConfig.condition_every_layer`` (not in the paper) that condition vector is also added,
+through a linear map of its own, to the node features before every message-passing layer.
 """
 
 from __future__ import annotations
@@ -130,6 +132,8 @@ class CSPBackbone(nn.Module):
         if conditional:
             self.dos_projection = nn.Linear(cfg.dos_dim, h)
             self.null_condition = nn.Parameter(torch.zeros(h))
+        if conditional and cfg.condition_every_layer:
+            self.layer_conditions = nn.ModuleList(nn.Linear(h, h) for _ in range(cfg.num_layers))
         self.time_embedding = SinusoidalTimeEmbedding(cfg.time_dim)
         self.input = nn.Linear(h + cfg.time_dim, h)
         self.fourier = FourierFeatures(cfg.num_freqs)
@@ -142,12 +146,12 @@ class CSPBackbone(nn.Module):
         """Node features (M, hidden). ``t`` (B,) integer timesteps; ``dos`` (M, 400) and
         ``cond_mask`` (M,) bool for a conditional backbone (``None`` mask: no atom conditioned)."""
         h = self.type_embedding(types)
+        condition = None
         if self.conditional:
-            null = self.null_condition.expand_as(h)
-            if cond_mask is None or dos is None:
-                h = h + null
-            else:
-                h = h + torch.where(cond_mask.unsqueeze(-1), self.dos_projection(dos.to(h.dtype)), null)
+            condition = self.null_condition.expand_as(h)
+            if cond_mask is not None and dos is not None:
+                condition = torch.where(cond_mask.unsqueeze(-1), self.dos_projection(dos.to(h.dtype)), condition)
+            h = h + condition
         temb = self.time_embedding(t)[batch]
         h = self.input(torch.cat([h, temb], dim=-1))
 
@@ -155,13 +159,20 @@ class CSPBackbone(nn.Module):
         gram = (lattices @ lattices.transpose(-1, -2)).reshape(-1, 9)
         diff = (frac_coords[edge_index[1]] - frac_coords[edge_index[0]]) % 1.0
         edge_geometry = torch.cat([gram[edge_graph], self.fourier(diff)], dim=-1)
-        for layer in self.layers:
+        per_layer = getattr(self, "layer_conditions", None)
+        for k, layer in enumerate(self.layers):
+            if per_layer is not None:
+                h = h + per_layer[k](condition)
             h = layer(h, edge_index, edge_geometry)
         return self.final_norm(h)
 
 
 class CSPNet(nn.Module):
-    """The denoiser f_theta(S_t, t, y): backbone + three invariant/equivariant heads."""
+    """The denoiser f_theta(S_t, t, y): backbone + three invariant/equivariant heads.
+
+    The type head's output is eps_A for the paper's ε-prediction and the logits of the clean
+    element for ``DiffusionConfig.type_target = "x0"`` (:class:`JointDiffusion` interprets it).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -176,6 +187,11 @@ class CSPNet(nn.Module):
                 num_atoms: torch.Tensor, batch: torch.Tensor, t: torch.Tensor,
                 dos: torch.Tensor | None = None, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
         h = self.backbone(types, frac_coords, lattices, num_atoms, batch, t, dos, cond_mask)
+        return self.heads(h, lattices, num_atoms, batch)
+
+    def heads(self, h: torch.Tensor, lattices: torch.Tensor, num_atoms: torch.Tensor,
+              batch: torch.Tensor) -> DenoiserOutput:
+        """The three heads on the backbone's node features ``h`` (M, hidden)."""
         graph_h = scatter(h, batch, dim=0, dim_size=num_atoms.shape[0], reduce="mean")
         w = self.lattice_head(graph_h).view(-1, 3, 3)
         return DenoiserOutput(eps_A=self.type_head(h), score_X=self.coord_head(h), eps_L=w @ lattices)

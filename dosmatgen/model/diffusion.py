@@ -3,7 +3,10 @@ condition and classifier-free guidance (paper §2.2, §2.4, Appendix A).
 
 Training (:meth:`JointDiffusion.loss`): t ~ U{1..T} per crystal, S_0 noised with the forward
 processes (A1, A5, A6), the condition dropped according to ``drop_mode`` and
-L = lambda_A L_A + lambda_X L_X + lambda_L L_L (A8-A11).
+L = lambda_A L_A + lambda_X L_X + lambda_L L_L (A8-A11). Options outside the paper (issue 13,
+``results/ablation_condition.md``): ``type_target="x0"`` (the type head predicts the clean
+element; L_A becomes its cross-entropy, weight ``lambda_ce``) and ``lambda_aux`` (an auxiliary
+DOS -> element cross-entropy on the conditioned atoms' node features).
 
 Prediction (:meth:`JointDiffusion.eps`): (eps_A, score_X, eps_L) with score_X the actual score
 grad_X log p(X_t) (the network's normalised output times sqrt(E||grad log q||^2) = 1/sqrt(lambda_t)).
@@ -73,6 +76,8 @@ class JointDiffusion(nn.Module):
         self.diffusion_cfg = diffusion_cfg or DiffusionConfig()
         self.net = CSPNet(self.model_cfg)
         self.schedule = DiffusionSchedule(self.diffusion_cfg)
+        if self.diffusion_cfg.lambda_aux > 0:
+            self.aux_element_head = nn.Linear(self.model_cfg.hidden_dim, self.model_cfg.max_z)
 
     # ---- factory contract -----------------------------------------------------------------------
     @classmethod
@@ -101,12 +106,28 @@ class JointDiffusion(nn.Module):
             t = t.expand(num_graphs)
         return t
 
-    def raw(self, state: NoisyBatch, t: torch.Tensor | int, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
-        """Network outputs with score_X normalised (times sqrt(lambda_t)), as trained."""
-        t = self._t(t, state.num_graphs, state.frac_coords.device)
+    def eps_from_logits(self, types: torch.Tensor, logits: torch.Tensor, t_atom: torch.Tensor) -> torch.Tensor:
+        """eps_A = (A_t - sqrt(abar_t) A0_hat) / sqrt(1 - abar_t) with A0_hat = softmax(logits), the
+        noise that A1 implies for the predicted clean type vector (``type_target="x0"``)."""
+        abar = self.schedule.alphas_cumprod[t_atom].unsqueeze(-1).to(types.dtype)
+        return (types - abar.sqrt() * torch.softmax(logits, dim=-1)) / (1 - abar).sqrt()
+
+    def _forward(self, state: NoisyBatch, t: torch.Tensor, cond_mask: torch.Tensor | None
+                 ) -> tuple[DenoiserOutput, torch.Tensor]:
+        """(network outputs as trained, node features); the type head's output as it comes."""
         cond = state.cond_mask if cond_mask is None else cond_mask
-        return self.net(state.types, state.frac_coords, state.lattices, state.num_atoms, state.batch, t,
-                        state.dos, cond)
+        h = self.net.backbone(state.types, state.frac_coords, state.lattices, state.num_atoms, state.batch, t,
+                              state.dos, cond)
+        return self.net.heads(h, state.lattices, state.num_atoms, state.batch), h
+
+    def raw(self, state: NoisyBatch, t: torch.Tensor | int, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
+        """Network outputs with score_X normalised (times sqrt(lambda_t)), as trained; eps_A derived
+        from the element logits when ``type_target="x0"``."""
+        t = self._t(t, state.num_graphs, state.frac_coords.device)
+        out, _ = self._forward(state, t, cond_mask)
+        if self.diffusion_cfg.type_target == "x0":
+            out = out._replace(eps_A=self.eps_from_logits(state.types, out.eps_A, t[state.batch]))
+        return out
 
     def eps(self, state: NoisyBatch, t: torch.Tensor | int, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
         """(eps_A (M, Z), score_X (M, 3), eps_L (B, 3, 3)) at S_t; ``cond_mask`` (M,) overrides
@@ -130,14 +151,31 @@ class JointDiffusion(nn.Module):
 
     # ---- training --------------------------------------------------------------------------------
     def loss(self, batch: CrystalBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """L_S = lambda_A L_A + lambda_X L_X + lambda_L L_L (Eqs. A8-A11), means over elements."""
+        """L_S = lambda_A L_A + lambda_X L_X + lambda_L L_L (Eqs. A8-A11), means over elements.
+
+        With ``type_target="x0"``, L_A is the cross-entropy of the element logits against the
+        clean element (weight ``lambda_ce``); with ``lambda_aux > 0`` the auxiliary element
+        cross-entropy of the conditioned atoms (after the condition drop) is added.
+        """
         cfg = self.diffusion_cfg
         t = self.schedule.sample_t(batch.num_graphs, batch.device, generator)
         state, (eps_a, tar_x, eps_l) = self.schedule.noise(batch, t, generator, self.model_cfg.max_z)
         cond = drop_condition(batch.cond_mask, batch.batch, batch.num_graphs, cfg, generator)
-        out = self.raw(state, t, cond)
-        loss_a = F.mse_loss(out.eps_A, eps_a)
+        out, h = self._forward(state, t, cond)
+        element = (batch.atom_types - 1).clamp(0, self.model_cfg.max_z - 1)
+        if cfg.type_target == "x0":
+            loss_a = F.cross_entropy(out.eps_A, element)
+            weight_a = cfg.lambda_ce
+        else:
+            loss_a = F.mse_loss(out.eps_A, eps_a)
+            weight_a = cfg.lambda_A
         loss_x = F.mse_loss(out.score_X, tar_x)
         loss_l = F.mse_loss(out.eps_L, eps_l)
-        total = cfg.lambda_A * loss_a + cfg.lambda_X * loss_x + cfg.lambda_L * loss_l
-        return {"loss": total, "loss_A": loss_a.detach(), "loss_X": loss_x.detach(), "loss_L": loss_l.detach()}
+        total = weight_a * loss_a + cfg.lambda_X * loss_x + cfg.lambda_L * loss_l
+        terms = {"loss_A": loss_a.detach(), "loss_X": loss_x.detach(), "loss_L": loss_l.detach()}
+        if cfg.lambda_aux > 0:
+            logits = self.aux_element_head(h[cond])
+            loss_aux = F.cross_entropy(logits, element[cond]) if logits.shape[0] else logits.sum() * 0.0
+            total = total + cfg.lambda_aux * loss_aux
+            terms["loss_aux"] = loss_aux.detach()
+        return {"loss": total, **terms}
