@@ -101,14 +101,19 @@ def test_dry_run_shows_the_whole_dag(ci_config):
     counts = job_counts(proc.stdout + proc.stderr)
     cfg = yaml.safe_load(ci_config.read_text())
     n_sets = len(cfg["generate"]["guidance"]) * len(cfg["generate"]["t0"])
+    assert cfg["evaluate"]["baselines"] == ["uncond", "lookup"]
+    n_uncond = len(cfg["generate"]["t0"])  # the unconditional baseline: regenerated and scored, never relaxed
     assert counts == {
-        "all": 1, "split": 1, "data_info": 1, "train": 3, "regenerate": n_sets, "score": n_sets,
-        "formation_generated": n_sets, "formation_truth": 1, "provenance": 1, "result_tables": 1, "claims": 1,
+        "all": 1, "split": 1, "data_info": 1, "train": 3, "regenerate": n_sets + n_uncond, "score": n_sets + n_uncond,
+        "lookup": 1, "formation_generated": n_sets, "formation_truth": 1, "provenance": 1, "result_tables": 1,
+        "claims": 1,
         "study": len(cfg["studies"]["run"]), "study_table": len(cfg["studies"]["run"]), "study_figures": 1, "formation_figures": 1, "gallery": 1,
         "report": 1,
     }
     text = proc.stdout + proc.stderr
     assert "dosmatgen evaluate regenerate" in text and "--guidance classifier --regressor" in text
+    assert "--guidance uncond" in text and "dosmatgen evaluate lookup" in text
+    assert "work/ci/metrics/lookup.json" in text and "formation/uncond" not in text
     assert "results-ci/report.html" in text and "work/ci/models/diffusion/best.pt" in text
 
 
@@ -127,7 +132,7 @@ def test_cfg_only_run_needs_no_regressor(tmp_path):
     proc = snakemake("-n", "tables", cwd=tmp_path, configfile=config)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["train"] == 2 and counts["regenerate"] == 1 and "study" not in counts
+    assert counts["train"] == 2 and counts["regenerate"] == 2 and "study" not in counts  # cfg + uncond
 
 
 def test_invalid_config_stops_before_any_work(tmp_path):

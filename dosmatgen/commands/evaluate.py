@@ -4,15 +4,19 @@ energies, Tables 1-2 beside the paper's numbers, and the paper's claims checked 
 Sub-commands::
 
     regenerate   one crystal per test structure from its per-atom DOS (CFG or classifier guidance,
-                 from the prior at T = 1000 or from the test structure noised to t0)
-    score        Table 1 MAEs (surrogate) + Table 2 match rates + validity/uniqueness/novelty -> JSON
+                 or the unconditional model as a baseline; from the prior at T = 1000 or from the
+                 test structure noised to t0)
+    score        Table 1 MAEs (surrogate) + Table 2 match rates + element accuracy +
+                 validity/uniqueness/novelty -> JSON
+    lookup       baseline without a model: each test atom takes the element of the training atom
+                 with the nearest standardised DOS (L1) -> element accuracy + composition match JSON
     formation    unrelaxed and relaxed formation energies with an MLFF (generated or test structures)
     tables       Table 1, Table 2 and a formation summary (csv + md) with the paper's numbers beside
     claims       the paper's orderings (CFG beats classifier, trends with T) checked: PASS/FAIL
 
 The surrogate is trained with ``dosmatgen train --kind surrogate``. File formats are documented in
-dosmatgen.evaluate.regenerate (generated .npz), .score (metrics JSON), .formation (formation JSON)
-and .tables / .claims (results folder).
+dosmatgen.evaluate.regenerate (generated .npz), .score and .lookup (metrics JSON), .formation
+(formation JSON) and .tables / .claims (results folder).
 """
 
 from __future__ import annotations
@@ -87,9 +91,10 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--t0 must be in 1..{T} (the model's T), got {t0}")
     steps = R.steps_for_start(args.steps, t0, T)
     meta_out = {"checkpoint": str(args.checkpoint), "regressor": args.regressor, "store": str(args.store),
-                "split": str(args.split), "subset": args.subset, "limit": args.limit, "omega": args.omega
-                if args.guidance == "cfg" else None, "guidance_scale": args.guidance_scale
-                if args.guidance == "classifier" else None, "steps_for_T": args.steps, "command": _command_line(),
+                "split": str(args.split), "subset": args.subset, "limit": args.limit,
+                "omega": {"cfg": args.omega, "uncond": R.UNCOND_OMEGA}.get(args.guidance),
+                "guidance_scale": args.guidance_scale if args.guidance == "classifier" else None,
+                "steps_for_T": args.steps, "command": _command_line(),
                 "code": code_version(), "checkpoint_epoch": meta.get("epoch")}
     gen = R.regenerate(diffusion, std, records, args.out, guidance_mode=args.guidance, guidance=guidance,
                        t0=None if t0 >= T else t0, steps=steps, step_lr=args.step_lr, batch_size=args.batch_size,
@@ -110,7 +115,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from dosmatgen.evaluate.regenerate import load_generated
     from dosmatgen.evaluate.score import score_generated, write_metrics
 
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     gen = load_generated(args.generated)
+    if args.limit is not None and args.limit < len(gen):
+        gen = gen.subset(range(args.limit))
     device = _device(args.device)
     surrogate, sstd, smeta = load_model(args.surrogate, device)
     if smeta["kind"] != "surrogate":
@@ -141,9 +150,44 @@ def _cmd_score(args: argparse.Namespace) -> int:
     write_metrics(out, result)
     m = result["metrics"]
     summary = ", ".join(f"{k} {m[k]['value']:.4g}" for k in ("mae_gen_y", "mae_gen_yhat", "mae_yhat_y",
-                                                             "structure_match_rate", "composition_match_rate")
+                                                             "structure_match_rate", "composition_match_rate",
+                                                             "element_accuracy")
                         if m.get(k, {}).get("value") is not None)
     print(f"scored {result['n_structures']} structures ({result['guidance']}, T={result['t0']}): {summary} -> {out}")
+    return 0
+
+
+def _cmd_lookup(args: argparse.Namespace) -> int:
+    from dosmatgen.checkpoint import code_version
+    from dosmatgen.data.split import load_split
+    from dosmatgen.data.standardise import DOSStandardiser
+    from dosmatgen.data.store import DOSStore
+    from dosmatgen.evaluate.lookup import score_lookup
+    from dosmatgen.evaluate.score import write_metrics
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    if args.chunk_size < 1:
+        raise ConfigError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    device = _device(args.device)
+    std = DOSStandardiser.load(args.standardiser)
+    test = _records_of(args.store, args.split, args.subset, args.limit)
+    train_ids = load_split(args.split)["train"]
+    st = DOSStore(args.store)
+    missing = [i for i in train_ids if i not in st]
+    if missing:
+        raise DataError(f"{len(missing)} training id(s) missing from {args.store}, e.g. {missing[0]!r}")
+    out = Path(args.out)
+    inputs = {"store": str(args.store), "split": str(args.split), "standardiser": str(args.standardiser),
+              "subset": args.subset, "limit": args.limit, "device": str(device), "code": code_version()}
+    result = score_lookup(test, st.records(train_ids), std, device=str(device), reference_chunk=args.chunk_size,
+                          inputs=inputs, per_structure_csv=out.with_name(out.stem + ".per_structure.csv"))
+    result["command"] = _command_line()
+    write_metrics(out, result)
+    m, info = result["metrics"], result["lookup"]
+    print(f"looked up {result['n_structures']} {args.subset} structures ({m['element_accuracy']['n_total']} atoms) "
+          f"among {info['n_train_atoms']} training atoms: element_accuracy {m['element_accuracy']['value']:.4g} %, "
+          f"composition_match_rate {m['composition_match_rate']['value']:.4g} % -> {out}")
     return 0
 
 
@@ -244,8 +288,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--store", required=True, help="dataset store (.npz) holding the split's structures and DOS")
     r.add_argument("--split", required=True, help="split JSON with train/val/test id lists")
     r.add_argument("--subset", default="test", choices=("train", "val", "test"), help="split part (default test)")
-    r.add_argument("--guidance", required=True, choices=("cfg", "classifier"),
-                   help="cfg: classifier-free guidance; classifier: unconditional model + regressor gradient")
+    r.add_argument("--guidance", required=True, choices=("cfg", "classifier", "uncond"),
+                   help="cfg: classifier-free guidance; classifier: unconditional model + regressor gradient; "
+                        "uncond: the unconditional model alone (CFG at ω = -1, one forward pass; a baseline "
+                        "that never sees the DOS)")
     r.add_argument("--omega", type=float, default=1.0, help="CFG weight ω (paper 1.0)")
     r.add_argument("--regressor", default=None, help="time-dependent regressor checkpoint (classifier guidance)")
     r.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-guidance gradient scale (default 1)")
@@ -277,6 +323,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--train-ids", default=None,
                    help="novelty reference ids instead of the split's train part (split JSON, JSON list or text)")
     s.add_argument("--no-novelty", action="store_true", help="skip novelty (matching against the training set)")
+    s.add_argument("--limit", type=int, default=None, help="only the first N generated structures")
     s.add_argument("--match-timeout", type=float, default=10.0, help="seconds per StructureMatcher pair (default 10)")
     s.add_argument("--workers", type=int, default=1, help="processes for structure matching (default 1)")
     s.add_argument("--batch-size", type=int, default=128, help="surrogate batch size (default 128)")
@@ -284,6 +331,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="metrics JSON")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_score)
+
+    k = sub.add_parser("lookup", help="baseline: each test atom takes the element of the nearest training DOS",
+                       description="DOS-lookup baseline (no model): each atom of the first --limit structures of "
+                                   "--subset takes the element of the training atom whose standardised site DOS "
+                                   "is nearest in L1. Writes element accuracy and composition match as a metrics "
+                                   "JSON (guidance 'lookup', for `evaluate tables`) and "
+                                   "OUT-stem.per_structure.csv.",
+                       epilog="example: dosmatgen evaluate lookup --store resources/builtin_dos.npz --split "
+                              "work/demo/data/split.json --standardiser work/demo/data/standardiser.json "
+                              "--subset test --limit 100 --out work/demo/metrics/lookup.json")
+    k.add_argument("--store", required=True, help="dataset store (.npz) with the split's structures and DOS")
+    k.add_argument("--split", required=True, help="split JSON; its train part is looked up")
+    k.add_argument("--standardiser", required=True,
+                   help="DOS standardiser JSON the diffusion model was trained with (dosmatgen data split)")
+    k.add_argument("--subset", default="test", choices=("val", "test"), help="split part to score (default test)")
+    k.add_argument("--limit", type=int, default=None, help="only the first N structures (as evaluate regenerate)")
+    k.add_argument("--chunk-size", type=int, default=8192,
+                   help="training atoms per distance block (memory ~ 4 x 1024 x this bytes; default 8192)")
+    k.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    k.add_argument("--out", required=True, help="metrics JSON")
+    k.set_defaults(func=_cmd_lookup)
 
     f = sub.add_parser("formation", help="MLFF formation energies (unrelaxed and relaxed) per atom",
                        description="Relax structures with an MLFF (FIRE + FrechetCellFilter) and compute formation "

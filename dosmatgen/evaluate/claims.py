@@ -93,6 +93,8 @@ def load_results(results_dir: str | Path) -> tuple[Results, list[dict[str, Any]]
         for k in ("mae_gen_y", "mae_gen_yhat", "mae_yhat_y", "n_excluded", "n_structures"):
             d[k] = _num(row.get(k))
     for row in _read_csv(t2):
+        if not row["T"]:  # a row that does not depend on T (the DOS lookup baseline): no claim reads it
+            continue
         d = res.setdefault((row["guidance"], int(row["T"])), {})
         for k in ("structure_match_rate", "composition_match_rate"):
             d[k] = _num(row.get(k))

@@ -20,6 +20,12 @@ Reductions (exact):
   unknown element) counts as a non-match and is reported under ``counts``.
 * :class:`CompositionMatchRate` -- percentage of pairs whose reduced formulas are equal; a
   generated structure that cannot be built counts as a non-match.
+* :class:`ElementAccuracy` -- percentage of atoms, pooled over all structures, whose generated
+  element equals the element of the test atom whose DOS conditioned them (atom i against atom i:
+  ``100 * sum_s correct_s / sum_s N_s``). Not in the paper; it asks directly whether the per-atom
+  DOS condition fixes each atom's element (composition match cannot: a permutation of the right
+  elements matches the composition with every atom wrong). Scored on atomic-number arrays, so an
+  unbuildable crystal is scored from its types like any other.
 * :class:`Validity` -- percentage of generated structures that can be built, have volume
   > 0.1 Å^3 per atom and no two atoms (periodic images included) closer than 0.5 Å.
 * :class:`Uniqueness` -- among valid structures, ``n_distinct / n_valid`` in percent, where two
@@ -302,12 +308,87 @@ class CompositionMatchRate:
     def compute(self, generated: Sequence[Any], reference: Sequence[Any]) -> MetricResult:
         if len(generated) != len(reference):
             raise ValueError(f"CompositionMatchRate: {len(generated)} generated but {len(reference)} references")
-        matched = sum(1 for g, r in zip(generated, reference)
-                      if g is not None and g.composition.reduced_formula == r.composition.reduced_formula)
+        return self.from_formulas([None if g is None else g.composition.reduced_formula for g in generated],
+                                  [r.composition.reduced_formula for r in reference])
+
+    def from_formulas(self, generated: Sequence[str | None], reference: Sequence[str]) -> MetricResult:
+        """The rate from reduced formulas (``None``: nothing to compare, a non-match), e.g. those
+        of :func:`reduced_formula` for a list of elements that is not a structure."""
+        if len(generated) != len(reference):
+            raise ValueError(f"CompositionMatchRate: {len(generated)} generated but {len(reference)} references")
+        matched = sum(1 for g, r in zip(generated, reference) if g is not None and g == r)
         n_unbuilt = sum(1 for g in generated if g is None)
         n = len(generated)
         return MetricResult(self.name, 100.0 * matched / n if n else None, "%", n, n, {},
                             {"matched": matched, "unbuildable_counted_as_miss": n_unbuilt})
+
+
+def reduced_formula(atomic_numbers: Sequence[int] | np.ndarray) -> str | None:
+    """pymatgen's reduced formula of a list of elements; ``None`` when it is empty or holds a Z
+    outside 1..``MAX_Z``.
+
+    >>> reduced_formula([8, 22, 8]), reduced_formula([11, 17, 11, 17]), reduced_formula([0, 8])
+    ('TiO2', 'NaCl', None)
+    """
+    from pymatgen.core import Composition
+
+    z = np.asarray(atomic_numbers).reshape(-1)
+    if z.size == 0 or np.any(z < 1) or np.any(z > MAX_Z):
+        return None
+    return Composition(dict(Counter(int(v) for v in z))).reduced_formula
+
+
+class ElementAccuracy:
+    """Per-atom element accuracy in percent (not in the paper): atom i of a generated crystal
+    against atom i of its reference, the test atom whose DOS conditioned it (the regenerated
+    crystal keeps the test crystal's atom order, :mod:`dosmatgen.evaluate.regenerate`).
+
+    ``compute(generated, reference)`` takes two equal-length sequences of atomic-number arrays,
+    one per structure. The value is pooled over atoms, ``100 * sum_s correct_s / sum_s N_s`` with
+    ``N_s`` the reference's atom count, so ``n_total = n_used`` = atoms, not structures. It reads
+    types only: a crystal whose coordinates or lattice are broken (not buildable, invalid) is
+    scored from its types like any other; a Z outside 1..100 is simply wrong. A generated entry
+    that is ``None`` or has another atom count than its reference has no atom-to-atom pairing:
+    all of its reference atoms count as wrong (``counts["atom_count_mismatch_counted_as_miss"]``
+    structures). Other counts: ``atoms_correct``, ``atoms_total``, ``structures``,
+    ``structures_all_correct``.
+
+    >>> r = ElementAccuracy().compute([np.array([22, 8, 8]), np.array([11, 17])],
+    ...                               [np.array([8, 22, 8]), np.array([11, 17])])
+    >>> round(r.value, 1), r.counts["atoms_correct"], r.counts["atoms_total"], r.counts["structures_all_correct"]
+    (60.0, 3, 5, 1)
+    """
+
+    name = "element_accuracy"
+
+    @staticmethod
+    def per_structure(generated: np.ndarray | None, reference: np.ndarray) -> int | None:
+        """Atoms of one structure with the reference's element; ``None`` when the atom counts differ."""
+        ref = np.asarray(reference).reshape(-1)
+        if generated is None:
+            return None
+        gen = np.asarray(generated).reshape(-1)
+        if gen.shape != ref.shape:
+            return None
+        return int(np.sum(gen.astype(np.int64) == ref.astype(np.int64)))
+
+    def compute(self, generated: Sequence[np.ndarray | None], reference: Sequence[np.ndarray]) -> MetricResult:
+        if len(generated) != len(reference):
+            raise ValueError(f"ElementAccuracy: {len(generated)} generated but {len(reference)} references")
+        correct = total = all_correct = mismatched = 0
+        for g, r in zip(generated, reference):
+            n = int(np.asarray(r).size)
+            k = self.per_structure(g, r)
+            if k is None:
+                mismatched += 1
+                k = 0
+            correct += k
+            total += n
+            all_correct += int(k == n)
+        return MetricResult(self.name, 100.0 * correct / total if total else None, "%", total, total, {},
+                            {"atoms_correct": correct, "atoms_total": total, "structures": len(reference),
+                             "structures_all_correct": all_correct,
+                             "atom_count_mismatch_counted_as_miss": mismatched})
 
 
 class Validity:

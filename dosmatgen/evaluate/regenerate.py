@@ -4,7 +4,12 @@ For every test structure one crystal is sampled with the same number of atoms, c
 each atom's DOS, either from the prior at T (``t0=None``; the paper's T = 1000) or from the test
 structure noised to ``t0`` (the paper's T = 200, 500). Guidance is classifier-free (the
 conditional diffusion model, ω = 1) or classifier guidance (the unconditional mode of the same
-diffusion model plus the gradient of a time-dependent DOS regressor).
+diffusion model plus the gradient of a time-dependent DOS regressor). A third mode, ``"uncond"``,
+is a baseline outside the paper: the unconditional mode alone, i.e. classifier-free guidance at
+ω = -1, where (1 + ω) eps(S_t, y) - ω eps(S_t, ∅) = eps(S_t, ∅) (one forward pass with every
+atom's condition masked, :class:`~dosmatgen.model.guidance.ClassifierFreeGuidance`). It keeps the
+test structure's atom count (and, for t0 < T, its noised start) but never sees its DOS, so its
+element accuracy and match rates are what the DOS condition must beat.
 
 Work is cut into chunks of ``batch_size`` structures; chunk k is sampled with seed ``seed + k``
 and written atomically to ``<out>.chunks/chunk_<k>.npz``, so an interrupted run resumes where it
@@ -21,7 +26,7 @@ Generated-set file (``.npz``, read with :func:`load_generated`)::
     atomic_numbers  (M,) int   generated types (1..100)
     frac_coords     (M, 3)     fractional coordinates in [0, 1) (may be NaN for a broken sample)
     lattices        (B, 3, 3)  lattice rows, Å (may be singular for a broken sample)
-    meta            JSON str   {"guidance": "cfg"|"classifier", "omega", "guidance_scale",
+    meta            JSON str   {"guidance": "cfg"|"classifier"|"uncond", "omega", "guidance_scale",
                                 "t0": 1000|500|200 (the paper's T), "start": "prior"|"noised",
                                 "steps", "step_lr", "seed", "batch_size", "n", "checkpoint",
                                 "regressor", "store", "split", "subset", "limit", "device",
@@ -46,7 +51,9 @@ from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import atomic_temp_path
 
 FORMAT = "dosmatgen-generated"
-GUIDANCE_MODES: tuple[str, ...] = ("cfg", "classifier")
+GUIDANCE_MODES: tuple[str, ...] = ("cfg", "classifier", "uncond")
+#: The CFG weight at which classifier-free guidance is the unconditional model.
+UNCOND_OMEGA: float = -1.0
 
 
 @dataclass
@@ -149,11 +156,14 @@ def from_batch(batch: Any, source_ids: Sequence[str], meta: dict[str, Any] | Non
 # guidance and steps
 # ----------------------------------------------------------------------------------------------
 def build_guidance(mode: str, *, omega: float = 1.0, regressor: Any = None, scale: float = 1.0) -> Any:
-    """Classifier-free guidance with ``omega`` or classifier guidance with ``regressor``/``scale``."""
+    """Classifier-free guidance with ``omega``, classifier guidance with ``regressor``/``scale``,
+    or the unconditional model (``"uncond"``: CFG at ω = -1; ``omega`` is not used)."""
     from dosmatgen.model.guidance import ClassifierFreeGuidance, ClassifierGuidance
 
     if mode == "cfg":
         return ClassifierFreeGuidance(omega)
+    if mode == "uncond":
+        return ClassifierFreeGuidance(UNCOND_OMEGA)
     if mode == "classifier":
         if regressor is None:
             raise ConfigError("classifier guidance needs a trained time-dependent regressor (--regressor CK)")
@@ -199,8 +209,9 @@ def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: s
         standardiser: the DOS standardiser saved with the diffusion checkpoint (records hold raw DOS).
         records: test :class:`~dosmatgen.data.schema.CrystalRecord` with DOS.
         out: output ``.npz``; chunks live in ``<out>.chunks/``.
-        guidance_mode: ``"cfg"`` or ``"classifier"`` (recorded in the metadata).
-        guidance: the guidance object (default CFG with ω = 1).
+        guidance_mode: ``"cfg"``, ``"classifier"`` or ``"uncond"`` (recorded in the metadata).
+        guidance: the guidance object (default :func:`build_guidance` of ``guidance_mode``: CFG
+            with ω = 1, or the unconditional model; classifier guidance needs its regressor).
         t0: starting timestep; ``None`` or ``>= T`` samples from the prior (paper's T = 1000).
         steps: reverse steps actually taken (the sampler strides evenly); None = all.
         step_lr: Langevin corrector scale.
@@ -215,6 +226,7 @@ def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: s
         raise ConfigError(f"unknown guidance {guidance_mode!r}; choose one of {GUIDANCE_MODES}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    guidance = guidance if guidance is not None else build_guidance(guidance_mode)
     records = list(records)
     if not records:
         raise DataError("no test structures to regenerate")

@@ -1,5 +1,5 @@
 """Score a regenerated test split (paper §3.1): Table 1 MAEs and Table 2 match rates, plus
-validity, uniqueness and novelty, written as one metrics JSON per (guidance, T).
+element accuracy, validity, uniqueness and novelty, written as one metrics JSON per (guidance, T).
 
 Quantities (all DOS in states/eV/site, see :class:`dosmatgen.evaluate.metrics.DOSMAE`):
 
@@ -11,11 +11,13 @@ Quantities (all DOS in states/eV/site, see :class:`dosmatgen.evaluate.metrics.DO
 Metrics JSON (``dosmatgen evaluate score --out FILE``)::
 
     {"format": "dosmatgen-metrics", "version": 1,
-     "guidance": "cfg"|"classifier", "t0": 200|500|1000, "start": "prior"|"noised",
+     "guidance": "cfg"|"classifier"|"uncond"|"lookup", "t0": 200|500|1000 (null: lookup),
+     "start": "prior"|"noised" (null: lookup),
      "n_structures": B,
      "metrics": {"mae_gen_y": R, "mae_gen_yhat": R, "mae_yhat_y": R,
                  "mae_mean_dos_y": R (baseline: the training-mean site DOS for every atom),
                  "structure_match_rate": R, "composition_match_rate": R,
+                 "element_accuracy": R (per atom, pooled; n_total = atoms),
                  "validity": R, "uniqueness": R, "novelty": R (absent when skipped)},
      "generated": {"path": .., "meta": {..the generated file's meta..}},
      "surrogate": {"path": .., "config": {..}},
@@ -25,7 +27,14 @@ Metrics JSON (``dosmatgen evaluate score --out FILE``)::
 where each R is :meth:`MetricResult.to_dict` (``value, unit, n_total, n_used, n_excluded,
 excluded{reason: count}, counts{...}``). Beside it, ``<FILE stem>.per_structure.csv`` has one row
 per generated crystal: ``index, source_id, formula_gen, formula_ref, build_reason, validity_reason,
-graph_reason, mae_gen_y, mae_gen_yhat, mae_yhat_y, structure_match, composition_match``.
+graph_reason, mae_gen_y, mae_gen_yhat, mae_yhat_y, structure_match, composition_match, n_atoms,
+element_correct, element_accuracy`` (``element_correct``: atoms with the conditioning atom's
+element; ``element_accuracy``: the same in percent of ``n_atoms``).
+
+The DOS-lookup baseline (:mod:`dosmatgen.evaluate.lookup`) writes the same format with
+``guidance "lookup"``, ``t0``/``start`` null and only ``element_accuracy`` and
+``composition_match_rate``; the unconditional model (``guidance "uncond"``) is scored here like
+any generated set.
 """
 
 from __future__ import annotations
@@ -98,6 +107,8 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
     seconds["structure_match"] = time.perf_counter() - tic
     out["structure_match_rate"] = sm.from_outcomes(outcomes)
     out["composition_match_rate"] = M.CompositionMatchRate().compute(gen_structs, ref_structs)
+    gen_types, ref_types = [z for z, _, _ in gen_items], [r.atomic_numbers for r in refs]
+    out["element_accuracy"] = M.ElementAccuracy().compute(gen_types, ref_types)
     out["validity"] = M.Validity().compute(gen_items)
 
     validity = [M.validity_reason(*it)[1] for it in gen_items]
@@ -123,6 +134,7 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
                 "mae_yhat_y": _mae_or_blank(yhat[i], y[i]), "structure_match": outcomes[i],
                 "composition_match": int(s is not None and s.composition.reduced_formula
                                          == ref_structs[i].composition.reduced_formula),
+                **element_columns(gen_types[i], ref_types[i]),
             })
         with atomic_write(per_structure_csv, "w") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -140,6 +152,20 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
                      "n_training_structures": None if training is None else len(training)},
         "seconds": seconds,
     }
+
+
+def element_columns(generated: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    """Per-structure CSV columns of :class:`~dosmatgen.evaluate.metrics.ElementAccuracy`:
+    ``n_atoms`` (reference), ``element_correct`` and ``element_accuracy`` (percent; blank when
+    the atom counts differ).
+
+    >>> element_columns(np.array([22, 8, 8, 8]), np.array([8, 22, 8, 8]))
+    {'n_atoms': 4, 'element_correct': 2, 'element_accuracy': 50.0}
+    """
+    k = M.ElementAccuracy.per_structure(generated, reference)
+    n = int(np.asarray(reference).size)
+    return {"n_atoms": n, "element_correct": "" if k is None else k,
+            "element_accuracy": "" if k is None else 100.0 * k / n}
 
 
 def _mae_or_blank(p: np.ndarray | None, q: np.ndarray | None) -> Any:

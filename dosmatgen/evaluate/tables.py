@@ -4,15 +4,22 @@ Inputs are the metrics JSONs of :mod:`dosmatgen.evaluate.score` (one per guidanc
 a folder) and, optionally, formation-energy JSONs of :mod:`dosmatgen.evaluate.formation` whose
 file stem names the set (``cfg_T1000.json``, ``classifier_T200.json``, ``ground_truth.json``).
 
+Besides the paper's rows (classifier, CFG), two baselines get rows when their metrics files are
+there (:data:`BASELINES`): the unconditional model (``uncond``, one file per T, scored like the
+CFG rows) and the DOS lookup (``lookup``, :mod:`dosmatgen.evaluate.lookup`: ``t0`` null, one file;
+its CSV ``T`` is empty and the Markdown grid repeats it under every T). The paper has no numbers
+for them. Old results without these files, or without ``element_accuracy``, give the same rows
+as before with empty cells.
+
 Outputs in ``out_dir``:
 
 * ``table1_dos_mae.csv|md`` -- columns ``guidance, T, mae_gen_y, paper_mae_gen_y, mae_gen_yhat,
   paper_mae_gen_yhat, mae_yhat_y, paper_mae_yhat_y, mae_mean_dos_y (baseline), n_structures, n_used, n_excluded,
   excluded, paper_n_excluded`` (MAEs in states/eV/site; ``excluded`` = ``reason:count;...``);
 * ``table2_match_rates.csv|md`` -- ``guidance, T, structure_match_rate,
-  paper_structure_match_rate, composition_match_rate, paper_composition_match_rate, validity,
-  uniqueness, novelty, n_structures, n_match_excluded, match_excluded, paper_n_match_excluded``
-  (percentages);
+  paper_structure_match_rate, composition_match_rate, paper_composition_match_rate,
+  element_accuracy, validity, uniqueness, novelty, n_structures, n_match_excluded, match_excluded,
+  paper_n_match_excluded`` (percentages; ``element_accuracy`` per atom, not in the paper);
 * ``formation_energies.csv|md`` (when formation files are given) -- ``set, guidance, T, mlff, n,
   n_ok, median_ef_unrelaxed, median_ef_relaxed, mean_ef_unrelaxed, mean_ef_relaxed,
   frac_below_0_unrelaxed, frac_below_0_relaxed, n_implausible_ef, status`` (eV/atom; fractions of
@@ -40,7 +47,11 @@ from dosmatgen.evaluate import paper as P
 from dosmatgen.evaluate.score import FORMAT as METRICS_FORMAT
 from dosmatgen.io import atomic_save_json, atomic_write
 
-Key = tuple[str, int]
+#: (guidance, T); T is None for a row that does not depend on it (the DOS lookup).
+Key = tuple[str, int | None]
+#: Rows that are not in the paper, in table order: the unconditional model, the DOS lookup.
+BASELINES: tuple[str, ...] = ("uncond", "lookup")
+ROW_LABELS: dict[str, str] = {**P.GUIDANCE_LABELS, "uncond": "Unconditional (ω = −1)", "lookup": "DOS lookup (1-NN)"}
 
 
 def collect_metrics(metrics_dir: str | Path) -> dict[Key, dict[str, Any]]:
@@ -56,7 +67,8 @@ def collect_metrics(metrics_dir: str | Path) -> dict[Key, dict[str, Any]]:
             continue
         if not isinstance(data, dict) or data.get("format") != METRICS_FORMAT:
             continue
-        key = (str(data.get("guidance")), int(data.get("t0")))
+        t0 = data.get("t0")
+        key = (str(data.get("guidance")), None if t0 is None else int(t0))
         if key in out:
             raise DataError(f"two metrics files for guidance {key[0]} at T = {key[1]} in {metrics_dir}")
         data["_path"] = str(path)
@@ -67,10 +79,22 @@ def collect_metrics(metrics_dir: str | Path) -> dict[Key, dict[str, Any]]:
 
 
 def _keys(metrics: dict[Key, Any]) -> list[Key]:
-    """The paper's six (guidance, T) first, in its order, then any others we have."""
-    paper_keys = [(g, t) for g in P.GUIDANCES for t in P.T_VALUES]
-    extra = sorted(k for k in metrics if k not in paper_keys)
+    """The paper's six (guidance, T) first, in its order, then any others we have: other T of the
+    paper's guidances, then the baselines, then anything else; by T within a guidance."""
+    paper_keys: list[Key] = [(g, t) for g in P.GUIDANCES for t in P.T_VALUES]
+    rank = {g: i for i, g in enumerate((*P.GUIDANCES, *BASELINES))}
+    extra = sorted((k for k in metrics if k not in paper_keys),
+                   key=lambda k: (rank.get(k[0], len(rank)), k[0], k[1] is None, k[1] or 0))
     return paper_keys + extra
+
+
+def set_name(key: Key) -> str:
+    """``cfg_T1000`` for a (guidance, T) key, ``lookup`` when T does not apply.
+
+    >>> set_name(("cfg", 1000)), set_name(("lookup", None))
+    ('cfg_T1000', 'lookup')
+    """
+    return key[0] if key[1] is None else f"{key[0]}_T{key[1]}"
 
 
 def _metric(m: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
@@ -89,8 +113,11 @@ def _reasons(r: dict[str, Any] | None) -> str:
 
 
 def table1_rows(metrics: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table 1 rows; sets without a T (the DOS lookup: no generated crystal, no MAE) are left out."""
     rows = []
     for key in _keys(metrics):
+        if key[1] is None:
+            continue
         m = metrics.get(key)
         p = P.TABLE1.get(key, {})
         r = _metric(m, "mae_gen_y")
@@ -121,6 +148,7 @@ def table2_rows(metrics: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
             "paper_structure_match_rate": p.get("structure_match_rate"),
             "composition_match_rate": _value(m, "composition_match_rate"),
             "paper_composition_match_rate": p.get("composition_match_rate"),
+            "element_accuracy": _value(m, "element_accuracy"),
             "validity": _value(m, "validity"), "uniqueness": _value(m, "uniqueness"), "novelty": _value(m, "novelty"),
             "n_structures": None if m is None else m.get("n_structures"),
             "n_match_excluded": None if r is None else r.get("n_excluded"),
@@ -196,16 +224,17 @@ def _provenance_lines(prov: dict[str, Any] | None) -> list[str]:
 
 def _ours_paper_grid(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], digits: int) -> list[str]:
     """Markdown header, separator and one line per guidance mode: for every T and every
-    ``(label, key)`` column, our value with the paper's (``paper_<key>``) in parentheses."""
-    ts = sorted({r["T"] for r in rows})
+    ``(label, key)`` column, our value with the paper's (``paper_<key>``) in parentheses. A row
+    without a T (the DOS lookup) fills every T column."""
+    ts = sorted({r["T"] for r in rows if r["T"] is not None})
     guid = list(dict.fromkeys(r["guidance"] for r in rows))
     by = {(r["guidance"], r["T"]): r for r in rows}
     head = "| Guidance | " + " | ".join(f"T={t} {label}" for t in ts for label, _ in columns) + " |"
     lines = [head, "|" + "---|" * (1 + len(columns) * len(ts))]
     for g in guid:
-        cells = [_pair(by.get((g, t), {}).get(key), by.get((g, t), {}).get(f"paper_{key}"), digits)
-                 for t in ts for _, key in columns]
-        lines.append(f"| {P.GUIDANCE_LABELS.get(g, g)} | " + " | ".join(cells) + " |")
+        cell = {t: by.get((g, t)) or by.get((g, None)) or {} for t in ts}
+        cells = [_pair(cell[t].get(key), cell[t].get(f"paper_{key}"), digits) for t in ts for _, key in columns]
+        lines.append(f"| {ROW_LABELS.get(g, g)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -222,7 +251,7 @@ def table1_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None 
     for r in rows:
         if r.get("n_structures") is None and not r.get("paper_n_excluded"):
             continue
-        lines.append(f"- {P.GUIDANCE_LABELS.get(r['guidance'], r['guidance'])}, T={r['T']}: "
+        lines.append(f"- {ROW_LABELS.get(r['guidance'], r['guidance'])}, T={r['T']}: "
                      f"{_fmt(r.get('n_structures'))} generated, {_fmt(r.get('n_excluded'))} excluded"
                      f"{' (' + r['excluded'] + ')' if r.get('excluded') else ''}; "
                      f"paper {_fmt(r.get('paper_n_excluded'))} of {P.N_TEST}")
@@ -234,7 +263,19 @@ def table2_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None 
              "StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3) against the conditioning test structure; "
              "timeouts excluded; the paper's values in parentheses.", ""]
     lines += _ours_paper_grid(rows, [("Struct. match %", "structure_match_rate"),
-                                     ("Comp. match %", "composition_match_rate")], 2)
+                                     ("Comp. match %", "composition_match_rate"),
+                                     ("Elem. acc. %", "element_accuracy")], 2)
+    present = {r["guidance"] for r in rows if r.get("n_structures") is not None}
+    lines += ["", "Elem. acc.: percentage of atoms, pooled over structures, whose generated element is that of "
+              "the test atom whose DOS conditioned them (atom i against atom i); not in the paper (—)."]
+    if "uncond" in present:
+        lines.append(f"{ROW_LABELS['uncond']}: the same diffusion model with every atom's DOS condition masked "
+                     "(classifier-free guidance at ω = −1), regenerated and scored like the CFG rows; "
+                     "not in the paper (—).")
+    if "lookup" in present:
+        lines.append(f"{ROW_LABELS['lookup']}: no model; each test atom takes the element of the training atom "
+                     "whose standardised DOS is nearest in L1. It predicts no structure (struct. match —) and "
+                     "does not depend on T: the same value stands under every T. Not in the paper (—).")
     lines += ["", "Validity / uniqueness / novelty (ours, %; not in the paper):", "",
               "| Guidance | T | Validity | Uniqueness | Novelty | n | match exclusions (ours; paper) |",
               "|---|---|---|---|---|---|---|"]
@@ -242,7 +283,7 @@ def table2_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None 
         if r.get("n_structures") is None:
             continue
         excl = f"{_fmt(r.get('n_match_excluded'))}{' (' + r['match_excluded'] + ')' if r.get('match_excluded') else ''}"
-        lines.append(f"| {P.GUIDANCE_LABELS.get(r['guidance'], r['guidance'])} | {r['T']} | {_fmt(r['validity'], 1)} | "
+        lines.append(f"| {ROW_LABELS.get(r['guidance'], r['guidance'])} | {_fmt(r['T'])} | {_fmt(r['validity'], 1)} | "
                      f"{_fmt(r['uniqueness'], 1)} | {_fmt(r['novelty'], 1)} | {r['n_structures']} | "
                      f"{excl}; {_fmt(r.get('paper_n_match_excluded'))} |")
     return "\n".join(lines + _provenance_lines(prov)) + "\n"
@@ -269,9 +310,12 @@ def gather_provenance(metrics: dict[Key, dict[str, Any]]) -> dict[str, Any]:
     from dosmatgen.checkpoint import code_version
 
     sets = {}
-    for (g, t), m in sorted(metrics.items()):
-        meta = m.get("generated", {}).get("meta", {})
-        sets[f"{g}_T{t}"] = {"metrics": m.get("_path"), "generated": m.get("generated", {}).get("path"),
+    for key in _keys(metrics):
+        m = metrics.get(key)
+        if m is None:
+            continue
+        meta = m.get("generated", {}).get("meta", {}) or m.get("lookup", {})
+        sets[set_name(key)] = {"metrics": m.get("_path"), "generated": m.get("generated", {}).get("path"),
                              "n_structures": m.get("n_structures"),
                              **{k: meta.get(k) for k in ("checkpoint", "regressor", "store", "split", "steps", "seed",
                                                          "command", "code") if k in meta},

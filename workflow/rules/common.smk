@@ -6,6 +6,10 @@ GUIDANCES = RUN["generate"]["guidance"]
 T0S = RUN["generate"]["t0"]
 STUDIES = RUN["studies"]["run"]
 EVAL = RUN["evaluate"]
+# Table 2 baselines (not in the paper): the unconditional model is regenerated and scored like a
+# guidance mode (no formation energies); the DOS lookup is one metrics file without a T.
+BASELINES = EVAL["baselines"]
+REGENERATED = GUIDANCES + [g for g in ("uncond",) if g in BASELINES]
 # Elemental reference energies of the MLFF, computed once and shared by every relaxing job.
 REFS_CACHE = f"{W}/formation/elemental_refs_{EVAL['mlff']}.json"
 # The time-dependent regressor is only needed for classifier guidance.
@@ -18,7 +22,7 @@ SMALL = dict(mem_mb=2000, runtime=30)
 
 wildcard_constraints:
     kind="diffusion|regressor|surrogate",
-    guidance="cfg|classifier",
+    guidance="cfg|classifier|uncond",
     t0=r"\d+",
     study="masked|template|fixed-type|screen|window-sweep",
 
@@ -38,6 +42,11 @@ def generated_path(guidance, t0):
 
 def metrics_path(guidance, t0):
     return f"{W}/metrics/{guidance}_T{t0}.json"
+
+
+def lookup_path():
+    """Metrics file of the DOS-lookup baseline (beside the scored sets, no T)."""
+    return f"{W}/metrics/lookup.json"
 
 
 def formation_path(name):
@@ -67,9 +76,12 @@ def regenerate_inputs(wildcards):
 
 
 def guidance_flags(wildcards, input):
+    """CFG takes omega, classifier guidance its regressor and scale, uncond nothing."""
     gen = RUN["generate"]
     if wildcards.guidance == "classifier":
         return cli_flags({"regressor": input.regressor, "guidance_scale": gen["guidance_scale"]})
+    if wildcards.guidance == "uncond":
+        return ""
     return cli_flags({"omega": gen["omega"]})
 
 

@@ -1,8 +1,11 @@
-# Evaluation: surrogate DOS MAE (Table 1) and structure / composition match rates (Table 2) of each
-# regenerated set, MLFF formation energies (Fig. 2, B.1) of generated and ground-truth test
+# Evaluation: surrogate DOS MAE (Table 1) and structure / composition match rates and element
+# accuracy (Table 2) of each regenerated set (the unconditional baseline included), the DOS-lookup
+# baseline, MLFF formation energies (Fig. 2, B.1) of generated (not baseline) and ground-truth test
 # structures, the result tables with their provenance.
 
-METRICS = [metrics_path(g, t) for g in GUIDANCES for t in T0S]
+METRICS = [metrics_path(g, t) for g in REGENERATED for t in T0S] + (
+    [lookup_path()] if "lookup" in BASELINES else []
+)
 FORMATION_GENERATED = {(g, t): formation_path(f"{g}_T{t}") for g in GUIDANCES for t in T0S}
 FORMATION_TRUTH = formation_path("ground_truth")
 RUN_PROVENANCE = f"{W}/provenance.json"  # `evaluate tables` copies it to results/provenance.json
@@ -46,6 +49,31 @@ rule score:
         " --surrogate {input.surrogate} --store {input.store} --split {input.split}"
         " --match-timeout {params.timeout} --workers {threads} --device {params.device}"
         " --out {output} --no-progress > {log} 2>&1"
+
+
+rule lookup:
+    input:
+        store=STORE,
+        split=SPLIT,
+        standardiser=STANDARDISER,
+    output:
+        lookup_path(),
+    log:
+        log("lookup"),
+    params:
+        limit=cli_flags({"limit": RUN["generate"]["limit"]}),
+        device=RUN["device"],
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=GPU,
+    conda:
+        CONDA_ENV
+    shell:
+        "OMP_NUM_THREADS={threads} dosmatgen evaluate lookup --store {input.store} --split {input.split}"
+        " --standardiser {input.standardiser} --subset test {params.limit} --device {params.device}"
+        " --out {output} > {log} 2>&1"
 
 
 rule formation_generated:

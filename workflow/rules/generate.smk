@@ -1,9 +1,9 @@
 # Table 1/2 regeneration: rebuild test structures from their per-atom DOS, starting from the test
 # structure noised to step t0 (t0 = 1000: from the prior), with classifier-free guidance (the
 # conditional diffusion model, weight omega) or classifier guidance (unconditional score + the
-# regressor's gradient).
+# regressor's gradient), and the unconditional model (guidance uncond, a Table 2 baseline).
 
-GENERATED = [generated_path(g, t) for g in GUIDANCES for t in T0S]
+GENERATED = [generated_path(g, t) for g in REGENERATED for t in T0S]
 
 
 rule regenerate:
