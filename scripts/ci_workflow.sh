@@ -7,8 +7,9 @@
 # GATES (the script fails if any fails):
 #   1. `snakemake --lint` is clean;
 #   2. `snakemake --profile workflow/profiles/ci all` succeeds (every rule of the paper pipeline:
-#      data, 3 models, regeneration at T in {200,500,1000} x {cfg, classifier}, scoring, MLFF
-#      formation energies, the five studies, figures, gallery, report) - Snakemake itself fails
+#      data, 3 models, regeneration at T in {200,500,1000} x {cfg, classifier, uncond}, scoring,
+#      the DOS-lookup baseline, MLFF formation energies, the five studies, figures, gallery,
+#      report) - Snakemake itself fails
 #      when a declared table or figure file is not produced;
 #   3. a second run has nothing to do (incremental: outputs are complete and up to date);
 #   4. every table / figure / report file in results-ci/ and results-ci/figures/ is well-formed
