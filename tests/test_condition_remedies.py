@@ -107,3 +107,34 @@ def test_condition_every_layer_feeds_the_dos_to_each_layer():
         changed = m.raw(state, t).eps_A
     assert not torch.allclose(base, changed)
     assert not hasattr(_model().net.backbone, "layer_conditions")
+
+
+def _train_args(**kw):
+    import argparse
+
+    from dosmatgen.commands.train import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    argv = ["--store", "s.npz", "--split", "split.json", "--out", "o"]
+    for k, v in kw.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    return p.parse_args(argv)
+
+
+def test_train_type_target_flag_reaches_the_diffusion_config_only():
+    from dosmatgen.commands.train import resolve_configs
+
+    cfg, _ = resolve_configs(_train_args(kind="diffusion", size="paper", type_target="x0"))
+    model = JointDiffusion.from_config(cfg)
+    assert model.diffusion_cfg.type_target == "x0" and model.model_cfg.hidden_dim == 512
+    cfg, _ = resolve_configs(_train_args(kind="diffusion", size="paper"))
+    assert JointDiffusion.from_config(cfg).diffusion_cfg.type_target == "eps"  # the paper's, untouched
+    with pytest.raises(ConfigError, match="--type-target applies to --kind diffusion only"):
+        resolve_configs(_train_args(kind="regressor", type_target="x0"))
+
+
+def test_paper_profile_keeps_the_paper_type_target():
+    from dosmatgen.config import DEFAULT_CONFIG, load_run_config
+
+    assert load_run_config(DEFAULT_CONFIG.parent / "paper.yaml")["model"]["type_target"] == "eps"

@@ -80,6 +80,10 @@ def resolve_configs(args: argparse.Namespace) -> tuple[dict[str, Any], "Any"]:
     size = args.size or model_sec.get("size") or "compact"
     explicit = {k: v for k, v in model_sec.items() if k != "size"}
     model_cfg = explicit if explicit and not args.size else model_config_for_size(args.kind, size)
+    if args.type_target is not None:
+        if args.kind != "diffusion":
+            raise ConfigError(f"--type-target applies to --kind diffusion only, not {args.kind!r}")
+        model_cfg = {**model_cfg, "diffusion": {**(model_cfg.get("diffusion") or {}), "type_target": args.type_target}}
 
     values = TrainConfig().to_dict()
     values.update(train_sec)
@@ -156,6 +160,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "override it")
     p.add_argument("--size", choices=SIZES, default=None,
                    help="model size (default compact); overrides an explicit model config")
+    p.add_argument("--type-target", choices=("eps", "x0"), default=None,
+                   help="diffusion only: what the type head predicts. eps = the paper (noise of the type "
+                        "vectors, A10); x0 = the clean element (cross-entropy; better condition fidelity, "
+                        "results/ablation_condition.md). Default: the config's, else eps")
     p.add_argument("--out", required=True, help="run directory (last.pt, best.pt, metrics.csv ...)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="global batch (default 256)")

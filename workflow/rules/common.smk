@@ -108,6 +108,11 @@ def train_flags(*keys):
     return lambda wildcards: cli_flags({k: RUN["train"][wildcards.kind][k] for k in keys})
 
 
+def model_flags(wildcards):
+    """Architecture options of the run config's model section that apply to this kind."""
+    return cli_flags({"type_target": RUN["model"]["type_target"]}) if wildcards.kind == "diffusion" else ""
+
+
 def resumable(command, marker, reset):
     """Shell text running ``command`` so that only an *interrupted* job resumes.
 

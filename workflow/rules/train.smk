@@ -19,6 +19,7 @@ rule train:
     params:
         outdir=output_dir,
         size=RUN["model"]["size"],
+        model=model_flags,
         epochs=train_option("epochs"),
         batch_size=train_option("batch_size"),
         lr=train_option("lr"),
@@ -35,7 +36,7 @@ rule train:
     shell:
         resumable(
             "OMP_NUM_THREADS={threads} dosmatgen train --kind {wildcards.kind} --store {input.store}"
-            " --split {input.split} --standardiser {input.standardiser} --size {params.size}"
+            " --split {input.split} --standardiser {input.standardiser} --size {params.size} {params.model}"
             " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr} {params.optional}"
             " --device {params.device} --seed {params.seed} --out {params.outdir} --no-progress"
             " > {log} 2>&1",
