@@ -28,9 +28,10 @@ for name in "$@"; do
     cmd="$DM train --kind diffusion --config config/ablation_condition/$name.yaml --store $STORE --split $DEMO/split.json --standardiser $DEMO/standardiser.json --epochs 5000 --batch-size 64 --lr 0.001 --max-steps 10000 --device cpu --seed 0 --out $out/model --no-progress"
     echo "[ablation] $(date -u +%H:%M:%S) $name: train"
     t0=$(date +%s)
+    commit=$(git rev-parse HEAD)
     $cmd > "$out/train.log" 2>&1
     printf '{"train_command": "%s", "train_wall_s": %d, "threads": %d, "commit": "%s"}\n' \
-      "$cmd" $(( $(date +%s) - t0 )) "$THREADS" "$(git rev-parse HEAD)" > "$out/timing.json"
+      "$cmd" $(( $(date +%s) - t0 )) "$THREADS" "$commit" > "$out/timing.json"
     rm -f "$out/model/.incomplete"
   fi
   for T in 200 500 1000; do

@@ -76,10 +76,11 @@ def _condition_grad(model: JointDiffusion, t: int, conditioned: bool) -> float:
     return 0.0 if grad is None else float(grad.abs().sum())
 
 
-def test_x0_cross_entropy_reaches_the_condition_pathway_at_t_T():
+@pytest.mark.parametrize("target", ["x0", "posterior"])
+def test_element_cross_entropy_reaches_the_condition_pathway_at_t_T(target):
     """At t = T the noisy types hold nothing, so only the DOS can lower the cross-entropy: its
     gradient reaches the DOS projection. Negative control: crystals without a condition."""
-    m = _model(type_target="x0", lambda_X=0.0, lambda_L=0.0)
+    m = _model(type_target=target, lambda_X=0.0, lambda_L=0.0)
     assert _condition_grad(m, 50, True) > 1e-3
     assert _condition_grad(m, 50, False) == 0.0
 
@@ -138,3 +139,24 @@ def test_paper_profile_keeps_the_paper_type_target():
     from dosmatgen.config import DEFAULT_CONFIG, load_run_config
 
     assert load_run_config(DEFAULT_CONFIG.parent / "paper.yaml")["model"]["type_target"] == "eps"
+
+
+def test_posterior_logits_follow_visible_types_and_the_head_where_types_are_noise():
+    """Bayes' rule: at t = 1 the likelihood of A_t outweighs any head; at t = T it is nil."""
+    m = _model(type_target="posterior", timesteps=1000)
+    b = CrystalBatch.from_records(toy_records())
+    n = b.num_nodes
+    g = torch.Generator().manual_seed(0)
+    wrong = torch.full((n, 100), -20.0).scatter(1, (b.atom_types % 100).unsqueeze(1), 20.0)  # confident, wrong
+    for t, expect_head in ((1, False), (1000, True)):
+        tt = torch.full((b.num_graphs,), t)
+        state, _ = m.schedule.noise(b, tt, g, 100)
+        logits = m.element_logits(state.types, wrong, tt[b.batch])
+        picked = logits.argmax(-1) + 1
+        assert bool((picked == (b.atom_types % 100) + 1).all()) == expect_head
+        assert bool((picked == b.atom_types).all()) == (not expect_head)
+    # negative control: the x0 target ignores A_t, so the wrong head wins at t = 1 too
+    x0 = _model(type_target="x0", timesteps=1000)
+    state, _ = x0.schedule.noise(b, torch.full((b.num_graphs,), 1), g, 100)
+    assert not bool((x0.element_logits(state.types, wrong, torch.ones(n, dtype=torch.long)).argmax(-1) + 1
+                     == b.atom_types).any())

@@ -160,9 +160,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "override it")
     p.add_argument("--size", choices=SIZES, default=None,
                    help="model size (default compact); overrides an explicit model config")
-    p.add_argument("--type-target", choices=("eps", "x0"), default=None,
+    p.add_argument("--type-target", choices=("eps", "x0", "posterior"), default=None,
                    help="diffusion only: what the type head predicts. eps = the paper (noise of the type "
-                        "vectors, A10); x0 = the clean element (cross-entropy; better condition fidelity, "
+                        "vectors, A10); x0 = the clean element (cross-entropy); posterior = x0 combined with "
+                        "the exact likelihood of the noisy types by Bayes' rule (see DiffusionConfig and "
                         "results/ablation_condition.md). Default: the config's, else eps")
     p.add_argument("--out", required=True, help="run directory (last.pt, best.pt, metrics.csv ...)")
     p.add_argument("--epochs", type=int, default=None)

@@ -22,7 +22,7 @@ from dosmatgen.errors import ConfigError
 #: How the DOS condition is dropped during training (classifier-free guidance, paper §2.4).
 DROP_MODES: tuple[str, ...] = ("structure", "batch", "atom")
 #: What the type head predicts: the noise of the type vectors (paper, A10) or the clean element.
-TYPE_TARGETS: tuple[str, ...] = ("eps", "x0")
+TYPE_TARGETS: tuple[str, ...] = ("eps", "x0", "posterior")
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,15 @@ class DiffusionConfig:
             by ``lambda_ce`` instead of ``lambda_A``. Its optimum is the same posterior mean
             E[A_0 | S_t, y] that an exact eps-model encodes, but the loss depends on the clean
             element at every t, so the DOS condition gets gradient where A_t reveals nothing.
-        lambda_ce: weight of that cross-entropy (``type_target="x0"``).
+            ``"posterior"`` (not in the paper): as ``"x0"``, but the element logits are the head's
+            output plus the exact log-likelihood of A_t under each element,
+            sqrt(abar_t) / (1 - abar_t) A_t[z] (A1, up to a constant), so that p(z | S_t, y) is
+            Bayes' rule with the head as the prior: where A_t shows the element (small t) the
+            logits follow it whatever the head says, and where it shows nothing (t near T) the
+            head's DOS-based guess decides. The optimum is the same posterior; it removes a failure
+            of ``"x0"``, whose head learns to read the element from the (memorisable) training DOS
+            and to ignore A_t, and then overrides visible elements of test crystals at small t.
+        lambda_ce: weight of that cross-entropy (``type_target`` ``"x0"`` or ``"posterior"``).
         lambda_aux: weight of an auxiliary element cross-entropy from the final node features of
             the conditioned atoms through a separate linear head (not in the paper; 0 = off). It
             trains the features only: sampling does not use that head.

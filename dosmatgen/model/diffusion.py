@@ -4,8 +4,9 @@ condition and classifier-free guidance (paper §2.2, §2.4, Appendix A).
 Training (:meth:`JointDiffusion.loss`): t ~ U{1..T} per crystal, S_0 noised with the forward
 processes (A1, A5, A6), the condition dropped according to ``drop_mode`` and
 L = lambda_A L_A + lambda_X L_X + lambda_L L_L (A8-A11). Options outside the paper (issue 13,
-``results/ablation_condition.md``): ``type_target="x0"`` (the type head predicts the clean
-element; L_A becomes its cross-entropy, weight ``lambda_ce``) and ``lambda_aux`` (an auxiliary
+``results/ablation_condition.md``): ``type_target="x0"`` or ``"posterior"`` (the type head
+predicts the clean element, alone or as the prior of Bayes' rule with A_t's exact likelihood;
+L_A becomes its cross-entropy, weight ``lambda_ce``) and ``lambda_aux`` (an auxiliary
 DOS -> element cross-entropy on the conditioned atoms' node features).
 
 Prediction (:meth:`JointDiffusion.eps`): (eps_A, score_X, eps_L) with score_X the actual score
@@ -106,9 +107,19 @@ class JointDiffusion(nn.Module):
             t = t.expand(num_graphs)
         return t
 
+    def element_logits(self, types: torch.Tensor, head: torch.Tensor, t_atom: torch.Tensor) -> torch.Tensor:
+        """Logits of the clean element from the type head's output (``type_target`` x0 or
+        posterior). For ``"posterior"`` the exact Gaussian log-likelihood of A_t under each element,
+        log N(A_t; sqrt(abar_t) e_z, (1 - abar_t) I) = sqrt(abar_t) A_t[z] / (1 - abar_t) + const
+        (A1), is added to the head's output, which then plays the prior p(z | y, rest of S_t)."""
+        if self.diffusion_cfg.type_target != "posterior":
+            return head
+        abar = self.schedule.alphas_cumprod[t_atom].unsqueeze(-1).to(types.dtype)
+        return head + abar.sqrt() / (1 - abar) * types
+
     def eps_from_logits(self, types: torch.Tensor, logits: torch.Tensor, t_atom: torch.Tensor) -> torch.Tensor:
         """eps_A = (A_t - sqrt(abar_t) A0_hat) / sqrt(1 - abar_t) with A0_hat = softmax(logits), the
-        noise that A1 implies for the predicted clean type vector (``type_target="x0"``)."""
+        noise that A1 implies for the predicted clean type vector."""
         abar = self.schedule.alphas_cumprod[t_atom].unsqueeze(-1).to(types.dtype)
         return (types - abar.sqrt() * torch.softmax(logits, dim=-1)) / (1 - abar).sqrt()
 
@@ -122,11 +133,13 @@ class JointDiffusion(nn.Module):
 
     def raw(self, state: NoisyBatch, t: torch.Tensor | int, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
         """Network outputs with score_X normalised (times sqrt(lambda_t)), as trained; eps_A derived
-        from the element logits when ``type_target="x0"``."""
+        from the element logits when ``type_target`` is ``"x0"`` or ``"posterior"``."""
         t = self._t(t, state.num_graphs, state.frac_coords.device)
         out, _ = self._forward(state, t, cond_mask)
-        if self.diffusion_cfg.type_target == "x0":
-            out = out._replace(eps_A=self.eps_from_logits(state.types, out.eps_A, t[state.batch]))
+        if self.diffusion_cfg.type_target != "eps":
+            t_atom = t[state.batch]
+            logits = self.element_logits(state.types, out.eps_A, t_atom)
+            out = out._replace(eps_A=self.eps_from_logits(state.types, logits, t_atom))
         return out
 
     def eps(self, state: NoisyBatch, t: torch.Tensor | int, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
@@ -153,8 +166,8 @@ class JointDiffusion(nn.Module):
     def loss(self, batch: CrystalBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """L_S = lambda_A L_A + lambda_X L_X + lambda_L L_L (Eqs. A8-A11), means over elements.
 
-        With ``type_target="x0"``, L_A is the cross-entropy of the element logits against the
-        clean element (weight ``lambda_ce``); with ``lambda_aux > 0`` the auxiliary element
+        With ``type_target`` ``"x0"`` or ``"posterior"``, L_A is the cross-entropy of the element
+        logits against the clean element (weight ``lambda_ce``); with ``lambda_aux > 0`` the auxiliary element
         cross-entropy of the conditioned atoms (after the condition drop) is added.
         """
         cfg = self.diffusion_cfg
@@ -163,8 +176,8 @@ class JointDiffusion(nn.Module):
         cond = drop_condition(batch.cond_mask, batch.batch, batch.num_graphs, cfg, generator)
         out, h = self._forward(state, t, cond)
         element = (batch.atom_types - 1).clamp(0, self.model_cfg.max_z - 1)
-        if cfg.type_target == "x0":
-            loss_a = F.cross_entropy(out.eps_A, element)
+        if cfg.type_target != "eps":
+            loss_a = F.cross_entropy(self.element_logits(state.types, out.eps_A, t[batch.batch]), element)
             weight_a = cfg.lambda_ce
         else:
             loss_a = F.mse_loss(out.eps_A, eps_a)
