@@ -68,6 +68,7 @@ class BenchContext:
     quick: bool = False
     progress: bool = False
     sigma_norm_samples: int = 2000  # Monte-Carlo samples for the lambda_t table (no effect on speed)
+    type_target: str = "eps"  # the diffusion model's type head (DiffusionConfig.type_target)
     crystals: list = field(default_factory=list)  # CrystalRecord pool (MP-20-like)
     cache: dict[str, Any] = field(default_factory=dict)  # shared between benchmarks (models ...)
 
@@ -232,7 +233,8 @@ def diffusion_for_size(ctx: BenchContext, size: str):
         config = model_config_for_size("diffusion", size)
         # the Monte-Carlo estimate of lambda_t (A9) only fills a lookup table: its sample count
         # changes nothing in the timed work, so the bench uses fewer samples to build faster
-        config["diffusion"] = {**config.get("diffusion", {}), "sigma_norm_samples": ctx.sigma_norm_samples}
+        config["diffusion"] = {**config.get("diffusion", {}), "sigma_norm_samples": ctx.sigma_norm_samples,
+                               "type_target": ctx.type_target}
         torch.manual_seed(ctx.seed)
         ctx.cache[key] = build_model("diffusion", config).to(ctx.device)
     return ctx.cache[key]
@@ -275,7 +277,8 @@ def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         atoms = float(np.mean([b.num_nodes / b.num_graphs for b in batches]))
         rows.append(_row("train", size, "train_crystals_per_s", ctx.batch * ctx.train_steps / dt, "crystals/s",
-                         batch=ctx.batch, timed_steps=ctx.train_steps, mean_atoms=round(atoms, 2),
+                         type_target=ctx.type_target, batch=ctx.batch, timed_steps=ctx.train_steps,
+                         mean_atoms=round(atoms, 2),
                          wall_s=round(dt, 3), cpu_s=round(cpu, 3), threads=torch.get_num_threads(),
                          parameters=params, peak_mem_mib=round(mem.peak_mib, 1),
                          mem_before_mib=round(mem.before_mib, 1), mem_method=mem.method))
@@ -313,7 +316,7 @@ def bench_sample(ctx: BenchContext) -> list[dict[str, Any]]:
                 dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             per_step[label] = dt / ctx.steps
             rows.append(_row("sample", size, f"s_per_step_{label}", per_step[label], "s/step",
-                             batch=ctx.sample_batch, timed_steps=ctx.steps, omega=omega,
+                             batch=ctx.sample_batch, timed_steps=ctx.steps, omega=omega, type_target=ctx.type_target,
                              wall_s=round(dt, 3), cpu_s=round(cpu, 3), threads=torch.get_num_threads(),
                              peak_mem_mib=round(mem.peak_mib, 1), mem_before_mib=round(mem.before_mib, 1),
                              mem_method=mem.method))

@@ -34,7 +34,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     crystals = crystals_from_json(args.crystals) if args.crystals else mp20_like_crystals(args.n_crystals, args.seed)
     ctx = BenchContext(sizes=sizes, device=resolve_device(args.device), batch=batch, sample_batch=sample_batch,
                        steps=steps, train_steps=train_steps, seed=args.seed, quick=args.quick,
-                       crystals=crystals, sigma_norm_samples=200 if args.quick else 2000)
+                       crystals=crystals, sigma_norm_samples=200 if args.quick else 2000,
+                       type_target=args.type_target)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     print(f"dosmatgen bench on {ctx.device} ({torch.get_num_threads()} threads); sizes {sizes}; "
           f"training batch {batch}, sampling batch {sample_batch}", flush=True)
@@ -66,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='JSON {"structures": [{abc, angles, species, frac}]} to use instead of random '
                         "MP-20-like crystals")
     p.add_argument("--n-crystals", type=int, default=512, help="size of the random crystal pool")
+    p.add_argument("--type-target", choices=("eps", "x0", "posterior"), default="eps",
+                   help="the diffusion model's type head (default eps, the paper's; see `dosmatgen train --help`)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
