@@ -115,6 +115,11 @@ def test_dry_run_shows_the_whole_dag(ci_config):
     assert "--guidance uncond" in text and "dosmatgen evaluate lookup" in text
     assert "work/ci/metrics/lookup.json" in text and "formation/uncond" not in text
     assert "results-ci/report.html" in text and "work/ci/models/diffusion/best.pt" in text
+    # the model section's type head reaches the diffusion model's training command only
+    train_lines = [line for line in text.splitlines() if "dosmatgen train --kind" in line]
+    assert len(train_lines) == 3
+    for line in train_lines:
+        assert ("--type-target posterior" in line) == ("--kind diffusion" in line), line
 
 
 @pytest.mark.parametrize("target, rules", [
