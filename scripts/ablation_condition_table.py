@@ -92,6 +92,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"{met.get('n_structures', '—')} |")
         if args.lookup_command:
             details += [f"- **DOS lookup**: `{args.lookup_command}`"]
+    probes = [(n, json.loads((ROOT / n / "probe.json").read_text())) for n in args.names
+              if (ROOT / n / "probe.json").exists()]
+    if probes:
+        ts = [r["t"] for r in probes[0][1]["rows"]]
+        body += ["", "Which evidence each model reads (`scripts/ablation_condition_probe.py work/ablation_condition/"
+                 "NAME/model/best.pt`, first 100 test structures, one noising draw, seed 0): accuracy of the argmax "
+                 "of the one-step clean-type estimate A0_hat at timestep t, with the DOS condition / without it; "
+                 "last row, the argmax of the noisy types A_t alone.", "",
+                 "| variant | " + " | ".join(f"t = {t}" for t in ts) + " |", "|---|" + "---|" * len(ts)]
+        for n, pr in probes:
+            body.append(f"| {n} | " + " | ".join(f"{r['conditioned']:.2f} / {r['unconditioned']:.2f}"
+                                                  for r in pr["rows"]) + " |")
+        body.append("| argmax(A_t) | " + " | ".join(f"{r['argmax_A_t']:.2f}" for r in probes[0][1]["rows"]) + " |")
     text = "\n".join(head + body + ["", "Commands (regeneration and scoring: `scripts/ablation_condition.sh`, "
                                          "which lists them; table: `scripts/ablation_condition_table.py`):", ""]
                      + details) + "\n"
