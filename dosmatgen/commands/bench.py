@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from dosmatgen.errors import ConfigError
+from dosmatgen.model.config import TYPE_TARGETS
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -67,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='JSON {"structures": [{abc, angles, species, frac}]} to use instead of random '
                         "MP-20-like crystals")
     p.add_argument("--n-crystals", type=int, default=512, help="size of the random crystal pool")
-    p.add_argument("--type-target", choices=("eps", "x0", "posterior"), default="eps",
+    p.add_argument("--type-target", choices=TYPE_TARGETS, default="eps",
                    help="the diffusion model's type head (default eps, the paper's; see `dosmatgen train --help`)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dosmatgen.errors import ConfigError, DataError
+from dosmatgen.model.config import TYPE_TARGETS
 
 KINDS = ("diffusion", "regressor", "surrogate")
 SIZES = ("tiny", "compact", "paper")
@@ -160,7 +161,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "override it")
     p.add_argument("--size", choices=SIZES, default=None,
                    help="model size (default compact); overrides an explicit model config")
-    p.add_argument("--type-target", choices=("eps", "x0", "posterior"), default=None,
+    p.add_argument("--type-target", choices=TYPE_TARGETS, default=None,
                    help="diffusion only: what the type head predicts. eps = the paper (noise of the type "
                         "vectors, A10); x0 = the clean element (cross-entropy); posterior = x0 combined with "
                         "the exact likelihood of the noisy types by Bayes' rule (see DiffusionConfig and "

@@ -35,7 +35,6 @@ nearest training atom of each test atom as ``<training id>#<atom index>``, ``;``
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,8 +43,7 @@ import numpy as np
 
 from dosmatgen.errors import DataError
 from dosmatgen.evaluate import metrics as M
-from dosmatgen.evaluate.score import FORMAT, element_columns
-from dosmatgen.io import atomic_write
+from dosmatgen.evaluate.score import FORMAT, element_columns, write_per_structure_csv
 
 GUIDANCE = "lookup"
 
@@ -125,10 +123,7 @@ def score_lookup(test: Sequence[Any], train: Sequence[Any], standardiser: Any, *
                  "composition_match": int(formulas_lookup[i] == formulas_ref[i]),
                  "neighbours": ";".join(labels[j] for j in idx[offsets[i]:offsets[i + 1]])}
                 for i, r in enumerate(test)]
-        with atomic_write(per_structure_csv, "w") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        write_per_structure_csv(per_structure_csv, rows)
     return {
         "format": FORMAT, "version": 1, "guidance": GUIDANCE, "t0": None, "start": None, "n_structures": len(test),
         "metrics": {k: v.to_dict() for k, v in metrics.items()},

@@ -54,6 +54,14 @@ from dosmatgen.io import atomic_save_json, atomic_write
 FORMAT = "dosmatgen-metrics"
 
 
+def write_per_structure_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write one row per structure (the columns of the first row) through a temp file and a rename."""
+    with atomic_write(path, "w") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrogate_std: Any, *,
                     training: Sequence[Any] | None = None, match_timeout_s: float = M.DEFAULT_TIMEOUT_S,
                     workers: int = 1, batch_size: int = 128, device: str = "cpu", progress: bool = True,
@@ -136,10 +144,7 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
                                          == ref_structs[i].composition.reduced_formula),
                 **element_columns(gen_types[i], ref_types[i]),
             })
-        with atomic_write(per_structure_csv, "w") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        write_per_structure_csv(per_structure_csv, rows)
 
     meta = dict(gen.meta)
     return {
