@@ -210,8 +210,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         description="Read a JSON list of {structure_id, positions (Cartesian Å), cell, "
                                     "atomic_numbers, y (N x 400)} as the public DOSMatGen / MatDeepLearn "
                                     "code uses, and write a store.")
-    im.add_argument("--input", required=True, help="reference JSON file")
+    src = im.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="reference JSON file")
+    src.add_argument("--dir", help="folder with train.json, val.json and test.json (e.g. the authors' "
+                                   "data/mp_dos): one store of all three, and with --split-out their split as given")
     im.add_argument("--out", required=True, help="store (.npz) to write")
+    im.add_argument("--split-out", default=None, help="with --dir: split JSON to write (train/val/test = the "
+                                                      "three files' structures; nothing is re-split)")
     im.set_defaults(func=_cmd_import_json)
 
     ex = sub.add_parser("export-json", help="store -> reference-code JSON list",
@@ -374,10 +379,32 @@ def _cmd_import_json(args: argparse.Namespace) -> int:
     from dosmatgen.data.reference_json import read_reference_json
     from dosmatgen.data.store import save_records
 
-    records = read_reference_json(args.input)
-    save_records(args.out, records, {"source": "reference-json", "input": str(args.input)})
+    if args.split_out and not args.dir:
+        raise ConfigError("--split-out needs --dir (a folder with train.json, val.json, test.json)")
+    if args.input:
+        records = read_reference_json(args.input)
+        save_records(args.out, records, {"source": "reference-json", "input": str(args.input)})
+        source = args.input
+    else:
+        from dosmatgen.data.split import SPLIT_NAMES, check_split, save_split
+
+        parts = {}
+        for name in SPLIT_NAMES:
+            path = Path(args.dir) / f"{name}.json"
+            if not path.is_file():
+                raise DataError(f"{args.dir} lacks {name}.json (a split folder holds train.json, val.json, test.json)")
+            parts[name] = read_reference_json(path)
+        records = [r for name in SPLIT_NAMES for r in parts[name]]
+        split = {name: [r.structure_id for r in parts[name]] for name in SPLIT_NAMES}
+        check_split(split)  # an id in two files is an error before anything is written
+        save_records(args.out, records, {"source": "reference-json", "input": str(args.dir), "split": "as given"})
+        if args.split_out:
+            save_split(args.split_out, split, source=f"the files of {args.dir} (as given, not re-split)",
+                       store=str(args.out), n_structures=len(records))
+            print("split as given: " + ", ".join(f"{k} {len(split[k])}" for k in SPLIT_NAMES) + f" -> {args.split_out}")
+        source = args.dir
     n_lab = sum(r.dos is not None for r in records)
-    print(f"imported {len(records)} structures ({n_lab} with site DOS) from {args.input} -> {args.out}")
+    print(f"imported {len(records)} structures ({n_lab} with site DOS) from {source} -> {args.out}")
     return 0
 
 

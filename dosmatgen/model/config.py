@@ -119,6 +119,13 @@ class DiffusionConfig:
         sigma_norm_samples: Monte-Carlo samples per sigma for lambda_t (A9).
         sigma_norm_seed: seed of that Monte-Carlo estimate.
         wn_images: periodic images -n..n kept in the wrapped-normal sums.
+        alphas_cumprod_table: abar_t for t = 0..T taken as given instead of computed from the
+            cosine schedule; None (default) computes it. Set by ``dosmatgen import authors`` to
+            the release's float32 table (it differs from ours in float64 by up to 2e-4 relative),
+            so that sampling matches the release.
+        score_norm_table: E[(d log q / dx)^2] = 1 / lambda_t for t = 1..T (A9) taken as given
+            instead of the Monte-Carlo estimate; None (default) estimates it. Set by the import
+            to the release's ``sigmas_norm`` (their own unseeded estimate).
     """
 
     timesteps: int = 1000
@@ -139,8 +146,22 @@ class DiffusionConfig:
     sigma_norm_samples: int = 5000
     sigma_norm_seed: int = 0
     wn_images: int = 5
+    alphas_cumprod_table: tuple[float, ...] | None = None
+    score_norm_table: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        for name, length in (("alphas_cumprod_table", self.timesteps + 1), ("score_norm_table", self.timesteps)):
+            table = getattr(self, name)
+            if table is None:
+                continue
+            try:
+                values = tuple(float(v) for v in table)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"diffusion config {name} must be a list of numbers ({exc})") from exc
+            if len(values) != length or not all(0 < v < float("inf") for v in values):
+                raise ConfigError(f"diffusion config {name} must hold {length} finite numbers > 0 "
+                                  f"(one per timestep), got {len(values)} values")
+            object.__setattr__(self, name, values)
         if not isinstance(self.timesteps, int) or self.timesteps < 2:
             raise ConfigError(f"diffusion config timesteps must be an integer >= 2, got {self.timesteps!r}")
         if not 0 < self.beta_min < self.beta_max < 1:

@@ -59,12 +59,15 @@ def fully_connected_edges(num_atoms: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 class SinusoidalTimeEmbedding(nn.Module):
-    """Transformer-style embedding of the integer timestep: [sin(t w_k), cos(t w_k)]."""
+    """Transformer-style embedding of the integer timestep: [sin(t w_k), cos(t w_k)] with
+    w_k = max_period^(-k / (half - 1)), computed in float32 in the reference code's order of
+    operations, exp(k * -(ln(max_period) / (half - 1))), so that an imported release's network
+    sees the same embedding bit for bit (another order moves it by ~1e-5)."""
 
     def __init__(self, dim: int, max_period: float = 10000.0):
         super().__init__()
         half = dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+        freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(max_period) / max(half - 1, 1)))
         self.register_buffer("freqs", freqs, persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:

@@ -61,8 +61,15 @@ class DiffusionSchedule(nn.Module):
                            cosine_beta_schedule(T, cfg.cosine_s, cfg.beta_min, cfg.beta_max)])
         alphas = 1 - betas
         abar = torch.cumprod(alphas, 0)
+        if cfg.alphas_cumprod_table is not None:  # a release's own table (import of the authors' model)
+            abar = torch.tensor(cfg.alphas_cumprod_table, dtype=torch.float64)
+            alphas = torch.cat([torch.ones(1, dtype=torch.float64), abar[1:] / abar[:-1]])
+            betas = 1 - alphas
         sig = geometric_sigmas(T, cfg.sigma_begin, cfg.sigma_end)
-        norm = cached_score_norm(sig, cfg.sigma_norm_samples, cfg.sigma_norm_seed, cfg.wn_images)
+        if cfg.score_norm_table is not None:
+            norm = torch.tensor(cfg.score_norm_table, dtype=torch.float64)
+        else:
+            norm = cached_score_norm(sig, cfg.sigma_norm_samples, cfg.sigma_norm_seed, cfg.wn_images)
         self.register_buffer("betas", betas.float(), persistent=False)
         self.register_buffer("alphas", alphas.float(), persistent=False)
         self.register_buffer("alphas_cumprod", abar.float(), persistent=False)
