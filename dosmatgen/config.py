@@ -186,6 +186,13 @@ def _cross_checks(cfg: dict[str, Any]) -> list[str]:
     for name in cfg["studies"]["run"]:
         if name not in cfg["studies"]:
             problems.append(f"studies.{name}: listed in studies.run but has no settings section")
+    if cfg["data"]["source"] == "authors":
+        if "authors" not in cfg:
+            problems.append("data.source: 'authors' needs an `authors` section (release and data folders)")
+        else:
+            for key in ("release", "data"):
+                if not Path(cfg["authors"][key]).is_dir():
+                    problems.append(f"authors.{key}: {cfg['authors'][key]} is not a folder")
     screen = cfg["studies"].get("screen")
     if screen and screen["top_k"] > screen["n_per_natoms"] * len(screen["natoms"]):
         problems.append("studies.screen.top_k: larger than the number of candidates "

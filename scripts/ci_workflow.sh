@@ -14,7 +14,10 @@
 #   3. a second run has nothing to do (incremental: outputs are complete and up to date);
 #   4. every table / figure / report file in results-ci/ and results-ci/figures/ is well-formed
 #      (CSV rows as wide as the header, JSON parses, PNG decodes, PDF complete, HTML closed) and
-#      has no NaN or inf (`dosmatgen figures check`).
+#      has no NaN or inf (`dosmatgen figures check`);
+#   5. `snakemake --profile workflow/profiles/authors tables` on ../shared/reference_release (the
+#      authors' miniature release: their model imported, not trained; their split) succeeds and
+#      its tables are well-formed (skipped, with a line saying so, when ../shared is absent).
 # INFORMATIONAL (printed, never fails the script):
 #   5. Tables 1-2 and the formation summary with the paper's numbers beside ours, and the paper's
 #      qualitative claims (CFG beats classifier guidance, MAE grows with T, ...) as PASS/FAIL
@@ -32,7 +35,7 @@ start=$(date +%s)
 stamp() { echo "[ci-workflow] $* ($(( $(date +%s) - start )) s)"; }
 
 if [ "${1:-}" = "--fresh" ]; then
-  rm -rf work/ci "$RESULTS"
+  rm -rf work/ci "$RESULTS" work/authors results-authors
 fi
 
 stamp "gate 1: snakemake --lint"
@@ -54,6 +57,15 @@ $PY -m dosmatgen.cli figures check "$RESULTS" "$FIGURES" --require \
   "$RESULTS/table1_dos_mae.csv" "$RESULTS/table2_match_rates.csv" "$RESULTS/provenance.json" \
   "$RESULTS/report.html" "$FIGURES/fig2_formation_T1000.png" "$FIGURES/fig2_formation_T1000.pdf" \
   "$FIGURES/figB1_formation_T200_T500.png" "$FIGURES/figB1_formation_T200_T500.pdf" "$FIGURES/README.md"
+
+if [ -d ../shared/reference_release ]; then
+  stamp "gate 5: snakemake --profile workflow/profiles/authors tables (the authors' miniature release)"
+  $SNAKEMAKE --profile workflow/profiles/authors --cores 2 tables
+  $PY -m dosmatgen.cli figures check results-authors --require results-authors/table1_dos_mae.csv \
+    results-authors/table2_match_rates.csv results-authors/provenance.json
+else
+  stamp "gate 5 skipped: ../shared/reference_release is not beside the checkout"
+fi
 
 stamp "informational: ours vs the paper at ci scale (tiny model, a few epochs; nothing here gates)"
 for table in table1_dos_mae table2_match_rates formation_energies claims; do

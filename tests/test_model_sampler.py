@@ -136,6 +136,38 @@ def test_chain_from_the_prior_starts_at_T_minus_one_unless_asked(untrained):
     assert len(rec.calls) == 999
 
 
+class CorrectorSensitive:
+    """Wraps a guidance and records the coordinates each network evaluation sees."""
+
+    def __init__(self, inner):
+        self.inner, self.seen = inner, []
+
+    def predict(self, diffusion, st, t):
+        self.seen.append(st.frac_coords.clone())
+        return self.inner.predict(diffusion, st, t)
+
+
+def test_predictor_input_pre_corrector_reuses_the_corrector_evaluation(untrained):
+    """The authors' cfg_sample: one evaluation per step, on the pre-corrector coordinates; the
+    default re-evaluates after the corrector (two per step) and so ends elsewhere."""
+    spec = CrystalBatch.for_generation([3, 2])
+    runs = {}
+    for mode in ("corrected", "pre_corrector"):
+        rec = CorrectorSensitive(ClassifierFreeGuidance(1.0))
+        runs[mode] = (sample(untrained, spec, guidance=rec, steps=4, seed=0, progress=False,
+                             predictor_input=mode), rec.seen)
+    assert len(runs["corrected"][1]) == 8 and len(runs["pre_corrector"][1]) == 4
+    # the first evaluation (corrector, at the prior) is the same; afterwards the chains part
+    assert torch.equal(runs["corrected"][1][0], runs["pre_corrector"][1][0])
+    assert not torch.equal(runs["corrected"][0].frac_coords, runs["pre_corrector"][0].frac_coords)
+    # without a corrector the two modes are one chain
+    a = sample(untrained, spec, steps=4, step_lr=0.0, seed=0, progress=False, predictor_input="pre_corrector")
+    b = sample(untrained, spec, steps=4, step_lr=0.0, seed=0, progress=False)
+    assert torch.equal(a.frac_coords, b.frac_coords) and torch.equal(a.lattices, b.lattices)
+    with pytest.raises(ConfigError, match="predictor_input"):
+        sample(untrained, spec, steps=2, progress=False, predictor_input="after")
+
+
 def test_argument_errors(untrained):
     spec = CrystalBatch.for_generation([2])
     with pytest.raises(ConfigError, match="t0"):

@@ -166,13 +166,46 @@ def test_command_line_override_is_validated_too(ci_config):
     assert "+ --config: seed: -2 is less than the minimum of 0" in proc.stdout + proc.stderr
 
 
+RELEASE = REPO_ROOT.parent / "shared" / "reference_release"
+
+
+def authors_config(tmp_path: Path, **authors) -> Path:
+    """config/authors.yaml with absolute release/data folders (or the given ones)."""
+    cfg = yaml.safe_load((REPO_ROOT / "config" / "authors.yaml").read_text())
+    cfg["authors"] = {"release": str(RELEASE), "data": str(RELEASE / "data" / "mp_dos"), **authors}
+    path = tmp_path / "authors.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.skipif(not RELEASE.is_dir(), reason="../shared/reference_release is not beside the checkout")
+def test_authors_profile_imports_instead_of_training(tmp_path):
+    """The diffusion model and the split come from the release (nothing re-split, no diffusion
+    training, no refitted standardiser); regeneration samples as the authors' scripts do."""
+    proc = snakemake("-n", "-p", "tables", cwd=tmp_path, configfile=authors_config(tmp_path))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    counts = job_counts(out)
+    assert counts["import_authors"] == 1 and counts["import_authors_data"] == 1
+    assert counts["train"] == 1 and "split" not in counts  # the surrogate only
+    assert "--kind surrogate" in out and "--kind diffusion" not in out
+    assert "--step-lr 5e-06 --start-at-T --predictor-input pre_corrector" in out
+
+
+def test_authors_profile_needs_its_folders(tmp_path):
+    config = authors_config(tmp_path, release=str(tmp_path / "nowhere"))
+    proc = snakemake("-n", "tables", cwd=tmp_path, configfile=config)
+    assert proc.returncode != 0
+    assert f"authors.release: {tmp_path / 'nowhere'} is not a folder" in proc.stdout + proc.stderr
+
+
 def test_lint_is_clean():
     proc = snakemake("--lint")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("profile", ["ci", "demo", "paper", "slurm"])
+@pytest.mark.parametrize("profile", ["ci", "demo", "paper", "slurm", "authors"])
 def test_profiles_lint_clean(profile):
     if profile == "slurm":
         pytest.importorskip("snakemake_executor_plugin_slurm")

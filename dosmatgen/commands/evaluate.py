@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dosmatgen.errors import ConfigError, DataError
+from dosmatgen.model.config import PREDICTOR_INPUTS
 
 
 
@@ -97,7 +98,8 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
                 "steps_for_T": args.steps, "command": _command_line(),
                 "code": code_version(), "checkpoint_epoch": meta.get("epoch")}
     gen = R.regenerate(diffusion, std, records, args.out, guidance_mode=args.guidance, guidance=guidance,
-                       t0=None if t0 >= T else t0, steps=steps, step_lr=args.step_lr, batch_size=args.batch_size,
+                       t0=None if t0 >= T else t0, steps=steps, step_lr=args.step_lr, start_at_T=args.start_at_T,
+                       predictor_input=args.predictor_input, batch_size=args.batch_size,
                        seed=args.seed, meta=meta_out, progress=not args.no_progress)
     if args.cif_dir:
         n = R.write_cifs(gen, args.cif_dir)
@@ -301,7 +303,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--steps", type=int, default=None,
                    help="reverse steps for a start at T; a start at t0 takes round(steps*t0/T) (same stride). "
                         "Default: every timestep")
-    r.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step scale (default 1e-5)")
+    r.add_argument("--step-lr", type=float, default=1e-5,
+                   help="Langevin corrector step scale (default 1e-5; the authors' generation scripts: 5e-6)")
+    r.add_argument("--start-at-T", action="store_true",
+                   help="a chain from the prior starts at t = T as in the reference code (default: at T - 1, "
+                        "see dosmatgen.model.sampler.sample)")
+    r.add_argument("--predictor-input", choices=PREDICTOR_INPUTS, default="corrected",
+                   help="corrected (DiffCSP): the predictor re-evaluates the network after the corrector; "
+                        "pre_corrector: it reuses the pre-corrector output, as the authors' cfg_sample does")
     r.add_argument("--batch-size", type=int, default=64, help="structures per sampler call and chunk (default 64)")
     r.add_argument("--limit", type=int, default=None, help="only the first N structures of the subset")
     r.add_argument("--seed", type=int, default=0, help="chunk k uses seed + k (default 0)")

@@ -200,7 +200,8 @@ def _settings_digest(settings: dict[str, Any], ids: Sequence[str]) -> str:
 
 def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: str | Path, *,
                guidance_mode: str = "cfg", guidance: Any = None, t0: int | None = None,
-               steps: int | None = None, step_lr: float = 1e-5, batch_size: int = 64, seed: int = 0,
+               steps: int | None = None, step_lr: float = 1e-5, start_at_T: bool = False,
+               predictor_input: str = "corrected", batch_size: int = 64, seed: int = 0,
                meta: dict[str, Any] | None = None, progress: bool = True) -> GeneratedSet:
     """Sample one crystal per test record and write the generated set to ``out``.
 
@@ -215,6 +216,8 @@ def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: s
         t0: starting timestep; ``None`` or ``>= T`` samples from the prior (paper's T = 1000).
         steps: reverse steps actually taken (the sampler strides evenly); None = all.
         step_lr: Langevin corrector scale.
+        start_at_T, predictor_input: sampler options of :func:`~dosmatgen.model.sampler.sample`
+            (the authors' generation: True, ``"pre_corrector"``).
         batch_size: structures per chunk (one sampler call each).
         seed: chunk k uses ``seed + k``.
         meta: extra metadata for the output file (checkpoint paths, split ...).
@@ -241,7 +244,8 @@ def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: s
     chunk_dir = out.with_name(out.name + ".chunks")
     chunk_dir.mkdir(parents=True, exist_ok=True)
     settings = {"guidance": guidance_mode, "guidance_repr": repr(guidance), "t0": start_t, "steps": steps,
-                "step_lr": step_lr, "seed": seed, "batch_size": batch_size, "config": diffusion.config}
+                "step_lr": step_lr, "start_at_T": start_at_T, "predictor_input": predictor_input, "seed": seed,
+                "batch_size": batch_size, "config": diffusion.config}
     device = next(diffusion.parameters()).device
     chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
     parts: list[GeneratedSet] = []
@@ -260,14 +264,15 @@ def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: s
         spec = CrystalBatch.from_records(chunk, standardiser).to(device)
         tic = time.perf_counter()
         result = sample(diffusion, spec, guidance=guidance, t0=start_t, steps=steps, step_lr=step_lr,
-                        seed=seed + k, progress=False)
+                        start_at_T=start_at_T, predictor_input=predictor_input, seed=seed + k, progress=False)
         seconds += time.perf_counter() - tic
         n_new += len(chunk)
         part = from_batch(result, ids, {"digest": digest, "chunk": k, "seed": seed + k})
         save_generated(path, part)
         parts.append(part)
     info = {"guidance": guidance_mode, "t0": start_t or T, "start": "prior" if start_t is None else "noised",
-            "steps": steps, "step_lr": step_lr, "seed": seed, "batch_size": batch_size, "n": len(records),
+            "steps": steps, "step_lr": step_lr, "start_at_T": start_at_T, "predictor_input": predictor_input,
+            "seed": seed, "batch_size": batch_size, "n": len(records),
             "timesteps": T, "guidance_repr": repr(guidance), "sampling_seconds": seconds,
             "structures_per_second": (n_new / seconds) if seconds > 0 else None, "device": str(device)}
     info.update(meta or {})

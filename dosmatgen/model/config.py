@@ -23,6 +23,8 @@ from dosmatgen.errors import ConfigError
 DROP_MODES: tuple[str, ...] = ("structure", "batch", "atom")
 #: What the type head predicts: the noise of the type vectors (paper, A10) or the clean element.
 TYPE_TARGETS: tuple[str, ...] = ("eps", "x0", "posterior")
+#: What the sampler's predictor evaluates the network on (:func:`dosmatgen.model.sampler.sample`).
+PREDICTOR_INPUTS: tuple[str, ...] = ("corrected", "pre_corrector")
 
 
 @dataclass(frozen=True)

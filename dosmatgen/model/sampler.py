@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import atomic_temp_path
 from dosmatgen.model.batch import CrystalBatch, NoisyBatch, collate
+from dosmatgen.model.config import PREDICTOR_INPUTS
 from dosmatgen.model.diffusion import JointDiffusion
 from dosmatgen.model.guidance import ClassifierFreeGuidance, Guidance
 
@@ -51,7 +52,7 @@ def _randn(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator) -> 
 @torch.no_grad()
 def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance | None = None,
            t0: int | None = None, steps: int | None = None, step_lr: float = 1e-5, seed: int = 0,
-           progress: bool = True, start_at_T: bool = False,
+           progress: bool = True, start_at_T: bool = False, predictor_input: str = "corrected",
            allowed_types: Sequence[int] | None = None) -> CrystalBatch:
     """Generate one crystal per crystal of ``spec`` (its atom counts, DOS, masks; with ``t0`` also
     its structure as the starting point).
@@ -73,6 +74,11 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
             amplifies by <= 1.5). q(S_{T-1} | S_0) equals the prior to within abar_{T-1} = 2.4e-6,
             so drawing S_{T-1} from the prior is the same chain for an exact model and avoids the
             blow-up for a finite one. True reproduces the reference sampler.
+        predictor_input: ``"corrected"`` (DiffCSP's ``sample`` and the authors' ``sample`` and
+            ``masked_cfg_sample``): the predictor evaluates the network again on the coordinates
+            the corrector moved. ``"pre_corrector"`` (the authors' ``cfg_sample``, which made the
+            paper's CFG results): the predictor reuses the network output at the state before
+            the corrector step (one network evaluation per step instead of two).
         allowed_types: atomic numbers the decoded types may take (e.g. the elements of the
             training data); None allows all 1..max_z. The type channel is a continuous one-hot
             (A4), so this restricts the final argmax to the allowed vertices. Fixed types are
@@ -88,6 +94,8 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
         raise ConfigError(f"t0 must be in 1..{T}, got {t0}")
     if step_lr < 0:
         raise ConfigError(f"step_lr must be >= 0, got {step_lr}")
+    if predictor_input not in PREDICTOR_INPUTS:
+        raise ConfigError(f"predictor_input must be one of {PREDICTOR_INPUTS}, got {predictor_input!r}")
     if t_start == T and not start_at_T:
         t_start = T - 1
     if steps is not None and steps < 1:
@@ -137,6 +145,7 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
         last = s == 0
         sig_t, sig_s = sigma[t], sigma[s]
         x = state.frac_coords
+        pred = None
         # corrector: Langevin on X
         if step_lr > 0:
             pred = guidance.predict(diffusion, state, tt)
@@ -147,7 +156,8 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
             x = x % 1.0
             state = state.replace(frac_coords=x)
         # predictor
-        pred = guidance.predict(diffusion, state, tt)
+        if pred is None or predictor_input == "corrected":
+            pred = guidance.predict(diffusion, state, tt)
         x = x + (sig_t ** 2 - sig_s ** 2) * pred.score_X
         ab_t, ab_s = abar_tab[t], abar_tab[s]
         alpha = ab_t / ab_s

@@ -1,12 +1,17 @@
-# Data: the dataset store (built-in GPAW set, or Materials Project with MP_API_KEY), the seeded
-# 0.6/0.2/0.2 split with the DOS standardiser fitted on the training atoms, a dataset summary.
+# Data: the dataset store (built-in GPAW set, Materials Project with MP_API_KEY, or the authors'
+# train/val/test.json), the split (seeded 0.6/0.2/0.2, or the authors' as given) with the DOS
+# standardiser (fitted on the training atoms, or the authors' prop_scaler.pt), a dataset summary.
 
+AUTHORS = RUN["data"]["source"] == "authors"
 if RUN["data"]["source"] == "mp":
     STORE = f"{W}/data/mp_dos.npz"
+elif AUTHORS:
+    STORE = f"{W}/data/authors_dos.npz"
 else:
     STORE = RUN["data"]["builtin_store"]
 SPLIT = f"{W}/data/split.json"
-STANDARDISER = f"{W}/data/standardiser.json"
+# The authors' release brings its own DOS standardiser (prop_scaler.pt): nothing is refitted.
+STANDARDISER = f"{W}/models/diffusion/standardiser.json" if AUTHORS else f"{W}/data/standardiser.json"
 DATA_INFO = f"{W}/data/info.json"
 DATA_FIGURE = f"{F}/dataset_overview.png"
 DATA_FILES = [STORE, SPLIT, STANDARDISER, DATA_INFO, DATA_FIGURE]
@@ -31,25 +36,46 @@ if RUN["data"]["source"] == "mp":
             "dosmatgen data download-mp --out {params.shards} --merge {output} --no-progress > {log} 2>&1"
 
 
-rule split:
-    input:
-        store=STORE,
-    output:
-        split=SPLIT,
-        standardiser=STANDARDISER,
-    log:
-        log("split"),
-    params:
-        seed=RUN["seed"],
-        fractions=" ".join(str(f) for f in RUN["data"]["split"]),
-    threads: 1
-    resources:
-        **SMALL,
-    conda:
-        CONDA_ENV
-    shell:
-        "dosmatgen data split --store {input.store} --out {output.split} --standardiser {output.standardiser}"
-        " --seed {params.seed} --fractions {params.fractions} > {log} 2>&1"
+if AUTHORS:
+
+    rule import_authors_data:
+        output:
+            store=STORE,
+            split=SPLIT,
+        log:
+            log("import_authors_data"),
+        params:
+            data=RUN["authors"]["data"],
+        threads: 1
+        resources:
+            **SMALL,
+        conda:
+            CONDA_ENV
+        shell:
+            "dosmatgen data import-json --dir {params.data:q} --out {output.store} --split-out {output.split}"
+            " > {log} 2>&1"
+
+else:
+
+    rule split:
+        input:
+            store=STORE,
+        output:
+            split=SPLIT,
+            standardiser=STANDARDISER,
+        log:
+            log("split"),
+        params:
+            seed=RUN["seed"],
+            fractions=" ".join(str(f) for f in RUN["data"]["split"]),
+        threads: 1
+        resources:
+            **SMALL,
+        conda:
+            CONDA_ENV
+        shell:
+            "dosmatgen data split --store {input.store} --out {output.split} --standardiser {output.standardiser}"
+            " --seed {params.seed} --fractions {params.fractions} > {log} 2>&1"
 
 
 rule data_info:

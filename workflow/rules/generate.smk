@@ -18,6 +18,7 @@ rule regenerate:
         steps=RUN["generate"]["steps"],
         limit=cli_flags({"limit": RUN["generate"]["limit"]}),
         batch_size=RUN["generate"]["batch_size"],
+        sampler=cli_flags({k: RUN["generate"][k] for k in ("step_lr", "start_at_T", "predictor_input")}),
         device=RUN["device"],
         seed=RUN["seed"],
     threads: THREADS
@@ -32,7 +33,7 @@ rule regenerate:
             "OMP_NUM_THREADS={threads} dosmatgen evaluate regenerate --checkpoint {input.checkpoint}"
             " --store {input.store} --split {input.split} --subset test --guidance {wildcards.guidance}"
             " {params.guidance} --t0 {wildcards.t0} --steps {params.steps} {params.limit}"
-            " --batch-size {params.batch_size} --device {params.device} --seed {params.seed}"
+            " --batch-size {params.batch_size} {params.sampler} --device {params.device} --seed {params.seed}"
             " --out {output} --no-progress > {log} 2>&1",
             marker="{output}.incomplete",
             reset="rm -rf {output}.chunks",

@@ -43,3 +43,28 @@ rule train:
             marker="{params.outdir}/.incomplete",
             reset="rm -f {params.outdir}/last.pt",
         )
+
+
+if AUTHORS:
+
+    # The authors' released diffusion model is imported, not trained (the surrogate and a
+    # regressor, if asked for, are trained as usual on their split).
+    ruleorder: import_authors > train
+
+    rule import_authors:
+        output:
+            checkpoint=checkpoint_path("diffusion"),
+            standardiser=STANDARDISER,
+        log:
+            log("import_authors"),
+        params:
+            release=RUN["authors"]["release"],
+            commit=cli_flags({"authors_commit": RUN["authors"]["commit"]}),
+            outdir=output_dir,
+        threads: 1
+        resources:
+            **SMALL,
+        conda:
+            CONDA_ENV
+        shell:
+            "dosmatgen import authors --release {params.release:q} {params.commit} --out {params.outdir} > {log} 2>&1"
