@@ -507,3 +507,18 @@ def test_screening_dft_with_gpaw(models, tmp_path):
     assert 0.0 <= cand.extra["surrogate_vs_dft_cosine"] <= 1.0 + 1e-9
     assert _agreement([cand])["n"] == 1
     assert (tmp_path / "dft" / "MgO.json").exists()  # cached for a rerun
+
+
+def test_studies_device_auto_resolves_and_missing_cuda_is_one_line():
+    """The run configs allow `device: auto`; the studies must resolve it like train and sample."""
+    import argparse
+
+    import torch
+
+    from dosmatgen.commands.studies import _device
+    from dosmatgen.errors import ConfigError
+
+    assert _device(argparse.Namespace(device="auto")) == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError):
+            _device(argparse.Namespace(device="cuda"))

@@ -129,7 +129,7 @@ def _study_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     g.add_argument("--omega", type=float, default=1.0, help="classifier-free guidance strength (paper: 1)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--batch-size", type=int, default=100, help="crystals per sampler call")
-    g.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    g.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...; auto = cuda when available)")
     g.add_argument("--any-element", action="store_true",
                    help="let generated atoms be any element the model knows (default: only the elements "
                         "present in --store, which the force-field references and GPAW cover)")
@@ -154,7 +154,7 @@ def _mlff_options(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
     return {"steps": args.steps, "step_lr": args.step_lr, "omega": args.omega, "seed": args.seed,
-            "batch_size": args.batch_size, "device": args.device, "progress": not args.quiet,
+            "batch_size": args.batch_size, "device": _device(args), "progress": not args.quiet,
             "allowed_types": _allowed_types(args)}
 
 
@@ -183,7 +183,14 @@ def _target(args: argparse.Namespace):
 def _models(args: argparse.Namespace):
     from dosmatgen.studies.common import load_study_models
 
-    return load_study_models(args.checkpoint, args.surrogate, device=args.device)
+    return load_study_models(args.checkpoint, args.surrogate, device=_device(args))
+
+
+def _device(args: argparse.Namespace) -> str:
+    """``--device`` with ``auto`` resolved (a missing CUDA is a one-line error, not a traceback)."""
+    from dosmatgen.training import resolve_device
+
+    return str(resolve_device(args.device))
 
 
 def _report(out: str, results: dict[str, Any]) -> int:
