@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -123,29 +124,39 @@ class MPRestError(Exception):
 
 
 class FakeMPRester:
+    """The public surface of mp-api 0.46's MPRester that the downloader uses; the DOS task id of
+    material ``mp-N`` is ``mp-N`` itself. ``errors[id]`` are raised by the DOS reads of that id."""
+
     def __init__(self, key, dos, errors=None, search_docs=None):
         self.key = key
         self._dos = dos
         self._errors = {k: list(v) for k, v in (errors or {}).items()}
         self._docs = search_docs if search_docs is not None else [{"material_id": m, "nsites": 2} for m in IDS]
         self.calls: list[str] = []
+        self.es_searches: list[list[str]] = []
         self.search_kwargs = None
         self.closed = False
-        self.materials = SimpleNamespace(summary=SimpleNamespace(search=self._search))
+        self.materials = SimpleNamespace(
+            summary=SimpleNamespace(search=self._search),
+            electronic_structure=SimpleNamespace(search=self._es_search),
+            electronic_structure_dos=SimpleNamespace(get_dos_from_task_id=self._dos_from_task))
 
     def _search(self, **kwargs):
         self.search_kwargs = kwargs
         return self._docs
 
-    def get_dos_by_material_id(self, material_id, load_projections=False):
+    def _es_search(self, material_ids, fields):
+        assert set(fields) == {"material_id", "dos"}
+        self.es_searches.append(list(material_ids))
+        return [{"material_id": m, "dos": {"task_id": m}} for m in material_ids if m in self._dos]
+
+    def _dos_from_task(self, task_id, load_projections=False):
         assert load_projections, "site projections must be requested"
-        self.calls.append(material_id)
-        queue = self._errors.get(material_id)
+        self.calls.append(task_id)
+        queue = self._errors.get(task_id)
         if queue:
             raise queue.pop(0)
-        if material_id not in self._dos:
-            raise MPRestError(f"No DOS data found for {material_id}")
-        return self._dos[material_id]
+        return self._dos[task_id]
 
     def __exit__(self, *exc):
         self.closed = True
@@ -182,13 +193,14 @@ def test_download_convert_merge(tmp_path):
     fake = FakeMPRester(None, _dos_table(), search_docs=docs)
     summary = _download(tmp_path, fake, limit=5)
     assert fake.search_kwargs["has_props"] == ["dos"] and "material_id" in fake.search_kwargs["fields"]
-    assert fake.calls == IDS  # sorted by number, mp-10 cut by limit
+    assert fake.calls == ["mp-1", "mp-2", "mp-3", "mp-5"]  # sorted by number, mp-10 cut by limit; mp-4 has no DOS task
     assert fake.closed
     assert (summary.total, summary.done, summary.failed) == (5, 3, 2)
     ledger = json.loads((tmp_path / "mp" / "ledger.json").read_text())
     assert ledger["shards"] == ["shard-00000.npz", "shard-00001.npz"]  # batch {mp-3, mp-4} wrote none
     assert set(ledger["done"]) == {"mp-1", "mp-2", "mp-5"}
-    assert "2001" in ledger["failed"]["mp-3"] and "No DOS data" in ledger["failed"]["mp-4"]
+    assert "2001" in ledger["failed"]["mp-3"] and "no electronic-structure document" in ledger["failed"]["mp-4"]
+    assert fake.es_searches == [["mp-1", "mp-2"], ["mp-3", "mp-4"], ["mp-5"]]  # one REST search per batch
     assert json.loads((tmp_path / "mp" / "ids.json").read_text())["ids"] == IDS + ["mp-10"]
     assert merge_mp(tmp_path / "mp", tmp_path / "mp.npz") == 3
     store = DOSStore(tmp_path / "mp.npz")
@@ -266,29 +278,47 @@ def test_missing_api_key(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="MP_API_KEY"):
         download_mp(tmp_path, rester_factory=_factory(fake), progress=False)
     assert fake.calls == []
-    monkeypatch.setenv("MP_API_KEY", "from-env")
+    monkeypatch.setenv("MP_API_KEY", "e" * 32)
     factory = _factory(fake)
     download_mp(tmp_path, material_ids=["mp-1"], rester_factory=factory, progress=False, min_interval=0)
-    assert factory.made == ["from-env"]
+    assert factory.made == ["e" * 32]
+    monkeypatch.setenv("MP_API_KEY", "short")
+    with pytest.raises(DataError, match="has 5 characters; keys have 32"):
+        download_mp(tmp_path / "other", rester_factory=factory, progress=False)
+    assert not (tmp_path / "other").exists()
 
 
 def test_fetch_mp_target():
     fake = FakeMPRester(None, _dos_table())
-    y = fetch_mp_target("mp-2", 1, api_key="k", rester_factory=_factory(fake))
+    y = fetch_mp_target("mp-2", 1, api_key="k" * 32, rester_factory=_factory(fake))
     np.testing.assert_allclose(y, site_dos_from_complete_dos(_simple_cdos(scale=2.0))[1], rtol=1e-6)
-    y_cl = fetch_mp_target("mp-2", "Cl", api_key="k", rester_factory=_factory(fake))
+    y_cl = fetch_mp_target("mp-2", "Cl", api_key="k" * 32, rester_factory=_factory(fake))
     np.testing.assert_array_equal(y, y_cl)
     with pytest.raises(DataError, match="no Fe site"):
-        fetch_mp_target("mp-2", "Fe", api_key="k", rester_factory=_factory(fake))
+        fetch_mp_target("mp-2", "Fe", api_key="k" * 32, rester_factory=_factory(fake))
     with pytest.raises(DataError, match="no usable DOS for mp-4"):
-        fetch_mp_target("mp-4", 0, api_key="k", rester_factory=_factory(fake))
+        fetch_mp_target("mp-4", 0, api_key="k" * 32, rester_factory=_factory(fake))
 
 
 def test_mp_api_client_interface():
     """The real client (optional extra) has the calls the downloader makes."""
     client = pytest.importorskip("mp_api.client")
-    assert "load_projections" in inspect.signature(client.MPRester.get_dos_by_material_id).parameters
+    from mp_api.client.routes.materials.electronic_structure import DosRester, ElectronicStructureRester
     from mp_api.client.routes.materials.summary import SummaryRester
 
-    params = inspect.signature(SummaryRester.search).parameters
-    assert {"has_props", "fields", "num_sites"} <= set(params)
+    assert {"has_props", "fields", "num_sites"} <= set(inspect.signature(SummaryRester.search).parameters)
+    assert {"material_ids", "fields"} <= set(inspect.signature(ElectronicStructureRester.search).parameters)
+    assert "load_projections" in inspect.signature(DosRester.get_dos_from_task_id).parameters
+    assert client.MPRester is not None
+
+
+@pytest.mark.parametrize("version, ok", [("0.46.5", True), ("0.46.0rc1", True), ("0.45.3", False),
+                                         ("0.41.2", False), ("0.47.0", False), ("1.0", False)])
+def test_supported_mp_api_versions(version, ok):
+    from dosmatgen.data.mp import check_mp_api_version
+
+    if ok:
+        check_mp_api_version(version)
+    else:
+        with pytest.raises(DataError, match=f"mp-api {re.escape(version)} is installed"):
+            check_mp_api_version(version)

@@ -138,7 +138,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "site DOS (s+p+d, spins summed, 2001-point grid only, Gaussian sigma 7 points, "
                     "400 points in [-10, 10] eV about E_F) and write resumable shards. Rerun the same "
                     "command to resume. Needs the API key in MP_API_KEY (or --api-key) and "
-                    "`pip install mp-api`.",
+                    "`pip install 'dosmatgen[mp]'` (mp-api 0.46.x). Materials that fail only temporarily "
+                    "(S3/Delta read errors, timeouts, HTTP 5xx) stay pending and the command exits 2 after "
+                    "writing everything else; rerun to fetch them.",
     )
     d.add_argument("--out", default="data/mp", metavar="DIR", help="shard folder (default: data/mp)")
     d.add_argument("--api-key", default=None, help="Materials Project API key (default: $MP_API_KEY)")
