@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -161,3 +161,21 @@ class CrystalRecord:
         return cls(str(obj["structure_id"]), np.asarray(obj["atomic_numbers"]), frac, cell,
                    None if y is None else np.asarray(y, dtype=np.float32),
                    {"source": "reference-json"})
+
+
+def require_site_dos(records: Sequence[CrystalRecord], purpose: str) -> list[CrystalRecord]:
+    """``records`` as a list, or :class:`DataError` when there are none or one lacks its site DOS
+    (``purpose`` completes the message: "to look up", "to condition on").
+
+    >>> require_site_dos([], "to look up")
+    Traceback (most recent call last):
+    ...
+    dosmatgen.errors.DataError: no test structures to look up
+    """
+    records = list(records)
+    if not records:
+        raise DataError(f"no test structures {purpose}")
+    missing = [r.structure_id for r in records if r.dos is None]
+    if missing:
+        raise DataError(f"{len(missing)} test structure(s) have no site DOS {purpose}, e.g. {missing[0]}")
+    return records

@@ -41,6 +41,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dosmatgen.data.schema import require_site_dos
 from dosmatgen.errors import DataError
 from dosmatgen.evaluate import metrics as M
 from dosmatgen.evaluate.score import FORMAT, element_columns, write_per_structure_csv
@@ -98,12 +99,7 @@ def score_lookup(test: Sequence[Any], train: Sequence[Any], standardiser: Any, *
                  per_structure_csv: str | Path | None = None) -> dict[str, Any]:
     """The lookup baseline's metrics JSON (module docstring) for ``test`` records against the
     atoms of ``train`` records, both with raw DOS; ``inputs`` (paths, subset, limit) is recorded."""
-    test = list(test)
-    if not test:
-        raise DataError("no test structures to look up")
-    missing = [r.structure_id for r in test if r.dos is None]
-    if missing:
-        raise DataError(f"{len(missing)} test structure(s) have no site DOS to look up, e.g. {missing[0]}")
+    test = require_site_dos(test, "to look up")
     tic = time.perf_counter()
     train_dos, train_z, labels = training_atoms(train)
     query = np.concatenate([standardiser.transform(r.dos) for r in test])

@@ -47,6 +47,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from dosmatgen.data.schema import require_site_dos
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import atomic_temp_path
 
@@ -230,12 +231,7 @@ def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: s
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     guidance = guidance if guidance is not None else build_guidance(guidance_mode)
-    records = list(records)
-    if not records:
-        raise DataError("no test structures to regenerate")
-    missing = [r.structure_id for r in records if r.dos is None]
-    if missing:
-        raise DataError(f"{len(missing)} test structure(s) have no site DOS to condition on, e.g. {missing[0]}")
+    records = require_site_dos(records, "to condition on")
     T = int(diffusion.timesteps)
     start_t = None if t0 is None or int(t0) >= T else int(t0)
     if start_t is not None and start_t < 1:
