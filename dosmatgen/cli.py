@@ -19,7 +19,9 @@ COMMAND_MODULES = ("data", "imports", "train", "sample", "bench", "evaluate", "s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from dosmatgen.commands.arguments import OneLineErrorParser
+
+    parser = OneLineErrorParser(
         prog="dosmatgen",
         description="Generate crystals whose per-atom DOS matches a target (DOSMatGen replication).",
     )
@@ -43,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except DosmatgenError as exc:
         print(f"dosmatgen {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file system refusal nobody checked for: still one line, not a traceback
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"dosmatgen {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"dosmatgen {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -21,6 +21,7 @@ source for ``source: auto``), so the Snakefile reads one complete dict.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shlex
 from collections.abc import Mapping
@@ -186,6 +187,18 @@ def _cross_checks(cfg: dict[str, Any]) -> list[str]:
     for name in cfg["studies"]["run"]:
         if name not in cfg["studies"]:
             problems.append(f"studies.{name}: listed in studies.run but has no settings section")
+    problems += [f"{key}: {value!r} is not a finite number" for key, value in _non_finite(cfg)]
+    fixed = cfg["studies"].get("fixed-type")
+    if fixed:
+        from pymatgen.core.periodic_table import Element
+
+        for symbol in fixed.get("elements", []):
+            if not Element.is_valid_symbol(str(symbol)):
+                problems.append(f"studies.fixed-type.elements: {symbol!r} is not an element symbol")
+    sweep = cfg["studies"].get("window-sweep")
+    for window in (sweep or {}).get("windows", []):
+        if len(window) == 2 and not window[0] < window[1]:
+            problems.append(f"studies.window-sweep.windows: {list(window)} must be [low, high] with low < high (eV)")
     if cfg["data"]["source"] == "authors":
         if "authors" not in cfg:
             problems.append("data.source: 'authors' needs an `authors` section (release and data folders)")
@@ -198,6 +211,17 @@ def _cross_checks(cfg: dict[str, Any]) -> list[str]:
         problems.append("studies.screen.top_k: larger than the number of candidates "
                         f"({screen['n_per_natoms']} x {len(screen['natoms'])})")
     return problems
+
+
+def _non_finite(node: Any, key: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every NaN or infinite number in a parsed config."""
+    if isinstance(node, dict):
+        return [hit for k, v in node.items() for hit in _non_finite(v, f"{key}.{k}" if key else str(k))]
+    if isinstance(node, list):
+        return [hit for i, v in enumerate(node) for hit in _non_finite(v, f"{key}[{i}]")]
+    if isinstance(node, float) and not math.isfinite(node):
+        return [(key, node)]
+    return []
 
 
 def _resolve(cfg: dict[str, Any], environ: Mapping[str, str], source: str) -> None:

@@ -13,9 +13,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
+import time
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
+
+from dosmatgen.errors import DataError
+
+#: What reading a damaged ``.npz`` (a zip archive) can raise: truncated, bad CRC, not a zip.
+ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, EOFError, KeyError,
+                                                   zipfile.BadZipFile, zlib.error)
 
 
 @contextlib.contextmanager
@@ -84,3 +94,83 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail early, before any work, when ``path`` (a file or folder to be written) cannot be
+    written: its nearest existing ancestor must be a writable folder (no file in the way).
+
+    >>> check_writable("/proc/version/x", "--out")
+    Traceback (most recent call last):
+    ...
+    dosmatgen.errors.DataError: cannot write --out /proc/version/x: /proc/version is a file, not a folder
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write {what} {path}: the folder is not writable")
+    if path.exists() and not path.is_dir() and not os.access(path, os.W_OK):
+        raise DataError(f"cannot write {what} {path}: the file is read-only")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"cannot write {what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write {what} {path}: {parent} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[Path]:
+    """Claim ``path`` for this process for the duration of the block: ``<path>.lock`` is created
+    atomically (``O_EXCL``) with this process's host, pid and start time. A second run that
+    wants the same output stops with a message naming the first; a lock whose process is gone
+    (same host, pid not running) is taken over. The lock file is removed on exit."""
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    check_writable(lock, what)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            other = _read_lock(lock)
+            if other is not None and _alive(other):
+                raise DataError(f"{what} {path} is being written by another run (pid {other.get('pid')} on "
+                                f"{other.get('host')}, started {other.get('started')}); wait for it, or delete "
+                                f"{lock} if that run is gone") from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    else:
+        raise DataError(f"cannot claim {what} {path}: {lock} keeps reappearing")
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if (_read_lock(lock) or {}).get("pid") == me["pid"]:
+                os.unlink(lock)
+
+
+def _read_lock(lock: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(owner: dict[str, Any]) -> bool:
+    """Whether the process that wrote a lock still runs (another host's lock counts as alive)."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(owner.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return True
+    return True

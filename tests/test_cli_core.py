@@ -60,7 +60,7 @@ def test_train_cli_runs_and_resumes(ws, tmp_path, capsys):
             "--device", "cpu", "--seed", 1, "--no-progress"]
     code, out = run(capsys, *base)
     assert code == 0, out
-    assert "trained diffusion: 1 epochs, 2 steps" in out
+    assert "trained diffusion: 2 optimiser steps, 1 full epochs" in out
     ck = read_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["extra"]["train_config"]["batch_size"] == 4 and ck["extra"]["train_config"]["seed"] == 1
     assert ck["config"]["model"]["hidden_dim"] == 16

@@ -140,6 +140,7 @@ def test_rejected_key_names_the_key(tmp_path, rest):
     rest.key = "r" * 32
     with pytest.raises(DataError, match="rejected the API key \\(HTTP 401\\).*MP_API_KEY"):
         download_mp(tmp_path / "mp", api_key=KEY, material_ids=["mp-13"], **FAST)
+    assert not (tmp_path / "mp").exists()  # nothing written, not even an empty folder
 
 
 def test_killed_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path, rest, s3):

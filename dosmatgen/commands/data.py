@@ -20,13 +20,15 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from dosmatgen.commands.arguments import OneLineErrorParser, finite, non_negative
 from dosmatgen.errors import ConfigError, DataError
+from dosmatgen.io import check_writable
 
 DEFAULT_BUILTIN_SHARDS = "resources/builtin"
 DEFAULT_BUILTIN_STORE = "resources/builtin_dos.npz"
 
 
-class _DeferredArgumentsParser(argparse.ArgumentParser):
+class _DeferredArgumentsParser(OneLineErrorParser):
     """A sub-command parser whose arguments come from a module imported only when this sub-command
     is parsed or its help printed, so ``dosmatgen --help`` never imports it."""
 
@@ -148,7 +150,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--max-sites", type=int, default=None, help="only materials with at most this many sites")
     d.add_argument("--ids", nargs="+", default=None, metavar="MP_ID", help="fetch exactly these material ids")
     d.add_argument("--batch-size", type=int, default=200, help="materials per shard (default: 200)")
-    d.add_argument("--min-interval", type=float, default=0.2,
+    d.add_argument("--min-interval", type=non_negative, default=0.2,
                    help="seconds between API calls (default: 0.2)")
     d.add_argument("--max-retries", type=int, default=5,
                    help="retries of a failing call, exponential backoff from 2 s (default: 5)")
@@ -168,7 +170,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--store", required=True, help="dataset store (.npz)")
     s.add_argument("--out", required=True, help="split JSON to write")
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    s.add_argument("--fractions", type=float, nargs=3, default=[0.6, 0.2, 0.2], metavar=("TRAIN", "VAL", "TEST"),
+    s.add_argument("--fractions", type=finite, nargs=3, default=[0.6, 0.2, 0.2], metavar=("TRAIN", "VAL", "TEST"),
                    help="split fractions (default: 0.6 0.2 0.2)")
     s.add_argument("--standardiser", default=None, metavar="JSON",
                    help="also write the DOS standardiser fitted on the training split")
@@ -292,14 +294,18 @@ def _cmd_split(args: argparse.Namespace) -> int:
     from dosmatgen.data.split import SPLIT_NAMES, fit_standardiser_on_train, make_split, save_split
     from dosmatgen.data.store import DOSStore
 
+    check_writable(args.out, "--out")
+    if args.standardiser:
+        check_writable(args.standardiser, "--standardiser")
     store = DOSStore(args.store)
     split = make_split(store.ids, seed=args.seed, fractions=args.fractions)
+    std = fit_standardiser_on_train(store, split) if args.standardiser else None  # fails before any write
     save_split(args.out, split, seed=args.seed, fractions=list(args.fractions), store=str(args.store),
                n_structures=len(store))
     print(f"split {len(store)} structures: " + ", ".join(f"{k} {len(split[k])}" for k in SPLIT_NAMES)
           + f" -> {args.out}")
-    if args.standardiser:
-        fit_standardiser_on_train(store, split).save(args.standardiser)
+    if std is not None:
+        std.save(args.standardiser)
         print(f"DOS standardiser fitted on {len(split['train'])} training structures -> {args.standardiser}")
     return 0
 
@@ -313,6 +319,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         raise ConfigError("--plot-site needs --out FIGURE")
     if args.out and args.plot_site is None:
         raise ConfigError("--out is the figure of --plot-site; give --plot-site ID:SITE")
+    for option in ("json", "figure", "out"):
+        if getattr(args, option):
+            check_writable(getattr(args, option), f"--{option}")
     if Path(args.store).is_dir():  # a build folder: count what its shards hold, no merge needed
         from dosmatgen.data.builtin import read_shards
 
@@ -320,6 +329,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         summary = dataset_summary(records, meta)
     else:
         records = DOSStore(args.store)
+        records.verify()  # a summary must not vouch for a damaged file
         summary = dataset_summary(records)
     print(format_summary(summary, name=str(args.store)))
     if args.json:
@@ -383,6 +393,7 @@ def _cmd_import_json(args: argparse.Namespace) -> int:
 
     if args.split_out and not args.dir:
         raise ConfigError("--split-out needs --dir (a folder with train.json, val.json, test.json)")
+    check_writable(args.out, "--out")
     if args.input:
         records = read_reference_json(args.input)
         save_records(args.out, records, {"source": "reference-json", "input": str(args.input)})

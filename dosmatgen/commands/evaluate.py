@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dosmatgen.commands.arguments import non_negative, positive
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.model.config import PREDICTOR_INPUTS
 
@@ -294,16 +295,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="cfg: classifier-free guidance; classifier: unconditional model + regressor gradient; "
                         "uncond: the unconditional model alone (CFG at ω = -1, one forward pass; a baseline "
                         "that never sees the DOS)")
-    r.add_argument("--omega", type=float, default=1.0, help="CFG weight ω (paper 1.0)")
+    r.add_argument("--omega", type=non_negative, default=1.0, help="CFG weight ω (paper 1.0)")
     r.add_argument("--regressor", default=None, help="time-dependent regressor checkpoint (classifier guidance)")
-    r.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-guidance gradient scale (default 1)")
+    r.add_argument("--guidance-scale", type=non_negative, default=1.0, help="classifier-guidance gradient scale (default 1)")
     r.add_argument("--t0", type=int, default=1000,
                    help="starting timestep: the model's T (1000) samples from the prior, smaller values start from "
                         "the test structure noised to t0 (paper: 200, 500, 1000)")
     r.add_argument("--steps", type=int, default=None,
                    help="reverse steps for a start at T; a start at t0 takes round(steps*t0/T) (same stride). "
                         "Default: every timestep")
-    r.add_argument("--step-lr", type=float, default=1e-5,
+    r.add_argument("--step-lr", type=non_negative, default=1e-5,
                    help="Langevin corrector step scale (default 1e-5; the authors' generation scripts: 5e-6)")
     r.add_argument("--start-at-T", action="store_true",
                    help="a chain from the prior starts at t = T as in the reference code (default: at T - 1, "
@@ -333,7 +334,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="novelty reference ids instead of the split's train part (split JSON, JSON list or text)")
     s.add_argument("--no-novelty", action="store_true", help="skip novelty (matching against the training set)")
     s.add_argument("--limit", type=int, default=None, help="only the first N generated structures")
-    s.add_argument("--match-timeout", type=float, default=10.0, help="seconds per StructureMatcher pair (default 10)")
+    s.add_argument("--match-timeout", type=positive, default=10.0, help="seconds per StructureMatcher pair (default 10)")
     s.add_argument("--workers", type=int, default=1, help="processes for structure matching (default 1)")
     s.add_argument("--batch-size", type=int, default=128, help="surrogate batch size (default 128)")
     s.add_argument("--device", default="auto", help="surrogate device: cpu, cuda or auto (default)")
@@ -377,12 +378,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--workers", type=int, default=1, help="processes, one torch thread each (default 1)")
     f.add_argument("--steps", "--max-steps", dest="steps", type=int, default=200,
                    help="FIRE steps at most (default 200)")
-    f.add_argument("--fmax", type=float, default=0.05, help="force threshold, eV/Å (default 0.05)")
+    f.add_argument("--fmax", type=positive, default=0.05, help="force threshold, eV/Å (default 0.05)")
     f.add_argument("--limit", type=int, default=None, help="only the first N structures")
     f.add_argument("--refs-cache", default=None,
                    help="elemental-reference cache JSON (default ~/.cache/dosmatgen/elemental_refs_<mlff>.json)")
     f.add_argument("--chunk-size", type=int, default=64, help="structures per resumable chunk (default 64)")
-    f.add_argument("--min-volume-per-atom", type=float, default=1.0,
+    f.add_argument("--min-volume-per-atom", type=positive, default=1.0,
                    help="skip structures denser than this, Å^3/atom (default 1.0)")
     f.add_argument("--device", default="cpu", help="MLFF device (default cpu)")
     f.add_argument("--out", required=True, help="formation JSON (a CSV with the same rows is written beside it)")

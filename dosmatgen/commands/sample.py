@@ -30,11 +30,14 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from dosmatgen.commands.arguments import non_negative
+from dosmatgen.data.schema import check_dos_sign
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import CheckpointError, ConfigError, DataError
 
@@ -61,6 +64,7 @@ def _as_rows(arr: Any, source: str) -> np.ndarray:
     if bad.any():
         r, c = map(int, np.argwhere(bad)[0])
         raise DataError(f"{source}: target DOS contains NaN or inf (row {r}, point {c})")
+    check_dos_sign(a, source)
     return a
 
 
@@ -386,18 +390,30 @@ def staged_folder(out: Path) -> Iterator[Path]:
     os.replace(stage, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    # leftovers of runs killed while writing (the caller holds the output lock, so none is live)
+    for pattern in (f".{out.name}.staging-*", f".{out.name}.old-*"):
+        for leftover in out.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    from dosmatgen.io import check_writable, output_lock
+
+    fmts = _parse_formats(args.format)
+    out = Path(args.out)
+    check_output_folder(out)
+    check_writable(out, "--out")
+    with output_lock(out, "--out"):  # a second sample run into the same folder stops instead of racing
+        return _sample_into(args, out, fmts)
+
+
+def _sample_into(args: argparse.Namespace, out: Path, fmts: tuple[str, ...]) -> int:
     from dosmatgen.checkpoint import load_model
     from dosmatgen.evaluate.regenerate import build_guidance, check_standardisers, steps_for_start
     from dosmatgen.io import atomic_save_json, atomic_write
     from dosmatgen.model.sampler import sample_in_chunks, write_structures
     from dosmatgen.training import resolve_device
 
-    fmts = _parse_formats(args.format)
-    out = Path(args.out)
-    check_output_folder(out)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = resolve_device(args.device)
@@ -424,12 +440,19 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                               progress=not args.no_progress).to("cpu")
 
     names = list(spec.structure_ids)
-    rows = summary_rows(result, names)
+    with warnings.catch_warnings():
+        # pymatgen warns once per element without a Pauling electronegativity (He, Ne, Ar) when it
+        # orders a formula; the value is not used here and the user cannot act on it
+        warnings.filterwarnings("ignore", message="No Pauling electronegativity")
+        rows = summary_rows(result, names)
+        structures = _structures(result, rows)
     settings = {"checkpoint": str(args.checkpoint), "regressor": args.regressor,
                 "guidance": repr(guidance), "t0": args.t0, "steps": steps, "step_lr": args.step_lr,
                 "seed": args.seed, "n": args.n, "model_code": meta.get("code"), **desc}
     with staged_folder(out) as stage:
-        write_structures(_structures(result, rows), stage, fmts, names)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="No Pauling electronegativity")
+            write_structures(structures, stage, fmts, names)
         keys: list[str] = []
         for r in rows:
             keys.extend(k for k in r if k not in keys)
@@ -457,12 +480,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fixed-types", default=None, help="clamped atom types, e.g. 0=Ni,3=O")
     p.add_argument("--template", default=None, help="start structure (CIF/POSCAR/extxyz or a --store ID); needs --t0")
     p.add_argument("--t0", type=int, default=None, help="noise the template to t0 and denoise (e.g. 200)")
-    p.add_argument("--omega", type=float, default=1.0, help="classifier-free guidance strength (default 1)")
+    p.add_argument("--omega", type=non_negative, default=1.0, help="classifier-free guidance strength (default 1)")
     p.add_argument("--regressor", default=None, help="regressor checkpoint: classifier guidance instead of CFG")
-    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-guidance scale (default 1)")
+    p.add_argument("--guidance-scale", type=non_negative, default=1.0, help="classifier-guidance scale (default 1)")
     p.add_argument("--steps", type=int, default=None,
                    help="reverse steps for a start at T (strided; scaled down for --t0); default all")
-    p.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step (default 1e-5)")
+    p.add_argument("--step-lr", type=non_negative, default=1e-5, help="Langevin corrector step (default 1e-5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256, help="crystals per sampler batch (default 256)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")

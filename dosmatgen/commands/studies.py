@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dosmatgen.commands.arguments import finite, non_negative, positive
 from dosmatgen.errors import ConfigError
 
 #: Study -> default target preset.
@@ -56,7 +57,7 @@ def register(subparsers) -> None:
     p.add_argument("--cond-atoms", type=int, nargs="+",
                    help="template atom indices to condition (default: the minority-element atoms)")
     p.add_argument("--template-size", type=int, default=8, help="preferred atom count of the chosen template")
-    p.add_argument("--match-timeout", type=float, default=10.0, help="StructureMatcher timeout per pair (s)")
+    p.add_argument("--match-timeout", type=positive, default=10.0, help="StructureMatcher timeout per pair (s)")
     p.set_defaults(func=run_template_cmd)
 
     p = _study_parser(sub, "fixed-type", "paper §3.2.3 / Fig. 6: first atom's element clamped")
@@ -70,20 +71,20 @@ def register(subparsers) -> None:
     p.add_argument("--n-per-natoms", type=int, default=2000, help="candidates per atom count (paper: 2000)")
     p.add_argument("--natoms", "--n-atoms", dest="natoms", type=int, nargs="+", default=[4, 5, 6, 7, 8],
                    help="atom counts (paper: 4 5 6 7 8)")
-    p.add_argument("--threshold", type=float, default=-1.5, help="keep relaxed E_f <= this, eV/atom (paper: -1.5)")
+    p.add_argument("--threshold", type=finite, default=-1.5, help="keep relaxed E_f <= this, eV/atom (paper: -1.5)")
     p.add_argument("--fallback-pool", type=int, default=0,
                    help="if nothing passes, rank the max(top-k, this) lowest-E_f candidates")
     p.add_argument("--top-k", type=int, default=8, help="candidates validated with DFT (paper: 8)")
     _mlff_options(p)
     p.add_argument("--dft", action="store_true", help="validate the top k with GPAW DFT (off unless given)")
-    p.add_argument("--dft-timeout", type=float, default=900.0, help="GPAW wall-time limit per structure (s)")
+    p.add_argument("--dft-timeout", type=positive, default=900.0, help="GPAW wall-time limit per structure (s)")
     p.add_argument("--dft-fallback-basis", default="szp(dzp)",
                    help="LCAO basis tried once when dzp is over-complete for a crystal (overlap matrix not "
                         "positive definite, e.g. Cs at short distances); 'none' turns the retry off")
     p.add_argument("--dft-workers", type=int, default=1, help="concurrent GPAW runs (one core each)")
-    p.add_argument("--dft-max-length", type=float, default=30.0,
+    p.add_argument("--dft-max-length", type=positive, default=30.0,
                    help="skip DFT for a crystal with a longer lattice vector (Å; protects memory)")
-    p.add_argument("--dft-max-volume-per-atom", type=float, default=100.0,
+    p.add_argument("--dft-max-volume-per-atom", type=positive, default=100.0,
                    help="skip DFT for a crystal with more volume per atom (Å^3)")
     p.set_defaults(func=run_screen_cmd)
 
@@ -93,10 +94,10 @@ def register(subparsers) -> None:
                    help="atom counts the candidates cycle through")
     p.add_argument("--windows", nargs="+", default=["-10:10", "-2:2"], metavar="LO:HI",
                    help="energy windows around E_F in eV; -10:10 is the whole DOS (the paper's target)")
-    p.add_argument("--omegas", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 4.0],
+    p.add_argument("--omegas", type=non_negative, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 4.0],
                    help="classifier-free guidance strengths swept")
     p.add_argument("--score-window", metavar="LO:HI", help="common scoring window (default: the narrowest window)")
-    p.add_argument("--threshold", type=float, default=-1.5, help="'stable' means relaxed E_f <= this (eV/atom)")
+    p.add_argument("--threshold", type=finite, default=-1.5, help="'stable' means relaxed E_f <= this (eV/atom)")
     p.add_argument("--no-formation", action="store_true", help="skip the MLFF formation energies")
     _mlff_options(p)
     p._negative_number_matcher = _WINDOW_OR_NUMBER  # "-2:2" is a value (argparse < 3.13 would call it an option)
@@ -125,8 +126,8 @@ def _study_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     g.add_argument("--mp", action="store_true", help="take the target from the Materials Project (network, MP_API_KEY)")
     g = p.add_argument_group("sampling")
     g.add_argument("--steps", type=int, help="reverse steps for the full T (default: all 1000)")
-    g.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step size")
-    g.add_argument("--omega", type=float, default=1.0, help="classifier-free guidance strength (paper: 1)")
+    g.add_argument("--step-lr", type=non_negative, default=1e-5, help="Langevin corrector step size")
+    g.add_argument("--omega", type=non_negative, default=1.0, help="classifier-free guidance strength (paper: 1)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--batch-size", type=int, default=100, help="crystals per sampler call")
     g.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...; auto = cuda when available)")
@@ -145,7 +146,7 @@ def _mlff_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mlff", default="sevenn", help="MLFF for relaxation and E_f (sevenn, chgnet, orb)")
     g.add_argument("--mlff-device", default="cpu")
     g.add_argument("--workers", type=int, default=1, help="relaxation processes")
-    g.add_argument("--fmax", type=float, default=0.05, help="relaxation force threshold (eV/Å)")
+    g.add_argument("--fmax", type=positive, default=0.05, help="relaxation force threshold (eV/Å)")
     g.add_argument("--relax-steps", type=int, default=200, help="maximum FIRE steps")
     g.add_argument("--refs-cache", help="elemental-reference cache file (default: per-user cache)")
     g.add_argument("--work-dir", help="resumable intermediate files (default: OUT.work)")

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dosmatgen.commands.arguments import non_negative, positive
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.model.config import TYPE_TARGETS
 
@@ -119,16 +120,18 @@ def load_split_records(store: str, split_path: str) -> dict[str, list]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from dosmatgen.checkpoint import read_checkpoint
     from dosmatgen.data.standardise import DOSStandardiser
+    from dosmatgen.io import check_writable
     from dosmatgen.training import BEST, train
 
     if args.resume and args.fresh:
         raise ConfigError("--resume and --fresh exclude each other")
     model_cfg, cfg = resolve_configs(args)
+    out = check_writable(Path(args.out), "--out")
     parts = load_split_records(args.store, args.split)
     if not parts["train"]:
         raise DataError(f"split {args.split} has an empty training part")
-    out = Path(args.out)
     if args.standardiser:
         std = DOSStandardiser.load(args.standardiser)
     else:
@@ -144,7 +147,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         rows = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
         tail = json.loads(rows[-1]) if rows else {}
         summary = ", ".join(f"{k} {tail[k]:.4g}" for k in ("train_loss", "val_loss") if k in tail)
-        print(f"trained {args.kind}: {tail.get('epoch', 0)} epochs, {tail.get('step', 0)} steps"
+        extra = read_checkpoint(last)["extra"]  # counts as saved, also when max_steps ends an epoch early
+        print(f"trained {args.kind}: {extra.get('step', 0)} optimiser steps, {extra.get('epoch', 0)} full epochs"
               + (f", {summary}" if summary else "") + f"; checkpoints {last} and {out / BEST}")
     return 0
 
@@ -169,9 +173,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (last.pt, best.pt, metrics.csv ...)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="global batch (default 256)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr", type=positive, default=None, help="Adam learning rate (default 1e-3)")
     p.add_argument("--patience", type=int, default=None, help="ReduceLROnPlateau patience (default 30)")
-    p.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights (e.g. 0.999)")
+    p.add_argument("--ema-decay", type=non_negative, default=None, help="keep an EMA of the weights (e.g. 0.999)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="epochs between last.pt saves (default 10)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or auto (default auto)")

@@ -48,7 +48,7 @@ from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.data.store import concat_stores, save_records
 from dosmatgen.dos.mp_convert import MP_GRID_POINTS, ConversionSkipped, record_from_complete_dos
 from dosmatgen.errors import DataError
-from dosmatgen.io import atomic_save_json
+from dosmatgen.io import atomic_save_json, check_writable
 
 API_KEY_ENV = "MP_API_KEY"
 #: The endpoint the client talks to (the client's own default when unset).
@@ -368,8 +368,8 @@ def download_mp(out_dir: str | Path, api_key: str | None = None, limit: int | No
     out = Path(out_dir)
     policy = RetryPolicy(max_retries=max_retries, base_delay=base_delay, min_interval=min_interval, sleep=sleep)
     ledger = _load_ledger(out)
-    mpr = _open_rester(api_key, rester_factory)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, "download folder")
+    mpr = _open_rester(api_key, rester_factory)  # the folder is created by the first file written
     t0 = time.monotonic()
     try:
         ids_path = out / "ids.json"

@@ -34,6 +34,9 @@ class DOSStandardiser:
         if not blocks:
             raise DataError("cannot fit a DOS standardiser on zero structures")
         allsites = np.concatenate(blocks, axis=0)
+        if not np.all(np.isfinite(allsites)):
+            bad = int(np.flatnonzero(~np.all(np.isfinite(allsites), axis=1))[0])
+            raise DataError(f"cannot fit the DOS standardiser: training site {bad} has a NaN or inf DOS value")
         return cls(allsites.mean(axis=0), allsites.std(axis=0) + EPS)
 
     def transform(self, dos: np.ndarray) -> np.ndarray:
@@ -48,8 +51,9 @@ class DOSStandardiser:
     @classmethod
     def from_dict(cls, d: dict) -> "DOSStandardiser":
         mean, std = np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64)
-        if mean.shape != (N_DOS,) or std.shape != (N_DOS,) or np.any(std <= 0):
-            raise DataError("standardiser file is malformed (need 400 means and 400 positive stds)")
+        if mean.shape != (N_DOS,) or std.shape != (N_DOS,) or not np.all(np.isfinite(mean)) \
+                or not np.all(np.isfinite(std)) or np.any(std <= 0):
+            raise DataError("standardiser file is malformed (need 400 finite means and 400 finite positive stds)")
         return cls(mean, std)
 
     def save(self, path: str | Path) -> None:
@@ -61,5 +65,7 @@ class DOSStandardiser:
 
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError) as exc:
+        except DataError as exc:
+            raise DataError(f"DOS standardiser {path}: {exc}") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"cannot read DOS standardiser {path}: {exc}") from exc

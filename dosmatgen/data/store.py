@@ -29,7 +29,8 @@ import numpy as np
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import DataError
-from dosmatgen.io import atomic_temp_path
+from dosmatgen.data.schema import MAX_Z
+from dosmatgen.io import ARCHIVE_ERRORS, atomic_temp_path
 
 STORE_VERSION = 1
 #: Largest magnitude float16 holds; a DOS value above it would be stored as inf.
@@ -89,8 +90,8 @@ def _open_npz(path: Path):
         raise DataError(f"dataset store {path} is a directory, expected an .npz file")
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path} is not a dosmatgen store (not a readable .npz file): {exc}") from exc
+    except ARCHIVE_ERRORS as exc:
+        raise DataError(f"{path} is not a dosmatgen store, or it is truncated or corrupt: {exc}") from exc
 
 
 class DOSStore(SequenceABC):
@@ -120,8 +121,8 @@ class DOSStore(SequenceABC):
             self._has_dos = np.asarray(z["has_dos"], dtype=bool)
             self._prov = [str(p) for p in z["provenance"]]
             self.meta: dict[str, Any] = json.loads(str(z["meta"])) if "meta" in z.files else {}
-        except (KeyError, ValueError, OSError, EOFError) as exc:
-            raise DataError(f"{self.path} is not a readable dosmatgen store: {exc}") from exc
+        except ARCHIVE_ERRORS as exc:
+            raise DataError(f"{self.path} is not a dosmatgen store, or it is truncated or corrupt: {exc}") from exc
         finally:
             z.close()
         n = len(self._ids)
@@ -130,10 +131,28 @@ class DOSStore(SequenceABC):
                 or len(self._prov) != n or self._z.shape != (n_atoms,) or self._x.shape != (n_atoms, 3)
                 or np.any(np.diff(self._offsets) <= 0)):
             raise DataError(f"{self.path} is corrupt: array lengths do not agree with the offsets index")
+        bad_z = self._z[(self._z < 1) | (self._z > MAX_Z)]
+        if bad_z.size:
+            raise DataError(f"{self.path} is corrupt: atomic number {int(bad_z[0])} (allowed 1..{MAX_Z})")
+        if not (np.all(np.isfinite(self._x)) and np.all(np.isfinite(self._lat))):
+            raise DataError(f"{self.path} is corrupt: non-finite coordinates or lattices")
         self._index = {sid: i for i, sid in enumerate(self._ids)}
         if len(self._index) != n:
             raise DataError(f"{self.path} is corrupt: repeated structure ids")
         self._dos: np.ndarray | None = None
+
+    def verify(self) -> None:
+        """Check every member of the archive against its CRC (streaming, little memory); a
+        damaged store raises :class:`DataError` naming it."""
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                bad = zf.testzip()
+        except ARCHIVE_ERRORS as exc:
+            raise DataError(f"{self.path} is not a dosmatgen store, or it is truncated or corrupt: {exc}") from exc
+        if bad is not None:
+            raise DataError(f"{self.path} is corrupt: archive member {bad} fails its CRC check (truncated or corrupt?)")
 
     # ---- sizes and ids ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -171,8 +190,13 @@ class DOSStore(SequenceABC):
     # ---- arrays ------------------------------------------------------------------------------
     def _dos_block(self) -> np.ndarray:
         if self._dos is None:
-            with _open_npz(self.path) as z:
-                dos = np.asarray(z["dos"])
+            try:
+                with _open_npz(self.path) as z:
+                    dos = np.asarray(z["dos"])
+            except ARCHIVE_ERRORS as exc:
+                raise DataError(f"{self.path}: the DOS block cannot be read (truncated or corrupt?): {exc}") from exc
+            if not np.all(np.isfinite(dos)):
+                raise DataError(f"{self.path} is corrupt: its DOS block holds NaN or inf")
             if dos.shape != (self.total_atoms, N_DOS):
                 raise DataError(f"{self.path} is corrupt: DOS block has shape {dos.shape}, expected "
                                 f"({self.total_atoms}, {N_DOS})")

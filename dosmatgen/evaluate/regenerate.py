@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ from tqdm.auto import tqdm
 
 from dosmatgen.data.schema import require_site_dos
 from dosmatgen.errors import ConfigError, DataError
-from dosmatgen.io import atomic_temp_path
+from dosmatgen.io import ARCHIVE_ERRORS, atomic_temp_path, check_writable, output_lock
 
 FORMAT = "dosmatgen-generated"
 GUIDANCE_MODES: tuple[str, ...] = ("cfg", "classifier", "uncond")
@@ -135,8 +136,8 @@ def load_generated(path: str | Path) -> GeneratedSet:
             gen = GeneratedSet([str(s) for s in z["source_ids"]], z["offsets"].astype(np.int64),
                                z["atomic_numbers"].astype(np.int64), z["frac_coords"].astype(np.float64),
                                z["lattices"].astype(np.float64), json.loads(str(z["meta"])))
-    except (OSError, KeyError, ValueError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable generated-structure file: {exc}") from exc
+    except ARCHIVE_ERRORS as exc:
+        raise DataError(f"{path} is not a readable generated-structure file (truncated or corrupt?): {exc}") from exc
     if len(gen.offsets) != len(gen.source_ids) + 1 or gen.lattices.shape != (len(gen.source_ids), 3, 3):
         raise DataError(f"{path} is corrupt: offsets/lattices do not match the number of structures")
     return gen
@@ -238,42 +239,46 @@ def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: s
         raise ConfigError(f"t0 must be in 1..{T}, got {t0}")
     out = Path(out)
     chunk_dir = out.with_name(out.name + ".chunks")
-    chunk_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"guidance": guidance_mode, "guidance_repr": repr(guidance), "t0": start_t, "steps": steps,
-                "step_lr": step_lr, "start_at_T": start_at_T, "predictor_input": predictor_input, "seed": seed,
-                "batch_size": batch_size, "config": diffusion.config}
-    device = next(diffusion.parameters()).device
-    chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
-    parts: list[GeneratedSet] = []
-    seconds, n_new = 0.0, 0
-    for k, chunk in enumerate(tqdm(chunks, desc=f"regenerate {guidance_mode} T={start_t or T}", disable=not progress)):
-        ids = [r.structure_id for r in chunk]
-        digest = _settings_digest(settings, ids)
-        path = chunk_dir / f"chunk_{k:05d}.npz"
-        if path.exists():
-            part = load_generated(path)
-            if part.meta.get("digest") != digest:
-                raise ConfigError(f"{path} was made with other settings or structures; delete {chunk_dir} "
-                                  "or choose another --out")
+    check_writable(out, "--out")
+    if not math.isfinite(step_lr) or step_lr < 0:
+        raise ConfigError(f"step_lr must be a finite number >= 0, got {step_lr}")
+    with output_lock(out, "--out"):  # a second run on the same --out stops instead of racing
+        chunk_dir.mkdir(parents=True, exist_ok=True)
+        settings = {"guidance": guidance_mode, "guidance_repr": repr(guidance), "t0": start_t, "steps": steps,
+                    "step_lr": step_lr, "start_at_T": start_at_T, "predictor_input": predictor_input, "seed": seed,
+                    "batch_size": batch_size, "config": diffusion.config}
+        device = next(diffusion.parameters()).device
+        chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+        parts: list[GeneratedSet] = []
+        seconds, n_new = 0.0, 0
+        for k, chunk in enumerate(tqdm(chunks, desc=f"regenerate {guidance_mode} T={start_t or T}", disable=not progress)):
+            ids = [r.structure_id for r in chunk]
+            digest = _settings_digest(settings, ids)
+            path = chunk_dir / f"chunk_{k:05d}.npz"
+            if path.exists():
+                part = load_generated(path)
+                if part.meta.get("digest") != digest:
+                    raise ConfigError(f"{path} was made with other settings or structures; delete {chunk_dir} "
+                                      "or choose another --out")
+                parts.append(part)
+                continue
+            spec = CrystalBatch.from_records(chunk, standardiser).to(device)
+            tic = time.perf_counter()
+            result = sample(diffusion, spec, guidance=guidance, t0=start_t, steps=steps, step_lr=step_lr,
+                            start_at_T=start_at_T, predictor_input=predictor_input, seed=seed + k, progress=False)
+            seconds += time.perf_counter() - tic
+            n_new += len(chunk)
+            part = from_batch(result, ids, {"digest": digest, "chunk": k, "seed": seed + k})
+            save_generated(path, part)
             parts.append(part)
-            continue
-        spec = CrystalBatch.from_records(chunk, standardiser).to(device)
-        tic = time.perf_counter()
-        result = sample(diffusion, spec, guidance=guidance, t0=start_t, steps=steps, step_lr=step_lr,
-                        start_at_T=start_at_T, predictor_input=predictor_input, seed=seed + k, progress=False)
-        seconds += time.perf_counter() - tic
-        n_new += len(chunk)
-        part = from_batch(result, ids, {"digest": digest, "chunk": k, "seed": seed + k})
-        save_generated(path, part)
-        parts.append(part)
-    info = {"guidance": guidance_mode, "t0": start_t or T, "start": "prior" if start_t is None else "noised",
-            "steps": steps, "step_lr": step_lr, "start_at_T": start_at_T, "predictor_input": predictor_input,
-            "seed": seed, "batch_size": batch_size, "n": len(records),
-            "timesteps": T, "guidance_repr": repr(guidance), "sampling_seconds": seconds,
-            "structures_per_second": (n_new / seconds) if seconds > 0 else None, "device": str(device)}
-    info.update(meta or {})
-    gen = concat_generated(parts, info)
-    save_generated(out, gen)
+        info = {"guidance": guidance_mode, "t0": start_t or T, "start": "prior" if start_t is None else "noised",
+                "steps": steps, "step_lr": step_lr, "start_at_T": start_at_T, "predictor_input": predictor_input,
+                "seed": seed, "batch_size": batch_size, "n": len(records),
+                "timesteps": T, "guidance_repr": repr(guidance), "sampling_seconds": seconds,
+                "structures_per_second": (n_new / seconds) if seconds > 0 else None, "device": str(device)}
+        info.update(meta or {})
+        gen = concat_generated(parts, info)
+        save_generated(out, gen)
     return gen
 
 

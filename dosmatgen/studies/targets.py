@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.schema import CrystalRecord, check_dos_sign
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import ConfigError, DataError
 
@@ -77,6 +77,7 @@ class TargetDOS:
             raise DataError(f"target {self.name}: DOS has {self.dos.size} points, expected {N_DOS}")
         if not np.all(np.isfinite(self.dos)):
             raise DataError(f"target {self.name}: DOS contains NaN or inf")
+        check_dos_sign(self.dos, f"target {self.name}")
 
     @property
     def formula(self) -> str:

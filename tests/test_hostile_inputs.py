@@ -1,0 +1,305 @@
+"""Hostile inputs across the command line and the run config (issue 16): each case must stop with
+exit code 2 (or the config schema's rejection) and ONE line naming the problem, before any work,
+leaving nothing at the output path. Plus the state cases: two writers on one output, a stale lock,
+leftovers of a killed run, the step count of a short training, warnings nobody can act on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dosmatgen.checkpoint import save_checkpoint
+from dosmatgen.cli import main as cli_main
+from dosmatgen.config import REPO_ROOT, validate_run_config
+from dosmatgen.data.standardise import DOSStandardiser
+from dosmatgen.data.store import save_records
+from dosmatgen.errors import ConfigError
+from dosmatgen.model.factory import build_model
+from factories import TINY_DIFFUSION, random_records
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Path:
+    """Good inputs, and bad files made from them."""
+    d = tmp_path_factory.mktemp("hostile")
+    recs = random_records(12, prefix="h")
+    save_records(d / "s.npz", recs)
+    (d / "split.json").write_text(json.dumps({"train": [r.structure_id for r in recs[:8]],
+                                              "val": [r.structure_id for r in recs[8:10]],
+                                              "test": [r.structure_id for r in recs[10:]]}))
+    std = DOSStandardiser.fit([r.dos for r in recs[:8]])
+    std.save(d / "std.json")
+    torch.manual_seed(0)
+    save_checkpoint(d / "diff.pt", build_model("diffusion", TINY_DIFFUSION), "diffusion", std)
+    good = (d / "s.npz").read_bytes()
+    (d / "truncated.npz").write_bytes(good[: len(good) // 2])
+    _rewrite_store(d / "s.npz", d / "badcrc.npz", flip_dos_byte=True)
+    _rewrite_store(d / "s.npz", d / "z150.npz", z150=True)
+    _rewrite_store(d / "s.npz", d / "nan.npz", nan_dos=True)
+    (d / "gen_corrupt.npz").write_bytes(b"PK\x03\x04 definitely not a generated set")
+    (d / "a_file").write_text("in the way")
+    std_nan = json.loads((d / "std.json").read_text())
+    std_nan["mean"][3] = float("nan")
+    (d / "std_nan.json").write_text(json.dumps(std_nan))
+    np.save(d / "negative.npy", -np.ones((1, 400)))
+    cell = (np.eye(3) * 4).tolist()
+    dos = np.ones((2, 400)).tolist()
+    for name, entry in {
+        "z_fraction": {"structure_id": "x", "positions": [[0, 0, 0], [2, 2, 2]], "cell": cell,
+                       "atomic_numbers": [11.7, 17], "y": dos},
+        "overlap": {"structure_id": "x", "positions": [[0, 0, 0], [0, 0, 0.01]], "cell": cell,
+                    "atomic_numbers": [11, 17], "y": dos},
+        "negative_dos": {"structure_id": "x", "positions": [[0, 0, 0], [2, 2, 2]], "cell": cell,
+                         "atomic_numbers": [11, 17], "y": (-np.ones((2, 400))).tolist()},
+    }.items():
+        (d / f"{name}.json").write_text(json.dumps([entry]))
+    return d
+
+
+def _rewrite_store(src: Path, dst: Path, *, flip_dos_byte: bool = False, z150: bool = False,
+                   nan_dos: bool = False) -> None:
+    """A copy of a store with one defect: a corrupted DOS member (bad CRC), an atomic number of
+    150, or a NaN in the DOS block (none of which ``save_records`` would ever write)."""
+    with np.load(src) as z:
+        arrays = {k: z[k] for k in z.files}
+    if z150:
+        arrays["atomic_numbers"] = arrays["atomic_numbers"].copy()
+        arrays["atomic_numbers"][0] = 150
+    if nan_dos:
+        arrays["dos"] = arrays["dos"].copy()
+        arrays["dos"][0, 5] = np.nan
+    np.savez_compressed(dst, **arrays)
+    if flip_dos_byte:
+        data = bytearray(dst.read_bytes())
+        with zipfile.ZipFile(dst) as zf:
+            info = zf.getinfo("dos.npy")
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+        middle = start + info.compress_size // 2
+        data[middle] ^= 0xFF
+        dst.write_bytes(bytes(data))
+
+
+# ---- command-line cases: (argv with {d} = fixture folder and {o} = output path, words of the message) --
+SAMPLE = "sample --checkpoint {d}/diff.pt --num-atoms 2 --n 2 --device cpu --no-progress --out {o}"
+REGEN = ("evaluate regenerate --checkpoint {d}/diff.pt --store {d}/s.npz --split {d}/split.json --guidance cfg "
+         "--t0 20 --steps 2 --device cpu --no-progress --out {o}")
+TRAIN = ("train --kind diffusion --store {d}/s.npz --split {d}/split.json --size tiny --epochs 1 --batch-size 4 "
+         "--device cpu --no-progress --out {o}")
+STUDY = "studies masked --checkpoint {d}/diff.pt --surrogate {d}/diff.pt --store {d}/s.npz --out {o}"
+
+CASES: dict[str, tuple[str, str]] = {
+    # corrupt or truncated archives
+    "store_truncated_sample": (SAMPLE.replace("--num-atoms 2", "--store {d}/truncated.npz --template h0 --t0 5"),
+                               "truncated or corrupt"),
+    "store_truncated_train": (TRAIN.replace("{d}/s.npz", "{d}/truncated.npz"), "truncated or corrupt"),
+    "store_truncated_info": ("data info --store {d}/truncated.npz --json {o}", "truncated or corrupt"),
+    "store_truncated_split": ("data split --store {d}/truncated.npz --out {o}", "truncated or corrupt"),
+    "store_truncated_regenerate": (REGEN.replace("{d}/s.npz", "{d}/truncated.npz"), "truncated or corrupt"),
+    "store_bad_crc_info": ("data info --store {d}/badcrc.npz --json {o}", "truncated or corrupt"),
+    "store_bad_crc_split": ("data split --store {d}/badcrc.npz --out {o} --standardiser {o}.std", "corrupt"),
+    "store_z150_info": ("data info --store {d}/z150.npz --json {o}", "atomic number 150"),
+    "store_nan_dos_split": ("data split --store {d}/nan.npz --out {o} --standardiser {o}.std", "NaN or inf"),
+    "generated_corrupt_score": ("evaluate score --generated {d}/gen_corrupt.npz --surrogate {d}/diff.pt "
+                                "--store {d}/s.npz --split {d}/split.json --out {o}", "not a readable generated"),
+    # outputs that cannot be written (a file where a folder must be)
+    "out_parent_is_file_sample": (SAMPLE.replace("{o}", "{d}/a_file/gen"), "a_file is a file, not a folder"),
+    "out_parent_is_file_train": (TRAIN.replace("{o}", "{d}/a_file/run"), "a_file is a file, not a folder"),
+    "out_parent_is_file_split": ("data split --store {d}/s.npz --out {d}/a_file/split.json", "is a file, not a folder"),
+    "out_parent_is_file_std": ("data split --store {d}/s.npz --out {o} --standardiser {d}/a_file/std.json",
+                               "is a file, not a folder"),
+    "out_parent_is_file_regenerate": (REGEN.replace("{o}", "{d}/a_file/g.npz"), "is a file, not a folder"),
+    "out_parent_is_file_info": ("data info --store {d}/s.npz --json {d}/a_file/i.json", "is a file, not a folder"),
+    "out_parent_is_file_import": ("data import-json --input {d}/overlap.json --out {d}/a_file/s.npz",
+                                  "is a file, not a folder"),
+    # numbers out of range or not finite
+    "score_match_timeout_negative": ("evaluate score --generated {d}/gen_corrupt.npz --surrogate {d}/diff.pt "
+                                     "--store {d}/s.npz --split {d}/split.json --match-timeout -1 --out {o}",
+                                     "--match-timeout: -1.0 must be > 0"),
+    "sample_omega_nan": (SAMPLE + " --omega nan", "--omega: 'nan' is not a finite number"),
+    "sample_omega_inf": (SAMPLE + " --omega inf", "--omega: 'inf' is not a finite number"),
+    "sample_omega_negative": (SAMPLE + " --omega -5", "--omega: -5.0 must be >= 0"),
+    "sample_guidance_scale_nan": (SAMPLE + " --guidance-scale nan", "--guidance-scale: 'nan'"),
+    "sample_step_lr_nan": (SAMPLE + " --step-lr nan", "--step-lr: 'nan'"),
+    "sample_omega_text": (SAMPLE + " --omega lots", "--omega: 'lots' is not a number"),
+    "regenerate_omega_nan": (REGEN + " --omega nan", "--omega: 'nan'"),
+    "regenerate_guidance_scale_nan": (REGEN + " --guidance-scale nan", "--guidance-scale: 'nan'"),
+    "regenerate_step_lr_negative": (REGEN + " --step-lr -1", "--step-lr: -1.0 must be >= 0"),
+    "study_omega_nan": (STUDY + " --omega nan", "--omega: 'nan'"),
+    "study_omegas_nan": ("studies window-sweep --checkpoint {d}/diff.pt --surrogate {d}/diff.pt --omegas 1 nan "
+                         "--out {o}", "--omegas: 'nan'"),
+    "study_match_timeout_zero": (STUDY.replace("studies masked", "studies template") + " --match-timeout 0",
+                                 "--match-timeout: 0.0 must be > 0"),
+    "train_lr_nan": (TRAIN + " --lr nan", "--lr: 'nan'"),
+    "train_lr_negative": (TRAIN + " --lr -0.1", "--lr: -0.1 must be > 0"),
+    "download_min_interval_negative": ("data download-mp --out {o} --ids mp-1 --min-interval -1",
+                                       "--min-interval: -1.0 must be >= 0"),
+    "split_fraction_nan": ("data split --store {d}/s.npz --out {o} --fractions nan 0.5 0.5", "'nan'"),
+    # values that used to pass silently
+    "train_nan_standardiser": (TRAIN + " --standardiser {d}/std_nan.json", "finite means"),
+    "import_fractional_atomic_number": ("data import-json --input {d}/z_fraction.json --out {o}",
+                                        "atomic numbers must be whole numbers"),
+    "import_overlapping_atoms": ("data import-json --input {d}/overlap.json --out {o}", "atoms overlap"),
+    "import_negative_dos": ("data import-json --input {d}/negative_dos.json --out {o}", "mostly negative"),
+    "sample_negative_target": (SAMPLE + " --target-dos {d}/negative.npy --condition-atoms 0", "mostly negative"),
+    "download_key_wrong_length": ("data download-mp --out {o} --ids mp-1 --api-key 0123", "has 4 characters"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_command_line_input(ws, tmp_path, capsys, monkeypatch, case):
+    monkeypatch.delenv("MP_API_KEY", raising=False)
+    template, expect = CASES[case]
+    out = tmp_path / "out"
+    argv = template.format(d=ws, o=out).split()
+    code = main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2, (code, captured.out, err)
+    assert len(err.splitlines()) == 1, err
+    assert expect in err, err
+    assert "Traceback" not in captured.out + captured.err
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert leftovers == [], leftovers  # nothing at the output path, no lock, no staging folder
+
+
+def main(argv: list[str]) -> int:
+    """The command line as a user runs it: argparse's own errors exit through SystemExit."""
+    try:
+        return cli_main(argv)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+# ---- the run config ----------------------------------------------------------------------------------
+CONFIG_CASES = {
+    "omega_nan": (("generate", "omega"), float("nan"), "generate.omega: nan is not a finite number"),
+    "omega_inf": (("generate", "guidance_scale"), float("inf"), "generate.guidance_scale: inf is not a finite"),
+    "fixed_type_unknown_element": (("studies", "fixed-type", "elements"), ["Xx"], "'Xx' is not an element symbol"),
+    "window_reversed": (("studies", "window-sweep", "windows"), [[5, -5]], "must be [low, high] with low < high"),
+    "fmax_nan": (("evaluate", "fmax"), float("nan"), "evaluate.fmax: nan is not a finite number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_bad_run_config_is_rejected_before_any_work(case):
+    keys, value, expect = CONFIG_CASES[case]
+    cfg = yaml.safe_load((REPO_ROOT / "config" / "ci.yaml").read_text())
+    node = cfg
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = value
+    with pytest.raises(ConfigError, match=None) as info:
+        validate_run_config(cfg, source="ci.yaml", schema_path=REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    assert expect in str(info.value)
+
+
+def test_the_unmodified_config_passes():
+    """Negative control for the config cases: the committed ci config is valid."""
+    cfg = yaml.safe_load((REPO_ROOT / "config" / "ci.yaml").read_text())
+    validate_run_config(cfg, source="ci.yaml", schema_path=REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def test_the_case_count_the_readme_states():
+    n = len(CASES) + len(CONFIG_CASES)
+    assert n >= 40
+    assert f"{n} hostile inputs" in (REPO_ROOT / "README.md").read_text()
+
+
+# ---- state -------------------------------------------------------------------------------------------
+@pytest.fixture()
+def other_run(tmp_path):
+    """A live process that holds the lock of an output, as a second run would see it."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _hold_lock(out: Path, pid: int) -> Path:
+    import socket
+
+    lock = out.with_name(out.name + ".lock")
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "started": "earlier"}))
+    return lock
+
+
+@pytest.mark.parametrize("command", ["regenerate", "sample"])
+def test_two_writers_on_one_output(ws, tmp_path, capsys, other_run, command):
+    out = tmp_path / ("g.npz" if command == "regenerate" else "gen")
+    lock = _hold_lock(out, other_run.pid)
+    argv = (REGEN if command == "regenerate" else SAMPLE).format(d=ws, o=out).split()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"being written by another run (pid {other_run.pid}" in err, err
+    assert not out.exists() and lock.exists()  # the other run's claim is left alone
+
+
+def test_stale_lock_of_a_dead_run_is_taken_over(ws, tmp_path, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "g.npz"
+    lock = _hold_lock(out, dead.pid)
+    assert main(REGEN.format(d=ws, o=out).split()) == 0, capsys.readouterr().err
+    assert out.exists() and not lock.exists()
+
+
+def test_sample_rerun_removes_leftovers_of_a_killed_write(ws, tmp_path, capsys):
+    out = tmp_path / "gen"
+    for leftover in (tmp_path / ".gen.staging-abc123", tmp_path / ".gen.old-def456"):
+        leftover.mkdir()
+        (leftover / "sample-0000.cif").write_text("half written")
+    assert main(SAMPLE.format(d=ws, o=out).split()) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen"]
+
+
+def test_failed_train_leaves_no_config_behind(ws, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main((TRAIN + " --standardiser {d}/std_nan.json").format(d=ws, o=out).split()) == 2
+    assert not out.exists()
+
+
+def test_short_training_reports_its_steps(ws, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main((TRAIN + " --max-steps 2").format(d=ws, o=out).split()) == 0
+    text = capsys.readouterr().out
+    assert "trained diffusion: 2 optimiser steps" in text, text
+
+
+def test_no_electronegativity_warnings_from_sample(ws, tmp_path, capsys):
+    from pymatgen.core import Element
+
+    with warnings.catch_warnings(record=True) as control:
+        warnings.simplefilter("always")
+        _ = Element("He").X  # noqa: F841 - the warning exists (negative control)
+    if not any("Pauling" in str(w.message) for w in control):
+        pytest.skip("this pymatgen does not warn about He's electronegativity")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code = main((SAMPLE + " --fixed-types 0=He,1=Ne").format(d=ws, o=tmp_path / "gen").split())
+    assert code == 0, capsys.readouterr().err
+    assert not [w for w in seen if "Pauling" in str(w.message)]
+
+
+def test_download_with_a_bad_key_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MP_API_KEY", raising=False)
+    assert main(["data", "download-mp", "--out", str(tmp_path / "mp"), "--ids", "mp-1"]) == 2
+    assert "no Materials Project API key" in capsys.readouterr().err
+    assert not (tmp_path / "mp").exists()
+
+
+def test_lock_is_not_left_after_success_or_error(ws, tmp_path, capsys):
+    out = tmp_path / "g.npz"
+    assert main(REGEN.format(d=ws, o=out).split()) == 0
+    assert main((REGEN + " --t0 99").format(d=ws, o=tmp_path / "h.npz").split()) == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".lock") == []
+    assert os.path.exists(out)
