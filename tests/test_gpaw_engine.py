@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dosmatgen.data.schema import CrystalRecord
-from dosmatgen.dos.gpaw_engine import (GPAW_ELEMENTS, WORKER_PATH, GPAWEngineError, GPAWSiteDOSEngine,
+from dosmatgen.dos.gpaw_engine import (GPAW_ELEMENTS, WORKER_PATH, GPAWEngineError, GPAWSiteDOSEngine, niggli_reduced,
                                        equivalent_atom_classes)
 from dosmatgen.dos.grid import ENERGY_GRID
 
@@ -225,3 +225,51 @@ def test_scf_that_does_not_converge_is_a_clear_recorded_failure(monkeypatch):
     cand = next(c for c in builtin.candidates(0, 400) if builtin.PROTOTYPES[c.prototype].num_atoms == 2 and not c.magnetic)
     out = builtin._work((cand, 0.05, 10))
     assert out["status"] == "failed" and out["stage"] == "dft" and "did not converge" in out["reason"]
+
+
+def _skewed_silicon() -> CrystalRecord:
+    """Diamond Si in a deliberately skewed cell, a1, a2 + 7 a1, a3 - 7 a2 + 3 a1 (the same crystal),
+    one GPAW refuses as it is (its grid and stencils cannot be built)."""
+    si = _silicon()
+    a1, a2, a3 = si.lattice
+    skewed = np.array([a1, a2 + 7 * a1, a3 - 7 * a2 + 3 * a1])
+    frac = np.mod(np.linalg.solve(skewed.T, (si.frac_coords @ si.lattice).T).T, 1.0)
+    return CrystalRecord("Si-skewed", [14, 14], frac, skewed)
+
+
+def test_niggli_reduction_keeps_atoms_and_their_order():
+    skewed = _skewed_silicon()
+    reduced = niggli_reduced(skewed)
+    assert max(np.linalg.norm(skewed.lattice, axis=1)) > 10  # really skewed
+    assert np.allclose(sorted(np.linalg.norm(reduced.lattice, axis=1)), [3.8396] * 3, atol=1e-3)
+    assert abs(np.linalg.det(reduced.lattice)) == pytest.approx(abs(np.linalg.det(skewed.lattice)))
+    assert list(reduced.atomic_numbers) == [14, 14]
+    # the same Si-Si nearest-neighbour distance (a sqrt(3)/4) and the same pair of atoms
+    assert reduced.min_distance() == pytest.approx(5.43 * np.sqrt(3) / 4, abs=1e-6)
+    assert niggli_reduced(_silicon()) is _silicon() or niggli_reduced(reduced) is reduced  # reduced stays as is
+
+
+@pytest.mark.gpaw
+def test_skewed_cell_gives_the_reduced_cells_dos():
+    """A generated crystal's skewed cell: GPAW alone refuses it (negative control); the engine
+    reduces it and returns the DOS of the same crystal in its reduced cell, per atom."""
+    _need_gpaw()
+    import subprocess
+    import sys
+    import tempfile
+
+    eng = GPAWSiteDOSEngine(timeout_s=300)
+    skewed = _skewed_silicon()
+    job = dict(eng.job(skewed), cell=skewed.lattice.tolist(), scaled_positions=skewed.frac_coords.tolist())
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "job.json").write_text(json.dumps(job))
+        subprocess.run([eng.python, str(WORKER_PATH), str(Path(tmp) / "job.json"), str(Path(tmp) / "out.npz")],
+                       capture_output=True, text=True, timeout=300, cwd=tmp, check=False,
+                       env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+        with np.load(Path(tmp) / "out.npz", allow_pickle=False) as raw:
+            # GPAW refuses it ("weird unit cell", or no interpolator for its squeezed grid)
+            assert str(raw["status"]) != "ok" and ("weird" in str(raw["error"]) or "Grid" in str(raw["error"]))
+    a = eng.compute(skewed).dos
+    b = eng.compute(niggli_reduced(skewed)).dos
+    cos = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert np.all(cos > 0.999) and np.abs(a - b).max() < 1e-3, (cos, np.abs(a - b).max())

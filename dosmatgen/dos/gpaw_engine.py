@@ -88,6 +88,22 @@ def equivalent_atom_classes(record: CrystalRecord, symprec: float = 1e-3) -> lis
     return list(groups.values())
 
 
+def niggli_reduced(record: CrystalRecord) -> CrystalRecord:
+    """The same crystal in its Niggli-reduced cell, atoms in the same order with the same Cartesian
+    positions (modulo lattice translations). GPAW refuses strongly skewed cells ("You have a weird
+    unit cell! Try to use the maximally reduced Niggli cell"), which generated crystals can have.
+    A cell that is already reduced (same lengths and angles) is returned unchanged."""
+    s = record.to_structure()
+    r = s.get_reduced_structure("niggli")
+    if np.allclose(r.lattice.abc, s.lattice.abc, atol=1e-6) and np.allclose(r.lattice.angles, s.lattice.angles,
+                                                                             atol=1e-4):
+        return record
+    if [site.specie.Z for site in r] != [int(z) for z in record.atomic_numbers]:  # pragma: no cover - pymatgen keeps order
+        raise GPAWEngineError(f"{record.structure_id}: Niggli reduction reordered the atoms")
+    return CrystalRecord(record.structure_id, record.atomic_numbers.copy(), np.mod(r.frac_coords, 1.0),
+                         r.lattice.matrix, None, dict(record.provenance))
+
+
 def is_overcomplete_basis_error(message: str) -> bool:
     """Whether a GPAW failure is an over-complete LCAO basis (overlap matrix not positive definite).
 
@@ -175,9 +191,12 @@ class GPAWSiteDOSEngine:
             raise GPAWEngineError(f"{record.structure_id}: atoms overlap")
 
     def job(self, record: CrystalRecord, basis: str | None = None) -> dict[str, Any]:
-        """The JSON job the worker reads (``basis`` overrides the engine's basis)."""
+        """The JSON job the worker reads (``basis`` overrides the engine's basis). The cell is
+        the Niggli-reduced cell of the same crystal, atoms in the same order (:func:`niggli_reduced`),
+        so the worker's site DOS maps back to ``record``'s atoms one to one."""
         from ase.data import chemical_symbols
 
+        record = niggli_reduced(record)
         symbols = {chemical_symbols[int(z)] for z in record.atomic_numbers}
         job = {"numbers": record.atomic_numbers.tolist(), "cell": record.lattice.tolist(),
                "scaled_positions": record.frac_coords.tolist(), "energy_grid": ENERGY_GRID.tolist(),
