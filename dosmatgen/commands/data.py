@@ -86,7 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b = sub.add_parser(
         "build-builtin", help="label the built-in prototype crystals with GPAW site DOS (resumable)",
         description="Build the built-in dataset: prototype crystals with element substitutions, relaxed "
-                    "with the default MLFF, labelled with GPAW (PBE, LCAO) site-projected DOS. Writes "
+                    "with the default MLFF, labelled with GPAW (PBE, LCAO) site-projected DOS; with "
+                    "--source mp20, real MP-20 crystals labelled unrelaxed with the same protocol. Writes "
                     "resumable shards; merge them with `dosmatgen data merge`.",
     )
     b.__class__ = _DeferredArgumentsParser
@@ -108,6 +109,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="skip the first SKIP candidates still to do (e.g. those a running local build will take)")
     ej.add_argument("--n-max", type=int, default=4000, help="candidate list length, as in build-builtin")
     ej.add_argument("--seed", type=int, default=0)
+    ej.add_argument("--source", choices=["prototypes", "mp20"], default="prototypes",
+                    help="candidates, as in build-builtin: prototype crystals (default) or MP-20 crystals "
+                         "(exported unrelaxed)")
+    ej.add_argument("--pool", default=None, metavar="PATH", help="MP-20 pool JSON (default: as in build-builtin)")
+    ej.add_argument("--max-atoms", type=int, default=None, metavar="N",
+                    help="--source mp20: only cells with at most N atoms (default: as in build-builtin)")
     ej.add_argument("--maxiter", type=int, default=100, help="SCF iteration cap per mixer setting")
     ej.add_argument("--no-progress", action="store_true")
     ej.set_defaults(func=_cmd_export_jobs)
@@ -237,7 +244,8 @@ def _cmd_export_jobs(args: argparse.Namespace) -> int:
     from dosmatgen.data.offsite import export_jobs
 
     counts = export_jobs(args.shards, args.jobs, args.n, skip=args.skip, seed=args.seed, n_max=args.n_max,
-                         engine_kwargs={"maxiter": args.maxiter}, progress=not args.no_progress)
+                         engine_kwargs={"maxiter": args.maxiter}, progress=not args.no_progress, source=args.source,
+                         pool=args.pool, max_atoms=args.max_atoms)
     print(f"wrote {counts['written']} jobs into {args.jobs} ({counts['failed']} relaxations failed, left to a "
           f"local build)")
     return 0

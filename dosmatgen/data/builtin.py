@@ -1,6 +1,11 @@
 """Build the embedded default dataset (DESIGN §3.2 "built-in"): prototype crystals with element
 substitutions, relaxed with an MLFF and labelled with GPAW site DOS.
 
+Candidate sources (``--source``): ``prototypes`` (the default, above) and ``mp20``, real
+Materials Project crystals from the MP-20 pool (:mod:`dosmatgen.data.mp20`), labelled unrelaxed
+with the same engine and protocol into the same folder; their ledger and shards are named
+``ledger-mp20*.jsonl`` and ``shard-mp20-*.npz`` so that both sources can run at once.
+
 Resumable: finished records go into shards of ~25 records (``shard-00001.npz`` ...) written
 atomically into ``out_dir``; ``ledger.jsonl`` lists every structure done or failed (with the
 reason), so a rerun skips both.  :func:`merge` joins the shards into one store.
@@ -13,6 +18,7 @@ without touching each other's files; every job and :func:`merge` read all ledger
 Command line (what the background job runs)::
 
     python -m dosmatgen.data.builtin --out resources/builtin --workers 2 --n-max 4000 --seed 0
+    python -m dosmatgen.data.builtin --out resources/builtin --workers 1 --source mp20 --max-atoms 8
     python -m dosmatgen.data.builtin --out resources/builtin --merge-only --store resources/builtin_dos.npz
 """
 
@@ -25,9 +31,10 @@ import random
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator, Protocol
 
 import numpy as np
 
@@ -36,6 +43,8 @@ from dosmatgen.data.schema import MIN_DISTANCE, CrystalRecord
 from dosmatgen.errors import DataError
 
 LEDGER = "ledger.jsonl"
+#: Candidate sources of :func:`build` (``--source``); the first is the default.
+SOURCES: tuple[str, ...] = ("prototypes", "mp20")
 
 
 def parse_part(text: str) -> tuple[int, int]:
@@ -53,17 +62,23 @@ def parse_part(text: str) -> tuple[int, int]:
     return i, k
 
 
-def part_files(part: tuple[int, int] | None) -> tuple[str, str]:
-    """(ledger file name, shard name prefix) of a part; the unpartitioned names for None.
+def part_files(part: tuple[int, int] | None, source: str = "prototypes") -> tuple[str, str]:
+    """(ledger file name, shard name prefix) of a part of a source; the unpartitioned names for None.
+    The prototype source keeps the original names; any other source adds its name.
 
     >>> part_files(None)
     ('ledger.jsonl', 'shard-')
     >>> part_files((2, 8))
     ('ledger-part2of8.jsonl', 'shard-part2of8-')
+    >>> part_files(None, "mp20"), part_files((2, 8), "mp20")
+    (('ledger-mp20.jsonl', 'shard-mp20-'), ('ledger-mp20-part2of8.jsonl', 'shard-mp20-part2of8-'))
     """
-    if part is None:
+    tag = "" if source == "prototypes" else source
+    if part is not None:
+        tag = "-".join(filter(None, (tag, f"part{part[0]}of{part[1]}")))
+    if not tag:
         return LEDGER, "shard-"
-    return f"ledger-part{part[0]}of{part[1]}.jsonl", f"shard-part{part[0]}of{part[1]}-"
+    return f"ledger-{tag}.jsonl", f"shard-{tag}-"
 
 
 def select_part(cands: list, part: tuple[int, int] | None) -> list:
@@ -75,6 +90,21 @@ def select_part(cands: list, part: tuple[int, int] | None) -> list:
 
 
 # ---- candidate list ---------------------------------------------------------------------------
+class LabelCandidate(Protocol):
+    """What :func:`build` needs of a candidate of any source."""
+
+    structure_id: str
+    cost: float
+    #: whether the crystal is MLFF-relaxed before labelling
+    relax: ClassVar[bool]
+
+    def build(self) -> CrystalRecord:
+        """The unlabelled crystal."""
+
+    def ledger_fields(self) -> dict[str, Any]:
+        """What the ledger records besides id and outcome."""
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One structure to build: prototype name, elements per role, id, cost estimate (s)."""
@@ -85,11 +115,30 @@ class Candidate:
     cost: float
     magnetic: bool
 
+    #: prototype cells come from a radius rule: the builder MLFF-relaxes them before labelling
+    relax: ClassVar[bool] = True
+
+    def build(self) -> CrystalRecord:
+        """The unrelaxed prototype cell."""
+        return PROTOTYPES[self.prototype].build(self.elements)
+
+    def ledger_fields(self) -> dict[str, Any]:
+        """What the ledger records besides id and outcome."""
+        return {"prototype": self.prototype}
+
+
+def cost_estimate(num_atoms: int, magnetic: bool) -> float:
+    """Rough GPAW seconds on one core: ``6 + 5 * num_atoms``, ~3x when spin-polarised.
+
+    >>> cost_estimate(4, False), cost_estimate(4, True)
+    (26.0, 78.0)
+    """
+    return (6.0 + 5.0 * num_atoms) * (3.0 if magnetic else 1.0)
+
 
 def estimated_cost(proto: Prototype, elements: tuple[str, ...]) -> float:
-    """Rough GPAW seconds on one core: grows with atoms, ~3x when spin-polarised."""
-    base = 6.0 + 5.0 * proto.num_atoms
-    return base * (3.0 if is_magnetic(elements) else 1.0)
+    """:func:`cost_estimate` of ``proto`` with ``elements``."""
+    return cost_estimate(proto.num_atoms, is_magnetic(elements))
 
 
 def candidates(seed: int = 0, n_max: int | None = None, magnetic_share: float = 0.35) -> list[Candidate]:
@@ -142,6 +191,37 @@ def candidates(seed: int = 0, n_max: int | None = None, magnetic_share: float = 
         if not pool:
             del streams[key]
     return order[:limit]
+
+
+def source_candidates(source: str = "prototypes", seed: int = 0, n_max: int | None = None,
+                      pool: str | Path | None = None,
+                      max_atoms: int | None = None) -> tuple[list[LabelCandidate], list[tuple[str, str]]]:
+    """The ordered candidates of ``source`` and its skipped rows ``(id, reason)``.
+
+    ``prototypes``: :func:`candidates` (``seed``, ``n_max``), nothing skipped.  ``mp20``:
+    :func:`dosmatgen.data.mp20.candidates` of the pool file ``pool`` (default: the shared pool) with
+    at most ``max_atoms`` atoms (default :data:`dosmatgen.data.mp20.DEFAULT_MAX_ATOMS`), cheapest
+    first, the first ``n_max``.
+    """
+    if source == "prototypes":
+        return list(candidates(seed, n_max)), []
+    if source == "mp20":
+        from dosmatgen.data import mp20
+
+        return mp20.candidates(pool if pool is not None else mp20.DEFAULT_POOL,
+                               max_atoms if max_atoms is not None else mp20.DEFAULT_MAX_ATOMS, n_max)
+    raise DataError(f"unknown candidate source {source!r} (choose from {', '.join(SOURCES)})")
+
+
+def report_skipped(source: str, skipped: list[tuple[str, str]]) -> None:
+    """One stderr line per kind of skip reason (count and the first few ids)."""
+    kinds: dict[str, list[str]] = {}
+    for sid, reason in skipped:
+        kinds.setdefault(reason.split(": ", 1)[0], []).append(sid)
+    for kind, ids in kinds.items():
+        more = ", ..." if len(ids) > 3 else ""
+        print(f"[skipped] {source}: {len(ids)} rows, {kind} (e.g. {', '.join(ids[:3])}{more})",
+              file=sys.stderr, flush=True)
 
 
 # ---- ledger and shards ------------------------------------------------------------------------
@@ -239,16 +319,16 @@ def relax_record(rec: CrystalRecord, calc: Any, fmax: float, steps: int, mlff: s
     return new
 
 
-def _work(args: tuple[Candidate, float, int]) -> dict[str, Any]:
+def _work(args: tuple[LabelCandidate, float, int]) -> dict[str, Any]:
     cand, fmax, steps = args
     t0 = time.time()
-    out: dict[str, Any] = {"id": cand.structure_id, "prototype": cand.prototype}
+    out: dict[str, Any] = {"id": cand.structure_id, **cand.ledger_fields()}
     stage = "build"
     rec = None
     try:
-        rec = PROTOTYPES[cand.prototype].build(cand.elements)
+        rec = cand.build()
         calc = _STATE.get("calc")
-        if calc is not None:
+        if calc is not None and cand.relax:
             stage = "relax"
             rec = relax_record(rec, calc, fmax, steps, _STATE["mlff"])
         stage = "dft"
@@ -294,9 +374,13 @@ def versions() -> dict[str, str]:
 def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 2, timeout_s: float = 600.0,
           mlff: str = "sevenn", fmax: float = 0.05, steps: int = 200, shard_size: int = 25,
           flush_s: float = 600.0, engine_kwargs: dict[str, Any] | None = None, progress: bool = True,
-          only: list[str] | None = None, part: tuple[int, int] | None = None) -> dict[str, int]:
-    """Relax and label the first ``n_max`` candidates not yet in the ledgers of ``out_dir``
-    (with ``part=(I, K)``: only part I of K, see the module docstring).
+          only: list[str] | None = None, part: tuple[int, int] | None = None, source: str = "prototypes",
+          pool: str | Path | None = None, max_atoms: int | None = None) -> dict[str, int]:
+    """Relax and label the first ``n_max`` candidates of ``source`` (:func:`source_candidates`;
+    ``pool`` and ``max_atoms`` are the mp20 source's) not yet in the ledgers of ``out_dir``
+    (with ``part=(I, K)``: only part I of K, see the module docstring).  A source whose crystals
+    are not relaxed (mp20) loads no MLFF.  Skipped rows of the source are reported on stderr
+    (:func:`report_skipped`).
 
     Returns counts ``{"done", "failed", "todo"}`` for this run.  Safe to interrupt (SIGINT/SIGTERM
     flush the buffered records) and to rerun.
@@ -311,15 +395,24 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ledger = read_ledger(out_dir)
-    ledger_name, shard_prefix = part_files(part)
-    cands = select_part(candidates(seed, n_max), part)
+    ledger_name, shard_prefix = part_files(part, source)
+    all_cands, skipped = source_candidates(source, seed, n_max, pool, max_atoms)
+    report_skipped(source, skipped)
+    cands = select_part(all_cands, part)
     if only:
         cands = [c for c in cands if c.structure_id in set(only)]
     todo = [c for c in cands if c.structure_id not in ledger]
+    if not any(c.relax for c in todo):
+        mlff = "none"
     ekw = {"timeout_s": timeout_s}
     ekw.update(engine_kwargs or {})
-    meta = {"command": command_line(), "seed": seed, "n_max": n_max, "mlff": mlff, "versions": versions(),
-            "part": None if part is None else f"{part[0]}/{part[1]}"}
+    meta = {"command": command_line(), "source": source, "seed": seed, "n_max": n_max, "mlff": mlff,
+            "versions": versions(), "part": None if part is None else f"{part[0]}/{part[1]}"}
+    if source == "mp20":
+        from dosmatgen.data.mp20 import DEFAULT_MAX_ATOMS, DEFAULT_POOL
+
+        meta.update(pool=str(pool if pool is not None else DEFAULT_POOL),
+                    max_atoms=max_atoms if max_atoms is not None else DEFAULT_MAX_ATOMS)
     counts = {"done": 0, "failed": 0, "todo": len(todo)}
     if not todo:
         return counts
@@ -378,7 +471,9 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
 
 def read_shards(out_dir: str | Path) -> tuple[list[CrystalRecord], dict[str, Any]]:
     """Every record in the shards of ``out_dir`` (an id seen twice keeps its first record) and the
-    store meta a merge writes (protocol, versions, counts, elements; failures from the ledgers)."""
+    store meta a merge writes (protocol, versions, counts, elements, prototypes, records per
+    provenance ``source``: ``builtin`` for prototype crystals, ``mp20`` for MP-20 ones; failures
+    from the ledgers)."""
     from dosmatgen.data.store import load_meta, load_records
 
     shards = shard_paths(out_dir)
@@ -402,7 +497,9 @@ def read_shards(out_dir: str | Path) -> tuple[list[CrystalRecord], dict[str, Any
             "n_records": len(records),
             "n_failed": sum(1 for e in ledger.values() if e.get("status") == "failed"),
             "n_atoms": int(sum(r.num_atoms for r in records.values())), "elements": elements,
-            "prototypes": sorted({str(r.provenance.get("prototype")) for r in records.values()})}
+            "prototypes": sorted({str(r.provenance["prototype"]) for r in records.values()
+                                  if "prototype" in r.provenance}),
+            "sources": dict(sorted(Counter(str(r.provenance.get("source")) for r in records.values()).items()))}
     return list(records.values()), meta
 
 
@@ -420,7 +517,16 @@ def merge(out_dir: str | Path, store_path: str | Path, command: str | None = Non
 # ---- command line -----------------------------------------------------------------------------
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dosmatgen data build-builtin`` / ``python -m dosmatgen.data.builtin``."""
+    from dosmatgen.data.mp20 import DEFAULT_MAX_ATOMS, DEFAULT_POOL
+
     parser.add_argument("--out", default="resources/builtin", help="shard directory (resumable)")
+    parser.add_argument("--source", choices=SOURCES, default=SOURCES[0],
+                        help="candidates: prototype crystals (default) or real MP-20 crystals from --pool, "
+                             "labelled unrelaxed (--mlff is then unused), cheapest first")
+    parser.add_argument("--pool", default=None, metavar="PATH",
+                        help=f"MP-20 pool JSON of --source mp20 (default: {DEFAULT_POOL})")
+    parser.add_argument("--max-atoms", type=int, default=DEFAULT_MAX_ATOMS, metavar="N",
+                        help=f"--source mp20: only cells with at most N atoms (default: {DEFAULT_MAX_ATOMS})")
     parser.add_argument("--n-max", type=int, default=4000, help="number of candidates to consider")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="parallel GPAW jobs (one per core)")
@@ -451,7 +557,8 @@ def run_build(args: argparse.Namespace) -> int:
     counts = build(args.out, n_max=args.n_max, seed=args.seed, workers=args.workers, timeout_s=args.timeout,
                    mlff=args.mlff, fmax=args.fmax, steps=args.steps, shard_size=args.shard_size,
                    engine_kwargs={"maxiter": args.maxiter, "python": args.gpaw_python},
-                   part=None if args.part is None else parse_part(args.part))
+                   part=None if args.part is None else parse_part(args.part), source=args.source,
+                   pool=args.pool, max_atoms=args.max_atoms)
     print(f"built {counts['done']} records, {counts['failed']} failed, of {counts['todo']} to do")
     if args.store:
         meta = merge(args.out, args.store)

@@ -4,9 +4,10 @@ The built-in build (:mod:`dosmatgen.data.builtin`) relaxes each candidate with a
 labels it with GPAW, both in one process pool.  A DFT host often has only the second: an
 interpreter that imports gpaw.  Then the work splits in three, with the same protocol:
 
-1. here, :func:`export_jobs`: build and MLFF-relax the next candidates not yet in the ledgers and
-   write one GPAW job per crystal (``<id>.job.json``, what the engine would send its worker) and
-   its record's provenance (``<id>.meta.json``);
+1. here, :func:`export_jobs`: build and MLFF-relax the next candidates not yet in the ledgers
+   (of either source, :func:`dosmatgen.data.builtin.source_candidates`; MP-20 crystals are not
+   relaxed) and write one GPAW job per crystal (``<id>.job.json``, what the engine would send
+   its worker) and its record's provenance (``<id>.meta.json``);
 2. there, the standalone worker, one process per core::
 
        python3 gpaw_worker.py ID.job.json ID.out.npz
@@ -29,23 +30,26 @@ from typing import Any
 
 import numpy as np
 
-from dosmatgen.data.builtin import (_append_ledger, _next_shard_index, candidates, command_line, read_ledger,
-                                    relax_record, versions)
-from dosmatgen.data.prototypes import PROTOTYPES
+from dosmatgen.data.builtin import (_append_ledger, _next_shard_index, command_line, read_ledger, relax_record,
+                                    report_skipped, source_candidates, versions)
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import DataError
 
 LEDGER_NAME = "ledger-offsite.jsonl"
 SHARD_PREFIX = "shard-offsite-"
+#: Keys of a job's meta that its ledger entry repeats (a candidate's ``ledger_fields``).
+LEDGER_KEYS: tuple[str, ...] = ("prototype", "source", "material_id")
 
 
 def export_jobs(shards_dir: str | Path, jobs_dir: str | Path, n: int, skip: int = 0, seed: int = 0,
                 n_max: int = 4000, mlff: str = "sevenn", fmax: float = 0.05, steps: int = 200,
-                engine_kwargs: dict[str, Any] | None = None, progress: bool = True) -> dict[str, int]:
-    """Relax the candidates ``skip .. skip+n-1`` of those not yet in the ledgers of ``shards_dir`` and
+                engine_kwargs: dict[str, Any] | None = None, progress: bool = True, source: str = "prototypes",
+                pool: str | Path | None = None, max_atoms: int | None = None) -> dict[str, int]:
+    """Relax the candidates ``skip .. skip+n-1`` of ``source`` (``pool``, ``max_atoms``: see
+    :func:`dosmatgen.data.builtin.source_candidates`) not yet in the ledgers of ``shards_dir`` and
     write their GPAW jobs into ``jobs_dir`` (those already there are kept).  Returns
-    ``{"written", "failed"}``; a candidate whose relaxation fails is left out (the next local build
-    records the failure)."""
+    ``{"written", "failed"}``; a candidate whose relaxation or check fails is left out (the next
+    local build records the failure)."""
     from tqdm import tqdm
 
     from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
@@ -55,7 +59,11 @@ def export_jobs(shards_dir: str | Path, jobs_dir: str | Path, n: int, skip: int 
     jobs_dir = Path(jobs_dir)
     jobs_dir.mkdir(parents=True, exist_ok=True)
     ledger = read_ledger(shards_dir)
-    todo = [c for c in candidates(seed, n_max) if c.structure_id not in ledger][skip:skip + n]
+    cands, skipped = source_candidates(source, seed, n_max, pool, max_atoms)
+    report_skipped(source, skipped)
+    todo = [c for c in cands if c.structure_id not in ledger][skip:skip + n]
+    if not any(c.relax for c in todo):
+        mlff = "none"
     engine = GPAWSiteDOSEngine(**(engine_kwargs or {}))
     calc = get_calculator(mlff, device="cpu") if mlff != "none" else None
     counts = {"written": 0, "failed": 0}
@@ -64,15 +72,15 @@ def export_jobs(shards_dir: str | Path, jobs_dir: str | Path, n: int, skip: int 
             continue  # exported by an earlier run (the meta file is written last)
         t0 = time.time()
         try:
-            rec = PROTOTYPES[cand.prototype].build(cand.elements)
-            if calc is not None:
+            rec = cand.build()
+            if calc is not None and cand.relax:
                 rec = relax_record(rec, calc, fmax, steps, mlff)
             engine.check(rec)
         except Exception as exc:  # noqa: BLE001 - left for the local build, which records it
             print(f"[skipped] {cand.structure_id}: {type(exc).__name__}: {exc}", flush=True)
             counts["failed"] += 1
             continue
-        meta = {"id": cand.structure_id, "prototype": cand.prototype, "cost": cand.cost, "provenance": rec.provenance,
+        meta = {"id": cand.structure_id, **cand.ledger_fields(), "cost": cand.cost, "provenance": rec.provenance,
                 "seconds_relax": round(time.time() - t0, 1), "seed": seed, "n_max": n_max, "mlff": mlff,
                 "protocol": engine.protocol()}
         (jobs_dir / f"{cand.structure_id}.job.json").write_text(json.dumps(engine.job(rec)))
@@ -121,10 +129,10 @@ def ingest_jobs(jobs_dir: str | Path, shards_dir: str | Path, shard_size: int = 
         job = json.loads((jobs_dir / f"{sid}.job.json").read_text())
         rec = record_from_job(job, meta)
         engine = GPAWSiteDOSEngine(maxiter=int(job["maxiter"]), basis=str(job["basis"]))
-        shard_meta = dict(common_meta, seed=meta["seed"], n_max=meta["n_max"], mlff=meta["mlff"],
-                          protocol=meta["protocol"])
-        entry = {"id": sid, "prototype": meta["prototype"], "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                 "host": host}
+        shard_meta = dict(common_meta, source=meta.get("source", "prototypes"), seed=meta["seed"],
+                          n_max=meta["n_max"], mlff=meta["mlff"], protocol=meta["protocol"])
+        entry = {"id": sid, **{k: meta[k] for k in LEDGER_KEYS if k in meta},
+                 "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": host}
         try:
             with np.load(out_path, allow_pickle=False) as data:
                 res = {k: data[k] for k in data.files}
