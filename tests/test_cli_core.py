@@ -12,33 +12,18 @@ import torch
 from dosmatgen.checkpoint import read_checkpoint, save_checkpoint
 from dosmatgen.cli import main
 from dosmatgen.commands.sample import parse_fixed_types, read_target_dos
-from dosmatgen.data.schema import CrystalRecord
-from dosmatgen.data.standardise import DOSStandardiser
-from dosmatgen.data.store import save_records
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.model.factory import build_model
-from factories import TINY_DIFFUSION, random_records
+from factories import TINY_DIFFUSION, write_workspace
 
 TINY = TINY_DIFFUSION
-
-
-def make_records(n: int, seed: int = 0) -> list[CrystalRecord]:
-    return random_records(n, seed, prefix="c")
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A store, a split, a tiny untrained diffusion checkpoint and regressor checkpoint."""
     d = tmp_path_factory.mktemp("cli")
-    recs = make_records(12)
-    save_records(d / "s.npz", recs)
-    (d / "split.json").write_text(json.dumps({"train": [r.structure_id for r in recs[:8]],
-                                              "val": [r.structure_id for r in recs[8:10]],
-                                              "test": [r.structure_id for r in recs[10:]]}))
-    std = DOSStandardiser.fit([r.dos for r in recs[:8]])
-    std.save(d / "std.json")
-    torch.manual_seed(0)
-    save_checkpoint(d / "diff.pt", build_model("diffusion", TINY), "diffusion", std)
+    recs, std = write_workspace(d, prefix="c")
     save_checkpoint(d / "reg.pt", build_model("regressor", TINY), "regressor", std)
     rng = np.random.default_rng(1)
     np.save(d / "t2.npy", rng.random((2, 400)))

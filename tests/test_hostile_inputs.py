@@ -15,32 +15,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
-from dosmatgen.checkpoint import save_checkpoint
 from dosmatgen.cli import main as cli_main
 from dosmatgen.config import REPO_ROOT, validate_run_config
-from dosmatgen.data.standardise import DOSStandardiser
-from dosmatgen.data.store import save_records
 from dosmatgen.errors import ConfigError
-from dosmatgen.model.factory import build_model
-from factories import TINY_DIFFUSION, random_records
+from factories import write_workspace
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Path:
     """Good inputs, and bad files made from them."""
     d = tmp_path_factory.mktemp("hostile")
-    recs = random_records(12, prefix="h")
-    save_records(d / "s.npz", recs)
-    (d / "split.json").write_text(json.dumps({"train": [r.structure_id for r in recs[:8]],
-                                              "val": [r.structure_id for r in recs[8:10]],
-                                              "test": [r.structure_id for r in recs[10:]]}))
-    std = DOSStandardiser.fit([r.dos for r in recs[:8]])
-    std.save(d / "std.json")
-    torch.manual_seed(0)
-    save_checkpoint(d / "diff.pt", build_model("diffusion", TINY_DIFFUSION), "diffusion", std)
+    write_workspace(d, prefix="h")
     good = (d / "s.npz").read_bytes()
     (d / "truncated.npz").write_bytes(good[: len(good) // 2])
     _rewrite_store(d / "s.npz", d / "badcrc.npz", flip_dos_byte=True)
