@@ -241,7 +241,8 @@ def _cmd_formation(args: argparse.Namespace) -> int:
     res = F.compute_formation_energies(items, args.out, mlff=args.mlff, workers=args.workers, fmax=args.fmax,
                                        steps=args.steps, refs_cache=args.refs_cache, chunk_size=args.chunk_size,
                                        min_volume_per_atom=args.min_volume_per_atom, device=args.device,
-                                       input_name=source, progress=not args.no_progress)
+                                       input_name=source, progress=not args.no_progress, relaxer=args.relaxer,
+                                       max_atoms=args.max_atoms)
     ok = [r["ef_relaxed"] for r in res["rows"] if r["ef_relaxed"] is not None]
     med = f"; median relaxed E_f {float(np.median(ok)):.3f} eV/atom" if ok else ""
     print(f"formation energies of {res['n']} structures with {res['mlff']}: {res['status_counts']}{med} -> {args.out}")
@@ -375,14 +376,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--subset", default="test", choices=("train", "val", "test"), help="split part (default test)")
     f.add_argument("--mlff", default="sevenn",
                    help="sevenn (= 7net-0, default), chgnet, orb (= orb-v2, needs orb-models) or emt (toy)")
-    f.add_argument("--workers", type=int, default=1, help="processes, one torch thread each (default 1)")
+    f.add_argument("--relaxer", choices=("ase", "batched"), default="ase",
+                   help="ase: one structure at a time (the reference, default); batched: many at once with "
+                        "torch-sim (sevenn, orb), same FIRE + Frechet cell filter")
+    f.add_argument("--max-atoms", type=int, default=None,
+                   help="batched: atoms per batch (default: sized from free memory)")
+    f.add_argument("--workers", type=int, default=1,
+                   help="ase: processes, one torch thread each; batched: torch threads (default 1)")
     f.add_argument("--steps", "--max-steps", dest="steps", type=int, default=200,
                    help="FIRE steps at most (default 200)")
     f.add_argument("--fmax", type=positive, default=0.05, help="force threshold, eV/Å (default 0.05)")
     f.add_argument("--limit", type=int, default=None, help="only the first N structures")
     f.add_argument("--refs-cache", default=None,
                    help="elemental-reference cache JSON (default ~/.cache/dosmatgen/elemental_refs_<mlff>.json)")
-    f.add_argument("--chunk-size", type=int, default=64, help="structures per resumable chunk (default 64)")
+    f.add_argument("--chunk-size", type=int, default=None,
+                   help="structures per resumable chunk (default 64; 512 with --relaxer batched)")
     f.add_argument("--min-volume-per-atom", type=positive, default=1.0,
                    help="skip structures denser than this, Å^3/atom (default 1.0)")
     f.add_argument("--device", default="cpu", help="MLFF device (default cpu)")

@@ -12,7 +12,9 @@ the element that pymatgen ships (``pymatgen/analysis/compatibility/calc_compound
 fallback is recorded in the references and in every row that uses it.
 
 Every structure gets both an unrelaxed E_f (single point on the given geometry) and a relaxed E_f
-(FIRE + FrechetCellFilter, fmax 0.05 eV/Å, at most 200 steps; :func:`dosmatgen.evaluate.mlff.relax`).
+(FIRE + FrechetCellFilter, fmax 0.05 eV/Å, at most 200 steps): one at a time with ASE
+(``relaxer="ase"``, :func:`dosmatgen.evaluate.mlff.relax`, the reference) or many at once with
+torch-sim (``relaxer="batched"``, :mod:`dosmatgen.evaluate.batched_relax`).
 
 Files
 -----
@@ -26,17 +28,20 @@ or ``--refs-cache``)::
 Output of :func:`compute_formation_energies` (``--out FILE.json``; a CSV with the same rows is
 written beside it as ``FILE.csv``)::
 
-    {"format": "dosmatgen-formation", "version": 1, "mlff": "sevenn", "fmax": 0.05, "max_steps": 200,
+    {"format": "dosmatgen-formation", "version": 1, "mlff": "sevenn", "relaxer": "ase", "fmax": 0.05, "max_steps": 200,
      "input": "<path>", "n": .., "status_counts": {"ok": .., "skipped_invalid:overlapping_atoms": ..},
      "references": {<the cache's "elements" for the elements used>},
      "rows": [{"id", "source_id", "formula", "natoms", "status", "e_unrelaxed", "e_relaxed",
-               "ef_unrelaxed", "ef_relaxed", "converged", "volume_ratio" (relaxed / given volume),
+               "ef_unrelaxed", "ef_relaxed", "converged", "relax_status", "volume_ratio" (relaxed / given volume),
                "volume_per_atom" (given, Å^3), "ref_fallback": [els]}]}
 
 Energies ``e_*`` are total eV; ``ef_*`` are eV/atom; missing values are ``null``. ``status`` is
 ``ok``, ``relax_failed`` (unrelaxed E_f kept), ``skipped_invalid:<reason>`` (NaN or degenerate
 lattice, overlapping atoms, or less than ``min_volume_per_atom`` Å^3 per atom, which would flood
-the MLFF's neighbour list) or ``error:<ExceptionType>``. Work is cut into chunks written
+the MLFF's neighbour list) or ``error:<ExceptionType>``. ``relax_status`` says how the relaxation
+ended: ``converged``, ``not_converged`` / ``max_steps`` (out of steps), ``failed`` (ASE blow-up) or
+``dropped:<reason>`` (batched: ``non_finite``, ``volume_blowup``, ``below_energy_floor``,
+``error:<Exception>``). Work is cut into chunks written
 atomically under ``FILE.json.parts/``; a rerun skips finished chunks (resumable).
 """
 
@@ -68,6 +73,8 @@ REFS_FORMAT = "dosmatgen-elemental-refs"
 #: Relaxation settings of the paper's protocol (FIRE + FrechetCellFilter).
 DEFAULT_FMAX: float = 0.05
 DEFAULT_STEPS: int = 200
+#: How structures are relaxed: ``ase`` one at a time (the reference), ``batched`` many at once.
+RELAXERS = ("ase", "batched")
 #: Structures denser than this (Å^3 per atom) are not given to the MLFF.
 DEFAULT_MIN_VOLUME_PER_ATOM: float = 1.0
 
@@ -228,18 +235,18 @@ def _init_worker(mlff: str, device: str, threads: int) -> None:
     _WORKER["calc"] = make_calculator(mlff, device=device)
 
 
-def evaluate_item(item: FormationItem, calc: Any, refs: dict[str, dict[str, Any]], fmax: float, steps: int,
-                  min_volume_per_atom: float = DEFAULT_MIN_VOLUME_PER_ATOM) -> dict[str, Any]:
-    """Unrelaxed and relaxed E_f of one structure; never raises (errors go into ``status``)."""
+def _prepare_item(item: FormationItem, refs: dict[str, dict[str, Any]],
+                  min_volume_per_atom: float) -> tuple[dict[str, Any], Any, list[str]]:
+    """The row of one structure, and its ASE Atoms and symbols when it is to be relaxed
+    (``None`` when it was skipped: invalid, too dense or an element without a reference)."""
     from ase import Atoms
 
     from dosmatgen.evaluate.metrics import validity_reason
-    from dosmatgen.evaluate.mlff import relax
 
     row: dict[str, Any] = {"id": item.id, "source_id": item.source_id, "formula": None,
                            "natoms": int(len(item.atomic_numbers)), "status": "ok", "e_unrelaxed": None,
                            "e_relaxed": None, "ef_unrelaxed": None, "ef_relaxed": None, "converged": None,
-                           "volume_ratio": None, "volume_per_atom": None, "ref_fallback": []}
+                           "relax_status": None, "volume_ratio": None, "volume_per_atom": None, "ref_fallback": []}
     s, why = validity_reason(item.atomic_numbers, item.frac_coords, item.lattice)
     if s is not None:
         row["formula"] = s.composition.reduced_formula
@@ -248,32 +255,82 @@ def evaluate_item(item: FormationItem, calc: Any, refs: dict[str, dict[str, Any]
         why = "too_dense"
     if why is not None:
         row["status"] = f"skipped_invalid:{why}"
-        return row
+        return row, None, []
     symbols = [site.specie.symbol for site in s]
     no_ref = sorted({el for el in symbols if el not in refs})
     if no_ref:
         row["status"] = f"skipped_no_reference:{','.join(no_ref)}"
-        return row
+        return row, None, []
     row["ref_fallback"] = sorted({el for el in symbols if not str(refs[el]["source"]).startswith("mlff")})
+    atoms = Atoms(numbers=[int(z) for z in item.atomic_numbers], scaled_positions=s.frac_coords,
+                  cell=s.lattice.matrix, pbc=True)
+    return row, atoms, symbols
+
+
+def _fill_energies(row: dict[str, Any], symbols: Sequence[str], refs: dict[str, dict[str, Any]], e0: float,
+                   e1: float, volume_ratio: float | None, converged: bool, relax_status: str) -> dict[str, Any]:
+    """Write the unrelaxed (``e0``) and relaxed (``e1``) energies and E_f into ``row``."""
+    if np.isfinite(e0):
+        row["e_unrelaxed"] = float(e0)
+        row["ef_unrelaxed"] = formation_energy_per_atom(symbols, e0, refs)
+    row["converged"] = bool(converged)
+    row["relax_status"] = relax_status
+    row["volume_ratio"] = None if volume_ratio is None or not np.isfinite(volume_ratio) else float(volume_ratio)
+    if np.isfinite(e1):
+        row["e_relaxed"] = float(e1)
+        row["ef_relaxed"] = formation_energy_per_atom(symbols, e1, refs)
+    else:
+        row["status"] = "relax_failed"
+    return row
+
+
+def evaluate_item(item: FormationItem, calc: Any, refs: dict[str, dict[str, Any]], fmax: float, steps: int,
+                  min_volume_per_atom: float = DEFAULT_MIN_VOLUME_PER_ATOM) -> dict[str, Any]:
+    """Unrelaxed and relaxed E_f of one structure with the ASE relaxation
+    (:func:`dosmatgen.evaluate.mlff.relax`); never raises (errors go into ``status``)."""
+    from dosmatgen.evaluate.mlff import relax
+
+    row, atoms, symbols = _prepare_item(item, refs, min_volume_per_atom)
+    if atoms is None:
+        return row
     try:
-        atoms = Atoms(numbers=[int(z) for z in item.atomic_numbers], scaled_positions=s.frac_coords,
-                      cell=s.lattice.matrix, pbc=True)
         atoms.calc = calc
         e0 = float(atoms.get_potential_energy())
-        if np.isfinite(e0):
-            row["e_unrelaxed"] = e0
-            row["ef_unrelaxed"] = formation_energy_per_atom(symbols, e0, refs)
         relaxed, e1, converged = relax(atoms, calc, fmax, steps)
-        row["converged"] = bool(converged)
-        row["volume_ratio"] = float(relaxed.get_volume() / atoms.get_volume())
-        if np.isfinite(e1):
-            row["e_relaxed"] = e1
-            row["ef_relaxed"] = formation_energy_per_atom(symbols, e1, refs)
-        else:
-            row["status"] = "relax_failed"
+        status = "converged" if converged else ("failed" if not np.isfinite(e1) else "not_converged")
+        _fill_energies(row, symbols, refs, e0, e1, relaxed.get_volume() / atoms.get_volume(), converged, status)
     except Exception as exc:  # the MLFF can fail on absurd geometries; record, do not crash
         row["status"] = f"error:{type(exc).__name__}"
     return row
+
+
+def evaluate_batch(items: Sequence[FormationItem], relaxer: Any, refs: dict[str, dict[str, Any]],
+                   min_volume_per_atom: float = DEFAULT_MIN_VOLUME_PER_ATOM,
+                   on_row: Any = None) -> list[dict[str, Any]]:
+    """Rows of ``items`` relaxed together by a :class:`~dosmatgen.evaluate.batched_relax.BatchedRelaxer`.
+
+    The unrelaxed energy is the batch's first force evaluation; a crystal whose relaxed E_f would
+    fall below :data:`MIN_PLAUSIBLE_EF` is dropped from the batch as soon as it gets there
+    (``relax_status`` ``dropped:below_energy_floor``, ``status`` ``relax_failed``)."""
+    prepared = [_prepare_item(it, refs, min_volume_per_atom) for it in items]
+    todo = [k for k, (_, atoms, _) in enumerate(prepared) if atoms is not None]
+    for k, (row, atoms, _) in enumerate(prepared):
+        if atoms is None and on_row is not None:
+            on_row(row)
+    floors = [sum(float(refs[el]["energy_per_atom"]) for el in prepared[k][2]) + MIN_PLAUSIBLE_EF * len(prepared[k][2])
+              for k in todo]
+
+    def done(j: int, outcome: Any) -> None:
+        row, atoms, symbols = prepared[todo[j]]
+        ratio = outcome.atoms.get_volume() / atoms.get_volume() if outcome.atoms is not None else None
+        _fill_energies(row, symbols, refs, outcome.initial_energy, outcome.energy, ratio, outcome.converged,
+                       outcome.status)
+        if on_row is not None:
+            on_row(row)
+
+    if todo:
+        relaxer.relax([prepared[k][1] for k in todo], energy_floor=floors, on_done=done)
+    return [row for row, _, _ in prepared]
 
 
 def _worker_task(args):
@@ -286,10 +343,11 @@ def _worker_task(args):
 # ----------------------------------------------------------------------------------------------
 def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, *, mlff: str = "sevenn",
                                workers: int = 1, fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_STEPS,
-                               refs_cache: str | Path | None = None, chunk_size: int = 64,
+                               refs_cache: str | Path | None = None, chunk_size: int | None = None,
                                min_volume_per_atom: float = DEFAULT_MIN_VOLUME_PER_ATOM, device: str = "cpu",
-                               calc: Any = None, input_name: str | None = None,
-                               progress: bool = True) -> dict[str, Any]:
+                               calc: Any = None, input_name: str | None = None, progress: bool = True,
+                               relaxer: str = "ase", max_atoms: int | None = None,
+                               batched: Any = None) -> dict[str, Any]:
     """Relax every item with the MLFF and write ``out`` (JSON) + ``out`` with suffix .csv.
 
     Args:
@@ -297,9 +355,14 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
         out: output JSON path; chunks go to ``<out>.parts/`` and are reused on rerun.
         mlff: an MLFF spelling of :data:`MLFF_ALIASES` (``sevenn``/``7net-0``, ``chgnet``, ``orb``/``orb-v2``,
             ``emt``); the reference cache and the output record the canonical name.
-        workers: processes (``spawn``), each with one torch thread and its own calculator;
-            ``1`` runs in this process.
+        workers: ``relaxer="ase"``: processes (``spawn``), each with one torch thread and its own
+            calculator, ``1`` runs in this process; ``relaxer="batched"``: torch threads.
+        chunk_size: structures per resumable chunk (default 64 for ``ase``, 512 for ``batched``).
         calc: an already built calculator for ``workers == 1`` (tests).
+        relaxer: ``ase`` (one structure at a time, :func:`dosmatgen.evaluate.mlff.relax`, the
+            reference) or ``batched`` (torch-sim, :mod:`dosmatgen.evaluate.batched_relax`).
+        max_atoms: atoms per batch for ``batched`` (``None``: sized from memory).
+        batched: an already built ``BatchedRelaxer`` (tests).
     Returns the output dict (also written).
     """
     from dosmatgen.data.schema import MAX_Z
@@ -307,8 +370,18 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     from dosmatgen.threads import single_threaded_children
 
     mlff = canonical_mlff(mlff)
+    if relaxer not in RELAXERS:
+        raise ConfigError(f"unknown relaxer {relaxer!r}; choose one of {RELAXERS}")
     if len(items) == 0:
         raise DataError("no structures to compute formation energies for")
+    chunk_size = int(chunk_size) if chunk_size is not None else (512 if relaxer == "batched" else 64)
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+    if relaxer == "batched" and batched is None:
+        from dosmatgen.evaluate.batched_relax import BatchedRelaxer
+
+        limit_threads(max(1, workers))
+        batched = BatchedRelaxer(mlff, device, fmax, steps, max_atoms)  # fails here, before any work
     out = Path(out)
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
@@ -318,7 +391,7 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
                 if 1 <= int(z) <= MAX_Z}
     refs_store = ElementalReferences(mlff, refs_cache, fmax, steps)
     needs_calc = [el for el in elements if el not in refs_store.elements]
-    if workers <= 1 and calc is None:
+    if relaxer == "ase" and workers <= 1 and calc is None:
         limit_threads(1)
         calc = make_calculator(mlff, device=device)
     ref_calc = calc if calc is not None else (make_calculator(mlff, device=device) if needs_calc else None)
@@ -330,12 +403,14 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     bar = tqdm(total=len(items), desc=f"formation ({mlff})", disable=not progress,
                initial=sum(len(chunks[k]) for k in range(len(chunks)) if k not in todo_set))
     pool = None
-    if workers > 1 and todo:
+    if relaxer == "ase" and workers > 1 and todo:
         with single_threaded_children():
             pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(mlff, device, 1))
     try:
         for k in todo:
-            if pool is None:
+            if relaxer == "batched":
+                rows = evaluate_batch(chunks[k], batched, refs, min_volume_per_atom, on_row=lambda _: bar.update(1))
+            elif pool is None:
                 rows = []
                 for it in chunks[k]:
                     rows.append(evaluate_item(it, calc, refs, fmax, steps, min_volume_per_atom))
@@ -354,7 +429,7 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     rows = []
     for k in range(len(chunks)):
         rows.extend(json.loads((parts / f"part_{k:05d}.json").read_text())["rows"])
-    result = {"format": FORMAT, "version": 1, "mlff": mlff, "fmax": fmax, "max_steps": steps,
+    result = {"format": FORMAT, "version": 1, "mlff": mlff, "relaxer": relaxer, "fmax": fmax, "max_steps": steps,
               "min_volume_per_atom": min_volume_per_atom, "input": input_name, "n": len(rows),
               "status_counts": dict(Counter(r["status"] for r in rows)), "references": refs, "rows": rows}
     atomic_save_json(out, result)
@@ -364,7 +439,7 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
 
 def write_rows_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     cols = ["id", "source_id", "formula", "natoms", "status", "e_unrelaxed", "e_relaxed", "ef_unrelaxed",
-            "ef_relaxed", "converged", "volume_ratio", "volume_per_atom", "ref_fallback"]
+            "ef_relaxed", "converged", "relax_status", "volume_ratio", "volume_per_atom", "ref_fallback"]
     with atomic_write(path, "w") as f:
         w = csv.writer(f)
         w.writerow(cols)

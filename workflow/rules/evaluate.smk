@@ -17,6 +17,8 @@ TABLE_FILES = RESULT_TABLES + [PROVENANCE] + CLAIMS
 FORMATION_FLAGS = cli_flags(
     {
         "mlff": EVAL["mlff"],
+        "relaxer": EVAL["relaxer"],
+        "max_atoms": EVAL["relax_max_atoms"],
         "limit": EVAL["relax_limit"],
         "steps": EVAL["relax_steps"],
         "fmax": EVAL["fmax"],
