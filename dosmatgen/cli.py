@@ -15,7 +15,7 @@ import sys
 from dosmatgen.errors import DosmatgenError
 
 #: Command modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("data", "imports", "train", "sample", "bench", "evaluate", "studies", "figures")
+COMMAND_MODULES = ("data", "imports", "train", "sample", "bench", "plan", "evaluate", "studies", "figures")
 
 
 def build_parser() -> argparse.ArgumentParser:

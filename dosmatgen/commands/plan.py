@@ -1,0 +1,142 @@
+"""``dosmatgen plan``: the estimated wall time of each workflow target of a run profile on this
+machine, from rates measured here (a few minutes) or saved earlier; see :mod:`dosmatgen.plan`.
+
+    dosmatgen plan --profile demo --recorded results/demo_run/run.jsonl
+    dosmatgen plan --profile paper --rates results/plan/rates_demo_cpu.json
+    dosmatgen plan --profile paper --save-rates rates_gpu.json --device cuda     # on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dosmatgen.errors import ConfigError
+
+TARGETS = ("models", "tables", "studies")
+
+
+def _data_size(cfg: dict[str, Any], args: argparse.Namespace):
+    from dosmatgen.plan import MP_MEAN_ATOMS, MP_STORE_SIZE, DataSize
+
+    split = tuple(float(x) for x in cfg["data"].get("split", (0.6, 0.2, 0.2)))
+    if args.n_structures is not None:
+        return DataSize(args.n_structures, args.mean_atoms or MP_MEAN_ATOMS, split), "given on the command line"
+    source = cfg["data"]["source"]
+    if source == "builtin":
+        from dosmatgen.data.store import DOSStore
+
+        store = DOSStore(cfg["data"]["builtin_store"])
+        atoms = sum(store[i].num_atoms for i in range(len(store))) / len(store)
+        return DataSize(len(store), args.mean_atoms or atoms, split), f"built-in store {cfg['data']['builtin_store']}"
+    return (DataSize(MP_STORE_SIZE, args.mean_atoms or MP_MEAN_ATOMS, split),
+            f"the paper's Materials Project set ({MP_STORE_SIZE} structures, MP-20-like sizes)")
+
+
+def _records(cfg: dict[str, Any], data_source: str, n: int = 256):
+    if data_source == "builtin":
+        from dosmatgen.data.store import DOSStore
+
+        store = DOSStore(cfg["data"]["builtin_store"])
+        return [store[i] for i in range(0, len(store), max(1, len(store) // n))][:n]
+    from dosmatgen.bench import mp20_like_crystals
+
+    return mp20_like_crystals(n, 0)
+
+
+def _recorded(path: str) -> dict[str, float]:
+    """Wall seconds per target from a run record (``results/demo_run/run.jsonl``): rows whose
+    target names start with models / tables / studies."""
+    out: dict[str, float] = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read run record {path}: {exc}") from exc
+    for line in lines:
+        row = json.loads(line)
+        for t in TARGETS:
+            if str(row.get("target", "")).startswith(t):
+                out[t] = out.get(t, 0.0) + float(row["wall_s"])
+    return out
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from dosmatgen.config import load_run_config
+    from dosmatgen.io import atomic_save_json, check_writable
+    from dosmatgen.plan import Rates, estimate, human, measure_rates, per_target, workload
+
+    path = args.config or f"config/{args.profile}.yaml"
+    # plan for the data the profile would use with an MP key (source auto -> mp), keyless or not
+    cfg = load_run_config(path, environ={**os.environ, "MP_API_KEY": os.environ.get("MP_API_KEY") or "planning"})
+    for p in (args.save_rates, args.json):
+        if p:
+            check_writable(p)
+    recorded = _recorded(args.recorded) if args.recorded else {}
+    data, data_how = _data_size(cfg, args)
+    rates = Rates.load(args.rates) if args.rates else None
+    jobs = workload(cfg, data)
+    print(f"plan for {path} (profile {cfg.get('profile')}): {data.n_store} structures ({data_how}), "
+          f"{data.n_train} train / {data.n_val} val / {data.n_test} test, {data.mean_atoms:.1f} atoms per cell")
+    if rates is None:
+        device = cfg.get("device", "cpu") if args.device is None else args.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        print(f"measuring rates on {device} with the profile's model size {cfg['model']['size']!r} "
+              "(a few minutes) ...", flush=True)
+        ledgers = sorted(Path("resources/builtin").glob("ledger*.jsonl"))
+        rates = measure_rates(cfg, _records(cfg, cfg["data"]["source"]), device, ledgers=ledgers)
+        if args.save_rates:
+            atomic_save_json(args.save_rates, rates.to_dict())
+            print(f"rates -> {args.save_rates}")
+    rows, missing = estimate(jobs, rates)
+    totals = per_target(rows)
+    print()
+    print(f"{'target':<9} {'rule':<18} {'job':<22} {'estimate':>10}")
+    for r in rows:
+        print(f"{r['target']:<9} {r['rule']:<18} {r['label']:<22} {human(r['seconds']):>10}")
+    print()
+    for t in TARGETS:
+        line = f"{t:<9} estimated {human(totals.get(t, 0.0)):>10}"
+        if t in recorded:
+            ratio = totals.get(t, 0.0) / recorded[t]
+            line += f"   recorded {human(recorded[t]):>10}   estimate / recorded {ratio:.2f}"
+        print(line)
+    print(f"{'all':<9} estimated {human(sum(totals.values())):>10}")
+    if missing:
+        print(f"not estimated (no rate for {', '.join(missing)}): those parts count as 0")
+    print("assumptions: jobs run one after another; generated crystals relax to the step cap, ground-truth "
+          "ones for half of it; GPAW cells take the dataset ledgers' mean time")
+    if args.json:
+        atomic_save_json(args.json, {"config": path, "profile": cfg.get("profile"), "data": vars(data) | {
+            "how": data_how}, "rates": rates.to_dict(), "jobs": rows, "targets": totals, "recorded": recorded,
+            "missing_rates": missing})
+        print(f"plan -> {args.json}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("plan", help="estimated wall time of each workflow target (measured rates x sizes)",
+                              description="Estimate what a run profile costs on this machine before starting it: "
+                                          "each workflow job's units of work (optimiser steps, sampler steps, "
+                                          "StructureMatcher pairs, FIRE steps x atoms, GPAW cells) times the "
+                                          "seconds per unit measured here with the profile's own model and batch "
+                                          "sizes.",
+                              epilog="\n\n".join((__doc__ or "").split("\n\n")[1:]),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--profile", default="demo", help="a run profile: config/<profile>.yaml (default demo)")
+    src.add_argument("--config", default=None, help="a run config YAML instead of --profile")
+    p.add_argument("--rates", default=None, help="use rates saved by --save-rates instead of measuring")
+    p.add_argument("--save-rates", default=None, help="write the measured rates (JSON) for later --rates")
+    p.add_argument("--device", default=None, help="measure on this device (default: the config's)")
+    p.add_argument("--n-structures", type=int, default=None, help="dataset size to plan for (default: the "
+                   "built-in store's, or the paper's 50,790 for Materials Project data)")
+    p.add_argument("--mean-atoms", type=float, default=None, help="atoms per cell to plan for")
+    p.add_argument("--recorded", default=None, help="a run record (results/demo_run/run.jsonl) to compare with")
+    p.add_argument("--json", default=None, help="also write the plan as JSON")
+    p.set_defaults(func=_cmd_plan)

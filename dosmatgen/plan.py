@@ -1,0 +1,423 @@
+"""What a run profile will cost before it starts: measured rates × the profile's sizes.
+
+``dosmatgen plan --config config/paper.yaml`` prints, for every workflow target, the estimated
+wall time on the machine at hand. Two parts:
+
+- :func:`workload` turns a run config (``config/*.yaml``) and the dataset's size into *units of
+  work* per workflow job, e.g. ``train_step:diffusion`` × 119,040 or ``relax_atom_step:ase`` ×
+  2.5 M; it reads nothing but the config;
+- :func:`measure_rates` times each unit here and now, with the profile's own model sizes, batch
+  sizes and crystals (a few optimiser steps of each network, a few sampler steps per guidance
+  mode, surrogate predictions, StructureMatcher pairs, the DOS lookup, FIRE steps with the ASE
+  and the batched relaxer, a CLI start-up), and reads GPAW's seconds per cell from the dataset
+  ledgers.
+
+The estimate is ``Σ units × seconds per unit`` per job, jobs one after another (the workflow's
+``threads`` = ``cores``, as in the recorded runs). Relaxations are counted at the full step cap
+for generated crystals (most do not converge within it) and at :data:`TRUTH_STEP_FRACTION` of it
+for ground-truth crystals (DFT-relaxed geometries converge early): both stated in the output.
+
+Rates can be saved (``--save-rates``) on one machine (e.g. a lent GPU) and reused
+(``--rates``) to plan another profile without measuring again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from dosmatgen.errors import ConfigError
+
+#: Fraction of the FIRE step cap a ground-truth (already DFT-relaxed) crystal runs, and a
+#: generated one. Generated crystals mostly run to the cap (demo: 84 of 84 at 60 steps did not
+#: converge); the truth's fraction is a rough figure from the demo's relaxations.
+TRUTH_STEP_FRACTION = 0.5
+GENERATED_STEP_FRACTION = 1.0
+#: Paper sizes when the data are the Materials Project's (DESIGN §3): 50,790 structures, test 10,158.
+MP_STORE_SIZE = 50_790
+MP_MEAN_ATOMS = 10.0
+
+
+@dataclass
+class Job:
+    """One workflow job: its target, rule, a label and its units of work."""
+
+    target: str
+    rule: str
+    label: str
+    units: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DataSize:
+    """How many structures and atoms the run sees."""
+
+    n_store: int
+    mean_atoms: float
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+
+    def _sizes(self) -> list[int]:
+        from dosmatgen.data.split import split_sizes
+
+        return split_sizes(self.n_store, self.split)
+
+    @property
+    def n_train(self) -> int:
+        return self._sizes()[0]
+
+    @property
+    def n_val(self) -> int:
+        return self._sizes()[1]
+
+    @property
+    def n_test(self) -> int:
+        return self._sizes()[2]
+
+
+# ----------------------------------------------------------------------------------------------
+# workload
+# ----------------------------------------------------------------------------------------------
+def _steps_for(steps: int | None, t0: int, timesteps: int = 1000) -> int:
+    from dosmatgen.evaluate.regenerate import steps_for_start
+
+    s = steps_for_start(steps, t0, timesteps)
+    return t0 if s is None else s
+
+
+def workload(cfg: dict[str, Any], data: DataSize) -> list[Job]:
+    """The jobs of targets ``models``, ``tables`` and ``studies`` with their units of work."""
+    jobs: list[Job] = []
+    train = cfg["train"]
+    for kind in ("diffusion", "regressor", "surrogate"):
+        t = train[kind]
+        per_epoch = math.ceil(data.n_train / int(t["batch_size"]))
+        steps = int(t["epochs"]) * per_epoch
+        if t.get("max_steps"):
+            steps = min(steps, int(t["max_steps"]))
+        epochs = steps / per_epoch
+        jobs.append(Job("models", "train", kind, {"job": 1, f"train_step:{kind}": steps,
+                                                  f"val_crystal:{kind}": epochs * data.n_val}))
+    gen, ev = cfg["generate"], cfg["evaluate"]
+    n_gen = data.n_test if gen.get("limit") is None else min(int(gen["limit"]), data.n_test)
+    chunks = math.ceil(n_gen / int(gen["batch_size"]))
+    modes = list(gen["guidance"]) + (["uncond"] if "uncond" in ev.get("baselines", []) else [])
+    for mode in modes:
+        for t0 in gen["t0"]:
+            steps = _steps_for(gen.get("steps"), int(t0))
+            jobs.append(Job("tables", "regenerate", f"{mode} T={t0}",
+                            {"job": 1, f"sample_chunk_step:{mode}": chunks * steps}))
+            jobs.append(Job("tables", "score", f"{mode} T={t0}",
+                            {"job": 1, "surrogate_crystal": n_gen, "match_pair": n_gen}))
+    if "lookup" in ev.get("baselines", []):
+        jobs.append(Job("tables", "lookup", "DOS lookup",
+                        {"job": 1, "lookup_atom_pair": data.n_test * data.mean_atoms * data.n_train * data.mean_atoms}))
+    relaxer = ev.get("relaxer", "ase")
+    steps = int(ev["relax_steps"])
+    n_relax = n_gen if ev.get("relax_limit") is None else min(int(ev["relax_limit"]), n_gen)
+    n_truth = data.n_test if ev.get("relax_limit") is None else min(int(ev["relax_limit"]), data.n_test)
+    for mode in gen["guidance"]:
+        for t0 in gen["t0"]:
+            jobs.append(Job("tables", "formation", f"{mode} T={t0}", _relax_units(
+                relaxer, n_relax, data.mean_atoms, steps * GENERATED_STEP_FRACTION)))
+    jobs.append(Job("tables", "formation", "ground truth", _relax_units(
+        relaxer, n_truth, data.mean_atoms, steps * TRUTH_STEP_FRACTION)))
+    jobs.append(Job("tables", "tables", "tables + claims", {"job": 2}))
+    jobs += _study_jobs(cfg, relaxer)
+    return jobs
+
+
+def _relax_units(relaxer: str, n: int, atoms: float, steps: float) -> dict[str, float]:
+    return {"job": 1, f"relax_crystal:{relaxer}": n, f"relax_atom_step:{relaxer}": n * atoms * steps}
+
+
+def _study_jobs(cfg: dict[str, Any], relaxer: str) -> list[Job]:
+    st, steps = cfg.get("studies", {}), cfg["generate"].get("steps")
+    full = _steps_for(steps, 1000)
+    chunk = 100  # the studies' sampler batch (`dosmatgen studies --batch-size`, default)
+    jobs = []
+
+    def sample(n: int, n_steps: int) -> float:
+        return math.ceil(n / chunk) * n_steps
+
+    for name in st.get("run", []):
+        s = st.get(name, {})
+        units: dict[str, float] = {"job": 2}  # the study and its table
+        if name == "masked":
+            units["sample_chunk_step:cfg"] = sum(sample(int(s["n"]), full) for _ in s["natoms"])
+            units["surrogate_crystal"] = int(s["n"]) * len(s["natoms"])
+        elif name == "template":
+            units["sample_chunk_step:cfg"] = sum(sample(int(s["n"]), _steps_for(steps, int(t))) for t in s["t0"])
+            units["surrogate_crystal"] = units["match_pair"] = int(s["n"]) * len(s["t0"])
+        elif name == "fixed-type":
+            k = len(s["natoms"]) * len(s["elements"])
+            units["sample_chunk_step:cfg"] = k * sample(int(s["n"]), full)
+            units["surrogate_crystal"] = int(s["n"]) * k
+        elif name == "screen":
+            n = int(s["n_per_natoms"]) * len(s["natoms"])
+            atoms = float(np.mean(s["natoms"]))
+            units["sample_chunk_step:cfg"] = len(s["natoms"]) * sample(int(s["n_per_natoms"]), full)
+            units["surrogate_crystal"] = n
+            units.update({k: v for k, v in _relax_units(relaxer, n, atoms, int(s.get("relax_steps", 200))
+                                                        * GENERATED_STEP_FRACTION).items() if k != "job"})
+            if s.get("dft"):
+                units["gpaw_cell_parallel"] = int(s.get("top_k", 8)) / max(1, int(s.get("dft_workers", 1)))
+        elif name == "window-sweep":
+            n = int(s["n"]) * len(s["windows"]) * len(s["omegas"])
+            atoms = float(np.mean(s["natoms"]))
+            units["sample_chunk_step:cfg"] = len(s["windows"]) * len(s["omegas"]) * sample(int(s["n"]), full)
+            units["surrogate_crystal"] = n
+            if not s.get("no_formation"):
+                units.update({k: v for k, v in _relax_units(relaxer, n, atoms, int(s.get("relax_steps", 200))
+                                                            * GENERATED_STEP_FRACTION).items() if k != "job"})
+        jobs.append(Job("studies", f"study_{name}", name, units))
+    return jobs
+
+
+# ----------------------------------------------------------------------------------------------
+# rates
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Rates:
+    """Seconds per unit of work, with how each was measured."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    how: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def set(self, unit: str, value: float, how: str) -> None:
+        self.seconds[unit] = float(value)
+        self.how[unit] = how
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": "dosmatgen-rates", "version": 1, "seconds": self.seconds, "how": self.how,
+                "environment": self.environment}
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Rates":
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read rates file {path}: {exc}") from exc
+        if d.get("format") != "dosmatgen-rates":
+            raise ConfigError(f"{path} is not a rates file written by `dosmatgen plan --save-rates`")
+        bad = [k for k, v in d["seconds"].items() if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)]
+        if bad:
+            raise ConfigError(f"{path}: rates must be finite and >= 0: {bad}")
+        return cls(dict(d["seconds"]), dict(d.get("how", {})), dict(d.get("environment", {})))
+
+
+def _timed(fn: Callable[[], Any], repeat: int = 1) -> float:
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t0) / repeat
+
+
+def measure_startup() -> float:
+    """Seconds for a fresh interpreter to import the CLI and what a job imports first."""
+    code = "import dosmatgen.cli, torch, pymatgen.core, ase"
+    return _timed(lambda: subprocess.run([sys.executable, "-c", code], check=True), repeat=2)
+
+
+def measure_training(kind: str, model_config: dict[str, Any], records: Sequence[Any], batch_size: int,
+                     device: str, steps: int = 6) -> tuple[float, float]:
+    """``(s per optimiser step, s per validation crystal)`` of the real trainer: two epochs of two
+    steps each plus a validation set of ``batch_size`` crystals (checkpoints included)."""
+    from dosmatgen.data.standardise import DOSStandardiser
+    from dosmatgen.training import TrainConfig, train
+
+    n_train = 2 * batch_size
+    pool = [records[i % len(records)] for i in range(n_train + batch_size)]
+    tr, va = pool[:n_train], pool[n_train:]
+    std = DOSStandardiser.fit([r.dos for r in tr])
+    stamps: list[tuple[float, int]] = []
+
+    def on_step(ev: dict[str, Any]) -> None:
+        stamps.append((time.perf_counter(), int(ev.get("epoch", 0))))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(epochs=10 ** 6, batch_size=batch_size, max_steps=steps, device=device, progress=False,
+                          checkpoint_every=10 ** 6, seed=0)
+        train(kind, model_config, tr, va, std, cfg, tmp, resume="never", callback=on_step)
+    gaps = np.diff([t for t, _ in stamps])
+    same = [g for g, (a, b) in zip(gaps, zip(stamps[:-1], stamps[1:])) if a[1] == b[1]]
+    cross = [g for g, (a, b) in zip(gaps, zip(stamps[:-1], stamps[1:])) if a[1] != b[1]]
+    step_s = float(np.median(same)) if same else float(np.median(gaps))
+    val_s = max(0.0, float(np.median(cross)) - step_s) / len(va) if cross else 0.0
+    return step_s, val_s
+
+
+def _model_configs(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    from dosmatgen.commands.train import model_config_for_size
+
+    size = cfg["model"]["size"]
+    out = {k: model_config_for_size(k, size) for k in ("diffusion", "regressor", "surrogate")}
+    tt = cfg["model"].get("type_target")
+    if tt:
+        out["diffusion"] = {**out["diffusion"], "diffusion": {**(out["diffusion"].get("diffusion") or {}),
+                                                              "type_target": tt}}
+    return out
+
+
+def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cpu", *,
+                  ledgers: Sequence[str | Path] = (), report: Callable[[str], None] = print) -> Rates:
+    """Time every unit of :func:`workload` with the profile's models and batch sizes on ``records``."""
+    import torch
+
+    from dosmatgen.data.standardise import DOSStandardiser
+    from dosmatgen.evaluate.bench_eval import bench_regeneration, bench_structure_matcher, bench_surrogate
+    from dosmatgen.model.factory import build_model
+
+    rates = Rates()
+    rates.environment = {"nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
+                         "loadavg_before": os.getloadavg(), "model_size": cfg["model"]["size"],
+                         "mean_atoms_of_measured_crystals": float(np.mean([r.num_atoms for r in records]))}
+    rates.set("job", measure_startup(), "fresh interpreter importing the CLI, torch, pymatgen, ase (2 runs)")
+    report(f"  job start-up {rates.seconds['job']:.1f} s")
+    configs = _model_configs(cfg)
+    for kind in ("diffusion", "regressor", "surrogate"):
+        b = int(cfg["train"][kind]["batch_size"])
+        step_s, val_s = measure_training(kind, configs[kind], records, b, device)
+        rates.set(f"train_step:{kind}", step_s, f"median of the trainer's steps, batch {b}, 6 steps")
+        rates.set(f"val_crystal:{kind}", val_s, "epoch-boundary gap minus a step, per validation crystal")
+        report(f"  train {kind}: {step_s:.3f} s/step, {val_s * 1e3:.2f} ms per validation crystal")
+    torch.manual_seed(0)
+    diffusion = build_model("diffusion", configs["diffusion"]).to(device).eval()
+    regressor = build_model("regressor", configs["regressor"]).to(device).eval()
+    gen = cfg["generate"]
+    chunk = int(gen["batch_size"])
+    recs = [records[i % len(records)] for i in range(chunk)]
+    std = DOSStandardiser.fit([r.dos for r in recs])
+    for mode in ("cfg", "classifier", "uncond"):
+        r = bench_regeneration(diffusion, recs, std, guidance=mode, regressor=regressor, steps=3, batch_size=chunk)
+        rates.set(f"sample_chunk_step:{mode}", r["s_per_step_per_chunk"], f"regenerate(), {chunk} crystals, 3 steps")
+        report(f"  sample {mode}: {r['s_per_step_per_chunk']:.3f} s per step of a {chunk}-crystal chunk")
+    from dosmatgen.evaluate.surrogate import SurrogateDOSModel
+
+    surrogate = build_model("surrogate", configs["surrogate"]).to(device).eval()
+    s = bench_surrogate(surrogate, recs, std, batch_size=min(chunk, 128), device=device)
+    rates.set("surrogate_crystal", s["wall_s"] / s["structures"], f"predict_site_dos on {len(recs)} crystals")
+    m = bench_structure_matcher([rc.to_structure() for rc in recs[:20]], n_pairs=12)
+    rates.set("match_pair", 0.5 * (m["s_per_pair_match"] + m["s_per_pair_non_match"]),
+              "StructureMatcher, mean of matching and non-matching pairs (12 each)")
+    report(f"  score: surrogate {rates.seconds['surrogate_crystal'] * 1e3:.1f} ms/crystal, "
+           f"match {rates.seconds['match_pair'] * 1e3:.1f} ms/pair")
+    rates.set("lookup_atom_pair", _measure_lookup(records, device), "score_lookup, per test atom x training atom")
+    for relaxer in ("ase", "batched"):
+        try:
+            per_crystal, per_atom_step = measure_relax(relaxer, records, cfg["evaluate"].get("mlff", "sevenn"))
+        except ConfigError as exc:
+            report(f"  relax {relaxer}: not measured ({exc})")
+            continue
+        rates.set(f"relax_crystal:{relaxer}", per_crystal, "per-crystal overhead (fit of 5 and 15 FIRE steps)")
+        rates.set(f"relax_atom_step:{relaxer}", per_atom_step, "FIRE step per atom (fit of 5 and 15 steps)")
+        report(f"  relax {relaxer}: {per_atom_step * 1e3:.2f} ms per atom-step + {per_crystal:.2f} s per crystal")
+    gpaw = gpaw_seconds_per_cell(ledgers)
+    if gpaw is not None:
+        rates.set("gpaw_cell_parallel", gpaw, f"mean GPAW seconds per cell in {len(ledgers)} dataset ledger(s)")
+    rates.environment["loadavg_after"] = os.getloadavg()
+    return rates
+
+
+def _measure_lookup(records: Sequence[Any], device: str) -> float:
+    from dosmatgen.data.standardise import DOSStandardiser
+    from dosmatgen.evaluate.lookup import score_lookup
+
+    n = min(len(records), 200)
+    test, train = records[:n // 4], records[n // 4:n]
+    std = DOSStandardiser.fit([r.dos for r in train])
+    t = _timed(lambda: score_lookup(test, train, std, device=device))
+    atoms = sum(r.num_atoms for r in test) * sum(r.num_atoms for r in train)
+    return t / atoms
+
+
+def measure_relax(relaxer: str, records: Sequence[Any], mlff: str) -> tuple[float, float]:
+    """``(s per crystal, s per atom per FIRE step)`` from relaxing 6 crystals for 5 and 15 steps
+    with an unreachable force threshold (every step runs)."""
+    from dosmatgen.evaluate.formation import canonical_mlff
+
+    mlff = canonical_mlff(mlff)
+    atoms = []
+    for k, r in enumerate(records[:6]):
+        a = r.to_atoms()
+        a.rattle(0.05, seed=k)
+        atoms.append(a)
+    n_atoms = sum(len(a) for a in atoms)
+    if relaxer == "batched":
+        from dosmatgen.evaluate.batched_relax import BatchedRelaxer
+
+        model = BatchedRelaxer(mlff, steps=1, fmax=1e-9).model
+
+        def run(steps: int) -> float:
+            return _timed(lambda: BatchedRelaxer(model=model, steps=steps, fmax=1e-9, max_volume_ratio=1e9).relax(atoms))
+    else:
+        from dosmatgen.evaluate.formation import make_calculator
+        from dosmatgen.evaluate.mlff import relax
+
+        calc = make_calculator(mlff)
+
+        def run(steps: int) -> float:
+            return _timed(lambda: [relax(a, calc, 1e-9, steps, max_volume_ratio=1e9) for a in atoms])
+    run(2)  # warm-up
+    t5, t15 = run(5), run(15)
+    per_atom_step = max(t15 - t5, 1e-9) / (10 * n_atoms)
+    per_crystal = max(t5 - 5 * per_atom_step * n_atoms, 0.0) / len(atoms)
+    return per_crystal, per_atom_step
+
+
+def gpaw_seconds_per_cell(ledgers: Sequence[str | Path]) -> float | None:
+    secs = []
+    for path in ledgers:
+        for line in Path(path).read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("status") == "done" and row.get("seconds_dft"):
+                secs.append(float(row["seconds_dft"]))
+    return statistics.fmean(secs) if secs else None
+
+
+# ----------------------------------------------------------------------------------------------
+# estimate
+# ----------------------------------------------------------------------------------------------
+def estimate(jobs: Sequence[Job], rates: Rates) -> tuple[list[dict[str, Any]], list[str]]:
+    """Seconds per job (rows) and the units no rate was measured for."""
+    rows, missing = [], set()
+    for j in jobs:
+        s = 0.0
+        for unit, n in j.units.items():
+            if unit not in rates.seconds:
+                missing.add(unit)
+                continue
+            s += n * rates.seconds[unit]
+        rows.append({"target": j.target, "rule": j.rule, "label": j.label, "seconds": s, "units": j.units})
+    return rows, sorted(missing)
+
+
+def per_target(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in rows:
+        out[r["target"]] = out.get(r["target"], 0.0) + r["seconds"]
+    return out
+
+
+def human(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"

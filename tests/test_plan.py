@@ -1,0 +1,90 @@
+"""The cost model: units of work from a run config, the estimate, rates files, the CLI's bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from dosmatgen.config import load_run_config
+from dosmatgen.errors import ConfigError
+from dosmatgen.plan import DataSize, Rates, TRUTH_STEP_FRACTION, estimate, per_target, workload
+
+
+def units(jobs, rule, label=None):
+    return [j.units for j in jobs if j.rule == rule and (label is None or j.label == label)]
+
+
+def test_demo_units_follow_the_config():
+    cfg = load_run_config("config/demo.yaml", environ={})
+    data = DataSize(1528, 3.0)
+    jobs = workload(cfg, data)
+    # diffusion: 5000 epochs x ceil(917 / 64) steps, capped by max_steps 10,000
+    (diff,) = units(jobs, "train", "diffusion")
+    assert diff["train_step:diffusion"] == 10_000
+    assert diff["val_crystal:diffusion"] == pytest.approx(10_000 / math.ceil(917 / 64) * 305)
+    # 3 modes (cfg, classifier, uncond baseline) x 3 start steps; T = 200 uses 40 of the 200 strided steps
+    regen = units(jobs, "regenerate")
+    assert len(regen) == 9
+    assert units(jobs, "regenerate", "cfg T=200")[0]["sample_chunk_step:cfg"] == 40
+    assert units(jobs, "regenerate", "uncond T=1000")[0]["sample_chunk_step:uncond"] == 200
+    # formation: 12 generated crystals x 3 atoms x 60 steps per guided set; the truth at a fraction
+    assert units(jobs, "formation", "cfg T=500")[0]["relax_atom_step:ase"] == 12 * 3.0 * 60
+    assert units(jobs, "formation", "ground truth")[0]["relax_atom_step:ase"] == 12 * 3.0 * 60 * TRUTH_STEP_FRACTION
+    assert len(units(jobs, "formation")) == 7  # uncond gets no formation energies
+
+
+def test_paper_relaxer_and_sizes_scale_the_units():
+    cfg = load_run_config("config/paper.yaml", environ={})
+    cfg["evaluate"]["relaxer"] = "batched"
+    data = DataSize(50_790, 10.0)
+    jobs = workload(cfg, data)
+    f = units(jobs, "formation", "cfg T=1000")[0]
+    assert f["relax_crystal:batched"] == data.n_test and "relax_atom_step:ase" not in f
+    assert f["relax_atom_step:batched"] == data.n_test * 10.0 * cfg["evaluate"]["relax_steps"]
+    (diff,) = units(jobs, "train", "diffusion")
+    assert diff["train_step:diffusion"] == 1000 * math.ceil(data.n_train / 256)
+
+
+def test_estimate_is_units_times_rates_and_reports_missing():
+    cfg = load_run_config("config/demo.yaml", environ={})
+    jobs = workload(cfg, DataSize(1528, 3.0))
+    rates = Rates({"job": 2.0, "train_step:diffusion": 0.1})
+    rows, missing = estimate(jobs, rates)
+    totals = per_target(rows)
+    n_jobs = {t: sum(j.units.get("job", 0) for j in jobs if j.target == t) for t in totals}
+    assert totals["models"] == pytest.approx(2.0 * n_jobs["models"] + 0.1 * 10_000)
+    assert totals["tables"] == pytest.approx(2.0 * n_jobs["tables"])
+    assert "relax_atom_step:ase" in missing and "train_step:diffusion" not in missing
+    # negative control: doubling a rate doubles its part
+    rows2, _ = estimate(jobs, Rates({"job": 2.0, "train_step:diffusion": 0.2}))
+    assert per_target(rows2)["models"] - totals["models"] == pytest.approx(1000.0)
+
+
+def test_rates_file_round_trip_and_bad_files(tmp_path):
+    r = Rates({"job": 1.5}, {"job": "test"}, {"nproc": 2})
+    p = tmp_path / "rates.json"
+    p.write_text(json.dumps(r.to_dict()))
+    assert Rates.load(p).seconds == {"job": 1.5}
+    p.write_text(json.dumps({"format": "dosmatgen-rates", "seconds": {"job": float("nan")}}))
+    with pytest.raises(ConfigError, match="finite"):
+        Rates.load(p)
+    p.write_text("{}")
+    with pytest.raises(ConfigError, match="not a rates file"):
+        Rates.load(p)
+
+
+def test_plan_cli_with_saved_rates(tmp_path, capsys):
+    from dosmatgen.cli import main
+
+    rates = tmp_path / "rates.json"
+    rates.write_text(json.dumps(Rates({"job": 1.0, "train_step:diffusion": 0.01}).to_dict()))
+    out = tmp_path / "plan.json"
+    assert main(["plan", "--profile", "paper", "--rates", str(rates), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "50790 structures" in text and "not estimated" in text
+    plan = json.loads(out.read_text())
+    assert plan["targets"]["models"] == pytest.approx(3 + 0.01 * 1000 * math.ceil(30474 / 256))
+    assert main(["plan", "--profile", "paper", "--rates", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read rates file" in capsys.readouterr().err
