@@ -217,6 +217,37 @@ class Rates:
         return cls(dict(d["seconds"]), dict(d.get("how", {})), dict(d.get("environment", {})))
 
 
+def rates_from_bench(path: str | Path, size: str, train_batch: int) -> Rates:
+    """Partial rates from a ``dosmatgen bench --json`` file (e.g. one recorded on a lent GPU):
+    diffusion optimiser steps (crystals/s at the profile's batch), sampler steps with CFG and
+    without guidance, surrogate predictions, StructureMatcher pairs -- whatever it holds for
+    model ``size``. Units it does not cover stay unmeasured (reported, counted as 0)."""
+    try:
+        d = json.loads(Path(path).read_text())
+        rows, settings = d["results"], d.get("settings", {})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a `dosmatgen bench --json` file: {exc}") from exc
+    rates = Rates(environment={"from_bench": str(path), **d.get("environment", {})})
+    by = {(r.get("benchmark"), r.get("size"), r.get("metric")): r for r in rows}
+    src = f"{path}, size {size}"
+    r = by.get(("train", size, "train_crystals_per_s"))
+    if r and r["value"] > 0:
+        rates.set("train_step:diffusion", train_batch / r["value"],
+                  f"{src}: {r['value']:.0f} crystals/s at batch {r.get('batch')}, x batch {train_batch}")
+    chunk = settings.get("sample_batch")
+    for metric, unit in (("s_per_step_cfg", "sample_chunk_step:cfg"), ("s_per_step_no_cfg", "sample_chunk_step:uncond")):
+        r = by.get(("sample", size, metric))
+        if r:
+            rates.set(unit, r["value"], f"{src}: {metric} at a {r.get('batch', chunk)}-crystal chunk")
+    r = by.get(("surrogate", size, "surrogate_structures_per_s"))
+    if r and r["value"] > 0:
+        rates.set("surrogate_crystal", 1.0 / r["value"], f"{src}: surrogate_structures_per_s")
+    m = [by.get(("match", "-", f"s_per_pair_{k}")) for k in ("match", "non_match")]
+    if all(m):
+        rates.set("match_pair", 0.5 * (m[0]["value"] + m[1]["value"]), f"{src}: StructureMatcher pairs")
+    return rates
+
+
 def _timed(fn: Callable[[], Any], repeat: int = 1) -> float:
     t0 = time.perf_counter()
     for _ in range(repeat):
@@ -231,29 +262,32 @@ def measure_startup() -> float:
 
 
 def measure_training(kind: str, model_config: dict[str, Any], records: Sequence[Any], batch_size: int,
-                     device: str, steps: int = 6) -> tuple[float, float]:
-    """``(s per optimiser step, s per validation crystal)`` of the real trainer: two epochs of two
-    steps each plus a validation set of ``batch_size`` crystals (checkpoints included)."""
+                     device: str) -> tuple[float, float]:
+    """``(s per optimiser step, s per validation crystal)`` of the real trainer (checkpoints and
+    validation included): three epochs of three steps, a validation set of ``batch_size``
+    crystals; the first epoch (TorchScript profiling runs, allocator warm-up) is not counted."""
     from dosmatgen.data.standardise import DOSStandardiser
     from dosmatgen.training import TrainConfig, train
 
-    n_train = 2 * batch_size
+    n_train = 3 * batch_size
     pool = [records[i % len(records)] for i in range(n_train + batch_size)]
     tr, va = pool[:n_train], pool[n_train:]
-    std = DOSStandardiser.fit([r.dos for r in tr])
     stamps: list[tuple[float, int]] = []
 
     def on_step(ev: dict[str, Any]) -> None:
         stamps.append((time.perf_counter(), int(ev.get("epoch", 0))))
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(epochs=10 ** 6, batch_size=batch_size, max_steps=steps, device=device, progress=False,
+        cfg = TrainConfig(epochs=10 ** 6, batch_size=batch_size, max_steps=9, device=device, progress=False,
                           checkpoint_every=10 ** 6, seed=0)
-        train(kind, model_config, tr, va, std, cfg, tmp, resume="never", callback=on_step)
-    gaps = np.diff([t for t, _ in stamps])
-    same = [g for g, (a, b) in zip(gaps, zip(stamps[:-1], stamps[1:])) if a[1] == b[1]]
-    cross = [g for g, (a, b) in zip(gaps, zip(stamps[:-1], stamps[1:])) if a[1] != b[1]]
-    step_s = float(np.median(same)) if same else float(np.median(gaps))
+        train(kind, model_config, tr, va, DOSStandardiser.fit([r.dos for r in tr]), cfg, tmp, resume="never",
+              callback=on_step)
+    first = stamps[0][1]
+    same, cross = [], []
+    for (t0, e0), (t1, e1) in zip(stamps[:-1], stamps[1:]):
+        if e0 != first:
+            (same if e0 == e1 else cross).append(t1 - t0)
+    step_s = float(np.median(same))
     val_s = max(0.0, float(np.median(cross)) - step_s) / len(va) if cross else 0.0
     return step_s, val_s
 
@@ -283,46 +317,69 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
     rates.environment = {"nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
                          "loadavg_before": os.getloadavg(), "model_size": cfg["model"]["size"],
                          "mean_atoms_of_measured_crystals": float(np.mean([r.num_atoms for r in records]))}
-    rates.set("job", measure_startup(), "fresh interpreter importing the CLI, torch, pymatgen, ase (2 runs)")
-    report(f"  job start-up {rates.seconds['job']:.1f} s")
+    def attempt(what: str, fn: Callable[[], None]) -> None:
+        """Measure one part; a part whose packages are missing here (e.g. pymatgen or SevenNet
+        on a bare GPU machine) stays unmeasured and is reported as such."""
+        try:
+            fn()
+        except (ImportError, ConfigError) as exc:
+            report(f"  {what}: not measured ({type(exc).__name__}: {exc})")
+
+    def startup() -> None:
+        rates.set("job", measure_startup(), "fresh interpreter importing the CLI, torch, pymatgen, ase (2 runs)")
+        report(f"  job start-up {rates.seconds['job']:.1f} s")
+
+    attempt("job start-up", startup)
     configs = _model_configs(cfg)
     for kind in ("diffusion", "regressor", "surrogate"):
-        b = int(cfg["train"][kind]["batch_size"])
-        step_s, val_s = measure_training(kind, configs[kind], records, b, device)
-        rates.set(f"train_step:{kind}", step_s, f"median of the trainer's steps, batch {b}, 6 steps")
-        rates.set(f"val_crystal:{kind}", val_s, "epoch-boundary gap minus a step, per validation crystal")
-        report(f"  train {kind}: {step_s:.3f} s/step, {val_s * 1e3:.2f} ms per validation crystal")
+        def training(kind: str = kind) -> None:
+            b = int(cfg["train"][kind]["batch_size"])
+            step_s, val_s = measure_training(kind, configs[kind], records, b, device)
+            rates.set(f"train_step:{kind}", step_s, f"median of the trainer's steps 4-9, batch {b}")
+            rates.set(f"val_crystal:{kind}", val_s, "epoch-boundary gap minus a step, per validation crystal")
+            report(f"  train {kind}: {step_s:.3f} s/step, {val_s * 1e3:.2f} ms per validation crystal")
+
+        attempt(f"train {kind}", training)
     torch.manual_seed(0)
-    diffusion = build_model("diffusion", configs["diffusion"]).to(device).eval()
-    regressor = build_model("regressor", configs["regressor"]).to(device).eval()
-    gen = cfg["generate"]
-    chunk = int(gen["batch_size"])
+    chunk = int(cfg["generate"]["batch_size"])
     recs = [records[i % len(records)] for i in range(chunk)]
     std = DOSStandardiser.fit([r.dos for r in recs])
-    for mode in ("cfg", "classifier", "uncond"):
-        r = bench_regeneration(diffusion, recs, std, guidance=mode, regressor=regressor, steps=3, batch_size=chunk)
-        rates.set(f"sample_chunk_step:{mode}", r["s_per_step_per_chunk"], f"regenerate(), {chunk} crystals, 3 steps")
-        report(f"  sample {mode}: {r['s_per_step_per_chunk']:.3f} s per step of a {chunk}-crystal chunk")
-    from dosmatgen.evaluate.surrogate import SurrogateDOSModel
 
-    surrogate = build_model("surrogate", configs["surrogate"]).to(device).eval()
-    s = bench_surrogate(surrogate, recs, std, batch_size=min(chunk, 128), device=device)
-    rates.set("surrogate_crystal", s["wall_s"] / s["structures"], f"predict_site_dos on {len(recs)} crystals")
-    m = bench_structure_matcher([rc.to_structure() for rc in recs[:20]], n_pairs=12)
-    rates.set("match_pair", 0.5 * (m["s_per_pair_match"] + m["s_per_pair_non_match"]),
-              "StructureMatcher, mean of matching and non-matching pairs (12 each)")
-    report(f"  score: surrogate {rates.seconds['surrogate_crystal'] * 1e3:.1f} ms/crystal, "
-           f"match {rates.seconds['match_pair'] * 1e3:.1f} ms/pair")
-    rates.set("lookup_atom_pair", _measure_lookup(records, device), "score_lookup, per test atom x training atom")
+    def sampling() -> None:
+        diffusion = build_model("diffusion", configs["diffusion"]).to(device).eval()
+        regressor = build_model("regressor", configs["regressor"]).to(device).eval()
+        for mode in ("cfg", "classifier", "uncond"):
+            r = bench_regeneration(diffusion, recs, std, guidance=mode, regressor=regressor, steps=3, batch_size=chunk)
+            rates.set(f"sample_chunk_step:{mode}", r["s_per_step_per_chunk"], f"regenerate(), {chunk} crystals, 3 steps")
+            report(f"  sample {mode}: {r['s_per_step_per_chunk']:.3f} s per step of a {chunk}-crystal chunk")
+
+    def surrogate() -> None:
+        model = build_model("surrogate", configs["surrogate"]).to(device).eval()
+        s = bench_surrogate(model, recs, std, batch_size=min(chunk, 128), device=device)
+        rates.set("surrogate_crystal", s["wall_s"] / s["structures"], f"predict_site_dos on {len(recs)} crystals")
+        report(f"  surrogate {rates.seconds['surrogate_crystal'] * 1e3:.1f} ms/crystal")
+
+    def matching() -> None:
+        m = bench_structure_matcher([rc.to_structure() for rc in recs[:20]], n_pairs=12)
+        rates.set("match_pair", 0.5 * (m["s_per_pair_match"] + m["s_per_pair_non_match"]),
+                  "StructureMatcher, mean of matching and non-matching pairs (12 each)")
+        report(f"  StructureMatcher {rates.seconds['match_pair'] * 1e3:.1f} ms/pair")
+
+    def lookup() -> None:
+        rates.set("lookup_atom_pair", _measure_lookup(records, device), "score_lookup, per test atom x training atom")
+
+    for what, fn in (("sampling", sampling), ("surrogate", surrogate), ("StructureMatcher", matching),
+                     ("DOS lookup", lookup)):
+        attempt(what, fn)
     for relaxer in ("ase", "batched"):
-        try:
-            per_crystal, per_atom_step = measure_relax(relaxer, records, cfg["evaluate"].get("mlff", "sevenn"))
-        except ConfigError as exc:
-            report(f"  relax {relaxer}: not measured ({exc})")
-            continue
-        rates.set(f"relax_crystal:{relaxer}", per_crystal, "per-crystal overhead (fit of 5 and 15 FIRE steps)")
-        rates.set(f"relax_atom_step:{relaxer}", per_atom_step, "FIRE step per atom (fit of 5 and 15 steps)")
-        report(f"  relax {relaxer}: {per_atom_step * 1e3:.2f} ms per atom-step + {per_crystal:.2f} s per crystal")
+        def relaxing(relaxer: str = relaxer) -> None:
+            per_crystal, per_atom_step = measure_relax(relaxer, records, cfg["evaluate"].get("mlff", "sevenn"),
+                                                       device if relaxer == "batched" else "cpu")
+            rates.set(f"relax_crystal:{relaxer}", per_crystal, "per-crystal overhead (fit of 5 and 15 FIRE steps)")
+            rates.set(f"relax_atom_step:{relaxer}", per_atom_step, "FIRE step per atom (fit of 5 and 15 steps)")
+            report(f"  relax {relaxer}: {per_atom_step * 1e3:.2f} ms per atom-step + {per_crystal:.2f} s per crystal")
+
+        attempt(f"relax {relaxer}", relaxing)
     gpaw = gpaw_seconds_per_cell(ledgers)
     if gpaw is not None:
         rates.set("gpaw_cell_parallel", gpaw, f"mean GPAW seconds per cell in {len(ledgers)} dataset ledger(s)")
@@ -342,7 +399,7 @@ def _measure_lookup(records: Sequence[Any], device: str) -> float:
     return t / atoms
 
 
-def measure_relax(relaxer: str, records: Sequence[Any], mlff: str) -> tuple[float, float]:
+def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str = "cpu") -> tuple[float, float]:
     """``(s per crystal, s per atom per FIRE step)`` from relaxing 6 crystals for 5 and 15 steps
     with an unreachable force threshold (every step runs)."""
     from dosmatgen.evaluate.formation import canonical_mlff
@@ -357,7 +414,7 @@ def measure_relax(relaxer: str, records: Sequence[Any], mlff: str) -> tuple[floa
     if relaxer == "batched":
         from dosmatgen.evaluate.batched_relax import BatchedRelaxer
 
-        model = BatchedRelaxer(mlff, steps=1, fmax=1e-9).model
+        model = BatchedRelaxer(mlff, device, steps=1, fmax=1e-9).model
 
         def run(steps: int) -> float:
             return _timed(lambda: BatchedRelaxer(model=model, steps=steps, fmax=1e-9, max_volume_ratio=1e9).relax(atoms))
@@ -365,7 +422,7 @@ def measure_relax(relaxer: str, records: Sequence[Any], mlff: str) -> tuple[floa
         from dosmatgen.evaluate.formation import make_calculator
         from dosmatgen.evaluate.mlff import relax
 
-        calc = make_calculator(mlff)
+        calc = make_calculator(mlff, device=device)
 
         def run(steps: int) -> float:
             return _timed(lambda: [relax(a, calc, 1e-9, steps, max_volume_ratio=1e9) for a in atoms])
@@ -393,16 +450,19 @@ def gpaw_seconds_per_cell(ledgers: Sequence[str | Path]) -> float | None:
 # estimate
 # ----------------------------------------------------------------------------------------------
 def estimate(jobs: Sequence[Job], rates: Rates) -> tuple[list[dict[str, Any]], list[str]]:
-    """Seconds per job (rows) and the units no rate was measured for."""
+    """Seconds per job (rows; ``missing`` lists the job's units without a rate, so its seconds
+    are a lower bound) and all units no rate was measured for."""
     rows, missing = [], set()
     for j in jobs:
-        s = 0.0
+        s, lacking = 0.0, []
         for unit, n in j.units.items():
             if unit not in rates.seconds:
-                missing.add(unit)
+                lacking.append(unit)
                 continue
             s += n * rates.seconds[unit]
-        rows.append({"target": j.target, "rule": j.rule, "label": j.label, "seconds": s, "units": j.units})
+        missing.update(lacking)
+        rows.append({"target": j.target, "rule": j.rule, "label": j.label, "seconds": s, "units": j.units,
+                     "missing": lacking})
     return rows, sorted(missing)
 
 

@@ -83,7 +83,7 @@ def test_plan_cli_with_saved_rates(tmp_path, capsys):
     out = tmp_path / "plan.json"
     assert main(["plan", "--profile", "paper", "--rates", str(rates), "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "50790 structures" in text and "not estimated" in text
+    assert "50790 structures" in text and "not measured" in text and ">= " in text
     plan = json.loads(out.read_text())
     assert plan["targets"]["models"] == pytest.approx(3 + 0.01 * 1000 * math.ceil(30474 / 256))
     assert main(["plan", "--profile", "paper", "--rates", str(tmp_path / "missing.json")]) == 2

@@ -3,6 +3,7 @@ machine, from rates measured here (a few minutes) or saved earlier; see :mod:`do
 
     dosmatgen plan --profile demo --recorded results/demo_run/run.jsonl
     dosmatgen plan --profile paper --rates results/plan/rates_demo_cpu.json
+    dosmatgen plan --profile paper --bench results/gpu_check/bench_cuda.json    # recorded H200 rates
     dosmatgen plan --profile paper --save-rates rates_gpu.json --device cuda     # on a GPU machine
 """
 
@@ -77,6 +78,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     recorded = _recorded(args.recorded) if args.recorded else {}
     data, data_how = _data_size(cfg, args)
     rates = Rates.load(args.rates) if args.rates else None
+    if args.bench:
+        from dosmatgen.plan import rates_from_bench
+
+        rates = rates_from_bench(args.bench, cfg["model"]["size"], int(cfg["train"]["diffusion"]["batch_size"]))
     jobs = workload(cfg, data)
     print(f"plan for {path} (profile {cfg.get('profile')}): {data.n_store} structures ({data_how}), "
           f"{data.n_train} train / {data.n_val} val / {data.n_test} test, {data.mean_atoms:.1f} atoms per cell")
@@ -86,8 +91,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        print(f"measuring rates on {device} with the profile's model size {cfg['model']['size']!r} "
-              "(a few minutes) ...", flush=True)
+        import torch
+
+        torch.set_num_threads(args.threads or int(cfg.get("threads", 1)))
+        print(f"measuring rates on {device} with the profile's model size {cfg['model']['size']!r}, "
+              f"{torch.get_num_threads()} torch thread(s) (a few minutes) ...", flush=True)
         ledgers = sorted(Path("resources/builtin").glob("ledger*.jsonl"))
         rates = measure_rates(cfg, _records(cfg, cfg["data"]["source"]), device, ledgers=ledgers)
         if args.save_rates:
@@ -97,18 +105,20 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     totals = per_target(rows)
     print()
     print(f"{'target':<9} {'rule':<18} {'job':<22} {'estimate':>10}")
+    partial = {r["target"] for r in rows if r["missing"]}
     for r in rows:
-        print(f"{r['target']:<9} {r['rule']:<18} {r['label']:<22} {human(r['seconds']):>10}")
+        est = human(r["seconds"]) if not r["missing"] else (f">= {human(r['seconds'])}" if r["seconds"] else "n/m")
+        print(f"{r['target']:<9} {r['rule']:<18} {r['label']:<22} {est:>10}")
     print()
     for t in TARGETS:
-        line = f"{t:<9} estimated {human(totals.get(t, 0.0)):>10}"
+        line = f"{t:<9} estimated {('>= ' if t in partial else '') + human(totals.get(t, 0.0)):>13}"
         if t in recorded:
             ratio = totals.get(t, 0.0) / recorded[t]
             line += f"   recorded {human(recorded[t]):>10}   estimate / recorded {ratio:.2f}"
         print(line)
-    print(f"{'all':<9} estimated {human(sum(totals.values())):>10}")
+    print(f"{'all':<9} estimated {('>= ' if partial else '') + human(sum(totals.values())):>13}")
     if missing:
-        print(f"not estimated (no rate for {', '.join(missing)}): those parts count as 0")
+        print(f"n/m = not measured; >= = a lower bound (no rate for {', '.join(missing)})")
     print("assumptions: jobs run one after another; generated crystals relax to the step cap, ground-truth "
           "ones for half of it; GPAW cells take the dataset ledgers' mean time")
     if args.json:
@@ -128,12 +138,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "sizes.",
                               epilog="\n\n".join((__doc__ or "").split("\n\n")[1:]),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group()
+    src = p.add_mutually_exclusive_group()  # which run config
     src.add_argument("--profile", default="demo", help="a run profile: config/<profile>.yaml (default demo)")
     src.add_argument("--config", default=None, help="a run config YAML instead of --profile")
     p.add_argument("--rates", default=None, help="use rates saved by --save-rates instead of measuring")
+    p.add_argument("--bench", default=None, help="use the (partial) rates of a `dosmatgen bench --json` file, "
+                   "e.g. results/gpu_check/bench_cuda.json recorded on a lent H200")
     p.add_argument("--save-rates", default=None, help="write the measured rates (JSON) for later --rates")
     p.add_argument("--device", default=None, help="measure on this device (default: the config's)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads while measuring (default: the "
+                   "config's threads, what its jobs use)")
     p.add_argument("--n-structures", type=int, default=None, help="dataset size to plan for (default: the "
                    "built-in store's, or the paper's 50,790 for Materials Project data)")
     p.add_argument("--mean-atoms", type=float, default=None, help="atoms per cell to plan for")

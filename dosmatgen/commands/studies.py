@@ -145,7 +145,9 @@ def _mlff_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("force field")
     g.add_argument("--mlff", default="sevenn", help="MLFF for relaxation and E_f (sevenn, chgnet, orb)")
     g.add_argument("--mlff-device", default="cpu")
-    g.add_argument("--workers", type=int, default=1, help="relaxation processes")
+    g.add_argument("--workers", type=int, default=1, help="relaxation processes (batched: torch threads)")
+    g.add_argument("--relaxer", choices=("ase", "batched"), default="ase",
+                   help="ase: one crystal at a time (default); batched: many at once with torch-sim")
     g.add_argument("--fmax", type=positive, default=0.05, help="relaxation force threshold (eV/Å)")
     g.add_argument("--relax-steps", type=int, default=200, help="maximum FIRE steps")
     g.add_argument("--refs-cache", help="elemental-reference cache file (default: per-user cache)")
@@ -171,7 +173,8 @@ def _allowed_types(args: argparse.Namespace) -> tuple[int, ...] | None:
 
 
 def _mlff(args: argparse.Namespace) -> dict[str, Any]:
-    return {"mlff": args.mlff, "mlff_workers": args.workers, "mlff_device": args.mlff_device, "fmax": args.fmax,
+    return {"mlff": args.mlff, "mlff_workers": args.workers, "mlff_device": args.mlff_device,
+            "relaxer": args.relaxer, "fmax": args.fmax,
             "relax_steps": args.relax_steps, "refs_cache": args.refs_cache, "work_dir": args.work_dir}
 
 

@@ -137,6 +137,8 @@ def load_batched_model(name: str = "sevenn", device: str = "cpu", weights: str |
         ConfigError: unknown name, no batched wrapper, package not installed, weights missing.
     """
     name = name.lower()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if name not in BATCHED_MLFFS:
         raise ConfigError(f"MLFF {name!r} has no batched (torch-sim) wrapper; batched MLFFs: {BATCHED_MLFFS}; "
                           "use relaxer: ase for it")

@@ -401,7 +401,7 @@ _REF_ELEMENTS: frozenset[str] | None = None
 
 def formation_energies(candidates: Sequence[Candidate], raws: Sequence[RawCrystal], out_json: Path, *,
                        mlff: str, workers: int, fmax: float, steps: int, refs_cache: str | None, device: str,
-                       calc: Any, progress: bool, input_name: str) -> dict[str, Any]:
+                       calc: Any, progress: bool, input_name: str, relaxer: str = "ase") -> dict[str, Any]:
     """MLFF formation energies (:func:`dosmatgen.evaluate.formation.compute_formation_energies`)
     of the valid candidates whose elements all have an elemental reference and are known to the
     MLFF (SevenNet's ``type_map``; other calculators are not checked); fills
@@ -436,7 +436,7 @@ def formation_energies(candidates: Sequence[Candidate], raws: Sequence[RawCrysta
         return {"rows": [], "status_counts": {}, "references": {}}
     form = compute_formation_energies(items, out_json, mlff=mlff, workers=1 if calc is not None else workers,
                                       fmax=fmax, steps=steps, refs_cache=refs_cache, device=device, calc=calc,
-                                      input_name=input_name, progress=progress)
+                                      input_name=input_name, progress=progress, relaxer=relaxer)
     by_id = {r["id"]: r for r in form["rows"]}
     for c in candidates:
         r = by_id.get(c.candidate_id)

@@ -61,6 +61,8 @@ class ScreenConfig(SamplingConfig):
         mlff: force field for :func:`dosmatgen.evaluate.mlff.get_calculator`.
         mlff_workers: relaxation processes.
         mlff_device: torch device of the MLFF.
+        relaxer: ``ase`` (one crystal at a time) or ``batched`` (torch-sim), see
+            :func:`dosmatgen.evaluate.formation.compute_formation_energies`.
         fmax, relax_steps: FIRE settings.
         refs_cache: elemental-reference cache file (None: the per-user default).
         dft: run the DFT validation.
@@ -83,6 +85,7 @@ class ScreenConfig(SamplingConfig):
     mlff: str = "sevenn"
     mlff_workers: int = 1
     mlff_device: str = "cpu"
+    relaxer: str = "ase"
     fmax: float = 0.05
     relax_steps: int = 200
     refs_cache: str | None = None
@@ -153,7 +156,7 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
     form = formation_energies(candidates, raws, wdir / "formation.json", mlff=cfg.mlff, workers=cfg.mlff_workers,
                               fmax=cfg.fmax, steps=cfg.relax_steps, refs_cache=cfg.refs_cache,
                               device=cfg.mlff_device, calc=calc, progress=cfg.progress,
-                              input_name=f"screening {wdir.name}")
+                              input_name=f"screening {wdir.name}", relaxer=cfg.relaxer)
     by_id = {r["id"]: r for r in form["rows"]}
 
     # 3. E_f filter -------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ class WindowConfig(SamplingConfig):
         n_atoms: atom counts the candidates cycle through (the screening's 4..8).
         n_candidates: crystals per (window, ω).
         formation: compute MLFF formation energies (stability axis).
-        mlff, mlff_workers, mlff_device, fmax, relax_steps, refs_cache: as in the screening.
+        mlff, mlff_workers, mlff_device, relaxer, fmax, relax_steps, refs_cache: as in the screening.
         ef_threshold: "stable" means relaxed E_f <= this (eV/atom).
         min_plausible_ef: relaxed E_f below this (eV/atom) is an MLFF blow-up on a collapsed cell
             (as in the screening): counted in ``n_implausible_ef``, left out of the E_f median and
@@ -139,6 +139,7 @@ class WindowConfig(SamplingConfig):
     mlff: str = "sevenn"
     mlff_workers: int = 1
     mlff_device: str = "cpu"
+    relaxer: str = "ase"
     fmax: float = 0.05
     relax_steps: int = 200
     refs_cache: str | None = None
@@ -328,7 +329,8 @@ def _formation(candidates: Sequence[Candidate], raws: Sequence, models: StudyMod
     key = spec_fingerprint(models.meta.get("checkpoint"), target.dos.astype(np.float32), config_to_dict(cfg))
     formation_energies(candidates, raws, root / f"window-{key}" / "formation.json", mlff=cfg.mlff,
                        workers=cfg.mlff_workers, fmax=cfg.fmax, steps=cfg.relax_steps, refs_cache=cfg.refs_cache,
-                       device=cfg.mlff_device, calc=calc, progress=cfg.progress, input_name="window sweep")
+                       device=cfg.mlff_device, calc=calc, progress=cfg.progress, input_name="window sweep",
+                       relaxer=cfg.relaxer)
     name = cfg.mlff if calc is None else type(calc).__name__
     return (f"stability: MLFF {name} formation energy per atom after relaxation (fmax {cfg.fmax}, "
             f"{cfg.relax_steps} steps); median over the candidates with E_f >= {cfg.min_plausible_ef} eV/atom "

@@ -94,7 +94,8 @@ def study_flags(wildcards):
     force-field settings of the evaluate section for the studies that relax structures."""
     flags = dict(RUN["studies"][wildcards.study])
     if wildcards.study in MLFF_STUDIES:
-        flags = {"mlff": EVAL["mlff"], "fmax": EVAL["fmax"], "relax_steps": EVAL["relax_steps"],
+        flags = {"mlff": EVAL["mlff"], "relaxer": EVAL["relaxer"], "fmax": EVAL["fmax"],
+                 "relax_steps": EVAL["relax_steps"],
                  "refs_cache": REFS_CACHE, "workers": RUN["threads"]} | flags
     return cli_flags(flags)
 

@@ -19,6 +19,7 @@ FORMATION_FLAGS = cli_flags(
         "mlff": EVAL["mlff"],
         "relaxer": EVAL["relaxer"],
         "max_atoms": EVAL["relax_max_atoms"],
+        "device": RUN["device"] if EVAL["relaxer"] == "batched" else None,  # ase: one crystal per CPU call
         "limit": EVAL["relax_limit"],
         "steps": EVAL["relax_steps"],
         "fmax": EVAL["fmax"],
