@@ -4,6 +4,7 @@ drop / memory / bad-input rules, on a Lennard-Jones model (fast, exact) and on S
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 
 import numpy as np
@@ -107,6 +108,9 @@ def test_bad_input_is_one_config_error(monkeypatch):
         B.load_batched_model("chgnet")
     with pytest.raises(ConfigError, match="no batched"):
         B.load_batched_model("not-a-force-field")
+    if importlib.util.find_spec("orb_models") is None:  # an MLFF whose package is not installed
+        with pytest.raises(ConfigError, match="orb-models"):
+            B.load_batched_model("orb")
     with pytest.raises(ConfigError, match="does not exist"):
         B.load_batched_model("sevenn", weights="/nonexistent/model.pth")
     with pytest.raises(ConfigError, match="fmax"):

@@ -250,16 +250,19 @@ def _first_match_task(task):
     return -1, timeouts
 
 
-def _run_tasks(fn, tasks: list, workers: int, desc: str, progress: bool) -> list:
+def _run_tasks(fn, tasks: list, workers: int, desc: str, progress: bool, unit: str = "pair") -> list:
+    """``fn`` over ``tasks`` in ``workers`` spawned processes (in order), with a progress bar
+    showing ``unit``s per second."""
     if workers <= 1 or len(tasks) < 2:
-        return [fn(t) for t in tqdm(tasks, desc=desc, disable=not progress)]
+        return [fn(t) for t in tqdm(tasks, desc=desc, unit=unit, disable=not progress)]
     from dosmatgen.threads import single_threaded_children
 
     ctx = mp.get_context("spawn")
     with single_threaded_children():
         pool = ctx.Pool(workers)
     with pool:
-        return list(tqdm(pool.imap(fn, tasks, chunksize=4), total=len(tasks), desc=desc, disable=not progress))
+        return list(tqdm(pool.imap(fn, tasks, chunksize=4), total=len(tasks), desc=desc, unit=unit,
+                         disable=not progress))
 
 
 class StructureMatchRate:
@@ -468,7 +471,7 @@ class Novelty:
     def compute(self, structures: Sequence[Any]) -> MetricResult:
         valid = [s for s in structures if s is not None]
         tasks = [(s, self.buckets.get(s.composition.reduced_formula, []), self.timeout_s) for s in valid]
-        results = _run_tasks(_first_match_task, tasks, self.workers, "novelty", self.progress)
+        results = _run_tasks(_first_match_task, tasks, self.workers, "novelty", self.progress, unit="crystal")
         n_novel = sum(1 for j, _ in results if j < 0)
         timeouts = sum(t for _, t in results)
         n_invalid = len(structures) - len(valid)
