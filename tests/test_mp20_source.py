@@ -1,18 +1,26 @@
 """The MP-20 candidate source of the built-in builder: pool parsing, skip reasons, and a build with
-a stand-in GPAW interpreter proving the shared ledger, shards and resume."""
+a stand-in GPAW interpreter proving the shared ledger, shards and resume; the source of a record
+(id prefix), the split stratified by source (the prototype-only split unchanged), ``data info`` by
+source, and the pure functions of ``scripts/mp20_parity.py``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dosmatgen.cli import main
 from dosmatgen.data import builtin, mp20, offsite
-from dosmatgen.data.store import load_meta, load_records
+from dosmatgen.data.info import dataset_summary, format_summary
+from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.split import SPLIT_NAMES, make_split, record_source, source_counts, split_sizes
+from dosmatgen.data.store import DOSStore, load_meta, load_records, save_records
 from dosmatgen.errors import DataError
 
 NACL = [[0.0, 2.82, 2.82], [2.82, 0.0, 2.82], [2.82, 2.82, 0.0]]
@@ -189,3 +197,184 @@ def test_export_and_ingest_jobs(tmp_path, small_pool):
     assert entry["source"] == "mp20" and entry["material_id"] == "mp-1" and "prototype" not in entry
     (rec,) = load_records(shards / "shard-offsite-00001.npz")
     assert rec.provenance["source"] == "mp20" and load_meta(shards / "shard-offsite-00001.npz")["source"] == "mp20"
+
+
+# ---- the source of a record, the stratified split, info by source (issue 18) -------------------
+ROOT = Path(__file__).resolve().parents[1]
+PROTO = [f"builtin-rocksalt-X{k}-Y" for k in range(40)]
+REAL = [f"mp20-mp-{k}" for k in range(1, 11)]
+
+
+def _old_make_split(ids, seed=0, fractions=(0.6, 0.2, 0.2)):
+    """The split as it was before stratification (frozen copy): sort, permute, cut."""
+    ordered = sorted(ids)
+    shuffled = [ordered[k] for k in np.random.default_rng(seed).permutation(len(ids))]
+    out, start = {}, 0
+    for name, size in zip(SPLIT_NAMES, split_sizes(len(ids), fractions)):
+        out[name] = shuffled[start:start + size]
+        start += size
+    return out
+
+
+def test_record_source_from_the_id_prefix():
+    assert [record_source(i) for i in ("builtin-L12-Ni-Au", "mp20-mp-21", "mp20-mvc-1", "mp-149", "mvc-3",
+                                       "rs-NaCl-0", "")] == ["prototypes", "mp20", "mp20", "mp", "mp", "other", "other"]
+    assert source_counts(PROTO + REAL) == {"prototypes": 40, "mp20": 10}
+
+
+def test_split_is_stratified_by_source():
+    for seed in range(5):
+        s = make_split(REAL + PROTO, seed=seed)
+        assert sorted(sum(s.values(), [])) == sorted(PROTO + REAL)
+        for name, n in zip(SPLIT_NAMES, split_sizes(len(REAL))):  # each source with the same fractions
+            assert sum(record_source(i) == "mp20" for i in s[name]) == n > 0
+        # the prototypes keep the prototype-only split, bit for bit and in order
+        assert {k: [i for i in v if i in set(PROTO)] for k, v in s.items()} == _old_make_split(PROTO, seed)
+        assert {k: [i for i in v if i in set(REAL)] for k, v in s.items()} == _old_make_split(REAL, seed)
+    # one source: exactly the old split (and stratify=False is the old split of everything)
+    for ids in (PROTO, REAL, [f"mp-{k}" for k in range(100)], [f"id{k}" for k in range(7)]):
+        assert make_split(ids, seed=3) == _old_make_split(ids, 3) == make_split(ids, seed=3, stratify=False)
+    # every part gets a real crystal from 4 of them on (default fractions)
+    assert all(make_split(PROTO + REAL[:4], seed=seed)[k] for seed in range(10) for k in SPLIT_NAMES)
+
+
+def test_split_negative_controls():
+    ids = [f"builtin-p{k}" for k in range(100)] + REAL[:4]
+    # unstratified, four real crystals among 104 miss some part for most seeds; stratified never
+    missing = [seed for seed in range(20)
+               if not all(any(record_source(i) == "mp20" for i in make_split(ids, seed=seed, stratify=False)[k])
+                          for k in SPLIT_NAMES)]
+    assert len(missing) >= 10
+    assert all(any(record_source(i) == "mp20" for i in make_split(ids, seed=seed)[k])
+               for seed in missing for k in SPLIT_NAMES)
+    # with three real crystals there are not enough: val gets none (sizes 2, 0, 1), said in the docs
+    s = make_split(PROTO + REAL[:3], seed=0)
+    assert [sum(record_source(i) == "mp20" for i in s[k]) for k in SPLIT_NAMES] == [2, 0, 1]
+    assert make_split(PROTO + REAL, seed=0) != _old_make_split(PROTO + REAL, 0)
+
+
+@pytest.mark.skipif(not (ROOT / "results" / "demo_run" / "split.json").exists()
+                    or not (ROOT / "resources" / "builtin_dos.npz").exists(), reason="no recorded demo split")
+def test_recorded_demo_split_is_unchanged():
+    """The demo's recorded split (results/demo_run/split.json, seed 0) is what the stratified split
+    gives the prototypes of today's built-in store, so the recorded demo results stand."""
+    recorded = json.loads((ROOT / "results" / "demo_run" / "split.json").read_text())
+    ids = [i for i in DOSStore(ROOT / "resources" / "builtin_dos.npz").ids if record_source(i) == "prototypes"]
+    assert len(ids) == recorded["n_structures"] == 1528
+    s = make_split(ids, seed=recorded["seed"], fractions=recorded["fractions"])
+    assert all(s[k] == recorded[k] for k in SPLIT_NAMES)
+    assert make_split(ids + REAL, seed=0)["train"][:len(recorded["train"])] == recorded["train"]
+
+
+def _mixed_records():
+    cells = {"NaCl": ([11, 17], [[0, 0, 0], [.5, .5, .5]]), "Cu": ([29], [[0, 0, 0]]),
+             "Au3Ni": ([28, 79, 79, 79], [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]])}
+    recs = []
+    for k in range(6):
+        z, x = cells["NaCl"] if k % 2 else cells["Au3Ni"]
+        recs.append(CrystalRecord(f"builtin-proto-{k}", z, x, np.eye(3) * 4.0, np.full((len(z), 400), .1),
+                                  {"source": "builtin", "engine": "gpaw"}))
+    for k in range(5):
+        z, x = cells["Cu"] if k < 3 else cells["NaCl"]
+        recs.append(CrystalRecord(f"mp20-mp-{k}", z, x, np.eye(3) * 4.0, np.full((len(z), 400), .1),
+                                  {"source": "mp20", "engine": "gpaw"}))
+    return recs
+
+
+def test_info_by_source(tmp_path, capsys):
+    recs = _mixed_records()
+    s = dataset_summary(recs)
+    assert s["by_source"]["prototypes"]["n_structures"] == 6 and s["by_source"]["mp20"]["n_structures"] == 5
+    assert s["by_source"]["mp20"]["size_histogram"] == {1: 3, 2: 2}
+    assert s["by_source"]["mp20"]["element_counts"] == {"Na": 2, "Cl": 2, "Cu": 3}
+    assert s["by_source"]["prototypes"]["size_histogram"] == {2: 3, 4: 3}
+    text = format_summary(s)
+    assert "prototypes: 6 structures (6 with site DOS), 18 atoms, 4 elements" in text
+    assert "mp20: 5 structures (5 with site DOS), 7 atoms, 3 elements" in text
+    assert "atoms per cell: 1: 3, 2: 2" in text and "elements: Na 2, Cl 2, Cu 3" in text
+    # one source: one line, no repetition of the whole-store histogram
+    one = format_summary(dataset_summary(recs[:6]))
+    assert "prototypes: 6 structures (6 with site DOS), 18 atoms, 4 elements (the whole dataset, as above)" in one
+    # the CLI, on a store and with the JSON summary (a store gives the same numbers as the records)
+    save_records(tmp_path / "mixed.npz", recs)
+    assert main(["data", "info", "--store", str(tmp_path / "mixed.npz"), "--json", str(tmp_path / "s.json"),
+                 "--figure", str(tmp_path / "hist.png")]) == 0
+    out = capsys.readouterr().out
+    assert "by source" in out and "mp20: 5 structures" in out
+    assert json.loads((tmp_path / "s.json").read_text())["by_source"]["mp20"]["size_histogram"] == {"1": 3, "2": 2}
+
+
+def test_cli_split_stratified_and_one_source_file_unchanged(tmp_path, capsys):
+    recs = _mixed_records()
+    save_records(tmp_path / "mixed.npz", recs)
+    save_records(tmp_path / "proto.npz", recs[:6])
+    assert main(["data", "split", "--store", str(tmp_path / "mixed.npz"), "--out", str(tmp_path / "m.json")]) == 0
+    assert "stratified by source: train prototypes 4, mp20 3; val prototypes 1, mp20 1; test prototypes 1, mp20 1" \
+        in capsys.readouterr().out
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["sources"]["val"] == {"prototypes": 1, "mp20": 1}
+    assert main(["data", "split", "--store", str(tmp_path / "proto.npz"), "--out", str(tmp_path / "p.json")]) == 0
+    p = json.loads((tmp_path / "p.json").read_text())
+    assert set(p) == {"train", "val", "test", "seed", "fractions", "store", "n_structures"}  # as before
+    assert {k: p[k] for k in SPLIT_NAMES} == _old_make_split([r.structure_id for r in recs[:6]])
+
+
+@pytest.mark.skipif(not (ROOT / "resources" / "builtin").is_dir(), reason="no built-in shards")
+def test_id_source_agrees_with_provenance_in_the_shards():
+    """The id prefix and the provenance ``source`` of every labelled MP-20 record agree."""
+    paths = sorted((ROOT / "resources" / "builtin").glob("shard-mp20-*.npz"))[:3]
+    if not paths:
+        pytest.skip("no MP-20 shards yet")
+    for p in paths:
+        st = DOSStore(p)
+        assert all(record_source(sid) == "mp20" and st.provenance(i)["source"] == "mp20"
+                   for i, sid in enumerate(st.ids))
+
+
+# ---- the parity script's pure functions ------------------------------------------------------------
+def _parity_script():
+    spec = importlib.util.spec_from_file_location("mp20_parity_script", ROOT / "scripts" / "mp20_parity.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_parity_gap_excludes_and_counts_infinite_gaps():
+    P = _parity_script()
+    ours = json.loads('{"a": 1.0, "b": Infinity, "c": 0.05, "d": 0.5, "e": NaN, "f": 2.0}')  # the ledger's JSON
+    mp = {"a": 1.2, "b": 16.6, "c": 0.0, "d": 0.0, "e": 0.0, "f": None}
+    g = P.gap_parity(ours, mp)
+    assert g["n_total"] == 6 and g["n_infinite_ours"] == 2 and g["excluded_ours"] == ["b", "e"]
+    assert g["n_missing_mp"] == 1 and g["excluded_mp"] == ["f"] and g["ids"] == ["a", "c", "d"] and g["n"] == 3
+    assert g["mae"] == pytest.approx((0.2 + 0.05 + 0.5) / 3, abs=1e-4)
+    assert g["confusion"] == {"metal_both": 1, "nonmetal_both": 1, "metal_ours_only": 0, "metal_mp_only": 1}
+    assert g["n_class_agree"] == 2 and g["n_mp_nonmetal"] == 1 and g["mae_mp_nonmetal"] == pytest.approx(0.2)
+    assert all(math.isfinite(v) for v in (g["mae"], g["mean_signed"]))
+    # nothing finite: no numbers, no crash
+    g = P.gap_parity({"x": float("inf")}, {"x": 1.0})
+    assert g["n"] == 0 and g["mae"] is None and g["n_infinite_ours"] == 1
+
+
+def test_parity_formation_offset_and_corrections():
+    P = _parity_script()
+    ours = {"ox": -2.0, "metal": -0.3, "failed": None}
+    mp = {"ox": -2.7, "metal": -0.2, "failed": -1.0}
+    e = P.ef_parity(ours, mp, {"ox": -0.687, "metal": 0.0})
+    assert e["n"] == 2 and e["n_no_value"] == 1 and e["excluded"] == ["failed"]
+    assert e["mean_offset"] == pytest.approx((0.7 - 0.1) / 2) and e["mae"] == pytest.approx(0.4)
+    assert e["n_corrected"] == 1 and e["mean_offset_corrected_subset"] == pytest.approx(0.7)
+    assert e["mae_corrected"] == pytest.approx((0.013 + 0.1) / 2, abs=1e-4)
+    assert e["mean_offset_uncorrected_subset"] == pytest.approx(-0.1)
+
+
+def test_parity_mp2020_correction():
+    from pymatgen.core import Lattice, Structure
+
+    P = _parity_script()
+    mgo = Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [.5, .5, .5]])
+    assert P.mp2020_correction(mgo) == (pytest.approx(-0.687 / 2), ["MP2020 anion correction (oxide)"])
+    feo = Structure(Lattice.cubic(4.3), ["Fe", "O"], [[0, 0, 0], [.5, .5, .5]])
+    corr, names = P.mp2020_correction(feo)
+    assert corr == pytest.approx((-0.687 - 2.256) / 2) and "MP2020 GGA/GGA+U mixing correction (Fe)" in names
+    assert P.mp2020_correction(Structure(Lattice.cubic(3.0), ["Ti", "C"], [[0, 0, 0], [.5, .5, .5]])) == (0.0, [])

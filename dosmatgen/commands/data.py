@@ -171,8 +171,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "split", help="seeded train/val/test split as id lists (+ DOS standardiser fitted on train)",
         description="Split a store's structure ids 0.6/0.2/0.2 (seeded; depends only on the set of ids "
-                    "and the seed) and save the id lists as JSON. With --standardiser, also fit the "
-                    "per-energy-bin DOS mean/std on the training atoms and save it.",
+                    "and the seed; stratified by source -- prototypes, mp20, mp, other, from the id prefix -- "
+                    "so each source is split with the same fractions and seed) and save the id lists as JSON. "
+                    "With --standardiser, also fit the per-energy-bin DOS mean/std on the training atoms and save it.",
     )
     s.add_argument("--store", required=True, help="dataset store (.npz)")
     s.add_argument("--out", required=True, help="split JSON to write")
@@ -299,19 +300,26 @@ def _cmd_download_mp(args: argparse.Namespace) -> int:
 
 
 def _cmd_split(args: argparse.Namespace) -> int:
-    from dosmatgen.data.split import SPLIT_NAMES, fit_standardiser_on_train, make_split, save_split
+    from dosmatgen.data.split import (SPLIT_NAMES, fit_standardiser_on_train, make_split, save_split,
+                                      source_counts)
     from dosmatgen.data.store import DOSStore
 
     check_writable(args.out, "--out")
     if args.standardiser:
         check_writable(args.standardiser, "--standardiser")
     store = DOSStore(args.store)
-    split = make_split(store.ids, seed=args.seed, fractions=args.fractions)
+    split = make_split(store.ids, seed=args.seed, fractions=args.fractions)  # stratified by source
     std = fit_standardiser_on_train(store, split) if args.standardiser else None  # fails before any write
+    by_source = {k: source_counts(split[k]) for k in SPLIT_NAMES}
+    # a one-source store writes the same file as before stratification; a mixed one records its strata
+    extra = {"sources": by_source} if len(source_counts(store.ids)) > 1 else {}
     save_split(args.out, split, seed=args.seed, fractions=list(args.fractions), store=str(args.store),
-               n_structures=len(store))
+               n_structures=len(store), **extra)
     print(f"split {len(store)} structures: " + ", ".join(f"{k} {len(split[k])}" for k in SPLIT_NAMES)
           + f" -> {args.out}")
+    if extra:
+        print("  stratified by source: " + "; ".join(
+            f"{k} " + ", ".join(f"{src} {n}" for src, n in by_source[k].items()) for k in SPLIT_NAMES))
     if std is not None:
         std.save(args.standardiser)
         print(f"DOS standardiser fitted on {len(split['train'])} training structures -> {args.standardiser}")

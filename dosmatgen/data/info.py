@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.split import SOURCES, record_source
 from dosmatgen.dos.grid import ENERGY_GRID
 from dosmatgen.errors import DataError
 from dosmatgen.io import atomic_temp_path
@@ -35,7 +36,10 @@ def dataset_summary(records: Iterable[CrystalRecord], meta: dict[str, Any] | Non
 
     ``element_counts``: number of *structures* containing each element (ordered by Z);
     ``element_atoms``: number of *atoms* of each element; ``size_histogram``: atoms per cell →
-    number of structures; ``sources``: "source / engine" → number of structures.
+    number of structures; ``sources``: "source / engine" (provenance) → number of structures;
+    ``by_source``: per source of :func:`dosmatgen.data.split.record_source` (prototypes, mp20, mp,
+    other; from the id prefix, the strata of the split), its structure, labelled, atom and element
+    counts, atoms-per-cell histogram and structures containing each element.
     """
     from dosmatgen.data.store import DOSStore
 
@@ -44,13 +48,15 @@ def dataset_summary(records: Iterable[CrystalRecord], meta: dict[str, Any] | Non
     atoms_of: Counter[int] = Counter()
     sizes: Counter[int] = Counter()
     sources: Counter[str] = Counter()
+    per_source: dict[str, dict[str, Any]] = {}
     if isinstance(records, DOSStore):  # fast path: arrays only, no DOS decompression
         meta = meta if meta is not None else records.meta
-        has_dos = records.has_dos
-        rows = ((records.atomic_numbers(i), bool(has_dos[i]), records.provenance(i)) for i in range(len(records)))
+        has_dos, ids = records.has_dos, records.ids
+        rows = ((ids[i], records.atomic_numbers(i), bool(has_dos[i]), records.provenance(i))
+                for i in range(len(records)))
     else:
-        rows = ((r.atomic_numbers, r.dos is not None, r.provenance) for r in records)
-    for numbers, labelled, prov in rows:
+        rows = ((r.structure_id, r.atomic_numbers, r.dos is not None, r.provenance) for r in records)
+    for sid, numbers, labelled, prov in rows:
         n_struct += 1
         n_atoms += len(numbers)
         n_labelled += labelled
@@ -58,6 +64,13 @@ def dataset_summary(records: Iterable[CrystalRecord], meta: dict[str, Any] | Non
         atoms_of.update(zs)
         struct_with.update(set(zs))
         sizes[len(zs)] += 1
+        src = per_source.setdefault(record_source(str(sid)), {"n": 0, "atoms": 0, "labelled": 0,
+                                                               "with": Counter(), "sizes": Counter()})
+        src["n"] += 1
+        src["atoms"] += len(zs)
+        src["labelled"] += labelled
+        src["with"].update(set(zs))
+        src["sizes"][len(zs)] += 1
         prov = prov or {}
         key = str(prov.get("source", "unknown"))
         if prov.get("engine"):
@@ -74,6 +87,12 @@ def dataset_summary(records: Iterable[CrystalRecord], meta: dict[str, Any] | Non
         "element_atoms": {_symbol(z): atoms_of[z] for z in sorted(atoms_of)},
         "size_histogram": {n: sizes[n] for n in sorted(sizes)},
         "sources": dict(sources.most_common()),
+        "by_source": {
+            name: {"n_structures": v["n"], "n_labelled": v["labelled"], "n_atoms": v["atoms"],
+                   "n_elements": len(v["with"]),
+                   "size_histogram": {n: v["sizes"][n] for n in sorted(v["sizes"])},
+                   "element_counts": {_symbol(z): v["with"][z] for z in sorted(v["with"])}}
+            for name in SOURCES if name in per_source for v in [per_source[name]]},
         "meta": dict(meta or {}),
     }
 
@@ -94,6 +113,19 @@ def format_summary(summary: dict[str, Any], name: str = "dataset") -> str:
         lines.append("    " + "  ".join(f"{el:>2} {c:<5d}" for el, c in items[k:k + 8]).rstrip())
     lines.append("  sources:")
     lines += [f"    {src}: {c}" for src, c in s["sources"].items()]
+    by_source = s.get("by_source") or {}
+    if by_source:
+        lines.append("  by source (id prefix; the strata of `dosmatgen data split`):")
+    for src, v in by_source.items():
+        lines.append(f"    {src}: {v['n_structures']} structures ({v['n_labelled']} with site DOS), "
+                     f"{v['n_atoms']} atoms, {v['n_elements']} elements")
+        if len(by_source) == 1:
+            lines[-1] += " (the whole dataset, as above)"
+            continue
+        lines.append("      atoms per cell: " + ", ".join(f"{n}: {c}" for n, c in v["size_histogram"].items()))
+        els = [f"{el} {c}" for el, c in v["element_counts"].items()]
+        for k in range(0, len(els), 12):
+            lines.append(("      elements: " if k == 0 else "                ") + ", ".join(els[k:k + 12]))
     if s.get("meta"):
         lines.append("  store meta:")
         for k, v in sorted(s["meta"].items()):
@@ -157,17 +189,33 @@ def plot_site_dos(record: CrystalRecord, site: int | str, out_path: str | Path,
 
 
 def plot_dataset_figure(summary: dict[str, Any], out_path: str | Path, title: str = "") -> None:
-    """Two panels: structures containing each element (by Z) and atoms-per-cell histogram."""
+    """Two panels: structures containing each element (by Z) and atoms-per-cell histogram; with more
+    than one source (``summary["by_source"]``) the bars are stacked by source."""
     plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 1]})
     els = list(summary["element_counts"])
-    ax1.bar(range(len(els)), [summary["element_counts"][e] for e in els], color="tab:blue")
+    sizes = summary["size_histogram"]
+    by_source = summary.get("by_source") or {}
+    if len(by_source) > 1:
+        el_bottom, size_bottom = np.zeros(len(els)), np.zeros(len(sizes))
+        colours = {"prototypes": "tab:blue", "mp20": "tab:red", "mp": "tab:green", "other": "tab:grey"}
+        for src, v in by_source.items():
+            h = np.array([v["element_counts"].get(e, 0) for e in els], dtype=float)
+            ax1.bar(range(len(els)), h, bottom=el_bottom, color=colours.get(src), label=f"{src} ({v['n_structures']})")
+            el_bottom += h
+            # JSON round trips turn the histogram's int keys into strings
+            vs = {int(n): c for n, c in v["size_histogram"].items()}
+            h = np.array([vs.get(int(n), 0) for n in sizes], dtype=float)
+            ax2.bar([int(n) for n in sizes], h, bottom=size_bottom, color=colours.get(src))
+            size_bottom += h
+        ax1.legend(fontsize=8, frameon=False)
+    else:
+        ax1.bar(range(len(els)), [summary["element_counts"][e] for e in els], color="tab:blue")
+        ax2.bar([int(n) for n in sizes], list(sizes.values()), color="tab:orange")
     ax1.set_xticks(range(len(els)))
     ax1.set_xticklabels(els, rotation=90, fontsize=7 if len(els) < 60 else 5)
     ax1.set_ylabel("structures containing element")
     ax1.set_xlim(-0.7, len(els) - 0.3)
-    sizes = summary["size_histogram"]
-    ax2.bar(list(sizes), list(sizes.values()), color="tab:orange")
     from matplotlib.ticker import MaxNLocator
 
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))

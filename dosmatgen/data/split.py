@@ -1,12 +1,22 @@
 """Train / validation / test split (DESIGN §3.3; paper: 0.6 : 0.2 : 0.2), saved as id lists so
 every stage sees the same split, plus the DOS standardiser fitted on the training split only.
 
-The split depends only on the *set* of ids and the seed: ids are sorted, then permuted with
-``numpy.random.default_rng(seed)``; split sizes are ``round(cumsum(fractions) * n)`` boundaries.
+The split depends only on the *set* of ids and the seed, and is stratified by source
+(:func:`record_source`, read from the id prefix): the ids of each source are sorted, then permuted
+with ``numpy.random.default_rng(seed)`` and cut at ``round(cumsum(fractions) * n_source)``
+boundaries, and each part lists the sources in :data:`SOURCES` order.  So every source is split
+with the same fractions and seed, real MP-20 crystals reach every part (from 4 of them on, with
+the default fractions), and a store of one source -- today's all-prototype built-in store, the MP
+DOS set -- gets exactly the split it got before stratification; adding MP-20 records leaves the
+prototypes' assignment as it was.  Part sizes are the sums of the per-source sizes, so they can
+differ by one from ``round(fraction * n)``.
 
 >>> s = make_split([f"id{i}" for i in range(10)], seed=0)
 >>> [len(s[k]) for k in SPLIT_NAMES]
 [6, 2, 2]
+>>> s = make_split([f"builtin-x{i}" for i in range(6)] + [f"mp20-mp-{i}" for i in range(5)], seed=0)
+>>> [sum(i.startswith("mp20-") for i in s[k]) for k in SPLIT_NAMES]
+[3, 1, 1]
 """
 
 from __future__ import annotations
@@ -25,6 +35,42 @@ from dosmatgen.io import atomic_save_json
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.6, 0.2, 0.2)
 
+#: Sources of a structure, told apart by the prefix of its id (see :func:`record_source`), in the
+#: order the split lists them.  ``prototypes``: the built-in prototype crystals (``builtin-...``,
+#: provenance source ``builtin``); ``mp20``: real Materials Project MP-20 crystals labelled with the
+#: same GPAW protocol (``mp20-<material_id>``, provenance source ``mp20``); ``mp``: Materials
+#: Project ids (``mp-...``/``mvc-...``: the MP DOS set, the authors' data); ``other``: anything else.
+SOURCES: tuple[str, ...] = ("prototypes", "mp20", "mp", "other")
+_PREFIXES: tuple[tuple[str, str], ...] = (("builtin-", "prototypes"), ("mp20-", "mp20"), ("mp-", "mp"),
+                                          ("mvc-", "mp"))
+
+
+def record_source(structure_id: str) -> str:
+    """The source of a structure, one of :data:`SOURCES`, from its id prefix.
+
+    The builders set the prefix (:func:`dosmatgen.data.mp20.structure_id_for` writes ``mp20-``, the
+    prototype builder ``builtin-``), and the provenance ``source`` of every labelled record agrees
+    with it (``builtin`` / ``mp20``); the id is used because it is the one thing a split, a ledger
+    and a store all hold, so the source is known without opening any provenance.
+
+    >>> [record_source(i) for i in ("builtin-rocksalt-Na-Cl", "mp20-mp-21", "mp-149", "x7")]
+    ['prototypes', 'mp20', 'mp', 'other']
+    """
+    for prefix, source in _PREFIXES:
+        if structure_id.startswith(prefix):
+            return source
+    return "other"
+
+
+def source_counts(ids: Iterable[str]) -> dict[str, int]:
+    """Number of ids of each source present, in :data:`SOURCES` order.
+
+    >>> source_counts(["mp20-mp-1", "builtin-a", "builtin-b"])
+    {'prototypes': 2, 'mp20': 1}
+    """
+    c = Counter(record_source(str(i)) for i in ids)
+    return {s: c[s] for s in SOURCES if c[s]}
+
 
 def split_sizes(n: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> list[int]:
     """Sizes of the three parts for ``n`` ids (they add up to ``n``)."""
@@ -36,15 +82,8 @@ def split_sizes(n: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> list[
     return np.diff(np.concatenate([[0], bounds])).tolist()
 
 
-def make_split(ids: Iterable[str], seed: int = 0,
-               fractions: Sequence[float] = DEFAULT_FRACTIONS) -> dict[str, list[str]]:
-    """Seeded random split of ``ids`` into ``{"train", "val", "test"}`` id lists (disjoint, exhaustive)."""
-    ids = [str(i) for i in ids]
-    if not ids:
-        raise DataError("cannot split an empty list of ids")
-    if len(set(ids)) != len(ids):
-        dup = next(i for i, c in Counter(ids).items() if c > 1)
-        raise DataError(f"id {dup!r} appears more than once; split ids must be unique")
+def _split_one(ids: list[str], seed: int, fractions: Sequence[float]) -> dict[str, list[str]]:
+    """The unstratified split: sort, permute with ``default_rng(seed)``, cut at the size boundaries."""
     sizes = split_sizes(len(ids), fractions)
     ordered = sorted(ids)
     shuffled = [ordered[k] for k in np.random.default_rng(seed).permutation(len(ids))]
@@ -52,6 +91,34 @@ def make_split(ids: Iterable[str], seed: int = 0,
     for name, size in zip(SPLIT_NAMES, sizes):
         out[name] = shuffled[start:start + size]
         start += size
+    return out
+
+
+def make_split(ids: Iterable[str], seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+               stratify: bool = True) -> dict[str, list[str]]:
+    """Seeded random split of ``ids`` into ``{"train", "val", "test"}`` id lists (disjoint, exhaustive).
+
+    ``stratify`` (default): each source (:func:`record_source`) is split on its own with the same
+    ``seed`` and ``fractions`` and the parts are concatenated in :data:`SOURCES` order; with one
+    source this is the same as ``stratify=False``, the plain split of all ids together."""
+    ids = [str(i) for i in ids]
+    if not ids:
+        raise DataError("cannot split an empty list of ids")
+    if len(set(ids)) != len(ids):
+        dup = next(i for i, c in Counter(ids).items() if c > 1)
+        raise DataError(f"id {dup!r} appears more than once; split ids must be unique")
+    split_sizes(len(ids), fractions)  # bad fractions fail the same way with any number of sources
+    if not stratify:
+        return _split_one(ids, seed, fractions)
+    groups: dict[str, list[str]] = {s: [] for s in SOURCES}
+    for i in ids:
+        groups[record_source(i)].append(i)
+    out: dict[str, list[str]] = {name: [] for name in SPLIT_NAMES}
+    for source in SOURCES:
+        if groups[source]:
+            part = _split_one(groups[source], seed, fractions)
+            for name in SPLIT_NAMES:
+                out[name] += part[name]
     return out
 
 
