@@ -60,14 +60,15 @@ $PY -m dosmatgen.cli figures check "$RESULTS" "$FIGURES" --require \
 
 if [ -d ../shared/reference_release ]; then
   stamp "gate 5: snakemake --profile workflow/profiles/authors tables (the authors' miniature release)"
-  # the profile as a user runs it, but with short training and relaxations (a few epochs'
-  # surrogate and an untrained miniature make 200-step relaxations of junk crystals pointless here)
+  # the profile as a user runs it, but with short training, sampling and relaxations (a few
+  # epochs' surrogate and an untrained miniature make long runs on junk crystals pointless here)
   mkdir -p work
   $PY - <<'PYEOF'
 import yaml
 cfg = yaml.safe_load(open("config/authors.yaml"))
 cfg["evaluate"].update(relax_limit=2, relax_steps=10, fmax=0.1, match_timeout=5)
 cfg["train"]["surrogate"] = {"epochs": 5, "batch_size": 16, "max_steps": 30}
+cfg["generate"].update(limit=8, steps=100)  # 6 sets of the whole split at 1000 steps took ~19 of CI's minutes
 yaml.safe_dump(cfg, open("work/authors_ci.yaml", "w"))
 PYEOF
   $SNAKEMAKE --profile workflow/profiles/authors --configfile work/authors_ci.yaml --cores 2 tables
