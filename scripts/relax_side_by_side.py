@@ -16,8 +16,8 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,8 @@ def main() -> int:
     p.add_argument("--mlff", default="sevenn")
     p.add_argument("--max-atoms", type=int, default=None)
     p.add_argument("--out", default="results/relax_side_by_side", help="writes OUT.json and OUT.md")
+    p.add_argument("--work", default="work/relax_side_by_side", help="each path's formation output and time "
+                   "(a rerun reuses a finished path)")
     args = p.parse_args()
     import torch
 
@@ -53,16 +55,23 @@ def main() -> int:
         z, x, lat = gen.item(i)
         items.append(FormationItem(f"{i:06d}", gen.source_ids[i], np.asarray(z), np.asarray(x), np.asarray(lat)))
     runs, seconds = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for relaxer in ("batched", "ase"):
-            refs = Path(tmp) / f"refs_{relaxer}.json"
-            shutil.copy(args.refs, refs)
-            t0 = time.perf_counter()
-            runs[relaxer] = compute_formation_energies(
-                items, Path(tmp) / f"{relaxer}.json", mlff=args.mlff, workers=args.threads, fmax=args.fmax,
-                steps=args.steps, refs_cache=refs, relaxer=relaxer, max_atoms=args.max_atoms, progress=True,
-                input_name=args.generated, chunk_size=len(items))
-            seconds[relaxer] = time.perf_counter() - t0
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    for relaxer in ("batched", "ase"):
+        timing = work / f"{relaxer}.seconds.json"
+        if timing.exists() and (work / f"{relaxer}.json").exists():  # finished earlier: reuse (resumable)
+            seconds[relaxer] = json.loads(timing.read_text())["seconds"]
+            runs[relaxer] = json.loads((work / f"{relaxer}.json").read_text())
+            continue
+        refs = work / f"refs_{relaxer}.json"
+        shutil.copy(args.refs, refs)
+        t0 = time.perf_counter()
+        runs[relaxer] = compute_formation_energies(
+            items, work / f"{relaxer}.json", mlff=args.mlff, workers=args.threads, fmax=args.fmax,
+            steps=args.steps, refs_cache=refs, relaxer=relaxer, max_atoms=args.max_atoms, progress=True,
+            input_name=args.generated, chunk_size=len(items))
+        seconds[relaxer] = time.perf_counter() - t0
+        atomic_save_json(timing, {"seconds": seconds[relaxer], "loadavg_after": os.getloadavg()})
     rows_b, rows_a = runs["batched"]["rows"], runs["ase"]["rows"]
     both = [(b, a) for b, a in zip(rows_b, rows_a) if b["ef_relaxed"] is not None and a["ef_relaxed"] is not None]
     d_ef = np.array([b["ef_relaxed"] - a["ef_relaxed"] for b, a in both])
@@ -91,9 +100,7 @@ def main() -> int:
         "ef_relaxed_diff_eV_per_atom": q(d_ef), "ef_unrelaxed_diff_eV_per_atom": q(d_ef0),
         "volume_rel_diff": q(d_vol),
         "status_counts": {k: runs[k]["status_counts"] for k in runs},
-        "relax_status_counts": {k: dict(sorted({s: sum(r["relax_status"] == s for r in runs[k]["rows"])
-                                                for s in {r["relax_status"] for r in runs[k]["rows"]}}.items(),
-                                               key=lambda kv: str(kv[0]))) for k in runs},
+        "relax_status_counts": {k: dict(Counter(str(r["relax_status"]) for r in runs[k]["rows"])) for k in runs},
         "dropped_or_failed": dropped,
         "versions": {k: md.version(k) for k in ("torch", "torch-sim-atomistic", "sevenn", "vesin", "ase")},
         "machine": {"nproc": os.cpu_count(), "loadavg_after": os.getloadavg()},
