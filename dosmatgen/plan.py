@@ -138,7 +138,8 @@ def workload(cfg: dict[str, Any], data: DataSize) -> list[Job]:
 
 
 def _relax_units(relaxer: str, n: int, atoms: float, steps: float) -> dict[str, float]:
-    return {"job": 1, f"relax_crystal:{relaxer}": n, f"relax_atom_step:{relaxer}": n * atoms * steps}
+    return {"job": 1, f"relax_crystal:{relaxer}": n, f"relax_crystal_step:{relaxer}": n * steps,
+            f"relax_atom_step:{relaxer}": n * atoms * steps}
 
 
 def _study_jobs(cfg: dict[str, Any], relaxer: str) -> list[Job]:
@@ -373,11 +374,14 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
         attempt(what, fn)
     for relaxer in ("ase", "batched"):
         def relaxing(relaxer: str = relaxer) -> None:
-            per_crystal, per_atom_step = measure_relax(relaxer, records, cfg["evaluate"].get("mlff", "sevenn"),
-                                                       device if relaxer == "batched" else "cpu")
-            rates.set(f"relax_crystal:{relaxer}", per_crystal, "per-crystal overhead (fit of 5 and 15 FIRE steps)")
-            rates.set(f"relax_atom_step:{relaxer}", per_atom_step, "FIRE step per atom (fit of 5 and 15 steps)")
-            report(f"  relax {relaxer}: {per_atom_step * 1e3:.2f} ms per atom-step + {per_crystal:.2f} s per crystal")
+            per_crystal, per_crystal_step, per_atom_step = measure_relax(
+                relaxer, records, cfg["evaluate"].get("mlff", "sevenn"), device if relaxer == "batched" else "cpu")
+            how = "fit of 1, 5 and 15 FIRE steps on 6 crystals and their doubled supercells"
+            rates.set(f"relax_crystal:{relaxer}", per_crystal, f"per-crystal overhead ({how})")
+            rates.set(f"relax_crystal_step:{relaxer}", per_crystal_step, f"FIRE step per crystal ({how})")
+            rates.set(f"relax_atom_step:{relaxer}", per_atom_step, f"FIRE step per atom ({how})")
+            report(f"  relax {relaxer}: {per_crystal_step * 1e3:.1f} ms per crystal-step + {per_atom_step * 1e3:.2f} ms "
+                   f"per atom-step + {per_crystal:.2f} s per crystal")
 
         attempt(f"relax {relaxer}", relaxing)
     gpaw = gpaw_seconds_per_cell(ledgers)
@@ -399,38 +403,44 @@ def _measure_lookup(records: Sequence[Any], device: str) -> float:
     return t / atoms
 
 
-def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str = "cpu") -> tuple[float, float]:
-    """``(s per crystal, s per atom per FIRE step)`` from relaxing 6 crystals for 5 and 15 steps
-    with an unreachable force threshold (every step runs)."""
+def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str = "cpu") -> tuple[float, float, float]:
+    """``(s per crystal, s per crystal per FIRE step, s per atom per FIRE step)``: 6 crystals and
+    their doubled supercells relaxed for 5 and 15 steps with an unreachable force threshold (every
+    step runs); small cells cost per step about the same whatever their size (call overhead), so
+    a step is fitted as ``a + b * atoms``."""
     from dosmatgen.evaluate.formation import canonical_mlff
 
     mlff = canonical_mlff(mlff)
-    atoms = []
+    small = []
     for k, r in enumerate(records[:6]):
         a = r.to_atoms()
         a.rattle(0.05, seed=k)
-        atoms.append(a)
-    n_atoms = sum(len(a) for a in atoms)
+        small.append(a)
+    big = [a.repeat((2, 1, 1)) for a in small]
     if relaxer == "batched":
         from dosmatgen.evaluate.batched_relax import BatchedRelaxer
 
         model = BatchedRelaxer(mlff, device, steps=1, fmax=1e-9).model
 
-        def run(steps: int) -> float:
-            return _timed(lambda: BatchedRelaxer(model=model, steps=steps, fmax=1e-9, max_volume_ratio=1e9).relax(atoms))
+        def run(atoms: list, steps: int) -> float:
+            return _timed(lambda: BatchedRelaxer(model=model, steps=steps, fmax=1e-9,
+                                                 max_volume_ratio=1e9).relax(atoms))
     else:
         from dosmatgen.evaluate.formation import make_calculator
         from dosmatgen.evaluate.mlff import relax
 
         calc = make_calculator(mlff, device=device)
 
-        def run(steps: int) -> float:
+        def run(atoms: list, steps: int) -> float:
             return _timed(lambda: [relax(a, calc, 1e-9, steps, max_volume_ratio=1e9) for a in atoms])
-    run(2)  # warm-up
-    t5, t15 = run(5), run(15)
-    per_atom_step = max(t15 - t5, 1e-9) / (10 * n_atoms)
-    per_crystal = max(t5 - 5 * per_atom_step * n_atoms, 0.0) / len(atoms)
-    return per_crystal, per_atom_step
+    run(small, 2)  # warm-up
+    n, n_atoms = len(small), sum(len(a) for a in small)
+    step_small = max(run(small, 15) - run(small, 5), 1e-9) / 10  # = n * a + n_atoms * b
+    step_big = max(run(big, 15) - run(big, 5), 1e-9) / 10        # = n * a + 2 * n_atoms * b
+    per_atom_step = max(step_big - step_small, 0.0) / n_atoms
+    per_crystal_step = max(step_small - n_atoms * per_atom_step, 0.0) / n
+    per_crystal = max(run(small, 1) - step_small, 0.0) / n
+    return per_crystal, per_crystal_step, per_atom_step
 
 
 def gpaw_seconds_per_cell(ledgers: Sequence[str | Path]) -> float | None:

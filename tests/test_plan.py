@@ -31,6 +31,7 @@ def test_demo_units_follow_the_config():
     assert units(jobs, "regenerate", "uncond T=1000")[0]["sample_chunk_step:uncond"] == 200
     # formation: 12 generated crystals x 3 atoms x 60 steps per guided set; the truth at a fraction
     assert units(jobs, "formation", "cfg T=500")[0]["relax_atom_step:ase"] == 12 * 3.0 * 60
+    assert units(jobs, "formation", "cfg T=500")[0]["relax_crystal_step:ase"] == 12 * 60
     assert units(jobs, "formation", "ground truth")[0]["relax_atom_step:ase"] == 12 * 3.0 * 60 * TRUTH_STEP_FRACTION
     assert len(units(jobs, "formation")) == 7  # uncond gets no formation energies
 
