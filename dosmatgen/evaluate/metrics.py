@@ -209,8 +209,25 @@ def _make_matcher():
     return StructureMatcher(**MATCHER_KWARGS)
 
 
+def lll_reduced(structure):
+    """The same crystal on its LLL-reduced basis (fractional coordinates wrapped into [0, 1)).
+
+    :func:`timed_fit` matches these: pymatgen's ``StructureMatcher`` Niggli-reduces every
+    structure, and ``Lattice.get_niggli_reduced_lattice`` ends with ``find_mapping`` on the
+    *input* basis, whose ``get_points_in_sphere`` enumerates an image box that grows with the
+    skew of that basis -- one C call, minutes or more for a badly skewed generated cell (lattice
+    vectors of hundreds of Å around a 5 Å reduced cell), which the ``SIGALRM`` timeout cannot
+    interrupt. The LLL basis is short and nearly orthogonal, so that search stays small; the
+    crystal, and so the match, is the same."""
+    try:
+        return structure.get_reduced_structure(reduction_algo="LLL")
+    except Exception:  # let the matcher meet (and count) whatever is wrong with it
+        return structure
+
+
 def timed_fit(s1, s2, timeout_s: float | None, matcher=None) -> str:
-    """``"match"``, ``"no_match"``, ``"timeout"`` or ``"error"`` for one pair.
+    """``"match"``, ``"no_match"``, ``"timeout"`` or ``"error"`` for one pair (matched on their
+    LLL-reduced bases, :func:`lll_reduced`).
 
     The timeout is enforced with ``SIGALRM`` when called from a main thread; elsewhere it runs
     without a timeout."""
@@ -221,7 +238,7 @@ def timed_fit(s1, s2, timeout_s: float | None, matcher=None) -> str:
         old = signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, float(timeout_s))
     try:
-        return "match" if matcher.fit(s1, s2) else "no_match"
+        return "match" if matcher.fit(lll_reduced(s1), lll_reduced(s2)) else "no_match"
     except _Timeout:
         return "timeout"
     except Exception:
