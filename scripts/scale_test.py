@@ -584,7 +584,7 @@ def render_markdown(result: dict[str, Any]) -> str:
              f"load average before {env.get('loadavg_1_5_15')}, after {env.get('loadavg_after')}; "
              f"sweep wall time {result.get('sweep_wall_s', 0) / 60:.1f} min.", "",
              "Each cell: wall time (s) / peak RSS (MB) of the stage's own process (VmHWM reset at the start of the "
-             "stage body, so the ~0.3-0.5 GB of the interpreter, torch and pymatgen is included). Slopes: "
+             "stage body, so the ~0.22 GB of the interpreter, torch and pymatgen is included). Slopes: "
              "least-squares slope of log(wall time) and log(peak RSS) against log(N) over the sizes; the "
              f"issue's bar is time slope <= {MAX_SLOPE} and peak memory <= {MAX_PEAK_MB_AT_LARGEST / 1024:.0f} GB "
              "at the largest size.", "",
