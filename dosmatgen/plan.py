@@ -249,6 +249,24 @@ def rates_from_bench(path: str | Path, size: str, train_batch: int) -> Rates:
     return rates
 
 
+#: Units whose cost depends on the diffusion / regressor / surrogate model size.
+MODEL_SIZE_UNITS = ("train_step:", "val_crystal:", "sample_chunk_step:", "surrogate_crystal")
+
+
+def combine(model_rates: Rates, other: Rates) -> Rates:
+    """``model_rates`` (e.g. a bench at the profile's model size) for every model-size unit
+    (:data:`MODEL_SIZE_UNITS`), ``other`` for the rest (start-up, matching, lookup, relaxation,
+    GPAW): rates measured with another model size are not mixed in."""
+    out = Rates(environment={"model_units_from": model_rates.environment, "other_units_from": other.environment})
+    for unit, v in other.seconds.items():
+        if not unit.startswith(MODEL_SIZE_UNITS):
+            out.set(unit, v, other.how.get(unit, ""))
+    for unit, v in model_rates.seconds.items():
+        if unit.startswith(MODEL_SIZE_UNITS):
+            out.set(unit, v, model_rates.how.get(unit, ""))
+    return out
+
+
 def _timed(fn: Callable[[], Any], repeat: int = 1) -> float:
     t0 = time.perf_counter()
     for _ in range(repeat):

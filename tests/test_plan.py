@@ -89,3 +89,12 @@ def test_plan_cli_with_saved_rates(tmp_path, capsys):
     assert plan["targets"]["models"] == pytest.approx(3 + 0.01 * 1000 * math.ceil(30474 / 256))
     assert main(["plan", "--profile", "paper", "--rates", str(tmp_path / "missing.json")]) == 2
     assert "cannot read rates file" in capsys.readouterr().err
+
+
+def test_combine_takes_model_units_only_from_the_model_rates():
+    from dosmatgen.plan import combine
+
+    model = Rates({"train_step:diffusion": 7.0, "job": 99.0})
+    other = Rates({"train_step:diffusion": 0.1, "train_step:surrogate": 0.2, "job": 9.0, "match_pair": 0.05})
+    both = combine(model, other)
+    assert both.seconds == {"train_step:diffusion": 7.0, "job": 9.0, "match_pair": 0.05}

@@ -4,6 +4,7 @@ machine, from rates measured here (a few minutes) or saved earlier; see :mod:`do
     dosmatgen plan --profile demo --recorded results/demo_run/run.jsonl
     dosmatgen plan --profile paper --rates results/plan/rates_demo_cpu.json
     dosmatgen plan --profile paper --bench results/gpu_check/bench_cuda.json    # recorded H200 rates
+    dosmatgen plan --profile paper --bench results/bench_paper.json --rates results/plan/rates_cpu_demo.json
     dosmatgen plan --profile paper --save-rates rates_gpu.json --device cuda     # on a GPU machine
 """
 
@@ -79,9 +80,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     data, data_how = _data_size(cfg, args)
     rates = Rates.load(args.rates) if args.rates else None
     if args.bench:
-        from dosmatgen.plan import rates_from_bench
+        from dosmatgen.plan import combine, rates_from_bench
 
-        rates = rates_from_bench(args.bench, cfg["model"]["size"], int(cfg["train"]["diffusion"]["batch_size"]))
+        bench = rates_from_bench(args.bench, cfg["model"]["size"], int(cfg["train"]["diffusion"]["batch_size"]))
+        rates = combine(bench, rates) if rates is not None else bench
     jobs = workload(cfg, data)
     print(f"plan for {path} (profile {cfg.get('profile')}): {data.n_store} structures ({data_how}), "
           f"{data.n_train} train / {data.n_val} val / {data.n_test} test, {data.mean_atoms:.1f} atoms per cell")
@@ -143,7 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--config", default=None, help="a run config YAML instead of --profile")
     p.add_argument("--rates", default=None, help="use rates saved by --save-rates instead of measuring")
     p.add_argument("--bench", default=None, help="use the (partial) rates of a `dosmatgen bench --json` file, "
-                   "e.g. results/gpu_check/bench_cuda.json recorded on a lent H200")
+                   "e.g. results/gpu_check/bench_cuda.json recorded on a lent H200; with --rates, the bench "
+                   "gives the model-size units and the rates file the others")
     p.add_argument("--save-rates", default=None, help="write the measured rates (JSON) for later --rates")
     p.add_argument("--device", default=None, help="measure on this device (default: the config's)")
     p.add_argument("--threads", type=int, default=None, help="torch threads while measuring (default: the "
