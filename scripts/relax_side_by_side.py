@@ -37,6 +37,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mlff", default="sevenn")
     p.add_argument("--max-atoms", type=int, default=None)
+    p.add_argument("--ase-block", type=int, default=10, help="one-at-a-time path: crystals per timed, kept block")
     p.add_argument("--out", default="results/relax_side_by_side", help="writes OUT.json and OUT.md")
     p.add_argument("--work", default="work/relax_side_by_side", help="each path's formation output and time "
                    "(a rerun reuses a finished path)")
@@ -64,14 +65,28 @@ def main() -> int:
             runs[relaxer] = json.loads((work / f"{relaxer}.json").read_text())
             continue
         refs = work / f"refs_{relaxer}.json"
-        shutil.copy(args.refs, refs)
-        t0 = time.perf_counter()
-        runs[relaxer] = compute_formation_energies(
-            items, work / f"{relaxer}.json", mlff=args.mlff, workers=args.threads, fmax=args.fmax,
-            steps=args.steps, refs_cache=refs, relaxer=relaxer, max_atoms=args.max_atoms, progress=True,
-            input_name=args.generated, chunk_size=len(items))
-        seconds[relaxer] = time.perf_counter() - t0
-        atomic_save_json(timing, {"seconds": seconds[relaxer], "loadavg_after": os.getloadavg()})
+        if not refs.exists():
+            shutil.copy(args.refs, refs)
+        # batched: one batch of all crystals; ase: blocks of --ase-block crystals, each timed and kept,
+        # so an interrupted one-at-a-time run resumes (each block re-creates its calculator: ~1 s)
+        size = len(items) if relaxer == "batched" else args.ase_block
+        rows, spent, loads = [], 0.0, []
+        for k in range(0, len(items), size):
+            part, part_t = work / f"{relaxer}_{k:04d}.json", work / f"{relaxer}_{k:04d}.seconds.json"
+            if not (part.exists() and part_t.exists()):
+                t0 = time.perf_counter()
+                compute_formation_energies(
+                    items[k:k + size], part, mlff=args.mlff, workers=args.threads, fmax=args.fmax, steps=args.steps,
+                    refs_cache=refs, relaxer=relaxer, max_atoms=args.max_atoms, progress=True,
+                    input_name=args.generated, chunk_size=size)
+                atomic_save_json(part_t, {"seconds": time.perf_counter() - t0, "loadavg_after": os.getloadavg()})
+            rows += json.loads(part.read_text())["rows"]
+            spent += json.loads(part_t.read_text())["seconds"]
+            loads.append(json.loads(part_t.read_text())["loadavg_after"])
+        runs[relaxer] = {"rows": rows, "status_counts": dict(Counter(r["status"] for r in rows))}
+        seconds[relaxer] = spent
+        atomic_save_json(work / f"{relaxer}.json", runs[relaxer])
+        atomic_save_json(timing, {"seconds": spent, "loadavg_after_each_block": loads})
     rows_b, rows_a = runs["batched"]["rows"], runs["ase"]["rows"]
     both = [(b, a) for b, a in zip(rows_b, rows_a) if b["ef_relaxed"] is not None and a["ef_relaxed"] is not None]
     d_ef = np.array([b["ef_relaxed"] - a["ef_relaxed"] for b, a in both])
