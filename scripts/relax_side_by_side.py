@@ -37,6 +37,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mlff", default="sevenn")
     p.add_argument("--max-atoms", type=int, default=None)
+    p.add_argument("--note", default="the machine was shared (a nice-19 GPAW labelling job and other work), "
+                   "which slows both paths", help="the conditions of the run, recorded in the output")
     p.add_argument("--ase-block", type=int, default=10, help="one-at-a-time path: crystals per timed, kept block")
     p.add_argument("--out", default="results/relax_side_by_side", help="writes OUT.json and OUT.md")
     p.add_argument("--work", default="work/relax_side_by_side", help="each path's formation output and time "
@@ -119,8 +121,7 @@ def main() -> int:
         "dropped_or_failed": dropped,
         "versions": {k: md.version(k) for k in ("torch", "torch-sim-atomistic", "sevenn", "vesin", "ase")},
         "machine": {"nproc": os.cpu_count(), "loadavg_after": os.getloadavg()},
-        "note": "one run, both paths on the same crystals, references and threads; the machine was shared "
-                "(a nice-19 GPAW labelling job and other work), which slows both paths",
+        "note": "one run, both paths on the same crystals, references and threads; " + args.note,
     }
     out = Path(args.out)
     atomic_save_json(out.with_suffix(".json"), result)
