@@ -341,7 +341,7 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
         on a bare GPU machine) stays unmeasured and is reported as such."""
         try:
             fn()
-        except (ImportError, ConfigError) as exc:
+        except (ImportError, ConfigError, subprocess.CalledProcessError) as exc:
             report(f"  {what}: not measured ({type(exc).__name__}: {exc})")
 
     def startup() -> None:

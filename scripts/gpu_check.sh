@@ -11,6 +11,8 @@
 #   metrics.csv            the training run's per-epoch losses
 #   diffusion_cuda.pt      its best checkpoint
 #   cfg_T{200,500,1000}.npz   the regenerated test structures (demo settings: 200 steps, 100 structures)
+#   rates_paper_cuda.json  `dosmatgen plan --profile paper` rates measured here (then, anywhere:
+#                          dosmatgen plan --profile paper --rates OUT/rates_paper_cuda.json)
 # Score the regenerated sets where pymatgen is installed:
 #   dosmatgen evaluate score --generated OUT/cfg_T1000.npz --surrogate results/demo_run/surrogate.pt ...
 # Same seed, store, split and settings as the demo profile (config/demo.yaml); only --device differs.
@@ -61,4 +63,7 @@ for t in 200 500 1000; do
   stamp "regeneration T=$t took $(( $(date +%s) - t0 )) s"
   cp "$WORK/cfg_T$t.npz" "$OUT/"
 done
+stamp "plan: paper-profile rates on $DEVICE (parts whose packages are missing here stay unmeasured)"
+dmg plan --profile paper --device "$DEVICE" --save-rates "$OUT/rates_paper_$DEVICE.json" \
+  || stamp "plan failed (see above); the rest of the check stands"
 stamp "done"
