@@ -89,6 +89,9 @@ def test_plan_cli_with_saved_rates(tmp_path, capsys):
     assert plan["targets"]["models"] == pytest.approx(3 + 0.01 * 1000 * math.ceil(30474 / 256))
     assert main(["plan", "--profile", "paper", "--rates", str(tmp_path / "missing.json")]) == 2
     assert "cannot read rates file" in capsys.readouterr().err
+    for bad in (["--n-structures", "0"], ["--mean-atoms", "nan"], ["--threads", "0"]):
+        assert main(["plan", "--profile", "paper", "--rates", str(rates), *bad]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_combine_takes_model_units_only_from_the_model_rates():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from dosmatgen.io import atomic_save_json, check_writable
     from dosmatgen.plan import Rates, estimate, human, measure_rates, per_target, workload
 
+    for flag, value in (("--n-structures", args.n_structures), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if args.mean_atoms is not None and not (math.isfinite(args.mean_atoms) and args.mean_atoms > 0):
+        raise ConfigError(f"--mean-atoms must be a positive number, got {args.mean_atoms}")
     path = args.config or f"config/{args.profile}.yaml"
     # plan for the data the profile would use with an MP key (source auto -> mp), keyless or not
     cfg = load_run_config(path, environ={**os.environ, "MP_API_KEY": os.environ.get("MP_API_KEY") or "planning"})
