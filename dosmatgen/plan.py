@@ -436,9 +436,9 @@ def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str =
         small.append(a)
     big = [a.repeat((2, 1, 1)) for a in small]
     if relaxer == "batched":
-        from dosmatgen.evaluate.batched_relax import BatchedRelaxer
+        from dosmatgen.evaluate.batched_relax import BatchedRelaxer, load_batched_model
 
-        model = BatchedRelaxer(mlff, device, steps=1, fmax=1e-9).model
+        model = load_batched_model(mlff, device)
 
         def run(atoms: list, steps: int) -> float:
             return _timed(lambda: BatchedRelaxer(model=model, steps=steps, fmax=1e-9,

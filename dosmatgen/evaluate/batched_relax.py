@@ -430,7 +430,7 @@ class BatchedRelaxer:
                     s.steps += 1
         finally:
             bar.close()
-        return [o for o in out]  # every crystal has an outcome once the loop ends
+        return list(out)  # every crystal has an outcome once the loop ends
 
     def _shrink(self) -> None:
         self.oom_halvings += 1
