@@ -13,7 +13,10 @@ wall time on the machine at hand. Two parts:
   ledgers.
 
 The estimate is ``Σ units × seconds per unit`` per job, jobs one after another (the workflow's
-``threads`` = ``cores``, as in the recorded runs). Relaxations are counted at the full step cap
+``threads`` = ``cores``, as in the recorded runs). The one-at-a-time (ASE) relaxer runs in
+``threads`` worker processes of one torch thread each (``--workers {threads}``), so its units are
+measured with one thread and divided by ``threads``; everything else is measured with ``threads``
+torch threads. Relaxations are counted at the full step cap
 for generated crystals (most do not converge within it) and at :data:`TRUTH_STEP_FRACTION` of it
 for ground-truth crystals (DFT-relaxed geometries converge early): both stated in the output.
 
@@ -123,26 +126,30 @@ def workload(cfg: dict[str, Any], data: DataSize) -> list[Job]:
         jobs.append(Job("tables", "lookup", "DOS lookup",
                         {"job": 1, "lookup_atom_pair": data.n_test * data.mean_atoms * data.n_train * data.mean_atoms}))
     relaxer = ev.get("relaxer", "ase")
+    workers = int(cfg.get("threads", 1))
     steps = int(ev["relax_steps"])
     n_relax = n_gen if ev.get("relax_limit") is None else min(int(ev["relax_limit"]), n_gen)
     n_truth = data.n_test if ev.get("relax_limit") is None else min(int(ev["relax_limit"]), data.n_test)
     for mode in gen["guidance"]:
         for t0 in gen["t0"]:
             jobs.append(Job("tables", "formation", f"{mode} T={t0}", _relax_units(
-                relaxer, n_relax, data.mean_atoms, steps * GENERATED_STEP_FRACTION)))
+                relaxer, n_relax, data.mean_atoms, steps * GENERATED_STEP_FRACTION, workers)))
     jobs.append(Job("tables", "formation", "ground truth", _relax_units(
-        relaxer, n_truth, data.mean_atoms, steps * TRUTH_STEP_FRACTION)))
+        relaxer, n_truth, data.mean_atoms, steps * TRUTH_STEP_FRACTION, workers)))
     jobs.append(Job("tables", "tables", "tables + claims", {"job": 2}))
-    jobs += _study_jobs(cfg, relaxer)
+    jobs += _study_jobs(cfg, relaxer, workers)
     return jobs
 
 
-def _relax_units(relaxer: str, n: int, atoms: float, steps: float) -> dict[str, float]:
-    return {"job": 1, f"relax_crystal:{relaxer}": n, f"relax_crystal_step:{relaxer}": n * steps,
-            f"relax_atom_step:{relaxer}": n * atoms * steps}
+def _relax_units(relaxer: str, n: int, atoms: float, steps: float, workers: int = 1) -> dict[str, float]:
+    """Units of relaxing ``n`` crystals of ``atoms`` atoms for ``steps`` FIRE steps; the ASE
+    relaxer shares them among ``workers`` processes (wall time = units / workers)."""
+    share = 1.0 / max(1, workers) if relaxer == "ase" else 1.0
+    return {"job": 1, f"relax_crystal:{relaxer}": n * share, f"relax_crystal_step:{relaxer}": n * steps * share,
+            f"relax_atom_step:{relaxer}": n * atoms * steps * share}
 
 
-def _study_jobs(cfg: dict[str, Any], relaxer: str) -> list[Job]:
+def _study_jobs(cfg: dict[str, Any], relaxer: str, workers: int = 1) -> list[Job]:
     st, steps = cfg.get("studies", {}), cfg["generate"].get("steps")
     full = _steps_for(steps, 1000)
     chunk = 100  # the studies' sampler batch (`dosmatgen studies --batch-size`, default)
@@ -170,7 +177,7 @@ def _study_jobs(cfg: dict[str, Any], relaxer: str) -> list[Job]:
             units["sample_chunk_step:cfg"] = len(s["natoms"]) * sample(int(s["n_per_natoms"]), full)
             units["surrogate_crystal"] = n
             units.update({k: v for k, v in _relax_units(relaxer, n, atoms, int(s.get("relax_steps", 200))
-                                                        * GENERATED_STEP_FRACTION).items() if k != "job"})
+                                                        * GENERATED_STEP_FRACTION, workers).items() if k != "job"})
             if s.get("dft"):
                 units["gpaw_cell_parallel"] = int(s.get("top_k", 8)) / max(1, int(s.get("dft_workers", 1)))
         elif name == "window-sweep":
@@ -180,7 +187,7 @@ def _study_jobs(cfg: dict[str, Any], relaxer: str) -> list[Job]:
             units["surrogate_crystal"] = n
             if not s.get("no_formation"):
                 units.update({k: v for k, v in _relax_units(relaxer, n, atoms, int(s.get("relax_steps", 200))
-                                                            * GENERATED_STEP_FRACTION).items() if k != "job"})
+                                                            * GENERATED_STEP_FRACTION, workers).items() if k != "job"})
         jobs.append(Job("studies", f"study_{name}", name, units))
     return jobs
 
@@ -392,9 +399,16 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
         attempt(what, fn)
     for relaxer in ("ase", "batched"):
         def relaxing(relaxer: str = relaxer) -> None:
-            per_crystal, per_crystal_step, per_atom_step = measure_relax(
-                relaxer, records, cfg["evaluate"].get("mlff", "sevenn"), device if relaxer == "batched" else "cpu")
-            how = "fit of 1, 5 and 15 FIRE steps on 6 crystals and their doubled supercells"
+            threads = torch.get_num_threads()
+            if relaxer == "ase":  # each ASE worker process runs one torch thread
+                torch.set_num_threads(1)
+            try:
+                per_crystal, per_crystal_step, per_atom_step = measure_relax(
+                    relaxer, records, cfg["evaluate"].get("mlff", "sevenn"), device if relaxer == "batched" else "cpu")
+            finally:
+                torch.set_num_threads(threads)
+            how = (f"fit of 1, 5 and 15 FIRE steps on 6 crystals and their doubled supercells, "
+                   f"{1 if relaxer == 'ase' else threads} torch thread(s)")
             rates.set(f"relax_crystal:{relaxer}", per_crystal, f"per-crystal overhead ({how})")
             rates.set(f"relax_crystal_step:{relaxer}", per_crystal_step, f"FIRE step per crystal ({how})")
             rates.set(f"relax_atom_step:{relaxer}", per_atom_step, f"FIRE step per atom ({how})")

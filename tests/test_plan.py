@@ -29,10 +29,15 @@ def test_demo_units_follow_the_config():
     assert len(regen) == 9
     assert units(jobs, "regenerate", "cfg T=200")[0]["sample_chunk_step:cfg"] == 40
     assert units(jobs, "regenerate", "uncond T=1000")[0]["sample_chunk_step:uncond"] == 200
-    # formation: 12 generated crystals x 3 atoms x 60 steps per guided set; the truth at a fraction
-    assert units(jobs, "formation", "cfg T=500")[0]["relax_atom_step:ase"] == 12 * 3.0 * 60
-    assert units(jobs, "formation", "cfg T=500")[0]["relax_crystal_step:ase"] == 12 * 60
-    assert units(jobs, "formation", "ground truth")[0]["relax_atom_step:ase"] == 12 * 3.0 * 60 * TRUTH_STEP_FRACTION
+    # formation: 12 generated crystals x 3 atoms x 60 steps per guided set, shared by the 2 ASE
+    # worker processes (threads: 2); the truth at a fraction of the steps
+    assert units(jobs, "formation", "cfg T=500")[0]["relax_atom_step:ase"] == 12 * 3.0 * 60 / 2
+    assert units(jobs, "formation", "cfg T=500")[0]["relax_crystal_step:ase"] == 12 * 60 / 2
+    assert units(jobs, "formation", "ground truth")[0]["relax_atom_step:ase"] == 12 * 3.0 * 60 * TRUTH_STEP_FRACTION / 2
+    assert units(jobs, "formation", "cfg T=500")[0]["job"] == 1  # start-up is not shared
+    one = workload({**cfg, "threads": 1}, data)
+    assert units(one, "formation", "cfg T=500")[0]["relax_atom_step:ase"] == 12 * 3.0 * 60
+    assert units(one, "study_screen")[0]["relax_crystal:ase"] == 2 * units(jobs, "study_screen")[0]["relax_crystal:ase"]
     assert len(units(jobs, "formation")) == 7  # uncond gets no formation energies
 
 

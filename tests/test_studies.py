@@ -325,6 +325,48 @@ def test_screening_end_to_end_and_resume(models, tmp_path, monkeypatch):
     assert [r["candidate_id"] for r in res2["summary"]] == [r["candidate_id"] for r in ranked]
 
 
+def test_screening_with_the_batched_relaxer(models, tmp_path, monkeypatch):
+    """``relaxer="batched"`` through the study: the same candidates reach the MLFF as with the
+    one-at-a-time path, every one leaves with a batched status, and a rerun reuses the work."""
+    pytest.importorskip("torch_sim")
+    from ase.calculators.lj import LennardJones
+    from torch_sim.models.lennard_jones import LennardJonesModel
+
+    import dosmatgen.evaluate.batched_relax as B
+    from dosmatgen.studies.screening import ScreenConfig, run_screening
+
+    built = []
+
+    def lj_model(*args, **kwargs):  # stands in for SevenNet's torch-sim wrapper
+        built.append(args)
+        return LennardJonesModel(sigma=2.3, epsilon=0.05, cutoff=4.0, dtype=torch.float64, compute_stress=True)
+
+    monkeypatch.setattr(B, "load_batched_model", lj_model)
+    target = find_target_in_records([_iro2()], "ir-iro2")
+    runs = {}
+    for relaxer in ("ase", "batched"):
+        cfg = ScreenConfig(n_atoms=(2, 3), n_per_size=3, steps=STEPS, top_k=3, ef_threshold=-50.0, relax_steps=3,
+                           dft=False, relaxer=relaxer, refs_cache=_refs_cache(tmp_path / f"refs_{relaxer}.json"),
+                           progress=False, work_dir=str(tmp_path / f"work_{relaxer}"))
+        runs[relaxer] = run_screening(models, target, cfg, tmp_path / relaxer, calc=LennardJones(sigma=2.3, epsilon=0.05,
+                                                                                              rc=4.0))
+    assert len(built) == 1  # only the batched run built a torch-sim model
+    form = json.loads(next((tmp_path / "work_batched").rglob("formation.json")).read_text())
+    ase_form = json.loads(next((tmp_path / "work_ase").rglob("formation.json")).read_text())
+    assert form["relaxer"] == "batched" and ase_form["relaxer"] == "ase"
+    assert [r["id"] for r in form["rows"]] == [r["id"] for r in ase_form["rows"]]  # same seed, same candidates
+    relaxed = [r for r in form["rows"] if r["relax_status"] is not None]
+    assert relaxed and all(r["relax_status"] in ("converged", "max_steps") or r["relax_status"].startswith("dropped:")
+                           for r in relaxed)
+    assert {r["id"] for r in relaxed} == {r["id"] for r in ase_form["rows"] if r["relax_status"] is not None}
+    funnel = {r["stage"]: int(r["count"]) for r in _rows(tmp_path / "batched" / "funnel.csv")}
+    assert funnel["formation energy computed (relaxed)"] == len(runs["batched"]["formation"]["ef_relaxed"])
+    # rerun: the formation energies come from the work folder
+    again = run_screening(models, target, cfg, tmp_path / "batched", calc=LennardJones(sigma=2.3, epsilon=0.05, rc=4.0))
+    assert again["formation"] == runs["batched"]["formation"]
+    assert [r["candidate_id"] for r in again["summary"]] == [r["candidate_id"] for r in runs["batched"]["summary"]]
+
+
 def test_screening_dft_skips_huge_cells(models, tmp_path):
     from dosmatgen.studies.screening import ScreenConfig, _run_dft
 
