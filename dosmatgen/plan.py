@@ -145,8 +145,11 @@ def _relax_units(relaxer: str, n: int, atoms: float, steps: float, workers: int 
     """Units of relaxing ``n`` crystals of ``atoms`` atoms for ``steps`` FIRE steps; the ASE
     relaxer shares them among ``workers`` processes (wall time = units / workers)."""
     share = 1.0 / max(1, workers) if relaxer == "ase" else 1.0
-    return {"job": 1, f"relax_crystal:{relaxer}": n * share, f"relax_crystal_step:{relaxer}": n * steps * share,
-            f"relax_atom_step:{relaxer}": n * atoms * steps * share}
+    units = {"job": 1, f"relax_crystal:{relaxer}": n * share, f"relax_crystal_step:{relaxer}": n * steps * share,
+             f"relax_atom_step:{relaxer}": n * atoms * steps * share}
+    if relaxer == "ase" and workers > 1:
+        units["relax_pool:ase"] = 1  # starting the worker processes, each loading the MLFF
+    return units
 
 
 def _study_jobs(cfg: dict[str, Any], relaxer: str, workers: int = 1) -> list[Job]:
@@ -409,6 +412,11 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
                 torch.set_num_threads(threads)
             how = (f"fit of 1, 5 and 15 FIRE steps on 6 crystals and their doubled supercells, "
                    f"{1 if relaxer == 'ase' else threads} torch thread(s)")
+            if relaxer == "ase" and int(cfg.get("threads", 1)) > 1:
+                workers = int(cfg.get("threads", 1))
+                rates.set("relax_pool:ase", measure_relax_pool(cfg["evaluate"].get("mlff", "sevenn"), workers),
+                          f"starting {workers} spawned worker processes that load the MLFF")
+                report(f"  relax ase: {rates.seconds['relax_pool:ase']:.1f} s to start {workers} worker processes")
             rates.set(f"relax_crystal:{relaxer}", per_crystal, f"per-crystal overhead ({how})")
             rates.set(f"relax_crystal_step:{relaxer}", per_crystal_step, f"FIRE step per crystal ({how})")
             rates.set(f"relax_atom_step:{relaxer}", per_atom_step, f"FIRE step per atom ({how})")
@@ -473,6 +481,30 @@ def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str =
     per_crystal_step = max(step_small - n_atoms * per_atom_step, 0.0) / n
     per_crystal = max(run(small, 1) - step_small, 0.0) / n
     return per_crystal, per_crystal_step, per_atom_step
+
+
+def _pool_ready(_: int) -> int:
+    return 0
+
+
+def measure_relax_pool(mlff: str, workers: int) -> float:
+    """Seconds until a pool of ``workers`` spawned processes, each with its MLFF calculator,
+    is ready: what :func:`dosmatgen.evaluate.formation.compute_formation_energies` pays before its
+    first one-at-a-time relaxation."""
+    import multiprocessing as mp
+
+    from dosmatgen.evaluate.formation import _init_worker, canonical_mlff
+    from dosmatgen.threads import single_threaded_children
+
+    t0 = time.perf_counter()
+    with single_threaded_children():
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(canonical_mlff(mlff), "cpu", 1))
+    try:
+        pool.map(_pool_ready, range(workers))
+        return time.perf_counter() - t0
+    finally:
+        pool.close()
+        pool.join()
 
 
 def gpaw_seconds_per_cell(ledgers: Sequence[str | Path]) -> float | None:

@@ -117,6 +117,31 @@ def test_score_reports_element_accuracy_per_set_and_per_structure(tiny, tmp_path
     assert float(rows[2]["element_accuracy"]) == pytest.approx(60.0) and rows[1]["build_reason"] == "non_finite"
 
 
+def test_score_splits_a_mixed_test_set_by_source(tiny):
+    """Prototype and real MP-20 test crystals get their own set metrics (the real-crystal rows of
+    Tables 1-2); a one-source set gets none (negative control)."""
+    import dataclasses
+
+    _, sur, std, recs = tiny
+    nacl = dataclasses.replace(recs[0], structure_id="builtin-rocksalt-Na-Cl")
+    cscl = dataclasses.replace(recs[1], structure_id="builtin-cscl-Cs-Cl")
+    srtio3 = dataclasses.replace(recs[2], structure_id="mp20-mp-5229")
+    refs = {r.structure_id: r for r in (nacl, cscl, srtio3)}
+    gen = R.concat_generated([one(nacl), one(cscl, types=Z([55, 55])), one(srtio3, types=Z([22, 38, 8, 8, 8]))],
+                             {"guidance": "cfg", "t0": 1000, "start": "prior"})
+    res = score_generated(gen, refs, sur, std, progress=False)
+    parts = res["by_source"]
+    assert sorted(parts) == ["mp20", "prototypes"]
+    assert parts["prototypes"]["n_structures"] == 2 and parts["mp20"]["n_structures"] == 1
+    assert parts["prototypes"]["metrics"]["element_accuracy"]["value"] == pytest.approx(75.0)  # 3 of 4 atoms
+    assert parts["mp20"]["metrics"]["element_accuracy"]["value"] == pytest.approx(60.0)        # 3 of 5
+    assert res["metrics"]["element_accuracy"]["value"] == pytest.approx(100 * 6 / 9)
+    assert parts["mp20"]["metrics"]["mae_yhat_y"]["n_used"] == 1  # the surrogate's error on the real crystal
+    one_source = score_generated(R.concat_generated([one(nacl), one(cscl)], {"guidance": "cfg", "t0": 1000}),
+                                 refs, sur, std, progress=False)
+    assert one_source["by_source"] == {}
+
+
 # ----------------------------------------------------------------------------------------------
 # the DOS lookup
 # ----------------------------------------------------------------------------------------------

@@ -38,6 +38,10 @@ def test_demo_units_follow_the_config():
     one = workload({**cfg, "threads": 1}, data)
     assert units(one, "formation", "cfg T=500")[0]["relax_atom_step:ase"] == 12 * 3.0 * 60
     assert units(one, "study_screen")[0]["relax_crystal:ase"] == 2 * units(jobs, "study_screen")[0]["relax_crystal:ase"]
+    # the 2 worker processes are started once per relaxing job; one process needs no pool
+    assert units(jobs, "formation", "cfg T=500")[0]["relax_pool:ase"] == 1
+    assert units(jobs, "study_screen")[0]["relax_pool:ase"] == 1
+    assert "relax_pool:ase" not in units(one, "formation", "cfg T=500")[0]
     assert len(units(jobs, "formation")) == 7  # uncond gets no formation energies
 
 

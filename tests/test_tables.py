@@ -74,6 +74,31 @@ def test_tables_with_missing_sets_and_without_provenance(tmp_path):
     assert prov["sets"]["cfg_T1000"]["checkpoint"] == "d.pt"
 
 
+def test_tables_get_a_row_per_source_and_claims_read_the_whole_split(tmp_path):
+    m = fake_metrics("cfg", 1000, .08, .06, 10., 50., n=10)
+    real = fake_metrics("cfg", 1000, .20, .15, 0., 25., n=4)
+    proto = fake_metrics("cfg", 1000, .02, .01, 17., 67., n=6)
+    m["by_source"] = {"mp20": {"n_structures": 4, "metrics": real["metrics"]},
+                      "prototypes": {"n_structures": 6, "metrics": proto["metrics"]}}
+    write_set(tmp_path / "m", [m])
+    TB.write_tables(tmp_path / "m", tmp_path / "res")
+    rows = [r for r in csv.DictReader(open(tmp_path / "res" / "table1_dos_mae.csv")) if r["T"] == "1000"
+            and r["guidance"] == "cfg"]
+    assert [(r["subset"], r["n_structures"]) for r in rows] == [("all", "10"), ("mp20", "4"), ("prototypes", "6")]
+    assert float(rows[1]["mae_gen_y"]) == pytest.approx(0.20) and rows[1]["paper_mae_gen_y"] == ""
+    assert float(rows[0]["paper_mae_gen_y"]) == pytest.approx(0.120)  # the paper's numbers stay on the whole split
+    t2 = [r for r in csv.DictReader(open(tmp_path / "res" / "table2_match_rates.csv")) if r["subset"] == "mp20"]
+    assert len(t2) == 1 and float(t2[0]["composition_match_rate"]) == pytest.approx(25.0)
+    md = (tmp_path / "res" / "table1_dos_mae.md").read_text()
+    assert "By source" in md and "| mp20 | 4 | 0.200 |" in md
+    assert "0.080 (0.120)" in md  # the main grid is the whole split, not a source
+    res, _ = C.load_results(tmp_path / "res")
+    assert res[("cfg", 1000)]["mae_gen_y"] == pytest.approx(0.08)  # claims read the whole-split rows
+    write_set(tmp_path / "one", [fake_metrics("cfg", 1000, .08, .06, 10., 50.)])
+    TB.write_tables(tmp_path / "one", tmp_path / "res_one")
+    assert "By source" not in (tmp_path / "res_one" / "table1_dos_mae.md").read_text()
+
+
 def test_tables_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         TB.collect_metrics(tmp_path / "nope")

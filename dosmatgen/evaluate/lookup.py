@@ -42,6 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dosmatgen.data.schema import require_site_dos
+from dosmatgen.data.split import record_source
 from dosmatgen.errors import DataError
 from dosmatgen.evaluate import metrics as M
 from dosmatgen.evaluate.score import FORMAT, element_columns, write_per_structure_csv
@@ -111,8 +112,21 @@ def score_lookup(test: Sequence[Any], train: Sequence[Any], standardiser: Any, *
     ref_types = [np.asarray(r.atomic_numbers) for r in test]
     formulas_lookup = [M.reduced_formula(z) for z in looked_up]
     formulas_ref = [M.reduced_formula(z) for z in ref_types]
-    metrics = {"element_accuracy": M.ElementAccuracy().compute(looked_up, ref_types),
-               "composition_match_rate": M.CompositionMatchRate().from_formulas(formulas_lookup, formulas_ref)}
+
+    def set_metrics(part: Sequence[int]) -> dict[str, M.MetricResult]:
+        return {"element_accuracy": M.ElementAccuracy().compute([looked_up[i] for i in part],
+                                                                [ref_types[i] for i in part]),
+                "composition_match_rate": M.CompositionMatchRate().from_formulas(
+                    [formulas_lookup[i] for i in part], [formulas_ref[i] for i in part])}
+
+    metrics = set_metrics(range(len(test)))
+    sources = [record_source(r.structure_id) for r in test]
+    by_source = {}
+    if len(set(sources)) > 1:  # a row per source in Table 2, as the generated sets
+        for src in sorted(set(sources)):
+            part = [i for i, v in enumerate(sources) if v == src]
+            by_source[src] = {"n_structures": len(part),
+                              "metrics": {k: v.to_dict() for k, v in set_metrics(part).items()}}
     if per_structure_csv is not None:
         rows = [{"index": i, "source_id": r.structure_id, "formula_ref": formulas_ref[i],
                  "formula_lookup": formulas_lookup[i], **element_columns(looked_up[i], ref_types[i]),
@@ -123,6 +137,7 @@ def score_lookup(test: Sequence[Any], train: Sequence[Any], standardiser: Any, *
     return {
         "format": FORMAT, "version": 1, "guidance": GUIDANCE, "t0": None, "start": None, "n_structures": len(test),
         "metrics": {k: v.to_dict() for k, v in metrics.items()},
+        "by_source": by_source,
         "lookup": {"distance": "l1", "space": "standardised site DOS", "n_train_structures": len(train),
                    "n_train_structures_without_dos": sum(1 for r in train if r.dos is None),
                    "n_train_atoms": int(len(train_z)), **(inputs or {})},

@@ -19,6 +19,9 @@ Metrics JSON (``dosmatgen evaluate score --out FILE``)::
                  "structure_match_rate": R, "composition_match_rate": R,
                  "element_accuracy": R (per atom, pooled; n_total = atoms),
                  "validity": R, "uniqueness": R, "novelty": R (absent when skipped)},
+     "by_source": {source: {"n_structures": b, "metrics": {..the same, over that source's part..}}}
+                  (empty unless the test structures come from more than one source, e.g.
+                  ``prototypes`` and ``mp20``; :func:`dosmatgen.data.split.record_source`),
      "generated": {"path": .., "meta": {..the generated file's meta..}},
      "surrogate": {"path": .., "config": {..}},
      "settings": {"match_timeout_s", "workers", "n_training_structures"},
@@ -26,7 +29,7 @@ Metrics JSON (``dosmatgen evaluate score --out FILE``)::
 
 where each R is :meth:`MetricResult.to_dict` (``value, unit, n_total, n_used, n_excluded,
 excluded{reason: count}, counts{...}``). Beside it, ``<FILE stem>.per_structure.csv`` has one row
-per generated crystal: ``index, source_id, formula_gen, formula_ref, build_reason, validity_reason,
+per generated crystal: ``index, source_id, source, formula_gen, formula_ref, build_reason, validity_reason,
 graph_reason, mae_gen_y, mae_gen_yhat, mae_yhat_y, structure_match, composition_match, n_atoms,
 element_correct, element_accuracy`` (``element_correct``: atoms with the conditioning atom's
 element; ``element_accuracy``: the same in percent of ``n_atoms``).
@@ -47,6 +50,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dosmatgen.data.split import record_source
 from dosmatgen.errors import DataError
 from dosmatgen.evaluate import metrics as M
 from dosmatgen.io import atomic_save_json, atomic_write
@@ -94,18 +98,7 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
                                      [(r.atomic_numbers, r.frac_coords, r.lattice) for r in refs],
                                      batch_size, device, progress)
     seconds["surrogate"] = time.perf_counter() - tic
-    mae = M.DOSMAE()
-    out: dict[str, M.MetricResult] = {}
-    out["mae_gen_y"] = mae.compute(yhat_gen, y, why_gen)
-    reasons_pair = [g if g is not None else (f"reference_{r}" if r is not None else None)
-                    for g, r in zip(why_gen, why_ref)]
-    out["mae_gen_yhat"] = mae.compute(yhat_gen, yhat, reasons_pair)
-    out["mae_yhat_y"] = mae.compute(yhat, y, [f"reference_{r}" if r else None for r in why_ref])
-    # context, not in the paper: the error of always predicting the training set's mean site DOS
     mean_dos = np.asarray(surrogate_std.mean, dtype=np.float64) if surrogate_std is not None else None
-    if mean_dos is not None:
-        out["mae_mean_dos_y"] = mae.compute([np.tile(mean_dos, (len(d), 1)) for d in y], y)
-
     built = [M.build_structure(*it) for it in gen_items]
     gen_structs = [s for s, _ in built]
     ref_structs = [r.to_structure() for r in refs]
@@ -113,28 +106,55 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
     sm = M.StructureMatchRate(match_timeout_s, workers, progress)
     outcomes = sm.outcomes(gen_structs, ref_structs)
     seconds["structure_match"] = time.perf_counter() - tic
-    out["structure_match_rate"] = sm.from_outcomes(outcomes)
-    out["composition_match_rate"] = M.CompositionMatchRate().compute(gen_structs, ref_structs)
     gen_types, ref_types = [z for z, _, _ in gen_items], [r.atomic_numbers for r in refs]
-    out["element_accuracy"] = M.ElementAccuracy().compute(gen_types, ref_types)
-    out["validity"] = M.Validity().compute(gen_items)
-
     validity = [M.validity_reason(*it)[1] for it in gen_items]
     valid_structs = [s if why is None else None for s, why in zip(gen_structs, validity)]
-    tic = time.perf_counter()
-    out["uniqueness"] = M.Uniqueness(match_timeout_s, progress).compute(valid_structs)
-    seconds["uniqueness"] = time.perf_counter() - tic
-    if training is not None:
+
+    def set_metrics(idx: Sequence[int], timed: bool = False) -> dict[str, M.MetricResult]:
+        """Every set metric over the structures ``idx`` (the whole set, or one source's part)."""
+        def pick(v: Sequence[Any]) -> list[Any]:
+            return [v[i] for i in idx]
+
+        mae = M.DOSMAE()
+        out: dict[str, M.MetricResult] = {}
+        out["mae_gen_y"] = mae.compute(pick(yhat_gen), pick(y), pick(why_gen))
+        reasons_pair = [g if g is not None else (f"reference_{r}" if r is not None else None)
+                        for g, r in zip(why_gen, why_ref)]
+        out["mae_gen_yhat"] = mae.compute(pick(yhat_gen), pick(yhat), pick(reasons_pair))
+        out["mae_yhat_y"] = mae.compute(pick(yhat), pick(y), [f"reference_{r}" if r else None for r in pick(why_ref)])
+        # context, not in the paper: the error of always predicting the training set's mean site DOS
+        if mean_dos is not None:
+            out["mae_mean_dos_y"] = mae.compute([np.tile(mean_dos, (len(d), 1)) for d in pick(y)], pick(y))
+        out["structure_match_rate"] = sm.from_outcomes(pick(outcomes))
+        out["composition_match_rate"] = M.CompositionMatchRate().compute(pick(gen_structs), pick(ref_structs))
+        out["element_accuracy"] = M.ElementAccuracy().compute(pick(gen_types), pick(ref_types))
+        out["validity"] = M.Validity().compute(pick(gen_items))
         tic = time.perf_counter()
-        out["novelty"] = M.Novelty(training, match_timeout_s, workers, progress).compute(valid_structs)
-        seconds["novelty"] = time.perf_counter() - tic
+        out["uniqueness"] = M.Uniqueness(match_timeout_s, progress).compute(pick(valid_structs))
+        if timed:
+            seconds["uniqueness"] = time.perf_counter() - tic
+        if training is not None:
+            tic = time.perf_counter()
+            out["novelty"] = M.Novelty(training, match_timeout_s, workers, progress).compute(pick(valid_structs))
+            if timed:
+                seconds["novelty"] = time.perf_counter() - tic
+        return out
+
+    out = set_metrics(range(len(gen_items)), timed=True)
+    sources = [record_source(sid) for sid in gen.source_ids]
+    by_source = {}
+    if len(set(sources)) > 1:  # e.g. prototypes and real MP-20 crystals: a row each in Tables 1-2
+        for src in sorted(set(sources)):
+            part = [i for i, v in enumerate(sources) if v == src]
+            by_source[src] = {"n_structures": len(part),
+                              "metrics": {k: v.to_dict() for k, v in set_metrics(part).items()}}
 
     if per_structure_csv is not None:
         rows = []
         for i, sid in enumerate(gen.source_ids):
             s, bwhy = built[i]
             rows.append({
-                "index": i, "source_id": sid,
+                "index": i, "source_id": sid, "source": sources[i],
                 "formula_gen": s.composition.reduced_formula if s is not None else "",
                 "formula_ref": ref_structs[i].composition.reduced_formula,
                 "build_reason": bwhy or "", "validity_reason": validity[i] or "", "graph_reason": why_gen[i] or "",
@@ -151,6 +171,7 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
         "format": FORMAT, "version": 1, "guidance": meta.get("guidance"), "t0": meta.get("t0"),
         "start": meta.get("start"), "n_structures": len(gen),
         "metrics": {k: v.to_dict() for k, v in out.items()},
+        "by_source": by_source,
         "generated": {"path": generated_path, "meta": meta},
         "surrogate": {"path": surrogate_path, "config": getattr(surrogate, "config", None)},
         "settings": {"match_timeout_s": match_timeout_s, "workers": workers,

@@ -13,10 +13,10 @@ as before with empty cells.
 
 Outputs in ``out_dir``:
 
-* ``table1_dos_mae.csv|md`` -- columns ``guidance, T, mae_gen_y, paper_mae_gen_y, mae_gen_yhat,
+* ``table1_dos_mae.csv|md`` -- columns ``guidance, T, subset, mae_gen_y, paper_mae_gen_y, mae_gen_yhat,
   paper_mae_gen_yhat, mae_yhat_y, paper_mae_yhat_y, mae_mean_dos_y (baseline), n_structures, n_used, n_excluded,
   excluded, paper_n_excluded`` (MAEs in states/eV/site; ``excluded`` = ``reason:count;...``);
-* ``table2_match_rates.csv|md`` -- ``guidance, T, structure_match_rate,
+* ``table2_match_rates.csv|md`` -- ``guidance, T, subset, structure_match_rate,
   paper_structure_match_rate, composition_match_rate, paper_composition_match_rate,
   element_accuracy, validity, uniqueness, novelty, n_structures, n_match_excluded, match_excluded,
   paper_n_match_excluded`` (percentages; ``element_accuracy`` per atom, not in the paper);
@@ -27,6 +27,10 @@ Outputs in ``out_dir``:
   are left out of the relaxed statistics and counted in ``n_implausible_ef``);
 * ``provenance.json`` -- a copy of the given provenance file (left alone when it already is that
   file), or, without one, the provenance gathered from the metrics files.
+
+``subset`` is ``all`` (the whole test split, the paper's rows) or, when the test split mixes
+sources (built-in prototypes and real MP-20 crystals), the source of the rows after it
+(:func:`dosmatgen.data.split.record_source`); the Markdown shows them in a table of their own.
 
 Missing values are empty in CSV and "—" in Markdown. Numbers are printed as measured; the paper's
 are from :mod:`dosmatgen.evaluate.paper`.
@@ -112,49 +116,62 @@ def _reasons(r: dict[str, Any] | None) -> str:
     return ";".join(f"{k}:{v}" for k, v in sorted(r.get("excluded", {}).items()))
 
 
+def _parts(m: dict[str, Any] | None) -> list[tuple[str, dict[str, Any] | None]]:
+    """``("all", m)`` and, when the test split mixes sources, ``(source, its part)`` for each
+    (``by_source`` of :mod:`dosmatgen.evaluate.score`)."""
+    return [("all", m)] + sorted(((src, part) for src, part in ((m or {}).get("by_source") or {}).items()))
+
+
 def table1_rows(metrics: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table 1 rows; sets without a T (the DOS lookup: no generated crystal, no MAE) are left out."""
+    """Table 1 rows; sets without a T (the DOS lookup: no generated crystal, no MAE) are left out.
+    A set whose test split mixes sources gets a row per source after its ``all`` row (no paper
+    numbers: the paper's are for its whole test split)."""
     rows = []
     for key in _keys(metrics):
         if key[1] is None:
             continue
-        m = metrics.get(key)
-        p = P.TABLE1.get(key, {})
-        r = _metric(m, "mae_gen_y")
-        rows.append({
-            "guidance": key[0], "T": key[1],
-            "mae_gen_y": _value(m, "mae_gen_y"), "paper_mae_gen_y": p.get("mae_gen_y"),
-            "mae_gen_yhat": _value(m, "mae_gen_yhat"), "paper_mae_gen_yhat": p.get("mae_gen_yhat"),
-            "mae_yhat_y": _value(m, "mae_yhat_y"), "paper_mae_yhat_y": P.SURROGATE_MAE if key in P.TABLE1 else None,
-            "mae_mean_dos_y": _value(m, "mae_mean_dos_y"),
-            "n_structures": None if m is None else m.get("n_structures"),
-            "n_used": None if r is None else r.get("n_used"),
-            "n_excluded": None if r is None else r.get("n_excluded"),
-            "excluded": _reasons(r),
-            "paper_n_excluded": P.TABLE1_EXCLUDED.get(key, 0) if key in P.TABLE1 else None,
-        })
+        for subset, m in _parts(metrics.get(key)):
+            whole = subset == "all"
+            p = P.TABLE1.get(key, {}) if whole else {}
+            r = _metric(m, "mae_gen_y")
+            rows.append({
+                "guidance": key[0], "T": key[1], "subset": subset,
+                "mae_gen_y": _value(m, "mae_gen_y"), "paper_mae_gen_y": p.get("mae_gen_y"),
+                "mae_gen_yhat": _value(m, "mae_gen_yhat"), "paper_mae_gen_yhat": p.get("mae_gen_yhat"),
+                "mae_yhat_y": _value(m, "mae_yhat_y"),
+                "paper_mae_yhat_y": P.SURROGATE_MAE if whole and key in P.TABLE1 else None,
+                "mae_mean_dos_y": _value(m, "mae_mean_dos_y"),
+                "n_structures": None if m is None else m.get("n_structures"),
+                "n_used": None if r is None else r.get("n_used"),
+                "n_excluded": None if r is None else r.get("n_excluded"),
+                "excluded": _reasons(r),
+                "paper_n_excluded": P.TABLE1_EXCLUDED.get(key, 0) if whole and key in P.TABLE1 else None,
+            })
     return rows
 
 
 def table2_rows(metrics: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table 2 rows, with a row per source after a mixed set's ``all`` row (as Table 1)."""
     rows = []
     for key in _keys(metrics):
-        m = metrics.get(key)
-        p = P.TABLE2.get(key, {})
-        r = _metric(m, "structure_match_rate")
-        rows.append({
-            "guidance": key[0], "T": key[1],
-            "structure_match_rate": _value(m, "structure_match_rate"),
-            "paper_structure_match_rate": p.get("structure_match_rate"),
-            "composition_match_rate": _value(m, "composition_match_rate"),
-            "paper_composition_match_rate": p.get("composition_match_rate"),
-            "element_accuracy": _value(m, "element_accuracy"),
-            "validity": _value(m, "validity"), "uniqueness": _value(m, "uniqueness"), "novelty": _value(m, "novelty"),
-            "n_structures": None if m is None else m.get("n_structures"),
-            "n_match_excluded": None if r is None else r.get("n_excluded"),
-            "match_excluded": _reasons(r),
-            "paper_n_match_excluded": P.TABLE2_EXCLUDED.get(key, 0) if key in P.TABLE2 else None,
-        })
+        for subset, m in _parts(metrics.get(key)):
+            whole = subset == "all"
+            p = P.TABLE2.get(key, {}) if whole else {}
+            r = _metric(m, "structure_match_rate")
+            rows.append({
+                "guidance": key[0], "T": key[1], "subset": subset,
+                "structure_match_rate": _value(m, "structure_match_rate"),
+                "paper_structure_match_rate": p.get("structure_match_rate"),
+                "composition_match_rate": _value(m, "composition_match_rate"),
+                "paper_composition_match_rate": p.get("composition_match_rate"),
+                "element_accuracy": _value(m, "element_accuracy"),
+                "validity": _value(m, "validity"), "uniqueness": _value(m, "uniqueness"),
+                "novelty": _value(m, "novelty"),
+                "n_structures": None if m is None else m.get("n_structures"),
+                "n_match_excluded": None if r is None else r.get("n_excluded"),
+                "match_excluded": _reasons(r),
+                "paper_n_match_excluded": P.TABLE2_EXCLUDED.get(key, 0) if whole and key in P.TABLE2 else None,
+            })
     return rows
 
 
@@ -238,7 +255,27 @@ def _ours_paper_grid(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str
     return lines
 
 
+def _whole(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("subset", "all") == "all"]
+
+
+def _by_source_lines(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, int]]) -> list[str]:
+    """A Markdown table of the per-source rows (none: no lines)."""
+    part = [r for r in rows if r.get("subset", "all") != "all" and r.get("n_structures") is not None]
+    if not part:
+        return []
+    lines = ["", "By source of the test crystal (ours; `prototypes`: built-in prototype substitutions, `mp20`: "
+             "real Materials Project crystals; the paper has no such split):", "",
+             "| Guidance | T | Source | n | " + " | ".join(label for label, _, _ in columns) + " |",
+             "|---|---|---|---|" + "---|" * len(columns)]
+    for r in part:
+        lines.append(f"| {ROW_LABELS.get(r['guidance'], r['guidance'])} | {_fmt(r['T'])} | {r['subset']} | "
+                     f"{r['n_structures']} | " + " | ".join(_fmt(r.get(key), d) for _, key, d in columns) + " |")
+    return lines
+
+
 def table1_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None = None) -> str:
+    every, rows = rows, _whole(rows)
     lines = ["# Table 1: DOS MAE of regenerated test structures — ours (paper)", "",
              "MAE in states/eV/site (per-atom mean over 400 bins, mean over atoms, mean over structures); "
              "the paper's values in parentheses.", ""]
@@ -255,10 +292,13 @@ def table1_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None 
                      f"{_fmt(r.get('n_structures'))} generated, {_fmt(r.get('n_excluded'))} excluded"
                      f"{' (' + r['excluded'] + ')' if r.get('excluded') else ''}; "
                      f"paper {_fmt(r.get('paper_n_excluded'))} of {P.N_TEST}")
+    lines += _by_source_lines(every, [("MAE(ŷ_gen, y)", "mae_gen_y", 3), ("MAE(ŷ_gen, ŷ)", "mae_gen_yhat", 3),
+                                      ("surrogate MAE(ŷ, y)", "mae_yhat_y", 3)])
     return "\n".join(lines + _provenance_lines(prov)) + "\n"
 
 
 def table2_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None = None) -> str:
+    every, rows = rows, _whole(rows)
     lines = ["# Table 2: match rates of regenerated test structures — ours (paper)", "",
              "StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3) against the conditioning test structure; "
              "timeouts excluded; the paper's values in parentheses.", ""]
@@ -286,6 +326,10 @@ def table2_markdown(rows: Sequence[dict[str, Any]], prov: dict[str, Any] | None 
         lines.append(f"| {ROW_LABELS.get(r['guidance'], r['guidance'])} | {_fmt(r['T'])} | {_fmt(r['validity'], 1)} | "
                      f"{_fmt(r['uniqueness'], 1)} | {_fmt(r['novelty'], 1)} | {r['n_structures']} | "
                      f"{excl}; {_fmt(r.get('paper_n_match_excluded'))} |")
+    lines += _by_source_lines(every, [("Struct. match %", "structure_match_rate", 2),
+                                      ("Comp. match %", "composition_match_rate", 2),
+                                      ("Elem. acc. %", "element_accuracy", 2), ("Validity %", "validity", 1),
+                                      ("Uniqueness %", "uniqueness", 1), ("Novelty %", "novelty", 1)])
     return "\n".join(lines + _provenance_lines(prov)) + "\n"
 
 
