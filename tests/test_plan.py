@@ -110,3 +110,17 @@ def test_combine_takes_model_units_only_from_the_model_rates():
     other = Rates({"train_step:diffusion": 0.1, "train_step:surrogate": 0.2, "job": 9.0, "match_pair": 0.05})
     both = combine(model, other)
     assert both.seconds == {"train_step:diffusion": 7.0, "job": 9.0, "match_pair": 0.05}
+
+
+def test_recorded_targets_later_records_replace_earlier_ones(tmp_path):
+    from dosmatgen.commands.plan import _recorded
+
+    old, new, bad = tmp_path / "old.jsonl", tmp_path / "new.jsonl", tmp_path / "bad.jsonl"
+    old.write_text('{"target": "models", "wall_s": 100}\n{"target": "tables", "wall_s": 60}\n'
+                   '{"target": "studies without the screen", "wall_s": 10}\n{"target": "studies (the screen)", "wall_s": 5}\n')
+    new.write_text('{"target": "tables", "wall_s": 45}\n')
+    assert _recorded([str(old)]) == {"models": 100.0, "tables": 60.0, "studies": 15.0}
+    assert _recorded([str(old), str(new)]) == {"models": 100.0, "tables": 45.0, "studies": 15.0}
+    bad.write_text('{"target": "tables"}\n')
+    with pytest.raises(ConfigError, match="cannot read run record"):
+        _recorded([str(bad)])

@@ -50,19 +50,23 @@ def _records(cfg: dict[str, Any], data_source: str, n: int = 256):
     return mp20_like_crystals(n, 0)
 
 
-def _recorded(path: str) -> dict[str, float]:
-    """Wall seconds per target from a run record (``results/demo_run/run.jsonl``): rows whose
-    target names start with models / tables / studies."""
+def _recorded(paths: list[str]) -> dict[str, float]:
+    """Wall seconds per target from run records (``results/demo_run/run.jsonl``): rows whose
+    target names start with models / tables / studies, summed within a record; a target in a
+    later record replaces the earlier records' (e.g. a clean rerun of one target)."""
     out: dict[str, float] = {}
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read run record {path}: {exc}") from exc
-    for line in lines:
-        row = json.loads(line)
-        for t in TARGETS:
-            if str(row.get("target", "")).startswith(t):
-                out[t] = out.get(t, 0.0) + float(row["wall_s"])
+    for path in paths:
+        try:
+            lines = Path(path).read_text().splitlines()
+            rows = [json.loads(line) for line in lines if line.strip()]
+            found: dict[str, float] = {}
+            for row in rows:
+                for t in TARGETS:
+                    if str(row.get("target", "")).startswith(t):
+                        found[t] = found.get(t, 0.0) + float(row["wall_s"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"cannot read run record {path}: {exc}") from exc
+        out.update(found)
     return out
 
 
@@ -160,6 +164,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-structures", type=int, default=None, help="dataset size to plan for (default: the "
                    "built-in store's, or the paper's 50,790 for Materials Project data)")
     p.add_argument("--mean-atoms", type=float, default=None, help="atoms per cell to plan for")
-    p.add_argument("--recorded", default=None, help="a run record (results/demo_run/run.jsonl) to compare with")
+    p.add_argument("--recorded", action="append", default=None, metavar="RECORD",
+                   help="a run record (results/demo_run/run.jsonl) to compare with; repeatable, a target in a later "
+                   "record replaces the earlier ones'")
     p.add_argument("--json", default=None, help="also write the plan as JSON")
     p.set_defaults(func=_cmd_plan)
