@@ -38,6 +38,9 @@ def test_demo_units_follow_the_config():
     one = workload({**cfg, "threads": 1}, data)
     assert units(one, "formation", "cfg T=500")[0]["relax_atom_step:ase"] == 12 * 3.0 * 60
     assert units(one, "study_screen")[0]["relax_crystal:ase"] == 2 * units(jobs, "study_screen")[0]["relax_crystal:ase"]
+    # fixed-type: 50 crystals per element (4 elements, atom counts cycling), one 100-crystal chunk each
+    assert units(jobs, "study_fixed-type")[0]["sample_chunk_step:cfg"] == 4 * 200
+    assert units(jobs, "study_fixed-type")[0]["surrogate_crystal"] == 4 * 50
     # the 2 worker processes are started once per relaxing job; one process needs no pool
     assert units(jobs, "formation", "cfg T=500")[0]["relax_pool:ase"] == 1
     assert units(jobs, "study_screen")[0]["relax_pool:ase"] == 1
@@ -124,3 +127,20 @@ def test_recorded_targets_later_records_replace_earlier_ones(tmp_path):
     bad.write_text('{"target": "tables"}\n')
     with pytest.raises(ConfigError, match="cannot read run record"):
         _recorded([str(bad)])
+
+
+def test_gpaw_seconds_prefer_an_earlier_screen_over_the_dataset_ledgers(tmp_path):
+    from dosmatgen.plan import gpaw_seconds_per_cell
+
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.write_text('{"status": "done", "seconds_dft": 40}\n{"status": "failed", "seconds": 900}\n'
+                      '{"status": "done", "seconds_dft": 60}\nnot json\n')
+    ok, failed = tmp_path / "a.json", tmp_path / "b.json"
+    ok.write_text('{"status": "ok", "seconds": 380}')
+    failed.write_text('{"status": "failed: SCF", "seconds": 1800}')
+    seconds, how = gpaw_seconds_per_cell([ledger])
+    assert seconds == 50.0 and "ledger" in how  # failures left out
+    seconds, how = gpaw_seconds_per_cell([ledger], [ok, failed])
+    assert seconds == 380.0 and "earlier screen" in how
+    assert gpaw_seconds_per_cell([ledger], [failed])[0] == 50.0  # no successful screen cell: the ledgers
+    assert gpaw_seconds_per_cell([]) is None

@@ -109,7 +109,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"measuring rates on {device} with the profile's model size {cfg['model']['size']!r}, "
               f"{torch.get_num_threads()} torch thread(s) (a few minutes) ...", flush=True)
         ledgers = sorted(Path("resources/builtin").glob("ledger*.jsonl"))
-        rates = measure_rates(cfg, _records(cfg, cfg["data"]["source"]), device, ledgers=ledgers)
+        screen_dft = sorted(Path("work", str(cfg.get("profile"))).glob("studies/screen.work/*/dft/*.json"))
+        rates = measure_rates(cfg, _records(cfg, cfg["data"]["source"]), device, ledgers=ledgers,
+                              screen_dft=screen_dft)
         if args.save_rates:
             atomic_save_json(args.save_rates, rates.to_dict())
             print(f"rates -> {args.save_rates}")
@@ -132,7 +134,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if missing:
         print(f"n/m = not measured; >= = a lower bound (no rate for {', '.join(missing)})")
     print("assumptions: jobs run one after another; generated crystals relax to the step cap, ground-truth "
-          "ones for half of it; GPAW cells take the dataset ledgers' mean time")
+          f"ones for half of it; GPAW: {rates.how.get('gpaw_cell_parallel', 'not measured')}")
     if args.json:
         atomic_save_json(args.json, {"config": path, "profile": cfg.get("profile"), "data": vars(data) | {
             "how": data_how}, "rates": rates.to_dict(), "jobs": rows, "targets": totals, "recorded": recorded,
