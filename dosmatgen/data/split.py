@@ -72,6 +72,21 @@ def source_counts(ids: Iterable[str]) -> dict[str, int]:
     return {s: c[s] for s in SOURCES if c[s]}
 
 
+def source_parts(ids: Sequence[str]) -> dict[str, list[int]]:
+    """Positions of each source's ids in ``ids`` (:data:`SOURCES` order) when they mix two or
+    more sources, else ``{}``: the parts that get their own rows in Tables 1-2.
+
+    >>> source_parts(["mp20-mp-1", "builtin-a", "builtin-b"])
+    {'prototypes': [1, 2], 'mp20': [0]}
+    >>> source_parts(["builtin-a", "builtin-b"])
+    {}
+    """
+    sources = [record_source(str(i)) for i in ids]
+    parts = {s: [k for k, v in enumerate(sources) if v == s] for s in SOURCES}
+    parts = {s: v for s, v in parts.items() if v}
+    return parts if len(parts) > 1 else {}
+
+
 def split_sizes(n: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> list[int]:
     """Sizes of the three parts for ``n`` ids (they add up to ``n``)."""
     f = np.asarray(fractions, dtype=np.float64)

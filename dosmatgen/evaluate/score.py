@@ -50,7 +50,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dosmatgen.data.split import record_source
+from dosmatgen.data.split import record_source, source_parts
 from dosmatgen.errors import DataError
 from dosmatgen.evaluate import metrics as M
 from dosmatgen.io import atomic_save_json, atomic_write
@@ -141,20 +141,16 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
         return out
 
     out = set_metrics(range(len(gen_items)), timed=True)
-    sources = [record_source(sid) for sid in gen.source_ids]
-    by_source = {}
-    if len(set(sources)) > 1:  # e.g. prototypes and real MP-20 crystals: a row each in Tables 1-2
-        for src in sorted(set(sources)):
-            part = [i for i, v in enumerate(sources) if v == src]
-            by_source[src] = {"n_structures": len(part),
-                              "metrics": {k: v.to_dict() for k, v in set_metrics(part).items()}}
+    # e.g. prototypes and real MP-20 crystals: a row each in Tables 1-2
+    by_source = {src: {"n_structures": len(part), "metrics": {k: v.to_dict() for k, v in set_metrics(part).items()}}
+                 for src, part in source_parts(gen.source_ids).items()}
 
     if per_structure_csv is not None:
         rows = []
         for i, sid in enumerate(gen.source_ids):
             s, bwhy = built[i]
             rows.append({
-                "index": i, "source_id": sid, "source": sources[i],
+                "index": i, "source_id": sid, "source": record_source(sid),
                 "formula_gen": s.composition.reduced_formula if s is not None else "",
                 "formula_ref": ref_structs[i].composition.reduced_formula,
                 "build_reason": bwhy or "", "validity_reason": validity[i] or "", "graph_reason": why_gen[i] or "",
