@@ -407,6 +407,7 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
     for what, fn in (("sampling", sampling), ("surrogate", surrogate), ("StructureMatcher", matching),
                      ("DOS lookup", lookup)):
         attempt(what, fn)
+    mlff, workers = cfg["evaluate"].get("mlff", "sevenn"), int(cfg.get("threads", 1))
     for relaxer in ("ase", "batched"):
         def relaxing(relaxer: str = relaxer) -> None:
             threads = torch.get_num_threads()
@@ -414,14 +415,13 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
                 torch.set_num_threads(1)
             try:
                 per_crystal, per_crystal_step, per_atom_step = measure_relax(
-                    relaxer, records, cfg["evaluate"].get("mlff", "sevenn"), device if relaxer == "batched" else "cpu")
+                    relaxer, records, mlff, device if relaxer == "batched" else "cpu")
             finally:
                 torch.set_num_threads(threads)
             how = (f"fit of 1, 5 and 15 FIRE steps on 6 crystals and their doubled supercells, "
                    f"{1 if relaxer == 'ase' else threads} torch thread(s)")
-            if relaxer == "ase" and int(cfg.get("threads", 1)) > 1:
-                workers = int(cfg.get("threads", 1))
-                rates.set("relax_pool:ase", measure_relax_pool(cfg["evaluate"].get("mlff", "sevenn"), workers),
+            if relaxer == "ase" and workers > 1:
+                rates.set("relax_pool:ase", measure_relax_pool(mlff, workers),
                           f"starting {workers} spawned worker processes that load the MLFF")
                 report(f"  relax ase: {rates.seconds['relax_pool:ase']:.1f} s to start {workers} worker processes")
             rates.set(f"relax_crystal:{relaxer}", per_crystal, f"per-crystal overhead ({how})")

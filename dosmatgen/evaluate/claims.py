@@ -45,6 +45,7 @@ from typing import Any
 
 from dosmatgen.errors import DataError
 from dosmatgen.evaluate import paper as P
+from dosmatgen.evaluate.tables import whole_split_rows
 from dosmatgen.io import atomic_save_json, atomic_write
 
 Results = dict[tuple[str, int], dict[str, float | None]]
@@ -86,11 +87,6 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _whole_split(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The rows over the whole test split (tables without a ``subset`` column have only those)."""
-    return [r for r in rows if r.get("subset", "all") in ("all", "")]
-
-
 def load_results(results_dir: str | Path) -> tuple[Results, list[dict[str, Any]] | None]:
     """Our numbers from the tables of :mod:`dosmatgen.evaluate.tables` in ``results_dir``."""
     results_dir = Path(results_dir)
@@ -99,11 +95,11 @@ def load_results(results_dir: str | Path) -> tuple[Results, list[dict[str, Any]]
         if not p.exists():
             raise DataError(f"{p} not found; run `dosmatgen evaluate tables` first")
     res: Results = {}
-    for row in _whole_split(_read_csv(t1)):
+    for row in whole_split_rows(_read_csv(t1)):
         d = res.setdefault((row["guidance"], int(row["T"])), {})
         for k in ("mae_gen_y", "mae_gen_yhat", "mae_yhat_y", "n_excluded", "n_structures"):
             d[k] = _num(row.get(k))
-    for row in _whole_split(_read_csv(t2)):
+    for row in whole_split_rows(_read_csv(t2)):
         # a row that does not depend on T (the DOS lookup baseline) is keyed T = 0
         d = res.setdefault((row["guidance"], int(row["T"]) if row["T"] else 0), {})
         for k in ("structure_match_rate", "composition_match_rate", "element_accuracy"):

@@ -42,10 +42,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from dosmatgen.data.schema import require_site_dos
-from dosmatgen.data.split import source_parts
 from dosmatgen.errors import DataError
 from dosmatgen.evaluate import metrics as M
-from dosmatgen.evaluate.score import FORMAT, element_columns, write_per_structure_csv
+from dosmatgen.evaluate.score import FORMAT, element_columns, metrics_by_source, write_per_structure_csv
 
 GUIDANCE = "lookup"
 
@@ -120,9 +119,7 @@ def score_lookup(test: Sequence[Any], train: Sequence[Any], standardiser: Any, *
                     [formulas_lookup[i] for i in part], [formulas_ref[i] for i in part])}
 
     metrics = set_metrics(range(len(test)))
-    # a row per source in Table 2, as the generated sets
-    by_source = {src: {"n_structures": len(part), "metrics": {k: v.to_dict() for k, v in set_metrics(part).items()}}
-                 for src, part in source_parts([r.structure_id for r in test]).items()}
+    by_source = metrics_by_source([r.structure_id for r in test], set_metrics)
     if per_structure_csv is not None:
         rows = [{"index": i, "source_id": r.structure_id, "formula_ref": formulas_ref[i],
                  "formula_lookup": formulas_lookup[i], **element_columns(looked_up[i], ref_types[i]),

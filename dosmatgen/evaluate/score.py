@@ -46,7 +46,7 @@ import csv
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -64,6 +64,14 @@ def write_per_structure_csv(path: str | Path, rows: Sequence[dict[str, Any]]) ->
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+
+
+def metrics_by_source(ids: Sequence[str], set_metrics: Callable[[Sequence[int]], dict[str, M.MetricResult]]
+                      ) -> dict[str, dict[str, Any]]:
+    """``by_source`` of a metrics JSON: ``set_metrics`` over each source's part of ``ids`` when they
+    mix sources (e.g. prototypes and real MP-20 crystals: a row each in Tables 1-2), else ``{}``."""
+    return {src: {"n_structures": len(part), "metrics": {k: v.to_dict() for k, v in set_metrics(part).items()}}
+            for src, part in source_parts(ids).items()}
 
 
 def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrogate_std: Any, *,
@@ -109,6 +117,9 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
     gen_types, ref_types = [z for z, _, _ in gen_items], [r.atomic_numbers for r in refs]
     validity = [M.validity_reason(*it)[1] for it in gen_items]
     valid_structs = [s if why is None else None for s, why in zip(gen_structs, validity)]
+    reasons_ref = [f"reference_{r}" if r else None for r in why_ref]
+    reasons_pair = [g if g is not None else (f"reference_{r}" if r is not None else None)
+                    for g, r in zip(why_gen, why_ref)]
 
     def set_metrics(idx: Sequence[int], timed: bool = False) -> dict[str, M.MetricResult]:
         """Every set metric over the structures ``idx`` (the whole set, or one source's part)."""
@@ -118,10 +129,8 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
         mae = M.DOSMAE()
         out: dict[str, M.MetricResult] = {}
         out["mae_gen_y"] = mae.compute(pick(yhat_gen), pick(y), pick(why_gen))
-        reasons_pair = [g if g is not None else (f"reference_{r}" if r is not None else None)
-                        for g, r in zip(why_gen, why_ref)]
         out["mae_gen_yhat"] = mae.compute(pick(yhat_gen), pick(yhat), pick(reasons_pair))
-        out["mae_yhat_y"] = mae.compute(pick(yhat), pick(y), [f"reference_{r}" if r else None for r in pick(why_ref)])
+        out["mae_yhat_y"] = mae.compute(pick(yhat), pick(y), pick(reasons_ref))
         # context, not in the paper: the error of always predicting the training set's mean site DOS
         if mean_dos is not None:
             out["mae_mean_dos_y"] = mae.compute([np.tile(mean_dos, (len(d), 1)) for d in pick(y)], pick(y))
@@ -141,9 +150,7 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
         return out
 
     out = set_metrics(range(len(gen_items)), timed=True)
-    # e.g. prototypes and real MP-20 crystals: a row each in Tables 1-2
-    by_source = {src: {"n_structures": len(part), "metrics": {k: v.to_dict() for k, v in set_metrics(part).items()}}
-                 for src, part in source_parts(gen.source_ids).items()}
+    by_source = metrics_by_source(gen.source_ids, set_metrics)
 
     if per_structure_csv is not None:
         rows = []
