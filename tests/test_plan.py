@@ -73,13 +73,23 @@ def test_estimate_is_units_times_rates_and_reports_missing():
     # negative control: doubling a rate doubles its part
     rows2, _ = estimate(jobs, Rates({"job": 2.0, "train_step:diffusion": 0.2}))
     assert per_target(rows2)["models"] - totals["models"] == pytest.approx(1000.0)
+    # a rate marked as a lower bound marks exactly the jobs that use it
+    assert not any(r["lower_bound"] for r in rows)
+    rows3, _ = estimate(jobs, Rates({"job": 2.0, "gpaw_cell_parallel": 57.0}, lower_bounds={"gpaw_cell_parallel"}))
+    flagged = {r["label"] for r in rows3 if r["lower_bound"]}
+    assert flagged == {j.label for j in jobs if "gpaw_cell_parallel" in j.units} and flagged
 
 
 def test_rates_file_round_trip_and_bad_files(tmp_path):
     r = Rates({"job": 1.5}, {"job": "test"}, {"nproc": 2})
     p = tmp_path / "rates.json"
     p.write_text(json.dumps(r.to_dict()))
-    assert Rates.load(p).seconds == {"job": 1.5}
+    assert Rates.load(p).seconds == {"job": 1.5} and Rates.load(p).lower_bounds == set()
+    r.set("gpaw_cell_parallel", 57.0, "ledgers", lower_bound=True)
+    p.write_text(json.dumps(r.to_dict()))
+    assert Rates.load(p).lower_bounds == {"gpaw_cell_parallel"}
+    r.set("gpaw_cell_parallel", 380.0, "an earlier screen")  # a direct measurement clears the flag
+    assert r.lower_bounds == set()
     p.write_text(json.dumps({"format": "dosmatgen-rates", "seconds": {"job": float("nan")}}))
     with pytest.raises(ConfigError, match="finite"):
         Rates.load(p)
@@ -101,6 +111,13 @@ def test_plan_cli_with_saved_rates(tmp_path, capsys):
     assert plan["targets"]["models"] == pytest.approx(3 + 0.01 * 1000 * math.ceil(30474 / 256))
     assert main(["plan", "--profile", "paper", "--rates", str(tmp_path / "missing.json")]) == 2
     assert "cannot read rates file" in capsys.readouterr().err
+    assert "itself a lower bound" not in text  # negative control for the line below
+    rates.write_text(json.dumps(Rates({"job": 1.0, "gpaw_cell_parallel": 57.0}, lower_bounds={"gpaw_cell_parallel"})
+                                .to_dict()))
+    assert main(["plan", "--profile", "demo", "--rates", str(rates)]) == 0
+    text = capsys.readouterr().out
+    assert "itself a lower bound: gpaw_cell_parallel" in text
+    assert ">= " in [ln for ln in text.splitlines() if ln.startswith("studies") and "screen" in ln][0]
     for bad in (["--n-structures", "0"], ["--mean-atoms", "nan"], ["--threads", "0"]):
         assert main(["plan", "--profile", "paper", "--rates", str(rates), *bad]) == 2
         assert capsys.readouterr().err.count("\n") == 1

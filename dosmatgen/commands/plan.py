@@ -119,9 +119,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     totals = per_target(rows)
     print()
     print(f"{'target':<9} {'rule':<18} {'job':<22} {'estimate':>10}")
-    partial = {r["target"] for r in rows if r["missing"]}
+    partial = {r["target"] for r in rows if r["missing"] or r["lower_bound"]}
     for r in rows:
-        est = human(r["seconds"]) if not r["missing"] else (f">= {human(r['seconds'])}" if r["seconds"] else "n/m")
+        if not (r["missing"] or r["lower_bound"]):
+            est = human(r["seconds"])
+        else:
+            est = f">= {human(r['seconds'])}" if r["seconds"] else "n/m"
         print(f"{r['target']:<9} {r['rule']:<18} {r['label']:<22} {est:>10}")
     print()
     for t in TARGETS:
@@ -133,6 +136,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     print(f"{'all':<9} estimated {('>= ' if partial else '') + human(sum(totals.values())):>13}")
     if missing:
         print(f"n/m = not measured; >= = a lower bound (no rate for {', '.join(missing)})")
+    if rates.lower_bounds:
+        print(f">= also marks jobs using a rate that is itself a lower bound: {', '.join(sorted(rates.lower_bounds))}")
     print("assumptions: jobs run one after another; generated crystals relax to the step cap, ground-truth "
           f"ones for half of it; GPAW: {rates.how.get('gpaw_cell_parallel', 'not measured')}")
     if args.json:
