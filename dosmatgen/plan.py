@@ -441,8 +441,7 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
         attempt(f"relax {relaxer}", relaxing)
     gpaw = gpaw_seconds_per_cell(ledgers, screen_dft)
     if gpaw is not None:
-        seconds, how = gpaw
-        rates.set("gpaw_cell_parallel", seconds, how, lower_bound=not screen_seconds(screen_dft))
+        rates.set("gpaw_cell_parallel", *gpaw)
     rates.environment["loadavg_after"] = os.getloadavg()
     return rates
 
@@ -523,8 +522,14 @@ def measure_relax_pool(mlff: str, workers: int) -> float:
         pool.join()
 
 
-def screen_seconds(screen_dft: Sequence[str | Path]) -> list[float]:
-    """GPAW seconds of the successful cells among an earlier screen's DFT records."""
+def gpaw_seconds_per_cell(ledgers: Sequence[str | Path],
+                          screen_dft: Sequence[str | Path] = ()) -> tuple[float, str, bool] | None:
+    """Mean GPAW seconds per cell, where it comes from, and whether it is a lower bound: the
+    screen's own DFT records of an earlier run of the profile (``screen_dft``: generated 4-8-atom
+    crystals) when there are any, else the dataset build ledgers (prototype and MP-20 cells of 1-8
+    atoms); ``None`` without either.  The ledgers' mean is a lower bound for generated cells: they
+    have little symmetry, so more k-points and SCF steps (two demo screens of the same 8 cells took
+    380 s and 367 s per cell against the ledgers' 57 s)."""
     done = []
     for path in screen_dft:
         try:
@@ -533,20 +538,9 @@ def screen_seconds(screen_dft: Sequence[str | Path]) -> list[float]:
             continue
         if d.get("status") == "ok" and d.get("seconds"):
             done.append(float(d["seconds"]))
-    return done
-
-
-def gpaw_seconds_per_cell(ledgers: Sequence[str | Path],
-                          screen_dft: Sequence[str | Path] = ()) -> tuple[float, str] | None:
-    """Mean GPAW seconds per cell and where it comes from: the screen's own DFT records of an
-    earlier run of the profile (``screen_dft``: generated 4-8-atom crystals) when there are any,
-    else the dataset build ledgers (prototype and MP-20 cells of 1-8 atoms); ``None`` without
-    either.  The ledgers' mean is a lower bound for generated cells: they have little symmetry,
-    so more k-points and SCF steps (two demo screens of the same 8 cells took 380 s and 367 s per
-    cell against the ledgers' 57 s)."""
-    done = screen_seconds(screen_dft)
     if done:
-        return statistics.fmean(done), f"mean GPAW seconds of {len(done)} cells of an earlier screen of this profile"
+        return (statistics.fmean(done), f"mean GPAW seconds of {len(done)} cells of an earlier screen of this profile",
+                False)
     secs = []
     for path in ledgers:
         for line in Path(path).read_text().splitlines():
@@ -560,7 +554,7 @@ def gpaw_seconds_per_cell(ledgers: Sequence[str | Path],
         return None
     return statistics.fmean(secs), (f"mean GPAW seconds per cell in {len(ledgers)} dataset ledger(s), a lower "
                                     "bound: generated screen cells have little symmetry and took 6-7x longer "
-                                    "in the demo")
+                                    "in the demo"), True
 
 
 # ----------------------------------------------------------------------------------------------
