@@ -119,12 +119,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     totals = per_target(rows)
     print()
     print(f"{'target':<9} {'rule':<18} {'job':<22} {'estimate':>10}")
-    partial = {r["target"] for r in rows if r["missing"] or r["lower_bound"]}
+    partial = set()
     for r in rows:
-        if not (r["missing"] or r["lower_bound"]):
-            est = human(r["seconds"])
-        else:
-            est = f">= {human(r['seconds'])}" if r["seconds"] else "n/m"
+        est = human(r["seconds"])
+        if r["missing"] or r["lower_bound"]:
+            partial.add(r["target"])
+            est = f">= {est}" if r["seconds"] else "n/m"
         print(f"{r['target']:<9} {r['rule']:<18} {r['label']:<22} {est:>10}")
     print()
     for t in TARGETS:
