@@ -331,9 +331,9 @@ def test_id_source_agrees_with_provenance_in_the_shards():
                    for i, sid in enumerate(st.ids))
 
 
-# ---- the parity script's pure functions ------------------------------------------------------------
-def _parity_script():
-    spec = importlib.util.spec_from_file_location("mp20_parity_script", ROOT / "scripts" / "mp20_parity.py")
+# ---- the scripts: parity's pure functions, the labelling-cost estimate -----------------------------
+def _script(name: str = "mp20_parity"):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
@@ -341,7 +341,7 @@ def _parity_script():
 
 
 def test_parity_gap_excludes_and_counts_infinite_gaps():
-    P = _parity_script()
+    P = _script()
     ours = json.loads('{"a": 1.0, "b": Infinity, "c": 0.05, "d": 0.5, "e": NaN, "f": 2.0}')  # the ledger's JSON
     mp = {"a": 1.2, "b": 16.6, "c": 0.0, "d": 0.0, "e": 0.0, "f": None}
     g = P.gap_parity(ours, mp)
@@ -357,7 +357,7 @@ def test_parity_gap_excludes_and_counts_infinite_gaps():
 
 
 def test_parity_formation_offset_and_corrections():
-    P = _parity_script()
+    P = _script()
     ours = {"ox": -2.0, "metal": -0.3, "failed": None}
     mp = {"ox": -2.7, "metal": -0.2, "failed": -1.0}
     e = P.ef_parity(ours, mp, {"ox": -0.687, "metal": 0.0})
@@ -371,10 +371,27 @@ def test_parity_formation_offset_and_corrections():
 def test_parity_mp2020_correction():
     from pymatgen.core import Lattice, Structure
 
-    P = _parity_script()
+    P = _script()
     mgo = Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [.5, .5, .5]])
     assert P.mp2020_correction(mgo) == (pytest.approx(-0.687 / 2), ["MP2020 anion correction (oxide)"])
     feo = Structure(Lattice.cubic(4.3), ["Fe", "O"], [[0, 0, 0], [.5, .5, .5]])
     corr, names = P.mp2020_correction(feo)
     assert corr == pytest.approx((-0.687 - 2.256) / 2) and "MP2020 GGA/GGA+U mixing correction (Fe)" in names
     assert P.mp2020_correction(Structure(Lattice.cubic(3.0), ["Ti", "C"], [[0, 0, 0], [.5, .5, .5]])) == (0.0, [])
+
+
+def test_labelling_cost_counts_the_committed_ledger(tmp_path, capsys):
+    from dosmatgen.data.builtin import read_ledger
+
+    S = _script("mp20_labelling_cost")
+    out = tmp_path / "cost.json"
+    assert S.main(["--target", "500", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    ledger = {k: v for k, v in read_ledger(ROOT / "resources" / "builtin").items() if k.startswith("mp20-")}
+    assert d["labelled"] == sum(v["status"] == "done" for v in ledger.values())
+    assert d["next_cells"] == min(500 - d["labelled"], d["remaining"])
+    assert sum(v["cells"] for v in d["seconds_by_atoms"].values()) == d["labelled"]
+    assert 0 < d["next_core_hours"]["per_atom"] <= d["all_remaining_core_hours_per_atom"]
+    # negative control: a build folder without MP-20 labels has nothing to fit
+    assert S.main(["--out", str(tmp_path), "--json", str(tmp_path / "none.json")]) == 2
+    assert "too few to fit" in capsys.readouterr().err and not (tmp_path / "none.json").exists()
