@@ -422,11 +422,12 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
             if relaxer == "ase":  # each ASE worker process runs one torch thread
                 torch.set_num_threads(1)
             try:
-                per_crystal, per_crystal_step, per_atom_step = measure_relax(
-                    relaxer, records, mlff, device if relaxer == "batched" else "cpu")
+                where = device if relaxer == "batched" else "cpu"
+                n_probe = relax_probe_crystals(where)
+                per_crystal, per_crystal_step, per_atom_step = measure_relax(relaxer, records, mlff, where, n_probe)
             finally:
                 torch.set_num_threads(threads)
-            how = (f"fit of 1, 5 and 15 FIRE steps on 6 crystals and their doubled supercells, "
+            how = (f"fit of 1, 5 and 15 FIRE steps on {n_probe} crystals and their doubled supercells, "
                    f"{1 if relaxer == 'ase' else threads} torch thread(s)")
             if relaxer == "ase" and workers > 1:
                 rates.set("relax_pool:ase", measure_relax_pool(mlff, workers),
@@ -458,17 +459,26 @@ def _measure_lookup(records: Sequence[Any], device: str) -> float:
     return t / atoms
 
 
-def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str = "cpu") -> tuple[float, float, float]:
-    """``(s per crystal, s per crystal per FIRE step, s per atom per FIRE step)``: 6 crystals and
-    their doubled supercells relaxed for 5 and 15 steps with an unreachable force threshold (every
-    step runs), each timing the best of two; small cells cost per step about the same whatever
-    their size (call overhead), so a step is fitted as ``a + b * atoms``."""
+def relax_probe_crystals(device: str) -> int:
+    """Crystals per batch that :func:`measure_relax` times: 6 on a CPU, where a FIRE step costs in
+    proportion to the atoms it moves; 1,024 on a GPU, where a step of a few crystals costs the
+    kernel launches alone and only a full batch shows the per-atom cost that 70k relaxations pay."""
+    return 6 if str(device).startswith("cpu") else 1024
+
+
+def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str = "cpu",
+                  n_crystals: int = 6) -> tuple[float, float, float]:
+    """``(s per crystal, s per crystal per FIRE step, s per atom per FIRE step)``: ``n_crystals``
+    crystals (``records`` repeated if fewer) and their doubled supercells relaxed for 5 and 15 steps
+    with an unreachable force threshold (every step runs), each timing the best of two; small cells
+    cost per step about the same whatever their size (call overhead), so a step is fitted as
+    ``a + b * atoms``."""
     from dosmatgen.evaluate.formation import canonical_mlff
 
     mlff = canonical_mlff(mlff)
     small = []
-    for k, r in enumerate(records[:6]):
-        a = r.to_atoms()
+    for k in range(n_crystals):
+        a = records[k % len(records)].to_atoms()
         a.rattle(0.05, seed=k)
         small.append(a)
     big = [a.repeat((2, 1, 1)) for a in small]

@@ -13,6 +13,10 @@
 #   cfg_T{200,500,1000}.npz   the regenerated test structures (demo settings: 200 steps, 100 structures)
 #   rates_paper_cuda.json  `dosmatgen plan --profile paper` rates measured here (then, anywhere:
 #                          dosmatgen plan --profile paper --rates OUT/rates_paper_cuda.json)
+#   relax_scan_cuda.json   batched SevenNet FIRE steps at 6 to 4,096 crystals per batch
+#                          (scripts/gpu_relax_scan.py; needs sevenn and torch-sim there)
+# ONLY=rates skips the training and regeneration (recorded in results/gpu_check/) and runs only
+# the plan's rates and the relaxation scan.
 # Score the regenerated sets where pymatgen is installed:
 #   dosmatgen evaluate score --generated OUT/cfg_T1000.npz --surrogate results/demo_run/surrogate.pt ...
 # Same seed, store, split and settings as the demo profile (config/demo.yaml); only --device differs.
@@ -38,6 +42,7 @@ print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.
 EOF
 cat "$OUT/env.txt"
 
+if [ "${ONLY:-all}" = all ]; then
 stamp "bench"
 dmg bench --device "$DEVICE" --sizes compact,paper --only train,sample,regenerate,surrogate --json "$OUT/bench_cuda.json"
 
@@ -63,7 +68,11 @@ for t in 200 500 1000; do
   stamp "regeneration T=$t took $(( $(date +%s) - t0 )) s"
   cp "$WORK/cfg_T$t.npz" "$OUT/"
 done
+fi
 stamp "plan: paper-profile rates on $DEVICE (parts whose packages are missing here stay unmeasured)"
-dmg plan --profile paper --device "$DEVICE" --save-rates "$OUT/rates_paper_$DEVICE.json" \
+dmg plan --profile paper --device "$DEVICE" --save-rates "$OUT/rates_paper_$DEVICE.json" ${PLAN_ARGS:-} \
   || stamp "plan failed (see above); the rest of the check stands"
+stamp "batched relaxation at growing batch sizes on $DEVICE"
+"$PY" scripts/gpu_relax_scan.py --store "$STORE" --device "$DEVICE" --sizes ${SCAN_SIZES:-6 64 256 1024 4096} \
+  --out "$OUT/relax_scan_$DEVICE.json" || stamp "relaxation scan failed (see above)"
 stamp "done"
