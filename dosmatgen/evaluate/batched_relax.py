@@ -275,8 +275,8 @@ class BatchedRelaxer:
         finite_atoms = torch.isfinite(state.forces.detach()).all(dim=1) & torch.isfinite(state.positions.detach()).all(dim=1)
         fmax_sys = torch.zeros(n, dtype=fnorm.dtype, device=fnorm.device).scatter_reduce(
             0, sys_idx, torch.nan_to_num(fnorm, nan=np.inf), "amax", include_self=False)
-        bad_sys = torch.zeros(n, dtype=torch.bool, device=fnorm.device).scatter_reduce(
-            0, sys_idx, ~finite_atoms, "amax", include_self=False)
+        bad_sys = torch.zeros(n, dtype=torch.int64, device=fnorm.device).scatter_reduce(  # CUDA has no bool scatter
+            0, sys_idx, (~finite_atoms).to(torch.int64), "amax", include_self=False).bool()
         cell_f = torch.linalg.norm(state.cell_forces.detach(), dim=2).max(dim=1).values
         energy = state.energy.detach()
         cell_ok = torch.isfinite(state.row_vector_cell.detach()).reshape(n, -1).all(dim=1)
