@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from dosmatgen.config import load_run_config
 from dosmatgen.errors import ConfigError
 from dosmatgen.plan import DataSize, Rates, TRUTH_STEP_FRACTION, estimate, per_target, workload
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def units(jobs, rule, label=None):
@@ -161,3 +164,36 @@ def test_gpaw_seconds_prefer_an_earlier_screen_over_the_dataset_ledgers(tmp_path
     assert seconds == 380.0 and "earlier screen" in how and not lower_bound
     assert gpaw_seconds_per_cell([ledger], [failed])[0] == 50.0  # no successful screen cell: the ledgers
     assert gpaw_seconds_per_cell([]) is None
+
+
+def test_rates_from_a_printed_plan_log(tmp_path):
+    """The H200 rates file is rebuilt from what `plan` printed there: known values from the
+    committed log, the scan's largest batch for the batched units, the rest filled and labelled."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rates_from_plan_log", ROOT / "scripts" / "rates_from_plan_log.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rates = mod.parse_plan_log((ROOT / "results/plan/h200/plan_measure.log").read_text(), "log")
+    assert rates.seconds["train_step:diffusion"] == pytest.approx(0.029)
+    assert rates.seconds["val_crystal:surrogate"] == pytest.approx(0.89e-3)
+    assert rates.seconds["sample_chunk_step:classifier"] == pytest.approx(0.069)
+    assert rates.seconds["relax_atom_step:ase"] == pytest.approx(7.30e-3)
+    assert "relax_crystal_step:batched" not in rates.seconds  # it raised there: never read from the traceback
+    assert "match_pair" not in rates.seconds                    # "not measured" lines give no rate
+    # negative control: a line in another format is not read
+    assert not mod.parse_plan_log("train diffusion 0.029 seconds per step", "x").seconds
+    out = tmp_path / "rates.json"
+    import sys
+    argv, sys.argv = sys.argv, ["x", "--log", str(ROOT / "results/plan/h200/plan_measure.log"),
+                                "--scan", str(ROOT / "results/plan/h200/relax_scan.log"),
+                                "--fill", str(ROOT / "results/plan/rates_cpu_demo_idle_screen.json"), "--out", str(out)]
+    try:
+        mod.main()
+    finally:
+        sys.argv = argv
+    rebuilt = Rates.load(out)
+    committed = Rates.load(ROOT / "results/plan/rates_paper_h200.json")
+    assert rebuilt.seconds == committed.seconds
+    assert "64 crystals" in rebuilt.how["relax_crystal_step:batched"]
+    assert rebuilt.how["match_pair"].startswith("not measured on the host")
