@@ -346,6 +346,30 @@ def _model_configs(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def measure_part(what: str, fn: Callable[[], None], report: Callable[[str], None],
+                 failures: list[str]) -> bool:
+    """Run one part of :func:`measure_rates`; ``False`` when it stays unmeasured. A part whose
+    packages are missing here (e.g. pymatgen on a bare GPU machine) is reported as not measured;
+    one that raises anything else (a kernel the device lacks, say) is reported, added to
+    ``failures`` and skipped, so that the parts already measured are still saved.
+
+    >>> log = []
+    >>> measure_part("relax", lambda: 1 / 0, log.append, failed := [])
+    False
+    >>> failed, log
+    (['relax: ZeroDivisionError: division by zero'], ['  relax: FAILED, not measured (ZeroDivisionError: division by zero)'])
+    """
+    try:
+        fn()
+        return True
+    except (ImportError, ConfigError, subprocess.CalledProcessError) as exc:
+        report(f"  {what}: not measured ({type(exc).__name__}: {exc})")
+    except Exception as exc:  # noqa: BLE001 - one failing part must not lose the others
+        failures.append(f"{what}: {type(exc).__name__}: {exc}")
+        report(f"  {what}: FAILED, not measured ({type(exc).__name__}: {exc})")
+    return False
+
+
 def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cpu", *,
                   ledgers: Sequence[str | Path] = (), screen_dft: Sequence[str | Path] = (),
                   report: Callable[[str], None] = print) -> Rates:
@@ -362,12 +386,7 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
                          "loadavg_before": os.getloadavg(), "model_size": cfg["model"]["size"],
                          "mean_atoms_of_measured_crystals": float(np.mean([r.num_atoms for r in records]))}
     def attempt(what: str, fn: Callable[[], None]) -> None:
-        """Measure one part; a part whose packages are missing here (e.g. pymatgen or SevenNet
-        on a bare GPU machine) stays unmeasured and is reported as such."""
-        try:
-            fn()
-        except (ImportError, ConfigError, subprocess.CalledProcessError) as exc:
-            report(f"  {what}: not measured ({type(exc).__name__}: {exc})")
+        measure_part(what, fn, report, rates.environment.setdefault("failed_parts", []))
 
     def startup() -> None:
         rates.set("job", measure_startup(), "fresh interpreter importing the CLI, torch, pymatgen, ase (2 runs)")

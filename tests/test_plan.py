@@ -197,3 +197,19 @@ def test_rates_from_a_printed_plan_log(tmp_path):
     assert rebuilt.seconds == committed.seconds
     assert "64 crystals" in rebuilt.how["relax_crystal_step:batched"]
     assert rebuilt.how["match_pair"].startswith("not measured on the host")
+
+
+def test_a_failing_measurement_part_does_not_lose_the_others():
+    """What a lent H200 showed: one part raising (a CUDA kernel missing) lost every rate measured
+    before it. Now it is reported and skipped; an interrupt still stops the run."""
+    from dosmatgen.plan import measure_part
+
+    log, failed = [], []
+    assert measure_part("a", lambda: None, log.append, failed)
+    assert not measure_part("b", lambda: (_ for _ in ()).throw(NotImplementedError("no bool kernel")), log.append, failed)
+    assert not measure_part("c", lambda: (_ for _ in ()).throw(ImportError("no pymatgen")), log.append, failed)
+    assert failed == ["b: NotImplementedError: no bool kernel"]            # a missing package is no failure
+    assert log == ["  b: FAILED, not measured (NotImplementedError: no bool kernel)",
+                   "  c: not measured (ImportError: no pymatgen)"]
+    with pytest.raises(KeyboardInterrupt):                                  # negative control
+        measure_part("d", lambda: (_ for _ in ()).throw(KeyboardInterrupt()), log.append, failed)
