@@ -107,3 +107,12 @@ def test_run_jobs_script_runs_cheapest_first_and_skips_finished(tmp_path):
     assert order == ["c", "b", "a"] and all((jobs / f"{s}.out.npz").exists() for s in "abc")
     again = subprocess.run(run, env=dict(os.environ, PYTHON=str(fake)), capture_output=True, text=True, check=True)
     assert again.stdout == ""  # every job has its output: nothing runs
+
+
+@pytest.mark.parametrize("n, skip", [(-1, 0), (0, 0), (2, -3)])
+def test_export_refuses_a_count_that_slices_wrongly(tmp_path, n, skip):
+    """``--n -1`` used to export every remaining candidate but one (a negative slice end)."""
+    jobs = tmp_path / "jobs"
+    with pytest.raises(DataError, match="n >= 1 and skip >= 0"):
+        offsite.export_jobs(tmp_path / "shards", jobs, n=n, skip=skip, n_max=10, mlff="none", progress=False)
+    assert not jobs.exists()  # refused before any work

@@ -50,6 +50,8 @@ def export_jobs(shards_dir: str | Path, jobs_dir: str | Path, n: int, skip: int 
     write their GPAW jobs into ``jobs_dir`` (those already there are kept).  Returns
     ``{"written", "failed"}``; a candidate whose relaxation or check fails is left out (the next
     local build records the failure)."""
+    if int(n) < 1 or int(skip) < 0:  # a negative n would slice from the end: every job but one
+        raise DataError(f"export-jobs needs n >= 1 and skip >= 0, got n={n}, skip={skip}")
     from tqdm import tqdm
 
     from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
