@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from dosmatgen.data.store import load_records
 from dosmatgen.io import atomic_save_json
@@ -25,6 +26,10 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[6, 64, 256, 1024, 4096])
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    if min(args.sizes) < 1:
+        ap.error(f"--sizes must be >= 1, got {args.sizes}")
+    if not Path(args.store).is_file():
+        ap.error(f"--store {args.store} does not exist")
     records = load_records(args.store)
     mean_atoms = sum(r.num_atoms for r in records) / len(records)
     rows = []

@@ -53,6 +53,9 @@ def main() -> None:
     ap.add_argument("--environment", default="{}", help="JSON object recorded as the rates' environment")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    for path in (args.log, args.scan, args.fill):
+        if path and not Path(path).is_file():
+            ap.error(f"{path} does not exist")
     rates = parse_plan_log(Path(args.log).read_text(), args.log)
     if args.scan:
         rows = [json.loads(l) for l in Path(args.scan).read_text().splitlines() if l.startswith("{")]
