@@ -170,3 +170,20 @@ def test_sevenn_batched_matches_the_ase_reference():
         ref, e, _ = ase_relax(a, calc, 0.05, 15)
         assert o.energy / len(a) == pytest.approx(e / len(a), abs=2e-3)
         assert o.atoms.get_volume() == pytest.approx(ref.get_volume(), rel=1e-2)
+
+
+def test_no_bool_scatter_which_cuda_lacks(monkeypatch):
+    """A lent H200 raised in ``_check``: CUDA has no ``scatter_reduce`` kernel for ``bool``. CPU
+    has one, so the CPU here is made to refuse it as CUDA does; the relaxation must not need it."""
+    real = torch.Tensor.scatter_reduce
+
+    def cuda_like(self, *args, **kwargs):
+        if self.dtype == torch.bool:
+            raise NotImplementedError('"cuda_scatter_gather_base_kernel_func" not implemented for \'Bool\'')
+        return real(self, *args, **kwargs)
+
+    with pytest.raises(NotImplementedError):  # negative control: the guard does bite on bool
+        cuda_like(torch.zeros(2, dtype=torch.bool), 0, torch.tensor([0, 1]), torch.ones(2, dtype=torch.bool), "amax")
+    monkeypatch.setattr(torch.Tensor, "scatter_reduce", cuda_like)
+    outcomes = relax(crystals(), steps=5)
+    assert all(np.isfinite(o.energy) for o in outcomes)
