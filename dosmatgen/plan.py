@@ -480,9 +480,10 @@ def _measure_lookup(records: Sequence[Any], device: str) -> float:
 
 def relax_probe_crystals(device: str) -> int:
     """Crystals per batch that :func:`measure_relax` times: 6 on a CPU, where a FIRE step costs in
-    proportion to the atoms it moves; 1,024 on a GPU, where a step of a few crystals costs the
-    kernel launches alone and only a full batch shows the per-atom cost that 70k relaxations pay."""
-    return 6 if str(device).startswith("cpu") else 1024
+    proportion to the atoms it moves; 64 on a GPU, where a step of a few crystals is mostly kernel
+    launches. Not more: torch-sim 0.3.0's cell filter costs 7.2 ms per crystal-step on an H200
+    (results/plan/h200/), so 1,024 crystals would make the measurement about 10 minutes long."""
+    return 6 if str(device).startswith("cpu") else 64
 
 
 def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str = "cpu",
