@@ -1,7 +1,7 @@
 """Batched FIRE relaxation on one device at growing batch sizes: seconds per FIRE step, crystal-steps
 and atom-steps per second, so that a plan for ~70k relaxations can see where the device saturates.
 
-    python scripts/gpu_relax_scan.py --device cuda --sizes 6 64 256 1024 4096 --out relax_scan.json
+    python scripts/gpu_relax_scan.py --device cuda --sizes 6 16 64 256 --out relax_scan.json
 
 Each size is :func:`dosmatgen.plan.measure_relax` (built-in store crystals and their doubled
 supercells, 1/5/15 steps, unreachable fmax, best of two) with SevenNet 7net-0 through torch-sim.
@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--store", default="resources/builtin_dos.npz")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--mlff", default="sevenn")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[6, 64, 256, 1024, 4096])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[6, 16, 64, 256])
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if min(args.sizes) < 1:
