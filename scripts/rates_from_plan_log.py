@@ -45,14 +45,14 @@ def parse_plan_log(text: str, source: str) -> Rates:
     return rates
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--log", required=True)
     ap.add_argument("--scan", default=None, help="JSON lines printed by scripts/gpu_relax_scan.py")
     ap.add_argument("--fill", default=None, help="rates file for the units the log lacks")
     ap.add_argument("--environment", default="{}", help="JSON object recorded as the rates' environment")
     ap.add_argument("--out", required=True)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     for path in (args.log, args.scan, args.fill):
         if path and not Path(path).is_file():
             ap.error(f"{path} does not exist")

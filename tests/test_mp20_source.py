@@ -6,7 +6,6 @@ source, and the pure functions of ``scripts/mp20_parity.py``."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import sys
@@ -332,16 +331,8 @@ def test_id_source_agrees_with_provenance_in_the_shards():
 
 
 # ---- the scripts: parity's pure functions, the labelling-cost estimate -----------------------------
-def _script(name: str = "mp20_parity"):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_parity_gap_excludes_and_counts_infinite_gaps():
-    P = _script()
+def test_parity_gap_excludes_and_counts_infinite_gaps(script):
+    P = script("mp20_parity")
     ours = json.loads('{"a": 1.0, "b": Infinity, "c": 0.05, "d": 0.5, "e": NaN, "f": 2.0}')  # the ledger's JSON
     mp = {"a": 1.2, "b": 16.6, "c": 0.0, "d": 0.0, "e": 0.0, "f": None}
     g = P.gap_parity(ours, mp)
@@ -356,8 +347,8 @@ def test_parity_gap_excludes_and_counts_infinite_gaps():
     assert g["n"] == 0 and g["mae"] is None and g["n_infinite_ours"] == 1
 
 
-def test_parity_formation_offset_and_corrections():
-    P = _script()
+def test_parity_formation_offset_and_corrections(script):
+    P = script("mp20_parity")
     ours = {"ox": -2.0, "metal": -0.3, "failed": None}
     mp = {"ox": -2.7, "metal": -0.2, "failed": -1.0}
     e = P.ef_parity(ours, mp, {"ox": -0.687, "metal": 0.0})
@@ -368,10 +359,10 @@ def test_parity_formation_offset_and_corrections():
     assert e["mean_offset_uncorrected_subset"] == pytest.approx(-0.1)
 
 
-def test_parity_mp2020_correction():
+def test_parity_mp2020_correction(script):
     from pymatgen.core import Lattice, Structure
 
-    P = _script()
+    P = script("mp20_parity")
     mgo = Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [.5, .5, .5]])
     assert P.mp2020_correction(mgo) == (pytest.approx(-0.687 / 2), ["MP2020 anion correction (oxide)"])
     feo = Structure(Lattice.cubic(4.3), ["Fe", "O"], [[0, 0, 0], [.5, .5, .5]])
@@ -380,10 +371,10 @@ def test_parity_mp2020_correction():
     assert P.mp2020_correction(Structure(Lattice.cubic(3.0), ["Ti", "C"], [[0, 0, 0], [.5, .5, .5]])) == (0.0, [])
 
 
-def test_labelling_cost_counts_the_committed_ledger(tmp_path, capsys):
+def test_labelling_cost_counts_the_committed_ledger(script, tmp_path, capsys):
     from dosmatgen.data.builtin import read_ledger
 
-    S = _script("mp20_labelling_cost")
+    S = script("mp20_labelling_cost")
     out = tmp_path / "cost.json"
     assert S.main(["--target", "500", "--json", str(out)]) == 0
     d = json.loads(out.read_text())

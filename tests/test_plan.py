@@ -166,14 +166,10 @@ def test_gpaw_seconds_prefer_an_earlier_screen_over_the_dataset_ledgers(tmp_path
     assert gpaw_seconds_per_cell([]) is None
 
 
-def test_rates_from_a_printed_plan_log(tmp_path):
+def test_rates_from_a_printed_plan_log(tmp_path, script):
     """The H200 rates file is rebuilt from what `plan` printed there: known values from the
     committed log, the scan's largest batch for the batched units, the rest filled and labelled."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("rates_from_plan_log", ROOT / "scripts" / "rates_from_plan_log.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = script("rates_from_plan_log")
     rates = mod.parse_plan_log((ROOT / "results/plan/h200/plan_measure.log").read_text(), "log")
     assert rates.seconds["train_step:diffusion"] == pytest.approx(0.029)
     assert rates.seconds["val_crystal:surrogate"] == pytest.approx(0.89e-3)
@@ -184,14 +180,9 @@ def test_rates_from_a_printed_plan_log(tmp_path):
     # negative control: a line in another format is not read
     assert not mod.parse_plan_log("train diffusion 0.029 seconds per step", "x").seconds
     out = tmp_path / "rates.json"
-    import sys
-    argv, sys.argv = sys.argv, ["x", "--log", str(ROOT / "results/plan/h200/plan_measure.log"),
-                                "--scan", str(ROOT / "results/plan/h200/relax_scan.log"),
-                                "--fill", str(ROOT / "results/plan/rates_cpu_demo_idle_screen.json"), "--out", str(out)]
-    try:
-        mod.main()
-    finally:
-        sys.argv = argv
+    mod.main(["--log", str(ROOT / "results/plan/h200/plan_measure.log"),
+              "--scan", str(ROOT / "results/plan/h200/relax_scan.log"),
+              "--fill", str(ROOT / "results/plan/rates_cpu_demo_idle_screen.json"), "--out", str(out)])
     rebuilt = Rates.load(out)
     committed = Rates.load(ROOT / "results/plan/rates_paper_h200.json")
     assert rebuilt.seconds == committed.seconds
