@@ -84,6 +84,10 @@ def test_real_pool_parses_with_unique_ids_cheapest_first():
     assert {c.material_id.split("-")[0] for c in cands} <= {"mp", "mvc"}  # MP-20 has a few mvc- ids
     costs = [c.cost for c in cands]
     assert costs == sorted(costs) and cands[0].num_atoms == 1
+    # spin-polarised MP-20 cells are measured to be far slower: every one comes after every other cell
+    first_magnetic = next(i for i, c in enumerate(cands) if c.magnetic)
+    assert not any(c.magnetic for c in cands[:first_magnetic]) and all(c.magnetic for c in cands[first_magnetic:])
+    assert max(c.num_atoms for c in cands[:first_magnetic]) == 20 and cands[first_magnetic].num_atoms == 2
     assert max(c.num_atoms for c in cands) == 20
     default, _ = mp20.candidates()
     assert len(default) == 506 and max(c.num_atoms for c in default) == mp20.DEFAULT_MAX_ATOMS
