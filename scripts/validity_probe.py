@@ -1,0 +1,159 @@
+"""Where do invalid generated crystals come from? (issue 18, diagnosis)
+
+Samples one crystal per selected structure with a trained diffusion checkpoint under several
+guidance *variants*, and reports validity (``dosmatgen.evaluate.metrics.validity_reason``: no pair
+closer than 0.5 Å, sane volume), the median ratio of generated to target cell volume, and element
+accuracy (generated atom i vs conditioning atom i).
+
+A variant is ``WA,WG[,THI][@T0]``: classifier-free guidance weight WA on the type channel and WG
+on the geometry (coordinates and lattice), ``(1 + w) eps(S_t, y) - w eps(S_t, empty)`` per channel
+(WA = WG = 1 is the paper's CFG, 0,0 the conditional model alone, -1,-1 the unconditional one);
+THI: guidance only at t <= THI (the conditional model above); T0: start from the structure noised
+to T0 instead of the prior (default: the prior at T).
+
+    .venv/bin/python scripts/validity_probe.py --checkpoint M.pt --store S.npz --split SPLIT.json \\
+        --subset val test --source mp20 --variant 1,1 --variant -1,-1 --variant 1,1@200 --out probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dosmatgen.errors import ConfigError, DosmatgenError
+from dosmatgen.io import atomic_save_json
+from dosmatgen.model.denoiser import DenoiserOutput
+
+
+class ChannelGuidance:
+    """CFG with one weight for the types and another for coordinates and lattice, optionally only
+    at t <= ``t_max`` (the conditional model above)."""
+
+    def __init__(self, omega_types: float, omega_geometry: float, t_max: int | None = None):
+        self.omega_types, self.omega_geometry, self.t_max = omega_types, omega_geometry, t_max
+
+    def predict(self, diffusion, state, t: torch.Tensor) -> DenoiserOutput:
+        wa, wg = self.omega_types, self.omega_geometry
+        if self.t_max is not None and int(t.max()) > self.t_max:
+            wa = wg = 0.0
+        cond = diffusion.eps(state, t)
+        unc = diffusion.eps(state, t, torch.zeros_like(state.cond_mask))
+
+        def mix(w: float, c: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            return (1 + w) * c - w * u
+
+        return DenoiserOutput(mix(wa, cond.eps_A, unc.eps_A), mix(wg, cond.score_X, unc.score_X),
+                              mix(wg, cond.eps_L, unc.eps_L))
+
+
+def parse_variant(text: str) -> tuple[ChannelGuidance, int | None]:
+    """``"WA,WG[,THI][@T0]"`` -> (guidance, t0).
+
+    >>> g, t0 = parse_variant("1,-1,500@200")
+    >>> (g.omega_types, g.omega_geometry, g.t_max, t0)
+    (1.0, -1.0, 500, 200)
+    """
+    body, _, start = text.partition("@")
+    parts = body.split(",")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        guidance = ChannelGuidance(float(parts[0]), float(parts[1]), int(parts[2]) if len(parts) == 3 else None)
+        t0 = int(start) if start else None
+    except ValueError:
+        raise ConfigError(f"--variant {text!r}: expected WA,WG[,THI][@T0], e.g. 1,1 or 1,-1,500@200") from None
+    return guidance, t0
+
+
+def probe(diffusion, standardiser, records, guidance: ChannelGuidance, t0: int | None, *, steps: int,
+          step_lr: float, batch_size: int, seed: int) -> dict:
+    """Sample ``records`` under ``guidance`` and summarise validity, volume ratio and elements."""
+    from dosmatgen.evaluate.metrics import validity_reason
+    from dosmatgen.model.batch import CrystalBatch
+    from dosmatgen.model.sampler import sample
+
+    T = diffusion.timesteps
+    n_steps = steps if t0 is None else max(1, round(steps * t0 / T))
+    valid, ratios, hits, reasons = [], [], [], Counter()
+    by_size: dict[str, list[bool]] = {}
+    for k in range(0, len(records), batch_size):
+        chunk = records[k:k + batch_size]
+        spec = CrystalBatch.from_records(chunk, standardiser)
+        out = sample(diffusion, spec, guidance=guidance, t0=t0, steps=n_steps, step_lr=step_lr,
+                     seed=seed + k // batch_size, progress=False)
+        ends = np.cumsum(out.num_atoms.numpy())
+        for i, rec in enumerate(chunk):
+            a, b = ends[i] - rec.num_atoms, ends[i]
+            z = out.atom_types[a:b].numpy()
+            lattice = out.lattices[i].numpy()
+            _, why = validity_reason(z, out.frac_coords[a:b].numpy(), lattice)
+            valid.append(why is None)
+            reasons[why or "valid"] += 1
+            ratios.append(abs(np.linalg.det(lattice)) / abs(np.linalg.det(rec.lattice)))
+            hits.extend((z == rec.atomic_numbers).tolist())
+            size = "1-4" if rec.num_atoms <= 4 else "5-6" if rec.num_atoms <= 6 else "7+"
+            by_size.setdefault(size, []).append(why is None)
+    return {"n": len(valid), "validity": float(np.mean(valid)), "reasons": dict(reasons),
+            "volume_ratio_median": float(np.median(ratios)),
+            "volume_ratio_quartiles": [float(q) for q in np.quantile(ratios, [0.25, 0.75])],
+            "element_accuracy": float(np.mean(hits)),
+            "validity_by_atoms": {k: [int(sum(v)), len(v)] for k, v in sorted(by_size.items())}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="diffusion checkpoint (dosmatgen train --kind diffusion)")
+    p.add_argument("--store", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--subset", nargs="+", default=["test"], choices=["train", "val", "test"])
+    p.add_argument("--source", default=None, help="keep only structure ids starting with this (e.g. mp20)")
+    p.add_argument("--variant", action="append", required=True, help="WA,WG[,THI][@T0] (repeatable)")
+    p.add_argument("--steps", type=int, default=200, help="reverse steps from T (a start at T0 uses the same stride)")
+    p.add_argument("--step-lr", type=float, default=1e-5)
+    p.add_argument("--batch-size", type=int, default=80)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="JSON report")
+    args = p.parse_args(argv)
+    try:
+        variants = [(v, *parse_variant(v)) for v in args.variant]
+        from dosmatgen.checkpoint import load_model
+        from dosmatgen.data.split import load_split
+        from dosmatgen.data.store import load_records
+
+        diffusion, std, meta = load_model(args.checkpoint, "cpu")
+        if meta["kind"] != "diffusion" or std is None:
+            raise ConfigError(f"--checkpoint {args.checkpoint} is not a diffusion model with a DOS standardiser")
+        split = load_split(args.split)
+        wanted = [i for part in args.subset for i in split[part]
+                  if args.source is None or i.startswith(args.source)]
+        by_id = {r.structure_id: r for r in load_records(args.store)}
+        missing = [i for i in wanted if i not in by_id]
+        if missing or not wanted:
+            raise ConfigError(f"{len(missing)} selected ids are not in {args.store}" if missing
+                              else "no structure selected (check --subset and --source)")
+        records = [by_id[i] for i in wanted]
+    except DosmatgenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = {"command": " ".join(["scripts/validity_probe.py", *(argv if argv is not None else sys.argv[1:])]),
+              "checkpoint_epoch": meta.get("epoch"), "n_structures": len(records), "variants": {}}
+    for text, guidance, t0 in variants:
+        row = probe(diffusion, std, records, guidance, t0, steps=args.steps, step_lr=args.step_lr,
+                    batch_size=args.batch_size, seed=args.seed)
+        report["variants"][text] = row
+        print(f"{text}: validity {100 * row['validity']:.1f} % of {row['n']}, volume ratio "
+              f"{row['volume_ratio_median']:.2f}, elements {100 * row['element_accuracy']:.0f} %, "
+              f"by atoms {row['validity_by_atoms']}", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_json(args.out, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
