@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -72,15 +71,15 @@ def parse_variant(text: str) -> tuple[ChannelGuidance, int | None]:
 
 def probe(diffusion, standardiser, records, guidance: ChannelGuidance, t0: int | None, *, steps: int,
           step_lr: float, batch_size: int, seed: int) -> dict:
-    """Sample ``records`` under ``guidance`` and summarise validity, volume ratio and elements."""
-    from dosmatgen.evaluate.metrics import validity_reason
+    """Sample ``records`` under ``guidance`` and summarise validity (:class:`Validity`, overall and
+    by atom count), volume ratio and elements (:class:`ElementAccuracy`)."""
+    from dosmatgen.evaluate.metrics import ElementAccuracy, Validity
     from dosmatgen.model.batch import CrystalBatch
     from dosmatgen.model.sampler import sample
 
     T = diffusion.timesteps
     n_steps = steps if t0 is None else max(1, round(steps * t0 / T))
-    valid, ratios, hits, reasons = [], [], [], Counter()
-    by_size: dict[str, list[bool]] = {}
+    items, ratios, by_size = [], [], {}
     for k in range(0, len(records), batch_size):
         chunk = records[k:k + batch_size]
         spec = CrystalBatch.from_records(chunk, standardiser)
@@ -89,20 +88,19 @@ def probe(diffusion, standardiser, records, guidance: ChannelGuidance, t0: int |
         ends = np.cumsum(out.num_atoms.numpy())
         for i, rec in enumerate(chunk):
             a, b = ends[i] - rec.num_atoms, ends[i]
-            z = out.atom_types[a:b].numpy()
-            lattice = out.lattices[i].numpy()
-            _, why = validity_reason(z, out.frac_coords[a:b].numpy(), lattice)
-            valid.append(why is None)
-            reasons[why or "valid"] += 1
-            ratios.append(abs(np.linalg.det(lattice)) / abs(np.linalg.det(rec.lattice)))
-            hits.extend((z == rec.atomic_numbers).tolist())
+            item = (out.atom_types[a:b].numpy(), out.frac_coords[a:b].numpy(), out.lattices[i].numpy())
+            items.append(item)
+            ratios.append(abs(np.linalg.det(item[2])) / abs(np.linalg.det(rec.lattice)))
             size = "1-4" if rec.num_atoms <= 4 else "5-6" if rec.num_atoms <= 6 else "7+"
-            by_size.setdefault(size, []).append(why is None)
-    return {"n": len(valid), "validity": float(np.mean(valid)), "reasons": dict(reasons),
+            by_size.setdefault(size, []).append(item)
+    validity = Validity().compute(items).counts
+    elements = ElementAccuracy().compute([z for z, _, _ in items], [r.atomic_numbers for r in records]).counts
+    return {"n": len(items), "validity": validity["valid"] / len(items),
+            "reasons": {k.removeprefix("invalid_"): v for k, v in validity.items()},
             "volume_ratio_median": float(np.median(ratios)),
             "volume_ratio_quartiles": [float(q) for q in np.quantile(ratios, [0.25, 0.75])],
-            "element_accuracy": float(np.mean(hits)),
-            "validity_by_atoms": {k: [int(sum(v)), len(v)] for k, v in sorted(by_size.items())}}
+            "element_accuracy": elements["atoms_correct"] / elements["atoms_total"],
+            "validity_by_atoms": {k: [Validity().compute(v).counts["valid"], len(v)] for k, v in sorted(by_size.items())}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,21 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         variants = [(v, *parse_variant(v)) for v in args.variant]
         from dosmatgen.checkpoint import load_model
-        from dosmatgen.data.split import load_split
-        from dosmatgen.data.store import load_records
+        from dosmatgen.commands.train import load_split_records
 
         diffusion, std, meta = load_model(args.checkpoint, "cpu")
         if meta["kind"] != "diffusion" or std is None:
             raise ConfigError(f"--checkpoint {args.checkpoint} is not a diffusion model with a DOS standardiser")
-        split = load_split(args.split)
-        wanted = [i for part in args.subset for i in split[part]
-                  if args.source is None or i.startswith(args.source)]
-        by_id = {r.structure_id: r for r in load_records(args.store)}
-        missing = [i for i in wanted if i not in by_id]
-        if missing or not wanted:
-            raise ConfigError(f"{len(missing)} selected ids are not in {args.store}" if missing
-                              else "no structure selected (check --subset and --source)")
-        records = [by_id[i] for i in wanted]
+        parts = load_split_records(args.store, args.split)
+        records = [r for part in args.subset for r in parts[part]
+                   if args.source is None or r.structure_id.startswith(args.source)]
+        if not records:
+            raise ConfigError("no structure selected (check --subset and --source)")
     except DosmatgenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -165,8 +165,8 @@ def candidates(pool: str | Path = DEFAULT_POOL, max_atoms: int | None = DEFAULT_
     (:func:`dosmatgen.data.builtin.cost_estimate`, ``6 + 5 * atoms`` seconds of GPAW on one core),
     times :data:`MAGNETIC_FACTOR` (measured on MP-20 cells, not the prototypes' 3) when a magnetic
     element (Cr, Mn, Fe, Co, Ni) makes the run spin-polarised.  It ignores k-point count and
-    element weight, so it only orders cells coarsely; ties go by atom count, then structure id.  Cells over ``max_atoms`` are
-    filtered out, not skipped (they are not in the returned reasons).
+    element weight, so it only orders cells coarsely; ties go by atom count, then structure id.
+    Cells over ``max_atoms`` are filtered out, not skipped (they are not in the returned reasons).
     """
     if max_atoms is not None and max_atoms < 1:
         raise DataError(f"--max-atoms must be >= 1, got {max_atoms}")
