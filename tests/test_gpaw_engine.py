@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import sys
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -161,6 +164,31 @@ def test_overcomplete_cs_basis_falls_back_to_szp():
         GPAWSiteDOSEngine(timeout_s=900).compute(rec)
     res = GPAWSiteDOSEngine(timeout_s=900, fallback_basis="szp(dzp)").compute(rec)
     assert res.protocol["basis"] == "szp(dzp)" and res.weight_max_dev < 1e-6 and res.gap > 0.5
+
+
+def _limited(timeout_s: float, code: str):
+    eng = GPAWSiteDOSEngine(timeout_s=timeout_s)
+    return eng._run_limited([sys.executable, "-c", code], dict(os.environ), ".", "probe")
+
+
+def test_cpu_time_limit_stops_a_busy_worker():
+    t0 = time.monotonic()
+    with pytest.raises(GPAWEngineError, match="timed out: used its CPU-time limit of 1 s"):
+        _limited(1, "while True: pass")
+    assert time.monotonic() - t0 < 8
+
+
+def test_idle_wall_clock_does_not_count_against_the_cpu_limit():
+    """A worker that waits (as one starved by other work does) longer than its CPU budget is not
+    failed; negative control for the test above."""
+    assert _limited(0.5, "import time; time.sleep(1.5); print('done')").stdout.strip() == "done"
+
+
+def test_hung_worker_stops_at_the_wall_clock_limit(monkeypatch):
+    import dosmatgen.dos.gpaw_engine as engine
+    monkeypatch.setattr(engine, "WALL_CLOCK_FACTOR", 2.0)
+    with pytest.raises(GPAWEngineError, match="timed out after 1 s of wall clock"):
+        _limited(0.5, "import time; time.sleep(30)")
 
 
 def test_timeout_is_reported(tmp_path):

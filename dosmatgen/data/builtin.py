@@ -530,7 +530,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-max", type=int, default=4000, help="number of candidates to consider")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="parallel GPAW jobs (one per core)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="GPAW seconds per structure")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="GPAW CPU seconds per structure (the wall clock allows 10 times that, so a "
+                             "worker slowed by other work on the machine is not failed)")
     parser.add_argument("--mlff", default="sevenn", help="relaxation force field (sevenn, chgnet, orb, none)")
     parser.add_argument("--fmax", type=float, default=0.05)
     parser.add_argument("--steps", type=int, default=200)

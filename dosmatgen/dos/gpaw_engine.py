@@ -2,7 +2,8 @@
 
 Debian's GPAW lives in ``/usr/bin/python3`` with Debian's numpy, so the calculation runs in
 :mod:`dosmatgen.dos.gpaw_worker` as a subprocess (as ASE runs any external code): this module
-writes a JSON job, runs the worker with a timeout and ``OMP_NUM_THREADS=1``, and reads the result.
+writes a JSON job, runs the worker under a CPU-time limit with ``OMP_NUM_THREADS=1``, and reads the
+result.
 
 >>> engine = GPAWSiteDOSEngine(timeout_s=60)
 >>> engine.protocol()["basis"]
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import subprocess
 import tempfile
 import time
@@ -35,6 +38,11 @@ GPAW_ELEMENTS: frozenset[str] = frozenset(
 #: Spin-polarise when any of these is present (DESIGN §3.2).
 MAGNETIC_ELEMENTS: frozenset[str] = frozenset({"Cr", "Mn", "Fe", "Co", "Ni"})
 WORKER_PATH: Path = Path(__file__).with_name("gpaw_worker.py")
+#: A worker may take this many times its CPU-time limit on the wall clock. The CPU limit is the
+#: budget; the wall-clock limit only catches a worker that hangs without computing. A worker
+#: starved by other work (labelling at nice 19 beside training) is slow, not hung, and must not
+#: fail: a wall-clock budget recorded such cells as failures that were not properties of the cell.
+WALL_CLOCK_FACTOR: float = 10.0
 
 
 class GPAWEngineError(DosmatgenError, RuntimeError):
@@ -117,6 +125,10 @@ def is_overcomplete_basis_error(message: str) -> bool:
 
 class GPAWSiteDOSEngine:
     """Label crystals with GPAW site DOS (PBE, LCAO dzp; DESIGN §3.2 protocol).
+
+    ``timeout_s`` is the CPU time one worker run may use (``RLIMIT_CPU``), so the budget means the
+    same on an idle and on a busy machine; the wall clock allows :data:`WALL_CLOCK_FACTOR` times
+    that before the worker counts as hung. Either way the structure fails with "timed out".
 
     ``fallback_basis`` (default None: off) is a second LCAO basis, e.g. ``"szp(dzp)"``, tried once
     when the first basis is numerically over-complete for the crystal: the LCAO overlap matrix is
@@ -262,11 +274,7 @@ class GPAWSiteDOSEngine:
             cmd = [self.python, str(WORKER_PATH), str(job_path), str(out_path)]
             if self.nice:
                 cmd = ["nice", "-n", str(self.nice)] + cmd
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s, env=env,
-                                      cwd=tmp)
-            except subprocess.TimeoutExpired as exc:
-                raise GPAWEngineError(f"{record.structure_id}: GPAW timed out after {self.timeout_s:.0f} s") from exc
+            proc = self._run_limited(cmd, env, tmp, record.structure_id)
             if not out_path.exists():
                 tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
                 raise GPAWEngineError(f"{record.structure_id}: GPAW worker exited with code {proc.returncode} "
@@ -276,6 +284,30 @@ class GPAWSiteDOSEngine:
         if str(res["status"]) != "ok":
             raise GPAWEngineError(f"{record.structure_id}: {res.get('error', 'unknown GPAW failure')}")
         return res
+
+    def _run_limited(self, cmd: list[str], env: dict[str, str], cwd: str,
+                     structure_id: str) -> subprocess.CompletedProcess:
+        """Run ``cmd`` with ``timeout_s`` of CPU time and ``WALL_CLOCK_FACTOR`` times that of wall
+        clock; GPAWEngineError ("timed out") when either runs out."""
+        cpu = max(1, int(round(self.timeout_s)))
+        wall = WALL_CLOCK_FACTOR * self.timeout_s
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+        try:
+            # set from outside (preexec_fn is unsafe beside threads); the kernel sends SIGXCPU at
+            # the soft limit and SIGKILL at the hard one
+            resource.prlimit(proc.pid, resource.RLIMIT_CPU, (cpu, cpu + 10))
+        except (ProcessLookupError, PermissionError):  # pragma: no cover - the worker already exited
+            pass
+        try:
+            out, err = proc.communicate(timeout=wall)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            raise GPAWEngineError(f"{structure_id}: GPAW timed out after {wall:.0f} s of wall clock "
+                                  f"(hung: its CPU-time limit is {cpu} s)") from exc
+        if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+            raise GPAWEngineError(f"{structure_id}: GPAW timed out: used its CPU-time limit of {cpu} s")
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
     def label(self, record: CrystalRecord) -> tuple[CrystalRecord, SiteDOSResult]:
         """A copy of ``record`` with the GPAW site DOS and provenance attached."""
