@@ -75,6 +75,10 @@ class TrainConfig:
         num_workers: DataLoader worker processes.
         max_steps: stop after this many optimiser steps in total (tests, smoke runs).
         progress: show tqdm bars.
+        source_repeats: how many times per epoch each training structure of a source
+            (:func:`dosmatgen.data.split.record_source`, e.g. ``{"mp20": 4}``) is drawn; others
+            once. None (the paper): every structure once. It rebalances a mixed store whose
+            crystals of interest are a minority, at the same number of optimiser steps.
     """
 
     epochs: int = 1000
@@ -93,6 +97,7 @@ class TrainConfig:
     num_workers: int = 0
     max_steps: int | None = None
     progress: bool = True
+    source_repeats: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -111,6 +116,14 @@ class TrainConfig:
             raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+        if self.source_repeats is not None:
+            from dosmatgen.data.split import SOURCES
+
+            for source, k in self.source_repeats.items():
+                if source not in SOURCES:
+                    raise ConfigError(f"source_repeats: unknown source {source!r}; known: {list(SOURCES)}")
+                if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                    raise ConfigError(f"source_repeats[{source!r}] must be an integer >= 1, got {k!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -291,6 +304,23 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, dist: DistCont
     return [idx[i:i + b] for i in range(0, len(idx), b)]
 
 
+def repeat_by_source(records: Sequence[CrystalRecord], repeats: dict[str, int] | None) -> list[CrystalRecord]:
+    """``records`` with each structure of source S listed ``repeats[S]`` times (others once), in
+    the original order (the epoch's shuffle mixes them).
+
+    >>> from dosmatgen.data.schema import CrystalRecord
+    >>> cell = [[3, 0, 0], [0, 3, 0], [0, 0, 3]]
+    >>> recs = [CrystalRecord(i, [14], [[0, 0, 0]], cell) for i in ("builtin-a", "mp20-mp-1")]
+    >>> [r.structure_id for r in repeat_by_source(recs, {"mp20": 3})]
+    ['builtin-a', 'mp20-mp-1', 'mp20-mp-1', 'mp20-mp-1']
+    """
+    from dosmatgen.data.split import record_source
+
+    if not repeats:
+        return list(records)
+    return [r for r in records for _ in range(repeats.get(record_source(r.structure_id), 1))]
+
+
 def _make_dataset(records: Sequence[CrystalRecord], standardiser: DOSStandardiser | None):
     from dosmatgen.model.batch import RecordDataset
 
@@ -408,6 +438,7 @@ def train(kind: str, model_config: dict[str, Any], train_records: Sequence[Cryst
         raise ConfigError(f"resume must be 'auto', 'require' or 'never', got {resume!r}")
     if len(train_records) == 0:
         raise DataError("the training split is empty")
+    train_records = repeat_by_source(train_records, cfg.source_repeats)
     out_dir = Path(out_dir)
     device = resolve_device(cfg.device)
     dist, device = setup_distributed(device)

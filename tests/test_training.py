@@ -262,3 +262,21 @@ def test_bf16_autocast_and_workers(tmp_path, data):
     # weights stay float32 under autocast
     assert all(v.dtype == torch.float32 for v in read_checkpoint(tmp_path / "last.pt")["state_dict"].values()
                if v.is_floating_point())
+
+
+def test_source_repeats_weight_a_source_per_epoch(tmp_path, data, toy_kind):
+    """mp20=3 makes each mp20 structure appear three times per epoch (more steps per epoch);
+    prototypes stay once; without it (negative control) every structure appears once."""
+    tr, va, std = data
+    mixed = [CrystalRecord(("mp20-" if i < 2 else "builtin-") + r.structure_id, r.atomic_numbers, r.frac_coords,
+                           r.lattice, r.dos) for i, r in enumerate(tr)]
+    for name, repeats, n in (("plain", None, 12), ("rep", {"mp20": 3}, 16)):
+        train(toy_kind, {"width": 4}, mixed, va, std, cfg(epochs=1, source_repeats=repeats), tmp_path / name)
+        meta = json.loads((tmp_path / name / "train_config.json").read_text())
+        assert meta["n_train"] == n and meta["train"]["source_repeats"] == repeats
+        assert read_checkpoint(tmp_path / name / "last.pt")["extra"]["step"] == n // 4
+    assert TrainConfig.from_dict({"source_repeats": {"mp20": 4}}).source_repeats == {"mp20": 4}
+    with pytest.raises(ConfigError, match="unknown source 'real'"):
+        TrainConfig(source_repeats={"real": 2})
+    with pytest.raises(ConfigError, match="integer >= 1"):
+        TrainConfig(source_repeats={"mp20": 0})

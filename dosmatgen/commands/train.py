@@ -93,11 +93,29 @@ def resolve_configs(args: argparse.Namespace) -> tuple[dict[str, Any], "Any"]:
              "ema_decay": args.ema_decay, "checkpoint_every": args.checkpoint_every, "seed": args.seed,
              "device": args.device, "num_workers": args.num_workers, "max_steps": args.max_steps}
     values.update({k: v for k, v in flags.items() if v is not None})
+    if args.repeat_source:
+        values["source_repeats"] = parse_source_repeats(args.repeat_source)
     if args.bf16:
         values["bf16"] = True
     if args.no_progress:
         values["progress"] = False
     return model_cfg, TrainConfig.from_dict(values)
+
+
+def parse_source_repeats(items: list[str]) -> dict[str, int]:
+    """``["mp20=4"]`` -> ``{"mp20": 4}`` (the ``--repeat-source`` flag; TrainConfig checks values).
+
+    >>> parse_source_repeats(["mp20=4", "prototypes=1"])
+    {'mp20': 4, 'prototypes': 1}
+    """
+    out: dict[str, int] = {}
+    for item in items:
+        source, _, k = item.partition("=")
+        try:
+            out[source] = int(k)
+        except ValueError:
+            raise ConfigError(f"--repeat-source {item!r}: expected SOURCE=K with an integer K, e.g. mp20=4") from None
+    return out
 
 
 def load_split_records(store: str, split_path: str) -> dict[str, list]:
@@ -178,6 +196,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema-decay", type=non_negative, default=None, help="keep an EMA of the weights (e.g. 0.999)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="epochs between last.pt saves (default 10)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    p.add_argument("--repeat-source", action="append", default=None, metavar="SOURCE=K",
+                   help="draw each training structure of SOURCE (prototypes, mp20, mp, other) K times per "
+                        "epoch, e.g. mp20=4 to weight the real crystals of a mixed store (repeatable; "
+                        "default: every structure once, the paper)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or auto (default auto)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0)")
