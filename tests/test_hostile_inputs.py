@@ -121,6 +121,12 @@ CASES: dict[str, tuple[str, str]] = {
     "regenerate_omega_nan": (REGEN + " --omega nan", "--omega: 'nan'"),
     "regenerate_guidance_scale_nan": (REGEN + " --guidance-scale nan", "--guidance-scale: 'nan'"),
     "regenerate_step_lr_negative": (REGEN + " --step-lr -1", "--step-lr: -1.0 must be >= 0"),
+    "regenerate_omega_geometry_nan": (REGEN + " --omega-geometry nan", "--omega-geometry: 'nan'"),
+    "regenerate_omega_geometry_uncond": (REGEN.replace("--guidance cfg", "--guidance uncond") + " --omega-geometry 0",
+                                         "only used with --guidance cfg"),
+    "sample_omega_geometry_with_regressor": (SAMPLE + " --regressor {d}/diff.pt --omega-geometry 0",
+                                             "not used with --regressor"),
+    "train_repeat_source_unknown": (TRAIN + " --repeat-source real=2", "unknown source 'real'"),
     "study_omega_nan": (STUDY + " --omega nan", "--omega: 'nan'"),
     "study_omegas_nan": ("studies window-sweep --checkpoint {d}/diff.pt --surrogate {d}/diff.pt --omegas 1 nan "
                          "--out {o}", "--omegas: 'nan'"),

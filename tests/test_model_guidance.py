@@ -106,6 +106,26 @@ def test_classifier_free_guidance_strategy():
             assert torch.allclose(a, b)
 
 
+def test_geometry_guidance_weight_splits_the_channels():
+    """omega_geometry = 0: the types follow CFG at omega, coordinates and lattice the conditional
+    model; None is the paper's CFG on all three; -1/-1 is the unconditional model."""
+    reg, diff, st, t = _small_pair()
+    with torch.no_grad():
+        diff.net.backbone.null_condition.normal_()
+        cond, cfg = diff.eps(st, t), diff.eps_cfg(st, t, 1.0)
+        split = ClassifierFreeGuidance(1.0, omega_geometry=0.0).predict(diff, st, t)
+        assert torch.allclose(split.eps_A, cfg.eps_A)
+        assert torch.allclose(split.score_X, cond.score_X) and torch.allclose(split.eps_L, cond.eps_L)
+        # negative control: the paper's CFG moves the geometry away from the conditional model
+        assert not torch.allclose(cfg.score_X, cond.score_X) and not torch.allclose(cfg.eps_L, cond.eps_L)
+        for a, b in zip(ClassifierFreeGuidance(1.0, omega_geometry=None).predict(diff, st, t), cfg):
+            assert torch.allclose(a, b)
+        unc = diff.eps(st, t, torch.zeros_like(st.cond_mask))
+        for a, b in zip(ClassifierFreeGuidance(-1.0, omega_geometry=-1.0).predict(diff, st, t), unc):
+            assert torch.allclose(a, b)
+    assert repr(ClassifierFreeGuidance(1.0)) == "ClassifierFreeGuidance(omega=1.0)"  # chunk digests unchanged
+
+
 def test_classifier_guidance_moves_the_predicted_dos_toward_the_target():
     """Toy: the regressor knows each training element's DOS; asking atom 0 of 4-atom cells for the
     DOS of Ti must bring the regressor's prediction on the generated crystals closer to it."""

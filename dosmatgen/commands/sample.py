@@ -416,6 +416,8 @@ def _sample_into(args: argparse.Namespace, out: Path, fmts: tuple[str, ...]) -> 
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.regressor and args.omega_geometry is not None:
+        raise ConfigError("--omega-geometry weights classifier-free guidance; it is not used with --regressor")
     device = resolve_device(args.device)
     diffusion, std, meta = load_model(args.checkpoint, device)
     if meta["kind"] != "diffusion":
@@ -431,7 +433,7 @@ def _sample_into(args: argparse.Namespace, out: Path, fmts: tuple[str, ...]) -> 
         check_standardisers(std, reg_std, f"regressor {args.regressor}")
         guidance = build_guidance("classifier", regressor=regressor, scale=args.guidance_scale)
     else:
-        guidance = build_guidance("cfg", omega=args.omega)
+        guidance = build_guidance("cfg", omega=args.omega, omega_geometry=args.omega_geometry)
     t_start = T if args.t0 is None else args.t0
     steps = steps_for_start(args.steps, t_start, T) if args.steps is not None else None
 
@@ -481,6 +483,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", default=None, help="start structure (CIF/POSCAR/extxyz or a --store ID); needs --t0")
     p.add_argument("--t0", type=int, default=None, help="noise the template to t0 and denoise (e.g. 200)")
     p.add_argument("--omega", type=non_negative, default=1.0, help="classifier-free guidance strength (default 1)")
+    p.add_argument("--omega-geometry", type=non_negative, default=None,
+                   help="a separate guidance strength for coordinates and lattice, --omega then applying to "
+                        "the types alone (default: --omega on all, the paper); 0 gives fewer overlapping atoms "
+                        "at the same element accuracy (results/validity_probe/)")
     p.add_argument("--regressor", default=None, help="regressor checkpoint: classifier guidance instead of CFG")
     p.add_argument("--guidance-scale", type=non_negative, default=1.0, help="classifier-guidance scale (default 1)")
     p.add_argument("--steps", type=int, default=None,

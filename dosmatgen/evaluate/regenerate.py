@@ -157,13 +157,15 @@ def from_batch(batch: Any, source_ids: Sequence[str], meta: dict[str, Any] | Non
 # ----------------------------------------------------------------------------------------------
 # guidance and steps
 # ----------------------------------------------------------------------------------------------
-def build_guidance(mode: str, *, omega: float = 1.0, regressor: Any = None, scale: float = 1.0) -> Any:
-    """Classifier-free guidance with ``omega``, classifier guidance with ``regressor``/``scale``,
-    or the unconditional model (``"uncond"``: CFG at ω = -1; ``omega`` is not used)."""
+def build_guidance(mode: str, *, omega: float = 1.0, omega_geometry: float | None = None, regressor: Any = None,
+                   scale: float = 1.0) -> Any:
+    """Classifier-free guidance with ``omega`` (and ``omega_geometry`` on coordinates and lattice;
+    None: ``omega``), classifier guidance with ``regressor``/``scale``, or the unconditional model
+    (``"uncond"``: CFG at ω = -1; the omegas are not used)."""
     from dosmatgen.model.guidance import ClassifierFreeGuidance, ClassifierGuidance
 
     if mode == "cfg":
-        return ClassifierFreeGuidance(omega)
+        return ClassifierFreeGuidance(omega, omega_geometry)
     if mode == "uncond":
         return ClassifierFreeGuidance(UNCOND_OMEGA)
     if mode == "classifier":

@@ -150,17 +150,24 @@ class JointDiffusion(nn.Module):
         scale = self.schedule.score_norm[t][state.batch].sqrt().unsqueeze(-1)
         return DenoiserOutput(out.eps_A, out.score_X * scale, out.eps_L)
 
-    def eps_cfg(self, state: NoisyBatch, t: torch.Tensor | int, omega: float = 1.0) -> DenoiserOutput:
-        """Classifier-free guidance (paper §2.4): (1 + omega) eps(S_t, y) - omega eps(S_t, empty)
-        for all three outputs, the two passes evaluated in one batched forward."""
+    def eps_cfg(self, state: NoisyBatch, t: torch.Tensor | int, omega: float = 1.0,
+                omega_geometry: float | None = None) -> DenoiserOutput:
+        """Classifier-free guidance (paper §2.4): (1 + omega) eps(S_t, y) - omega eps(S_t, empty),
+        the two passes evaluated in one batched forward.
+
+        ``omega_geometry`` (None: ``omega``, the paper) is a separate weight for the coordinates and
+        the lattice, ``omega`` then weighting the types alone; 0 leaves the geometry to the
+        conditional model (results/validity_probe/: fewer overlapping atoms, same elements).
+        """
         t = self._t(t, state.num_graphs, state.frac_coords.device)
-        if omega == 0:
+        wg = omega if omega_geometry is None else omega_geometry
+        if omega == 0 and wg == 0:
             return self.eps(state, t)
         b, m = state.num_graphs, state.types.shape[0]
         both = self.eps(state.doubled(), torch.cat([t, t]))
         cond = DenoiserOutput(both.eps_A[:m], both.score_X[:m], both.eps_L[:b])
         unc = DenoiserOutput(both.eps_A[m:], both.score_X[m:], both.eps_L[b:])
-        return DenoiserOutput(*((1 + omega) * c - omega * u for c, u in zip(cond, unc)))
+        return DenoiserOutput(*((1 + w) * c - w * u for w, c, u in zip((omega, wg, wg), cond, unc)))
 
     # ---- training --------------------------------------------------------------------------------
     def loss(self, batch: CrystalBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

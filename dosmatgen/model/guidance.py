@@ -30,18 +30,26 @@ class Guidance(Protocol):
 
 
 class ClassifierFreeGuidance:
-    """Classifier-free guidance with strength ``omega`` (paper: omega = 1)."""
+    """Classifier-free guidance with strength ``omega`` (paper: omega = 1), optionally with its own
+    strength ``omega_geometry`` for coordinates and lattice (None: ``omega`` on all three, the
+    paper; see :meth:`JointDiffusion.eps_cfg`).
 
-    def __init__(self, omega: float = 1.0):
+    >>> ClassifierFreeGuidance(1.0, omega_geometry=0.0)
+    ClassifierFreeGuidance(omega=1.0, omega_geometry=0.0)
+    """
+
+    def __init__(self, omega: float = 1.0, omega_geometry: float | None = None):
         self.omega = float(omega)
+        self.omega_geometry = None if omega_geometry is None else float(omega_geometry)
 
     def predict(self, diffusion: JointDiffusion, state: NoisyBatch, t: torch.Tensor) -> DenoiserOutput:
-        if self.omega == -1.0:
+        if self.omega == -1.0 and self.omega_geometry in (None, -1.0):
             return diffusion.eps(state, t, torch.zeros_like(state.cond_mask))
-        return diffusion.eps_cfg(state, t, self.omega)
+        return diffusion.eps_cfg(state, t, self.omega, self.omega_geometry)
 
     def __repr__(self) -> str:
-        return f"ClassifierFreeGuidance(omega={self.omega})"
+        extra = "" if self.omega_geometry is None else f", omega_geometry={self.omega_geometry}"
+        return f"ClassifierFreeGuidance(omega={self.omega}{extra})"
 
 
 class ClassifierGuidance:
