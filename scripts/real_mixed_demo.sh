@@ -12,7 +12,9 @@
 # mixed store, measured beside it (results/validity_probe/): 30,000 steps instead of 10,000, EMA
 # 0.999, plateau patience 100, each real crystal drawn 4 times per epoch (--repeat-source mp20=4),
 # its final weights (last.pt: the validation-best checkpoint of such a run comes from its first few
-# thousand steps, with compressed cells), and no Langevin corrector at sampling (--step-lr 0).
+# thousand steps, with compressed cells), no Langevin corrector at sampling (--step-lr 0) and
+# classifier-free guidance on the types only (--omega-geometry 0: coordinates and lattice from the
+# conditional model).
 #
 # Everything but the tables goes to work/real_mixed_demo (resumable: a finished step is skipped).
 set -euo pipefail
@@ -22,9 +24,10 @@ DOSMATGEN=${DOSMATGEN:-.venv/bin/dosmatgen}
 W=work/real_mixed_demo
 RECIPE=${RECIPE:-demo}
 case "$RECIPE" in
-  demo) OUT=${OUT:-results/real_mixed_demo}; TAG=""; CKPT=best.pt; STEP_LR=1e-05
+  demo) OUT=${OUT:-results/real_mixed_demo}; TAG=""; CKPT=best.pt; STEP_LR=1e-05; GUIDE=()
         TRAIN_EXTRA=(--epochs 5000 --max-steps 10000) ;;
   weighted) OUT=${OUT:-results/real_mixed_demo_weighted}; TAG=weighted_; CKPT=last.pt; STEP_LR=0
+        GUIDE=(--omega-geometry 0)
         TRAIN_EXTRA=(--epochs 50000 --max-steps 30000 --ema-decay 0.999 --patience 100 --repeat-source mp20=4) ;;
   *) echo "RECIPE must be demo or weighted, got '$RECIPE'" >&2; exit 2 ;;
 esac
@@ -54,7 +57,7 @@ M="$W/${TAG}metrics"
 mkdir -p "$M"
 for T in 1000 200; do
   [ -e "$W/${TAG}cfg_T$T.npz" ] || $DOSMATGEN evaluate regenerate --checkpoint "$DIFF/$CKPT" \
-    --store "$W/store.npz" --split "$W/split.json" --subset test --guidance cfg --t0 $T --steps 200 \
+    --store "$W/store.npz" --split "$W/split.json" --subset test --guidance cfg "${GUIDE[@]}" --t0 $T --steps 200 \
     --batch-size 128 --step-lr $STEP_LR --predictor-input corrected --device cpu --seed $SEED \
     --out "$W/${TAG}cfg_T$T.npz" --no-progress
   [ -e "$M/cfg_T$T.json" ] || $DOSMATGEN evaluate score --generated "$W/${TAG}cfg_T$T.npz" \
