@@ -304,8 +304,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--omega-geometry", type=non_negative, default=None,
                    help="a separate CFG weight for coordinates and lattice, --omega then weighting the types "
                         "alone (default: --omega on all three, the paper); 0 leaves the geometry to the "
-                        "conditional model: fewer overlapping atoms at the same element accuracy "
-                        "(results/validity_probe/)")
+                        "conditional model (measured in results/validity_probe/: fewer overlapping atoms for "
+                        "a model trained with --repeat-source, no change for one without)")
     r.add_argument("--regressor", default=None, help="time-dependent regressor checkpoint (classifier guidance)")
     r.add_argument("--guidance-scale", type=non_negative, default=1.0, help="classifier-guidance gradient scale (default 1)")
     r.add_argument("--t0", type=int, default=1000,

@@ -485,8 +485,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--omega", type=non_negative, default=1.0, help="classifier-free guidance strength (default 1)")
     p.add_argument("--omega-geometry", type=non_negative, default=None,
                    help="a separate guidance strength for coordinates and lattice, --omega then applying to "
-                        "the types alone (default: --omega on all, the paper); 0 gives fewer overlapping atoms "
-                        "at the same element accuracy (results/validity_probe/)")
+                        "the types alone (default: --omega on all, the paper); 0 leaves the geometry to the "
+                        "conditional model (results/validity_probe/)")
     p.add_argument("--regressor", default=None, help="regressor checkpoint: classifier guidance instead of CFG")
     p.add_argument("--guidance-scale", type=non_negative, default=1.0, help="classifier-guidance scale (default 1)")
     p.add_argument("--steps", type=int, default=None,

@@ -157,7 +157,8 @@ class JointDiffusion(nn.Module):
 
         ``omega_geometry`` (None: ``omega``, the paper) is a separate weight for the coordinates and
         the lattice, ``omega`` then weighting the types alone; 0 leaves the geometry to the
-        conditional model (results/validity_probe/: fewer overlapping atoms, same elements).
+        conditional model (results/validity_probe/: fewer overlapping atoms for a model trained
+        with its real crystals weighted, no change for one without).
         """
         t = self._t(t, state.num_graphs, state.frac_coords.device)
         wg = omega if omega_geometry is None else omega_geometry
