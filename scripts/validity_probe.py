@@ -30,24 +30,17 @@ from dosmatgen.model.denoiser import DenoiserOutput
 
 
 class ChannelGuidance:
-    """CFG with one weight for the types and another for coordinates and lattice, optionally only
-    at t <= ``t_max`` (the conditional model above)."""
+    """CFG with one weight for the types and another for coordinates and lattice
+    (:meth:`JointDiffusion.eps_cfg` with ``omega_geometry``), optionally only at t <= ``t_max``
+    (the conditional model above)."""
 
     def __init__(self, omega_types: float, omega_geometry: float, t_max: int | None = None):
         self.omega_types, self.omega_geometry, self.t_max = omega_types, omega_geometry, t_max
 
     def predict(self, diffusion, state, t: torch.Tensor) -> DenoiserOutput:
-        wa, wg = self.omega_types, self.omega_geometry
         if self.t_max is not None and int(t.max()) > self.t_max:
-            wa = wg = 0.0
-        cond = diffusion.eps(state, t)
-        unc = diffusion.eps(state, t, torch.zeros_like(state.cond_mask))
-
-        def mix(w: float, c: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-            return (1 + w) * c - w * u
-
-        return DenoiserOutput(mix(wa, cond.eps_A, unc.eps_A), mix(wg, cond.score_X, unc.score_X),
-                              mix(wg, cond.eps_L, unc.eps_L))
+            return diffusion.eps(state, t)
+        return diffusion.eps_cfg(state, t, self.omega_types, self.omega_geometry)
 
 
 def parse_variant(text: str) -> tuple[ChannelGuidance, int | None]:
