@@ -183,6 +183,38 @@ def test_build_shares_ledger_and_resumes(tmp_path, small_pool, fake_gpaw, capsys
     assert merged["sources"] == {"mp20": 2} and merged["prototypes"] == [] and merged["n_failed"] == 1
 
 
+def test_retry_failed_redoes_only_matching_failures(tmp_path, small_pool, fake_gpaw):
+    """After a protocol fix, ``retry_failed`` redoes the failures whose reason matches, nothing
+    else; the new label supersedes the failure, and a done entry is never undone by a failure
+    read later from another ledger."""
+    out = tmp_path / "shards"
+    kw = {"n_max": 4000, "workers": 1, "progress": False, "source": "mp20", "pool": small_pool,
+          "engine_kwargs": {"python": fake_gpaw}}
+    assert builtin.build(out, **kw) == {"done": 2, "failed": 1, "todo": 3}
+    assert builtin.build(out, retry_failed="OverflowError", **kw)["todo"] == 0  # no such failure
+    with pytest.raises(DataError, match="retry-failed"):
+        builtin.build(out, retry_failed="  ", **kw)
+    fixed = tmp_path / "fixed_gpaw_python"
+    fixed.write_text(FAKE_WORKER.replace("if n == 3:", "if False:"))
+    fixed.chmod(0o755)
+    kw["engine_kwargs"] = {"python": str(fixed)}
+    assert builtin.build(out, retry_failed="SCF did not converge", **kw) == {"done": 1, "failed": 0, "todo": 1}
+    assert builtin.build(out, retry_failed="SCF did not converge", **kw)["todo"] == 0
+    assert builtin.read_ledger(out)["mp20-mp-3"]["status"] == "done"
+    late = {"id": "mp20-mp-3", "status": "failed", "reason": "GPAWEngineError: timed out", "source": "mp20"}
+    (out / "ledger-zzz.jsonl").write_text(json.dumps(late) + "\n")  # read after ledger-mp20.jsonl
+    assert builtin.read_ledger(out)["mp20-mp-3"]["status"] == "done"
+    merged = builtin.merge(out, tmp_path / "store.npz")
+    assert merged["sources"] == {"mp20": 3} and merged["n_failed"] == 0
+    assert "--retry-failed" in _build_help()
+
+
+def _build_help() -> str:
+    parser = argparse.ArgumentParser()
+    builtin.add_build_arguments(parser)
+    return parser.format_help()
+
+
 def test_export_and_ingest_jobs(tmp_path, small_pool):
     shards, jobs = tmp_path / "shards", tmp_path / "jobs"
     counts = offsite.export_jobs(shards, jobs, n=2, source="mp20", pool=small_pool, progress=False)

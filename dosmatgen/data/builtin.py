@@ -228,7 +228,8 @@ def report_skipped(source: str, skipped: list[tuple[str, str]]) -> None:
 def read_ledger(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     """``structure_id -> last ledger entry`` (status ``done`` or ``failed``), over ``ledger.jsonl``,
     every part's ``ledger-part*.jsonl`` and the offsite ``ledger-offsite.jsonl``
-    (:mod:`dosmatgen.data.offsite`)."""
+    (:mod:`dosmatgen.data.offsite`); a ``done`` entry is never replaced by a later failure (a
+    retried failure that succeeds wins in whichever ledger it lands)."""
     out_dir = Path(out_dir)
     entries: dict[str, dict[str, Any]] = {}
     paths = [out_dir / LEDGER] + sorted(out_dir.glob("ledger-*.jsonl"))
@@ -243,6 +244,8 @@ def read_ledger(out_dir: str | Path) -> dict[str, dict[str, Any]]:
                 obj = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash: that structure is simply redone
+            if entries.get(obj["id"], {}).get("status") == "done" and obj.get("status") != "done":
+                continue  # a label in a shard stands, whatever another ledger says later
             entries[obj["id"]] = obj
     return entries
 
@@ -375,9 +378,11 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
           mlff: str = "sevenn", fmax: float = 0.05, steps: int = 200, shard_size: int = 25,
           flush_s: float = 600.0, engine_kwargs: dict[str, Any] | None = None, progress: bool = True,
           only: list[str] | None = None, part: tuple[int, int] | None = None, source: str = "prototypes",
-          pool: str | Path | None = None, max_atoms: int | None = None) -> dict[str, int]:
+          pool: str | Path | None = None, max_atoms: int | None = None,
+          retry_failed: str | None = None) -> dict[str, int]:
     """Relax and label the first ``n_max`` candidates of ``source`` (:func:`source_candidates`;
-    ``pool`` and ``max_atoms`` are the mp20 source's) not yet in the ledgers of ``out_dir``
+    ``pool`` and ``max_atoms`` are the mp20 source's) not yet in the ledgers of ``out_dir``, and
+    those whose recorded failure reason contains ``retry_failed`` (after a protocol fix)
     (with ``part=(I, K)``: only part I of K, see the module docstring).  A source whose crystals
     are not relaxed (mp20) loads no MLFF.  Skipped rows of the source are reported on stderr
     (:func:`report_skipped`).
@@ -392,9 +397,14 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
     from dosmatgen.data.store import save_records
     from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
 
+    if retry_failed is not None and not retry_failed.strip():
+        raise DataError("--retry-failed needs a non-empty text to look for in the failure reasons")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ledger = read_ledger(out_dir)
+    if retry_failed is not None:
+        ledger = {k: e for k, e in ledger.items()
+                  if not (e.get("status") == "failed" and retry_failed in str(e.get("reason", "")))}
     ledger_name, shard_prefix = part_files(part, source)
     all_cands, skipped = source_candidates(source, seed, n_max, pool, max_atoms)
     report_skipped(source, skipped)
@@ -540,6 +550,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--part", default=None, metavar="I/K",
                         help="label only part I of K (every K-th candidate), with its own ledger and shards, "
                              "so K jobs (e.g. a SLURM array) can share --out")
+    parser.add_argument("--retry-failed", default=None, metavar="TEXT",
+                        help="also redo recorded failures whose reason contains TEXT (e.g. 'OverflowError' "
+                             "after the worker learnt to avoid it); the new entry supersedes the failure")
     parser.add_argument("--maxiter", type=int, default=100, help="SCF iteration cap per mixer setting")
     parser.add_argument("--gpaw-python", default="/usr/bin/python3",
                         help="interpreter (or wrapper script) that can import gpaw; default Debian's")
@@ -560,7 +573,7 @@ def run_build(args: argparse.Namespace) -> int:
                    mlff=args.mlff, fmax=args.fmax, steps=args.steps, shard_size=args.shard_size,
                    engine_kwargs={"maxiter": args.maxiter, "python": args.gpaw_python},
                    part=None if args.part is None else parse_part(args.part), source=args.source,
-                   pool=args.pool, max_atoms=args.max_atoms)
+                   pool=args.pool, max_atoms=args.max_atoms, retry_failed=args.retry_failed)
     print(f"built {counts['done']} records, {counts['failed']} failed, of {counts['todo']} to do")
     if args.store:
         meta = merge(args.out, args.store)

@@ -15,7 +15,9 @@ Protocol: PBE, LCAO ``dzp``, grid spacing 0.3 Å, Fermi-Dirac 0.1 eV, SCF on a �
 Mulliken weight of every state on every atom (weights sum to 1 per state), times the k-point
 weight (spin factor 2 when not spin-polarised), averaged over symmetry-equivalent atoms, and
 broadened with a Gaussian of width ``sigma`` onto the energy grid relative to E_F (or to the
-valence-band maximum when the gap exceeds ``gap_threshold``).
+valence-band maximum when the gap exceeds ``gap_threshold``).  Where GPAW's symmetry reduction of
+either mesh gives an irreducible k-point of weight 0, both runs keep time-reversal symmetry only
+(``point_group_symmetry`` in the output; :func:`ibz_has_zero_weight`).
 """
 
 from __future__ import annotations
@@ -80,10 +82,14 @@ def check_overlap(atoms, min_distance: float) -> None:
         raise WorkerError(f"atoms overlap: minimum distance {dmin:.3f} Å < {min_distance} Å")
 
 
-def make_calc(job: dict, spinpol: bool, attempt: int, kpts: list[int]):
+def make_calc(job: dict, spinpol: bool, attempt: int, kpts: list[int], point_group: bool = True):
+    """The protocol's GPAW calculator; ``attempt`` > 0 mixes more gently, ``point_group=False``
+    keeps only time-reversal symmetry in the k-point reduction (see :func:`ibz_has_zero_weight`)."""
     from gpaw import GPAW, FermiDirac, Mixer, MixerSum
 
     kwargs = {}
+    if not point_group:
+        kwargs["symmetry"] = {"point_group": False}
     if attempt > 0:
         # Second try: gentler density mixing (DESIGN §3.2: cap iterations, then a second mixer).
         kwargs["mixer"] = (MixerSum(beta=0.02, nmaxold=8, weight=100.0) if spinpol
@@ -93,6 +99,20 @@ def make_calc(job: dict, spinpol: bool, attempt: int, kpts: list[int]):
                 occupations=FermiDirac(job.get("width", 0.1)),
                 spinpol=spinpol, maxiter=int(job.get("maxiter", 100)), txt=job.get("txt"),
                 **kwargs)
+
+
+def ibz_has_zero_weight(job: dict, atoms, spinpol: bool, kpts: list[int]) -> bool:
+    """Whether GPAW's symmetry reduction of the Γ-centred ``kpts`` mesh gives an irreducible
+    k-point of weight 0 for ``atoms``.
+
+    GPAW 22.8 does this for some cells (MP-20's Rb2InBiCl6 mp-1114523, 2x2x2 mesh: IBZ weights
+    0.125, 0.375, 0.125, 0, 0.375) and then fails in the occupation numbers with
+    ``OverflowError: cannot convert float infinity to integer``.  The run then drops point-group
+    symmetry (k-points reduced by time reversal only): the same physics on more k-points.
+    Costs one calculator initialisation (about 1 s for a 10-atom cell)."""
+    calc = make_calc(dict(job, txt=None), spinpol, 0, kpts)
+    calc.initialize(atoms)
+    return bool(np.any(np.asarray(calc.wfs.kd.weight_k) <= 0.0))
 
 
 def equivalent_classes(calc, n_atoms: int) -> list[list[int]]:
@@ -192,10 +212,11 @@ def run(job: dict) -> dict:
     k_scf = kpt_size(atoms.cell.array, float(job.get("kdens_scf", 12.0)))
     k_dos = kpt_size(atoms.cell.array, float(job.get("kdens_dos", 30.0)))
 
+    point_group = not any(ibz_has_zero_weight(job, atoms, spinpol, k) for k in (k_scf, k_dos))
     calc = None
-    attempts = []
+    attempts = [] if point_group else ["zero-weight IBZ k-point: point-group symmetry off"]
     for attempt in range(int(job.get("attempts", 2))):
-        calc = make_calc(job, spinpol, attempt, k_scf)
+        calc = make_calc(job, spinpol, attempt, k_scf, point_group)
         atoms.calc = calc
         try:
             atoms.get_potential_energy()
@@ -206,7 +227,7 @@ def run(job: dict) -> dict:
             calc = None
     if calc is None:
         raise WorkerError(f"SCF did not converge in {job.get('maxiter', 100)} iterations "
-                          f"with {len(attempts)} mixer setting(s)")
+                          f"with {int(job.get('attempts', 2))} mixer setting(s)")
     t_scf = time.time() - t0
     magmom = float(calc.get_magnetic_moment()) if spinpol else 0.0
     dcalc = calc.fixed_density(kpts={"size": k_dos, "gamma": True}, txt=job.get("txt"))
@@ -243,6 +264,7 @@ def run(job: dict) -> dict:
         "kpts_scf": np.array(k_scf),
         "kpts_dos": np.array(k_dos),
         "n_ibz_dos": int(len(dcalc.wfs.kd.ibzk_kc)),
+        "point_group_symmetry": point_group,
         "equivalent_classes": json.dumps(classes),
         "attempts": json.dumps(attempts),
         "seconds_scf": t_scf,
