@@ -12,6 +12,8 @@ flag, the current step finishes, then the state is saved). When ``out_dir/last.p
 step a function of (seed, rank, step), so a resumed run reproduces the uninterrupted one, even when
 the interruption fell mid-epoch. ``best.pt`` holds the weights with the lowest validation loss
 (a run whose ``max_steps`` ends it before its first validation saves its final weights there);
+``final.pt`` the weights at the end of a run that finished (its epochs or ``max_steps``; the EMA
+weights when ``ema_decay`` is set), written only then, so its presence means the run is complete;
 ``metrics.csv`` / ``metrics.jsonl`` one row per epoch.
 
 Several processes: launched with ``torchrun --nproc_per_node K`` (``WORLD_SIZE > 1``) the loop
@@ -49,6 +51,7 @@ from dosmatgen.io import atomic_save_json, atomic_write
 
 LAST = "last.pt"
 BEST = "best.pt"
+FINAL = "final.pt"
 
 #: TrainConfig fields that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "checkpoint_every", "device", "num_workers",
@@ -464,7 +467,7 @@ def _train(kind, model_config, train_records, val_records, standardiser, cfg, ou
     if cfg.batch_size % dist.world_size:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {dist.world_size} "
                           "processes of this launch")
-    last_path, best_path = out_dir / LAST, out_dir / BEST
+    last_path, best_path, final_path = out_dir / LAST, out_dir / BEST, out_dir / FINAL
 
     torch.manual_seed(cfg.seed)
     model = build_model(kind, model_config)
@@ -575,6 +578,8 @@ def _train(kind, model_config, train_records, val_records, standardiser, cfg, ou
         if dist.is_main:
             print(f"{last_path} already has {state['epoch']} epochs / {state['step']} steps; "
                   "nothing to do", file=sys.stderr)
+        if not final_path.exists():  # a run finished before final.pt existed
+            checkpoint(final_path, finished=True, full=False)
         return last_path
 
     show = cfg.progress and dist.is_main
@@ -680,6 +685,7 @@ def _train(kind, model_config, train_records, val_records, standardiser, cfg, ou
                                       f"state saved to {last_path}")
     elif not last_path.exists() and dist.is_main:  # pragma: no cover - epochs loop always saves
         checkpoint(last_path, finished=True)
+    checkpoint(final_path, finished=True, full=False)
     return last_path
 
 
@@ -693,4 +699,4 @@ def _agree_keys(dist: DistContext, keys: list[str]) -> list[str]:
 
 
 __all__ = ["TrainConfig", "TrainingInterrupted", "train", "resolve_device", "epoch_batches",
-           "DistContext", "setup_distributed", "data_fingerprint", "LAST", "BEST"]
+           "DistContext", "setup_distributed", "data_fingerprint", "LAST", "BEST", "FINAL"]

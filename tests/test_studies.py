@@ -179,6 +179,24 @@ def test_staged_output_is_atomic(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # studies
 # ---------------------------------------------------------------------------------------------
+def test_omega_geometry_reaches_the_sampler(models, ni_target):
+    """With omega = 0 a separate geometry weight of 0 changes nothing (known answer: both mean the
+    conditional model); with omega = 1 it changes the crystals; a negative one is refused."""
+    spec = common.prior_spec([3, 3], models.diffusion_std.transform(ni_target.dos[None])[0])
+
+    def run(omega, omega_geometry):
+        cfg = common.SamplingConfig(steps=STEPS, omega=omega, omega_geometry=omega_geometry, progress=False)
+        return common.sample_crystals(models, spec, cfg, seed=0)
+
+    same = [np.array_equal(a, b) for x, y in zip(run(0.0, None), run(0.0, 0.0)) for a, b in zip(x, y)]
+    assert all(same)
+    moved = [np.allclose(a, b) for x, y in zip(run(1.0, None), run(1.0, 0.0)) for a, b in zip(x[1:], y[1:])]
+    assert not all(moved)
+    with pytest.raises(ConfigError, match="omega_geometry"):
+        common.SamplingConfig(omega_geometry=-1.0).check()
+    assert common.guidance_text(common.SamplingConfig(omega_geometry=0.0)) == "omega=1.0, omega_geometry=0.0"
+
+
 def test_masked_outputs(masked_out):
     rows = _rows(masked_out / "summary.csv")
     assert [r["group"] for r in rows] == ["N=2", "N=3"]
@@ -526,6 +544,12 @@ def test_cli_window_values_parse(cli_files):
     args = build_parser().parse_args(_cli(cli_files, "window-sweep", "--windows", "-10:10", "-2:2", "--omegas", "0",
                                           "1", "--threshold", "-1.5", "--out", "x"))
     assert args.windows == ["-10:10", "-2:2"] and args.omegas == [0.0, 1.0] and args.threshold == -1.5
+    from dosmatgen.commands.studies import _sampling
+
+    args = build_parser().parse_args(_cli(cli_files, "masked", "--omega-geometry", "0", "--out", "x"))
+    assert _sampling(args)["omega_geometry"] == 0.0
+    args = build_parser().parse_args(_cli(cli_files, "masked", "--out", "x"))
+    assert _sampling(args)["omega_geometry"] is None
 
 
 @pytest.mark.slow

@@ -141,9 +141,13 @@ def test_sigterm_saves_and_resume_is_identical(tmp_path, data):
         train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(epochs=2), tmp_path / "b", callback=kill_at_step_2)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     assert read_checkpoint(tmp_path / "b" / "last.pt")["extra"]["step"] == 2
+    assert not (tmp_path / "b" / "final.pt").exists()  # an interrupted run has no final weights
     train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(epochs=2), tmp_path / "b", resume="require")
     assert history(tmp_path / "a") == history(tmp_path / "b")
     assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
+    assert_same_weights(tmp_path / "b" / "final.pt", tmp_path / "b" / "last.pt")
+    final = read_checkpoint(tmp_path / "b" / "final.pt")["extra"]
+    assert final["finished"] and final["step"] == 6 and "optimizer" not in final
 
 
 def test_resume_refuses_a_different_run(tmp_path, data):
@@ -178,6 +182,10 @@ def test_ema_and_regressor_resume(tmp_path, data):
     ck = read_checkpoint(tmp_path / "a" / "last.pt")
     raw, ema = ck["extra"]["raw_state_dict"], ck["state_dict"]
     assert any(not torch.equal(raw[k], ema[k]) for k in raw)  # inference weights are the EMA
+    assert_same_weights(tmp_path / "a" / "final.pt", tmp_path / "a" / "last.pt")  # final.pt: the EMA too
+    (tmp_path / "b" / "final.pt").unlink()  # a run finished before final.pt existed gets it on rerun
+    train("regressor", TINY_DIFFUSION, tr, va, std, c, tmp_path / "b")
+    assert_same_weights(tmp_path / "b" / "final.pt", tmp_path / "a" / "final.pt")
     model, _, meta = load_model(tmp_path / "a" / "last.pt")
     assert meta["kind"] == "regressor"
 
@@ -280,3 +288,11 @@ def test_source_repeats_weight_a_source_per_epoch(tmp_path, data, toy_kind):
         TrainConfig(source_repeats={"real": 2})
     with pytest.raises(ConfigError, match="integer >= 1"):
         TrainConfig(source_repeats={"mp20": 0})
+    from dosmatgen.cli import build_parser
+    from dosmatgen.commands.train import parse_source_repeats
+
+    base = ["train", "--kind", "diffusion", "--store", "s.npz", "--split", "p.json", "--out", "o"]
+    for flags in (["--repeat-source", "mp20=4", "prototypes=1"],  # as the workflow renders several
+                  ["--repeat-source", "mp20=4", "--repeat-source", "prototypes=1"]):
+        args = build_parser().parse_args(base + flags)
+        assert parse_source_repeats(args.repeat_source) == {"mp20": 4, "prototypes": 1}

@@ -140,6 +140,47 @@ def test_cfg_only_run_needs_no_regressor(tmp_path):
     assert counts["train"] == 2 and counts["regenerate"] == 2 and "study" not in counts  # cfg + uncond
 
 
+def test_recipe_options_reach_the_commands(tmp_path):
+    """EMA, per-source repeats and final weights reach training and every consumer of the
+    checkpoint; omega_geometry reaches CFG regeneration (not classifier guidance or the
+    unconditional baseline) and the studies, with step_lr.  The default config (negative
+    control) has none of them and uses best.pt."""
+    diffusion = {"epochs": 2, "batch_size": 4, "ema_decay": 0.999, "repeat_source": {"mp20": 4}, "weights": "final"}
+    config = write_config(tmp_path, train={"diffusion": diffusion},
+                          generate={"omega_geometry": 0.0, "step_lr": 0.0})
+    proc = snakemake("-n", "-p", "all", cwd=tmp_path, configfile=config)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    lines = (proc.stdout + proc.stderr).splitlines()
+    train = {k: [ln for ln in lines if f"dosmatgen train --kind {k}" in ln] for k in ("diffusion", "surrogate")}
+    assert "--ema-decay 0.999" in train["diffusion"][0] and "--repeat-source mp20=4" in train["diffusion"][0]
+    assert "--ema-decay" not in train["surrogate"][0] and "--repeat-source" not in train["surrogate"][0]
+    consumers = [ln for ln in lines if "evaluate regenerate" in ln or ("dosmatgen studies " in ln and "--checkpoint" in ln)]
+    assert consumers and all("models/diffusion/final.pt" in ln for ln in consumers)
+    regen = {g: [ln for ln in lines if "evaluate regenerate" in ln and f"--guidance {g} " in ln]
+             for g in ("cfg", "classifier", "uncond")}
+    assert regen["cfg"] and all("--omega-geometry 0.0" in ln for ln in regen["cfg"])
+    assert not [ln for g in ("classifier", "uncond") for ln in regen[g] if "--omega-geometry" in ln]
+    studies = [ln for ln in lines if "dosmatgen studies " in ln and "--checkpoint" in ln]
+    assert studies and all("--step-lr 0.0 --omega-geometry 0.0" in ln for ln in studies)
+
+    default = write_config(tmp_path / "default")
+    text = snakemake("-n", "-p", "all", cwd=tmp_path / "default", configfile=default).stdout
+    assert "--omega-geometry" not in text and "--ema-decay" not in text and "--repeat-source" not in text
+    assert "--checkpoint work/ci/models/diffusion/best.pt" in text and "--checkpoint work/ci/models/diffusion/final" not in text
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"train": {"diffusion": {"epochs": 2, "batch_size": 4, "repeat_source": {"real": 2}}}}, "real"),
+    ({"train": {"diffusion": {"epochs": 2, "batch_size": 4, "weights": "last"}}}, "last"),
+    ({"train": {"diffusion": {"epochs": 2, "batch_size": 4, "ema_decay": 1.0}}}, "ema_decay"),
+    ({"generate": {"omega_geometry": -1}}, "omega_geometry"),
+])
+def test_recipe_options_are_validated(tmp_path, edit, message):
+    config = write_config(tmp_path, **edit)
+    proc = snakemake("-n", "all", cwd=tmp_path, configfile=config)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+
+
 def test_invalid_config_stops_before_any_work(tmp_path):
     config = write_config(tmp_path, train={"diffusion": {"epochs": 0, "batch_size": 16}})
     proc = snakemake("--cores", "1", "all", cwd=tmp_path, configfile=config)

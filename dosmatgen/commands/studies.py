@@ -128,6 +128,10 @@ def _study_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, help="reverse steps for the full T (default: all 1000)")
     g.add_argument("--step-lr", type=non_negative, default=1e-5, help="Langevin corrector step size")
     g.add_argument("--omega", type=non_negative, default=1.0, help="classifier-free guidance strength (paper: 1)")
+    g.add_argument("--omega-geometry", type=non_negative, default=None,
+                   help="a separate guidance strength for coordinates and lattice, --omega then weighting the "
+                        "types alone (default: --omega on all three, the paper; 0 leaves the geometry to the "
+                        "conditional model, see results/validity_probe/)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--batch-size", type=int, default=100, help="crystals per sampler call")
     g.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...; auto = cuda when available)")
@@ -156,7 +160,8 @@ def _mlff_options(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
-    return {"steps": args.steps, "step_lr": args.step_lr, "omega": args.omega, "seed": args.seed,
+    return {"steps": args.steps, "step_lr": args.step_lr, "omega": args.omega,
+            "omega_geometry": args.omega_geometry, "seed": args.seed,
             "batch_size": args.batch_size, "device": _device(args), "progress": not args.quiet,
             "allowed_types": _allowed_types(args)}
 

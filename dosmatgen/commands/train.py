@@ -141,7 +141,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from dosmatgen.checkpoint import read_checkpoint
     from dosmatgen.data.standardise import DOSStandardiser
     from dosmatgen.io import check_writable
-    from dosmatgen.training import BEST, train
+    from dosmatgen.training import BEST, FINAL, train
 
     if args.resume and args.fresh:
         raise ConfigError("--resume and --fresh exclude each other")
@@ -167,7 +167,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         summary = ", ".join(f"{k} {tail[k]:.4g}" for k in ("train_loss", "val_loss") if k in tail)
         extra = read_checkpoint(last)["extra"]  # counts as saved, also when max_steps ends an epoch early
         print(f"trained {args.kind}: {extra.get('step', 0)} optimiser steps, {extra.get('epoch', 0)} full epochs"
-              + (f", {summary}" if summary else "") + f"; checkpoints {last} and {out / BEST}")
+              + (f", {summary}" if summary else "") + f"; checkpoints {last}, {out / BEST} (validation-best) and {out / FINAL} (final)")
     return 0
 
 
@@ -188,7 +188,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "vectors, A10); x0 = the clean element (cross-entropy); posterior = x0 combined with "
                         "the exact likelihood of the noisy types by Bayes' rule (see DiffusionConfig and "
                         "results/ablation_condition.md). Default: the config's, else eps")
-    p.add_argument("--out", required=True, help="run directory (last.pt, best.pt, metrics.csv ...)")
+    p.add_argument("--out", required=True, help="run directory (last.pt, best.pt, final.pt, metrics.csv ...)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="global batch (default 256)")
     p.add_argument("--lr", type=positive, default=None, help="Adam learning rate (default 1e-3)")
@@ -196,9 +196,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema-decay", type=non_negative, default=None, help="keep an EMA of the weights (e.g. 0.999)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="epochs between last.pt saves (default 10)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
-    p.add_argument("--repeat-source", action="append", default=None, metavar="SOURCE=K",
+    p.add_argument("--repeat-source", action="extend", nargs="+", default=None, metavar="SOURCE=K",
                    help="draw each training structure of SOURCE (prototypes, mp20, mp, other) K times per "
-                        "epoch, e.g. mp20=4 to weight the real crystals of a mixed store (repeatable; "
+                        "epoch, e.g. mp20=4 to weight the real crystals of a mixed store (several "
+                        "values or repeated flags; "
                         "default: every structure once, the paper)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or auto (default auto)")
     p.add_argument("--seed", type=int, default=None)

@@ -60,6 +60,9 @@ class SamplingConfig:
         steps: reverse-diffusion steps (None: the model's full T = 1000 schedule).
         step_lr: Langevin corrector step size on the coordinates (DESIGN §4).
         omega: classifier-free guidance strength ω (paper: 1; all constrained generation uses CFG).
+        omega_geometry: a separate strength for coordinates and lattice, ``omega`` then weighting
+            the types alone (None: ``omega`` on all three, the paper; see
+            :class:`~dosmatgen.model.guidance.ClassifierFreeGuidance`).
         seed: base seed; every group and chunk derives its own seed from it.
         batch_size: crystals per sampler call.
         device: torch device for sampling and the surrogate.
@@ -71,6 +74,7 @@ class SamplingConfig:
     steps: int | None = None
     step_lr: float = 1e-5
     omega: float = 1.0
+    omega_geometry: float | None = None
     seed: int = 0
     batch_size: int = 100
     device: str = "cpu"
@@ -86,6 +90,17 @@ class SamplingConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.omega < 0:
             raise ConfigError(f"guidance strength omega must be >= 0, got {self.omega}")
+        if self.omega_geometry is not None and self.omega_geometry < 0:
+            raise ConfigError(f"guidance strength omega_geometry must be >= 0, got {self.omega_geometry}")
+
+
+def guidance_text(cfg: SamplingConfig) -> str:
+    """The guidance weights as a summary shows them.
+
+    >>> guidance_text(SamplingConfig(omega=1.0)), guidance_text(SamplingConfig(omega=1.0, omega_geometry=0.0))
+    ('omega=1.0', 'omega=1.0, omega_geometry=0.0')
+    """
+    return f"omega={cfg.omega}" + ("" if cfg.omega_geometry is None else f", omega_geometry={cfg.omega_geometry}")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -230,7 +245,7 @@ def sample_crystals(models: StudyModels, spec, cfg: SamplingConfig, seed: int, *
     from dosmatgen.model.guidance import ClassifierFreeGuidance
     from dosmatgen.model.sampler import sample
 
-    guidance = ClassifierFreeGuidance(cfg.omega if omega is None else float(omega))
+    guidance = ClassifierFreeGuidance(cfg.omega if omega is None else float(omega), cfg.omega_geometry)
     n = spec.num_graphs
     out: list[RawCrystal] = []
     starts = list(range(0, n, cfg.batch_size))

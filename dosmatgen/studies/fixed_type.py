@@ -19,8 +19,8 @@ from typing import Any
 
 from dosmatgen.errors import ConfigError
 from dosmatgen.studies.common import (SamplingConfig, StudyModels, best_candidate, cand_value, config_to_dict,
-                                      element_number, group_summary, highlight, make_candidates, prior_spec,
-                                      sample_crystals, score_first_atom, write_study)
+                                      element_number, group_summary, guidance_text, highlight, make_candidates,
+                                      prior_spec, sample_crystals, score_first_atom, write_study)
 from dosmatgen.studies.targets import TargetDOS
 
 
@@ -99,7 +99,7 @@ def run_fixed_type(models: StudyModels, target: TargetDOS, cfg: FixedTypeConfig,
              f"first atom clamped to the element (fixed_mask); atom counts cycle through {list(cfg.n_atoms)}",
              "DOS of generated atoms from the surrogate model; MAE in states/eV/site, cosine on raw curves",
              f"sampling: T={models.timesteps} from the prior, steps={cfg.steps or models.timesteps}, "
-             f"CFG omega={cfg.omega}, seed={cfg.seed}"]
+             f"CFG {guidance_text(cfg)}, seed={cfg.seed}"]
     results = {"config": config_to_dict(cfg), "target": target.to_json(), "models": models.meta,
                "highlights": highlights, "figure": "fig6"}
     write_study(out_dir, study="fixed_type", title="Fixed atom type generation (paper §3.2.3)", summary_rows=rows,

@@ -18,7 +18,7 @@ from typing import Any
 
 from dosmatgen.errors import ConfigError
 from dosmatgen.studies.common import (SamplingConfig, StudyModels, best_candidate, cand_value, config_to_dict,
-                                      group_summary, highlight, make_candidates, prior_spec,
+                                      guidance_text, group_summary, highlight, make_candidates, prior_spec,
                                       sample_crystals, score_first_atom, write_study)
 from dosmatgen.studies.targets import TargetDOS
 
@@ -94,7 +94,7 @@ def run_masked(models: StudyModels, target: TargetDOS, cfg: MaskedConfig, out_di
              "dos_mae_std in the surrogate's standardised units; cosine on raw curves",
              "composition_diversity = unique reduced formulas / candidates generated",
              f"sampling: T={models.timesteps} from the prior, steps={cfg.steps or models.timesteps}, "
-             f"CFG omega={cfg.omega}, seed={cfg.seed}"]
+             f"CFG {guidance_text(cfg)}, seed={cfg.seed}"]
     results = {"config": config_to_dict(cfg), "target": target.to_json(), "models": models.meta,
                "highlights": highlights, "figure": "fig4"}
     write_study(out_dir, study="masked", title="Masked generation (paper §3.2.1)", summary_rows=rows,

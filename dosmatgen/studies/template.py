@@ -33,8 +33,8 @@ import numpy as np
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.studies.common import (SamplingConfig, StudyModels, best_candidate, cand_value, config_to_dict,
-                                      element_distribution, format_distribution, group_summary, highlight,
-                                      make_candidates, sample_crystals, score_first_atom, template_spec,
+                                      element_distribution, format_distribution, group_summary, guidance_text,
+                                      highlight, make_candidates, sample_crystals, score_first_atom, template_spec,
                                       write_study)
 from dosmatgen.studies.targets import TargetDOS
 
@@ -265,7 +265,7 @@ def run_template(models: StudyModels, target: TargetDOS, cfg: TemplateConfig, ou
              "(StructureMatcher ltol 0.3, stol 0.5, angle_tol 10; geometry = every species replaced by Si); "
              "keep_element_*: fraction of atoms whose element is the template's at the same index",
              "DOS of generated atoms from the surrogate model; MAE in states/eV/site, cosine on raw curves",
-             f"sampling: template noised to t0, CFG omega={cfg.omega}, steps per t0 = ceil(steps*t0/T) "
+             f"sampling: template noised to t0, CFG {guidance_text(cfg)}, steps per t0 = ceil(steps*t0/T) "
              f"(steps={cfg.steps or 'all'}), seed={cfg.seed}"]
     tmpl_json = {"structure_id": template.structure_id, "formula": template.formula, "origin": origin,
                  "n_conditioned": n_cond, "order": order,

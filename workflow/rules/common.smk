@@ -25,6 +25,7 @@ wildcard_constraints:
     guidance="cfg|classifier|uncond",
     t0=r"\d+",
     study="masked|template|fixed-type|screen|window-sweep",
+    weights="best|final",
 
 
 def log(name):
@@ -33,7 +34,9 @@ def log(name):
 
 
 def checkpoint_path(kind):
-    return f"{W}/models/{kind}/best.pt"
+    """The checkpoint later stages use: best.pt or final.pt (the stage's ``weights``); a train
+    job writes both (the rule's output pattern has a ``weights`` wildcard)."""
+    return f"{W}/models/{kind}/{RUN['train'][kind]['weights']}.pt"
 
 
 def generated_path(guidance, t0):
@@ -82,7 +85,7 @@ def guidance_flags(wildcards, input):
         return cli_flags({"regressor": input.regressor, "guidance_scale": gen["guidance_scale"]})
     if wildcards.guidance == "uncond":
         return ""
-    return cli_flags({"omega": gen["omega"]})
+    return cli_flags({"omega": gen["omega"], "omega_geometry": gen["omega_geometry"]})
 
 
 # Studies that relax candidates with the MLFF (and so take the force-field flags).
@@ -105,8 +108,16 @@ def train_option(key):
 
 
 def train_flags(*keys):
-    """Optional training settings (null = the trainer's default) as flags."""
-    return lambda wildcards: cli_flags({k: RUN["train"][wildcards.kind][k] for k in keys})
+    """Optional training settings (null = the trainer's default) as flags; ``repeat_source``
+    ({source: K}) becomes ``--repeat-source SOURCE=K ...``."""
+
+    def flags(wildcards):
+        options = {k: RUN["train"][wildcards.kind][k] for k in keys}
+        if "repeat_source" in options:
+            options["repeat_source"] = [f"{s}={k}" for s, k in sorted(options["repeat_source"].items())] or None
+        return cli_flags(options)
+
+    return flags
 
 
 def model_flags(wildcards):

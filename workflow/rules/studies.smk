@@ -26,6 +26,7 @@ rule study:
         outdir=output_dir,
         steps=RUN["generate"]["steps"],
         omega=RUN["generate"]["omega"],
+        sampler=cli_flags({k: RUN["generate"][k] for k in ("step_lr", "omega_geometry")}),
         batch_size=RUN["generate"]["batch_size"],
         device=RUN["device"],
         seed=RUN["seed"],
@@ -40,7 +41,7 @@ rule study:
         resumable(
             "OMP_NUM_THREADS={threads} dosmatgen studies {wildcards.study} --checkpoint {input.checkpoint}"
             " --surrogate {input.surrogate} --store {input.store} {params.flags} --steps {params.steps}"
-            " --omega {params.omega} --batch-size {params.batch_size} --device {params.device}"
+            " --omega {params.omega} {params.sampler} --batch-size {params.batch_size} --device {params.device}"
             " --seed {params.seed} --out {params.outdir} --quiet > {log} 2>&1",
             marker="{params.outdir}.incomplete",
             reset="rm -rf {params.outdir}.work",

@@ -1,8 +1,9 @@
 # Models: the DOS-conditioned joint diffusion model (classifier-free guidance, paper §2.4), the
 # time-dependent DOS regressor (classifier guidance) and the time-independent surrogate DOS
-# predictor used only for evaluation (Table 1). Only best.pt is declared: last.pt (optimiser
-# state) survives an interrupted job, so rerunning the target resumes training; a job rerun
-# because something changed trains afresh (see `resumable` in common.smk).
+# predictor used only for evaluation (Table 1). Only the checkpoint later stages use is declared
+# (best.pt, or final.pt with `weights: final`): last.pt (optimiser state) survives an interrupted
+# job, so rerunning the target resumes training; a job rerun because something changed trains
+# afresh (see `resumable` in common.smk).
 
 MODEL_FILES = [checkpoint_path(k) for k in MODEL_KINDS]
 
@@ -13,9 +14,9 @@ rule train:
         split=SPLIT,
         standardiser=STANDARDISER,
     output:
-        checkpoint_path("{kind}"),
+        f"{W}/models/{{kind}}/{{weights}}.pt",
     log:
-        log("train_{kind}"),
+        log("train_{kind}_{weights}"),
     params:
         outdir=output_dir,
         size=RUN["model"]["size"],
@@ -23,7 +24,7 @@ rule train:
         epochs=train_option("epochs"),
         batch_size=train_option("batch_size"),
         lr=train_option("lr"),
-        optional=train_flags("patience", "max_steps"),
+        optional=train_flags("patience", "max_steps", "ema_decay", "repeat_source"),
         device=RUN["device"],
         seed=RUN["seed"],
     threads: THREADS
@@ -41,7 +42,7 @@ rule train:
             " --device {params.device} --seed {params.seed} --out {params.outdir} --no-progress"
             " > {log} 2>&1",
             marker="{params.outdir}/.incomplete",
-            reset="rm -f {params.outdir}/last.pt",
+            reset="rm -f {params.outdir}/last.pt {params.outdir}/final.pt",
         )
 
 
