@@ -233,6 +233,26 @@ def test_export_and_ingest_jobs(tmp_path, small_pool):
     (rec,) = load_records(shards / "shard-offsite-00001.npz")
     assert rec.provenance["source"] == "mp20" and load_meta(shards / "shard-offsite-00001.npz")["source"] == "mp20"
 
+    # a failure is recorded once however often it is ingested; exported again for a retry, its
+    # successful output supersedes it
+    np.savez(jobs / "mp20-mp-2.out.npz", status=np.array("error"), error=np.array("OverflowError: inf"))
+    assert offsite.ingest_jobs(jobs, shards)["failed"] == 1
+    assert offsite.ingest_jobs(jobs, shards) == {"done": 0, "failed": 0, "pending": 0, "retry": 0}
+    assert len((shards / "ledger-offsite.jsonl").read_text().splitlines()) == 2
+    assert offsite.export_jobs(shards, tmp_path / "again", n=5, source="mp20", pool=small_pool,
+                               progress=False)["written"] == 1  # only mp-3, never exported
+    retry = offsite.export_jobs(shards, tmp_path / "retry", n=5, source="mp20", pool=small_pool, progress=False,
+                                retry_failed="OverflowError")
+    assert retry["written"] == 2 and (tmp_path / "retry" / "mp20-mp-2.job.json").exists()
+    job2 = json.loads((jobs / "mp20-mp-2.job.json").read_text())
+    np.savez(jobs / "mp20-mp-2.out.npz", status=np.array("ok"), dos=np.full((1, 400), 0.5), fermi=np.array(1.0),
+             vbm=np.array(1.0), cbm=np.array(1.0), gap=np.array(0.0), reference_energy=np.array(1.0),
+             spinpol=np.array(False), magmom=np.array(0.0), weight_max_dev=np.array(1e-9),
+             equivalent_classes=np.array(json.dumps(job2["equivalent_classes"])), attempts=np.array("[]"),
+             seconds=np.array(1.0), gpaw_version=np.array("22.8.0"))
+    assert offsite.ingest_jobs(jobs, shards)["done"] == 1
+    assert builtin.read_ledger(shards)["mp20-mp-2"]["status"] == "done"
+
 
 # ---- the source of a record, the stratified split, info by source (issue 18) -------------------
 ROOT = Path(__file__).resolve().parents[1]

@@ -115,6 +115,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ej.add_argument("--pool", default=None, metavar="PATH", help="MP-20 pool JSON (default: as in build-builtin)")
     ej.add_argument("--max-atoms", type=int, default=None, metavar="N",
                     help="--source mp20: only cells with at most N atoms (default: as in build-builtin)")
+    ej.add_argument("--retry-failed", default=None, metavar="TEXT",
+                    help="also export recorded failures whose reason contains TEXT, as in build-builtin")
     ej.add_argument("--maxiter", type=int, default=100, help="SCF iteration cap per mixer setting")
     ej.add_argument("--no-progress", action="store_true")
     ej.set_defaults(func=_cmd_export_jobs)
@@ -246,7 +248,7 @@ def _cmd_export_jobs(args: argparse.Namespace) -> int:
 
     counts = export_jobs(args.shards, args.jobs, args.n, skip=args.skip, seed=args.seed, n_max=args.n_max,
                          engine_kwargs={"maxiter": args.maxiter}, progress=not args.no_progress, source=args.source,
-                         pool=args.pool, max_atoms=args.max_atoms)
+                         pool=args.pool, max_atoms=args.max_atoms, retry_failed=args.retry_failed)
     print(f"wrote {counts['written']} jobs into {args.jobs} ({counts['failed']} relaxations failed, left to a "
           f"local build)")
     return 0

@@ -250,6 +250,28 @@ def read_ledger(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     return entries
 
 
+def check_retry_text(retry_failed: str | None) -> None:
+    """DataError for an empty ``--retry-failed`` text (it would match every failure)."""
+    if retry_failed is not None and not retry_failed.strip():
+        raise DataError("--retry-failed needs a non-empty text to look for in the failure reasons")
+
+
+def without_retried_failures(ledger: dict[str, dict[str, Any]],
+                             retry_failed: str | None) -> dict[str, dict[str, Any]]:
+    """``ledger`` less the failures whose reason contains ``retry_failed`` (None: all kept), so
+    that those structures count as still to do.
+
+    >>> led = {"a": {"status": "failed", "reason": "OverflowError: x"}, "b": {"status": "done"},
+    ...        "c": {"status": "failed", "reason": "timed out"}}
+    >>> sorted(without_retried_failures(led, "OverflowError")), sorted(without_retried_failures(led, None))
+    (['b', 'c'], ['a', 'b', 'c'])
+    """
+    if retry_failed is None:
+        return ledger
+    return {k: e for k, e in ledger.items()
+            if not (e.get("status") == "failed" and retry_failed in str(e.get("reason", "")))}
+
+
 def _append_ledger(out_dir: Path, entries: list[dict[str, Any]], name: str = LEDGER) -> None:
     with open(out_dir / name, "a") as fh:
         for e in entries:
@@ -397,14 +419,10 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
     from dosmatgen.data.store import save_records
     from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
 
-    if retry_failed is not None and not retry_failed.strip():
-        raise DataError("--retry-failed needs a non-empty text to look for in the failure reasons")
+    check_retry_text(retry_failed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ledger = read_ledger(out_dir)
-    if retry_failed is not None:
-        ledger = {k: e for k, e in ledger.items()
-                  if not (e.get("status") == "failed" and retry_failed in str(e.get("reason", "")))}
+    ledger = without_retried_failures(read_ledger(out_dir), retry_failed)
     ledger_name, shard_prefix = part_files(part, source)
     all_cands, skipped = source_candidates(source, seed, n_max, pool, max_atoms)
     report_skipped(source, skipped)

@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from dosmatgen.data.builtin import (_append_ledger, _next_shard_index, command_line, read_ledger, relax_record,
-                                    report_skipped, source_candidates, versions)
+from dosmatgen.data.builtin import (_append_ledger, _next_shard_index, check_retry_text, command_line, read_ledger,
+                                    relax_record, report_skipped, source_candidates, versions,
+                                    without_retried_failures)
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import DataError
 
@@ -44,14 +45,16 @@ LEDGER_KEYS: tuple[str, ...] = ("prototype", "source", "material_id")
 def export_jobs(shards_dir: str | Path, jobs_dir: str | Path, n: int, skip: int = 0, seed: int = 0,
                 n_max: int = 4000, mlff: str = "sevenn", fmax: float = 0.05, steps: int = 200,
                 engine_kwargs: dict[str, Any] | None = None, progress: bool = True, source: str = "prototypes",
-                pool: str | Path | None = None, max_atoms: int | None = None) -> dict[str, int]:
+                pool: str | Path | None = None, max_atoms: int | None = None,
+                retry_failed: str | None = None) -> dict[str, int]:
     """Relax the candidates ``skip .. skip+n-1`` of ``source`` (``pool``, ``max_atoms``: see
-    :func:`dosmatgen.data.builtin.source_candidates`) not yet in the ledgers of ``shards_dir`` and
-    write their GPAW jobs into ``jobs_dir`` (those already there are kept).  Returns
+    :func:`dosmatgen.data.builtin.source_candidates`) not yet in the ledgers of ``shards_dir`` (or
+    recorded as failed for a reason containing ``retry_failed``, as in ``build``) and write their GPAW jobs into ``jobs_dir`` (those already there are kept).  Returns
     ``{"written", "failed"}``; a candidate whose relaxation or check fails is left out (the next
     local build records the failure)."""
     if int(n) < 1 or int(skip) < 0:  # a negative n would slice from the end: every job but one
         raise DataError(f"export-jobs needs n >= 1 and skip >= 0, got n={n}, skip={skip}")
+    check_retry_text(retry_failed)
     from tqdm import tqdm
 
     from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
@@ -60,7 +63,7 @@ def export_jobs(shards_dir: str | Path, jobs_dir: str | Path, n: int, skip: int 
     limit_threads(1)  # as in the build's workers: one core, no OpenMP spinning against GPAW
     jobs_dir = Path(jobs_dir)
     jobs_dir.mkdir(parents=True, exist_ok=True)
-    ledger = read_ledger(shards_dir)
+    ledger = without_retried_failures(read_ledger(shards_dir), retry_failed)
     cands, skipped = source_candidates(source, seed, n_max, pool, max_atoms)
     report_skipped(source, skipped)
     todo = [c for c in cands if c.structure_id not in ledger][skip:skip + n]
@@ -103,7 +106,10 @@ def ingest_jobs(jobs_dir: str | Path, shards_dir: str | Path, shard_size: int = 
     """Read the worker outputs in ``jobs_dir`` into shards and the offsite ledger of ``shards_dir``.
 
     Returns ``{"done", "failed", "pending", "retry"}``: labelled, recorded as failed, without output
-    yet, and left for a local build (over-complete basis)."""
+    yet, and left for a local build (over-complete basis).  A structure labelled already is
+    skipped and a failure recorded already (same reason) is not recorded twice, so ingesting again
+    changes nothing; the output of a retried failure (``export-jobs --retry-failed``) that
+    succeeds supersedes the failure."""
     from dosmatgen.data.store import save_records
     from dosmatgen.dos.gpaw_engine import GPAWEngineError, GPAWSiteDOSEngine, is_overcomplete_basis_error
 
@@ -122,7 +128,7 @@ def ingest_jobs(jobs_dir: str | Path, shards_dir: str | Path, shard_size: int = 
     for meta_path in sorted(jobs_dir.glob("*.meta.json")):
         sid = meta_path.name[: -len(".meta.json")]
         out_path = jobs_dir / f"{sid}.out.npz"
-        if sid in ledger:
+        if ledger.get(sid, {}).get("status") == "done":
             continue
         if not out_path.exists():
             counts["pending"] += 1
@@ -145,6 +151,8 @@ def ingest_jobs(jobs_dir: str | Path, shards_dir: str | Path, shard_size: int = 
             if is_overcomplete_basis_error(str(exc)):
                 counts["retry"] += 1
                 continue
+            if ledger.get(sid, {}).get("reason") == str(exc)[:500]:
+                continue  # this failure is recorded already (ingest is idempotent)
             failed_entries.append(dict(entry, status="failed", stage="dft", reason=str(exc)[:500]))
             counts["failed"] += 1
             continue
