@@ -487,15 +487,17 @@ def relax_probe_crystals(device: str) -> int:
 
 
 def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str = "cpu",
-                  n_crystals: int = 6) -> tuple[float, float, float]:
+                  n_crystals: int | None = None) -> tuple[float, float, float]:
     """``(s per crystal, s per crystal per FIRE step, s per atom per FIRE step)``: ``n_crystals``
-    crystals (``records`` repeated if fewer) and their doubled supercells relaxed for 5 and 15 steps
+    crystals (None: :func:`relax_probe_crystals` of ``device``; ``records`` repeated if fewer) and their doubled supercells relaxed for 5 and 15 steps
     with an unreachable force threshold (every step runs), each timing the best of two; small cells
     cost per step about the same whatever their size (call overhead), so a step is fitted as
     ``a + b * atoms``."""
     from dosmatgen.evaluate.formation import canonical_mlff
 
     mlff = canonical_mlff(mlff)
+    if n_crystals is None:
+        n_crystals = relax_probe_crystals(device)
     small = []
     for k in range(n_crystals):
         a = records[k % len(records)].to_atoms()

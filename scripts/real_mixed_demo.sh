@@ -19,7 +19,6 @@
 # Everything but the tables goes to work/real_mixed_demo (resumable: a finished step is skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
 DOSMATGEN=${DOSMATGEN:-.venv/bin/dosmatgen}
 W=work/real_mixed_demo
 RECIPE=${RECIPE:-demo}
