@@ -293,6 +293,21 @@ def test_split_is_stratified_by_source():
     assert all(make_split(PROTO + REAL[:4], seed=seed)[k] for seed in range(10) for k in SPLIT_NAMES)
 
 
+def test_every_prefix_of_a_part_keeps_the_sources_shares():
+    """``--limit N`` takes a part's first N ids: with 300 prototypes and 60 real crystals every
+    prefix of the test part holds the real share to within one crystal (the concatenated order,
+    the negative control, gives the first 50 no real crystal at all)."""
+    proto = [f"builtin-p{k}" for k in range(300)]
+    real = [f"mp20-mp-{k}" for k in range(60)]
+    test = make_split(proto + real, seed=0)["test"]
+    n_real = sum(record_source(i) == "mp20" for i in test)
+    for n in range(1, len(test) + 1):
+        got = sum(record_source(i) == "mp20" for i in test[:n])
+        assert abs(got - n * n_real / len(test)) <= 1, n
+    concatenated = [i for i in test if i.startswith("builtin-")] + [i for i in test if i.startswith("mp20-")]
+    assert not any(record_source(i) == "mp20" for i in concatenated[:50])
+
+
 def test_split_negative_controls():
     ids = [f"builtin-p{k}" for k in range(100)] + REAL[:4]
     # unstratified, four real crystals among 104 miss some part for most seeds; stratified never
@@ -318,7 +333,8 @@ def test_recorded_demo_split_is_unchanged():
     assert len(ids) == recorded["n_structures"] == 1528
     s = make_split(ids, seed=recorded["seed"], fractions=recorded["fractions"])
     assert all(s[k] == recorded[k] for k in SPLIT_NAMES)
-    assert make_split(ids + REAL, seed=0)["train"][:len(recorded["train"])] == recorded["train"]
+    mixed = make_split(ids + REAL, seed=0)
+    assert all([i for i in mixed[k] if record_source(i) == "prototypes"] == recorded[k] for k in SPLIT_NAMES)
 
 
 def _mixed_records():

@@ -114,8 +114,10 @@ def make_split(ids: Iterable[str], seed: int = 0, fractions: Sequence[float] = D
     """Seeded random split of ``ids`` into ``{"train", "val", "test"}`` id lists (disjoint, exhaustive).
 
     ``stratify`` (default): each source (:func:`record_source`) is split on its own with the same
-    ``seed`` and ``fractions`` and the parts are concatenated in :data:`SOURCES` order; with one
-    source this is the same as ``stratify=False``, the plain split of all ids together."""
+    ``seed`` and ``fractions`` and each part interleaves the sources in proportion
+    (:func:`interleave`), so that its first N ids (``evaluate regenerate --limit N``) keep every
+    source's share; with one source this is the same as ``stratify=False``, the plain split of
+    all ids together."""
     ids = [str(i) for i in ids]
     if not ids:
         raise DataError("cannot split an empty list of ids")
@@ -128,13 +130,22 @@ def make_split(ids: Iterable[str], seed: int = 0, fractions: Sequence[float] = D
     groups: dict[str, list[str]] = {s: [] for s in SOURCES}
     for i in ids:
         groups[record_source(i)].append(i)
-    out: dict[str, list[str]] = {name: [] for name in SPLIT_NAMES}
-    for source in SOURCES:
-        if groups[source]:
-            part = _split_one(groups[source], seed, fractions)
-            for name in SPLIT_NAMES:
-                out[name] += part[name]
-    return out
+    parts = [_split_one(groups[source], seed, fractions) for source in SOURCES if groups[source]]
+    return {name: interleave([part[name] for part in parts]) for name in SPLIT_NAMES}
+
+
+def interleave(lists: Sequence[Sequence[str]]) -> list[str]:
+    """Merge ``lists`` keeping each one's order, item k of a list of length n at position
+    ``(k + 0.5) / n`` (ties: the earlier list first), so every prefix holds each list's share to
+    within one item.
+
+    >>> interleave([["p1", "p2", "p3", "p4"], ["r1", "r2"]])
+    ['p1', 'r1', 'p2', 'p3', 'r2', 'p4']
+    >>> interleave([["a", "b"]]), interleave([[], ["x"]])
+    (['a', 'b'], ['x'])
+    """
+    keyed = [((k + 0.5) / len(items), j, k, item) for j, items in enumerate(lists) for k, item in enumerate(items)]
+    return [item for *_, item in sorted(keyed)]
 
 
 def save_split(path: str | Path, split: dict[str, list[str]], **info: Any) -> None:
