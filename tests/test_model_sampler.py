@@ -23,16 +23,18 @@ MATCHER = dict(stol=0.5, angle_tol=10, ltol=0.3)  # the paper's tolerances
 
 
 class Oracle:
-    """The exact noise / score of a data distribution that is a point mass at ``clean``."""
+    """The exact noise / score of a data distribution that is a point mass at ``clean`` (its
+    lattice channel scaled as the model's ``lattice_scale`` says, unless ``scaled=False``)."""
 
-    def __init__(self, clean: CrystalBatch):
-        self.c = NoisyBatch.from_clean(clean)
+    def __init__(self, clean: CrystalBatch, scaled: bool = True):
+        self.c, self.scaled = NoisyBatch.from_clean(clean), scaled
 
     def predict(self, diffusion, st, t):
         s = diffusion.schedule
         ab = s.alphas_cumprod[t]
         ea = (st.types - ab.sqrt()[st.batch, None] * self.c.types) / (1 - ab).sqrt()[st.batch, None]
-        el = (st.lattices - ab.sqrt()[:, None, None] * self.c.lattices) / (1 - ab).sqrt()[:, None, None]
+        lat0 = self.c.lattices / s.lattice_factor(self.c.num_atoms) if self.scaled else self.c.lattices
+        el = (st.lattices - ab.sqrt()[:, None, None] * lat0) / (1 - ab).sqrt()[:, None, None]
         sx = wrapped_normal_score(st.frac_coords - self.c.frac_coords, s.sigma_x[t][st.batch, None])
         return DenoiserOutput(ea, sx, el)
 
@@ -74,6 +76,38 @@ def test_oracle_denoiser_recovers_the_structure_exactly(untrained, kwargs):
     assert float((res.lattices - spec.lattices).abs().max()) < 1e-4
     dx = (res.frac_coords - spec.frac_coords + 0.5) % 1.0 - 0.5
     assert float(dx.abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"t0": 300, "steps": 10}])
+def test_lattice_scaled_by_the_atom_count_returns_the_lattice(kwargs):
+    """lattice_scale="atoms": the channel is L / N^(1/3) and the sampler scales it back, so the
+    oracle of a point mass lands on its lattice (from the prior and from a noised start); an
+    oracle that ignores the scaling (negative control) lands on N^(1/3) L instead."""
+    torch.manual_seed(0)
+    model = JointDiffusion(ModelConfig.tiny(), DiffusionConfig(lattice_scale="atoms"))
+    spec = CrystalBatch.from_records(toy_records())
+    factor = spec.num_atoms.float().pow(1 / 3).view(-1, 1, 1)
+    assert float(factor.min()) > 1.2  # the toy crystals have several atoms: the scaling is visible
+    res = sample(model, spec, guidance=Oracle(spec), progress=False, **kwargs)
+    assert float((res.lattices - spec.lattices).abs().max()) < 1e-4
+    if not kwargs:
+        wrong = sample(model, spec, guidance=Oracle(spec, scaled=False), progress=False)
+        assert float((wrong.lattices - factor * spec.lattices).abs().max()) < 1e-3
+    batch = CrystalBatch.from_records(toy_records())
+    t = torch.ones(batch.num_graphs, dtype=torch.long)  # at t = 1 the channel is ~ the scaled clean lattice
+    state, _ = model.schedule.noise(batch, t, torch.Generator().manual_seed(0))
+    assert float((state.lattices * factor - batch.lattices).abs().max()) < 0.1
+    assert float(model.loss(batch, torch.Generator().manual_seed(0))["loss"]) > 0
+    with pytest.raises(ConfigError, match="lattice_scale"):
+        DiffusionConfig(lattice_scale="volume")
+    from dosmatgen.model.guidance import ClassifierGuidance
+    from dosmatgen.model.regressor import TimeDependentDOSRegressor
+
+    plain = TimeDependentDOSRegressor(ModelConfig.tiny(), DiffusionConfig())  # sees unscaled lattices
+    with pytest.raises(ConfigError, match="lattice_scale"):
+        sample(model, spec, guidance=ClassifierGuidance(plain), steps=2, progress=False)
+    alike = TimeDependentDOSRegressor(ModelConfig.tiny(), DiffusionConfig(lattice_scale="atoms"))
+    assert sample(model, spec, guidance=ClassifierGuidance(alike), steps=2, progress=False).num_graphs == spec.num_graphs
 
 
 def test_same_seed_same_crystals_and_other_seed_other_crystals(untrained):

@@ -19,7 +19,7 @@ from typing import Any
 
 from dosmatgen.commands.arguments import non_negative, positive
 from dosmatgen.errors import ConfigError, DataError
-from dosmatgen.model.config import TYPE_TARGETS
+from dosmatgen.model.config import LATTICE_SCALES, TYPE_TARGETS
 
 KINDS = ("diffusion", "regressor", "surrogate")
 SIZES = ("tiny", "compact", "paper")
@@ -86,6 +86,11 @@ def resolve_configs(args: argparse.Namespace) -> tuple[dict[str, Any], "Any"]:
         if args.kind != "diffusion":
             raise ConfigError(f"--type-target applies to --kind diffusion only, not {args.kind!r}")
         model_cfg = {**model_cfg, "diffusion": {**(model_cfg.get("diffusion") or {}), "type_target": args.type_target}}
+    if args.lattice_scale is not None:
+        if args.kind not in ("diffusion", "regressor"):
+            raise ConfigError(f"--lattice-scale applies to --kind diffusion and regressor only, not {args.kind!r}")
+        model_cfg = {**model_cfg, "diffusion": {**(model_cfg.get("diffusion") or {}),
+                                                "lattice_scale": args.lattice_scale}}
 
     values = TrainConfig().to_dict()
     values.update(train_sec)
@@ -188,6 +193,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "vectors, A10); x0 = the clean element (cross-entropy); posterior = x0 combined with "
                         "the exact likelihood of the noisy types by Bayes' rule (see DiffusionConfig and "
                         "results/ablation_condition.md). Default: the config's, else eps")
+    p.add_argument("--lattice-scale", choices=LATTICE_SCALES, default=None,
+                   help="diffusion and regressor: what the lattice channel diffuses. none = the lattice (the "
+                        "paper); atoms = the lattice / N^(1/3), the same size for every number of atoms N "
+                        "(see DiffusionConfig). Default: the config's, else none")
     p.add_argument("--out", required=True, help="run directory (last.pt, best.pt, final.pt, metrics.csv ...)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="global batch (default 256)")

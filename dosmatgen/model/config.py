@@ -23,6 +23,8 @@ from dosmatgen.errors import ConfigError
 DROP_MODES: tuple[str, ...] = ("structure", "batch", "atom")
 #: What the type head predicts: the noise of the type vectors (paper, A10) or the clean element.
 TYPE_TARGETS: tuple[str, ...] = ("eps", "x0", "posterior")
+#: What the lattice channel diffuses: L itself (the paper) or L / N^(1/3) (see DiffusionConfig).
+LATTICE_SCALES: tuple[str, ...] = ("none", "atoms")
 #: What the sampler's predictor evaluates the network on (:func:`dosmatgen.model.sampler.sample`).
 PREDICTOR_INPUTS: tuple[str, ...] = ("corrected", "pre_corrector")
 
@@ -111,6 +113,13 @@ class DiffusionConfig:
         lambda_aux: weight of an auxiliary element cross-entropy from the final node features of
             the conditioned atoms through a separate linear head (not in the paper; 0 = off). It
             trains the features only: sampling does not use that head.
+        lattice_scale: ``"none"`` (the paper): the lattice channel diffuses the lattice matrix L
+            (A6). ``"atoms"`` (not in the paper): it diffuses L / N^(1/3), N the atoms in the
+            cell, so that its clean value has the size of the volume per atom for every cell size
+            (MatterGen scales its lattice prior with the atom count for the same reason); the
+            network sees that scaled lattice, and the sampler returns N^(1/3) times it. Without
+            it, the compact model's generated cells shrink with N (median volume ratio 0.60 at
+            9-10 atoms, results/validity_probe/).
         p_uncond: probability of dropping the DOS condition (paper §2.4).
         drop_mode: ``"structure"`` drops the condition of a whole structure with ``p_uncond`` and,
             for a further ``p_atom_mask`` of the structures, keeps it only on a random non-empty
@@ -142,6 +151,7 @@ class DiffusionConfig:
     type_target: str = "eps"
     lambda_ce: float = 1.0
     lambda_aux: float = 0.0
+    lattice_scale: str = "none"
     p_uncond: float = 0.2
     drop_mode: str = "structure"
     p_atom_mask: float = 0.2
@@ -180,6 +190,9 @@ class DiffusionConfig:
                 raise ConfigError(f"diffusion config {name} must be in [0, 1], got {getattr(self, name)}")
         if self.type_target not in TYPE_TARGETS:
             raise ConfigError(f"diffusion config type_target must be one of {TYPE_TARGETS}, got {self.type_target!r}")
+        if self.lattice_scale not in LATTICE_SCALES:
+            raise ConfigError(f"diffusion config lattice_scale must be one of {LATTICE_SCALES}, "
+                              f"got {self.lattice_scale!r}")
         if self.drop_mode not in DROP_MODES:
             raise ConfigError(f"diffusion config drop_mode must be one of {DROP_MODES}, got {self.drop_mode!r}")
         if self.sigma_norm_samples < 100:

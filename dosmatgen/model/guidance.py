@@ -18,6 +18,7 @@ from typing import Protocol
 
 import torch
 
+from dosmatgen.errors import ConfigError
 from dosmatgen.model.batch import NoisyBatch
 from dosmatgen.model.denoiser import DenoiserOutput
 from dosmatgen.model.diffusion import JointDiffusion
@@ -74,6 +75,10 @@ class ClassifierGuidance:
         return grad_a, grad_x, grad_l, per_graph.detach()
 
     def predict(self, diffusion: JointDiffusion, state: NoisyBatch, t: torch.Tensor) -> DenoiserOutput:
+        mine, theirs = self.regressor.diffusion_cfg.lattice_scale, diffusion.diffusion_cfg.lattice_scale
+        if mine != theirs:
+            raise ConfigError(f"the regressor was trained with lattice_scale {mine!r} and the diffusion model "
+                              f"with {theirs!r}: they see different lattices; train them alike")
         base = diffusion.eps(state, t, torch.zeros_like(state.cond_mask))
         if self.scale == 0 or not bool(state.cond_mask.any()):
             return base

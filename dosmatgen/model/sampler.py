@@ -181,7 +181,7 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
         logits = logits.masked_fill(~keep, float("-inf"))
     types = logits.argmax(-1) + 1
     types = torch.where(spec.fixed_mask, spec.atom_types, types)
-    lat, x = state.lattices, state.frac_coords
+    lat, x = state.lattices * sched.lattice_factor(spec.num_atoms, dtype), state.frac_coords
     flip = torch.linalg.det(lat) < 0
     if bool(flip.any()):
         lat = torch.where(flip.view(-1, 1, 1), -lat, lat)

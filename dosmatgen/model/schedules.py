@@ -108,13 +108,21 @@ class DiffusionSchedule(nn.Module):
         target = score / self.score_norm[t].unsqueeze(-1).sqrt().to(x0.dtype)
         return (x0 + disp) % 1.0, target
 
+    def lattice_factor(self, num_atoms: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(B, 1, 1): the diffused lattice channel is L / factor (``DiffusionConfig.lattice_scale``:
+        1 for ``"none"``, N^(1/3) for ``"atoms"``)."""
+        n = num_atoms.to(dtype).view(-1, 1, 1)
+        return n.pow(1.0 / 3.0) if self.cfg.lattice_scale == "atoms" else torch.ones_like(n)
+
     def noise(self, batch: CrystalBatch, t: torch.Tensor, generator: torch.Generator | None = None,
               max_z: int = 100) -> tuple[NoisyBatch, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Noise a clean batch to per-crystal timesteps ``t`` (B,). Returns S_t and the targets
-        (eps_A (M, Z), normalised score_X (M, 3), eps_L (B, 3, 3))."""
+        (eps_A (M, Z), normalised score_X (M, 3), eps_L (B, 3, 3)); S_t's lattice is the diffused
+        channel (:meth:`lattice_factor`)."""
         clean = NoisyBatch.from_clean(batch, max_z)
         t_atom = t[batch.batch]
-        l_t, eps_l = self.noise_ddpm(batch.lattices, t, generator)
+        lat0 = batch.lattices / self.lattice_factor(batch.num_atoms, batch.lattices.dtype)
+        l_t, eps_l = self.noise_ddpm(lat0, t, generator)
         x_t, tar_x = self.noise_coords(batch.frac_coords, t_atom, generator)
         a_t, eps_a = self.noise_ddpm(clean.types, t_atom, generator)
         return clean.replace(types=a_t, frac_coords=x_t, lattices=l_t), (eps_a, tar_x, eps_l)
