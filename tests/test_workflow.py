@@ -146,7 +146,7 @@ def test_recipe_options_reach_the_commands(tmp_path):
     unconditional baseline) and the studies, with step_lr.  The default config (negative
     control) has none of them and uses best.pt."""
     diffusion = {"epochs": 2, "batch_size": 4, "ema_decay": 0.999, "repeat_source": {"mp20": 4}, "weights": "final"}
-    config = write_config(tmp_path, train={"diffusion": diffusion},
+    config = write_config(tmp_path, train={"diffusion": diffusion}, model={"lattice_scale": "atoms"},
                           generate={"omega_geometry": 0.0, "step_lr": 0.0})
     proc = snakemake("-n", "-p", "all", cwd=tmp_path, configfile=config)
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -154,6 +154,9 @@ def test_recipe_options_reach_the_commands(tmp_path):
     train = {k: [ln for ln in lines if f"dosmatgen train --kind {k}" in ln] for k in ("diffusion", "surrogate")}
     assert "--ema-decay 0.999" in train["diffusion"][0] and "--repeat-source mp20=4" in train["diffusion"][0]
     assert "--ema-decay" not in train["surrogate"][0] and "--repeat-source" not in train["surrogate"][0]
+    assert "--lattice-scale atoms" in train["diffusion"][0] and "--lattice-scale" not in train["surrogate"][0]
+    regressor = [ln for ln in lines if "dosmatgen train --kind regressor" in ln]
+    assert regressor and "--lattice-scale atoms" in regressor[0]  # classifier guidance needs them alike
     consumers = [ln for ln in lines if "evaluate regenerate" in ln or ("dosmatgen studies " in ln and "--checkpoint" in ln)]
     assert consumers and all("models/diffusion/final.pt" in ln for ln in consumers)
     regen = {g: [ln for ln in lines if "evaluate regenerate" in ln and f"--guidance {g} " in ln]
@@ -166,6 +169,7 @@ def test_recipe_options_reach_the_commands(tmp_path):
     default = write_config(tmp_path / "default")
     text = snakemake("-n", "-p", "all", cwd=tmp_path / "default", configfile=default).stdout
     assert "--omega-geometry" not in text and "--ema-decay" not in text and "--repeat-source" not in text
+    assert "--lattice-scale" not in text
     assert "--checkpoint work/ci/models/diffusion/best.pt" in text and "--checkpoint work/ci/models/diffusion/final" not in text
 
 
@@ -174,6 +178,7 @@ def test_recipe_options_reach_the_commands(tmp_path):
     ({"train": {"diffusion": {"epochs": 2, "batch_size": 4, "weights": "last"}}}, "last"),
     ({"train": {"diffusion": {"epochs": 2, "batch_size": 4, "ema_decay": 1.0}}}, "ema_decay"),
     ({"generate": {"omega_geometry": -1}}, "omega_geometry"),
+    ({"model": {"lattice_scale": "volume"}}, "lattice_scale"),
 ])
 def test_recipe_options_are_validated(tmp_path, edit, message):
     config = write_config(tmp_path, **edit)

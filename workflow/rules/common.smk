@@ -121,8 +121,15 @@ def train_flags(*keys):
 
 
 def model_flags(wildcards):
-    """Architecture options of the run config's model section that apply to this kind."""
-    return cli_flags({"type_target": RUN["model"]["type_target"]}) if wildcards.kind == "diffusion" else ""
+    """Architecture options of the run config's model section that apply to this kind (the
+    paper's lattice_scale, none, is the trainer's default and needs no flag)."""
+    model = RUN["model"]
+    scale = model["lattice_scale"] if model["lattice_scale"] != "none" else None
+    if wildcards.kind == "diffusion":
+        return cli_flags({"type_target": model["type_target"], "lattice_scale": scale})
+    if wildcards.kind == "regressor":
+        return cli_flags({"lattice_scale": scale})
+    return ""
 
 
 def resumable(command, marker, reset):
