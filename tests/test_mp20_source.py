@@ -215,18 +215,23 @@ def _build_help() -> str:
     return parser.format_help()
 
 
+def _worker_output(jobs: Path, sid: str) -> None:
+    """What gpaw_worker.py writes for the exported job ``sid`` when it succeeds (a flat DOS)."""
+    job = json.loads((jobs / f"{sid}.job.json").read_text())
+    np.savez(jobs / f"{sid}.out.npz", status=np.array("ok"), dos=np.full((len(job["numbers"]), 400), 0.5),
+             fermi=np.array(1.0), vbm=np.array(1.0), cbm=np.array(1.0), gap=np.array(0.0),
+             reference_energy=np.array(1.0), spinpol=np.array(False), magmom=np.array(0.0),
+             weight_max_dev=np.array(1e-9), equivalent_classes=np.array(json.dumps(job["equivalent_classes"])),
+             attempts=np.array("[]"), seconds=np.array(1.0), gpaw_version=np.array("22.8.0"))
+
+
 def test_export_and_ingest_jobs(tmp_path, small_pool):
     shards, jobs = tmp_path / "shards", tmp_path / "jobs"
     counts = offsite.export_jobs(shards, jobs, n=2, source="mp20", pool=small_pool, progress=False)
     assert counts == {"written": 2, "failed": 0}
     meta = json.loads((jobs / "mp20-mp-2.meta.json").read_text())
     assert meta["source"] == "mp20" and meta["material_id"] == "mp-2" and meta["mlff"] == "none"
-    job = json.loads((jobs / "mp20-mp-1.job.json").read_text())
-    np.savez(jobs / "mp20-mp-1.out.npz", status=np.array("ok"), dos=np.full((2, 400), 0.5), fermi=np.array(1.0),
-             vbm=np.array(1.0), cbm=np.array(1.0), gap=np.array(0.0), reference_energy=np.array(1.0),
-             spinpol=np.array(False), magmom=np.array(0.0), weight_max_dev=np.array(1e-9),
-             equivalent_classes=np.array(json.dumps(job["equivalent_classes"])), attempts=np.array("[]"),
-             seconds=np.array(1.0), gpaw_version=np.array("22.8.0"))
+    _worker_output(jobs, "mp20-mp-1")
     assert offsite.ingest_jobs(jobs, shards) == {"done": 1, "failed": 0, "pending": 1, "retry": 0}
     entry = builtin.read_ledger(shards)["mp20-mp-1"]
     assert entry["source"] == "mp20" and entry["material_id"] == "mp-1" and "prototype" not in entry
@@ -244,12 +249,7 @@ def test_export_and_ingest_jobs(tmp_path, small_pool):
     retry = offsite.export_jobs(shards, tmp_path / "retry", n=5, source="mp20", pool=small_pool, progress=False,
                                 retry_failed="OverflowError")
     assert retry["written"] == 2 and (tmp_path / "retry" / "mp20-mp-2.job.json").exists()
-    job2 = json.loads((jobs / "mp20-mp-2.job.json").read_text())
-    np.savez(jobs / "mp20-mp-2.out.npz", status=np.array("ok"), dos=np.full((1, 400), 0.5), fermi=np.array(1.0),
-             vbm=np.array(1.0), cbm=np.array(1.0), gap=np.array(0.0), reference_energy=np.array(1.0),
-             spinpol=np.array(False), magmom=np.array(0.0), weight_max_dev=np.array(1e-9),
-             equivalent_classes=np.array(json.dumps(job2["equivalent_classes"])), attempts=np.array("[]"),
-             seconds=np.array(1.0), gpaw_version=np.array("22.8.0"))
+    _worker_output(jobs, "mp20-mp-2")
     assert offsite.ingest_jobs(jobs, shards)["done"] == 1
     assert builtin.read_ledger(shards)["mp20-mp-2"]["status"] == "done"
 
