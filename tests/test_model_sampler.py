@@ -108,6 +108,13 @@ def test_lattice_scaled_by_the_atom_count_returns_the_lattice(kwargs):
         sample(model, spec, guidance=ClassifierGuidance(plain), steps=2, progress=False)
     alike = TimeDependentDOSRegressor(ModelConfig.tiny(), DiffusionConfig(lattice_scale="atoms"))
     assert sample(model, spec, guidance=ClassifierGuidance(alike), steps=2, progress=False).num_graphs == spec.num_graphs
+    # the regressor on a clean crystal sees the lattice as it was trained to, scaled (the
+    # unscaled lattice, the negative control, gives another prediction)
+    with torch.no_grad():
+        got = alike.predict_clean(batch)
+        scaled = NoisyBatch.from_clean(batch).replace(lattices=batch.lattices / factor)
+        assert torch.allclose(got, alike(scaled, 1))
+        assert not torch.allclose(got, alike(NoisyBatch.from_clean(batch), 1))
 
 
 def test_same_seed_same_crystals_and_other_seed_other_crystals(untrained):

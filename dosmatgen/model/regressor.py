@@ -68,7 +68,7 @@ class TimeDependentDOSRegressor(nn.Module):
     def predict_clean(self, batch: CrystalBatch, t: int = 1) -> torch.Tensor:
         """g_phi on a clean structure (types one-hot) at timestep ``t`` (default 1, the least noise
         the regressor was trained on)."""
-        return self(NoisyBatch.from_clean(batch, self.model_cfg.max_z), t)
+        return self(self.schedule.clean_state(batch, self.model_cfg.max_z), t)
 
     def loss(self, batch: CrystalBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """MSE (or L1) between g_phi(S_t, t) and the standardised DOS of the atoms with a DOS

@@ -114,15 +114,20 @@ class DiffusionSchedule(nn.Module):
         n = num_atoms.to(dtype).view(-1, 1, 1)
         return n.pow(1.0 / 3.0) if self.cfg.lattice_scale == "atoms" else torch.ones_like(n)
 
+    def clean_state(self, batch: CrystalBatch, max_z: int = 100) -> NoisyBatch:
+        """S_0 of a clean batch as the networks see it: one-hot types, and the lattice as the
+        diffused channel (L / :meth:`lattice_factor`)."""
+        clean = NoisyBatch.from_clean(batch, max_z)
+        return clean.replace(lattices=clean.lattices / self.lattice_factor(batch.num_atoms, clean.lattices.dtype))
+
     def noise(self, batch: CrystalBatch, t: torch.Tensor, generator: torch.Generator | None = None,
               max_z: int = 100) -> tuple[NoisyBatch, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Noise a clean batch to per-crystal timesteps ``t`` (B,). Returns S_t and the targets
         (eps_A (M, Z), normalised score_X (M, 3), eps_L (B, 3, 3)); S_t's lattice is the diffused
-        channel (:meth:`lattice_factor`)."""
-        clean = NoisyBatch.from_clean(batch, max_z)
+        channel (:meth:`clean_state`)."""
+        clean = self.clean_state(batch, max_z)
         t_atom = t[batch.batch]
-        lat0 = batch.lattices / self.lattice_factor(batch.num_atoms, batch.lattices.dtype)
-        l_t, eps_l = self.noise_ddpm(lat0, t, generator)
+        l_t, eps_l = self.noise_ddpm(clean.lattices, t, generator)
         x_t, tar_x = self.noise_coords(batch.frac_coords, t_atom, generator)
         a_t, eps_a = self.noise_ddpm(clean.types, t_atom, generator)
         return clean.replace(types=a_t, frac_coords=x_t, lattices=l_t), (eps_a, tar_x, eps_l)
