@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from dosmatgen.checkpoint import read_checkpoint, save_checkpoint
 from dosmatgen.config_dataclass import config_from_dict
+from dosmatgen.data.augment import check_max_atoms, with_supercells
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.data.standardise import DOSStandardiser
 from dosmatgen.errors import ConfigError, DataError
@@ -82,6 +83,9 @@ class TrainConfig:
             (:func:`dosmatgen.data.split.record_source`, e.g. ``{"mp20": 4}``) is drawn; others
             once. None (the paper): every structure once. It rebalances a mixed store whose
             crystals of interest are a minority, at the same number of optimiser steps.
+        supercell_max_atoms: also train on a doubled cell of each training crystal that has at
+            most half this many atoms (:func:`dosmatgen.data.augment.with_supercells`: the same
+            crystal with its site DOS copied, no DFT). None (the paper): off.
     """
 
     epochs: int = 1000
@@ -101,6 +105,7 @@ class TrainConfig:
     max_steps: int | None = None
     progress: bool = True
     source_repeats: dict[str, int] | None = None
+    supercell_max_atoms: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -127,6 +132,7 @@ class TrainConfig:
                     raise ConfigError(f"source_repeats: unknown source {source!r}; known: {list(SOURCES)}")
                 if isinstance(k, bool) or not isinstance(k, int) or k < 1:
                     raise ConfigError(f"source_repeats[{source!r}] must be an integer >= 1, got {k!r}")
+        check_max_atoms(self.supercell_max_atoms)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -441,7 +447,8 @@ def train(kind: str, model_config: dict[str, Any], train_records: Sequence[Cryst
         raise ConfigError(f"resume must be 'auto', 'require' or 'never', got {resume!r}")
     if len(train_records) == 0:
         raise DataError("the training split is empty")
-    train_records = repeat_by_source(train_records, cfg.source_repeats)
+    train_records = repeat_by_source(with_supercells(train_records, cfg.supercell_max_atoms, cfg.seed),
+                                     cfg.source_repeats)
     out_dir = Path(out_dir)
     device = resolve_device(cfg.device)
     dist, device = setup_distributed(device)

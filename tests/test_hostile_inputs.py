@@ -127,6 +127,7 @@ CASES: dict[str, tuple[str, str]] = {
     "sample_omega_geometry_with_regressor": (SAMPLE + " --regressor {d}/diff.pt --omega-geometry 0",
                                              "not used with --regressor"),
     "train_repeat_source_unknown": (TRAIN + " --repeat-source real=2", "unknown source 'real'"),
+    "train_supercells_one": (TRAIN + " --supercells 1", "supercell max_atoms must be an integer >= 2"),
     "study_omega_nan": (STUDY + " --omega nan", "--omega: 'nan'"),
     "study_omegas_nan": ("studies window-sweep --checkpoint {d}/diff.pt --surrogate {d}/diff.pt --omegas 1 nan "
                          "--out {o}", "--omegas: 'nan'"),

@@ -272,6 +272,27 @@ def test_bf16_autocast_and_workers(tmp_path, data):
                if v.is_floating_point())
 
 
+def test_supercells_are_trained_on(tmp_path, data, toy_kind):
+    """`train` with supercell_max_atoms also trains on the doubled cells (more crystals and steps
+    per epoch); without it (negative control) on the crystals alone; the CLI flag reaches it."""
+    from dosmatgen.cli import build_parser
+    from dosmatgen.commands.train import resolve_configs
+
+    tr, va, std = data
+    n_small = sum(2 * r.num_atoms <= 4 for r in tr)
+    assert 0 < n_small < len(tr)
+    for name, m, n in (("plain", None, 12), ("super", 4, 12 + n_small)):
+        train(toy_kind, {"width": 4}, tr, va, std, cfg(epochs=1, batch_size=1, supercell_max_atoms=m), tmp_path / name)
+        meta = json.loads((tmp_path / name / "train_config.json").read_text())
+        assert meta["n_train"] == n and meta["train"]["supercell_max_atoms"] == m
+        assert read_checkpoint(tmp_path / name / "last.pt")["extra"]["step"] == n
+    with pytest.raises(ConfigError, match="integer >= 2"):
+        TrainConfig(supercell_max_atoms=0)
+    args = build_parser().parse_args(["train", "--kind", "diffusion", "--store", "s.npz", "--split", "p.json",
+                                      "--out", "o", "--supercells", "12"])
+    assert resolve_configs(args)[1].supercell_max_atoms == 12
+
+
 def test_source_repeats_weight_a_source_per_epoch(tmp_path, data, toy_kind):
     """mp20=3 makes each mp20 structure appear three times per epoch (more steps per epoch);
     prototypes stay once; without it (negative control) every structure appears once."""

@@ -96,7 +96,8 @@ def resolve_configs(args: argparse.Namespace) -> tuple[dict[str, Any], "Any"]:
     values.update(train_sec)
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "lr_patience": args.patience,
              "ema_decay": args.ema_decay, "checkpoint_every": args.checkpoint_every, "seed": args.seed,
-             "device": args.device, "num_workers": args.num_workers, "max_steps": args.max_steps}
+             "device": args.device, "num_workers": args.num_workers, "max_steps": args.max_steps,
+             "supercell_max_atoms": args.supercells}
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.repeat_source:
         values["source_repeats"] = parse_source_repeats(args.repeat_source)
@@ -210,6 +211,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "epoch, e.g. mp20=4 to weight the real crystals of a mixed store (several "
                         "values or repeated flags; "
                         "default: every structure once, the paper)")
+    p.add_argument("--supercells", type=int, default=None, metavar="MAX_ATOMS",
+                   help="also train on a doubled cell of each training crystal of at most MAX_ATOMS / 2 "
+                        "atoms (the same crystal, its site DOS copied: more large cells at no DFT cost; "
+                        "default: off, the paper)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or auto (default auto)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0)")
