@@ -1,6 +1,6 @@
 import json, os, sys, numpy as np
 W = sys.argv[1] if len(sys.argv) > 1 else "results/validity_probe/store309"
-for tag in ['demo_lr', 'demo', 'w10k', 'ls_lr', 'ls', 'w30k', 'f32']:
+for tag in ['demo_lr', 'demo', 'w10k', 'ls_lr', 'ls', 'w30k', 'f32', 's12_lr', 's12']:
     res = {}
     for s in range(3):
         f = f'{W}/probe_{tag}_s{s}.json'
