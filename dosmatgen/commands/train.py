@@ -214,6 +214,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--supercells", type=int, default=None, metavar="MAX_ATOMS",
                    help="also train on a doubled cell of each training crystal of at most MAX_ATOMS / 2 "
                         "atoms (the same crystal, its site DOS copied: more large cells at no DFT cost; "
+                        "measured in results/validity_probe/: no validity gain for the compact model; "
                         "default: off, the paper)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or auto (default auto)")
     p.add_argument("--seed", type=int, default=None)
