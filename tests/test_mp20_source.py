@@ -325,16 +325,22 @@ def test_split_negative_controls():
 
 @pytest.mark.skipif(not (ROOT / "results" / "demo_run" / "split.json").exists()
                     or not (ROOT / "resources" / "builtin_dos.npz").exists(), reason="no recorded demo split")
-def test_recorded_demo_split_is_unchanged():
-    """The demo's recorded split (results/demo_run/split.json, seed 0) is what the stratified split
-    gives the prototypes of today's built-in store, so the recorded demo results stand."""
+def test_recorded_demo_split_is_the_stores():
+    """The demo's recorded split (results/demo_run/split.json, seed 0) is the source-stratified split
+    of today's built-in store, and its prototypes are exactly the split the prototype-only store
+    gave: the earlier recordings' test prototypes are the same crystals in the same order."""
     recorded = json.loads((ROOT / "results" / "demo_run" / "split.json").read_text())
-    ids = [i for i in DOSStore(ROOT / "resources" / "builtin_dos.npz").ids if record_source(i) == "prototypes"]
-    assert len(ids) == recorded["n_structures"] == 1528
+    ids = list(DOSStore(ROOT / "resources" / "builtin_dos.npz").ids)
+    assert recorded["n_structures"] == len(ids)
     s = make_split(ids, seed=recorded["seed"], fractions=recorded["fractions"])
     assert all(s[k] == recorded[k] for k in SPLIT_NAMES)
-    mixed = make_split(ids + REAL, seed=0)
-    assert all([i for i in mixed[k] if record_source(i) == "prototypes"] == recorded[k] for k in SPLIT_NAMES)
+    protos = [i for i in ids if record_source(i) == "prototypes"]
+    alone = make_split(protos, seed=recorded["seed"], fractions=recorded["fractions"])
+    assert all([i for i in recorded[k] if record_source(i) == "prototypes"] == alone[k] for k in SPLIT_NAMES)
+    assert all(any(record_source(i) == "mp20" for i in recorded[k]) for k in SPLIT_NAMES)
+    # negative control: another seed gives another split
+    other = make_split(ids, seed=recorded["seed"] + 1, fractions=recorded["fractions"])
+    assert other["test"] != recorded["test"]
 
 
 def _mixed_records():
