@@ -30,8 +30,11 @@ def test_demo_units_follow_the_config():
     # 3 modes (cfg, classifier, uncond baseline) x 3 start steps; T = 200 uses 40 of the 200 strided steps
     regen = units(jobs, "regenerate")
     assert len(regen) == 9
-    assert units(jobs, "regenerate", "cfg T=200")[0]["sample_chunk_step:cfg"] == 40
-    assert units(jobs, "regenerate", "uncond T=1000")[0]["sample_chunk_step:uncond"] == 200
+    # every test structure (limit null): the 306 of 1,528 in sampler chunks of 128
+    assert units(jobs, "regenerate", "cfg T=200")[0]["sample_chunk_step:cfg"] == math.ceil(306 / 128) * 40
+    assert units(jobs, "regenerate", "uncond T=1000")[0]["sample_chunk_step:uncond"] == math.ceil(306 / 128) * 200
+    limited = workload({**cfg, "generate": {**cfg["generate"], "limit": 100}}, data)
+    assert units(limited, "regenerate", "cfg T=200")[0]["sample_chunk_step:cfg"] == 40
     # formation: 12 generated crystals x 3 atoms x 60 steps per guided set, shared by the 2 ASE
     # worker processes (threads: 2); the truth at a fraction of the steps
     assert units(jobs, "formation", "cfg T=500")[0]["relax_atom_step:ase"] == 12 * 3.0 * 60 / 2
