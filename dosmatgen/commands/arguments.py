@@ -52,3 +52,24 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_repulsion_options(group) -> None:
+    """``--repel-distance`` / ``--repel-until``: the sampler's pair-repulsion option
+    (:class:`dosmatgen.model.repulsion.PairRepulsion`), off unless a distance is given."""
+    group.add_argument("--repel-distance", type=positive, default=None, metavar="ANGSTROM",
+                       help="an option, not the paper's sampler: after each reverse step, push apart atoms of "
+                            "one crystal closer than this (e.g. 1.0), so that two atoms that meet in mid-chain "
+                            "do not stay on one site (results/repulsion_probe/). Default: off")
+    group.add_argument("--repel-until", type=int, default=200, metavar="T",
+                       help="with --repel-distance: push only while the chain's time is >= T, leaving the last "
+                            "steps to the model (default 200 of 1000; 0 = to the end)")
+
+
+def repulsion_of(args: argparse.Namespace):
+    """The :class:`~dosmatgen.model.repulsion.PairRepulsion` the options ask for, or None."""
+    from dosmatgen.model.repulsion import PairRepulsion
+
+    if args.repel_distance is None:
+        return None
+    return PairRepulsion(args.repel_distance, args.repel_until)

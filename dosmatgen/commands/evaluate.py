@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dosmatgen.commands.arguments import non_negative, positive
+from dosmatgen.commands.arguments import add_repulsion_options, non_negative, positive, repulsion_of
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.model.config import PREDICTOR_INPUTS
 
@@ -69,6 +69,7 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
     from dosmatgen.checkpoint import code_version, load_model
     from dosmatgen.evaluate import regenerate as R
 
+    repulsion = repulsion_of(args)
     device = _device(args.device)
     diffusion, std, meta = load_model(args.checkpoint, device)
     if meta["kind"] != "diffusion":
@@ -100,11 +101,12 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
                 "omega": {"cfg": args.omega, "uncond": R.UNCOND_OMEGA}.get(args.guidance),
                 "omega_geometry": args.omega_geometry,
                 "guidance_scale": args.guidance_scale if args.guidance == "classifier" else None,
-                "steps_for_T": args.steps, "command": _command_line(),
+                "steps_for_T": args.steps, "repulsion": None if repulsion is None else vars(repulsion),
+                "command": _command_line(),
                 "code": code_version(), "checkpoint_epoch": meta.get("epoch")}
     gen = R.regenerate(diffusion, std, records, args.out, guidance_mode=args.guidance, guidance=guidance,
                        t0=None if t0 >= T else t0, steps=steps, step_lr=args.step_lr, start_at_T=args.start_at_T,
-                       predictor_input=args.predictor_input, batch_size=args.batch_size,
+                       predictor_input=args.predictor_input, repulsion=repulsion, batch_size=args.batch_size,
                        seed=args.seed, meta=meta_out, progress=not args.no_progress)
     if args.cif_dir:
         n = R.write_cifs(gen, args.cif_dir)
@@ -322,6 +324,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--predictor-input", choices=PREDICTOR_INPUTS, default="corrected",
                    help="corrected (DiffCSP): the predictor re-evaluates the network after the corrector; "
                         "pre_corrector: it reuses the pre-corrector output, as the authors' cfg_sample does")
+    add_repulsion_options(r)
     r.add_argument("--batch-size", type=int, default=64, help="structures per sampler call and chunk (default 64)")
     r.add_argument("--limit", type=int, default=None, help="only the first N structures of the subset")
     r.add_argument("--seed", type=int, default=0, help="chunk k uses seed + k (default 0)")

@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from dosmatgen.commands.arguments import non_negative
+from dosmatgen.commands.arguments import add_repulsion_options, non_negative, repulsion_of
 from dosmatgen.data.schema import check_dos_sign
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import CheckpointError, ConfigError, DataError
@@ -418,6 +418,7 @@ def _sample_into(args: argparse.Namespace, out: Path, fmts: tuple[str, ...]) -> 
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.regressor and args.omega_geometry is not None:
         raise ConfigError("--omega-geometry weights classifier-free guidance; it is not used with --regressor")
+    repulsion = repulsion_of(args)
     device = resolve_device(args.device)
     diffusion, std, meta = load_model(args.checkpoint, device)
     if meta["kind"] != "diffusion":
@@ -438,7 +439,7 @@ def _sample_into(args: argparse.Namespace, out: Path, fmts: tuple[str, ...]) -> 
     steps = steps_for_start(args.steps, t_start, T) if args.steps is not None else None
 
     result = sample_in_chunks(diffusion, spec.to(device), args.batch_size, guidance=guidance, t0=args.t0,
-                              steps=steps, step_lr=args.step_lr, seed=args.seed,
+                              steps=steps, step_lr=args.step_lr, seed=args.seed, repulsion=repulsion,
                               progress=not args.no_progress).to("cpu")
 
     names = list(spec.structure_ids)
@@ -450,7 +451,8 @@ def _sample_into(args: argparse.Namespace, out: Path, fmts: tuple[str, ...]) -> 
         structures = _structures(result, rows)
     settings = {"checkpoint": str(args.checkpoint), "regressor": args.regressor,
                 "guidance": repr(guidance), "t0": args.t0, "steps": steps, "step_lr": args.step_lr,
-                "seed": args.seed, "n": args.n, "model_code": meta.get("code"), **desc}
+                "repulsion": None if repulsion is None else vars(repulsion), "seed": args.seed, "n": args.n,
+                "model_code": meta.get("code"), **desc}
     with staged_folder(out) as stage:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="No Pauling electronegativity")
@@ -492,6 +494,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="reverse steps for a start at T (strided; scaled down for --t0); default all")
     p.add_argument("--step-lr", type=non_negative, default=1e-5, help="Langevin corrector step (default 1e-5)")
+    add_repulsion_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256, help="crystals per sampler batch (default 256)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")

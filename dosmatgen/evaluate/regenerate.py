@@ -205,7 +205,7 @@ def _settings_digest(settings: dict[str, Any], ids: Sequence[str]) -> str:
 def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: str | Path, *,
                guidance_mode: str = "cfg", guidance: Any = None, t0: int | None = None,
                steps: int | None = None, step_lr: float = 1e-5, start_at_T: bool = False,
-               predictor_input: str = "corrected", batch_size: int = 64, seed: int = 0,
+               predictor_input: str = "corrected", repulsion: Any = None, batch_size: int = 64, seed: int = 0,
                meta: dict[str, Any] | None = None, progress: bool = True) -> GeneratedSet:
     """Sample one crystal per test record and write the generated set to ``out``.
 
@@ -222,6 +222,8 @@ def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: s
         step_lr: Langevin corrector scale.
         start_at_T, predictor_input: sampler options of :func:`~dosmatgen.model.sampler.sample`
             (the authors' generation: True, ``"pre_corrector"``).
+        repulsion: the sampler's pair-repulsion option
+            (:class:`~dosmatgen.model.repulsion.PairRepulsion`; None, the paper: off).
         batch_size: structures per chunk (one sampler call each).
         seed: chunk k uses ``seed + k``.
         meta: extra metadata for the output file (checkpoint paths, split ...).
@@ -249,6 +251,8 @@ def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: s
         settings = {"guidance": guidance_mode, "guidance_repr": repr(guidance), "t0": start_t, "steps": steps,
                     "step_lr": step_lr, "start_at_T": start_at_T, "predictor_input": predictor_input, "seed": seed,
                     "batch_size": batch_size, "config": diffusion.config}
+        if repulsion is not None:  # absent when off, so earlier chunks keep their digest
+            settings["repulsion"] = repr(repulsion)
         device = next(diffusion.parameters()).device
         chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
         parts: list[GeneratedSet] = []
@@ -267,7 +271,8 @@ def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: s
             spec = CrystalBatch.from_records(chunk, standardiser).to(device)
             tic = time.perf_counter()
             result = sample(diffusion, spec, guidance=guidance, t0=start_t, steps=steps, step_lr=step_lr,
-                            start_at_T=start_at_T, predictor_input=predictor_input, seed=seed + k, progress=False)
+                            start_at_T=start_at_T, predictor_input=predictor_input, seed=seed + k, progress=False,
+                            repulsion=repulsion)
             seconds += time.perf_counter() - tic
             n_new += len(chunk)
             part = from_batch(result, ids, {"digest": digest, "chunk": k, "seed": seed + k})
@@ -275,6 +280,7 @@ def regenerate(diffusion: Any, standardiser: Any, records: Sequence[Any], out: s
             parts.append(part)
         info = {"guidance": guidance_mode, "t0": start_t or T, "start": "prior" if start_t is None else "noised",
                 "steps": steps, "step_lr": step_lr, "start_at_T": start_at_T, "predictor_input": predictor_input,
+                "repulsion": None if repulsion is None else repr(repulsion),
                 "seed": seed, "batch_size": batch_size, "n": len(records),
                 "timesteps": T, "guidance_repr": repr(guidance), "sampling_seconds": seconds,
                 "structures_per_second": (n_new / seconds) if seconds > 0 else None, "device": str(device)}

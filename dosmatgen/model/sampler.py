@@ -33,6 +33,7 @@ from dosmatgen.model.batch import CrystalBatch, NoisyBatch, collate
 from dosmatgen.model.config import PREDICTOR_INPUTS
 from dosmatgen.model.diffusion import JointDiffusion
 from dosmatgen.model.guidance import ClassifierFreeGuidance, Guidance
+from dosmatgen.model.repulsion import PairRepulsion
 
 
 def timestep_schedule(t_start: int, steps: int | None = None) -> list[int]:
@@ -53,7 +54,7 @@ def _randn(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator) -> 
 def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance | None = None,
            t0: int | None = None, steps: int | None = None, step_lr: float = 1e-5, seed: int = 0,
            progress: bool = True, start_at_T: bool = False, predictor_input: str = "corrected",
-           allowed_types: Sequence[int] | None = None) -> CrystalBatch:
+           allowed_types: Sequence[int] | None = None, repulsion: PairRepulsion | None = None) -> CrystalBatch:
     """Generate one crystal per crystal of ``spec`` (its atom counts, DOS, masks; with ``t0`` also
     its structure as the starting point).
 
@@ -83,6 +84,9 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
             training data); None allows all 1..max_z. The type channel is a continuous one-hot
             (A4), so this restricts the final argmax to the allowed vertices. Fixed types are
             kept as given.
+        repulsion: an option, not the paper's sampler: after each reverse step t -> s with
+            ``repulsion.active(s)``, atoms of one crystal closer than ``repulsion.distance`` Å
+            (current lattice) are pushed apart (:class:`~dosmatgen.model.repulsion.PairRepulsion`).
     Returns a :class:`CrystalBatch` on ``spec``'s device with the generated types, coordinates and
     lattices, and ``spec``'s DOS, masks and ids.
     """
@@ -170,7 +174,10 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
             lat = lat + std * _randn((b, 3, 3), lat, gen)
             a = a + std * _randn(tuple(a.shape), a, gen)
         a = clamp_fixed(a, s)
-        state = state.replace(types=a, frac_coords=x % 1.0, lattices=lat)
+        x = x % 1.0
+        if repulsion is not None and repulsion.active(s):
+            x = repulsion.apply(x, lat * sched.lattice_factor(spec.num_atoms, dtype), spec.batch, gen)
+        state = state.replace(types=a, frac_coords=x, lattices=lat)
         bar.update(1)
     bar.close()
 

@@ -1,0 +1,31 @@
+"""Probe: scale the predictor's X noise by eta (monkeypatch), real test crystals, validity over seeds."""
+import sys, numpy as np, torch
+torch.set_num_threads(2)
+import dosmatgen.model.sampler as S
+from dosmatgen.checkpoint import load_model
+from dosmatgen.commands.evaluate import _records_of
+from dosmatgen.evaluate.regenerate import build_guidance
+from dosmatgen.model.batch import CrystalBatch
+from dosmatgen.evaluate.metrics import validity_reason
+eta_x = float(sys.argv[1]); eta_l = float(sys.argv[2]); steps = int(sys.argv[3]); seeds = [int(s) for s in sys.argv[4].split(',')]
+orig = S._randn
+def patched(shape, like, gen):
+    z = orig(shape, like, gen)
+    if len(shape) == 2 and shape[1] == 3: return eta_x * z
+    if len(shape) == 3: return eta_l * z
+    return z
+S._randn = patched
+diff, std, meta = load_model('work/demo/models/diffusion/best.pt', torch.device('cpu'))
+recs = _records_of('resources/builtin_dos.npz', 'results/repulsion_probe/split_mp20test.json', 'test', None)
+g = build_guidance('cfg', omega=1.0, omega_geometry=0.0)
+vals = []
+for seed in seeds:
+    spec = CrystalBatch.from_records(recs, std)
+    out = S.sample(diff, spec, guidance=g, t0=None, steps=steps, step_lr=0.0, seed=seed, progress=False)
+    z, x, L, n = out.atom_types.numpy(), out.frac_coords.numpy(), out.lattices.numpy(), out.num_atoms.numpy()
+    o = np.concatenate([[0], np.cumsum(n)]); ok = 0
+    acc = (z == spec.atom_types.numpy()).mean()
+    for i in range(len(n)):
+        _, why = validity_reason(z[o[i]:o[i+1]], x[o[i]:o[i+1]], L[i]); ok += why is None
+    vals.append(100 * ok / len(n)); print(f'eta_x {eta_x} eta_l {eta_l} steps {steps} seed {seed}: valid {vals[-1]:.1f}% elem acc {100*acc:.1f}%', flush=True)
+print(f'eta_x {eta_x} eta_l {eta_l} steps {steps}: mean valid {np.mean(vals):.1f}%')

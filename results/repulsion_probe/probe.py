@@ -1,0 +1,29 @@
+"""Probe: PairRepulsion(distance, until) on the real test crystals, both sampling options, seeds."""
+import sys, numpy as np, torch
+torch.set_num_threads(2)
+import dosmatgen.model.sampler as S
+from dosmatgen.checkpoint import load_model
+from dosmatgen.commands.evaluate import _records_of
+from dosmatgen.evaluate.regenerate import build_guidance
+from dosmatgen.model.batch import CrystalBatch
+from dosmatgen.model.repulsion import PairRepulsion
+from dosmatgen.evaluate.metrics import validity_reason
+dist = float(sys.argv[1]); until = int(sys.argv[2]); steps = int(sys.argv[3]); seeds = [int(s) for s in sys.argv[4].split(',')]
+steplr = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+og = None if (len(sys.argv) > 6 and sys.argv[6] == 'none') else 0.0
+diff, std, meta = load_model('work/demo/models/diffusion/best.pt', torch.device('cpu'))
+recs = _records_of('resources/builtin_dos.npz', 'results/repulsion_probe/split_mp20test.json', 'test', None)
+g = build_guidance('cfg', omega=1.0, omega_geometry=og)
+rep = PairRepulsion(dist, until) if dist > 0 else None
+vals, accs, mins = [], [], []
+for seed in seeds:
+    spec = CrystalBatch.from_records(recs, std)
+    out = S.sample(diff, spec, guidance=g, t0=None, steps=steps, step_lr=steplr, seed=seed, progress=False, repulsion=rep)
+    z, x, L, n = out.atom_types.numpy(), out.frac_coords.numpy(), out.lattices.numpy(), out.num_atoms.numpy()
+    o = np.concatenate([[0], np.cumsum(n)]); ok = 0
+    accs.append(100 * (z == spec.atom_types.numpy()).mean())
+    for i in range(len(n)):
+        s, why = validity_reason(z[o[i]:o[i+1]], x[o[i]:o[i+1]], L[i]); ok += why is None
+        if s is not None and len(s) > 1: mins.append(np.min(s.distance_matrix + 99 * np.eye(len(s))))
+    vals.append(100 * ok / len(n))
+print(f'dist {dist} until {until} steps {steps} step_lr {steplr} og {og}: valid {np.round(vals,1)} mean {np.mean(vals):.1f}%  elem acc {np.mean(accs):.1f}%  median min-dist {np.median(mins):.2f} A')
