@@ -197,6 +197,31 @@ def test_omega_geometry_reaches_the_sampler(models, ni_target):
     assert common.guidance_text(common.SamplingConfig(omega_geometry=0.0)) == "omega=1.0, omega_geometry=0.0"
 
 
+def test_repulsion_reaches_the_sampler(models, ni_target, monkeypatch):
+    """The study's repulsion is the one the sampler gets (its effect: tests/test_model_repulsion.py),
+    and a repulsion that never acts leaves the crystals as they are (negative control)."""
+    import dosmatgen.model.sampler as sampler
+    from dosmatgen.model.repulsion import PairRepulsion
+
+    spec = common.prior_spec([6, 6], models.diffusion_std.transform(ni_target.dos[None])[0])
+    seen, real_sample = [], sampler.sample
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("repulsion"))
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(sampler, "sample", spy)
+
+    def run(repulsion):
+        cfg = common.SamplingConfig(steps=STEPS, progress=False, repulsion=repulsion)
+        return common.sample_crystals(models, spec, cfg, seed=0)
+
+    never = PairRepulsion(1.0, until=10_000)
+    plain, unchanged = run(None), run(never)
+    assert seen == [None, never]
+    assert all(np.array_equal(a, b) for x, y in zip(plain, unchanged) for a, b in zip(x, y))
+
+
 def test_masked_outputs(masked_out):
     rows = _rows(masked_out / "summary.csv")
     assert [r["group"] for r in rows] == ["N=2", "N=3"]
@@ -549,7 +574,9 @@ def test_cli_window_values_parse(cli_files):
     args = build_parser().parse_args(_cli(cli_files, "masked", "--omega-geometry", "0", "--out", "x"))
     assert _sampling(args)["omega_geometry"] == 0.0
     args = build_parser().parse_args(_cli(cli_files, "masked", "--out", "x"))
-    assert _sampling(args)["omega_geometry"] is None
+    assert _sampling(args)["omega_geometry"] is None and _sampling(args)["repulsion"] is None
+    args = build_parser().parse_args(_cli(cli_files, "masked", "--repel-distance", "1.5", "--out", "x"))
+    assert repr(_sampling(args)["repulsion"]) == "PairRepulsion(distance=1.5, until=200)"
 
 
 @pytest.mark.slow

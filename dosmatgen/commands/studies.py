@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dosmatgen.commands.arguments import finite, non_negative, positive
+from dosmatgen.commands.arguments import add_repulsion_options, finite, non_negative, positive, repulsion_of
 from dosmatgen.errors import ConfigError
 
 #: Study -> default target preset.
@@ -132,6 +132,7 @@ def _study_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
                    help="a separate guidance strength for coordinates and lattice, --omega then weighting the "
                         "types alone (default: --omega on all three, the paper; 0 leaves the geometry to the "
                         "conditional model, see results/validity_probe/)")
+    add_repulsion_options(g)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--batch-size", type=int, default=100, help="crystals per sampler call")
     g.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...; auto = cuda when available)")
@@ -163,7 +164,7 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
     return {"steps": args.steps, "step_lr": args.step_lr, "omega": args.omega,
             "omega_geometry": args.omega_geometry, "seed": args.seed,
             "batch_size": args.batch_size, "device": _device(args), "progress": not args.quiet,
-            "allowed_types": _allowed_types(args)}
+            "allowed_types": _allowed_types(args), "repulsion": repulsion_of(args)}
 
 
 def _allowed_types(args: argparse.Namespace) -> tuple[int, ...] | None:

@@ -36,7 +36,7 @@ import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from dosmatgen.data.schema import MAX_Z, CrystalRecord
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import CheckpointError, ConfigError, DataError
 from dosmatgen.io import atomic_save_json, atomic_write
+
+if TYPE_CHECKING:  # torch is imported only where a study samples
+    from dosmatgen.model.repulsion import PairRepulsion
 
 #: Raw sampled crystal: (atomic_numbers (N,), frac_coords (N, 3), lattice (3, 3)).
 RawCrystal = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -69,6 +72,8 @@ class SamplingConfig:
         progress: show tqdm progress bars.
         allowed_types: atomic numbers the generated atoms may take (the CLI's default: the
             elements of the dataset store); None: any element the model knows.
+        repulsion: the sampler's pair-repulsion option
+            (:class:`~dosmatgen.model.repulsion.PairRepulsion`; None, the paper: off).
     """
 
     steps: int | None = None
@@ -80,6 +85,7 @@ class SamplingConfig:
     device: str = "cpu"
     progress: bool = True
     allowed_types: tuple[int, ...] | None = None
+    repulsion: PairRepulsion | None = None
 
     def check(self) -> None:
         if self.allowed_types is not None and not self.allowed_types:
@@ -262,7 +268,7 @@ def sample_crystals(models: StudyModels, spec, cfg: SamplingConfig, seed: int, *
         with torch.no_grad():
             got = sample(models.diffusion, chunk.to(cfg.device), guidance=guidance, t0=t0, steps=cfg.steps,
                          step_lr=cfg.step_lr, seed=int(seed) + j, progress=cfg.progress,
-                         allowed_types=cfg.allowed_types)
+                         allowed_types=cfg.allowed_types, repulsion=cfg.repulsion)
         crystals = batch_to_raw(got)
         if path is not None:
             _save_chunk(path, crystals)

@@ -121,7 +121,8 @@ def work_folder(cfg: ScreenConfig, models: StudyModels, target: TargetDOS, out_d
     root = Path(cfg.work_dir) if cfg.work_dir else Path(str(out_dir).rstrip("/") + ".work")
     key = spec_fingerprint(models.meta.get("checkpoint"), target.dos.astype(np.float32), list(cfg.n_atoms),
                            cfg.n_per_size, cfg.seed, cfg.steps, cfg.omega, cfg.step_lr, cfg.batch_size,
-                           cfg.allowed_types, *([] if cfg.omega_geometry is None else [cfg.omega_geometry]))
+                           cfg.allowed_types, *([] if cfg.omega_geometry is None else [cfg.omega_geometry]),
+                           *([] if cfg.repulsion is None else [repr(cfg.repulsion)]))
     return root / f"screen-{key}"
 
 

@@ -88,6 +88,15 @@ def guidance_flags(wildcards, input):
     return cli_flags({"omega": gen["omega"], "omega_geometry": gen["omega_geometry"]})
 
 
+def sampler_flags(*keys):
+    """The generate section's sampler settings named by keys, plus the pair repulsion when on."""
+    gen = RUN["generate"]
+    options = {k: gen[k] for k in keys}
+    if gen["repel_distance"] is not None:
+        options.update(repel_distance=gen["repel_distance"], repel_until=gen["repel_until"])
+    return cli_flags(options)
+
+
 # Studies that relax candidates with the MLFF (and so take the force-field flags).
 MLFF_STUDIES = ("screen", "window-sweep")
 

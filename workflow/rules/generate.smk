@@ -18,8 +18,7 @@ rule regenerate:
         steps=RUN["generate"]["steps"],
         limit=cli_flags({"limit": RUN["generate"]["limit"]}),
         batch_size=RUN["generate"]["batch_size"],
-        sampler=cli_flags({k: RUN["generate"][k] for k in ("step_lr", "start_at_T", "predictor_input", "repel_distance")}
-                          | ({"repel_until": RUN["generate"]["repel_until"]} if RUN["generate"]["repel_distance"] else {})),
+        sampler=sampler_flags("step_lr", "start_at_T", "predictor_input"),
         device=RUN["device"],
         seed=RUN["seed"],
     threads: THREADS

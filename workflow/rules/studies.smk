@@ -26,7 +26,7 @@ rule study:
         outdir=output_dir,
         steps=RUN["generate"]["steps"],
         omega=RUN["generate"]["omega"],
-        sampler=cli_flags({k: RUN["generate"][k] for k in ("step_lr", "omega_geometry")}),
+        sampler=sampler_flags("step_lr", "omega_geometry"),
         batch_size=RUN["generate"]["batch_size"],
         device=RUN["device"],
         seed=RUN["seed"],
