@@ -1,8 +1,8 @@
 """Pair repulsion for the reverse chain: an option of the sampler, not the paper's method.
 
 A compact model trained on a few hundred real crystals lets two atoms of a 7-12-atom cell meet
-in mid-chain (t ~ 200-400 of 1000) and never parts them again: its score has no repulsion where
-its training data had no close pairs (measured in ``results/validity_probe/README.md``). A
+in mid-chain (t ~ 200-600 of 1000) and never parts them again: its score has no repulsion where
+its training data had no close pairs (measured in ``results/repulsion_probe/README.md``). A
 guiding potential of the kind used by other diffusion samplers (e.g. RFdiffusion's potentials)
 supplies it: after a reverse step, every pair of atoms of one crystal closer than ``distance``
 (Å, minimum image over the 27 neighbouring cells of the current lattice) is pushed apart along
