@@ -101,8 +101,7 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
                 "omega": {"cfg": args.omega, "uncond": R.UNCOND_OMEGA}.get(args.guidance),
                 "omega_geometry": args.omega_geometry,
                 "guidance_scale": args.guidance_scale if args.guidance == "classifier" else None,
-                "steps_for_T": args.steps, "repulsion": None if repulsion is None else vars(repulsion),
-                "command": _command_line(),
+                "steps_for_T": args.steps, "command": _command_line(),
                 "code": code_version(), "checkpoint_epoch": meta.get("epoch")}
     gen = R.regenerate(diffusion, std, records, args.out, guidance_mode=args.guidance, guidance=guidance,
                        t0=None if t0 >= T else t0, steps=steps, step_lr=args.step_lr, start_at_T=args.start_at_T,

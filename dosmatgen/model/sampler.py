@@ -143,6 +143,7 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
     state = NoisyBatch(a, x, lat, spec.num_atoms, spec.batch, spec.dos, spec.cond_mask)
 
     sigma, abar_tab = sched.sigma_x.to(dtype), sched.alphas_cumprod.to(dtype)
+    lattice_factor = sched.lattice_factor(spec.num_atoms, dtype)  # diffused channel -> Å
     bar = tqdm(total=len(times) - 1, desc="sampling", disable=not progress, leave=False)
     for t, s in zip(times[:-1], times[1:]):
         tt = torch.full((b,), t, dtype=torch.long, device=device)
@@ -176,7 +177,7 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
         a = clamp_fixed(a, s)
         x = x % 1.0
         if repulsion is not None and repulsion.active(s):
-            x = repulsion.apply(x, lat * sched.lattice_factor(spec.num_atoms, dtype), spec.batch, gen)
+            x = repulsion.apply(x, lat * lattice_factor, spec.batch, gen)
         state = state.replace(types=a, frac_coords=x, lattices=lat)
         bar.update(1)
     bar.close()
@@ -188,7 +189,7 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
         logits = logits.masked_fill(~keep, float("-inf"))
     types = logits.argmax(-1) + 1
     types = torch.where(spec.fixed_mask, spec.atom_types, types)
-    lat, x = state.lattices * sched.lattice_factor(spec.num_atoms, dtype), state.frac_coords
+    lat, x = state.lattices * lattice_factor, state.frac_coords
     flip = torch.linalg.det(lat) < 0
     if bool(flip.any()):
         lat = torch.where(flip.view(-1, 1, 1), -lat, lat)
