@@ -32,3 +32,34 @@ def test_committed_tables_show_paper_numbers_beside_ours():
     assert "(0.120)" in t1 and "(0.268)" in t1  # paper Table 1, CFG and classifier at T = 1000
     assert "(14.70)" in t2 and "(81.60)" in t2  # paper Table 2
     assert "nan" not in (t1 + t2).lower()
+
+
+def _sync_readme(*args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    script = RESULTS.parent / "scripts" / "sync_readme_tables.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+
+
+def test_readme_tables_are_the_committed_files():
+    readme = (RESULTS.parent / "README.md").read_text()
+    for name in ("table1_dos_mae.md", "table2_match_rates.md", "claims.md"):
+        assert f"<!-- begin results/{name} -->" in readme
+    done = _sync_readme("--check")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_readme_sync_check_finds_an_edited_number(tmp_path):
+    """Negative control: one number changed inside a block makes --check fail and name the file;
+    the sync writes the file's number back."""
+    readme = (RESULTS.parent / "README.md").read_text()
+    head, block = readme.split("<!-- begin results/claims.md -->", 1)
+    edited = tmp_path / "README.md"
+    edited.write_text(head + "<!-- begin results/claims.md -->" + block.replace("9 pass", "10 pass", 1))
+    done = _sync_readme("--check", "--readme", str(edited))
+    assert done.returncode == 1 and "results/claims.md" in done.stdout
+    assert _sync_readme("--readme", str(edited)).returncode == 0
+    assert edited.read_text() == readme
+    (tmp_path / "bare.md").write_text("# no blocks\n")
+    assert _sync_readme("--check", "--readme", str(tmp_path / "bare.md")).returncode == 2
