@@ -1,6 +1,6 @@
 """Copy the committed result tables into README.md, or check that the README's copies are current.
 
-The README shows Tables 1-2 and the claims check as they stand in ``results/*.md``. Each copy sits
+The README shows Tables 1-2, the claims check and the formation energies as they stand in ``results/*.md``. Each copy sits
 between two markers naming its file::
 
     <!-- begin results/table1_dos_mae.md -->
