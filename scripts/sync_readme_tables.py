@@ -1,10 +1,11 @@
 """Copy the committed result tables into README.md, or check that the README's copies are current.
 
-The README shows Tables 1-2, the claims check and the formation energies as they stand in ``results/*.md``. Each copy sits
-between two markers naming its file::
+The README shows Tables 1-2, the claims check, the formation energies (``results/*.md``) and the
+dataset summary (``results/data_info.txt``, in a code fence) as they stand. Each copy sits between
+two markers naming its file::
 
     <!-- begin results/table1_dos_mae.md -->
-    ...the file without its "# " title line...
+    ...the file without its "# " title line (a non-Markdown file: its text in a code fence)...
     <!-- end results/table1_dos_mae.md -->
 
     python scripts/sync_readme_tables.py           # rewrite every marked block from its file
@@ -27,8 +28,11 @@ BLOCK = re.compile(r"(<!-- begin (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- end (?
 
 
 def file_body(path: Path) -> str:
-    """The file's text without its leading ``# `` title and the blank lines after it."""
+    """A Markdown file's text without its leading ``# `` title and the blank lines after it; any
+    other file's text in a code fence."""
     lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix != ".md":
+        return "```\n" + "\n".join(lines).rstrip("\n") + "\n```\n"
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
     while lines and not lines[0].strip():

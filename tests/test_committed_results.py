@@ -44,7 +44,8 @@ def _sync_readme(*args: str) -> "subprocess.CompletedProcess[str]":
 
 def test_readme_tables_are_the_committed_files():
     readme = (RESULTS.parent / "README.md").read_text()
-    for name in ("table1_dos_mae.md", "table2_match_rates.md", "claims.md", "formation_energies.md"):
+    for name in ("table1_dos_mae.md", "table2_match_rates.md", "claims.md", "formation_energies.md",
+                 "data_info.txt"):
         assert f"<!-- begin results/{name} -->" in readme
     done = _sync_readme("--check")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -72,9 +72,13 @@ def test_split_and_standardiser(tiny_store, tmp_path, capsys):
 
 def test_info_and_figures(tiny_store, tmp_path, capsys):
     fig, site, js = tmp_path / "hist.png", tmp_path / "ni.png", tmp_path / "summary.json"
+    txt = tmp_path / "summary.txt"
     assert main(["data", "info", "--store", str(tiny_store), "--figure", str(fig), "--plot-site",
-                 "l12-Au3Ni-1:Ni", "--out", str(site), "--json", str(js)]) == 0
+                 "l12-Au3Ni-1:Ni", "--out", str(site), "--json", str(js), "--text", str(txt)]) == 0
     text = capsys.readouterr().out
+    # --text keeps the printed summary (not the figure messages that follow it)
+    assert text.startswith(txt.read_text()) and "structures: 15" in txt.read_text()
+    assert "dataset figure" not in txt.read_text()
     assert "structures: 15" in text and "elements:   8" in text and "test / random: 15" in text
     assert "1: 3, 2: 3, 4: 3, 6: 3, 8: 3" in text
     summary = json.loads(js.read_text())

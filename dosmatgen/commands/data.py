@@ -201,6 +201,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i.add_argument("--out", default=None, help="figure file for --plot-site (PNG/PDF/SVG)")
     i.add_argument("--figure", default=None, help="write the element + atoms-per-cell histogram figure here")
     i.add_argument("--json", default=None, help="also write the summary as JSON")
+    i.add_argument("--text", default=None, help="also write the printed summary to this text file")
     i.set_defaults(func=_cmd_info)
 
     # target ----------------------------------------------------------------------------------
@@ -331,13 +332,13 @@ def _cmd_split(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from dosmatgen.data.info import dataset_summary, format_summary, plot_dataset_figure, plot_site_dos
     from dosmatgen.data.store import DOSStore
-    from dosmatgen.io import atomic_save_json
+    from dosmatgen.io import atomic_save_json, atomic_write
 
     if args.plot_site is not None and not args.out:
         raise ConfigError("--plot-site needs --out FIGURE")
     if args.out and args.plot_site is None:
         raise ConfigError("--out is the figure of --plot-site; give --plot-site ID:SITE")
-    for option in ("json", "figure", "out"):
+    for option in ("json", "text", "figure", "out"):
         if getattr(args, option):
             check_writable(getattr(args, option), f"--{option}")
     if Path(args.store).is_dir():  # a build folder: count what its shards hold, no merge needed
@@ -349,9 +350,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
         records = DOSStore(args.store)
         records.verify()  # a summary must not vouch for a damaged file
         summary = dataset_summary(records)
-    print(format_summary(summary, name=str(args.store)))
+    text = format_summary(summary, name=str(args.store))
+    print(text)
     if args.json:
         atomic_save_json(args.json, summary)
+    if args.text:
+        with atomic_write(args.text) as handle:
+            handle.write((text + "\n").encode("utf-8"))
     if args.figure:
         plot_dataset_figure(summary, args.figure)
         print(f"dataset figure -> {args.figure}")

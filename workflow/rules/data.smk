@@ -13,8 +13,9 @@ SPLIT = f"{W}/data/split.json"
 # The authors' release brings its own DOS standardiser (prop_scaler.pt): nothing is refitted.
 STANDARDISER = f"{W}/models/diffusion/standardiser.json" if AUTHORS else f"{W}/data/standardiser.json"
 DATA_INFO = f"{W}/data/info.json"
+DATA_INFO_TEXT = f"{R}/data_info.txt"  # the summary the README shows
 DATA_FIGURE = f"{F}/dataset_overview.png"
-DATA_FILES = [STORE, SPLIT, STANDARDISER, DATA_INFO, DATA_FIGURE]
+DATA_FILES = [STORE, SPLIT, STANDARDISER, DATA_INFO, DATA_INFO_TEXT, DATA_FIGURE]
 
 
 if RUN["data"]["source"] == "mp":
@@ -83,6 +84,7 @@ rule data_info:
         store=STORE,
     output:
         json=DATA_INFO,
+        text=DATA_INFO_TEXT,
         figure=DATA_FIGURE,
     log:
         log("data_info"),
@@ -92,4 +94,5 @@ rule data_info:
     conda:
         CONDA_ENV
     shell:
-        "dosmatgen data info --store {input.store} --json {output.json} --figure {output.figure} > {log} 2>&1"
+        "dosmatgen data info --store {input.store} --json {output.json} --text {output.text}"
+        " --figure {output.figure} > {log} 2>&1"
