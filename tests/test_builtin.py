@@ -177,3 +177,32 @@ def test_slurm_array_script_maps_task_ids_to_parts():
     env.pop("SLURM_ARRAY_TASK_ID")
     bad = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "sbatch --array" in bad.stderr
+
+
+def test_stopped_build_leaves_no_gpaw_running(tmp_path):
+    """SIGTERM to a running build (how a queue or a person stops it) ends the GPAW process of each
+    pool worker and removes its job folder; negative control: the fake GPAW did start."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    started = tmp_path / "started"
+    fake = tmp_path / "fake_python"
+    fake.write_text(f"#!/bin/sh\necho $$ $(dirname \"$2\") > {started}\nexec sleep 60\n")
+    fake.chmod(0o755)
+    build = subprocess.Popen([sys.executable, "-m", "dosmatgen.data.builtin", "--out", str(tmp_path / "out"),
+                              "--workers", "1", "--n-max", "1", "--mlff", "none", "--gpaw-python", str(fake),
+                              ], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline and build.poll() is None:
+        time.sleep(0.2)
+    assert started.exists(), build.communicate()[0]
+    time.sleep(0.3)
+    pid, job_dir = started.read_text().split()
+    build.send_signal(signal.SIGTERM)
+    assert build.wait(timeout=30) == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)
+    assert not os.path.exists(job_dir)

@@ -353,3 +353,32 @@ def test_skewed_cell_gives_the_reduced_cells_dos():
     b = eng.compute(niggli_reduced(skewed)).dos
     cos = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert np.all(cos > 0.999) and np.abs(a - b).max() < 1e-3, (cos, np.abs(a - b).max())
+
+
+def test_interrupted_run_leaves_no_worker_and_no_temp_folder(tmp_path):
+    """A stopped build (SIGTERM -> SystemExit in a pool worker, or Ctrl-C) kills the GPAW process it
+    waits on and removes the job's temporary folder; negative control: the fake worker does start."""
+    import signal
+
+    fake = tmp_path / "fake_python"
+    fake.write_text("#!/bin/sh\necho $$ > \"$(dirname \"$2\")/../../pid\"\nexec sleep 60\n")
+    fake.chmod(0o755)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    eng = GPAWSiteDOSEngine(timeout_s=100, python=str(fake), keep_dir=str(jobs))
+
+    def stop(signum, frame):  # noqa: ARG001
+        raise SystemExit(143)
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        with pytest.raises(SystemExit):
+            eng._run_worker(_silicon(), "dzp")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    pid = int((tmp_path / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert list(jobs.iterdir()) == []

@@ -295,8 +295,14 @@ def _next_shard_index(out_dir: Path, prefix: str = "shard-") -> int:
 _STATE: dict[str, Any] = {}
 
 
+def _exit_on_term(signum: int, frame: Any) -> None:  # noqa: ARG001
+    """SIGTERM from ``Pool.terminate`` unwinds the worker: its GPAW run is killed, its temp folder removed."""
+    raise SystemExit(128 + signum)
+
+
 def _init_worker(mlff: str, engine_kwargs: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_term)
     from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
     from dosmatgen.evaluate.mlff import get_calculator, limit_threads
 

@@ -305,6 +305,10 @@ class GPAWSiteDOSEngine:
             proc.communicate()
             raise GPAWEngineError(f"{structure_id}: GPAW timed out after {wall:.0f} s of wall clock "
                                   f"(hung: its CPU-time limit is {cpu} s)") from exc
+        except BaseException:  # interrupted (Ctrl-C, a stopped build): no GPAW left running
+            proc.kill()
+            proc.wait()
+            raise
         if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
             raise GPAWEngineError(f"{structure_id}: GPAW timed out: used its CPU-time limit of {cpu} s")
         return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
