@@ -17,11 +17,11 @@ README whose tables no longer match ``results/`` fails CI.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
+
+from dosmatgen.io import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- begin (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- end (?P=path) -->)", re.S)
@@ -71,9 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stale in {args.readme.name}: {path} (run: python scripts/sync_readme_tables.py)")
         return 1 if stale else 0
     if stale:
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=args.readme.parent, delete=False) as tmp:
-            tmp.write(text)
-        os.replace(tmp.name, args.readme)
+        with atomic_write(args.readme) as handle:
+            handle.write(text.encode("utf-8"))
     print(f"{len(stale)} block(s) updated: {', '.join(stale) or 'none'}")
     return 0
 

@@ -193,8 +193,8 @@ def test_stopped_build_leaves_no_gpaw_running(tmp_path):
     fake.write_text(f"#!/bin/sh\necho $$ $(dirname \"$2\") > {started}\nexec sleep 60\n")
     fake.chmod(0o755)
     build = subprocess.Popen([sys.executable, "-m", "dosmatgen.data.builtin", "--out", str(tmp_path / "out"),
-                              "--workers", "1", "--n-max", "1", "--mlff", "none", "--gpaw-python", str(fake),
-                              ], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              "--workers", "1", "--n-max", "1", "--mlff", "none", "--gpaw-python", str(fake)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while not started.exists() and time.monotonic() < deadline and build.poll() is None:
         time.sleep(0.2)

@@ -62,5 +62,6 @@ def test_readme_sync_check_finds_an_edited_number(tmp_path):
     assert done.returncode == 1 and "results/claims.md" in done.stdout
     assert _sync_readme("--readme", str(edited)).returncode == 0
     assert edited.read_text() == readme
+    assert edited.stat().st_mode & 0o044 == 0o044  # rewritten readable by all, like any checkout file
     (tmp_path / "bare.md").write_text("# no blocks\n")
     assert _sync_readme("--check", "--readme", str(tmp_path / "bare.md")).returncode == 2
