@@ -27,6 +27,14 @@ VARIANTS=${VARIANTS:-steplr0 steplr0_omegageom0}
 OUT=${OUT:-results/demo_sampling_options}
 WORK=${WORK:-work/$(basename "$OUT")}
 export OMP_NUM_THREADS=${THREADS:-2}
+# Finished samples in $WORK are reused on a rerun; they must come from this checkpoint, not an older one.
+checkpoint_sum=$(sha256sum "$CHECKPOINT" | cut -c1-16)
+if [ -e "$WORK/checkpoint.sha256" ] && [ "$(cat "$WORK/checkpoint.sha256")" != "$checkpoint_sum" ]; then
+  echo "$WORK holds samples of another checkpoint than $CHECKPOINT; move it away or set WORK" >&2
+  exit 2
+fi
+mkdir -p "$WORK"
+echo "$checkpoint_sum" > "$WORK/checkpoint.sha256"
 for variant in $VARIANTS; do
   case $variant in
     demo) EXTRA=() ;;

@@ -281,3 +281,27 @@ def test_ci_workflow_end_to_end(tmp_path):
     proc = subprocess.run(["bash", "scripts/ci_workflow.sh"], cwd=repo, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     assert "all gates passed" in proc.stdout
+
+
+def test_sampling_options_refuse_samples_of_another_checkpoint(tmp_path):
+    """scripts/demo_sampling_options.sh reuses finished samples in WORK; a new checkpoint must not."""
+    fake = tmp_path / "dosmatgen"
+    fake.write_text("#!/usr/bin/env bash\necho \"$@\" >> \"$(dirname \"$0\")/calls.log\"\n")
+    fake.chmod(0o755)
+    ckpt = tmp_path / "best.pt"
+    work = tmp_path / "work"
+
+    def run(text: str) -> subprocess.CompletedProcess:
+        ckpt.write_text(text)
+        env = {**os.environ, "DOSMATGEN": str(fake), "CHECKPOINT": str(ckpt), "WORK": str(work),
+               "OUT": str(tmp_path / "out"), "VARIANTS": "steplr0", "T0S": "1000"}
+        return subprocess.run(["bash", "scripts/demo_sampling_options.sh"], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    first = run("model A")
+    assert first.returncode == 0, first.stderr
+    assert "--step-lr 0" in (tmp_path / "calls.log").read_text()
+    assert run("model A").returncode == 0  # same checkpoint: reuse is fine
+    other = run("model B")
+    assert other.returncode == 2
+    assert "another checkpoint" in other.stderr
