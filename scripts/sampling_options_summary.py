@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
@@ -36,7 +35,9 @@ def _value(metrics: dict, name: str) -> float:
 
 
 def _rows(variant: str, metrics_json: Path) -> list[str]:
-    d = json.loads(metrics_json.read_text())
+    from dosmatgen.evaluate.score import load_metrics
+
+    d = load_metrics(metrics_json)
     parts = [("all", d["n_structures"], d["metrics"])]
     parts += [(src, part["n_structures"], part["metrics"]) for src, part in sorted(d.get("by_source", {}).items())]
     return [f"| {LABELS[variant]} | {src} | {n} | {_value(m, 'validity'):.1f} | {_value(m, 'structure_match_rate'):.2f} "

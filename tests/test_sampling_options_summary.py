@@ -21,7 +21,7 @@ def _write_metrics(folder: Path, validity_mp20: float, sizes_valid: list[tuple[i
     metrics = {name: {"value": 50.0} for name in NAMES}
     real = {**metrics, "validity": {"value": validity_mp20}}
     (folder / "cfg_T1000.json").write_text(json.dumps({
-        "n_structures": 3, "metrics": metrics,
+        "format": "dosmatgen-metrics", "n_structures": 3, "metrics": metrics,
         "by_source": {"mp20": {"n_structures": len(sizes_valid), "metrics": real},
                       "prototypes": {"n_structures": 1, "metrics": metrics}}}))
     rows = ["source,n_atoms,validity_reason"] + [f"mp20,{n},{'' if ok else 'overlapping_atoms'}" for n, ok in sizes_valid]
