@@ -1,31 +1,32 @@
 #!/usr/bin/env bash
-# Issue 13's condition-fidelity ablation: each variant in config/ablation_condition/<name>.yaml is
+# Issue 13's condition-fidelity ablation: each variant in experiments/ablation_condition/configs/<name>.yaml is
 # trained with the demo profile's diffusion budget (10,000 steps of 64 crystals, lr 1e-3, seed 0,
 # compact size) on the committed demo split, then regenerates the first 100 test structures with
 # classifier-free guidance (omega = 1, the demo's 200 strided steps) from T = 200, 500 and 1000,
 # and is scored with the demo run's surrogate. Every step is skipped when its output exists, so an
-# interrupted run resumes. The table is rendered by scripts/ablation_condition_table.py.
+# interrupted run resumes. The table is rendered by experiments/ablation_condition/ablation_condition_table.py.
 #
-#   bash scripts/ablation_condition.sh paper x0 ...     # names of config/ablation_condition/*.yaml
+#   bash experiments/ablation_condition/ablation_condition.sh paper x0 ...   # names of configs/*.yaml here
 #
 # Outputs: work/ablation_condition/<name>/{model/,gen_T*.npz,metrics_T*.json,timing.json,*.log}
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."   # the repository root
+CONFIGS=experiments/ablation_condition/configs
 DM=.venv/bin/dosmatgen
 STORE=resources/builtin_dos.npz
 DEMO=results/demo_run
 THREADS=${THREADS:-2}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
-[ $# -ge 1 ] || { echo "usage: bash scripts/ablation_condition.sh NAME [NAME ...]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: bash experiments/ablation_condition/ablation_condition.sh NAME [NAME ...]" >&2; exit 2; }
 for name in "$@"; do
-  [ -f "config/ablation_condition/$name.yaml" ] || { echo "no config/ablation_condition/$name.yaml" >&2; exit 2; }
+  [ -f "$CONFIGS/$name.yaml" ] || { echo "no $CONFIGS/$name.yaml" >&2; exit 2; }
 done
 for name in "$@"; do
   out=work/ablation_condition/$name
   mkdir -p "$out"
   if [ ! -f "$out/model/best.pt" ] || [ -f "$out/model/.incomplete" ]; then
     touch "$out/model/.incomplete" 2>/dev/null || { mkdir -p "$out/model"; touch "$out/model/.incomplete"; }
-    cmd="$DM train --kind diffusion --config config/ablation_condition/$name.yaml --store $STORE --split $DEMO/split.json --standardiser $DEMO/standardiser.json --epochs 5000 --batch-size 64 --lr 0.001 --max-steps 10000 --device cpu --seed 0 --out $out/model --no-progress"
+    cmd="$DM train --kind diffusion --config $CONFIGS/$name.yaml --store $STORE --split $DEMO/split.json --standardiser $DEMO/standardiser.json --epochs 5000 --batch-size 64 --lr 0.001 --max-steps 10000 --device cpu --seed 0 --out $out/model --no-progress"
     echo "[ablation] $(date -u +%H:%M:%S) $name: train"
     t0=$(date +%s)
     commit=$(git rev-parse HEAD)

@@ -1,6 +1,6 @@
-"""Render results/ablation_condition.md (issue 13) from scripts/ablation_condition.sh's outputs.
+"""Render results/ablation_condition.md (issue 13) from ablation_condition.sh's outputs (this folder).
 
-    .venv/bin/python scripts/ablation_condition_table.py paper aux x0 ... [--lookup FILE] [--out FILE]
+    .venv/bin/python experiments/ablation_condition/ablation_condition_table.py paper aux x0 ... [--lookup FILE] [--out FILE]
 
 One row per (variant, T): per-atom element accuracy, composition and structure match, DOS MAEs,
 validity, training and sampling time, each read from the variant's metrics JSON, generated file
@@ -52,7 +52,7 @@ def rows_of(name: str) -> tuple[list[str], dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("names", nargs="+", help="variants (config/ablation_condition/NAME.yaml)")
+    p.add_argument("names", nargs="+", help="variants (experiments/ablation_condition/configs/NAME.yaml)")
     p.add_argument("--lookup", default=None, help="metrics JSON of `dosmatgen evaluate lookup` on the same structures")
     p.add_argument("--lookup-command", default=None, help="the command that wrote --lookup")
     p.add_argument("--notes", default=None, help="markdown file appended under the table")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names:
         lines, timing = rows_of(name)
         body += lines
-        cfg_path = Path("config/ablation_condition") / f"{name}.yaml"
+        cfg_path = Path("experiments/ablation_condition/configs") / f"{name}.yaml"
         cfg = yaml.safe_load(cfg_path.read_text())["models"]["diffusion"]
         details += [f"- **{name}** (`{cfg_path}`: model {json.dumps(cfg.get('model', {}))}, diffusion "
                     f"{json.dumps(cfg.get('diffusion', {}))}), commit {timing['commit'][:7]}, "
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
               if (ROOT / n / "probe.json").exists()]
     if probes:
         ts = [r["t"] for r in probes[0][1]["rows"]]
-        body += ["", "Which evidence each model reads (`scripts/ablation_condition_probe.py work/ablation_condition/"
+        body += ["", "Which evidence each model reads (`experiments/ablation_condition/ablation_condition_probe.py work/ablation_condition/"
                  "NAME/model/best.pt`, first 100 test structures, one noising draw, seed 0): accuracy of the argmax "
                  "of the one-step clean-type estimate A0_hat at timestep t, with the DOS condition / without it; "
                  "last row, the argmax of the noisy types A_t alone.", "",
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             body.append(f"| {n} | " + " | ".join(f"{r['conditioned']:.2f} / {r['unconditioned']:.2f}"
                                                   for r in pr["rows"]) + " |")
         body.append("| argmax(A_t) | " + " | ".join(f"{r['argmax_A_t']:.2f}" for r in probes[0][1]["rows"]) + " |")
-    text = "\n".join(head + body + ["", "Commands (regeneration and scoring: `scripts/ablation_condition.sh`, "
-                                         "which lists them; table: `scripts/ablation_condition_table.py`):", ""]
+    text = "\n".join(head + body + ["", "Commands (regeneration and scoring: `experiments/ablation_condition/ablation_condition.sh`, "
+                                         "which lists them; table: `experiments/ablation_condition/ablation_condition_table.py`):", ""]
                      + details) + "\n"
     if args.notes:
         text += "\n" + Path(args.notes).read_text()

@@ -7,7 +7,7 @@ element, with the DOS condition and without it (cond_mask all False), beside the
 noisy types A_t themselves. A model that reads both kinds of evidence is right wherever A_t shows
 the element (small t) and right as often as the DOS allows where it does not (t near T).
 
-    .venv/bin/python scripts/ablation_condition_probe.py CHECKPOINT [--limit 100] [--out FILE.json]
+    .venv/bin/python experiments/ablation_condition/ablation_condition_probe.py CHECKPOINT [--limit 100] [--out FILE.json]
 """
 
 from __future__ import annotations
