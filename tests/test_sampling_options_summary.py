@@ -1,4 +1,4 @@
-"""scripts/sampling_options_summary.py: the options table is read from the metrics files as they are."""
+"""experiments/sampling_options/sampling_options_summary.py: the options table is read from the metrics files as they are."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from dosmatgen.config import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location("sampling_options_summary",
-                                               REPO_ROOT / "scripts" / "sampling_options_summary.py")
+                                               REPO_ROOT / "experiments" / "sampling_options" / "sampling_options_summary.py")
 summary = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(summary)
 

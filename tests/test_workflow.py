@@ -284,7 +284,7 @@ def test_ci_workflow_end_to_end(tmp_path):
 
 
 def test_sampling_options_refuse_samples_of_another_checkpoint(tmp_path):
-    """scripts/demo_sampling_options.sh reuses finished samples in WORK; a new checkpoint must not."""
+    """experiments/sampling_options/demo_sampling_options.sh reuses finished samples in WORK; a new checkpoint must not."""
     fake = tmp_path / "dosmatgen"
     fake.write_text("#!/usr/bin/env bash\necho \"$@\" >> \"$(dirname \"$0\")/calls.log\"\n")
     fake.chmod(0o755)
@@ -295,7 +295,7 @@ def test_sampling_options_refuse_samples_of_another_checkpoint(tmp_path):
         ckpt.write_text(text)
         env = {**os.environ, "DOSMATGEN": str(fake), "CHECKPOINT": str(ckpt), "WORK": str(work),
                "OUT": str(tmp_path / "out"), "VARIANTS": "steplr0", "T0S": "1000"}
-        return subprocess.run(["bash", "scripts/demo_sampling_options.sh"], cwd=REPO_ROOT, env=env,
+        return subprocess.run(["bash", "experiments/sampling_options/demo_sampling_options.sh"], cwd=REPO_ROOT, env=env,
                               capture_output=True, text=True, timeout=60)
 
     first = run("model A")

@@ -1,12 +1,12 @@
 """One table of the sampling options beside the demo's own sampling (issue 18, small).
 
 Reads the demo run's metrics (``work/demo/metrics/cfg_T<T>.json`` and its per-structure CSV) and
-each variant's from ``scripts/demo_sampling_options.sh`` (``<work>/<variant>/metrics/``), and
+each variant's from ``demo_sampling_options.sh`` (this folder) (``<work>/<variant>/metrics/``), and
 prints Markdown: per sampling and source, n, validity, structure / composition match, element
 accuracy and MAE(ŷ_gen, y); then the valid real (MP-20) crystals by atoms per cell.  Every number
 is read from those files; nothing is recomputed.
 
-    .venv/bin/python scripts/sampling_options_summary.py [--t0 1000] [--demo-metrics work/demo/metrics]
+    .venv/bin/python experiments/sampling_options/sampling_options_summary.py [--t0 1000] [--demo-metrics work/demo/metrics]
         [--options-work work/demo_sampling_options] [--out results/demo_sampling_options/summary_T1000.md]
 """
 
@@ -17,7 +17,7 @@ import csv
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository root
 sys.path.insert(0, str(ROOT))
 
 LABELS = {

@@ -8,13 +8,13 @@
 #   demo_repel, steplr0_omegageom0_repel   the same with --repel-distance 1.0 --repel-until 200
 #                       (pair repulsion while t >= 200; results/repulsion_probe/)
 #
-#   bash scripts/demo_sampling_options.sh                      # 200 steps, T 1000 and 500, ~10 min
+#   bash experiments/sampling_options/demo_sampling_options.sh   # 200 steps, T 1000 and 500, ~10 min
 #   STEPS=1000 T0S=1000 VARIANTS="demo steplr0_omegageom0" OUT=results/demo_sampling_steps1000 \
-#     bash scripts/demo_sampling_options.sh                    # the paper's 1000 sampler steps
+#     bash experiments/sampling_options/demo_sampling_options.sh   # the paper's 1000 sampler steps
 #
 # CHECKPOINT, SURROGATE, STORE, SPLIT default to the demo run's; THREADS to 2.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."   # the repository root
 DOSMATGEN=${DOSMATGEN:-.venv/bin/dosmatgen}
 W=work/demo
 CHECKPOINT=${CHECKPOINT:-$W/models/diffusion/best.pt}
