@@ -7,14 +7,18 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
 
 
 @pytest.fixture
 def script():
-    """Import ``scripts/<name>.py`` as a module (the scripts are not a package)."""
+    """Import ``scripts/<name>.py`` as a module (the scripts are not a package); a name with a
+    ``/`` is a path from the repository root without ``.py``, e.g.
+    ``experiments/validity_probe/validity_probe``."""
     def load(name: str):
-        spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPTS / f"{name}.py")
+        path = REPO / f"{name}.py" if "/" in name else SCRIPTS / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"{Path(name).name}_script", path)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = mod
         spec.loader.exec_module(mod)

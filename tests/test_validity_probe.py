@@ -1,4 +1,4 @@
-"""scripts/validity_probe.py: per-channel guidance is CFG where it should be, and the report."""
+"""experiments/validity_probe/validity_probe.py: per-channel guidance is CFG where it should be, and the report."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from factories import write_workspace
 
 @pytest.fixture
 def probe(script):
-    return script("validity_probe")
+    return script("experiments/validity_probe/validity_probe")
 
 
 def _state(tmp_path):

@@ -1,6 +1,10 @@
-"""Per-crystal detail of overlaps (diagnosis only)."""
+"""Per-crystal detail of overlaps (diagnosis only). Run from the repository root:
+
+    .venv/bin/python experiments/validity_probe/overlap_detail.py CHECKPOINT SEEDS STEP_LR
+"""
 import sys, numpy as np, torch, json
-sys.path.insert(0, "scripts")
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # validity_probe.py, beside this file
 from validity_probe import ChannelGuidance
 from dosmatgen.checkpoint import load_model
 from dosmatgen.commands.train import load_split_records

@@ -11,7 +11,7 @@ on the geometry (coordinates and lattice), ``(1 + w) eps(S_t, y) - w eps(S_t, em
 THI: guidance only at t <= THI (the conditional model above); T0: start from the structure noised
 to T0 instead of the prior (default: the prior at T).
 
-    .venv/bin/python scripts/validity_probe.py --checkpoint M.pt --store S.npz --split SPLIT.json \\
+    .venv/bin/python experiments/validity_probe/validity_probe.py --checkpoint M.pt --store S.npz --split SPLIT.json \\
         --subset val test --source mp20 --variant 1,1 --variant -1,-1 --variant 1,1@200 --out probe.json
 """
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     except DosmatgenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = {"command": " ".join(["scripts/validity_probe.py", *(argv if argv is not None else sys.argv[1:])]),
+    report = {"command": " ".join(["experiments/validity_probe/validity_probe.py", *(argv if argv is not None else sys.argv[1:])]),
               "checkpoint_epoch": meta.get("epoch"), "n_structures": len(records), "variants": {}}
     for text, guidance, t0 in variants:
         row = probe(diffusion, std, records, guidance, t0, steps=args.steps, step_lr=args.step_lr,

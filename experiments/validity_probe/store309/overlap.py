@@ -1,7 +1,8 @@
 """Which atoms collide? (diagnosis) For each invalid generated crystal: the closest pair i, j and
 whether their conditioning DOS (target atoms i, j) are identical (symmetry-equivalent sites)."""
 import sys, json, numpy as np, torch
-sys.path.insert(0, "scripts")
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/validity_probe/validity_probe.py
 from validity_probe import ChannelGuidance
 from dosmatgen.checkpoint import load_model
 from dosmatgen.commands.train import load_split_records
