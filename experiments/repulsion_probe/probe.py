@@ -3,7 +3,8 @@ import sys, numpy as np, torch
 torch.set_num_threads(2)
 import dosmatgen.model.sampler as S
 from dosmatgen.checkpoint import load_model
-from dosmatgen.commands.evaluate import _records_of
+from dosmatgen.data.split import load_split
+from dosmatgen.data.store import DOSStore
 from dosmatgen.evaluate.regenerate import build_guidance
 from dosmatgen.model.batch import CrystalBatch
 from dosmatgen.model.repulsion import PairRepulsion
@@ -12,7 +13,7 @@ dist = float(sys.argv[1]); until = int(sys.argv[2]); steps = int(sys.argv[3]); s
 steplr = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 og = None if (len(sys.argv) > 6 and sys.argv[6] == 'none') else 0.0
 diff, std, meta = load_model('work/demo/models/diffusion/best.pt', torch.device('cpu'))
-recs = _records_of('resources/builtin_dos.npz', 'results/repulsion_probe/split_mp20test.json', 'test', None)
+recs = DOSStore('resources/builtin_dos.npz').records(list(load_split('results/repulsion_probe/split_mp20test.json')['test']))
 g = build_guidance('cfg', omega=1.0, omega_geometry=og)
 rep = PairRepulsion(dist, until) if dist > 0 else None
 vals, accs, mins = [], [], []

@@ -4,12 +4,13 @@ import sys, itertools, numpy as np, torch
 torch.set_num_threads(2)
 import dosmatgen.model.sampler as S
 from dosmatgen.checkpoint import load_model
-from dosmatgen.commands.evaluate import _records_of
+from dosmatgen.data.split import load_split
+from dosmatgen.data.store import DOSStore
 from dosmatgen.evaluate.regenerate import build_guidance
 from dosmatgen.model.batch import CrystalBatch
 from dosmatgen.evaluate.metrics import validity_reason
 diff, std, meta = load_model('work/demo/models/diffusion/best.pt', torch.device('cpu'))
-recs = _records_of('resources/builtin_dos.npz', 'results/repulsion_probe/split_mp20test.json', 'test', None)
+recs = DOSStore('resources/builtin_dos.npz').records(list(load_split('results/repulsion_probe/split_mp20test.json')['test']))
 g = build_guidance('cfg', omega=1.0, omega_geometry=0.0)
 traj = []
 orig = type(g).predict
