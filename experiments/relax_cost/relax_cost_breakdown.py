@@ -12,7 +12,7 @@ For the first ``--limit`` generated crystals that the formation step would relax
 The ratio *ASE call per crystal / batched call per crystal* bounds what batching can save per
 FIRE step: the batched call still pays the network's per-edge cost, which batching cannot remove.
 
-    .venv/bin/python scripts/relax_cost_breakdown.py --generated work/demo/generated/cfg_T1000.npz \
+    .venv/bin/python experiments/relax_cost/relax_cost_breakdown.py --generated work/demo/generated/cfg_T1000.npz \
         --refs work/demo/formation/elemental_refs_sevenn.json --out results/relax_cost_breakdown
 """
 

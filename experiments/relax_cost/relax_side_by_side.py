@@ -3,7 +3,7 @@
 MLFF, FIRE settings, elemental references and threads; per-crystal differences of relaxed E_f
 (eV/atom) and final volume, the speed ratio, and the crystals each path dropped.
 
-    .venv/bin/python scripts/relax_side_by_side.py --generated work/demo/generated/cfg_T1000.npz \
+    .venv/bin/python experiments/relax_cost/relax_side_by_side.py --generated work/demo/generated/cfg_T1000.npz \
         --refs work/demo/formation/elemental_refs_sevenn.json --steps 60 --out results/relax_side_by_side
 """
 

@@ -5,9 +5,9 @@
 sevenn 0.13's own torch-sim wrapper (`sevenn.torchsim.SevenNetModel`) imports
 `torch_sim.neighbors.torchsim_nl`, which torch-sim 0.3.0 (the newest for Python 3.11) lacks; this
 probe supplies that function from 0.3.0's `vesin_nl_ts`, one system at a time, before importing
-the wrapper. Needs `pip install torch-sim-atomistic==0.3.0` (not installed by scripts/setup.sh).
+the wrapper. Needs `pip install torch-sim-atomistic==0.3.0` (at the time of this probe not installed by scripts/setup.sh; it is now).
 
-    .venv/bin/python scripts/probe_torchsim_sevenn.py --n 16 --steps 20 --out results/probe_torchsim_sevenn.json
+    .venv/bin/python experiments/relax_cost/probe_torchsim_sevenn.py --n 16 --steps 20 --out results/probe_torchsim_sevenn.json
 """
 
 from __future__ import annotations
