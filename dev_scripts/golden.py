@@ -1,0 +1,127 @@
+"""Golden files for the generation redesign (issue 33): what the committed demo models sample through
+the command line (the interface a redesign must not change), made before the first move and
+compared after it by ``tests/test_golden.py``.
+
+    python dev_scripts/golden.py [OUT]        # default OUT: tests/golden
+
+Settings (:data:`SETTINGS`): ``evaluate regenerate`` of the first 20 test structures for each
+guidance (cfg; classifier at the demo's scale 0.03; uncond) at T = 200 and 1000; one masked and one
+template study setting (no relaxation); one ``dosmatgen sample`` call. All from
+``results/demo_run/``, seed 0, the demo's 200 strided steps, one torch thread. Each output is
+reduced to ``ids``, ``offsets``, ``atomic_numbers``, ``frac_coords``, ``lattices`` (a study also
+keeps its per-candidate surrogate ``dos_mae``; NaN where not scored).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = REPO / "results" / "demo_run"
+STORE = REPO / "resources" / "builtin_dos.npz"
+
+
+def _pack(ids, crystals, **extra) -> dict:
+    counts = [len(z) for z, _, _ in crystals]
+    return {"ids": np.array(ids, dtype=str), "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            "atomic_numbers": np.concatenate([z for z, _, _ in crystals]).astype(np.int64),
+            "frac_coords": np.concatenate([x for _, x, _ in crystals]).astype(np.float64),
+            "lattices": np.stack([lat for _, _, lat in crystals]).astype(np.float64), **extra}
+
+
+def from_regen(path: Path) -> dict:
+    """The arrays of an ``evaluate regenerate`` output file."""
+    with np.load(path, allow_pickle=False) as z:
+        off = z["offsets"]
+        crystals = [(z["atomic_numbers"][a:b], z["frac_coords"][a:b], z["lattices"][i])
+                    for i, (a, b) in enumerate(zip(off[:-1], off[1:]))]
+        return _pack([str(s) for s in z["source_ids"]], crystals)
+
+
+def from_study(folder: Path) -> dict:
+    """The buildable candidates of a study folder (its CIFs) and their surrogate DOS MAE."""
+    from pymatgen.core import Structure
+
+    ids, crystals, mae = [], [], []
+    with open(folder / "candidates.csv") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        hits = list((folder / "cifs").glob(f"*/{r['candidate_id']}.cif"))
+        if not hits:
+            continue
+        s = Structure.from_file(str(hits[0]))
+        ids.append(r["candidate_id"])
+        crystals.append((np.array([site.specie.Z for site in s]), s.frac_coords, s.lattice.matrix))
+        mae.append(float(r["dos_mae"]) if r.get("dos_mae") else np.nan)
+    return _pack(ids, crystals, dos_mae=np.array(mae))
+
+
+def from_sample(folder: Path) -> dict:
+    """The crystals of a ``dosmatgen sample`` folder (its extxyz)."""
+    from ase.io import read
+
+    frames = read(str(folder / "structures.extxyz"), index=":")
+    return _pack([a.info["structure_id"] for a in frames],
+                 [(a.numbers, a.get_scaled_positions(wrap=False), a.cell.array) for a in frames])
+
+
+def settings(work: Path) -> list[tuple[str, list[str], Callable[[Path], dict], Path]]:
+    """``(name, dosmatgen argv, reducer, output path)`` of every golden setting."""
+    run, store = str(RUN), str(STORE)
+    out: list[tuple[str, list[str], Callable[[Path], dict], Path]] = []
+    for g in ("cfg", "classifier", "uncond"):
+        for t in (200, 1000):
+            extra = ["--regressor", f"{run}/regressor.pt", "--guidance-scale", "0.03"] if g == "classifier" else []
+            path = work / f"regen_{g}_T{t}.npz"
+            out.append((f"regen_{g}_T{t}", ["evaluate", "regenerate", "--checkpoint", f"{run}/diffusion.pt", *extra,
+                        "--store", store, "--split", f"{run}/split.json", "--subset", "test", "--limit", "20",
+                        "--guidance", g, "--t0", str(t), "--steps", "200", "--batch-size", "128", "--seed", "0",
+                        "--device", "cpu", "--no-progress", "--out", str(path)], from_regen, path))
+    common = ["--checkpoint", f"{run}/diffusion.pt", "--surrogate", f"{run}/surrogate.pt", "--store", store,
+              "--steps", "200", "--seed", "0", "--quiet"]
+    out.append(("study_masked", ["studies", "masked", *common, "--n", "6", "--natoms", "4", "5",
+                                 "--out", str(work / "masked")], from_study, work / "masked"))
+    out.append(("study_template", ["studies", "template", *common, "--n", "6", "--t0", "200", "350",
+                                   "--out", str(work / "template")], from_study, work / "template"))
+    first = json.loads((RUN / "split.json").read_text())["test"][0]
+    out.append(("sample", ["sample", "--checkpoint", f"{run}/diffusion.pt", "--store", store, "--target", f"{first}:0",
+                           "--num-atoms", "4", "--condition-atoms", "0,1", "--n", "6", "--steps", "200", "--seed", "0",
+                           "--device", "cpu", "--no-progress", "--format", "extxyz", "--out", str(work / "sample")],
+                from_sample, work / "sample"))
+    return out
+
+
+def run_setting(argv: list[str], reducer: Callable[[Path], dict], path: Path) -> dict:
+    """Run one setting in this process with one torch thread; return its arrays."""
+    import torch
+
+    from dosmatgen.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rc = main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    if rc != 0:
+        raise RuntimeError(f"dosmatgen {' '.join(argv)} exited {rc}")
+    return reducer(path)
+
+
+def make(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, argv, reducer, path in settings(Path(tmp)):
+            np.savez_compressed(out / f"{name}.npz", **run_setting(argv, reducer, path))
+            print(f"{name}: done")
+
+
+if __name__ == "__main__":
+    make(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "tests" / "golden")
