@@ -1,4 +1,4 @@
-"""The scale test's synthetic store (issue 17, part 4; ``scripts/scale_test.py``) is what it claims:
+"""The scale test's synthetic store (issue 17, part 4; ``experiments/scale_test/scale_test.py``) is what it claims:
 MP-20 atom counts, no overlapping atoms (periodic images included), non-negative finite site DOS
 on the store's grid, and a store that loads back with the same arrays; the checker catches each
 planted fault; the stage runner and the report's slopes work on tiny inputs."""
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("scale_test_script", ROOT / "scripts" / "scale_test.py")
+    spec = importlib.util.spec_from_file_location("scale_test_script", ROOT / "experiments" / "scale_test" / "scale_test.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)

@@ -39,9 +39,9 @@ and novelty has real matching work. Site DOS: per-element templates (2-4 Gaussia
 conduction-band step on the store's 400-point grid, -10..10 eV) shifted by up to ±0.5 eV and
 scaled by 0.8-1.2 per site; non-negative and finite by construction.
 
-    .venv/bin/python scripts/scale_test.py                       # 5k 10k 20k 50k
-    .venv/bin/python scripts/scale_test.py --sizes 2000 4000     # quick look
-    .venv/bin/python scripts/scale_test.py --report-only         # redraw .md / .png from the .json
+    .venv/bin/python experiments/scale_test/scale_test.py   # 5k 10k 20k 50k
+    .venv/bin/python experiments/scale_test/scale_test.py --sizes 2000 4000   # quick look
+    .venv/bin/python experiments/scale_test/scale_test.py --report-only   # redraw .md / .png from the .json
 
 Every stage process runs with ``--threads`` (default 1) torch / OpenMP / BLAS threads: on the
 2 cores shared with other jobs, 2 torch threads made the sampler ~3x slower (and its CPU time 3x
@@ -70,7 +70,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository root
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
@@ -746,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="dosmatgen_scale_")) if own_tmp else Path(args.workdir)
     result: dict[str, Any] = {
         "format": "dosmatgen-scale-test", "version": 1,
-        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "scripts/scale_test.py",
+        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "experiments/scale_test/scale_test.py",
                                                       *(argv if argv is not None else sys.argv[1:])]),
         "note": ("Measured on a shared 2-core machine under load (a nice-19 GPAW labelling job and another "
                  "engineer's benchmarks ran at the same time): wall times include waiting for the CPU; cpu_s "
