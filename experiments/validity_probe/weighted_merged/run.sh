@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# small experiment (issue 18): the weighted recipe of scripts/real_mixed_demo.sh (RECIPE=weighted:
+# small experiment (issue 18): the weighted recipe of experiments/real_mixed_demo/real_mixed_demo.sh (RECIPE=weighted:
 # 30,000 steps, EMA 0.999, patience 100, real crystals drawn 4x, final weights) on the demo run's
 # own store, split and standardiser (work/demo from `bash scripts/demo_run.sh`, commit 8e45d61),
 # sampled with --step-lr 0 --omega-geometry 0 and scored like results/demo_sampling_options/.

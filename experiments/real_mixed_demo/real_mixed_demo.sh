@@ -4,8 +4,8 @@
 # split with the source-stratified split, then Tables 1-2 (CFG, T = 1000 and 200) with a row per
 # source: the real-crystal test part is scored by a model that has seen real crystals in training.
 #
-#   bash scripts/real_mixed_demo.sh                     # ~25 min on 2 idle cores
-#   RECIPE=weighted bash scripts/real_mixed_demo.sh     # + ~45 min: the same store, split, seed and
+#   bash experiments/real_mixed_demo/real_mixed_demo.sh                     # ~25 min on 2 idle cores
+#   RECIPE=weighted bash experiments/real_mixed_demo/real_mixed_demo.sh     # + ~45 min: the same store, split, seed and
 #                                                       # surrogate, another diffusion recipe
 #
 # RECIPE=demo (default) is the demo profile's diffusion recipe. RECIPE=weighted is an option for a
@@ -18,7 +18,7 @@
 #
 # Everything but the tables goes to work/real_mixed_demo (resumable: a finished step is skipped).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."   # the repository root
 DOSMATGEN=${DOSMATGEN:-.venv/bin/dosmatgen}
 W=work/real_mixed_demo
 RECIPE=${RECIPE:-demo}

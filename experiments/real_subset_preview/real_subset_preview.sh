@@ -9,9 +9,9 @@
 #    the demo's first N_PROTO test prototypes followed by every MP-20 crystal (none seen in training);
 # 3. regenerate the test part at T = 1000 (and T = 200) with CFG, score it, and write the tables.
 #
-#   bash scripts/real_subset_preview.sh            # needs the demo models in work/demo/models
+#   bash experiments/real_subset_preview/real_subset_preview.sh            # needs the demo models in work/demo/models
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."   # the repository root
 PY=${PY:-.venv/bin/python}
 DOSMATGEN=${DOSMATGEN:-.venv/bin/dosmatgen}
 W=work/real_subset_preview
