@@ -22,7 +22,7 @@ Written: ``--out-json`` (every number, the per-crystal rows, the exact command) 
 figures.  The sample is small (the labelling runs in the background, cheapest cells first) and
 the JSON says so: it is a smoke check of the protocol on real crystals, not a benchmark.
 
-    .venv/bin/python scripts/mp20_parity.py [--shards resources/builtin] [--pool ../shared/mp20/mp20_pool.json]
+    .venv/bin/python scripts/mp20_parity.py [--shards resources/builtin] [--pool resources/mp20/mp20_pool.json]
         [--out-json results/mp20_parity.json] [--fig-gap figures/mp20_parity_gap.png]
         [--fig-ef figures/mp20_parity_ef.png] [--steps 200] [--fmax 0.05] [--no-formation]
 """
@@ -292,7 +292,7 @@ def plot_ef(rows: list[dict[str, Any]], e: dict[str, Any], path: Path) -> None:
 
 # ---- main ----------------------------------------------------------------------------------------
 def _rel(path: str | Path) -> str:
-    """``path`` relative to the repository when it lies inside it or beside it (../shared)."""
+    """``path`` relative to the repository when it lies inside it or in a folder beside it (``../``)."""
     p = Path(path).resolve()
     for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
         try:

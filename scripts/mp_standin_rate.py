@@ -6,7 +6,7 @@ Loopback has no network latency: the rate is an upper bound of what the real Mat
 gives (REST round trips of ~0.1-0.5 s and S3 reads from us-east-1 add to every call). Disk per
 material: the shards here repeat two DOS, which compress unrealistically well, so the estimate per
 1,000 MP materials uses the bytes per atom of the built-in store (the same compressed float16
-format, 1,528 distinct GPAW structures) times the mean atom count of MP-20 (../shared/mp20).
+format, 1,528 distinct GPAW structures) times the mean atom count of MP-20 (resources/mp20).
 
     .venv/bin/python scripts/mp_standin_rate.py --n 300 --out results/mp_standin_rate.json
 """
@@ -55,7 +55,7 @@ def main() -> int:
         shard_bytes = sum(f.stat().st_size for f in (Path(tmp) / "mp").glob("shard-*.npz"))
         rest_calls = sum(1 for path, _ in rest.requests if "/materials/" in path)
     n_atoms = sum(atoms.values())
-    pool = json.loads((REPO.parent / "shared" / "mp20" / "mp20_pool.json").read_text())["structures"]
+    pool = json.loads((REPO / "resources" / "mp20" / "mp20_pool.json").read_text())["structures"]
     mean_atoms_mp20 = sum(len(s["species"]) for s in pool) / len(pool)
     from dosmatgen.data.store import DOSStore
 

@@ -1,7 +1,7 @@
 """Site DOS of real Materials Project documents (our MP recipe) beside our GPAW engine's, Si and Fe.
 
 For Si (mp-149, DOS task mp-1686587) and bcc Fe (mp-13, DOS task mp-1671247), read the real MP
-``CompleteDos`` documents in ``../shared/mp_documents`` (copied from emmet's test data), turn them
+``CompleteDos`` documents in ``tests/fixtures/mp_documents`` (copied from emmet's test data), turn them
 into site DOS with the project's MP recipe (:mod:`dosmatgen.dos.mp_convert`: s+p+d projections,
 spins summed, Gaussian smoothing of sigma = 7 points of MP's 2001-point energy grid, regridded onto
 the 400-point grid in [-10, 10] eV about E_F), run our GPAW engine
@@ -49,7 +49,7 @@ from dosmatgen.dos.mp_convert import (DEFAULT_ORBITALS, MP_GRID_POINTS, SMOOTH_S
 from dosmatgen.io import atomic_save_json, atomic_temp_path
 from dosmatgen.threads import THREAD_ENV
 
-MP_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "mp_documents"
+MP_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mp_documents"
 #: GPAW's wide-window output (eV about its reference) used only for the re-broadened diagnostic.
 WIDE_GRID: tuple[float, float, int] = (-25.0, 25.0, 1001)
 

@@ -8,7 +8,7 @@
   and started again (an outage: connections refused), holding the two Delta-Lake tables the
   client reads (``materialsproject-parsed/core/electronic-structure/{total,projected}-dos``) in
   emmet's row layout, objects public-read because the client reads unsigned.
-- :func:`real_documents`: the real MP documents of ``../shared/mp_documents`` as
+- :func:`real_documents`: the real MP documents of ``tests/fixtures/mp_documents`` as
   ``{material_id: (dos task id, CompleteDos)}``.
 
 Every process and thread is stopped by ``close()`` (the fixtures use them as context managers).
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
-MP_DOCUMENTS = Path(__file__).resolve().parents[2] / "shared" / "mp_documents"
+MP_DOCUMENTS = Path(__file__).resolve().parent / "fixtures" / "mp_documents"
 BUCKET = "materialsproject-parsed"
 TOTAL_DOS = "core/electronic-structure/total-dos"
 PROJECTED_DOS = "core/electronic-structure/projected-dos"

@@ -1,4 +1,4 @@
-"""Import of the authors' released CFG model (issue 14) on ../shared/reference_release, a genuine
+"""Import of the authors' released CFG model (issue 14) on resources/reference_release, a genuine
 miniature release written by their code: exact outputs, safe loading, bad input."""
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from dosmatgen.model import authors_release
 from dosmatgen.model.authors_release import import_release, safe_torch_load
 from dosmatgen.model.batch import NoisyBatch
 
-RELEASE = Path(__file__).resolve().parents[2] / "shared" / "reference_release"
+RELEASE = Path(__file__).resolve().parents[1] / "resources" / "reference_release"
 CKPT = "epoch=4-step=5.ckpt"
 #: The issue's bound for float32 agreement with expected_outputs.npz.
 ATOL = 5e-5
-
-pytestmark = pytest.mark.skipif(not RELEASE.is_dir(), reason="../shared/reference_release is not beside the checkout")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from dosmatgen.dos.gpaw_engine import (GPAW_ELEMENTS, WORKER_PATH, GPAWEngineErr
                                        equivalent_atom_classes)
 from dosmatgen.dos.grid import ENERGY_GRID
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"  # ../shared beside the checkout
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "gpaw_reference"
 
 
 def _worker():
@@ -273,10 +273,8 @@ def test_silicon_weights_and_electron_count():
 @pytest.mark.slow
 @pytest.mark.gpaw
 def test_reference_regression():
-    """Same geometry and protocol as ../shared/reference: cosine >= 0.97 per site."""
+    """Same geometry and protocol as tests/fixtures/gpaw_reference: cosine >= 0.97 per site."""
     _need_gpaw()
-    if not (REFERENCE / "gpaw_targets.npz").exists():
-        pytest.skip("reference fixture not available")
     from pymatgen.core import Lattice, Structure
 
     targets = json.loads((REFERENCE / "targets.json").read_text())["structures"]

@@ -73,7 +73,6 @@ def fake_gpaw(tmp_path) -> str:
     return str(path)
 
 
-@pytest.mark.skipif(not mp20.DEFAULT_POOL.exists(), reason="the shared MP-20 pool is not on this machine")
 def test_real_pool_parses_with_unique_ids_cheapest_first():
     cands, skipped = mp20.candidates(mp20.DEFAULT_POOL, max_atoms=20)
     assert len(cands) + len(skipped) == 1343

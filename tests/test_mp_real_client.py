@@ -1,6 +1,6 @@
 """The Materials Project downloader with the REAL ``mp-api`` client, offline: a loopback REST
 stand-in and moto's S3 (own memory-capped process) serving real MP documents from
-``../shared/mp_documents`` as the Delta-Lake tables the client reads (``tests/mp_standins.py``).
+``tests/fixtures/mp_documents`` as the Delta-Lake tables the client reads (``tests/mp_standins.py``).
 
 Needs the ``mp`` extra (mp-api, which brings deltalake and emmet) and moto; CI installs both.
 """
@@ -23,7 +23,7 @@ pytest.importorskip("mp_api.client")
 pytest.importorskip("moto")
 pytest.importorskip("deltalake")
 
-from mp_standins import MP_DOCUMENTS, RestStandIn, S3StandIn, free_port, real_documents  # noqa: E402
+from mp_standins import RestStandIn, S3StandIn, free_port, real_documents  # noqa: E402
 
 from dosmatgen.cli import main  # noqa: E402
 from dosmatgen.data import mp as mp_module  # noqa: E402
@@ -32,8 +32,7 @@ from dosmatgen.data.store import DOSStore  # noqa: E402
 from dosmatgen.dos.mp_convert import site_dos_from_complete_dos  # noqa: E402
 from dosmatgen.errors import DataError  # noqa: E402
 
-pytestmark = [pytest.mark.skipif(not MP_DOCUMENTS.is_dir(), reason="../shared/mp_documents is not beside the checkout"),
-              pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 KEY = "k" * 32
 #: Fe and Si fit the recipe; WO2 and TaZnCo2 are on 301 points; mp-2 has an electronic-structure

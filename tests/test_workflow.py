@@ -212,7 +212,7 @@ def test_command_line_override_is_validated_too(ci_config):
     assert "+ --config: seed: -2 is less than the minimum of 0" in proc.stdout + proc.stderr
 
 
-RELEASE = REPO_ROOT.parent / "shared" / "reference_release"
+RELEASE = REPO_ROOT / "resources" / "reference_release"
 
 
 def authors_config(tmp_path: Path, **authors) -> Path:
@@ -224,7 +224,6 @@ def authors_config(tmp_path: Path, **authors) -> Path:
     return path
 
 
-@pytest.mark.skipif(not RELEASE.is_dir(), reason="../shared/reference_release is not beside the checkout")
 def test_authors_profile_imports_instead_of_training(tmp_path):
     """The diffusion model and the split come from the release (nothing re-split, no diffusion
     training, no refitted standardiser); regeneration samples as the authors' scripts do."""

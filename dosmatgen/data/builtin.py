@@ -199,7 +199,7 @@ def source_candidates(source: str = "prototypes", seed: int = 0, n_max: int | No
     """The ordered candidates of ``source`` and its skipped rows ``(id, reason)``.
 
     ``prototypes``: :func:`candidates` (``seed``, ``n_max``), nothing skipped.  ``mp20``:
-    :func:`dosmatgen.data.mp20.candidates` of the pool file ``pool`` (default: the shared pool) with
+    :func:`dosmatgen.data.mp20.candidates` of the pool file ``pool`` (default: the repository's, ``resources/mp20``) with
     at most ``max_atoms`` atoms (default :data:`dosmatgen.data.mp20.DEFAULT_MAX_ATOMS`), cheapest
     first, the first ``n_max``.
     """

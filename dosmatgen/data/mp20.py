@@ -1,6 +1,6 @@
 """Real Materials Project crystals (MP-20) as a candidate source of the built-in dataset builder.
 
-The pool (``../shared/mp20/mp20_pool.json`` beside the repository, see its README) holds MP-20
+The pool (``resources/mp20/mp20_pool.json`` in the repository, see its README) holds MP-20
 rows: ``material_id``, ``formula``, ``lattice`` (3x3 rows, Å), ``species``, ``frac_coords`` and
 MP's ``formation_energy_per_atom``, ``band_gap``, ``e_above_hull`` and ``spacegroup``.  Each
 usable row becomes an :class:`MP20Candidate` with id ``mp20-<material_id>``, labelled by
@@ -31,8 +31,8 @@ from dosmatgen.data.schema import MIN_DISTANCE, CrystalRecord
 from dosmatgen.dos.gpaw_engine import GPAW_ELEMENTS
 from dosmatgen.errors import DataError
 
-#: The MP-20 pool beside the repository (``<repo>/../shared/mp20/mp20_pool.json``).
-DEFAULT_POOL: Path = REPO_ROOT.parent / "shared" / "mp20" / "mp20_pool.json"
+#: The MP-20 pool committed with the repository (``<repo>/resources/mp20/mp20_pool.json``).
+DEFAULT_POOL: Path = REPO_ROOT / "resources" / "mp20" / "mp20_pool.json"
 #: Default largest cell (atoms) taken from the pool.
 DEFAULT_MAX_ATOMS: int = 12
 #: Name of the candidate source (``--source mp20``, provenance ``source``, ledger and shard names).
