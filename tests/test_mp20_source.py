@@ -1,7 +1,7 @@
 """The MP-20 candidate source of the built-in builder: pool parsing, skip reasons, and a build with
 a stand-in GPAW interpreter proving the shared ledger, shards and resume; the source of a record
 (id prefix), the split stratified by source (the prototype-only split unchanged), ``data info`` by
-source, and the pure functions of ``scripts/mp20_parity.py``."""
+source, and the pure functions of ``experiments/mp20_parity/mp20_parity.py``."""
 
 from __future__ import annotations
 
@@ -409,7 +409,7 @@ def test_id_source_agrees_with_provenance_in_the_shards():
 
 # ---- the scripts: parity's pure functions, the labelling-cost estimate -----------------------------
 def test_parity_gap_excludes_and_counts_infinite_gaps(script):
-    P = script("mp20_parity")
+    P = script("experiments/mp20_parity/mp20_parity")
     ours = json.loads('{"a": 1.0, "b": Infinity, "c": 0.05, "d": 0.5, "e": NaN, "f": 2.0}')  # the ledger's JSON
     mp = {"a": 1.2, "b": 16.6, "c": 0.0, "d": 0.0, "e": 0.0, "f": None}
     g = P.gap_parity(ours, mp)
@@ -425,7 +425,7 @@ def test_parity_gap_excludes_and_counts_infinite_gaps(script):
 
 
 def test_parity_formation_offset_and_corrections(script):
-    P = script("mp20_parity")
+    P = script("experiments/mp20_parity/mp20_parity")
     ours = {"ox": -2.0, "metal": -0.3, "failed": None}
     mp = {"ox": -2.7, "metal": -0.2, "failed": -1.0}
     e = P.ef_parity(ours, mp, {"ox": -0.687, "metal": 0.0})
@@ -439,7 +439,7 @@ def test_parity_formation_offset_and_corrections(script):
 def test_parity_mp2020_correction(script):
     from pymatgen.core import Lattice, Structure
 
-    P = script("mp20_parity")
+    P = script("experiments/mp20_parity/mp20_parity")
     mgo = Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [.5, .5, .5]])
     assert P.mp2020_correction(mgo) == (pytest.approx(-0.687 / 2), ["MP2020 anion correction (oxide)"])
     feo = Structure(Lattice.cubic(4.3), ["Fe", "O"], [[0, 0, 0], [.5, .5, .5]])
@@ -451,7 +451,7 @@ def test_parity_mp2020_correction(script):
 def test_labelling_cost_counts_the_committed_ledger(script, tmp_path, capsys):
     from dosmatgen.data.builtin import read_ledger
 
-    S = script("mp20_labelling_cost")
+    S = script("experiments/mp20_labelling_cost/mp20_labelling_cost")
     out = tmp_path / "cost.json"
     ledger = {k: v for k, v in read_ledger(ROOT / "resources" / "builtin").items() if k.startswith("mp20-")}
     target = sum(v["status"] == "done" for v in ledger.values()) + 50  # always some cells still to label

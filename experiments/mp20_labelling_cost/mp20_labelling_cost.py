@@ -7,7 +7,7 @@ builder's own order (:func:`dosmatgen.data.mp20.candidates`, cheapest first) unt
 cells are labelled.  Failed cells are left out of the fits; they are few and their cost is the
 timeout, so the estimate is a low one.  Writes every number and the exact command to ``--json``.
 
-    .venv/bin/python scripts/mp20_labelling_cost.py [--out resources/builtin] [--target 500]
+    .venv/bin/python experiments/mp20_labelling_cost/mp20_labelling_cost.py [--out resources/builtin] [--target 500]
         [--max-atoms 20] [--json results/mp20_labelling_cost.json]
 """
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     by_n = {int(n): {"cells": int((natoms == n).sum()), "mean_s": round(float(seconds[natoms == n].mean()), 1),
                      "median_s": round(float(np.median(seconds[natoms == n])), 1)} for n in sorted(set(natoms))}
     out = {
-        "command": " ".join(["scripts/mp20_labelling_cost.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(["experiments/mp20_labelling_cost/mp20_labelling_cost.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
         "labelled": len(done), "failed": n_failed, "candidates": len(cands), "remaining": int(todo.size),
         "target": args.target, "next_cells": int(nxt.size), "next_max_atoms": int(nxt.max()) if nxt.size else 0,
         "fit_power": {"a_s": round(float(np.exp(log_a)), 2), "b": round(float(b), 3)},

@@ -22,7 +22,7 @@ Written: ``--out-json`` (every number, the per-crystal rows, the exact command) 
 figures.  The sample is small (the labelling runs in the background, cheapest cells first) and
 the JSON says so: it is a smoke check of the protocol on real crystals, not a benchmark.
 
-    .venv/bin/python scripts/mp20_parity.py [--shards resources/builtin] [--pool resources/mp20/mp20_pool.json]
+    .venv/bin/python experiments/mp20_parity/mp20_parity.py [--shards resources/builtin] [--pool resources/mp20/mp20_pool.json]
         [--out-json results/mp20_parity.json] [--fig-gap figures/mp20_parity_gap.png]
         [--fig-ef figures/mp20_parity_ef.png] [--steps 200] [--fmax 0.05] [--no-formation]
 """
@@ -44,7 +44,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository root
 DEFAULT_REFS = ROOT / "work" / "demo" / "formation" / "elemental_refs_sevenn.json"
 #: A gap at most this (eV) is a metal, on both sides (the labelling protocol's gap_threshold).
 METAL_THRESHOLD: float = 0.3
@@ -380,7 +380,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     ledger = Path(args.shards) / "ledger-mp20.jsonl"
     out = {
         "what": f"parity of the labelled MP-20 crystals against MP's own numbers (small, {n} structures)",
-        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "scripts/mp20_parity.py",
+        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "experiments/mp20_parity/mp20_parity.py",
                                                     *(list(argv) if argv is not None else sys.argv[1:])]),
         "n_structures": n, "sample": "the cheapest MP-20 cells labelled so far (build-builtin --source mp20 labels "
                                      "cheapest first), so small cells dominate; not a random sample of MP-20",

@@ -8,7 +8,7 @@ material: the shards here repeat two DOS, which compress unrealistically well, s
 1,000 MP materials uses the bytes per atom of the built-in store (the same compressed float16
 format, 1,528 distinct GPAW structures) times the mean atom count of MP-20 (resources/mp20).
 
-    .venv/bin/python scripts/mp_standin_rate.py --n 300 --out results/mp_standin_rate.json
+    .venv/bin/python experiments/mp_standin_rate/mp_standin_rate.py --n 300 --out results/mp_standin_rate.json
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the repository root
 sys.path.insert(0, str(REPO / "tests"))
 
 from mp_standins import RestStandIn, S3StandIn, real_documents  # noqa: E402

@@ -20,7 +20,7 @@ engine protocol), so a rerun only redraws; ``--recompute`` ignores the cache. GP
 thread (the engine sets OMP_NUM_THREADS=1 and friends in its worker) and takes a few minutes for
 both cells on one core.
 
-    .venv/bin/python scripts/mp_vs_gpaw_figure.py [--out-figure figures/mp_vs_gpaw_Si_Fe.png]
+    .venv/bin/python experiments/mp_vs_gpaw/mp_vs_gpaw_figure.py [--out-figure figures/mp_vs_gpaw_Si_Fe.png]
         [--out-json results/mp_vs_gpaw_Si_Fe.json] [--gpaw-cache work/mp_vs_gpaw/]
 """
 
@@ -49,7 +49,7 @@ from dosmatgen.dos.mp_convert import (DEFAULT_ORBITALS, MP_GRID_POINTS, SMOOTH_S
 from dosmatgen.io import atomic_save_json, atomic_temp_path
 from dosmatgen.threads import THREAD_ENV
 
-MP_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mp_documents"
+MP_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "mp_documents"
 #: GPAW's wide-window output (eV about its reference) used only for the re-broadened diagnostic.
 WIDE_GRID: tuple[float, float, int] = (-25.0, 25.0, 1001)
 
