@@ -290,9 +290,9 @@ def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
 def bench_sample(ctx: BenchContext) -> list[dict[str, Any]]:
     """Seconds per predictor-corrector step, without and with classifier-free guidance."""
     from dosmatgen.data.standardise import DOSStandardiser
+    from dosmatgen.generate.options import SamplerOptions
+    from dosmatgen.generate.runner import generate
     from dosmatgen.model.batch import CrystalBatch
-    from dosmatgen.model.guidance import ClassifierFreeGuidance
-    from dosmatgen.model.sampler import sample
 
     rows = []
     recs = ctx.crystal_batch(ctx.sample_batch)
@@ -304,14 +304,14 @@ def bench_sample(ctx: BenchContext) -> list[dict[str, Any]]:
         model.eval()
         per_step = {}
         variants = (("no_cfg", 0.0), ("cfg", 1.0))
+        one_call = SamplerOptions(batch_size=spec.num_graphs, seed=ctx.seed)
         for _, omega in variants:  # warm-up: TorchScript profiling runs, allocator, lazy init
-            sample(model, spec, guidance=ClassifierFreeGuidance(omega), steps=2, seed=ctx.seed, progress=False)
+            generate(model, spec, one_call.replace(omega=omega, steps=2), progress=False)
         for label, omega in variants:
-            guidance = ClassifierFreeGuidance(omega)
             with PeakMemory(ctx.device) as mem:
                 _sync(ctx.device)
                 t0, c0 = time.perf_counter(), time.process_time()
-                sample(model, spec, guidance=guidance, steps=ctx.steps, seed=ctx.seed, progress=False)
+                generate(model, spec, one_call.replace(omega=omega, steps=ctx.steps), progress=False)
                 _sync(ctx.device)
                 dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             per_step[label] = dt / ctx.steps

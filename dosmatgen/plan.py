@@ -92,9 +92,10 @@ class DataSize:
 # workload
 # ----------------------------------------------------------------------------------------------
 def _steps_for(steps: int | None, t0: int, timesteps: int = 1000) -> int:
-    from dosmatgen.evaluate.regenerate import steps_for_start
+    """Reverse steps of a start at ``t0`` (the generation service's one rule)."""
+    from dosmatgen.generate.options import SamplerOptions
 
-    s = steps_for_start(steps, t0, timesteps)
+    s = SamplerOptions(steps=steps).steps_from(t0, timesteps)
     return t0 if s is None else s
 
 
@@ -155,7 +156,7 @@ def _relax_units(relaxer: str, n: int, atoms: float, steps: float, workers: int 
 def _study_jobs(cfg: dict[str, Any], relaxer: str, workers: int = 1) -> list[Job]:
     st, steps = cfg.get("studies", {}), cfg["generate"].get("steps")
     full = _steps_for(steps, 1000)
-    chunk = 100  # the studies' sampler batch (`dosmatgen studies --batch-size`, default)
+    chunk = int(cfg["generate"]["batch_size"])  # the workflow's study rule passes the generate section's batch
     jobs = []
 
     def sample(n: int, n_steps: int) -> float:

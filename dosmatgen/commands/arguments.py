@@ -54,22 +54,77 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def add_repulsion_options(group) -> None:
-    """``--repel-distance`` / ``--repel-until``: the sampler's pair-repulsion option
-    (:class:`dosmatgen.model.repulsion.PairRepulsion`), off unless a distance is given."""
-    group.add_argument("--repel-distance", type=positive, default=None, metavar="ANGSTROM",
-                       help="an option, not the paper's sampler: after each reverse step, push apart atoms of "
-                            "one crystal closer than this (e.g. 1.0), so that two atoms that meet in mid-chain "
-                            "do not stay on one site (results/repulsion_probe/). Default: off")
-    group.add_argument("--repel-until", type=int, default=200, metavar="T",
-                       help="with --repel-distance: push only while the chain's time is >= T, leaving the last "
-                            "steps to the model (default 200 of 1000; 0 = to the end)")
+def integer(text: str) -> int:
+    """An integer (a one-line parser error otherwise)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
-def repulsion_of(args: argparse.Namespace):
-    """The :class:`~dosmatgen.model.repulsion.PairRepulsion` the options ask for, or None."""
-    from dosmatgen.model.repulsion import PairRepulsion
+def elements(text: str) -> tuple[int, ...]:
+    """``"Ni,O,28"`` -> (28, 8, 28) sorted and unique: element symbols or atomic numbers.
 
-    if args.repel_distance is None:
-        return None
-    return PairRepulsion(args.repel_distance, args.repel_until)
+    >>> elements("O,Ni,8")
+    (8, 28)
+    """
+    from pymatgen.core.periodic_table import Element
+
+    out = set()
+    for tok in (t.strip() for t in text.split(",")):
+        if not tok:
+            continue
+        try:
+            out.add(int(tok) if tok.isdigit() else Element(tok[:1].upper() + tok[1:].lower()).Z)
+        except (ValueError, KeyError):
+            raise argparse.ArgumentTypeError(f"unknown element {tok!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError("no element given (expected e.g. Ni,O)")
+    return tuple(sorted(out))
+
+
+#: Parser type of each kind of :class:`~dosmatgen.generate.options.SamplerOptions` field.
+_KINDS = {"non_negative": non_negative, "positive": positive, "int": integer, "elements": elements}
+
+
+def sampler_flag(name: str) -> str:
+    """The command-line flag of a :class:`SamplerOptions` field.
+
+    >>> sampler_flag("step_lr"), sampler_flag("start_at_T")
+    ('--step-lr', '--start-at-T')
+    """
+    return "--" + name.replace("_", "-")
+
+
+def add_sampler_options(group) -> None:
+    """One flag per :class:`~dosmatgen.generate.options.SamplerOptions` field, made from the field's
+    metadata; a flag not given is None and the field keeps its default (written once, in the
+    dataclass), so a new field reaches every command that generates."""
+    import dataclasses
+
+    from dosmatgen.generate.options import SamplerOptions
+
+    for f in dataclasses.fields(SamplerOptions):
+        meta = f.metadata
+        default = "off" if f.default is None else f.default
+        help_text = f"{meta['help']} (default {default})"
+        if meta.get("kind") == "flag":
+            group.add_argument(sampler_flag(f.name), dest=f.name, action="store_true", default=None, help=help_text)
+        elif "choices" in meta:
+            group.add_argument(sampler_flag(f.name), dest=f.name, choices=meta["choices"], default=None, help=help_text)
+        else:
+            group.add_argument(sampler_flag(f.name), dest=f.name, type=_KINDS[meta["kind"]], default=None,
+                               help=help_text)
+
+
+def sampler_options(args: argparse.Namespace, **defaults):
+    """The :class:`~dosmatgen.generate.options.SamplerOptions` of the flags given; ``defaults``
+    are a command's own starting values for flags not given (e.g. the studies' elements of the
+    store as ``allowed_types``)."""
+    import dataclasses
+
+    from dosmatgen.generate.options import SamplerOptions
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplerOptions)
+             if getattr(args, f.name, None) is not None}
+    return SamplerOptions(**{**defaults, **given})

@@ -15,7 +15,7 @@ Sub-commands::
     claims       the paper's orderings (CFG beats classifier, trends with T) checked: PASS/FAIL
 
 The surrogate is trained with ``dosmatgen train --kind surrogate``. File formats are documented in
-dosmatgen.evaluate.regenerate (generated .npz), .score and .lookup (metrics JSON), .formation
+dosmatgen.generate.generated (generated .npz), .score and .lookup (metrics JSON), .formation
 (formation JSON) and .tables / .claims (results folder).
 """
 
@@ -27,9 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dosmatgen.commands.arguments import add_repulsion_options, non_negative, positive, repulsion_of
+from dosmatgen.commands.arguments import add_sampler_options, positive, sampler_options
 from dosmatgen.errors import ConfigError, DataError
-from dosmatgen.model.config import PREDICTOR_INPUTS
 
 
 
@@ -67,9 +66,10 @@ def _command_line() -> str:
 # ----------------------------------------------------------------------------------------------
 def _cmd_regenerate(args: argparse.Namespace) -> int:
     from dosmatgen.checkpoint import code_version, load_model
-    from dosmatgen.evaluate import regenerate as R
+    from dosmatgen.generate.runner import check_standardisers, regenerate
+    from dosmatgen.generate.writer import write_cifs
 
-    repulsion = repulsion_of(args)
+    options = sampler_options(args)
     device = _device(args.device)
     diffusion, std, meta = load_model(args.checkpoint, device)
     if meta["kind"] != "diffusion":
@@ -77,41 +77,33 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
     if std is None:
         raise ConfigError(f"--checkpoint {args.checkpoint} has no DOS standardiser; cannot condition on raw DOS")
     regressor = None
-    if args.guidance == "classifier":
+    if options.guidance == "classifier":
         if not args.regressor:
             raise ConfigError("--guidance classifier needs --regressor CHECKPOINT (dosmatgen train --kind regressor)")
         regressor, rstd, rmeta = load_model(args.regressor, device)
         if rmeta["kind"] != "regressor":
             raise ConfigError(f"--regressor {args.regressor} holds a {rmeta['kind']!r} model, not a regressor")
-        R.check_standardisers(std, rstd, f"--regressor {args.regressor}")
+        check_standardisers(std, rstd, f"--regressor {args.regressor}")
     elif args.regressor:
         raise ConfigError("--regressor is only used with --guidance classifier")
-    if args.omega_geometry is not None and args.guidance != "cfg":
+    if options.omega_geometry is not None and options.guidance != "cfg":
         raise ConfigError("--omega-geometry is only used with --guidance cfg")
-    guidance = R.build_guidance(args.guidance, omega=args.omega, omega_geometry=args.omega_geometry,
-                                regressor=regressor, scale=args.guidance_scale)
     records = _records_of(args.store, args.split, args.subset, args.limit)
     T = int(diffusion.timesteps)
     t0 = int(args.t0)
     if not 1 <= t0 <= T:
         raise ConfigError(f"--t0 must be in 1..{T} (the model's T), got {t0}")
-    steps = R.steps_for_start(args.steps, t0, T)
     meta_out = {"checkpoint": str(args.checkpoint), "regressor": args.regressor, "store": str(args.store),
                 "split": str(args.split), "subset": args.subset, "limit": args.limit,
-                "omega": {"cfg": args.omega, "uncond": R.UNCOND_OMEGA}.get(args.guidance),
-                "omega_geometry": args.omega_geometry,
-                "guidance_scale": args.guidance_scale if args.guidance == "classifier" else None,
-                "steps_for_T": args.steps, "command": _command_line(),
-                "code": code_version(), "checkpoint_epoch": meta.get("epoch")}
-    gen = R.regenerate(diffusion, std, records, args.out, guidance_mode=args.guidance, guidance=guidance,
-                       t0=None if t0 >= T else t0, steps=steps, step_lr=args.step_lr, start_at_T=args.start_at_T,
-                       predictor_input=args.predictor_input, repulsion=repulsion, batch_size=args.batch_size,
-                       seed=args.seed, meta=meta_out, progress=not args.no_progress)
+                "command": _command_line(), "code": code_version(), "checkpoint_epoch": meta.get("epoch")}
+    gen = regenerate(diffusion, std, records, args.out, options, t0=t0, regressor=regressor, meta=meta_out,
+                     progress=not args.no_progress)
     if args.cif_dir:
-        n = R.write_cifs(gen, args.cif_dir)
+        n = write_cifs(gen, args.cif_dir)
         print(f"wrote {n} CIF files to {args.cif_dir}")
     rate = gen.meta.get("structures_per_second")
-    print(f"regenerated {len(gen)} structures ({args.guidance}, T={gen.meta['t0']}, {steps or t0} steps) -> {args.out}"
+    steps = gen.meta["steps"] or gen.meta["t0"]
+    print(f"regenerated {len(gen)} structures ({options.guidance}, T={gen.meta['t0']}, {steps} steps) -> {args.out}"
           + (f"; {rate:.3g} structures/s" if rate else ""))
     return 0
 
@@ -120,7 +112,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from dosmatgen.checkpoint import load_model
     from dosmatgen.data.split import load_split
     from dosmatgen.data.store import DOSStore
-    from dosmatgen.evaluate.regenerate import load_generated
+    from dosmatgen.generate.generated import load_generated
     from dosmatgen.evaluate.score import score_generated, write_metrics
 
     if args.limit is not None and args.limit < 1:
@@ -229,7 +221,7 @@ def _cmd_formation(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     items = []
     if args.generated:
-        from dosmatgen.evaluate.regenerate import load_generated
+        from dosmatgen.generate.generated import load_generated
 
         gen = load_generated(args.generated)
         n = len(gen) if args.limit is None else min(args.limit, len(gen))
@@ -297,36 +289,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--store", required=True, help="dataset store (.npz) holding the split's structures and DOS")
     r.add_argument("--split", required=True, help="split JSON with train/val/test id lists")
     r.add_argument("--subset", default="test", choices=("train", "val", "test"), help="split part (default test)")
-    r.add_argument("--guidance", required=True, choices=("cfg", "classifier", "uncond"),
-                   help="cfg: classifier-free guidance; classifier: unconditional model + regressor gradient; "
-                        "uncond: the unconditional model alone (CFG at ω = -1, one forward pass; a baseline "
-                        "that never sees the DOS)")
-    r.add_argument("--omega", type=non_negative, default=1.0, help="CFG weight ω (paper 1.0)")
-    r.add_argument("--omega-geometry", type=non_negative, default=None,
-                   help="a separate CFG weight for coordinates and lattice, --omega then weighting the types "
-                        "alone (default: --omega on all three, the paper); 0 leaves the geometry to the "
-                        "conditional model (measured in results/validity_probe/: fewer overlapping atoms for "
-                        "a model trained with --repeat-source, no change for one without)")
     r.add_argument("--regressor", default=None, help="time-dependent regressor checkpoint (classifier guidance)")
-    r.add_argument("--guidance-scale", type=non_negative, default=1.0, help="classifier-guidance gradient scale (default 1)")
     r.add_argument("--t0", type=int, default=1000,
                    help="starting timestep: the model's T (1000) samples from the prior, smaller values start from "
                         "the test structure noised to t0 (paper: 200, 500, 1000)")
-    r.add_argument("--steps", type=int, default=None,
-                   help="reverse steps for a start at T; a start at t0 takes round(steps*t0/T) (same stride). "
-                        "Default: every timestep")
-    r.add_argument("--step-lr", type=non_negative, default=1e-5,
-                   help="Langevin corrector step scale (default 1e-5; the authors' generation scripts: 5e-6)")
-    r.add_argument("--start-at-T", action="store_true",
-                   help="a chain from the prior starts at t = T as in the reference code (default: at T - 1, "
-                        "see dosmatgen.model.sampler.sample)")
-    r.add_argument("--predictor-input", choices=PREDICTOR_INPUTS, default="corrected",
-                   help="corrected (DiffCSP): the predictor re-evaluates the network after the corrector; "
-                        "pre_corrector: it reuses the pre-corrector output, as the authors' cfg_sample does")
-    add_repulsion_options(r)
-    r.add_argument("--batch-size", type=int, default=64, help="structures per sampler call and chunk (default 64)")
+    add_sampler_options(r.add_argument_group("sampling (one flag per SamplerOptions field)"))
     r.add_argument("--limit", type=int, default=None, help="only the first N structures of the subset")
-    r.add_argument("--seed", type=int, default=0, help="chunk k uses seed + k (default 0)")
     r.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     r.add_argument("--out", required=True, help="generated-structure file (.npz)")
     r.add_argument("--cif-dir", default=None, help="also write one CIF per generated crystal here")

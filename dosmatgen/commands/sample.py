@@ -23,25 +23,21 @@ bad input exits with status 2 and writes nothing. Output: one CIF per crystal an
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from dosmatgen.commands.arguments import add_repulsion_options, non_negative, repulsion_of
+from dosmatgen.commands.arguments import add_sampler_options, sampler_options
 from dosmatgen.data.schema import check_dos_sign
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import CheckpointError, ConfigError, DataError
+from dosmatgen.generate.writer import STRUCTURE_FORMATS
 
-FORMATS = ("cif", "extxyz")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,9 +217,9 @@ def _open_store(path: str | None):
 
 
 def build_spec(args: argparse.Namespace, standardiser: Any, max_z: int) -> tuple[Any, dict[str, Any]]:
-    """Check every input and build the generation spec; returns (CrystalBatch, description)."""
-    from dosmatgen.data.schema import CrystalRecord
-    from dosmatgen.model.batch import CrystalBatch
+    """Read the command's inputs and build the generation spec
+    (:func:`dosmatgen.generate.specs.target_spec`); returns (CrystalBatch, description)."""
+    from dosmatgen.generate.specs import target_spec
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
@@ -232,13 +228,11 @@ def build_spec(args: argparse.Namespace, standardiser: Any, max_z: int) -> tuple
     store = _open_store(args.store)
     if args.target and store is None:
         raise ConfigError("--target ID[:SITES] needs --store")
-
     template = read_template(args.template, store) if args.template else None
     if template is not None and args.t0 is None:
         raise ConfigError("--template needs --t0 (the noise level to start from, e.g. 200)")
     if args.t0 is not None and template is None:
         raise ConfigError("--t0 needs --template (the structure to noise and denoise)")
-
     rows = None
     target_desc: dict[str, Any] = {}
     if args.target_dos:
@@ -247,72 +241,15 @@ def build_spec(args: argparse.Namespace, standardiser: Any, max_z: int) -> tuple
     elif args.target:
         rows, sites, _ = target_from_store(store, args.target)
         target_desc = {"target": args.target, "target_sites": sites}
-    k = 0 if rows is None else rows.shape[0]
-
-    if template is not None:
-        n_atoms = template.num_atoms
-        if args.num_atoms is not None and args.num_atoms != n_atoms:
-            raise ConfigError(f"--num-atoms {args.num_atoms} disagrees with the template's {n_atoms} atoms")
-    elif args.num_atoms is not None:
-        n_atoms = args.num_atoms
-    elif k > 0 and not args.condition_atoms:
-        n_atoms = k
-    else:
-        raise ConfigError("give --num-atoms N (or a --template, or K target rows for K atoms)")
-    if n_atoms < 1:
-        raise DataError(f"a crystal needs at least one atom, got --num-atoms {n_atoms}")
-
-    if args.condition_atoms:
-        if rows is None:
-            raise ConfigError("--condition-atoms needs a target (--target-dos or --target)")
-        cond = parse_atom_list(args.condition_atoms, "--condition-atoms")
-    else:
-        cond = list(range(k))
-    bad = [i for i in cond if i >= n_atoms]
-    if bad:
-        raise DataError(f"conditioned atom {bad[0]} does not exist: the crystal has {n_atoms} atoms "
-                        f"(indices 0..{n_atoms - 1})")
-    if rows is not None and k not in (1, len(cond)):
-        raise DataError(f"{k} target DOS rows for {len(cond)} conditioned atoms (give one row per "
-                        "conditioned atom, or a single row for all)")
+    if args.condition_atoms and rows is None:
+        raise ConfigError("--condition-atoms needs a target (--target-dos or --target)")
+    cond = parse_atom_list(args.condition_atoms, "--condition-atoms") if args.condition_atoms else None
     fixed = parse_fixed_types(args.fixed_types) if args.fixed_types else {}
-    bad = [i for i in fixed if i >= n_atoms]
-    if bad:
-        raise DataError(f"--fixed-types names atom {bad[0]}, but the crystal has {n_atoms} atoms "
-                        f"(indices 0..{n_atoms - 1})")
-    too_big = [z for z in fixed.values() if z > max_z]
-    if too_big:
-        raise DataError(f"--fixed-types: atomic number {too_big[0]} is outside the model's types 1..{max_z}")
-
-    dos_std = None
-    mask = np.zeros(n_atoms, dtype=bool)
-    if rows is not None:
-        if standardiser is None:
-            raise CheckpointError("the checkpoint has no DOS standardiser, so a raw target DOS cannot be used")
-        full = np.zeros((n_atoms, N_DOS), dtype=np.float32)
-        std_rows = standardiser.transform(rows)
-        for j, i in enumerate(cond):
-            full[i] = std_rows[0 if k == 1 else j]
-        mask[cond] = True
-        dos_std = full
-    fixed_mask = np.zeros(n_atoms, dtype=bool)
-    fixed_mask[list(fixed)] = True
-    ids = [f"sample-{i:04d}" for i in range(args.n)]
-
-    if template is not None:
-        types = template.atomic_numbers.copy()
-        for i, z in fixed.items():
-            types[i] = z
-        recs = [CrystalRecord(sid, types, template.frac_coords, template.lattice, dos_std) for sid in ids]
-        spec = CrystalBatch.from_records(recs, None, cond_mask=[mask] * args.n, fixed_mask=[fixed_mask] * args.n)
-    else:
-        ft = np.zeros(n_atoms, dtype=np.int64)
-        for i, z in fixed.items():
-            ft[i] = z
-        spec = CrystalBatch.for_generation([n_atoms] * args.n, dos=[dos_std] * args.n,
-                                           cond_mask=[mask] * args.n if dos_std is not None else None,
-                                           fixed_types=[ft if fixed else None] * args.n, structure_ids=ids)
-    desc = {"num_atoms": n_atoms, "condition_atoms": cond if rows is not None else [],
+    spec = target_spec(args.n, standardiser=standardiser, max_z=max_z, num_atoms=args.num_atoms, target_rows=rows,
+                       condition_atoms=cond, fixed_types=fixed, template=template)
+    n_atoms = int(spec.num_atoms[0])
+    desc = {"num_atoms": n_atoms,
+            "condition_atoms": [] if rows is None else (cond or list(range(rows.shape[0]))),
             "fixed_types": {str(i): z for i, z in fixed.items()},
             "template": None if template is None else args.template, **target_desc}
     return spec, desc
@@ -320,21 +257,20 @@ def build_spec(args: argparse.Namespace, standardiser: Any, max_z: int) -> tuple
 
 def _parse_formats(text: str) -> tuple[str, ...]:
     fmts = tuple(f.strip().lower() for f in text.split(",") if f.strip())
-    unknown = sorted(set(fmts) - set(FORMATS))
+    unknown = sorted(set(fmts) - set(STRUCTURE_FORMATS))
     if unknown or not fmts:
-        raise ConfigError(f"--format: unknown format(s) {unknown or text!r}; choose from {list(FORMATS)}")
+        raise ConfigError(f"--format: unknown format(s) {unknown or text!r}; choose from {list(STRUCTURE_FORMATS)}")
     return fmts
 
 
-def summary_rows(result: Any, names: Sequence[str]) -> list[dict[str, Any]]:
+def summary_rows(gen: Any, names: Sequence[str]) -> list[dict[str, Any]]:
     """One row per generated crystal: formula, validity (with reason), cell, density, min distance."""
     from dosmatgen.evaluate.metrics import min_periodic_distance, validity_reason
 
-    types, frac, lat, ptr = result._numpy_views()
     rows = []
-    for i, name in enumerate(names):
-        s, reason = validity_reason(types[ptr[i]:ptr[i + 1]], frac[ptr[i]:ptr[i + 1]], lat[i])
-        row: dict[str, Any] = {"name": name, "num_atoms": int(ptr[i + 1] - ptr[i]), "valid": reason is None,
+    for name, (types, frac, lat) in zip(names, gen.items()):
+        s, reason = validity_reason(types, frac, lat)
+        row: dict[str, Any] = {"name": name, "num_atoms": int(len(types)), "valid": reason is None,
                                "invalid_reason": reason or ""}
         if s is not None:
             a, b, c = s.lattice.abc
@@ -348,17 +284,6 @@ def summary_rows(result: Any, names: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _structures(result: Any, rows: list[dict[str, Any]]) -> list:
-    from dosmatgen.evaluate.metrics import build_structure
-
-    types, frac, lat, ptr = result._numpy_views()
-    out = []
-    for i in range(len(rows)):
-        s, _ = build_structure(types[ptr[i]:ptr[i + 1]], frac[ptr[i]:ptr[i + 1]], lat[i])
-        out.append(s)
-    return out
-
-
 def check_output_folder(out: Path) -> None:
     """``out`` must be absent, empty, or the output of an earlier ``dosmatgen sample`` (which is
     replaced); anything else is refused so that no unrelated file is ever deleted."""
@@ -367,33 +292,6 @@ def check_output_folder(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / "sample.json").exists():
         raise ConfigError(f"--out {out} is not empty and holds no earlier 'dosmatgen sample' output; "
                           "choose a new or empty folder")
-
-
-@contextlib.contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """Write into a staging folder beside ``out``; on success it replaces ``out`` in one rename
-    (the old folder is moved aside, then deleted); on failure ``out`` is left untouched."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; give it a normal folder's mode
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "previous")
-    os.replace(stage, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    # leftovers of runs killed while writing (the caller holds the output lock, so none is live)
-    for pattern in (f".{out.name}.staging-*", f".{out.name}.old-*"):
-        for leftover in out.parent.glob(pattern):
-            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -409,16 +307,18 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _sample_into(args: argparse.Namespace, out: Path, fmts: tuple[str, ...]) -> int:
     from dosmatgen.checkpoint import load_model
-    from dosmatgen.evaluate.regenerate import build_guidance, check_standardisers, steps_for_start
-    from dosmatgen.io import atomic_save_json, atomic_write
-    from dosmatgen.model.sampler import sample_in_chunks, write_structures
+    from dosmatgen.generate.runner import check_standardisers, generate
+    from dosmatgen.generate.writer import write_structures
+    from dosmatgen.io import atomic_save_json, atomic_write, staged_folder
     from dosmatgen.training import resolve_device
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.regressor and args.omega_geometry is not None:
+    options = sampler_options(args, guidance="classifier" if args.regressor else "cfg")
+    if options.guidance == "classifier" and not args.regressor:
+        raise ConfigError("--guidance classifier needs --regressor CHECKPOINT")
+    if args.regressor and options.guidance != "classifier":
+        raise ConfigError("--regressor is only used with classifier guidance")
+    if args.regressor and options.omega_geometry is not None:
         raise ConfigError("--omega-geometry weights classifier-free guidance; it is not used with --regressor")
-    repulsion = repulsion_of(args)
     device = resolve_device(args.device)
     diffusion, std, meta = load_model(args.checkpoint, device)
     if meta["kind"] != "diffusion":
@@ -427,31 +327,23 @@ def _sample_into(args: argparse.Namespace, out: Path, fmts: tuple[str, ...]) -> 
     if args.t0 is not None and not 1 <= args.t0 <= T:
         raise ConfigError(f"--t0 must be in 1..{T}, got {args.t0}")
     spec, desc = build_spec(args, std, diffusion.model_cfg.max_z)
+    regressor = None
     if args.regressor:
         regressor, reg_std, reg_meta = load_model(args.regressor, device)
         if reg_meta["kind"] != "regressor":
             raise CheckpointError(f"{args.regressor} holds a {reg_meta['kind']!r} model; --regressor needs a regressor")
         check_standardisers(std, reg_std, f"regressor {args.regressor}")
-        guidance = build_guidance("classifier", regressor=regressor, scale=args.guidance_scale)
-    else:
-        guidance = build_guidance("cfg", omega=args.omega, omega_geometry=args.omega_geometry)
-    t_start = T if args.t0 is None else args.t0
-    steps = steps_for_start(args.steps, t_start, T) if args.steps is not None else None
+    gen = generate(diffusion, spec, options, t0=args.t0, regressor=regressor, progress=not args.no_progress)
 
-    result = sample_in_chunks(diffusion, spec.to(device), args.batch_size, guidance=guidance, t0=args.t0,
-                              steps=steps, step_lr=args.step_lr, seed=args.seed, repulsion=repulsion,
-                              progress=not args.no_progress).to("cpu")
-
-    names = list(spec.structure_ids)
+    names = list(gen.source_ids)
     with warnings.catch_warnings():
         # pymatgen warns once per element without a Pauling electronegativity (He, Ne, Ar) when it
         # orders a formula; the value is not used here and the user cannot act on it
         warnings.filterwarnings("ignore", message="No Pauling electronegativity")
-        rows = summary_rows(result, names)
-        structures = _structures(result, rows)
-    settings = {"checkpoint": str(args.checkpoint), "regressor": args.regressor,
-                "guidance": repr(guidance), "t0": args.t0, "steps": steps, "step_lr": args.step_lr,
-                "repulsion": None if repulsion is None else vars(repulsion), "seed": args.seed, "n": args.n,
+        rows = summary_rows(gen, names)
+        structures = [s for s, _ in gen.structures()]
+    settings = {"checkpoint": str(args.checkpoint), "regressor": args.regressor, "options": options.to_dict(),
+                "guidance": gen.meta["guidance_repr"], "t0": args.t0, "steps": gen.meta["steps"], "n": args.n,
                 "model_code": meta.get("code"), **desc}
     with staged_folder(out) as stage:
         with warnings.catch_warnings():
@@ -484,19 +376,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fixed-types", default=None, help="clamped atom types, e.g. 0=Ni,3=O")
     p.add_argument("--template", default=None, help="start structure (CIF/POSCAR/extxyz or a --store ID); needs --t0")
     p.add_argument("--t0", type=int, default=None, help="noise the template to t0 and denoise (e.g. 200)")
-    p.add_argument("--omega", type=non_negative, default=1.0, help="classifier-free guidance strength (default 1)")
-    p.add_argument("--omega-geometry", type=non_negative, default=None,
-                   help="a separate guidance strength for coordinates and lattice, --omega then applying to "
-                        "the types alone (default: --omega on all, the paper); 0 leaves the geometry to the "
-                        "conditional model (results/validity_probe/)")
     p.add_argument("--regressor", default=None, help="regressor checkpoint: classifier guidance instead of CFG")
-    p.add_argument("--guidance-scale", type=non_negative, default=1.0, help="classifier-guidance scale (default 1)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="reverse steps for a start at T (strided; scaled down for --t0); default all")
-    p.add_argument("--step-lr", type=non_negative, default=1e-5, help="Langevin corrector step (default 1e-5)")
-    add_repulsion_options(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256, help="crystals per sampler batch (default 256)")
+    add_sampler_options(p.add_argument_group("sampling (one flag per SamplerOptions field)"))
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", default="cif,extxyz", help="cif, extxyz or both (default cif,extxyz)")

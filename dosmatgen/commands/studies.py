@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dosmatgen.commands.arguments import add_repulsion_options, finite, non_negative, positive, repulsion_of
+from dosmatgen.commands.arguments import add_sampler_options, finite, non_negative, positive, sampler_options
 from dosmatgen.errors import ConfigError
 
 #: Study -> default target preset.
@@ -125,16 +125,7 @@ def _study_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
                    "target crystal instead of the formula + space-group rule")
     g.add_argument("--mp", action="store_true", help="take the target from the Materials Project (network, MP_API_KEY)")
     g = p.add_argument_group("sampling")
-    g.add_argument("--steps", type=int, help="reverse steps for the full T (default: all 1000)")
-    g.add_argument("--step-lr", type=non_negative, default=1e-5, help="Langevin corrector step size")
-    g.add_argument("--omega", type=non_negative, default=1.0, help="classifier-free guidance strength (paper: 1)")
-    g.add_argument("--omega-geometry", type=non_negative, default=None,
-                   help="a separate guidance strength for coordinates and lattice, --omega then weighting the "
-                        "types alone (default: --omega on all three, the paper; 0 leaves the geometry to the "
-                        "conditional model, see results/validity_probe/)")
-    add_repulsion_options(g)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--batch-size", type=int, default=100, help="crystals per sampler call")
+    add_sampler_options(g)
     g.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...; auto = cuda when available)")
     g.add_argument("--any-element", action="store_true",
                    help="let generated atoms be any element the model knows (default: only the elements "
@@ -161,10 +152,8 @@ def _mlff_options(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
-    return {"steps": args.steps, "step_lr": args.step_lr, "omega": args.omega,
-            "omega_geometry": args.omega_geometry, "seed": args.seed,
-            "batch_size": args.batch_size, "device": _device(args), "progress": not args.quiet,
-            "allowed_types": _allowed_types(args), "repulsion": repulsion_of(args)}
+    return {"sampler": sampler_options(args, allowed_types=_allowed_types(args)), "device": _device(args),
+            "progress": not args.quiet}
 
 
 def _allowed_types(args: argparse.Namespace) -> tuple[int, ...] | None:

@@ -2,7 +2,7 @@
 
 Plain functions (usable alone):
 
-* :func:`bench_regeneration` -- structures/s of :func:`dosmatgen.evaluate.regenerate.regenerate`
+* :func:`bench_regeneration` -- structures/s of :func:`dosmatgen.generate.runner.regenerate`
   (chunked sampler with CFG or classifier guidance, chunk files included) and s per reverse step;
 * :func:`bench_surrogate` -- structures/s of the surrogate's prediction (graph building included);
 * :func:`bench_structure_matcher` -- seconds per StructureMatcher pair (paper tolerances) for
@@ -27,19 +27,24 @@ import torch
 def bench_regeneration(diffusion: Any, records: Sequence[Any], standardiser: Any, *, guidance: str = "cfg",
                        regressor: Any = None, t0: int | None = None, steps: int = 5, batch_size: int = 64,
                        seed: int = 0) -> dict[str, Any]:
-    """Time one :func:`regenerate` call over ``records`` (fresh temporary output)."""
-    from dosmatgen.evaluate.regenerate import build_guidance, regenerate
+    """Time one :func:`~dosmatgen.generate.runner.regenerate` call over ``records`` (fresh temporary
+    output); ``steps`` are the steps actually taken."""
+    from dosmatgen.generate.options import SamplerOptions
+    from dosmatgen.generate.runner import regenerate
 
-    g = build_guidance(guidance, regressor=regressor)
+    T = int(diffusion.timesteps)
+    start = None if t0 is None or t0 >= T else int(t0)
+    options = SamplerOptions(guidance=guidance, steps=max(1, steps * T // (start or T)), batch_size=batch_size,
+                             seed=seed)
     device = next(diffusion.parameters()).device
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up (TorchScript profiling, allocator) on one small chunk
-        regenerate(diffusion, standardiser, list(records)[:2], f"{tmp}/warm.npz", guidance_mode=guidance,
-                   guidance=g, t0=t0, steps=1, batch_size=2, seed=seed, progress=False)
+        regenerate(diffusion, standardiser, list(records)[:2], f"{tmp}/warm.npz", options.replace(steps=1, batch_size=2),
+                   t0=start, regressor=regressor, progress=False)
         _sync(device)
         tic, cpu0 = time.perf_counter(), time.process_time()
-        regenerate(diffusion, standardiser, records, f"{tmp}/gen.npz", guidance_mode=guidance, guidance=g, t0=t0,
-                   steps=steps, batch_size=batch_size, seed=seed, progress=False)
+        regenerate(diffusion, standardiser, records, f"{tmp}/gen.npz", options, t0=start, regressor=regressor,
+                   progress=False)
         _sync(device)
         dt, cpu = time.perf_counter() - tic, time.process_time() - cpu0
     n = len(records)

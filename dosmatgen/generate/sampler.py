@@ -10,7 +10,7 @@ One reverse step t -> s (s < t; s = t - 1 without striding):
   mean (Y - (1 - alpha_{t|s}) / sqrt(1 - abar_t) eps) / sqrt(alpha_{t|s}) and variance
   (1 - alpha_{t|s}) (1 - abar_s) / (1 - abar_t).
 
-Generation modes (DESIGN §4.2): from the prior at T (``t0=None``) or from the spec's structure
+Generation modes: from the prior at T (``t0=None``) or from the spec's structure
 noised to ``t0`` with the forward processes; per-atom conditions (``spec.cond_mask``); fixed types
 (``spec.fixed_mask``: those atoms' type vectors are reset to their one-hot, noised to the current
 timestep, at every step, and equal it exactly at the end). Final types are argmax + 1. A
@@ -19,21 +19,18 @@ left-handed lattice is flipped to L -> -L, X -> -X (the same crystal).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dosmatgen.errors import ConfigError, DataError
-from dosmatgen.io import atomic_temp_path
-from dosmatgen.model.batch import CrystalBatch, NoisyBatch, collate
-from dosmatgen.model.config import PREDICTOR_INPUTS
+from dosmatgen.generate.guidance import ClassifierFreeGuidance, Guidance
+from dosmatgen.generate.options import PREDICTOR_INPUTS
+from dosmatgen.generate.repulsion import PairRepulsion
+from dosmatgen.model.batch import CrystalBatch, NoisyBatch
 from dosmatgen.model.diffusion import JointDiffusion
-from dosmatgen.model.guidance import ClassifierFreeGuidance, Guidance
-from dosmatgen.model.repulsion import PairRepulsion
 
 
 def timestep_schedule(t_start: int, steps: int | None = None) -> list[int]:
@@ -86,7 +83,7 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
             kept as given.
         repulsion: an option, not the paper's sampler: after each reverse step t -> s with
             ``repulsion.active(s)``, atoms of one crystal closer than ``repulsion.distance`` Å
-            (current lattice) are pushed apart (:class:`~dosmatgen.model.repulsion.PairRepulsion`).
+            (current lattice) are pushed apart (:class:`~dosmatgen.generate.repulsion.PairRepulsion`).
     Returns a :class:`CrystalBatch` on ``spec``'s device with the generated types, coordinates and
     lattices, and ``spec``'s DOS, masks and ids.
     """
@@ -197,61 +194,3 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
     result = CrystalBatch(types, x % 1.0, lat, spec.num_atoms, spec.batch, spec.dos, spec.cond_mask,
                           spec.fixed_mask, None if spec.structure_ids is None else list(spec.structure_ids))
     return result.to(out_device)
-
-
-def sample_in_chunks(diffusion: JointDiffusion, spec: CrystalBatch, chunk_size: int, *, seed: int = 0,
-                     progress: bool = True, **kwargs) -> CrystalBatch:
-    """:func:`sample` over consecutive chunks of ``chunk_size`` crystals (chunk i uses seed + i), for
-    many candidates on limited memory; other keyword arguments go to :func:`sample`."""
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
-    parts = []
-    chunks = range(0, spec.num_graphs, chunk_size)
-    for i, start in enumerate(tqdm(chunks, desc="chunks", disable=not progress or len(chunks) == 1)):
-        sub = spec.graph_slice(range(start, min(start + chunk_size, spec.num_graphs)))
-        parts.append(sample(diffusion, sub, seed=seed + i, progress=progress and len(chunks) == 1, **kwargs))
-    return collate(parts)
-
-
-def write_structures(structures: Sequence, out_dir: str | Path, fmt: Iterable[str] = ("cif", "extxyz"),
-                     names: Sequence[str] | None = None) -> dict[str, list[Path]]:
-    """Write pymatgen structures atomically: one ``<name>.cif`` each and/or one
-    ``structures.extxyz`` with all of them (``info['structure_id']`` = name). ``None`` entries
-    (invalid crystals) are skipped. Returns the written paths per format."""
-    fmts = tuple(fmt)
-    unknown = sorted(set(fmts) - {"cif", "extxyz"})
-    if unknown:
-        raise ConfigError(f"unknown structure format(s) {unknown}; known: cif, extxyz")
-    names = list(names) if names is not None else [f"{i:06d}" for i in range(len(structures))]
-    if len(names) != len(structures):
-        raise DataError(f"{len(names)} names for {len(structures)} structures")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, list[Path]] = {f: [] for f in fmts}
-    if "cif" in fmts:
-        from pymatgen.io.cif import CifWriter
-
-        for name, s in zip(names, structures):
-            if s is None:
-                continue
-            path = out_dir / f"{name}.cif"
-            with atomic_temp_path(path) as tmp:
-                CifWriter(s).write_file(str(tmp))
-            written["cif"].append(path)
-    if "extxyz" in fmts:
-        from ase import Atoms
-        from ase.io import write as ase_write
-
-        frames = []
-        for name, s in zip(names, structures):
-            if s is None:
-                continue
-            atoms = Atoms(numbers=[site.specie.Z for site in s], scaled_positions=s.frac_coords,
-                          cell=s.lattice.matrix, pbc=True)
-            atoms.info["structure_id"] = str(name)
-            frames.append(atoms)
-        path = out_dir / "structures.extxyz"
-        with atomic_temp_path(path) as tmp:
-            ase_write(str(tmp), frames, format="extxyz")
-        written["extxyz"].append(path)
-    return written

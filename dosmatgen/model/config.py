@@ -25,8 +25,6 @@ DROP_MODES: tuple[str, ...] = ("structure", "batch", "atom")
 TYPE_TARGETS: tuple[str, ...] = ("eps", "x0", "posterior")
 #: What the lattice channel diffuses: L itself (the paper) or L / N^(1/3) (see DiffusionConfig).
 LATTICE_SCALES: tuple[str, ...] = ("none", "atoms")
-#: What the sampler's predictor evaluates the network on (:func:`dosmatgen.model.sampler.sample`).
-PREDICTOR_INPUTS: tuple[str, ...] = ("corrected", "pre_corrector")
 
 
 @dataclass(frozen=True)

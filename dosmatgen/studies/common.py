@@ -25,31 +25,23 @@ grid, or over an energy window when a window mask is given.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
 import json
-import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from dosmatgen.data.schema import MAX_Z, CrystalRecord
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import CheckpointError, ConfigError, DataError
-from dosmatgen.io import atomic_save_json, atomic_write
-
-if TYPE_CHECKING:  # torch is imported only where a study samples
-    from dosmatgen.model.repulsion import PairRepulsion
-
-#: Raw sampled crystal: (atomic_numbers (N,), frac_coords (N, 3), lattice (3, 3)).
-RawCrystal = tuple[np.ndarray, np.ndarray, np.ndarray]
+from dosmatgen.generate.generated import RawCrystal
+from dosmatgen.generate.options import SamplerOptions
+from dosmatgen.io import atomic_save_json, atomic_write, staged_folder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,56 +49,31 @@ RawCrystal = tuple[np.ndarray, np.ndarray, np.ndarray]
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class SamplingConfig:
-    """Sampler settings common to all studies.
+    """How every study samples: one :class:`~dosmatgen.generate.options.SamplerOptions` (all studies
+    use classifier-free guidance; every group and chunk derives its seed from ``sampler.seed``),
+    the torch device and progress bars."""
 
-    Attributes:
-        steps: reverse-diffusion steps (None: the model's full T = 1000 schedule).
-        step_lr: Langevin corrector step size on the coordinates (DESIGN §4).
-        omega: classifier-free guidance strength ω (paper: 1; all constrained generation uses CFG).
-        omega_geometry: a separate strength for coordinates and lattice, ``omega`` then weighting
-            the types alone (None: ``omega`` on all three, the paper; see
-            :class:`~dosmatgen.model.guidance.ClassifierFreeGuidance`).
-        seed: base seed; every group and chunk derives its own seed from it.
-        batch_size: crystals per sampler call.
-        device: torch device for sampling and the surrogate.
-        progress: show tqdm progress bars.
-        allowed_types: atomic numbers the generated atoms may take (the CLI's default: the
-            elements of the dataset store); None: any element the model knows.
-        repulsion: the sampler's pair-repulsion option
-            (:class:`~dosmatgen.model.repulsion.PairRepulsion`; None, the paper: off).
-    """
-
-    steps: int | None = None
-    step_lr: float = 1e-5
-    omega: float = 1.0
-    omega_geometry: float | None = None
-    seed: int = 0
-    batch_size: int = 100
+    sampler: SamplerOptions = field(default_factory=SamplerOptions)
     device: str = "cpu"
     progress: bool = True
-    allowed_types: tuple[int, ...] | None = None
-    repulsion: PairRepulsion | None = None
 
     def check(self) -> None:
-        if self.allowed_types is not None and not self.allowed_types:
-            raise ConfigError("allowed_types is empty: no element could be generated")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps must be >= 1 (or None for the full schedule), got {self.steps}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.omega < 0:
-            raise ConfigError(f"guidance strength omega must be >= 0, got {self.omega}")
-        if self.omega_geometry is not None and self.omega_geometry < 0:
-            raise ConfigError(f"guidance strength omega_geometry must be >= 0, got {self.omega_geometry}")
+        self.sampler.check()
+        if self.sampler.guidance != "cfg":
+            raise ConfigError(f"the studies use classifier-free guidance (paper §3.2), not {self.sampler.guidance!r}")
+
+    @property
+    def seed(self) -> int:
+        return self.sampler.seed
 
 
 def guidance_text(cfg: SamplingConfig) -> str:
     """The guidance weights as a summary shows them.
 
-    >>> guidance_text(SamplingConfig(omega=1.0)), guidance_text(SamplingConfig(omega=1.0, omega_geometry=0.0))
-    ('omega=1.0', 'omega=1.0, omega_geometry=0.0')
+    >>> guidance_text(SamplingConfig(SamplerOptions(omega=1.0, omega_geometry=0.0)))
+    'omega=1.0, omega_geometry=0.0'
     """
-    return f"omega={cfg.omega}" + ("" if cfg.omega_geometry is None else f", omega_geometry={cfg.omega_geometry}")
+    return cfg.sampler.describe().removeprefix("CFG ")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -177,57 +144,8 @@ def element_number(symbol: str | int, max_z: int = MAX_Z) -> int:
     return z
 
 
-def condition_rows(n_atoms: int, cond_std: np.ndarray, cond_atoms: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 400) standardised DOS rows (``cond_std`` on the conditioned atoms, zeros elsewhere)
-    and the (N,) bool condition mask."""
-    cond_std = np.asarray(cond_std, dtype=np.float32).reshape(-1)
-    if cond_std.shape != (N_DOS,):
-        raise DataError(f"conditioning DOS has {cond_std.size} points, expected {N_DOS}")
-    mask = np.zeros(n_atoms, dtype=bool)
-    for i in cond_atoms:
-        if not 0 <= int(i) < n_atoms:
-            raise ConfigError(f"conditioned atom index {i} is out of range for {n_atoms} atoms")
-        mask[int(i)] = True
-    rows = np.zeros((n_atoms, N_DOS), dtype=np.float32)
-    rows[mask] = cond_std
-    return rows, mask
-
-
-def prior_spec(num_atoms: Sequence[int], cond_std: np.ndarray, cond_atoms: Sequence[int] = (0,),
-               fixed: dict[int, int] | None = None, ids: Sequence[str] | None = None):
-    """A spec for generation from the prior (T = 1000): one crystal per entry of ``num_atoms``,
-    atoms ``cond_atoms`` conditioned on the standardised DOS ``cond_std``, ``fixed`` maps an atom
-    index to a clamped atomic number (the fixed-type study)."""
-    from dosmatgen.model.batch import CrystalBatch
-
-    dos, masks, fixed_types = [], [], []
-    for n in num_atoms:
-        rows, mask = condition_rows(int(n), cond_std, cond_atoms)
-        dos.append(rows)
-        masks.append(mask)
-        ft = np.zeros(int(n), dtype=np.int64)
-        for i, z in (fixed or {}).items():
-            if not 0 <= i < n:
-                raise ConfigError(f"fixed-type atom index {i} is out of range for {n} atoms")
-            ft[i] = z
-        fixed_types.append(ft if fixed else None)
-    return CrystalBatch.for_generation(list(num_atoms), dos=dos, cond_mask=masks,
-                                       fixed_types=fixed_types, structure_ids=ids)
-
-
-def template_spec(template: CrystalRecord, count: int, cond_std: np.ndarray, cond_atoms: Sequence[int]):
-    """``count`` copies of ``template`` (the structure the sampler noises to t0), atoms
-    ``cond_atoms`` conditioned on ``cond_std``."""
-    from dosmatgen.model.batch import CrystalBatch
-
-    rows, mask = condition_rows(template.num_atoms, cond_std, cond_atoms)
-    recs = [CrystalRecord(f"{template.structure_id}-{i}", template.atomic_numbers, template.frac_coords,
-                          template.lattice, rows) for i in range(count)]
-    return CrystalBatch.from_records(recs, None, cond_mask=[mask] * count)
-
-
 def spec_fingerprint(*parts: Any) -> str:
-    """Short hash identifying a sampling job (for the resumable chunk cache)."""
+    """Short hash identifying a study run (the name of its resumable work folder)."""
     h = hashlib.sha256()
     for p in parts:
         if isinstance(p, np.ndarray):
@@ -239,67 +157,15 @@ def spec_fingerprint(*parts: Any) -> str:
 
 def sample_crystals(models: StudyModels, spec, cfg: SamplingConfig, seed: int, *, t0: int | None = None,
                     omega: float | None = None, desc: str = "sampling",
-                    cache_dir: str | Path | None = None, cache_key: str | None = None) -> list[RawCrystal]:
-    """Sample every crystal of ``spec`` in chunks of ``cfg.batch_size`` (chunk j uses seed
-    ``seed + j``) and return raw arrays.
+                    cache: str | Path | None = None) -> list[RawCrystal]:
+    """The crystals of ``spec`` from the generation service
+    (:func:`dosmatgen.generate.runner.generate`) with the study's sampler options, base seed
+    ``seed`` and, when given, another CFG weight ``omega``; resumable with a ``cache`` folder."""
+    from dosmatgen.generate.runner import generate
 
-    With ``cache_dir``, each finished chunk is saved as ``<cache_dir>/<cache_key>-<j>.npz`` and
-    reused on the next call with the same key (resumable runs).
-    """
-    import torch
-
-    from dosmatgen.model.guidance import ClassifierFreeGuidance
-    from dosmatgen.model.sampler import sample
-
-    guidance = ClassifierFreeGuidance(cfg.omega if omega is None else float(omega), cfg.omega_geometry)
-    n = spec.num_graphs
-    out: list[RawCrystal] = []
-    starts = list(range(0, n, cfg.batch_size))
-    for j, a in enumerate(starts):
-        b = min(n, a + cfg.batch_size)
-        path = Path(cache_dir) / f"{cache_key}-{j:04d}.npz" if cache_dir and cache_key else None
-        if path is not None and path.exists():
-            try:
-                out.extend(_load_chunk(path))
-                continue
-            except (OSError, ValueError, KeyError):
-                path.unlink(missing_ok=True)  # a damaged cache file is recomputed
-        chunk = spec.graph_slice(list(range(a, b))) if (a, b) != (0, n) else spec
-        with torch.no_grad():
-            got = sample(models.diffusion, chunk.to(cfg.device), guidance=guidance, t0=t0, steps=cfg.steps,
-                         step_lr=cfg.step_lr, seed=int(seed) + j, progress=cfg.progress,
-                         allowed_types=cfg.allowed_types, repulsion=cfg.repulsion)
-        crystals = batch_to_raw(got)
-        if path is not None:
-            _save_chunk(path, crystals)
-        out.extend(crystals)
-    return out
-
-
-def batch_to_raw(batch) -> list[RawCrystal]:
-    """Split a sampled ``CrystalBatch`` into per-crystal numpy arrays."""
-    types = batch.atom_types.detach().cpu().numpy().astype(np.int64)
-    frac = batch.frac_coords.detach().cpu().double().numpy()
-    lat = batch.lattices.detach().cpu().double().numpy()
-    ptr = np.concatenate([[0], np.cumsum(batch.num_atoms.detach().cpu().numpy())])
-    return [(types[ptr[i]:ptr[i + 1]], frac[ptr[i]:ptr[i + 1]], lat[i]) for i in range(len(ptr) - 1)]
-
-
-def _save_chunk(path: Path, crystals: list[RawCrystal]) -> None:
-    from dosmatgen.io import atomic_temp_path
-
-    counts = np.array([len(c[0]) for c in crystals], dtype=np.int64)
-    with atomic_temp_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, counts=counts, types=np.concatenate([c[0] for c in crystals]),
-                     frac=np.concatenate([c[1] for c in crystals]), lattices=np.stack([c[2] for c in crystals]))
-
-
-def _load_chunk(path: Path) -> list[RawCrystal]:
-    with np.load(path, allow_pickle=False) as z:
-        counts, types, frac, lat = z["counts"], z["types"], z["frac"], z["lattices"]
-    ptr = np.concatenate([[0], np.cumsum(counts)])
-    return [(types[ptr[i]:ptr[i + 1]], frac[ptr[i]:ptr[i + 1]], lat[i]) for i in range(len(counts))]
+    options = cfg.sampler.replace(seed=int(seed), **({} if omega is None else {"omega": float(omega)}))
+    gen = generate(models.diffusion, spec, options, t0=t0, cache=cache, progress=cfg.progress, desc=desc)
+    return list(gen.items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -610,42 +476,6 @@ def highlight(c: Candidate, label: str, **extra: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # writing outputs
 # ---------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def staged_output(out_dir: str | Path) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``out_dir``; on success it replaces ``out_dir`` (an
-    old ``out_dir`` is moved aside first and deleted afterwards), on failure it is removed and
-    ``out_dir`` is left as it was."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    _default_permissions(stage)
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / "x")
-    os.replace(stage, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _default_permissions(root: Path) -> None:
-    """Temporary files and folders are private (0600 / 0700); give the finished output the usual
-    permissions of new files (0666 / 0777 minus the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(root, 0o777 & ~umask)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            os.chmod(os.path.join(dirpath, d), 0o777 & ~umask)
-        for f in filenames:
-            os.chmod(os.path.join(dirpath, f), 0o666 & ~umask)
-
-
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
     cols = list(columns) if columns else _columns(rows)
     buf = io.StringIO()
@@ -701,7 +531,7 @@ def write_study(out_dir: str | Path, *, study: str, title: str, summary_rows: Se
     """
     out_dir = Path(out_dir)
     cand_rows = [c.row() for c in candidates]
-    with staged_output(out_dir) as stage:
+    with staged_folder(out_dir) as stage:
         write_csv(stage / "summary.csv", summary_rows, summary_columns)
         md = [f"# {title}\n", markdown_table(summary_rows, summary_columns)]
         if notes:

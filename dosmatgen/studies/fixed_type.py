@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from dosmatgen.errors import ConfigError
-from dosmatgen.studies.common import (SamplingConfig, StudyModels, best_candidate, cand_value, config_to_dict,
-                                      element_number, group_summary, guidance_text, highlight, make_candidates,
-                                      prior_spec, sample_crystals, score_first_atom, write_study)
+from dosmatgen.generate.specs import prior_spec
+from dosmatgen.studies.common import (best_candidate, cand_value, config_to_dict, element_number, group_summary,
+                                      guidance_text, highlight, make_candidates, sample_crystals, SamplingConfig,
+                                      score_first_atom, StudyModels, write_study)
 from dosmatgen.studies.targets import TargetDOS
 
 
@@ -98,7 +99,7 @@ def run_fixed_type(models: StudyModels, target: TargetDOS, cfg: FixedTypeConfig,
     notes = [f"target: {target.element} site of {target.structure_id} ({target.source})",
              f"first atom clamped to the element (fixed_mask); atom counts cycle through {list(cfg.n_atoms)}",
              "DOS of generated atoms from the surrogate model; MAE in states/eV/site, cosine on raw curves",
-             f"sampling: T={models.timesteps} from the prior, steps={cfg.steps or models.timesteps}, "
+             f"sampling: T={models.timesteps} from the prior, steps={cfg.sampler.steps or models.timesteps}, "
              f"CFG {guidance_text(cfg)}, seed={cfg.seed}"]
     results = {"config": config_to_dict(cfg), "target": target.to_json(), "models": models.meta,
                "highlights": highlights, "figure": "fig6"}

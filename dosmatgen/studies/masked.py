@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from dosmatgen.errors import ConfigError
-from dosmatgen.studies.common import (SamplingConfig, StudyModels, best_candidate, cand_value, config_to_dict,
-                                      guidance_text, group_summary, highlight, make_candidates, prior_spec,
-                                      sample_crystals, score_first_atom, write_study)
+from dosmatgen.generate.specs import prior_spec
+from dosmatgen.studies.common import (best_candidate, cand_value, config_to_dict, group_summary, guidance_text,
+                                      highlight, make_candidates, sample_crystals, SamplingConfig, score_first_atom,
+                                      StudyModels, write_study)
 from dosmatgen.studies.targets import TargetDOS
 
 
@@ -93,7 +94,7 @@ def run_masked(models: StudyModels, target: TargetDOS, cfg: MaskedConfig, out_di
              "DOS of generated atoms from the surrogate model; MAE in states/eV/site (raw), "
              "dos_mae_std in the surrogate's standardised units; cosine on raw curves",
              "composition_diversity = unique reduced formulas / candidates generated",
-             f"sampling: T={models.timesteps} from the prior, steps={cfg.steps or models.timesteps}, "
+             f"sampling: T={models.timesteps} from the prior, steps={cfg.sampler.steps or models.timesteps}, "
              f"CFG {guidance_text(cfg)}, seed={cfg.seed}"]
     results = {"config": config_to_dict(cfg), "target": target.to_json(), "models": models.meta,
                "highlights": highlights, "figure": "fig4"}

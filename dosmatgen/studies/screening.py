@@ -37,10 +37,11 @@ from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import ConfigError, DosmatgenError
 from dosmatgen.evaluate.formation import MIN_PLAUSIBLE_EF
 from dosmatgen.io import atomic_save_json
+from dosmatgen.generate.specs import prior_spec
 from dosmatgen.studies.common import (Candidate, config_to_dict, cosine_similarity, dos_match, finite_median,
-                                      formation_energies, group_summary, highlight, make_candidates,
-                                      prior_spec, _round, sample_crystals, SamplingConfig, score_first_atom,
-                                      spec_fingerprint, StudyModels, write_study)
+                                      formation_energies, group_summary, highlight, make_candidates, _round,
+                                      sample_crystals, SamplingConfig, score_first_atom, spec_fingerprint,
+                                      StudyModels, write_study)
 from dosmatgen.studies.targets import TargetDOS
 
 
@@ -120,9 +121,7 @@ def work_folder(cfg: ScreenConfig, models: StudyModels, target: TargetDOS, out_d
     """The resumable work folder of this exact run."""
     root = Path(cfg.work_dir) if cfg.work_dir else Path(str(out_dir).rstrip("/") + ".work")
     key = spec_fingerprint(models.meta.get("checkpoint"), target.dos.astype(np.float32), list(cfg.n_atoms),
-                           cfg.n_per_size, cfg.seed, cfg.steps, cfg.omega, cfg.step_lr, cfg.batch_size,
-                           cfg.allowed_types, *([] if cfg.omega_geometry is None else [cfg.omega_geometry]),
-                           *([] if cfg.repulsion is None else [repr(cfg.repulsion)]))
+                           cfg.n_per_size, cfg.sampler.to_dict())
     return root / f"screen-{key}"
 
 
@@ -149,7 +148,7 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
         spec = prior_spec([n] * cfg.n_per_size, cond_std, (0,),
                           ids=[f"screen-n{n}-{i:05d}" for i in range(cfg.n_per_size)])
         raw = sample_crystals(models, spec, cfg, seed=cfg.seed + 1000 * gi, desc=f"screen N={n}",
-                              cache_dir=wdir / "samples", cache_key=f"n{n}")
+                              cache=wdir / "samples" / f"n{n}")
         candidates.extend(make_candidates(raw, f"N={n}", f"screen-n{n}"))
         raws.extend(raw)
 

@@ -23,7 +23,6 @@ of the conditioned atoms (paper: Zn → Fe, Co), and the first atom's DOS match.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,10 +31,10 @@ import numpy as np
 
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import ConfigError, DataError
-from dosmatgen.studies.common import (SamplingConfig, StudyModels, best_candidate, cand_value, config_to_dict,
-                                      element_distribution, format_distribution, group_summary, guidance_text,
-                                      highlight, make_candidates, sample_crystals, score_first_atom, template_spec,
-                                      write_study)
+from dosmatgen.generate.specs import template_spec
+from dosmatgen.studies.common import (best_candidate, cand_value, config_to_dict, element_distribution,
+                                      format_distribution, group_summary, guidance_text, highlight, make_candidates,
+                                      sample_crystals, SamplingConfig, score_first_atom, StudyModels, write_study)
 from dosmatgen.studies.targets import TargetDOS
 
 
@@ -52,8 +51,8 @@ class TemplateConfig(SamplingConfig):
         template_size: preferred atom count of the automatically chosen template (paper: 8).
         match_timeout_s: per-pair StructureMatcher timeout.
 
-    ``steps`` (when set) is the number of steps for the full T; a start at t0 uses
-    ``ceil(steps * t0 / T)`` so the stride is the same for every t0.
+    ``sampler.steps`` (when set) is the number of steps for the full T; a start at t0 uses
+    :meth:`~dosmatgen.generate.options.SamplerOptions.steps_from` of them (the same stride).
     """
 
     t0s: tuple[int, ...] = (200, 350, 500)
@@ -180,13 +179,6 @@ def conditioned_first(record: CrystalRecord, cond_atoms: Sequence[int]) -> tuple
     return rec, order
 
 
-def steps_for_t0(steps: int | None, t0: int, T: int) -> int | None:
-    """Same stride for every start: ``ceil(steps * t0 / T)`` (None stays None: every timestep)."""
-    if steps is None:
-        return None
-    return max(1, min(t0, math.ceil(steps * t0 / T)))
-
-
 # ---------------------------------------------------------------------------------------------
 # the study
 # ---------------------------------------------------------------------------------------------
@@ -199,8 +191,6 @@ def _geometry_only(structure):
 def run_template(models: StudyModels, target: TargetDOS, cfg: TemplateConfig, out_dir: str | Path,
                  store_records: Sequence[CrystalRecord] | None = None) -> dict[str, Any]:
     """Run the template study and write ``out_dir``; returns the results dict."""
-    import dataclasses
-
     from dosmatgen.evaluate.metrics import timed_fit
 
     cfg.check()
@@ -221,8 +211,7 @@ def run_template(models: StudyModels, target: TargetDOS, cfg: TemplateConfig, ou
     for gi, t0 in enumerate(int(t) for t in cfg.t0s):
         group = f"t0={t0}"
         spec = template_spec(template, cfg.n_candidates, cond_std, list(range(n_cond)))
-        run_cfg = dataclasses.replace(cfg, steps=steps_for_t0(cfg.steps, t0, T))
-        raw = sample_crystals(models, spec, run_cfg, seed=cfg.seed + 1000 * gi, t0=t0, desc=f"template {group}")
+        raw = sample_crystals(models, spec, cfg, seed=cfg.seed + 1000 * gi, t0=t0, desc=f"template {group}")
         cands = make_candidates(raw, group, f"template-t{t0}")
         for c, (types, _, _) in zip(cands, raw):
             same = np.asarray(types) == tz
@@ -266,7 +255,7 @@ def run_template(models: StudyModels, target: TargetDOS, cfg: TemplateConfig, ou
              "keep_element_*: fraction of atoms whose element is the template's at the same index",
              "DOS of generated atoms from the surrogate model; MAE in states/eV/site, cosine on raw curves",
              f"sampling: template noised to t0, CFG {guidance_text(cfg)}, steps per t0 = ceil(steps*t0/T) "
-             f"(steps={cfg.steps or 'all'}), seed={cfg.seed}"]
+             f"(steps={cfg.sampler.steps or 'all'}), seed={cfg.seed}"]
     tmpl_json = {"structure_id": template.structure_id, "formula": template.formula, "origin": origin,
                  "n_conditioned": n_cond, "order": order,
                  "structure": {"atomic_numbers": template.atomic_numbers.tolist(),

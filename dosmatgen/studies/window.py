@@ -45,10 +45,11 @@ import numpy as np
 from dosmatgen.dos.grid import ENERGY_GRID, N_DOS
 from dosmatgen.errors import ConfigError
 from dosmatgen.evaluate.formation import MIN_PLAUSIBLE_EF
+from dosmatgen.generate.specs import prior_spec
 from dosmatgen.studies.common import (Candidate, config_to_dict, dos_match, finite_mean, finite_median,
-                                      formation_energies, group_summary, highlight, make_candidates,
-                                      prior_spec, _round, sample_crystals, SamplingConfig, score_first_atom,
-                                      spec_fingerprint, StudyModels, write_study)
+                                      formation_energies, group_summary, highlight, make_candidates, _round,
+                                      sample_crystals, SamplingConfig, score_first_atom, spec_fingerprint,
+                                      StudyModels, write_study)
 from dosmatgen.studies.targets import TargetDOS
 
 #: Crustal abundance in mg/kg (CRC Handbook, rounded). Used only to call an element earth-abundant.
