@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from dosmatgen.evaluate.regenerate import load_generated
+from dosmatgen.generate.generated import load_generated
 from dosmatgen.io import atomic_write
 
 ROOT = Path("work/ablation_condition")

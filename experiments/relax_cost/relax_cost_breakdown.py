@@ -47,7 +47,7 @@ def main() -> int:
 
     from dosmatgen.evaluate.batched_relax import load_batched_model
     from dosmatgen.evaluate.formation import FormationItem, _prepare_item, make_calculator
-    from dosmatgen.evaluate.regenerate import load_generated
+    from dosmatgen.generate.generated import load_generated
     from dosmatgen.io import atomic_save_json, atomic_write
 
     refs = json.loads(Path(args.refs).read_text())["elements"]

@@ -47,7 +47,7 @@ def main() -> int:
     import torch
 
     from dosmatgen.evaluate.formation import FormationItem, compute_formation_energies
-    from dosmatgen.evaluate.regenerate import load_generated
+    from dosmatgen.generate.generated import load_generated
     from dosmatgen.io import atomic_save_json, atomic_write
 
     torch.set_num_threads(args.threads)

@@ -1,11 +1,11 @@
 """Probe: scale the predictor's X noise by eta (monkeypatch), real test crystals, validity over seeds."""
 import sys, numpy as np, torch
 torch.set_num_threads(2)
-import dosmatgen.model.sampler as S
+import dosmatgen.generate.sampler as S
 from dosmatgen.checkpoint import load_model
 from dosmatgen.data.split import load_split
 from dosmatgen.data.store import DOSStore
-from dosmatgen.evaluate.regenerate import build_guidance
+from dosmatgen.generate.guidance import ClassifierFreeGuidance
 from dosmatgen.model.batch import CrystalBatch
 from dosmatgen.evaluate.metrics import validity_reason
 eta_x = float(sys.argv[1]); eta_l = float(sys.argv[2]); steps = int(sys.argv[3]); seeds = [int(s) for s in sys.argv[4].split(',')]
@@ -18,7 +18,7 @@ def patched(shape, like, gen):
 S._randn = patched
 diff, std, meta = load_model('work/demo/models/diffusion/best.pt', torch.device('cpu'))
 recs = DOSStore('resources/builtin_dos.npz').records(list(load_split('results/repulsion_probe/split_mp20test.json')['test']))
-g = build_guidance('cfg', omega=1.0, omega_geometry=0.0)
+g = ClassifierFreeGuidance(1.0, omega_geometry=0.0)
 vals = []
 for seed in seeds:
     spec = CrystalBatch.from_records(recs, std)

@@ -1,20 +1,20 @@
 """Probe: PairRepulsion(distance, until) on the real test crystals, both sampling options, seeds."""
 import sys, numpy as np, torch
 torch.set_num_threads(2)
-import dosmatgen.model.sampler as S
+import dosmatgen.generate.sampler as S
 from dosmatgen.checkpoint import load_model
 from dosmatgen.data.split import load_split
 from dosmatgen.data.store import DOSStore
-from dosmatgen.evaluate.regenerate import build_guidance
+from dosmatgen.generate.guidance import ClassifierFreeGuidance
 from dosmatgen.model.batch import CrystalBatch
-from dosmatgen.model.repulsion import PairRepulsion
+from dosmatgen.generate.repulsion import PairRepulsion
 from dosmatgen.evaluate.metrics import validity_reason
 dist = float(sys.argv[1]); until = int(sys.argv[2]); steps = int(sys.argv[3]); seeds = [int(s) for s in sys.argv[4].split(',')]
 steplr = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 og = None if (len(sys.argv) > 6 and sys.argv[6] == 'none') else 0.0
 diff, std, meta = load_model('work/demo/models/diffusion/best.pt', torch.device('cpu'))
 recs = DOSStore('resources/builtin_dos.npz').records(list(load_split('results/repulsion_probe/split_mp20test.json')['test']))
-g = build_guidance('cfg', omega=1.0, omega_geometry=og)
+g = ClassifierFreeGuidance(1.0, omega_geometry=og)
 rep = PairRepulsion(dist, until) if dist > 0 else None
 vals, accs, mins = [], [], []
 for seed in seeds:

@@ -2,16 +2,16 @@
 each crystal's final closest pair along the reverse chain (real test crystals, both options)."""
 import sys, itertools, numpy as np, torch
 torch.set_num_threads(2)
-import dosmatgen.model.sampler as S
+import dosmatgen.generate.sampler as S
 from dosmatgen.checkpoint import load_model
 from dosmatgen.data.split import load_split
 from dosmatgen.data.store import DOSStore
-from dosmatgen.evaluate.regenerate import build_guidance
+from dosmatgen.generate.guidance import ClassifierFreeGuidance
 from dosmatgen.model.batch import CrystalBatch
 from dosmatgen.evaluate.metrics import validity_reason
 diff, std, meta = load_model('work/demo/models/diffusion/best.pt', torch.device('cpu'))
 recs = DOSStore('resources/builtin_dos.npz').records(list(load_split('results/repulsion_probe/split_mp20test.json')['test']))
-g = build_guidance('cfg', omega=1.0, omega_geometry=0.0)
+g = ClassifierFreeGuidance(1.0, omega_geometry=0.0)
 traj = []
 orig = type(g).predict
 def rec(self, diffusion, state, t):

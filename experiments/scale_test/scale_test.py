@@ -385,7 +385,8 @@ def stage_train_epoch(ctx: StageContext, _: Any) -> dict[str, Any]:
 def stage_regenerate(ctx: StageContext, _: Any) -> dict[str, Any]:
     """Regenerate the first n_test test crystals (CFG, omega 1, from the prior, few steps)."""
     from dosmatgen.checkpoint import load_model
-    from dosmatgen.evaluate.regenerate import regenerate
+    from dosmatgen.generate.options import SamplerOptions
+    from dosmatgen.generate.runner import regenerate
 
     t0 = time.perf_counter()
     diffusion, std, _meta = load_model(ctx.train_dir / "last.pt", "cpu")
@@ -394,8 +395,9 @@ def stage_regenerate(ctx: StageContext, _: Any) -> dict[str, Any]:
     chunks = ctx.generated.with_name(ctx.generated.name + ".chunks")
     if chunks.exists():
         shutil.rmtree(chunks)
-    gen = regenerate(diffusion, std, test, ctx.generated, guidance_mode="cfg", steps=ctx.settings["steps"],
-                     batch_size=ctx.settings["regen_batch"], seed=ctx.settings["seed"], progress=False)
+    options = SamplerOptions(guidance="cfg", steps=ctx.settings["steps"], batch_size=ctx.settings["regen_batch"],
+                             seed=ctx.settings["seed"])
+    gen = regenerate(diffusion, std, test, ctx.generated, options, progress=False)
     return {"load_s": load_s, "sampling_s": round(gen.meta["sampling_seconds"], 3), "n": len(gen),
             "steps": ctx.settings["steps"], "batch_size": ctx.settings["regen_batch"]}
 
@@ -407,7 +409,7 @@ def stage_score(ctx: StageContext, _: Any) -> dict[str, Any]:
 
     from dosmatgen.commands.train import model_config_for_size
     from dosmatgen.data.standardise import DOSStandardiser
-    from dosmatgen.evaluate.regenerate import load_generated
+    from dosmatgen.generate.generated import load_generated
     from dosmatgen.evaluate.score import score_generated
     from dosmatgen.model.factory import build_model
 
@@ -434,7 +436,7 @@ def _novelty(ctx: StageContext, queries: str) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     if queries == "generated":
-        from dosmatgen.evaluate.regenerate import load_generated
+        from dosmatgen.generate.generated import load_generated
 
         items = list(load_generated(ctx.generated).items())
         valid = [s if why is None else None for s, why in (M.validity_reason(*it) for it in items)]

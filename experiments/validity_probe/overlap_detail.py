@@ -9,7 +9,7 @@ from validity_probe import ChannelGuidance
 from dosmatgen.checkpoint import load_model
 from dosmatgen.commands.train import load_split_records
 from dosmatgen.model.batch import CrystalBatch
-from dosmatgen.model.sampler import sample
+from dosmatgen.generate.sampler import sample
 from pymatgen.core import Lattice, Structure
 
 ckpt = sys.argv[1]; seeds = [int(s) for s in sys.argv[2].split(",")]; step_lr = float(sys.argv[3])

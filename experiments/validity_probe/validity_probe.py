@@ -68,7 +68,7 @@ def probe(diffusion, standardiser, records, guidance: ChannelGuidance, t0: int |
     by atom count), volume ratio and elements (:class:`ElementAccuracy`)."""
     from dosmatgen.evaluate.metrics import ElementAccuracy, Validity
     from dosmatgen.model.batch import CrystalBatch
-    from dosmatgen.model.sampler import sample
+    from dosmatgen.generate.sampler import sample
 
     T = diffusion.timesteps
     n_steps = steps if t0 is None else max(1, round(steps * t0 / T))

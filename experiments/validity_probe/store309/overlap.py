@@ -7,7 +7,7 @@ from validity_probe import ChannelGuidance
 from dosmatgen.checkpoint import load_model
 from dosmatgen.commands.train import load_split_records
 from dosmatgen.model.batch import CrystalBatch
-from dosmatgen.model.sampler import sample
+from dosmatgen.generate.sampler import sample
 from pymatgen.core import Lattice, Structure
 ckpt, seed = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(2)
