@@ -114,7 +114,7 @@ def test_cli_import_round_trip_and_sampling(tmp_path, expected):
     assert np.array_equal(std.mean, DOSStandardiser.load(out / "standardiser.json").mean)
     # the imported model samples: two crystals from the prior, finite and of the right size
     from dosmatgen.model.batch import CrystalBatch
-    from dosmatgen.model.sampler import sample
+    from dosmatgen.generate.sampler import sample
 
     records = read_reference_json(RELEASE / "data" / "mp_dos" / "test.json")
     spec = CrystalBatch.from_records(records, std)

@@ -15,7 +15,9 @@ from dosmatgen.errors import DataError
 from dosmatgen.evaluate import claims as C
 from dosmatgen.evaluate import lookup as L
 from dosmatgen.evaluate import metrics as M
-from dosmatgen.evaluate import regenerate as R
+from dosmatgen.generate.generated import GeneratedSet, concat_generated, load_generated
+from dosmatgen.generate.options import SamplerOptions
+from dosmatgen.generate.runner import build_guidance, regenerate
 from dosmatgen.evaluate import tables as TB
 from dosmatgen.evaluate.score import score_generated, write_metrics
 from dosmatgen.evaluate.surrogate import SurrogateConfig, SurrogateDOSModel
@@ -91,7 +93,7 @@ def tiny():
 
 
 def one(rec, types=None, frac=None):
-    return R.GeneratedSet([rec.structure_id], np.array([0, rec.num_atoms]),
+    return GeneratedSet([rec.structure_id], np.array([0, rec.num_atoms]),
                           rec.atomic_numbers if types is None else types,
                           rec.frac_coords if frac is None else frac, rec.lattice[None], {})
 
@@ -99,7 +101,7 @@ def one(rec, types=None, frac=None):
 def test_score_reports_element_accuracy_per_set_and_per_structure(tiny, tmp_path):
     _, sur, std, recs = tiny
     nacl, cscl, srtio3 = recs[0], recs[1], recs[2]
-    gen = R.concat_generated([
+    gen = concat_generated([
         one(nacl),                                                       # 2 of 2, composition match
         one(cscl, frac=np.full_like(cscl.frac_coords, np.nan)),          # unbuildable: 2 of 2 by types, no match
         one(srtio3, types=Z([22, 38, 8, 8, 8])),                          # Sr <-> Ti swapped: 3 of 5, match
@@ -127,7 +129,7 @@ def test_score_splits_a_mixed_test_set_by_source(tiny):
     cscl = dataclasses.replace(recs[1], structure_id="builtin-cscl-Cs-Cl")
     srtio3 = dataclasses.replace(recs[2], structure_id="mp20-mp-5229")
     refs = {r.structure_id: r for r in (nacl, cscl, srtio3)}
-    gen = R.concat_generated([one(nacl), one(cscl, types=Z([55, 55])), one(srtio3, types=Z([22, 38, 8, 8, 8]))],
+    gen = concat_generated([one(nacl), one(cscl, types=Z([55, 55])), one(srtio3, types=Z([22, 38, 8, 8, 8]))],
                              {"guidance": "cfg", "t0": 1000, "start": "prior"})
     res = score_generated(gen, refs, sur, std, progress=False)
     parts = res["by_source"]
@@ -137,7 +139,7 @@ def test_score_splits_a_mixed_test_set_by_source(tiny):
     assert parts["mp20"]["metrics"]["element_accuracy"]["value"] == pytest.approx(60.0)        # 3 of 5
     assert res["metrics"]["element_accuracy"]["value"] == pytest.approx(100 * 6 / 9)
     assert parts["mp20"]["metrics"]["mae_yhat_y"]["n_used"] == 1  # the surrogate's error on the real crystal
-    one_source = score_generated(R.concat_generated([one(nacl), one(cscl)], {"guidance": "cfg", "t0": 1000}),
+    one_source = score_generated(concat_generated([one(nacl), one(cscl)], {"guidance": "cfg", "t0": 1000}),
                                  refs, sur, std, progress=False)
     assert one_source["by_source"] == {}
 
@@ -237,7 +239,7 @@ def test_lookup_refuses_missing_dos():
 # ----------------------------------------------------------------------------------------------
 def test_uncond_guidance_is_cfg_at_minus_one_and_ignores_the_dos(tiny):
     diff, _, std, recs = tiny
-    g = R.build_guidance("uncond")
+    g = build_guidance(SamplerOptions(guidance="uncond"))
     assert repr(g) == "ClassifierFreeGuidance(omega=-1.0)"
     b = CrystalBatch.from_records(recs[:3], std)
     t = torch.tensor([5, 12, 19])
@@ -257,12 +259,15 @@ def test_uncond_regeneration_is_independent_of_the_condition(tiny, tmp_path):
     diff, _, std, recs = tiny
     scrambled = [CrystalRecord(r.structure_id, r.atomic_numbers, r.frac_coords, r.lattice,
                                np.random.default_rng(1).random(r.dos.shape).astype(np.float32)) for r in recs[:3]]
-    a = R.regenerate(diff, std, recs[:3], tmp_path / "a.npz", guidance_mode="uncond", steps=3, progress=False)
-    b = R.regenerate(diff, std, scrambled, tmp_path / "b.npz", guidance_mode="uncond", steps=3, progress=False)
+    a = regenerate(diff, std, recs[:3], tmp_path / "a.npz", SamplerOptions(guidance="uncond", steps=3),
+                   progress=False)
+    b = regenerate(diff, std, scrambled, tmp_path / "b.npz", SamplerOptions(guidance="uncond", steps=3),
+                   progress=False)
     assert a.meta["guidance"] == "uncond" and "omega=-1.0" in a.meta["guidance_repr"]
     np.testing.assert_array_equal(a.atomic_numbers, b.atomic_numbers)
     np.testing.assert_array_equal(a.frac_coords, b.frac_coords)
-    c = R.regenerate(diff, std, recs[:3], tmp_path / "c.npz", guidance_mode="cfg", steps=3, progress=False)
+    c = regenerate(diff, std, recs[:3], tmp_path / "c.npz", SamplerOptions(guidance="cfg", steps=3),
+                   progress=False)
     assert "omega=1.0" in c.meta["guidance_repr"]  # the default guidance follows the mode
 
 
@@ -341,7 +346,7 @@ def test_cli_uncond_score_and_lookup(tiny, tmp_path, capsys):
     gen, metrics = tmp_path / "gen" / "uncond_T20.npz", tmp_path / "metrics"
     assert main(["evaluate", "regenerate", "--checkpoint", str(tmp_path / "diffusion.pt"), "--guidance", "uncond",
                  "--t0", str(T), "--steps", "3", "--out", str(gen), "--no-progress", *common]) == 0
-    assert R.load_generated(gen).meta["omega"] == -1.0
+    assert load_generated(gen).meta["omega"] == -1.0
     assert main(["evaluate", "score", "--generated", str(gen), "--surrogate", str(tmp_path / "surrogate.pt"),
                  "--out", str(metrics / "uncond_T20.json"), "--no-progress", *common]) == 0
     assert "element_accuracy" in capsys.readouterr().out

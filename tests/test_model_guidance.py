@@ -11,9 +11,9 @@ from dosmatgen.model.batch import CrystalBatch, NoisyBatch
 from dosmatgen.model.config import DiffusionConfig, ModelConfig
 from dosmatgen.model.diffusion import JointDiffusion
 from dosmatgen.model.factory import build_model
-from dosmatgen.model.guidance import ClassifierFreeGuidance, ClassifierGuidance
+from dosmatgen.generate.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from dosmatgen.model.regressor import TimeDependentDOSRegressor
-from dosmatgen.model.sampler import sample
+from dosmatgen.generate.sampler import sample
 from test_model_crystals import _one_thread, toy_dos, toy_records, trained_diffusion, trained_regressor  # noqa: F401
 
 SMALL_DIFF = {"timesteps": 50, "sigma_norm_samples": 500}

@@ -10,8 +10,8 @@ from dosmatgen.errors import ConfigError
 from dosmatgen.model.batch import CrystalBatch
 from dosmatgen.model.config import DiffusionConfig, ModelConfig
 from dosmatgen.model.diffusion import JointDiffusion
-from dosmatgen.model.repulsion import PairRepulsion
-from dosmatgen.model.sampler import sample
+from dosmatgen.generate.repulsion import PairRepulsion
+from dosmatgen.generate.sampler import sample
 from test_model_crystals import toy_records
 from test_model_sampler import Oracle
 

@@ -14,8 +14,11 @@ from dosmatgen.model.batch import CrystalBatch, NoisyBatch
 from dosmatgen.model.config import DiffusionConfig, ModelConfig
 from dosmatgen.model.denoiser import DenoiserOutput
 from dosmatgen.model.diffusion import JointDiffusion
-from dosmatgen.model.guidance import ClassifierFreeGuidance
-from dosmatgen.model.sampler import sample, sample_in_chunks, timestep_schedule, write_structures
+from dosmatgen.generate.guidance import ClassifierFreeGuidance
+from dosmatgen.generate.options import SamplerOptions
+from dosmatgen.generate.runner import generate
+from dosmatgen.generate.sampler import sample, timestep_schedule
+from dosmatgen.generate.writer import write_structures
 from dosmatgen.model.wrapped_normal import wrapped_normal_score
 from test_model_crystals import _one_thread, toy_records, train, trained_diffusion  # noqa: F401
 
@@ -100,7 +103,7 @@ def test_lattice_scaled_by_the_atom_count_returns_the_lattice(kwargs):
     assert float(model.loss(batch, torch.Generator().manual_seed(0))["loss"]) > 0
     with pytest.raises(ConfigError, match="lattice_scale"):
         DiffusionConfig(lattice_scale="volume")
-    from dosmatgen.model.guidance import ClassifierGuidance
+    from dosmatgen.generate.guidance import ClassifierGuidance
     from dosmatgen.model.regressor import TimeDependentDOSRegressor
 
     plain = TimeDependentDOSRegressor(ModelConfig.tiny(), DiffusionConfig())  # sees unscaled lattices
@@ -233,8 +236,8 @@ def test_generated_crystals_are_valid():
     # conditioned on the training DOS, the compositions mostly come back
     same = sum(s.composition.reduced_formula == r.formula for s, r in zip(structs, recs))
     assert same >= 5, same
-    chunked = sample_in_chunks(model, spec, 3, steps=10, seed=0, progress=False)
-    assert chunked.num_graphs == 8 and chunked.structure_ids == spec.structure_ids
+    chunked = generate(model, spec, SamplerOptions(batch_size=3, steps=10, seed=0), progress=False)
+    assert len(chunked) == 8 and chunked.source_ids == spec.structure_ids
 
 
 def test_denoising_from_a_noised_template_returns_it():

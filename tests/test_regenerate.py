@@ -9,7 +9,10 @@ import torch
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.data.standardise import DOSStandardiser
 from dosmatgen.errors import ConfigError, DataError
-from dosmatgen.evaluate import regenerate as R
+from dosmatgen.generate.generated import GeneratedSet, concat_generated, load_generated, save_generated
+from dosmatgen.generate.options import SamplerOptions
+from dosmatgen.generate.runner import build_guidance, regenerate
+from dosmatgen.generate.writer import write_cifs
 from dosmatgen.evaluate.score import load_metrics, score_generated, write_metrics
 from dosmatgen.evaluate.surrogate import SurrogateConfig, SurrogateDOSModel
 from dosmatgen.model.config import DiffusionConfig, ModelConfig
@@ -50,81 +53,80 @@ def models():
 
 
 def test_steps_for_start_keeps_the_stride():
-    assert R.steps_for_start(20, 1000, 1000) == 20
-    assert R.steps_for_start(20, 200, 1000) == 4
-    assert R.steps_for_start(20, 10, 1000) == 1
-    assert R.steps_for_start(None, 200, 1000) is None
+    assert SamplerOptions(steps=20).steps_from(1000, 1000) == 20
+    assert SamplerOptions(steps=20).steps_from(200, 1000) == 4
+    assert SamplerOptions(steps=20).steps_from(10, 1000) == 1
+    assert SamplerOptions(steps=None).steps_from(200, 1000) is None
     with pytest.raises(ConfigError):
-        R.steps_for_start(0, 200, 1000)
+        SamplerOptions(steps=0).steps_from(200, 1000)
 
 
 def test_regenerate_prior_aligned_resumable_and_seeded(models, tmp_path, monkeypatch):
     diff, _, _, std, recs = models
     out = tmp_path / "cfg.npz"
-    gen = R.regenerate(diff, std, recs, out, guidance=R.build_guidance("cfg"), steps=4, batch_size=2,
-                       seed=3, progress=False, meta={"checkpoint": "x.pt"})
+    gen = regenerate(diff, std, recs, out, SamplerOptions(steps=4, batch_size=2, seed=3),
+                       progress=False, meta={"checkpoint": "x.pt"})
     assert gen.source_ids == [r.structure_id for r in recs]
     assert [len(gen.item(i)[0]) for i in range(len(gen))] == [r.num_atoms for r in recs]
     assert gen.meta["t0"] == T and gen.meta["start"] == "prior" and gen.meta["checkpoint"] == "x.pt"
     assert len(list((tmp_path / "cfg.npz.chunks").glob("chunk_*.npz"))) == 3
-    loaded = R.load_generated(out)
+    loaded = load_generated(out)
     np.testing.assert_array_equal(loaded.frac_coords, gen.frac_coords)
 
     # resume: only the missing chunk is sampled, and the result is identical
     (tmp_path / "cfg.npz.chunks" / "chunk_00001.npz").unlink()
     out.unlink()
-    import dosmatgen.model.sampler as S
+    import dosmatgen.generate.sampler as S
 
     calls = []
     real = S.sample
     monkeypatch.setattr(S, "sample", lambda *a, **k: calls.append(k["seed"]) or real(*a, **k))
-    again = R.regenerate(diff, std, recs, out, guidance=R.build_guidance("cfg"), steps=4, batch_size=2,
-                         seed=3, progress=False)
+    again = regenerate(diff, std, recs, out, SamplerOptions(steps=4, batch_size=2, seed=3),
+                         progress=False)
     assert calls == [4]  # chunk 1 uses seed + 1
     np.testing.assert_array_equal(again.frac_coords, gen.frac_coords)
     np.testing.assert_array_equal(again.lattices, gen.lattices)
 
     # other settings into the same chunk folder are refused
     with pytest.raises(ConfigError, match="other settings"):
-        R.regenerate(diff, std, recs, out, guidance=R.build_guidance("cfg"), steps=4, batch_size=2, seed=4,
-                     progress=False)
+        regenerate(diff, std, recs, out, SamplerOptions(steps=4, batch_size=2, seed=4), progress=False)
     # another seed (fresh folder) gives other crystals
-    other = R.regenerate(diff, std, recs, tmp_path / "o.npz", guidance=R.build_guidance("cfg"), steps=4,
-                         batch_size=2, seed=4, progress=False)
+    other = regenerate(diff, std, recs, tmp_path / "o.npz", SamplerOptions(steps=4, batch_size=2, seed=4),
+                       progress=False)
     assert not np.allclose(other.frac_coords, gen.frac_coords)
 
 
 def test_regenerate_noised_start_and_classifier_guidance(models, tmp_path):
     diff, reg, _, std, recs = models
-    gen = R.regenerate(diff, std, recs[:3], tmp_path / "cl.npz", guidance_mode="classifier",
-                       guidance=R.build_guidance("classifier", regressor=reg, scale=0.5), t0=5, steps=2,
-                       batch_size=4, progress=False)
+    options = SamplerOptions(guidance="classifier", guidance_scale=0.5, steps=8, batch_size=4)  # 2 steps from t0 = 5
+    gen = regenerate(diff, std, recs[:3], tmp_path / "cl.npz", options,
+                     t0=5, regressor=reg, progress=False)
     assert gen.meta["t0"] == 5 and gen.meta["start"] == "noised" and gen.meta["guidance"] == "classifier"
     assert "ClassifierGuidance" in gen.meta["guidance_repr"]
     assert gen.lattices.shape == (3, 3, 3)
     with pytest.raises(ConfigError, match="regressor"):
-        R.build_guidance("classifier")
+        build_guidance(SamplerOptions(guidance="classifier"))
 
 
 def test_regenerate_refuses_records_without_dos(models, tmp_path):
     diff, _, _, std, recs = models
     bare = CrystalRecord("bare", recs[0].atomic_numbers, recs[0].frac_coords, recs[0].lattice)
     with pytest.raises(DataError, match="no site DOS"):
-        R.regenerate(diff, std, [bare], tmp_path / "x.npz", progress=False)
+        regenerate(diff, std, [bare], tmp_path / "x.npz", SamplerOptions(), progress=False)
 
 
 def test_save_load_keeps_broken_samples(tmp_path):
-    gen = R.GeneratedSet(["a", "b"], np.array([0, 1, 3]), np.array([8, 11, 17]),
+    gen = GeneratedSet(["a", "b"], np.array([0, 1, 3]), np.array([8, 11, 17]),
                          np.array([[np.nan, 0, 0], [0, 0, 0], [.5, .5, .5]]),
                          np.stack([np.zeros((3, 3)), np.eye(3) * 4]), {"guidance": "cfg"})
-    R.save_generated(tmp_path / "g.npz", gen)
-    back = R.load_generated(tmp_path / "g.npz")
+    save_generated(tmp_path / "g.npz", gen)
+    back = load_generated(tmp_path / "g.npz")
     assert back.source_ids == ["a", "b"] and np.isnan(back.frac_coords[0, 0])
     assert [why for _, why in back.structures()] == ["non_finite", None]
     assert back.subset([1]).source_ids == ["b"]
     np.savez(tmp_path / "other.npz", x=np.zeros(2))
     with pytest.raises(DataError, match="not a dosmatgen generated"):
-        R.load_generated(tmp_path / "other.npz")
+        load_generated(tmp_path / "other.npz")
 
 
 def test_score_counts_add_up_and_known_cases(models, tmp_path):
@@ -133,16 +135,16 @@ def test_score_counts_add_up_and_known_cases(models, tmp_path):
     # hand-made generated set: exact copies of t0 and t1, a NaN crystal for t2, t3 with overlapping atoms
     parts = []
     for r in recs[:2]:
-        parts.append(R.GeneratedSet([r.structure_id], np.array([0, r.num_atoms]), r.atomic_numbers, r.frac_coords,
+        parts.append(GeneratedSet([r.structure_id], np.array([0, r.num_atoms]), r.atomic_numbers, r.frac_coords,
                                     r.lattice[None], {}))
     r2, r3 = recs[2], recs[3]
-    parts.append(R.GeneratedSet([r2.structure_id], np.array([0, r2.num_atoms]), r2.atomic_numbers,
+    parts.append(GeneratedSet([r2.structure_id], np.array([0, r2.num_atoms]), r2.atomic_numbers,
                                 np.full_like(r2.frac_coords, np.nan), r2.lattice[None], {}))
     x3 = r3.frac_coords.copy()
     x3[1] = x3[0] + 0.01
-    parts.append(R.GeneratedSet([r3.structure_id], np.array([0, r3.num_atoms]), r3.atomic_numbers, x3,
+    parts.append(GeneratedSet([r3.structure_id], np.array([0, r3.num_atoms]), r3.atomic_numbers, x3,
                                 r3.lattice[None], {}))
-    gen = R.concat_generated(parts, {"guidance": "cfg", "t0": 1000, "start": "prior"})
+    gen = concat_generated(parts, {"guidance": "cfg", "t0": 1000, "start": "prior"})
     training = [recs[0].to_structure()]
     res = score_generated(gen, refs, sur, std, training=training, progress=False,
                           per_structure_csv=tmp_path / "m.per_structure.csv")
@@ -172,11 +174,11 @@ def test_score_counts_add_up_and_known_cases(models, tmp_path):
 
 def test_score_on_sampled_output_and_cifs(models, tmp_path):
     diff, _, sur, std, recs = models
-    gen = R.regenerate(diff, std, recs[:3], tmp_path / "g.npz", steps=3, batch_size=3, progress=False)
+    gen = regenerate(diff, std, recs[:3], tmp_path / "g.npz", SamplerOptions(steps=3, batch_size=3), progress=False)
     res = score_generated(gen, {r.structure_id: r for r in recs}, sur, std, progress=False)
     assert res["n_structures"] == 3 and "novelty" not in res["metrics"]
     assert res["metrics"]["mae_yhat_y"]["n_used"] == 3
-    n = R.write_cifs(gen, tmp_path / "cifs")
+    n = write_cifs(gen, tmp_path / "cifs")
     assert n == len(list((tmp_path / "cifs").glob("*.cif")))
     with pytest.raises(DataError, match="not in the store"):
         score_generated(gen, {}, sur, std, progress=False)
@@ -206,7 +208,7 @@ def test_cli_end_to_end(models, tmp_path, capsys):
                      "--steps", "4", "--batch-size", "2", "--out", str(out), *extra, *common]) == 0
         assert main(["evaluate", "score", "--generated", str(out), "--surrogate", str(ck["surrogate"]),
                      "--out", str(tmp_path / "metrics" / f"{g}_T{t0}.json"), *common]) == 0
-    gen = R.load_generated(tmp_path / "gen" / "cfg_T5.npz")
+    gen = load_generated(tmp_path / "gen" / "cfg_T5.npz")
     assert gen.source_ids == [r.structure_id for r in recs[6:]] and gen.meta["t0"] == 5
     assert gen.meta["steps"] == 1 and gen.meta["checkpoint"] == str(ck["diffusion"]) and "command" in gen.meta
     m = json.loads((tmp_path / "metrics" / "classifier_T20.json").read_text())

@@ -20,11 +20,15 @@ from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.data.standardise import DOSStandardiser
 from dosmatgen.dos.grid import ENERGY_GRID
 from dosmatgen.errors import ConfigError, DataError, DosmatgenError
+from dosmatgen.generate.options import SamplerOptions
+from dosmatgen.generate.specs import prior_spec
+from dosmatgen.io import staged_folder
 from dosmatgen.studies import common
 from dosmatgen.studies.common import StudyModels
 from dosmatgen.studies.targets import TargetDOS, find_target_in_records
 
 STEPS = 3
+OPTS = SamplerOptions(steps=STEPS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,14 +82,14 @@ def masked_out(models, ni_target, tmp_path_factory) -> Path:
     from dosmatgen.studies.masked import MaskedConfig, run_masked
 
     out = tmp_path_factory.mktemp("studies") / "masked"
-    run_masked(models, ni_target, MaskedConfig(n_atoms=(2, 3), n_candidates=2, steps=STEPS, progress=False), out)
+    run_masked(models, ni_target, MaskedConfig(n_atoms=(2, 3), n_candidates=2, sampler=OPTS, progress=False), out)
     return out
 
 
 @pytest.fixture
 def no_sampling(monkeypatch):
     """Make any call of the sampler fail the test (to prove errors come before sampling)."""
-    import dosmatgen.model.sampler as sampler
+    import dosmatgen.generate.sampler as sampler
 
     def boom(*a, **k):
         raise AssertionError("the sampler was called")
@@ -164,12 +168,12 @@ def test_dos_match_and_cosine():
 
 def test_staged_output_is_atomic(tmp_path):
     out = tmp_path / "o"
-    with common.staged_output(out) as stage:
+    with staged_folder(out) as stage:
         (stage / "a.txt").write_text("1")
     assert (out / "a.txt").read_text() == "1"
     assert (out / "a.txt").stat().st_mode & 0o044 == 0o044 or os.umask(os.umask(0)) & 0o044  # readable by others
     with pytest.raises(RuntimeError):
-        with common.staged_output(out) as stage:
+        with staged_folder(out) as stage:
             (stage / "b.txt").write_text("2")
             raise RuntimeError("crash")
     assert sorted(p.name for p in out.iterdir()) == ["a.txt"]  # old output untouched
@@ -182,10 +186,11 @@ def test_staged_output_is_atomic(tmp_path):
 def test_omega_geometry_reaches_the_sampler(models, ni_target):
     """With omega = 0 a separate geometry weight of 0 changes nothing (known answer: both mean the
     conditional model); with omega = 1 it changes the crystals; a negative one is refused."""
-    spec = common.prior_spec([3, 3], models.diffusion_std.transform(ni_target.dos[None])[0])
+    spec = prior_spec([3, 3], models.diffusion_std.transform(ni_target.dos[None])[0])
 
     def run(omega, omega_geometry):
-        cfg = common.SamplingConfig(steps=STEPS, omega=omega, omega_geometry=omega_geometry, progress=False)
+        cfg = common.SamplingConfig(SamplerOptions(steps=STEPS, omega=omega, omega_geometry=omega_geometry),
+                                    progress=False)
         return common.sample_crystals(models, spec, cfg, seed=0)
 
     same = [np.array_equal(a, b) for x, y in zip(run(0.0, None), run(0.0, 0.0)) for a, b in zip(x, y)]
@@ -193,17 +198,17 @@ def test_omega_geometry_reaches_the_sampler(models, ni_target):
     moved = [np.allclose(a, b) for x, y in zip(run(1.0, None), run(1.0, 0.0)) for a, b in zip(x[1:], y[1:])]
     assert not all(moved)
     with pytest.raises(ConfigError, match="omega_geometry"):
-        common.SamplingConfig(omega_geometry=-1.0).check()
-    assert common.guidance_text(common.SamplingConfig(omega_geometry=0.0)) == "omega=1.0, omega_geometry=0.0"
+        common.SamplingConfig(SamplerOptions(omega_geometry=-1.0)).check()
+    assert common.guidance_text(common.SamplingConfig(SamplerOptions(omega_geometry=0.0))) == "omega=1.0, omega_geometry=0.0"
 
 
 def test_repulsion_reaches_the_sampler(models, ni_target, monkeypatch):
     """The study's repulsion is the one the sampler gets (its effect: tests/test_model_repulsion.py),
     and a repulsion that never acts leaves the crystals as they are (negative control)."""
-    import dosmatgen.model.sampler as sampler
-    from dosmatgen.model.repulsion import PairRepulsion
+    import dosmatgen.generate.sampler as sampler
+    from dosmatgen.generate.repulsion import PairRepulsion
 
-    spec = common.prior_spec([6, 6], models.diffusion_std.transform(ni_target.dos[None])[0])
+    spec = prior_spec([6, 6], models.diffusion_std.transform(ni_target.dos[None])[0])
     seen, real_sample = [], sampler.sample
 
     def spy(*args, **kwargs):
@@ -213,7 +218,8 @@ def test_repulsion_reaches_the_sampler(models, ni_target, monkeypatch):
     monkeypatch.setattr(sampler, "sample", spy)
 
     def run(repulsion):
-        cfg = common.SamplingConfig(steps=STEPS, progress=False, repulsion=repulsion)
+        push = {} if repulsion is None else {"repel_distance": repulsion.distance, "repel_until": repulsion.until}
+        cfg = common.SamplingConfig(SamplerOptions(steps=STEPS, **push), progress=False)
         return common.sample_crystals(models, spec, cfg, seed=0)
 
     never = PairRepulsion(1.0, until=10_000)
@@ -241,7 +247,7 @@ def test_masked_bad_mask_index_refused_before_sampling(models, ni_target, tmp_pa
     from dosmatgen.studies.masked import MaskedConfig, run_masked
 
     with pytest.raises(ConfigError, match="out of range"):
-        run_masked(models, ni_target, MaskedConfig(n_atoms=(2, 4), cond_atoms=(0, 2), n_candidates=1, steps=STEPS),
+        run_masked(models, ni_target, MaskedConfig(n_atoms=(2, 4), cond_atoms=(0, 2), n_candidates=1, sampler=OPTS),
                    tmp_path / "m")
     assert not (tmp_path / "m").exists()
 
@@ -251,7 +257,7 @@ def test_fixed_type_obeyed(models, ni_target, tmp_path):
 
     out = tmp_path / "fixed"
     res = run_fixed_type(models, ni_target, FixedTypeConfig(elements=("Ti", "pd"), n_atoms=(2, 3), n_candidates=3,
-                                                            steps=STEPS, progress=False), out)
+                                                            sampler=OPTS, progress=False), out)
     assert [r["group"] for r in res["summary"]] == ["Ti", "Pd"]
     assert all(r["fixed_type_obeyed"] == 1.0 for r in res["summary"])
     cands = json.loads((out / "results.json").read_text())["candidates"]
@@ -282,7 +288,7 @@ def test_template_study(models, ni_target, tmp_path):
     assert small.min_distance() == pytest.approx(_au3ni().min_distance())
     assert expand_to_size(_iro2(), 8) is not None and expand_to_size(_iro2(), 8).num_atoms == 6
     out = tmp_path / "tmpl"
-    res = run_template(models, ni_target, TemplateConfig(t0s=(20, 60), n_candidates=2, steps=STEPS, progress=False),
+    res = run_template(models, ni_target, TemplateConfig(t0s=(20, 60), n_candidates=2, sampler=OPTS, progress=False),
                        out, store_records=store)
     rows = res["summary"]
     assert [r["t0"] for r in rows] == [20, 60]
@@ -330,7 +336,7 @@ def test_screening_end_to_end_and_resume(models, tmp_path, monkeypatch):
     from dosmatgen.studies.screening import ScreenConfig, run_screening
 
     target = find_target_in_records([_iro2()], "ir-iro2")
-    cfg = ScreenConfig(n_atoms=(2, 3), n_per_size=3, steps=STEPS, top_k=3, ef_threshold=-50.0, relax_steps=3,
+    cfg = ScreenConfig(n_atoms=(2, 3), n_per_size=3, sampler=OPTS, top_k=3, ef_threshold=-50.0, relax_steps=3,
                        dft_max_length=1e9, dft_max_volume_per_atom=1e12,  # random-weight cells are huge
                        refs_cache=_refs_cache(tmp_path / "refs.json"), progress=False,
                        work_dir=str(tmp_path / "work"))
@@ -359,7 +365,7 @@ def test_screening_end_to_end_and_resume(models, tmp_path, monkeypatch):
     assert list((out / "cifs").rglob("*-relaxed.cif"))
 
     # rerun: samples, formation energies and DFT results come from the work folder
-    import dosmatgen.model.sampler as sampler
+    import dosmatgen.generate.sampler as sampler
 
     monkeypatch.setattr(sampler, "sample", lambda *a, **k: (_ for _ in ()).throw(AssertionError("resampled")))
     calls = _FakeDFT.calls
@@ -388,7 +394,7 @@ def test_screening_with_the_batched_relaxer(models, tmp_path, monkeypatch):
     target = find_target_in_records([_iro2()], "ir-iro2")
     runs = {}
     for relaxer in ("ase", "batched"):
-        cfg = ScreenConfig(n_atoms=(2, 3), n_per_size=3, steps=STEPS, top_k=3, ef_threshold=-50.0, relax_steps=3,
+        cfg = ScreenConfig(n_atoms=(2, 3), n_per_size=3, sampler=OPTS, top_k=3, ef_threshold=-50.0, relax_steps=3,
                            dft=False, relaxer=relaxer, refs_cache=_refs_cache(tmp_path / f"refs_{relaxer}.json"),
                            progress=False, work_dir=str(tmp_path / f"work_{relaxer}"))
         runs[relaxer] = run_screening(models, target, cfg, tmp_path / relaxer, calc=LennardJones(sigma=2.3, epsilon=0.05,
@@ -486,7 +492,7 @@ def test_window_sweep(models, tmp_path):
 
     target = find_target_in_records([_iro2()], "ir-iro2")
     out = tmp_path / "win"
-    cfg = WindowConfig(windows=((-10, 10), (-2, 2)), omegas=(0.0, 2.0), n_atoms=(2, 3), n_candidates=3, steps=STEPS,
+    cfg = WindowConfig(windows=((-10, 10), (-2, 2)), omegas=(0.0, 2.0), n_atoms=(2, 3), n_candidates=3, sampler=OPTS,
                        formation=False, progress=False)
     res = run_window_sweep(models, target, cfg, out)
     assert [(r["window"], r["omega"]) for r in res["summary"]] == [("full", 0.0), ("full", 2.0),
@@ -572,11 +578,11 @@ def test_cli_window_values_parse(cli_files):
     from dosmatgen.commands.studies import _sampling
 
     args = build_parser().parse_args(_cli(cli_files, "masked", "--omega-geometry", "0", "--out", "x"))
-    assert _sampling(args)["omega_geometry"] == 0.0
+    assert _sampling(args)["sampler"].omega_geometry == 0.0
     args = build_parser().parse_args(_cli(cli_files, "masked", "--out", "x"))
-    assert _sampling(args)["omega_geometry"] is None and _sampling(args)["repulsion"] is None
+    assert _sampling(args)["sampler"].omega_geometry is None and _sampling(args)["sampler"].repulsion() is None
     args = build_parser().parse_args(_cli(cli_files, "masked", "--repel-distance", "1.5", "--out", "x"))
-    assert repr(_sampling(args)["repulsion"]) == "PairRepulsion(distance=1.5, until=200)"
+    assert repr(_sampling(args)["sampler"].repulsion()) == "PairRepulsion(distance=1.5, until=200)"
 
 
 @pytest.mark.slow

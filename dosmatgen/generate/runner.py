@@ -137,6 +137,9 @@ def generate(diffusion: Any, spec: Any, options: SamplerOptions, *, t0: int | No
             save_generated(path, part)
         parts.append(part)
     meta = {"options": options.to_dict(), "guidance": options.guidance, "guidance_repr": repr(guidance),
+            "omega": {"cfg": options.omega, "uncond": UNCOND_OMEGA}.get(options.guidance),
+            "omega_geometry": options.omega_geometry if options.guidance == "cfg" else None,
+            "guidance_scale": options.guidance_scale if options.guidance == "classifier" else None,
             "t0": t0 or T, "start": "prior" if t0 is None else "noised", "steps": steps, "timesteps": T,
             "n": spec.num_graphs, "device": str(device), "sampling_seconds": seconds,
             "structures_per_second": (n_new / seconds) if seconds > 0 else None}
