@@ -43,8 +43,11 @@ def _sync_readme(*args: str) -> "subprocess.CompletedProcess[str]":
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
 
 
+DOCS = ("README.md", "docs/results.md", "docs/data.md")  # the documents with copies (README: headline tables)
+
+
 def test_readme_tables_are_the_committed_files():
-    readme = (RESULTS.parent / "README.md").read_text()
+    readme = "".join((RESULTS.parent / doc).read_text() for doc in DOCS)
     for name in ("table1_dos_mae.md", "table2_match_rates.md", "claims.md", "formation_energies.md",
                  "data_info.txt"):
         assert f"<!-- begin results/{name} -->" in readme
@@ -55,9 +58,9 @@ def test_readme_tables_are_the_committed_files():
 def test_readme_sync_check_finds_an_edited_number(tmp_path):
     """Negative control: one number changed inside a block makes --check fail and name the file;
     the sync writes the file's number back."""
-    readme = (RESULTS.parent / "README.md").read_text()
+    readme = (RESULTS.parent / "docs" / "results.md").read_text()
     head, block = readme.split("<!-- begin results/claims.md -->", 1)
-    edited = tmp_path / "README.md"
+    edited = tmp_path / "results.md"
     n_pass = int(re.search(r"(\d+) pass", block).group(1))
     block = re.sub(r"\d+ pass", f"{n_pass + 1} pass", block, count=1)
     edited.write_text(head + "<!-- begin results/claims.md -->" + block)
@@ -68,3 +71,25 @@ def test_readme_sync_check_finds_an_edited_number(tmp_path):
     assert edited.stat().st_mode & 0o044 == 0o044  # rewritten readable by all, like any checkout file
     (tmp_path / "bare.md").write_text("# no blocks\n")
     assert _sync_readme("--check", "--readme", str(tmp_path / "bare.md")).returncode == 2
+
+
+def test_readme_headline_tables_are_the_first_tables_and_checked(tmp_path):
+    """README.md shows the first table of Tables 1-2 (``first-table`` blocks); the check covers them
+    too: a changed number in one is named, and the sync writes the file's number back."""
+    readme = (RESULTS.parent / "README.md").read_text()
+    for name in ("table1_dos_mae.md", "table2_match_rates.md"):
+        begin = f"<!-- begin results/{name} first-table -->"
+        assert begin in readme
+        block = readme.split(begin, 1)[1].split(f"<!-- end results/{name} first-table -->", 1)[0]
+        table = [line for line in block.splitlines() if line.startswith("|")]
+        assert len(table) >= 5 and "(" in table[2]  # header, rule and rows with the paper's numbers
+        assert "By source" not in block  # only the first table
+    head, block = readme.split("<!-- begin results/table1_dos_mae.md first-table -->", 1)
+    edited = tmp_path / "README.md"
+    value = re.search(r"\| (\d+\.\d+) \(", block).group(1)  # the first number of ours in the table
+    block = block.replace(f"| {value} (", f"| {float(value) + 1:.3f} (", 1)
+    edited.write_text(head + "<!-- begin results/table1_dos_mae.md first-table -->" + block)
+    done = _sync_readme("--check", "--readme", str(edited))
+    assert done.returncode == 1 and "results/table1_dos_mae.md first-table" in done.stdout
+    assert _sync_readme("--readme", str(edited)).returncode == 0
+    assert edited.read_text() == readme
