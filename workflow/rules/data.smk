@@ -13,7 +13,7 @@ SPLIT = f"{W}/data/split.json"
 # The authors' release brings its own DOS standardiser (prop_scaler.pt): nothing is refitted.
 STANDARDISER = f"{W}/models/diffusion/standardiser.json" if AUTHORS else f"{W}/data/standardiser.json"
 DATA_INFO = f"{W}/data/info.json"
-DATA_INFO_TEXT = f"{R}/data_info.txt"  # the summary the README shows
+DATA_INFO_TEXT = f"{R}/data_info.txt"  # the summary docs/data.md shows
 DATA_FIGURE = f"{F}/dataset_overview.png"
 DATA_FILES = [STORE, SPLIT, STANDARDISER, DATA_INFO, DATA_INFO_TEXT, DATA_FIGURE]
 
