@@ -43,10 +43,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from dosmatgen.device import PeakMemory
 from dosmatgen.errors import ConfigError, DataError
 
 #: Modules imported (when they exist) so that they can register more benchmarks.
-EXTENSION_MODULES: tuple[str, ...] = ("dosmatgen.evaluate.bench_eval",)
+EXTENSION_MODULES: tuple[str, ...] = ("dosmatgen.bench_eval",)
 SIZES = ("tiny", "compact", "paper")
 #: Atom counts of the synthetic MP-20-like crystals and their weights (MP-20: 1-20 atoms per
 #: cell, mostly even counts, mean about 10).
@@ -165,56 +166,6 @@ def crystals_from_json(path: str | Path) -> list:
 # ---------------------------------------------------------------------------------------------
 # memory
 # ---------------------------------------------------------------------------------------------
-class PeakMemory:
-    """Context manager measuring peak memory (MiB) of the enclosed code; see the module doc."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.peak_mib: float = float("nan")
-        self.before_mib: float = float("nan")
-        self.method = ""
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.before_mib = torch.cuda.memory_allocated(self.device) / 2 ** 20
-            self.method = "torch.cuda.max_memory_allocated"
-            return self
-        self.before_mib = _proc_status_kib("VmRSS") / 1024
-        if _reset_hwm():
-            self.method = "VmHWM (peak RSS, reset)"
-        else:
-            self.method = "ru_maxrss (process peak RSS)"
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
-        elif self.method.startswith("VmHWM"):
-            self.peak_mib = _proc_status_kib("VmHWM") / 1024
-        else:
-            self.peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _proc_status_kib("VmHWM") > 0
-    except OSError:
-        return False
-
-
-def _proc_status_kib(key: str) -> float:
-    try:
-        m = re.search(rf"{key}:\s+(\d+)\s+kB", Path("/proc/self/status").read_text())
-    except OSError:
-        return float("nan")
-    return float(m.group(1)) if m else float("nan")
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -227,7 +178,7 @@ def diffusion_for_size(ctx: BenchContext, size: str):
     """The joint diffusion model at ``size`` (cached in ``ctx``)."""
     key = f"diffusion:{size}"
     if key not in ctx.cache:
-        from dosmatgen.commands.train import model_config_for_size
+        from dosmatgen.model.factory import model_config_for_size
         from dosmatgen.model.factory import build_model
 
         config = model_config_for_size("diffusion", size)

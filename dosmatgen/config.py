@@ -31,9 +31,9 @@ from typing import Any
 import yaml
 
 from dosmatgen.errors import ConfigError
+from dosmatgen.paths import REPO_ROOT
 
 #: The repository root when the package runs from a checkout (editable install).
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "demo.yaml"
 #: Studies the workflow knows, and the ``dosmatgen studies`` sub-command of each.

@@ -336,7 +336,7 @@ def measure_training(kind: str, model_config: dict[str, Any], records: Sequence[
 
 
 def _model_configs(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    from dosmatgen.commands.train import model_config_for_size
+    from dosmatgen.model.factory import model_config_for_size
 
     size = cfg["model"]["size"]
     out = {k: model_config_for_size(k, size) for k in ("diffusion", "regressor", "surrogate")}
@@ -379,7 +379,7 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
     import torch
 
     from dosmatgen.data.standardise import DOSStandardiser
-    from dosmatgen.evaluate.bench_eval import bench_regeneration, bench_structure_matcher, bench_surrogate
+    from dosmatgen.bench_eval import bench_regeneration, bench_structure_matcher, bench_surrogate
     from dosmatgen.model.factory import build_model
 
     rates = Rates()

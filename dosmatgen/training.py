@@ -47,6 +47,7 @@ from dosmatgen.config_dataclass import config_from_dict
 from dosmatgen.data.augment import check_max_atoms, with_supercells
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.data.standardise import DOSStandardiser
+from dosmatgen.device import resolve_device
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import atomic_save_json, atomic_write
 
@@ -144,19 +145,6 @@ class TrainConfig:
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Raised after Ctrl-C / SIGTERM once ``last.pt`` has been written; rerun to resume."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; an unavailable CUDA request is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {name!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
-    return dev
 
 
 # ---------------------------------------------------------------------------------------------
@@ -705,5 +693,5 @@ def _agree_keys(dist: DistContext, keys: list[str]) -> list[str]:
     return sorted({k for ks in gathered for k in ks})
 
 
-__all__ = ["TrainConfig", "TrainingInterrupted", "train", "resolve_device", "epoch_batches",
+__all__ = ["TrainConfig", "TrainingInterrupted", "train", "epoch_batches",
            "DistContext", "setup_distributed", "data_fingerprint", "LAST", "BEST", "FINAL"]

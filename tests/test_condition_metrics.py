@@ -20,7 +20,7 @@ from dosmatgen.generate.options import SamplerOptions
 from dosmatgen.generate.runner import build_guidance, regenerate
 from dosmatgen.evaluate import tables as TB
 from dosmatgen.evaluate.score import score_generated, write_metrics
-from dosmatgen.evaluate.surrogate import SurrogateConfig, SurrogateDOSModel
+from dosmatgen.model.surrogate import SurrogateConfig, SurrogateDOSModel
 from dosmatgen.model.batch import CrystalBatch
 from dosmatgen.model.config import DiffusionConfig, ModelConfig
 from dosmatgen.model.diffusion import JointDiffusion

@@ -25,7 +25,7 @@ def _model(seed: int = 0, **diffusion) -> JointDiffusion:
 
 
 def test_paper_recipe_is_the_default_and_the_paper_size_snapshot():
-    from dosmatgen.commands.train import model_config_for_size
+    from dosmatgen.model.factory import model_config_for_size
 
     d, m = DiffusionConfig(), ModelConfig.paper()
     assert (d.type_target, d.lambda_aux, d.lambda_A, m.condition_every_layer) == ("eps", 0.0, 20.0, False)

@@ -14,7 +14,7 @@ from dosmatgen.generate.options import SamplerOptions
 from dosmatgen.generate.runner import build_guidance, regenerate
 from dosmatgen.generate.writer import write_cifs
 from dosmatgen.evaluate.score import load_metrics, score_generated, write_metrics
-from dosmatgen.evaluate.surrogate import SurrogateConfig, SurrogateDOSModel
+from dosmatgen.model.surrogate import SurrogateConfig, SurrogateDOSModel
 from dosmatgen.model.config import DiffusionConfig, ModelConfig
 from dosmatgen.model.diffusion import JointDiffusion
 from dosmatgen.model.regressor import TimeDependentDOSRegressor
@@ -235,7 +235,7 @@ def test_cli_end_to_end(models, tmp_path, capsys):
 
 
 def test_evaluation_benchmarks(models):
-    from dosmatgen.evaluate import bench_eval as BE
+    from dosmatgen import bench_eval as BE
 
     diff, _, sur, std, recs = models
     r = BE.bench_regeneration(diff, recs[:4], std, steps=2, batch_size=2)

@@ -61,7 +61,7 @@ def _znsn3() -> CrystalRecord:
 
 @pytest.fixture(scope="module")
 def models() -> StudyModels:
-    from dosmatgen.evaluate.surrogate import SurrogateConfig
+    from dosmatgen.model.surrogate import SurrogateConfig
     from dosmatgen.model.config import ModelConfig
     from dosmatgen.model.factory import build_model
 

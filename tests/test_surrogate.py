@@ -7,7 +7,7 @@ import torch
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.data.standardise import DOSStandardiser
 from dosmatgen.errors import ConfigError
-from dosmatgen.evaluate.surrogate import (SurrogateConfig, SurrogateDOSModel, periodic_radius_graph,
+from dosmatgen.model.surrogate import (SurrogateConfig, SurrogateDOSModel, periodic_radius_graph,
                                           predict_site_dos)
 from dosmatgen.model.batch import CrystalBatch
 

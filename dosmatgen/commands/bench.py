@@ -19,7 +19,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from dosmatgen.bench import BenchContext, crystals_from_json, mp20_like_crystals, run_benchmarks
     from dosmatgen.io import atomic_save_json
-    from dosmatgen.training import resolve_device
+    from dosmatgen.device import resolve_device
 
     sizes = [s.strip() for s in (args.sizes or ("tiny" if args.quick else "compact,paper")).split(",") if s.strip()]
     batch = args.batch or (32 if args.quick else 256)

@@ -54,7 +54,7 @@ def _records_of(store: str, split_path: str, subset: str, limit: int | None) -> 
 
 
 def _device(name: str) -> Any:
-    from dosmatgen.training import resolve_device
+    from dosmatgen.device import resolve_device
 
     return resolve_device(name)
 

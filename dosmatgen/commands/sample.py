@@ -265,7 +265,7 @@ def _parse_formats(text: str) -> tuple[str, ...]:
 
 def summary_rows(gen: Any, names: Sequence[str]) -> list[dict[str, Any]]:
     """One row per generated crystal: formula, validity (with reason), cell, density, min distance."""
-    from dosmatgen.evaluate.metrics import min_periodic_distance, validity_reason
+    from dosmatgen.data.validity import min_periodic_distance, validity_reason
 
     rows = []
     for name, (types, frac, lat) in zip(names, gen.items()):
@@ -310,7 +310,7 @@ def _sample_into(args: argparse.Namespace, out: Path, fmts: tuple[str, ...]) -> 
     from dosmatgen.generate.runner import check_standardisers, generate
     from dosmatgen.generate.writer import write_structures
     from dosmatgen.io import atomic_save_json, atomic_write, staged_folder
-    from dosmatgen.training import resolve_device
+    from dosmatgen.device import resolve_device
 
     options = sampler_options(args, guidance="classifier" if args.regressor else "cfg")
     if options.guidance == "classifier" and not args.regressor:

@@ -187,7 +187,7 @@ def _models(args: argparse.Namespace):
 
 def _device(args: argparse.Namespace) -> str:
     """``--device`` with ``auto`` resolved (a missing CUDA is a one-line error, not a traceback)."""
-    from dosmatgen.training import resolve_device
+    from dosmatgen.device import resolve_device
 
     return str(resolve_device(args.device))
 

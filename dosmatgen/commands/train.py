@@ -20,31 +20,11 @@ from typing import Any
 from dosmatgen.commands.arguments import non_negative, positive
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.model.config import LATTICE_SCALES, TYPE_TARGETS
+from dosmatgen.model.factory import SIZES, model_config_for_size
 
 KINDS = ("diffusion", "regressor", "surrogate")
-SIZES = ("tiny", "compact", "paper")
 #: run-config spellings accepted in the ``train`` section, mapped to TrainConfig fields
 _ALIASES = {"patience": "lr_patience"}
-
-
-def model_config_for_size(kind: str, size: str) -> dict[str, Any]:
-    """Default architecture config of ``kind`` at ``size`` (tiny: tests, compact: CPU, paper:
-    the paper's 12.3 M-parameter denoiser). A model class may define ``default_config(size)``."""
-    from dosmatgen.model.factory import model_class
-
-    if size not in SIZES:
-        raise ConfigError(f"unknown model size {size!r}; known sizes: {list(SIZES)}")
-    cls = model_class(kind)
-    if hasattr(cls, "default_config"):
-        return dict(cls.default_config(size))
-    if kind == "surrogate":
-        from dosmatgen.evaluate.surrogate import SurrogateConfig
-
-        maker = getattr(SurrogateConfig, size, None)
-        return (maker() if maker is not None else SurrogateConfig()).to_dict()
-    from dosmatgen.model.config import ModelConfig
-
-    return {"model": getattr(ModelConfig, size)().to_dict()}
 
 
 def _read_yaml(path: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ import numpy as np
 
 from dosmatgen.data.prototypes import PROTOTYPES, TARGETS, Prototype, is_magnetic, structure_id_for, substitutions
 from dosmatgen.data.schema import MIN_DISTANCE, CrystalRecord
+from dosmatgen.dos.gpaw_engine import cost_estimate
 from dosmatgen.errors import DataError
 
 LEDGER = "ledger.jsonl"
@@ -125,15 +126,6 @@ class Candidate:
     def ledger_fields(self) -> dict[str, Any]:
         """What the ledger records besides id and outcome."""
         return {"prototype": self.prototype}
-
-
-def cost_estimate(num_atoms: int, magnetic: bool) -> float:
-    """Rough GPAW seconds on one core: ``6 + 5 * num_atoms``, ~3x when spin-polarised.
-
-    >>> cost_estimate(4, False), cost_estimate(4, True)
-    (26.0, 78.0)
-    """
-    return (6.0 + 5.0 * num_atoms) * (3.0 if magnetic else 1.0)
 
 
 def estimated_cost(proto: Prototype, elements: tuple[str, ...]) -> float:

@@ -24,15 +24,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dosmatgen.config import REPO_ROOT
-from dosmatgen.data.builtin import cost_estimate
 from dosmatgen.data.prototypes import is_magnetic
 from dosmatgen.data.schema import MIN_DISTANCE, CrystalRecord
-from dosmatgen.dos.gpaw_engine import GPAW_ELEMENTS
+from dosmatgen.dos.gpaw_engine import GPAW_ELEMENTS, cost_estimate
 from dosmatgen.errors import DataError
+from dosmatgen.paths import RESOURCES
 
 #: The MP-20 pool committed with the repository (``<repo>/resources/mp20/mp20_pool.json``).
-DEFAULT_POOL: Path = REPO_ROOT / "resources" / "mp20" / "mp20_pool.json"
+DEFAULT_POOL: Path = RESOURCES / "mp20" / "mp20_pool.json"
 #: Default largest cell (atoms) taken from the pool.
 DEFAULT_MAX_ATOMS: int = 12
 #: Name of the candidate source (``--source mp20``, provenance ``source``, ledger and shard names).
@@ -45,7 +44,7 @@ NO_GPAW_SETUP = "no GPAW setup"
 OVERLAPPING_ATOMS = "overlapping atoms"
 DUPLICATE_ID = "duplicate material_id"
 
-#: GPAW cost of a spin-polarised MP-20 cell relative to :func:`~dosmatgen.data.builtin.cost_estimate`'s
+#: GPAW cost of a spin-polarised MP-20 cell relative to :func:`~dosmatgen.dos.gpaw_engine.cost_estimate`'s
 #: non-magnetic one.  The prototype build's 3x does not hold for MP-20: of the first three spin-polarised
 #: MP-20 cells labelled here (2 atoms each), two took 2,381 and 2,992 s on one core, against a median of
 #: 30 s for the eleven non-magnetic 2-atom cells and 20.9 s per atom over all 257 non-magnetic ones
@@ -162,7 +161,7 @@ def candidates(pool: str | Path = DEFAULT_POOL, max_atoms: int | None = DEFAULT_
     to the first ``n_max``; and the skipped rows as ``(structure id, reason)``.
 
     The cost estimate is the prototype build's non-magnetic one
-    (:func:`dosmatgen.data.builtin.cost_estimate`, ``6 + 5 * atoms`` seconds of GPAW on one core),
+    (:func:`dosmatgen.dos.gpaw_engine.cost_estimate`, ``6 + 5 * atoms`` seconds of GPAW on one core),
     times :data:`MAGNETIC_FACTOR` (measured on MP-20 cells, not the prototypes' 3) when a magnetic
     element (Cr, Mn, Fe, Co, Ni) makes the run spin-polarised.  It ignores k-point count and
     element weight, so it only orders cells coarsely; ties go by atom count, then structure id.

@@ -327,3 +327,12 @@ class GPAWSiteDOSEngine:
                      "seconds": round(res.seconds, 1)})
         return CrystalRecord(record.structure_id, record.atomic_numbers.copy(), record.frac_coords.copy(),
                              record.lattice.copy(), res.dos.astype(np.float32), prov)
+
+
+def cost_estimate(num_atoms: int, magnetic: bool) -> float:
+    """Rough GPAW seconds on one core: ``6 + 5 * num_atoms``, ~3x when spin-polarised.
+
+    >>> cost_estimate(4, False), cost_estimate(4, True)
+    (26.0, 78.0)
+    """
+    return (6.0 + 5.0 * num_atoms) * (3.0 if magnetic else 1.0)

@@ -227,7 +227,7 @@ class BatchedRelaxer:
     def auto_max_atoms(self, probe: Sequence[Any]) -> int:
         """Atoms per batch from one forward pass on ``probe`` (ASE Atoms): a quarter of the free
         memory over the measured memory per atom, within [:data:`MIN_ATOMS`, :data:`MAX_ATOMS_CAP`]."""
-        from dosmatgen.bench import PeakMemory
+        from dosmatgen.device import PeakMemory
 
         device = torch.device(self.model.device)
         cap = MAX_ATOMS_CAP.get(device.type, MAX_ATOMS_CAP["cuda"])

@@ -241,7 +241,7 @@ def _prepare_item(item: FormationItem, refs: dict[str, dict[str, Any]],
     (``None`` when it was skipped: invalid, too dense or an element without a reference)."""
     from ase import Atoms
 
-    from dosmatgen.evaluate.metrics import validity_reason
+    from dosmatgen.data.validity import validity_reason
 
     row: dict[str, Any] = {"id": item.id, "source_id": item.source_id, "formula": None,
                            "natoms": int(len(item.atomic_numbers)), "status": "ok", "e_unrelaxed": None,

@@ -89,7 +89,7 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
         match_timeout_s: per-pair StructureMatcher timeout.
         workers: processes for structure matching and novelty.
     """
-    from dosmatgen.evaluate.surrogate import predict_site_dos
+    from dosmatgen.model.surrogate import predict_site_dos
 
     absent = [sid for sid in gen.source_ids if sid not in references]
     if absent:

@@ -65,8 +65,8 @@ class GeneratedSet:
             yield self.item(i)
 
     def structures(self) -> list[tuple[Any, str | None]]:
-        """``(Structure or None, reason)`` per crystal (:func:`metrics.build_structure`)."""
-        from dosmatgen.evaluate.metrics import build_structure
+        """``(Structure or None, reason)`` per crystal (:func:`dosmatgen.data.validity.build_structure`)."""
+        from dosmatgen.data.validity import build_structure
 
         return [build_structure(*it) for it in self.items()]
 

@@ -13,11 +13,13 @@ from typing import Any
 
 from dosmatgen.errors import ConfigError
 
+#: Model size presets: tiny (tests), compact (CPU, the demo), paper (the paper's 12.3 M-parameter denoiser).
+SIZES: tuple[str, ...] = ("tiny", "compact", "paper")
 #: kind -> "module:Class". Imported lazily so that importing the factory costs nothing.
 MODEL_KINDS: dict[str, str] = {
     "diffusion": "dosmatgen.model.diffusion:JointDiffusion",
     "regressor": "dosmatgen.model.regressor:TimeDependentDOSRegressor",
-    "surrogate": "dosmatgen.evaluate.surrogate:SurrogateDOSModel",
+    "surrogate": "dosmatgen.model.surrogate:SurrogateDOSModel",
 }
 
 
@@ -31,3 +33,21 @@ def model_class(kind: str) -> type:
 def build_model(kind: str, config: dict[str, Any]):
     """Build an untrained network of ``kind`` from its config dict."""
     return model_class(kind).from_config(config)
+
+
+def model_config_for_size(kind: str, size: str) -> dict[str, Any]:
+    """Default architecture config of ``kind`` at ``size`` (tiny: tests, compact: CPU, paper:
+    the paper's 12.3 M-parameter denoiser). A model class may define ``default_config(size)``."""
+    if size not in SIZES:
+        raise ConfigError(f"unknown model size {size!r}; known sizes: {list(SIZES)}")
+    cls = model_class(kind)
+    if hasattr(cls, "default_config"):
+        return dict(cls.default_config(size))
+    if kind == "surrogate":
+        from dosmatgen.model.surrogate import SurrogateConfig
+
+        maker = getattr(SurrogateConfig, size, None)
+        return (maker() if maker is not None else SurrogateConfig()).to_dict()
+    from dosmatgen.model.config import ModelConfig
+
+    return {"model": getattr(ModelConfig, size)().to_dict()}

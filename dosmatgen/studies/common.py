@@ -177,7 +177,7 @@ class Candidate:
 
     ``record`` is None when the arrays could not be built into a crystal at all;
     ``invalid_reason`` is set (and the candidate excluded from DOS scores) when the crystal is
-    not valid in the sense of :func:`dosmatgen.evaluate.metrics.validity_reason`.
+    not valid in the sense of :func:`dosmatgen.data.validity.validity_reason`.
     """
 
     candidate_id: str
@@ -240,7 +240,7 @@ def _round(v: Any, nd: int = 5) -> Any:
 
 def make_candidates(raw: Sequence[RawCrystal], group: str, prefix: str) -> list[Candidate]:
     """Candidates from sampled arrays; validity as in :mod:`dosmatgen.evaluate.metrics`."""
-    from dosmatgen.evaluate.metrics import validity_reason
+    from dosmatgen.data.validity import validity_reason
 
     out = []
     for i, (z, x, lat) in enumerate(raw):
@@ -365,8 +365,8 @@ def surrogate_site_dos(models: StudyModels, records: Sequence[CrystalRecord], ba
                        device: str = "cpu", progress: bool = False) -> tuple[list[np.ndarray | None], list[str | None]]:
     """Raw (states/eV/site) per-atom DOS predicted by the surrogate, one (N, 400) array per record,
     or None with a reason when the crystal graph cannot be built
-    (:func:`dosmatgen.evaluate.surrogate.predict_site_dos`)."""
-    from dosmatgen.evaluate.surrogate import predict_site_dos
+    (:func:`dosmatgen.model.surrogate.predict_site_dos`)."""
+    from dosmatgen.model.surrogate import predict_site_dos
 
     items = [(r.atomic_numbers, r.frac_coords, r.lattice) for r in records]
     return predict_site_dos(models.surrogate, models.surrogate_std, items, batch_size=batch_size, device=device,

@@ -7,7 +7,7 @@ from dosmatgen.data.split import load_split
 from dosmatgen.data.store import DOSStore
 from dosmatgen.generate.guidance import ClassifierFreeGuidance
 from dosmatgen.model.batch import CrystalBatch
-from dosmatgen.evaluate.metrics import validity_reason
+from dosmatgen.data.validity import validity_reason
 eta_x = float(sys.argv[1]); eta_l = float(sys.argv[2]); steps = int(sys.argv[3]); seeds = [int(s) for s in sys.argv[4].split(',')]
 orig = S._randn
 def patched(shape, like, gen):

@@ -8,7 +8,7 @@ from dosmatgen.data.store import DOSStore
 from dosmatgen.generate.guidance import ClassifierFreeGuidance
 from dosmatgen.model.batch import CrystalBatch
 from dosmatgen.generate.repulsion import PairRepulsion
-from dosmatgen.evaluate.metrics import validity_reason
+from dosmatgen.data.validity import validity_reason
 dist = float(sys.argv[1]); until = int(sys.argv[2]); steps = int(sys.argv[3]); seeds = [int(s) for s in sys.argv[4].split(',')]
 steplr = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 og = None if (len(sys.argv) > 6 and sys.argv[6] == 'none') else 0.0

@@ -8,7 +8,7 @@ from dosmatgen.data.split import load_split
 from dosmatgen.data.store import DOSStore
 from dosmatgen.generate.guidance import ClassifierFreeGuidance
 from dosmatgen.model.batch import CrystalBatch
-from dosmatgen.evaluate.metrics import validity_reason
+from dosmatgen.data.validity import validity_reason
 diff, std, meta = load_model('work/demo/models/diffusion/best.pt', torch.device('cpu'))
 recs = DOSStore('resources/builtin_dos.npz').records(list(load_split('results/repulsion_probe/split_mp20test.json')['test']))
 g = ClassifierFreeGuidance(1.0, omega_geometry=0.0)

@@ -3,7 +3,7 @@ the dataset, on a synthetic store made here (nothing downloaded, nothing committ
 
 For each size N (default 5k, 10k, 20k, 50k crystals) a synthetic store is generated and every
 stage below runs in its **own subprocess**, so that the peak resident memory (``VmHWM``, reset at
-the start of the stage body, :class:`dosmatgen.bench.PeakMemory`) is that stage's alone:
+the start of the stage body, :class:`dosmatgen.device.PeakMemory`) is that stage's alone:
 
 1. ``store``       write the store (``save_records``) and load it back (``DOSStore`` + every
                    record, i.e. ``load_records``); generating the synthetic crystals is not timed.
@@ -209,11 +209,11 @@ def synthetic_records(n: int, seed: int = 0, min_sep: float = MIN_SEPARATION,
 
 def periodic_min_distance(frac: np.ndarray, lat: np.ndarray) -> float:
     """Smallest distance (Å) between two atoms or an atom and its own image, with the LLL-reduced
-    lattice of pymatgen (:func:`dosmatgen.evaluate.metrics.min_periodic_distance`), independent of
+    lattice of pymatgen (:func:`dosmatgen.data.validity.min_periodic_distance`), independent of
     the generator's own check."""
     from pymatgen.core import Lattice, Structure
 
-    from dosmatgen.evaluate.metrics import min_periodic_distance
+    from dosmatgen.data.validity import min_periodic_distance
 
     return min_periodic_distance(Structure(Lattice(lat), ["H"] * len(frac), frac))
 
@@ -356,7 +356,7 @@ def _records_of(ctx: StageContext, part: str, limit: int | None = None):
 @stage("train_epoch")
 def stage_train_epoch(ctx: StageContext, _: Any) -> dict[str, Any]:
     """One epoch of the tiny joint diffusion model through dosmatgen.training.train."""
-    from dosmatgen.commands.train import model_config_for_size
+    from dosmatgen.model.factory import model_config_for_size
     from dosmatgen.data.standardise import DOSStandardiser
     from dosmatgen.training import TrainConfig, train
 
@@ -407,7 +407,7 @@ def stage_score(ctx: StageContext, _: Any) -> dict[str, Any]:
     """score_generated without novelty: surrogate MAEs, match rates, element accuracy, validity, uniqueness."""
     import torch
 
-    from dosmatgen.commands.train import model_config_for_size
+    from dosmatgen.model.factory import model_config_for_size
     from dosmatgen.data.standardise import DOSStandardiser
     from dosmatgen.generate.generated import load_generated
     from dosmatgen.evaluate.score import score_generated
@@ -499,7 +499,7 @@ def run_stage_here(name: str, ctx: StageContext) -> dict[str, Any]:
     RSS reset at its start (VmHWM)."""
     import torch
 
-    from dosmatgen.bench import PeakMemory
+    from dosmatgen.device import PeakMemory
 
     st = STAGES[name]
     if ctx.settings.get("threads"):

@@ -1,7 +1,7 @@
 """Where do invalid generated crystals come from? (issue 18, diagnosis)
 
 Samples one crystal per selected structure with a trained diffusion checkpoint under several
-guidance *variants*, and reports validity (``dosmatgen.evaluate.metrics.validity_reason``: no pair
+guidance *variants*, and reports validity (``dosmatgen.data.validity.validity_reason``: no pair
 closer than 0.5 Å, sane volume), the median ratio of generated to target cell volume, and element
 accuracy (generated atom i vs conditioning atom i).
 

@@ -56,8 +56,8 @@ def bench_regeneration(diffusion: Any, records: Sequence[Any], standardiser: Any
 
 def bench_surrogate(model: Any, records: Sequence[Any], standardiser: Any = None, batch_size: int = 128,
                     device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Structures/s of :func:`dosmatgen.evaluate.surrogate.predict_site_dos`."""
-    from dosmatgen.evaluate.surrogate import predict_site_dos
+    """Structures/s of :func:`dosmatgen.model.surrogate.predict_site_dos`."""
+    from dosmatgen.model.surrogate import predict_site_dos
 
     items = [(r.atomic_numbers, r.frac_coords, r.lattice) for r in records]
     predict_site_dos(model, standardiser, items[:2], batch_size, device)
@@ -145,7 +145,7 @@ def register() -> bool:
     @B.register_benchmark("surrogate", quick=True)
     def bench_surrogate_rows(ctx: Any) -> list[dict[str, Any]]:
         """Surrogate DOS prediction throughput (structures/s, graph building included)."""
-        from dosmatgen.evaluate.surrogate import SurrogateDOSModel
+        from dosmatgen.model.surrogate import SurrogateDOSModel
 
         rows = []
         recs = ctx.crystal_batch(ctx.sample_batch)
