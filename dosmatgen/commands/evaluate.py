@@ -29,6 +29,7 @@ from typing import Any
 
 from dosmatgen.commands.arguments import add_sampler_options, positive, sampler_options
 from dosmatgen.errors import ConfigError, DataError
+from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 
 
 
@@ -362,9 +363,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="batched: atoms per batch (default: sized from free memory)")
     f.add_argument("--workers", type=int, default=1,
                    help="ase: processes, one torch thread each; batched: torch threads (default 1)")
-    f.add_argument("--steps", "--max-steps", dest="steps", type=int, default=200,
-                   help="FIRE steps at most (default 200)")
-    f.add_argument("--fmax", type=positive, default=0.05, help="force threshold, eV/Å (default 0.05)")
+    f.add_argument("--steps", "--max-steps", dest="steps", type=int, default=DEFAULT_RELAX_STEPS,
+                   help=f"FIRE steps at most (default {DEFAULT_RELAX_STEPS})")
+    f.add_argument("--fmax", type=positive, default=DEFAULT_FMAX, help=f"force threshold, eV/Å (default {DEFAULT_FMAX})")
     f.add_argument("--limit", type=int, default=None, help="only the first N structures")
     f.add_argument("--refs-cache", default=None,
                    help="elemental-reference cache JSON (default ~/.cache/dosmatgen/elemental_refs_<mlff>.json)")

@@ -25,6 +25,7 @@ from typing import Any
 
 from dosmatgen.commands.arguments import add_sampler_options, finite, non_negative, positive, sampler_options
 from dosmatgen.errors import ConfigError
+from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 
 #: Study -> default target preset.
 DEFAULT_TARGET = {"masked": "ni-au3ni", "template": "ni-au3ni", "fixed-type": "ni-au3ni", "screen": "ir-iro2",
@@ -144,8 +145,8 @@ def _mlff_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=1, help="relaxation processes (batched: torch threads)")
     g.add_argument("--relaxer", choices=("ase", "batched"), default="ase",
                    help="ase: one crystal at a time (default); batched: many at once with torch-sim")
-    g.add_argument("--fmax", type=positive, default=0.05, help="relaxation force threshold (eV/Å)")
-    g.add_argument("--relax-steps", type=int, default=200, help="maximum FIRE steps")
+    g.add_argument("--fmax", type=positive, default=DEFAULT_FMAX, help="relaxation force threshold (eV/Å)")
+    g.add_argument("--relax-steps", type=int, default=DEFAULT_RELAX_STEPS, help="maximum FIRE steps")
     g.add_argument("--refs-cache", help="elemental-reference cache file (default: per-user cache)")
     g.add_argument("--work-dir", help="resumable intermediate files (default: OUT.work)")
 

@@ -42,6 +42,7 @@ from dosmatgen.data.prototypes import PROTOTYPES, TARGETS, Prototype, is_magneti
 from dosmatgen.data.schema import MIN_DISTANCE, CrystalRecord
 from dosmatgen.dos.gpaw_engine import cost_estimate
 from dosmatgen.errors import DataError
+from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 
 LEDGER = "ledger.jsonl"
 #: Candidate sources of :func:`build` (``--source``); the first is the default.
@@ -395,7 +396,7 @@ def versions() -> dict[str, str]:
 
 
 def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 2, timeout_s: float = 600.0,
-          mlff: str = "sevenn", fmax: float = 0.05, steps: int = 200, shard_size: int = 25,
+          mlff: str = "sevenn", fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_RELAX_STEPS, shard_size: int = 25,
           flush_s: float = 600.0, engine_kwargs: dict[str, Any] | None = None, progress: bool = True,
           only: list[str] | None = None, part: tuple[int, int] | None = None, source: str = "prototypes",
           pool: str | Path | None = None, max_atoms: int | None = None,
@@ -560,8 +561,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GPAW CPU seconds per structure (the wall clock allows 10 times that, so a "
                              "worker slowed by other work on the machine is not failed)")
     parser.add_argument("--mlff", default="sevenn", help="relaxation force field (sevenn, chgnet, orb, none)")
-    parser.add_argument("--fmax", type=float, default=0.05)
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--fmax", type=float, default=DEFAULT_FMAX)
+    parser.add_argument("--steps", type=int, default=DEFAULT_RELAX_STEPS)
     parser.add_argument("--shard-size", type=int, default=25)
     parser.add_argument("--part", default=None, metavar="I/K",
                         help="label only part I of K (every K-th candidate), with its own ledger and shards, "

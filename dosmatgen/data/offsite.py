@@ -35,6 +35,7 @@ from dosmatgen.data.builtin import (_append_ledger, _next_shard_index, check_ret
                                     without_retried_failures)
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import DataError
+from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 
 LEDGER_NAME = "ledger-offsite.jsonl"
 SHARD_PREFIX = "shard-offsite-"
@@ -43,7 +44,7 @@ LEDGER_KEYS: tuple[str, ...] = ("prototype", "source", "material_id")
 
 
 def export_jobs(shards_dir: str | Path, jobs_dir: str | Path, n: int, skip: int = 0, seed: int = 0,
-                n_max: int = 4000, mlff: str = "sevenn", fmax: float = 0.05, steps: int = 200,
+                n_max: int = 4000, mlff: str = "sevenn", fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_RELAX_STEPS,
                 engine_kwargs: dict[str, Any] | None = None, progress: bool = True, source: str = "prototypes",
                 pool: str | Path | None = None, max_atoms: int | None = None,
                 retry_failed: str | None = None) -> dict[str, int]:

@@ -51,6 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dosmatgen.errors import ConfigError
+from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 
 #: The torch-sim release this module is written against (``scripts/setup.sh`` pins it).
 TORCH_SIM_VERSION = "0.3.0"
@@ -204,7 +205,7 @@ class BatchedRelaxer:
         model: an already built torch-sim model (tests, or one model shared by many calls).
     """
 
-    def __init__(self, mlff: str = "sevenn", device: str = "cpu", fmax: float = 0.05, steps: int = 200,
+    def __init__(self, mlff: str = "sevenn", device: str = "cpu", fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_RELAX_STEPS,
                  max_atoms: int | None = None, max_volume_ratio: float = 3.0, model: Any = None,
                  weights: str | Path | None = None) -> None:
         if not (np.isfinite(fmax) and fmax > 0):
@@ -437,7 +438,7 @@ class BatchedRelaxer:
         self.max_atoms = max(1, int(self.max_atoms) // 2)
 
 
-def relax_many(atoms: Sequence[Any], mlff: str = "sevenn", device: str = "cpu", fmax: float = 0.05, steps: int = 200,
+def relax_many(atoms: Sequence[Any], mlff: str = "sevenn", device: str = "cpu", fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_RELAX_STEPS,
                max_atoms: int | None = None, energy_floor: Sequence[float] | None = None,
                progress: bool = False) -> list[RelaxOutcome]:
     """Relax ``atoms`` with a fresh :class:`BatchedRelaxer` (one call, one model)."""

@@ -62,6 +62,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dosmatgen.errors import ConfigError, DataError
+from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 from dosmatgen.io import atomic_save_json, atomic_write
 
 FORMAT = "dosmatgen-formation"
@@ -70,9 +71,6 @@ FORMAT = "dosmatgen-formation"
 #: -4.5 eV/atom (fluorides, oxides). Used by the formation table, the screen and the window sweep.
 MIN_PLAUSIBLE_EF = -5.0
 REFS_FORMAT = "dosmatgen-elemental-refs"
-#: Relaxation settings of the paper's protocol (FIRE + FrechetCellFilter).
-DEFAULT_FMAX: float = 0.05
-DEFAULT_STEPS: int = 200
 #: How structures are relaxed: ``ase`` one at a time (the reference), ``batched`` many at once.
 RELAXERS = ("ase", "batched")
 #: Structures denser than this (Å^3 per atom) are not given to the MLFF.
@@ -145,7 +143,7 @@ class ElementalReferences:
     MLFF) and returns ``{el: entry}``; entries carry ``energy_per_atom`` and ``source``."""
 
     def __init__(self, mlff: str, cache: str | Path | None = None, fmax: float = DEFAULT_FMAX,
-                 steps: int = DEFAULT_STEPS) -> None:
+                 steps: int = DEFAULT_RELAX_STEPS) -> None:
         self.mlff, self.fmax, self.steps = mlff, fmax, steps
         self.path = Path(cache) if cache is not None else default_refs_cache(mlff)
         self.elements: dict[str, dict[str, Any]] = {}
@@ -342,7 +340,7 @@ def _worker_task(args):
 # driver
 # ----------------------------------------------------------------------------------------------
 def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, *, mlff: str = "sevenn",
-                               workers: int = 1, fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_STEPS,
+                               workers: int = 1, fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_RELAX_STEPS,
                                refs_cache: str | Path | None = None, chunk_size: int | None = None,
                                min_volume_per_atom: float = DEFAULT_MIN_VOLUME_PER_ATOM, device: str = "cpu",
                                calc: Any = None, input_name: str | None = None, progress: bool = True,

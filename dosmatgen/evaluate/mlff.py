@@ -15,6 +15,10 @@ import numpy as np
 from dosmatgen.errors import ConfigError
 
 CALCULATORS = ("sevenn", "chgnet", "orb")
+#: Relaxation settings of the paper's protocol (FIRE + FrechetCellFilter): force threshold (eV/Å)
+#: and the most FIRE steps. The one place these defaults are written.
+DEFAULT_FMAX: float = 0.05
+DEFAULT_RELAX_STEPS: int = 200
 
 
 def limit_threads(n: int = 1) -> None:
@@ -78,7 +82,7 @@ def get_calculator(name: str = "sevenn", device: str = "cpu", weights: str | Pat
     raise ConfigError(f"unknown MLFF {name!r}; choose one of {CALCULATORS}")
 
 
-def relax(atoms: Any, calc: Any, fmax: float = 0.05, steps: int = 200,
+def relax(atoms: Any, calc: Any, fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_RELAX_STEPS,
           max_volume_ratio: float = 3.0) -> tuple[Any, float, bool]:
     """Relax positions and cell with ASE FIRE + ``FrechetCellFilter``.
 

@@ -39,7 +39,7 @@ class ClassifierFreeGuidance:
     ClassifierFreeGuidance(omega=1.0, omega_geometry=0.0)
     """
 
-    def __init__(self, omega: float = 1.0, omega_geometry: float | None = None):
+    def __init__(self, omega: float, omega_geometry: float | None = None):
         self.omega = float(omega)
         self.omega_geometry = None if omega_geometry is None else float(omega_geometry)
 

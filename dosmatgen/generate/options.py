@@ -112,10 +112,7 @@ class SamplerOptions:
             raise ConfigError(f"steps must be >= 1 (or None for every timestep), got {self.steps}")
         if self.predictor_input not in PREDICTOR_INPUTS:
             raise ConfigError(f"predictor_input must be one of {PREDICTOR_INPUTS}, got {self.predictor_input!r}")
-        if self.repel_distance is not None and not (math.isfinite(self.repel_distance) and self.repel_distance > 0):
-            raise ConfigError(f"repel_distance must be a finite distance > 0 Å, got {self.repel_distance}")
-        if self.repel_until < 0:
-            raise ConfigError(f"repel_until must be >= 0, got {self.repel_until}")
+        self.repulsion()  # the pair repulsion checks its own distance and time
         if self.allowed_types is not None and not self.allowed_types:
             raise ConfigError("allowed_types is empty: no element could be generated")
         if self.batch_size < 1:
@@ -137,7 +134,8 @@ class SamplerOptions:
         return max(1, min(start, math.ceil(self.steps * start / timesteps)))
 
     def repulsion(self):
-        """The :class:`~dosmatgen.generate.repulsion.PairRepulsion` these options ask for, or None."""
+        """The :class:`~dosmatgen.generate.repulsion.PairRepulsion` these options ask for, or None
+        (``repel_until`` is only checked when the repulsion is on)."""
         if self.repel_distance is None:
             return None
         from dosmatgen.generate.repulsion import PairRepulsion

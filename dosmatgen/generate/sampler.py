@@ -27,10 +27,14 @@ from tqdm.auto import tqdm
 
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.generate.guidance import ClassifierFreeGuidance, Guidance
-from dosmatgen.generate.options import PREDICTOR_INPUTS
+from dosmatgen.generate.options import PREDICTOR_INPUTS, SamplerOptions
 from dosmatgen.generate.repulsion import PairRepulsion
 from dosmatgen.model.batch import CrystalBatch, NoisyBatch
 from dosmatgen.model.diffusion import JointDiffusion
+
+
+#: Keyword defaults of :func:`sample` are read from the one table of sampler defaults.
+DEFAULTS = SamplerOptions()
 
 
 def timestep_schedule(t_start: int, steps: int | None = None) -> list[int]:
@@ -49,8 +53,9 @@ def _randn(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator) -> 
 
 @torch.no_grad()
 def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance | None = None,
-           t0: int | None = None, steps: int | None = None, step_lr: float = 1e-5, seed: int = 0,
-           progress: bool = True, start_at_T: bool = False, predictor_input: str = "corrected",
+           t0: int | None = None, steps: int | None = None, step_lr: float = DEFAULTS.step_lr,
+           seed: int = DEFAULTS.seed, progress: bool = True, start_at_T: bool = DEFAULTS.start_at_T,
+           predictor_input: str = DEFAULTS.predictor_input,
            allowed_types: Sequence[int] | None = None, repulsion: PairRepulsion | None = None) -> CrystalBatch:
     """Generate one crystal per crystal of ``spec`` (its atom counts, DOS, masks; with ``t0`` also
     its structure as the starting point).
@@ -58,7 +63,7 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
     Args:
         diffusion: trained :class:`JointDiffusion`.
         spec: what to generate (see :meth:`CrystalBatch.for_generation` / ``from_records``).
-        guidance: default classifier-free guidance with omega = 1.
+        guidance: default classifier-free guidance with the default omega.
         t0: None: start from the prior at T; else noise the spec's structure to t0 and denoise.
         steps: number of reverse steps, evenly strided; None = all. Capped at the number of
             timesteps the chain spans.
@@ -87,7 +92,7 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
     Returns a :class:`CrystalBatch` on ``spec``'s device with the generated types, coordinates and
     lattices, and ``spec``'s DOS, masks and ids.
     """
-    guidance = guidance if guidance is not None else ClassifierFreeGuidance(1.0)
+    guidance = guidance if guidance is not None else ClassifierFreeGuidance(DEFAULTS.omega)
     sched = diffusion.schedule
     T = sched.timesteps
     t_start = T if t0 is None else int(t0)

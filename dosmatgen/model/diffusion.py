@@ -150,7 +150,7 @@ class JointDiffusion(nn.Module):
         scale = self.schedule.score_norm[t][state.batch].sqrt().unsqueeze(-1)
         return DenoiserOutput(out.eps_A, out.score_X * scale, out.eps_L)
 
-    def eps_cfg(self, state: NoisyBatch, t: torch.Tensor | int, omega: float = 1.0,
+    def eps_cfg(self, state: NoisyBatch, t: torch.Tensor | int, omega: float,
                 omega_geometry: float | None = None) -> DenoiserOutput:
         """Classifier-free guidance (paper §2.4): (1 + omega) eps(S_t, y) - omega eps(S_t, empty),
         the two passes evaluated in one batched forward.

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import ConfigError, DosmatgenError
 from dosmatgen.evaluate.formation import MIN_PLAUSIBLE_EF
+from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 from dosmatgen.io import atomic_save_json
 from dosmatgen.generate.specs import prior_spec
 from dosmatgen.studies.common import (Candidate, config_to_dict, cosine_similarity, dos_match, finite_median,
@@ -87,8 +88,8 @@ class ScreenConfig(SamplingConfig):
     mlff_workers: int = 1
     mlff_device: str = "cpu"
     relaxer: str = "ase"
-    fmax: float = 0.05
-    relax_steps: int = 200
+    fmax: float = DEFAULT_FMAX
+    relax_steps: int = DEFAULT_RELAX_STEPS
     refs_cache: str | None = None
     dft: bool = True
     dft_timeout_s: float = 900.0

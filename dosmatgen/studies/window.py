@@ -45,6 +45,7 @@ import numpy as np
 from dosmatgen.dos.grid import ENERGY_GRID, N_DOS
 from dosmatgen.errors import ConfigError
 from dosmatgen.evaluate.formation import MIN_PLAUSIBLE_EF
+from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 from dosmatgen.generate.specs import prior_spec
 from dosmatgen.studies.common import (Candidate, config_to_dict, dos_match, finite_mean, finite_median,
                                       formation_energies, group_summary, highlight, make_candidates, _round,
@@ -141,8 +142,8 @@ class WindowConfig(SamplingConfig):
     mlff_workers: int = 1
     mlff_device: str = "cpu"
     relaxer: str = "ase"
-    fmax: float = 0.05
-    relax_steps: int = 200
+    fmax: float = DEFAULT_FMAX
+    relax_steps: int = DEFAULT_RELAX_STEPS
     refs_cache: str | None = None
     ef_threshold: float = -1.5
     min_plausible_ef: float = MIN_PLAUSIBLE_EF

@@ -85,16 +85,25 @@ def guidance_flags(wildcards, input):
         return cli_flags({"regressor": input.regressor, "guidance_scale": gen["guidance_scale"]})
     if wildcards.guidance == "uncond":
         return ""
-    return cli_flags({"omega": gen["omega"], "omega_geometry": gen["omega_geometry"]})
+    return cli_flags({"omega": gen["omega"]})
 
 
-def sampler_flags(*keys):
-    """The generate section's sampler settings named by keys, plus the pair repulsion when on."""
-    gen = RUN["generate"]
-    options = {k: gen[k] for k in keys}
-    if gen["repel_distance"] is not None:
-        options.update(repel_distance=gen["repel_distance"], repel_until=gen["repel_until"])
-    return cli_flags(options)
+def sampler_flags(guidance):
+    """Every other sampler setting of the generate section (dosmatgen.generate.options.SamplerOptions;
+    values equal to its defaults render nothing) for one guidance: the regenerate rule's wildcard,
+    or "cfg" for the studies. omega_geometry weights CFG only."""
+
+    def flags(wildcards=None):
+        g = guidance if isinstance(guidance, str) else guidance(wildcards)
+        gen = RUN["generate"]
+        options = {"step_lr": gen["step_lr"], "omega_geometry": gen["omega_geometry"] if g == "cfg" else None,
+                   "start_at_T": gen["start_at_T"], "predictor_input": gen["predictor_input"],
+                   "repel_distance": gen["repel_distance"]}
+        if gen["repel_distance"] is not None:
+            options["repel_until"] = gen["repel_until"]
+        return cli_flags(options)
+
+    return flags
 
 
 # Studies that relax candidates with the MLFF (and so take the force-field flags).

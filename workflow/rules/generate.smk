@@ -18,7 +18,7 @@ rule regenerate:
         steps=RUN["generate"]["steps"],
         limit=cli_flags({"limit": RUN["generate"]["limit"]}),
         batch_size=RUN["generate"]["batch_size"],
-        sampler=sampler_flags("step_lr", "start_at_T", "predictor_input"),
+        sampler=sampler_flags(lambda wildcards: wildcards.guidance),
         device=RUN["device"],
         seed=RUN["seed"],
     threads: THREADS
