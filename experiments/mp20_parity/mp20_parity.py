@@ -304,7 +304,7 @@ def _rel(path: str | Path) -> str:
 
 def main(argv: Iterable[str] | None = None) -> int:
     from dosmatgen.data import mp20
-    from dosmatgen.evaluate.formation import DEFAULT_FMAX, DEFAULT_STEPS
+    from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
     from dosmatgen.io import atomic_save_json
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -317,7 +317,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                     help="SevenNet elemental references to start from (copied; the copy takes any new element)")
     ap.add_argument("--work", default=None, help="keep the formation run here (default: a temporary folder)")
     ap.add_argument("--fmax", type=float, default=DEFAULT_FMAX)
-    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    ap.add_argument("--steps", type=int, default=DEFAULT_RELAX_STEPS)
     ap.add_argument("--metal-threshold", type=float, default=METAL_THRESHOLD)
     ap.add_argument("--no-formation", action="store_true", help="band gaps only (no MLFF)")
     args = ap.parse_args(list(argv) if argv is not None else None)
