@@ -19,6 +19,7 @@ import sys
 from snakemake.utils import min_version
 
 from dosmatgen.config import cli_flags, validate_run_config
+from dosmatgen.generate.options import SamplerOptions
 
 min_version("8.0")
 

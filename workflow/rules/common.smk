@@ -101,7 +101,8 @@ def sampler_flags(guidance):
                    "repel_distance": gen["repel_distance"]}
         if gen["repel_distance"] is not None:
             options["repel_until"] = gen["repel_until"]
-        return cli_flags(options)
+        defaults = SamplerOptions()
+        return cli_flags({k: v for k, v in options.items() if v != getattr(defaults, k)})
 
     return flags
 
