@@ -47,10 +47,6 @@ def timestep_schedule(t_start: int, steps: int | None = None) -> list[int]:
     return [t_start - (k * t_start) // steps for k in range(steps + 1)]
 
 
-def _randn(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    return torch.randn(shape, generator=gen, device=like.device, dtype=like.dtype)
-
-
 @torch.no_grad()
 def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance | None = None,
            t0: int | None = None, steps: int | None = None, step_lr: float = DEFAULTS.step_lr,
@@ -93,8 +89,27 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
     lattices, and ``spec``'s DOS, masks and ids.
     """
     guidance = guidance if guidance is not None else ClassifierFreeGuidance(DEFAULTS.omega)
-    sched = diffusion.schedule
-    T = sched.timesteps
+    T = diffusion.schedule.timesteps
+    t_start = _check(diffusion, spec, t0, step_lr, predictor_input, steps, allowed_types)
+    if t_start == T and not start_at_T:
+        t_start = T - 1
+    times = timestep_schedule(t_start, None if steps is None else min(int(steps), t_start))
+    out_device = spec.device
+    spec = spec.to(next(diffusion.parameters()).device)
+    chain = _Chain(diffusion, spec, torch.Generator(device=spec.device).manual_seed(int(seed)))
+    state = chain.start(t0, t_start)
+    bar = tqdm(total=len(times) - 1, desc="sampling", disable=not progress, leave=False)
+    for t, s in zip(times[:-1], times[1:]):
+        state = chain.step(state, t, s, guidance, step_lr, predictor_input, repulsion)
+        bar.update(1)
+    bar.close()
+    return chain.decode(state, allowed_types).to(out_device)
+
+
+def _check(diffusion: JointDiffusion, spec: CrystalBatch, t0: int | None, step_lr: float, predictor_input: str,
+           steps: int | None, allowed_types: Sequence[int] | None) -> int:
+    """Refuse arguments the chain cannot run with; return the starting timestep (T or ``t0``)."""
+    T = diffusion.schedule.timesteps
     t_start = T if t0 is None else int(t0)
     if not 1 <= t_start <= T:
         raise ConfigError(f"t0 must be in 1..{T}, got {t0}")
@@ -102,8 +117,6 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
         raise ConfigError(f"step_lr must be >= 0, got {step_lr}")
     if predictor_input not in PREDICTOR_INPUTS:
         raise ConfigError(f"predictor_input must be one of {PREDICTOR_INPUTS}, got {predictor_input!r}")
-    if t_start == T and not start_at_T:
-        t_start = T - 1
     if steps is not None and steps < 1:
         raise ConfigError(f"number of sampling steps must be >= 1, got {steps}")
     max_z = diffusion.model_cfg.max_z
@@ -111,91 +124,98 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
         allowed = sorted({int(z) for z in allowed_types})
         if not allowed or allowed[0] < 1 or allowed[-1] > max_z:
             raise ConfigError(f"allowed_types must be a non-empty set of atomic numbers in 1..{max_z}")
-    times = timestep_schedule(t_start, None if steps is None else min(int(steps), t_start))
     if spec.num_graphs == 0:
         raise DataError("the generation spec holds zero crystals")
     if bool(((spec.atom_types < 1) | (spec.atom_types > max_z))[spec.fixed_mask].any()):
         raise DataError(f"fixed atom types must be atomic numbers 1..{max_z}")
-    out_device = spec.device
-    device = next(diffusion.parameters()).device
-    spec = spec.to(device)
-    gen = torch.Generator(device=device).manual_seed(int(seed))
-    b, m = spec.num_graphs, spec.num_nodes
-    dtype = spec.frac_coords.dtype
-    onehot = F.one_hot((spec.atom_types - 1).clamp(0, max_z - 1), max_z).to(dtype)
-    fixed = spec.fixed_mask.unsqueeze(-1)
-    ref = spec.frac_coords
-    has_fixed = bool(spec.fixed_mask.any())
+    return t_start
 
-    def clamp_fixed(a: torch.Tensor, t: int) -> torch.Tensor:
-        if not has_fixed:
+
+class _Chain:
+    """One reverse chain over the crystals of ``spec`` with all noise from ``gen`` (in a fixed
+    order: same seed, same crystals)."""
+
+    def __init__(self, diffusion: JointDiffusion, spec: CrystalBatch, gen: torch.Generator):
+        self.diffusion, self.spec, self.gen = diffusion, spec, gen
+        self.sched = diffusion.schedule
+        self.max_z = diffusion.model_cfg.max_z
+        self.dtype = spec.frac_coords.dtype
+        self.onehot = F.one_hot((spec.atom_types - 1).clamp(0, self.max_z - 1), self.max_z).to(self.dtype)
+        self.sigma = self.sched.sigma_x.to(self.dtype)
+        self.abar = self.sched.alphas_cumprod.to(self.dtype)
+        self.lattice_factor = self.sched.lattice_factor(spec.num_atoms, self.dtype)  # diffused channel -> Å
+
+    def randn(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, generator=self.gen, device=self.spec.device, dtype=self.dtype)
+
+    def clamp_fixed(self, a: torch.Tensor, t: int) -> torch.Tensor:
+        """Fixed atoms' type vectors reset to their one-hot noised to ``t`` (exact at t = 0)."""
+        if not bool(self.spec.fixed_mask.any()):
             return a
-        abar = sched.alphas_cumprod[t].to(dtype)
-        noised = abar.sqrt() * onehot + ((1 - abar).sqrt() * _randn(tuple(a.shape), a, gen) if t > 0 else 0.0)
-        return torch.where(fixed, noised, a)
+        abar = self.abar[t]
+        noised = abar.sqrt() * self.onehot + ((1 - abar).sqrt() * self.randn(tuple(a.shape)) if t > 0 else 0.0)
+        return torch.where(self.spec.fixed_mask.unsqueeze(-1), noised, a)
 
-    if t0 is None:  # the prior: N(0, I) for L and A, U(0, 1) for X
-        lat = _randn((b, 3, 3), ref, gen)
-        x = torch.rand((m, 3), generator=gen, device=device, dtype=dtype)
-        a = _randn((m, max_z), ref, gen)
-    else:
-        start, _ = sched.noise(spec, torch.full((b,), t_start, dtype=torch.long, device=device), gen, max_z)
-        lat, x, a = start.lattices, start.frac_coords, start.types
-    a = clamp_fixed(a, t_start)
-    state = NoisyBatch(a, x, lat, spec.num_atoms, spec.batch, spec.dos, spec.cond_mask)
+    def start(self, t0: int | None, t_start: int) -> NoisyBatch:
+        """The prior (N(0, I) for L and A, U(0, 1) for X) or the spec's structure noised to ``t_start``."""
+        spec, b, m = self.spec, self.spec.num_graphs, self.spec.num_nodes
+        if t0 is None:
+            lat = self.randn((b, 3, 3))
+            x = torch.rand((m, 3), generator=self.gen, device=spec.device, dtype=self.dtype)
+            a = self.randn((m, self.max_z))
+        else:
+            times = torch.full((b,), t_start, dtype=torch.long, device=spec.device)
+            start, _ = self.sched.noise(spec, times, self.gen, self.max_z)
+            lat, x, a = start.lattices, start.frac_coords, start.types
+        return NoisyBatch(self.clamp_fixed(a, t_start), x, lat, spec.num_atoms, spec.batch, spec.dos, spec.cond_mask)
 
-    sigma, abar_tab = sched.sigma_x.to(dtype), sched.alphas_cumprod.to(dtype)
-    lattice_factor = sched.lattice_factor(spec.num_atoms, dtype)  # diffused channel -> Å
-    bar = tqdm(total=len(times) - 1, desc="sampling", disable=not progress, leave=False)
-    for t, s in zip(times[:-1], times[1:]):
-        tt = torch.full((b,), t, dtype=torch.long, device=device)
+    def step(self, state: NoisyBatch, t: int, s: int, guidance: Guidance, step_lr: float, predictor_input: str,
+             repulsion: PairRepulsion | None) -> NoisyBatch:
+        """One reverse step t -> s: the Langevin corrector on X, then the predictor on X, A, L."""
+        tt = torch.full((self.spec.num_graphs,), t, dtype=torch.long, device=self.spec.device)
         last = s == 0
-        sig_t, sig_s = sigma[t], sigma[s]
-        x = state.frac_coords
-        pred = None
-        # corrector: Langevin on X
-        if step_lr > 0:
-            pred = guidance.predict(diffusion, state, tt)
-            gamma = step_lr * (sig_t / sigma[1]) ** 2
+        sig_t, sig_s = self.sigma[t], self.sigma[s]
+        x, pred = state.frac_coords, None
+        if step_lr > 0:  # corrector: Langevin on X
+            pred = guidance.predict(self.diffusion, state, tt)
+            gamma = step_lr * (sig_t / self.sigma[1]) ** 2
             x = x + gamma * pred.score_X
             if not last:
-                x = x + (2 * gamma).sqrt() * _randn((m, 3), x, gen)
+                x = x + (2 * gamma).sqrt() * self.randn(tuple(x.shape))
             x = x % 1.0
             state = state.replace(frac_coords=x)
-        # predictor
         if pred is None or predictor_input == "corrected":
-            pred = guidance.predict(diffusion, state, tt)
+            pred = guidance.predict(self.diffusion, state, tt)
         x = x + (sig_t ** 2 - sig_s ** 2) * pred.score_X
-        ab_t, ab_s = abar_tab[t], abar_tab[s]
+        ab_t, ab_s = self.abar[t], self.abar[s]
         alpha = ab_t / ab_s
         coef = (1 - alpha) / (1 - ab_t).sqrt()
         lat = (state.lattices - coef * pred.eps_L) / alpha.sqrt()
         a = (state.types - coef * pred.eps_A) / alpha.sqrt()
         if not last:
-            x = x + (sig_s ** 2 * (sig_t ** 2 - sig_s ** 2) / sig_t ** 2).sqrt() * _randn((m, 3), x, gen)
+            x = x + (sig_s ** 2 * (sig_t ** 2 - sig_s ** 2) / sig_t ** 2).sqrt() * self.randn(tuple(x.shape))
             std = ((1 - alpha) * (1 - ab_s) / (1 - ab_t)).sqrt()
-            lat = lat + std * _randn((b, 3, 3), lat, gen)
-            a = a + std * _randn(tuple(a.shape), a, gen)
-        a = clamp_fixed(a, s)
+            lat = lat + std * self.randn(tuple(lat.shape))
+            a = a + std * self.randn(tuple(a.shape))
+        a = self.clamp_fixed(a, s)
         x = x % 1.0
         if repulsion is not None and repulsion.active(s):
-            x = repulsion.apply(x, lat * lattice_factor, spec.batch, gen)
-        state = state.replace(types=a, frac_coords=x, lattices=lat)
-        bar.update(1)
-    bar.close()
+            x = repulsion.apply(x, lat * self.lattice_factor, self.spec.batch, self.gen)
+        return state.replace(types=a, frac_coords=x, lattices=lat)
 
-    logits = state.types
-    if allowed_types is not None:
-        keep = torch.zeros(max_z, dtype=torch.bool, device=device)
-        keep[torch.tensor(allowed, device=device) - 1] = True
-        logits = logits.masked_fill(~keep, float("-inf"))
-    types = logits.argmax(-1) + 1
-    types = torch.where(spec.fixed_mask, spec.atom_types, types)
-    lat, x = state.lattices * lattice_factor, state.frac_coords
-    flip = torch.linalg.det(lat) < 0
-    if bool(flip.any()):
-        lat = torch.where(flip.view(-1, 1, 1), -lat, lat)
-        x = torch.where(flip[spec.batch].unsqueeze(-1), (-x) % 1.0, x)
-    result = CrystalBatch(types, x % 1.0, lat, spec.num_atoms, spec.batch, spec.dos, spec.cond_mask,
-                          spec.fixed_mask, None if spec.structure_ids is None else list(spec.structure_ids))
-    return result.to(out_device)
+    def decode(self, state: NoisyBatch, allowed_types: Sequence[int] | None) -> CrystalBatch:
+        """Types = argmax + 1 over the allowed elements (fixed types kept), lattices in Å, a
+        left-handed lattice flipped to L -> -L, X -> -X (the same crystal)."""
+        spec, logits = self.spec, state.types
+        if allowed_types is not None:
+            keep = torch.zeros(self.max_z, dtype=torch.bool, device=spec.device)
+            keep[torch.tensor(sorted({int(z) for z in allowed_types}), device=spec.device) - 1] = True
+            logits = logits.masked_fill(~keep, float("-inf"))
+        types = torch.where(spec.fixed_mask, spec.atom_types, logits.argmax(-1) + 1)
+        lat, x = state.lattices * self.lattice_factor, state.frac_coords
+        flip = torch.linalg.det(lat) < 0
+        if bool(flip.any()):
+            lat = torch.where(flip.view(-1, 1, 1), -lat, lat)
+            x = torch.where(flip[spec.batch].unsqueeze(-1), (-x) % 1.0, x)
+        return CrystalBatch(types, x % 1.0, lat, spec.num_atoms, spec.batch, spec.dos, spec.cond_mask,
+                            spec.fixed_mask, None if spec.structure_ids is None else list(spec.structure_ids))
