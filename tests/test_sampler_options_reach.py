@@ -20,7 +20,7 @@ import yaml
 import dosmatgen.generate.options as options_module
 import dosmatgen.generate.runner as runner
 from dosmatgen.generate.options import SamplerOptions
-from test_studies import _au3ni, _iro2, _znsn3, models, ni_target  # noqa: F401  (fixtures)
+from test_studies import _au3ni, _iro2, _znsn3, models, ni_target  # noqa: F401,F811  (fixtures)
 from test_workflow import REPO_ROOT, snakemake, write_config
 
 GENERATING = [["sample"], ["evaluate", "regenerate"], ["studies", "masked"], ["studies", "template"],

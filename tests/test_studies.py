@@ -23,8 +23,9 @@ from dosmatgen.errors import ConfigError, DataError, DosmatgenError
 from dosmatgen.generate.options import SamplerOptions
 from dosmatgen.generate.specs import prior_spec
 from dosmatgen.io import staged_folder
-from dosmatgen.studies import common
-from dosmatgen.studies.common import StudyModels
+from dosmatgen.studies import scoring, setup
+from dosmatgen.studies.candidates import StudyCandidate
+from dosmatgen.studies.setup import StudyModels
 from dosmatgen.studies.targets import TargetDOS, find_target_in_records
 
 STEPS = 3
@@ -157,13 +158,13 @@ def test_load_target_from_store(tmp_path):
 def test_dos_match_and_cosine():
     std = DOSStandardiser(np.zeros(400), np.full(400, 2.0))
     t = _gauss(0.0)
-    m = common.dos_match(t, t, std)
+    m = scoring.dos_match(t, t, std)
     assert m["dos_mae"] == pytest.approx(0.0) and m["cosine"] == pytest.approx(1.0)
-    m = common.dos_match(t + 1.0, t, std)
+    m = scoring.dos_match(t + 1.0, t, std)
     assert m["dos_mae"] == pytest.approx(1.0) and m["dos_mae_std"] == pytest.approx(0.5)
     window = np.abs(ENERGY_GRID - 5) < 1  # far from the peak: only the offset counts
-    assert common.dos_match(t + 0.5, t, std, window)["dos_mae"] == pytest.approx(0.5, abs=1e-6)
-    assert common.composition_diversity(["A", "A", "B", None], 4) == 0.5
+    assert scoring.dos_match(t + 0.5, t, std, window)["dos_mae"] == pytest.approx(0.5, abs=1e-6)
+    assert scoring.composition_diversity(["A", "A", "B", None], 4) == 0.5
 
 
 def test_staged_output_is_atomic(tmp_path):
@@ -189,17 +190,17 @@ def test_omega_geometry_reaches_the_sampler(models, ni_target):
     spec = prior_spec([3, 3], models.diffusion_std.transform(ni_target.dos[None])[0])
 
     def run(omega, omega_geometry):
-        cfg = common.SamplingConfig(SamplerOptions(steps=STEPS, omega=omega, omega_geometry=omega_geometry),
+        cfg = setup.SamplingConfig(SamplerOptions(steps=STEPS, omega=omega, omega_geometry=omega_geometry),
                                     progress=False)
-        return common.sample_crystals(models, spec, cfg, seed=0)
+        return setup.sample_crystals(models, spec, cfg, seed=0)
 
     same = [np.array_equal(a, b) for x, y in zip(run(0.0, None), run(0.0, 0.0)) for a, b in zip(x, y)]
     assert all(same)
     moved = [np.allclose(a, b) for x, y in zip(run(1.0, None), run(1.0, 0.0)) for a, b in zip(x[1:], y[1:])]
     assert not all(moved)
     with pytest.raises(ConfigError, match="omega_geometry"):
-        common.SamplingConfig(SamplerOptions(omega_geometry=-1.0)).check()
-    assert common.guidance_text(common.SamplingConfig(SamplerOptions(omega_geometry=0.0))) == "omega=1.0, omega_geometry=0.0"
+        setup.SamplingConfig(SamplerOptions(omega_geometry=-1.0)).check()
+    assert setup.guidance_text(setup.SamplingConfig(SamplerOptions(omega_geometry=0.0))) == "omega=1.0, omega_geometry=0.0"
 
 
 def test_repulsion_reaches_the_sampler(models, ni_target, monkeypatch):
@@ -219,8 +220,8 @@ def test_repulsion_reaches_the_sampler(models, ni_target, monkeypatch):
 
     def run(repulsion):
         push = {} if repulsion is None else {"repel_distance": repulsion.distance, "repel_until": repulsion.until}
-        cfg = common.SamplingConfig(SamplerOptions(steps=STEPS, **push), progress=False)
-        return common.sample_crystals(models, spec, cfg, seed=0)
+        cfg = setup.SamplingConfig(SamplerOptions(steps=STEPS, **push), progress=False)
+        return setup.sample_crystals(models, spec, cfg, seed=0)
 
     never = PairRepulsion(1.0, until=10_000)
     plain, unchanged = run(None), run(never)
@@ -425,7 +426,7 @@ def test_screening_dft_skips_huge_cells(models, tmp_path):
 
     target = find_target_in_records([_iro2()], "ir-iro2")
     big = CrystalRecord("big", [8, 8], [[0, 0, 0], [.5, .5, .5]], np.eye(3) * 50.0)
-    cand = common.Candidate("big", "N=2", big)
+    cand = StudyCandidate("big", "N=2", big)
     note = _run_dft([cand], target, models, ScreenConfig(progress=False), tmp_path, MustNotRun())
     assert cand.extra["dft_status"].startswith("skipped: cell too large") and "0 of 1" in note
 
@@ -457,8 +458,8 @@ def test_screening_dft_cache_retries_a_failure_only_under_new_settings(models, t
     mgo = CrystalRecord("MgO", [12, 8], [[0, 0, 0], [.5, .5, .5]], [[0, a, a], [a, 0, a], [a, a, 0]])
 
     def run(timeout):
-        cand = common.Candidate("MgO", "N=2", mgo)
-        common.score_first_atom(models, [cand], target.dos)
+        cand = StudyCandidate("MgO", "N=2", mgo)
+        scoring.score_first_atom(models, [cand], target.dos)
         _run_dft([cand], target, models, ScreenConfig(progress=False, dft_timeout_s=timeout), tmp_path,
                  SlowThenFine(timeout))
         return cand.extra
@@ -598,8 +599,8 @@ def test_screening_dft_with_gpaw(models, tmp_path):
     target = find_target_in_records([_iro2()], "ir-iro2")
     a = 4.21 / 2
     mgo = CrystalRecord("MgO", [12, 8], [[0, 0, 0], [.5, .5, .5]], [[0, a, a], [a, 0, a], [a, a, 0]])
-    cand = common.Candidate("MgO", "N=2", mgo)
-    common.score_first_atom(models, [cand], target.dos)
+    cand = StudyCandidate("MgO", "N=2", mgo)
+    scoring.score_first_atom(models, [cand], target.dos)
     note = _run_dft([cand], target, models, ScreenConfig(progress=False, dft_timeout_s=300), tmp_path, None)
     assert cand.extra["dft_status"] == "ok", note
     assert len(cand.extra["_dft_dos"]) == 400 and np.all(np.isfinite(cand.extra["_dft_dos"]))

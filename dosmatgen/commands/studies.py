@@ -181,7 +181,7 @@ def _target(args: argparse.Namespace):
 
 
 def _models(args: argparse.Namespace):
-    from dosmatgen.studies.common import load_study_models
+    from dosmatgen.studies.setup import load_study_models
 
     return load_study_models(args.checkpoint, args.surrogate, device=_device(args))
 

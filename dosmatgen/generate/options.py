@@ -159,4 +159,5 @@ class SamplerOptions:
             return f"classifier guidance, scale={self.guidance_scale}"
         if self.guidance == "uncond":
             return "unconditional model (CFG omega=-1)"
-        return f"CFG omega={self.omega}" + ("" if self.omega_geometry is None else f", omega_geometry={self.omega_geometry}")
+        geometry = "" if self.omega_geometry is None else f", omega_geometry={self.omega_geometry}"
+        return f"CFG omega={self.omega}{geometry}"

@@ -44,7 +44,7 @@ MAX_DRAW_LENGTH: float = 60.0  # the paper marks the first atom's element in red
 def _load(results: dict[str, Any] | str | Path) -> dict[str, Any]:
     if isinstance(results, dict):
         return results
-    from dosmatgen.studies.common import read_results
+    from dosmatgen.studies.output import read_results
 
     return read_results(results)
 
@@ -307,7 +307,7 @@ def make_study_figures(results_root: str | Path, out_dir: str | Path) -> dict[st
 
     Returns ``{figure stem: written paths}``; a figure that cannot be drawn (e.g. no ranked
     candidate) is reported under ``"skipped:<stem>"`` with the reason as its only entry."""
-    from dosmatgen.studies.common import read_results
+    from dosmatgen.studies.output import read_results
 
     root = Path(results_root)
     if not root.exists():

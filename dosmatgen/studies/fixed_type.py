@@ -19,9 +19,11 @@ from typing import Any
 
 from dosmatgen.errors import ConfigError
 from dosmatgen.generate.specs import prior_spec
-from dosmatgen.studies.common import (best_candidate, cand_value, config_to_dict, element_number, group_summary,
-                                      guidance_text, highlight, make_candidates, sample_crystals, SamplingConfig,
-                                      score_first_atom, StudyModels, write_study)
+from dosmatgen.studies.candidates import make_candidates
+from dosmatgen.studies.output import write_study
+from dosmatgen.studies.scoring import best_candidate, cand_value, group_summary, highlight, score_first_atom
+from dosmatgen.studies.setup import (config_to_dict, element_number, guidance_text, sample_crystals, SamplingConfig,
+                                     StudyModels)
 from dosmatgen.studies.targets import TargetDOS
 
 

@@ -39,10 +39,10 @@ from dosmatgen.evaluate.formation import MIN_PLAUSIBLE_EF
 from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 from dosmatgen.io import atomic_save_json
 from dosmatgen.generate.specs import prior_spec
-from dosmatgen.studies.common import (Candidate, config_to_dict, cosine_similarity, dos_match, finite_median,
-                                      formation_energies, group_summary, highlight, make_candidates, _round,
-                                      sample_crystals, SamplingConfig, score_first_atom, spec_fingerprint,
-                                      StudyModels, write_study)
+from dosmatgen.studies.candidates import finite_median, formation_energies, make_candidates, rounded, StudyCandidate
+from dosmatgen.studies.output import write_study
+from dosmatgen.studies.scoring import cosine_similarity, dos_match, group_summary, highlight, score_first_atom
+from dosmatgen.studies.setup import config_to_dict, sample_crystals, SamplingConfig, spec_fingerprint, StudyModels
 from dosmatgen.studies.targets import TargetDOS
 
 
@@ -143,7 +143,7 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
     cond_std = models.diffusion_std.transform(target.dos[None])[0]
 
     # 1. generate ------------------------------------------------------------------------------
-    candidates: list[Candidate] = []
+    candidates: list[StudyCandidate] = []
     raws = []
     for gi, n in enumerate(int(v) for v in cfg.n_atoms):
         spec = prior_spec([n] * cfg.n_per_size, cond_std, (0,),
@@ -200,8 +200,8 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
                  and np.isfinite(c.extra["ef_relaxed"]) and c.extra["ef_relaxed"] >= cfg.min_plausible_ef]
         per_size.append({"n_atoms": n, "n_generated": row["n_generated"], "n_valid": row["n_valid"],
                          "n_plausible_ef": len(efs_r),
-                         "median_ef_unrelaxed": _round(finite_median(efs_u)),
-                         "median_ef_relaxed": _round(finite_median(efs_r)),
+                         "median_ef_unrelaxed": rounded(finite_median(efs_u)),
+                         "median_ef_relaxed": rounded(finite_median(efs_r)),
                          "n_pass_threshold": sum(c.extra["passes_threshold"] for c in cands),
                          "composition_diversity": row["composition_diversity"],
                          "first_atom_elements": row["first_atom_elements"]})
@@ -233,8 +233,8 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
     highlights = []
     for c in top:
         h = highlight(c, c.formula or c.candidate_id, rank=c.extra.get("rank"),
-                      ef_relaxed=_round(c.extra.get("ef_relaxed")), dft_status=c.extra.get("dft_status"),
-                      dft_mae=_round(c.extra.get("dft_mae")), dft_cosine=_round(c.extra.get("dft_cosine")))
+                      ef_relaxed=rounded(c.extra.get("ef_relaxed")), dft_status=c.extra.get("dft_status"),
+                      dft_mae=rounded(c.extra.get("dft_mae")), dft_cosine=rounded(c.extra.get("dft_cosine")))
         rel = c.extra.get("_relaxed_record")
         if rel is not None:
             h["structure"] = _structure_json(rel)
@@ -286,7 +286,7 @@ def _relaxed_from_row(cid: str, row: dict[str, Any]) -> CrystalRecord | None:
     return None
 
 
-def _attach_relaxed(pool: Sequence[Candidate], rows: dict[str, dict[str, Any]], cfg: ScreenConfig, wdir: Path,
+def _attach_relaxed(pool: Sequence[StudyCandidate], rows: dict[str, dict[str, Any]], cfg: ScreenConfig, wdir: Path,
                     calc: Any) -> None:
     """Put the relaxed geometry of every pool crystal into ``extra['_relaxed_record']``."""
     cache_dir = wdir / "relaxed"
@@ -315,7 +315,7 @@ def _attach_relaxed(pool: Sequence[Candidate], rows: dict[str, dict[str, Any]], 
         c.extra["_relaxed_record"] = rec
 
 
-def _run_dft(top: Sequence[Candidate], target: TargetDOS, models: StudyModels, cfg: ScreenConfig, wdir: Path,
+def _run_dft(top: Sequence[StudyCandidate], target: TargetDOS, models: StudyModels, cfg: ScreenConfig, wdir: Path,
              engine: Any) -> str:
     """DFT site DOS of each top crystal (cached per crystal); fills ``dft_*`` in ``extra``."""
     cache_dir = wdir / "dft"
@@ -333,7 +333,7 @@ def _run_dft(top: Sequence[Candidate], target: TargetDOS, models: StudyModels, c
     # fallback basis retries it. A cached success is always reused.
     settings = {"timeout_s": cfg.dft_timeout_s, "fallback_basis": cfg.dft_fallback_basis}
 
-    def one(c: Candidate) -> dict[str, Any]:
+    def one(c: StudyCandidate) -> dict[str, Any]:
         path = cache_dir / f"{c.candidate_id}.json"
         rec = c.extra.get("_relaxed_record") or c.record
         longest = float(np.linalg.norm(rec.lattice, axis=1).max())
@@ -381,7 +381,7 @@ def _run_dft(top: Sequence[Candidate], target: TargetDOS, models: StudyModels, c
     return f"DFT validation with {name}: {n_ok} of {len(top)} succeeded (timeout {cfg.dft_timeout_s:.0f} s each)"
 
 
-def _agreement(ok: Sequence[Candidate]) -> dict[str, Any]:
+def _agreement(ok: Sequence[StudyCandidate]) -> dict[str, Any]:
     """Surrogate-vs-DFT agreement over the DFT-validated crystals."""
     if not ok:
         return {}
@@ -401,14 +401,14 @@ def _agreement(ok: Sequence[Candidate]) -> dict[str, Any]:
     return out
 
 
-def _ranked_row(c: Candidate) -> dict[str, Any]:
+def _ranked_row(c: StudyCandidate) -> dict[str, Any]:
     return {"rank": c.extra.get("rank"), "candidate_id": c.candidate_id, "formula": c.formula,
             "num_atoms": c.num_atoms, "first_element": c.first_element,
-            "ef_unrelaxed": _round(c.extra.get("ef_unrelaxed")), "ef_relaxed": _round(c.extra.get("ef_relaxed")),
-            "dos_mae": _round(c.dos_mae), "dos_mae_std": _round(c.dos_mae_std), "cosine": _round(c.cosine),
+            "ef_unrelaxed": rounded(c.extra.get("ef_unrelaxed")), "ef_relaxed": rounded(c.extra.get("ef_relaxed")),
+            "dos_mae": rounded(c.dos_mae), "dos_mae_std": rounded(c.dos_mae_std), "cosine": rounded(c.cosine),
             "dft_status": c.extra.get("dft_status"), "dft_basis": c.extra.get("dft_basis"),
-            "dft_mae": _round(c.extra.get("dft_mae")),
-            "dft_cosine": _round(c.extra.get("dft_cosine")),
-            "surrogate_vs_dft_mae": _round(c.extra.get("surrogate_vs_dft_mae")),
-            "surrogate_vs_dft_cosine": _round(c.extra.get("surrogate_vs_dft_cosine")),
-            "dft_seconds": _round(c.extra.get("dft_seconds"), 1) if c.extra.get("dft_seconds") else None}
+            "dft_mae": rounded(c.extra.get("dft_mae")),
+            "dft_cosine": rounded(c.extra.get("dft_cosine")),
+            "surrogate_vs_dft_mae": rounded(c.extra.get("surrogate_vs_dft_mae")),
+            "surrogate_vs_dft_cosine": rounded(c.extra.get("surrogate_vs_dft_cosine")),
+            "dft_seconds": rounded(c.extra.get("dft_seconds"), 1) if c.extra.get("dft_seconds") else None}

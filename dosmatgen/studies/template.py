@@ -32,9 +32,11 @@ import numpy as np
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.generate.specs import template_spec
-from dosmatgen.studies.common import (best_candidate, cand_value, config_to_dict, element_distribution,
-                                      format_distribution, group_summary, guidance_text, highlight, make_candidates,
-                                      sample_crystals, SamplingConfig, score_first_atom, StudyModels, write_study)
+from dosmatgen.studies.candidates import make_candidates
+from dosmatgen.studies.output import write_study
+from dosmatgen.studies.scoring import (best_candidate, cand_value, element_distribution, format_distribution,
+                                       group_summary, highlight, score_first_atom)
+from dosmatgen.studies.setup import config_to_dict, guidance_text, sample_crystals, SamplingConfig, StudyModels
 from dosmatgen.studies.targets import TargetDOS
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -47,10 +47,11 @@ from dosmatgen.errors import ConfigError
 from dosmatgen.evaluate.formation import MIN_PLAUSIBLE_EF
 from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 from dosmatgen.generate.specs import prior_spec
-from dosmatgen.studies.common import (Candidate, config_to_dict, dos_match, finite_mean, finite_median,
-                                      formation_energies, group_summary, highlight, make_candidates, _round,
-                                      sample_crystals, SamplingConfig, score_first_atom, spec_fingerprint,
-                                      StudyModels, write_study)
+from dosmatgen.studies.candidates import (finite_mean, finite_median, formation_energies, make_candidates, rounded,
+                                          StudyCandidate)
+from dosmatgen.studies.output import write_study
+from dosmatgen.studies.scoring import dos_match, group_summary, highlight, score_first_atom
+from dosmatgen.studies.setup import config_to_dict, sample_crystals, SamplingConfig, spec_fingerprint, StudyModels
 from dosmatgen.studies.targets import TargetDOS
 
 #: Crustal abundance in mg/kg (CRC Handbook, rounded). Used only to call an element earth-abundant.
@@ -188,8 +189,8 @@ def run_window_sweep(models: StudyModels, target: TargetDOS, cfg: WindowConfig, 
     score_w = cfg.scoring_window()
     score_mask = energy_window_mask(*score_w)
     sizes = [int(cfg.n_atoms[i % len(cfg.n_atoms)]) for i in range(cfg.n_candidates)]
-    groups: list[tuple[str, float, str, list[Candidate]]] = []
-    candidates: list[Candidate] = []
+    groups: list[tuple[str, float, str, list[StudyCandidate]]] = []
+    candidates: list[StudyCandidate] = []
     raws = []
     for w in windows:
         label, mask = window_label(w), energy_window_mask(*w)
@@ -234,21 +235,21 @@ def run_window_sweep(models: StudyModels, target: TargetDOS, cfg: WindowConfig, 
         efu = [c.extra.get("ef_unrelaxed") for c in cands if c.extra.get("ef_unrelaxed") is not None]
         rows.append({
             **base, "window": label, "omega": omega,
-            "mean_win_dos_mae": _round(finite_mean(c.extra.get("win_dos_mae") for c in cands)),
-            "mean_win_cosine": _round(finite_mean(c.extra.get("win_cosine") for c in cands)),
-            "mean_own_win_dos_mae": _round(finite_mean(c.extra.get("own_win_dos_mae") for c in cands)),
-            "first_atom_earth_abundant": _round(sum(is_earth_abundant(c.first_element) for c in cands) / n, 4),
-            "all_earth_abundant": _round(sum(bool(c.extra.get("all_earth_abundant")) for c in cands) / n, 4),
-            "contains_target_element": _round(sum(bool(c.extra.get("contains_target_element")) for c in cands) / n, 4),
-            "median_ef_unrelaxed": _round(finite_median(efu)), "median_ef_relaxed": _round(finite_median(efr)),
+            "mean_win_dos_mae": rounded(finite_mean(c.extra.get("win_dos_mae") for c in cands)),
+            "mean_win_cosine": rounded(finite_mean(c.extra.get("win_cosine") for c in cands)),
+            "mean_own_win_dos_mae": rounded(finite_mean(c.extra.get("own_win_dos_mae") for c in cands)),
+            "first_atom_earth_abundant": rounded(sum(is_earth_abundant(c.first_element) for c in cands) / n, 4),
+            "all_earth_abundant": rounded(sum(bool(c.extra.get("all_earth_abundant")) for c in cands) / n, 4),
+            "contains_target_element": rounded(sum(bool(c.extra.get("contains_target_element")) for c in cands) / n, 4),
+            "median_ef_unrelaxed": rounded(finite_median(efu)), "median_ef_relaxed": rounded(finite_median(efr)),
             "n_implausible_ef": len(efr_all) - len(efr) if cfg.formation else None,
-            "frac_stable": _round(sum(e <= cfg.ef_threshold for e in efr) / n, 4) if cfg.formation else None,
+            "frac_stable": rounded(sum(e <= cfg.ef_threshold for e in efr) / n, 4) if cfg.formation else None,
         })
         scored = [c for c in cands if c.extra.get("win_dos_mae") is not None]
         best = min(scored, key=lambda c: (c.extra["win_dos_mae"], c.candidate_id)) if scored else None
         if best is not None:
             highlights.append(highlight(best, group, window=label, omega=omega,
-                                        win_dos_mae=_round(best.extra.get("win_dos_mae"))))
+                                        win_dos_mae=rounded(best.extra.get("win_dos_mae"))))
     comparison, verdict = compare_windows(rows, [window_label(w) for w in windows], list(cfg.omegas))
     notes = [f"target: {target.element} site of {target.structure_id} ({target.source})",
              "window condition: standardised target inside the window, 0 (= training-mean DOS) outside",
@@ -293,7 +294,7 @@ def compare_windows(rows: Sequence[dict[str, Any]], labels: Sequence[str],
             for k in _COMPARED:
                 a, b = f.get(k), g.get(k)
                 row[f"ref_{k}"], row[f"win_{k}"] = a, b
-                row[f"delta_{k}"] = None if a is None or b is None else _round(b - a)
+                row[f"delta_{k}"] = None if a is None or b is None else rounded(b - a)
             comp.append(row)
     verdict: list[str] = []
     for lab in labels:
@@ -325,7 +326,7 @@ def compare_windows(rows: Sequence[dict[str, Any]], labels: Sequence[str],
     return comp, verdict
 
 
-def _formation(candidates: Sequence[Candidate], raws: Sequence, models: StudyModels, target: TargetDOS,
+def _formation(candidates: Sequence[StudyCandidate], raws: Sequence, models: StudyModels, target: TargetDOS,
                cfg: WindowConfig, out_dir: str | Path, calc: Any) -> str:
     root = Path(cfg.work_dir) if cfg.work_dir else Path(str(out_dir).rstrip("/") + ".work")
     key = spec_fingerprint(models.meta.get("checkpoint"), target.dos.astype(np.float32), config_to_dict(cfg))

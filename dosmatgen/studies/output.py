@@ -1,0 +1,112 @@
+"""A study's output folder, written atomically: summary CSV + markdown, per-candidate CSV + JSON and
+CIFs go into a staging folder that replaces the output folder in one rename
+(:func:`dosmatgen.io.staged_folder`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+
+from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.errors import DataError
+from dosmatgen.generate.writer import safe_name
+from dosmatgen.io import atomic_save_json, atomic_write, staged_folder
+from dosmatgen.studies.candidates import StudyCandidate
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    cols = list(columns) if columns else _columns(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    with atomic_write(path, "w") as f:
+        f.write(buf.getvalue())
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    cols = list(columns) if columns else _columns(rows)
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 1e4 else f"{v:.3g}"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    return cols
+
+
+def write_cif(path: Path, record: CrystalRecord) -> None:
+    from pymatgen.io.cif import CifWriter
+
+    text = str(CifWriter(record.to_structure()))
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def write_study(out_dir: str | Path, *, study: str, title: str, summary_rows: Sequence[dict[str, Any]],
+                summary_columns: Sequence[str] | None, candidates: Sequence[StudyCandidate],
+                results: dict[str, Any], notes: Sequence[str] = (), extra_tables: dict[str, Any] | None = None,
+                cif_filter: Any = None) -> Path:
+    """Write a study's folder atomically:
+
+    ``summary.csv`` / ``summary.md`` (one row per group, plus notes), ``candidates.csv`` (one row
+    per candidate), ``results.json`` (config, target, summary, per-candidate rows, highlights for
+    the figures), ``cifs/<group>/<candidate_id>.cif`` for every buildable candidate (or those
+    accepted by ``cif_filter``), plus ``extra_tables`` name -> rows as ``<name>.csv``/``.md``.
+    ``results`` gains the keys ``study`` and ``notes``.
+    """
+    out_dir = Path(out_dir)
+    cand_rows = [c.row() for c in candidates]
+    with staged_folder(out_dir) as stage:
+        write_csv(stage / "summary.csv", summary_rows, summary_columns)
+        md = [f"# {title}\n", markdown_table(summary_rows, summary_columns)]
+        if notes:
+            md.append("\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+        for name, rows in (extra_tables or {}).items():
+            write_csv(stage / f"{name}.csv", rows)
+            md.append(f"\n## {name}\n\n" + markdown_table(rows))
+            with atomic_write(stage / f"{name}.md", "w") as f:
+                f.write(markdown_table(rows))
+        with atomic_write(stage / "summary.md", "w") as f:
+            f.write("\n".join(md))
+        write_csv(stage / "candidates.csv", cand_rows)
+        for c in candidates:
+            if c.record is None or (cif_filter is not None and not cif_filter(c)):
+                continue
+            write_cif(stage / "cifs" / safe_name(c.group) / f"{c.candidate_id}.cif", c.record)
+            relaxed = c.extra.get("_relaxed_record")
+            if relaxed is not None:
+                write_cif(stage / "cifs" / safe_name(c.group) / f"{c.candidate_id}-relaxed.cif", relaxed)
+        results.update({"study": study, "notes": list(notes)})
+        payload = dict(results)
+        payload.update({"summary": list(summary_rows),
+                        "candidates": [{k: v for k, v in r.items() if not k.startswith("_")} for r in cand_rows]})
+        atomic_save_json(stage / "results.json", payload)
+    return out_dir
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """``results.json`` of a study folder (or the file itself)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    if not p.exists():
+        raise DataError(f"no study results at {p}")
+    return json.loads(p.read_text())
