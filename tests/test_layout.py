@@ -25,7 +25,7 @@ KNOWN_PRIVATE = {
     ("experiments/scale_test/scale_test.py", "dosmatgen.bench", "_MP20_COUNTS"),
     ("experiments/scale_test/scale_test.py", "dosmatgen.bench", "_MP20_WEIGHTS"),
     # the noise-scale probe replaces the sampler's noise draw to scale it; there is no public hook
-    ("experiments/repulsion_probe/noise_probe.py", "dosmatgen.generate.sampler", "_randn"),
+    ("experiments/repulsion_probe/noise_probe.py", "dosmatgen.generate.sampler", "_Chain"),
 }
 
 

@@ -9,13 +9,13 @@ from dosmatgen.generate.guidance import ClassifierFreeGuidance
 from dosmatgen.model.batch import CrystalBatch
 from dosmatgen.data.validity import validity_reason
 eta_x = float(sys.argv[1]); eta_l = float(sys.argv[2]); steps = int(sys.argv[3]); seeds = [int(s) for s in sys.argv[4].split(',')]
-orig = S._randn
-def patched(shape, like, gen):
-    z = orig(shape, like, gen)
+orig = S._Chain.randn
+def patched(self, shape):
+    z = orig(self, shape)
     if len(shape) == 2 and shape[1] == 3: return eta_x * z
     if len(shape) == 3: return eta_l * z
     return z
-S._randn = patched
+S._Chain.randn = patched
 diff, std, meta = load_model('work/demo/models/diffusion/best.pt', torch.device('cpu'))
 recs = DOSStore('resources/builtin_dos.npz').records(list(load_split('results/repulsion_probe/split_mp20test.json')['test']))
 g = ClassifierFreeGuidance(1.0, omega_geometry=0.0)
