@@ -28,30 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from dosmatgen.commands.arguments import add_sampler_options, positive, sampler_options
+from dosmatgen.data.split import part_records
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
-
-
-
-def _records_of(store: str, split_path: str, subset: str, limit: int | None) -> list[Any]:
-    from dosmatgen.data.split import load_split
-    from dosmatgen.data.store import DOSStore
-
-    split = load_split(split_path)
-    if subset not in split:
-        raise ConfigError(f"split {split_path} has no part {subset!r}")
-    ids = list(split[subset])
-    if limit is not None:
-        if limit < 1:
-            raise ConfigError(f"--limit must be >= 1, got {limit}")
-        ids = ids[:limit]
-    if not ids:
-        raise DataError(f"split {split_path} part {subset!r} is empty")
-    st = DOSStore(store)
-    absent = [i for i in ids if i not in st]
-    if absent:
-        raise DataError(f"split {split_path} names {len(absent)} id(s) missing from store {store}, e.g. {absent[0]!r}")
-    return st.records(ids)
 
 
 def _device(name: str) -> Any:
@@ -89,7 +68,7 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
         raise ConfigError("--regressor is only used with --guidance classifier")
     if options.omega_geometry is not None and options.guidance != "cfg":
         raise ConfigError("--omega-geometry is only used with --guidance cfg")
-    records = _records_of(args.store, args.split, args.subset, args.limit)
+    records = part_records(args.store, args.split, args.subset, args.limit)
     T = int(diffusion.timesteps)
     t0 = int(args.t0)
     if not 1 <= t0 <= T:
@@ -172,7 +151,7 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
         raise ConfigError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     device = _device(args.device)
     std = DOSStandardiser.load(args.standardiser)
-    test = _records_of(args.store, args.split, args.subset, args.limit)
+    test = part_records(args.store, args.split, args.subset, args.limit)
     train_ids = load_split(args.split)["train"]
     st = DOSStore(args.store)
     missing = [i for i in train_ids if i not in st]
@@ -233,7 +212,7 @@ def _cmd_formation(args: argparse.Namespace) -> int:
     else:
         if not args.split:
             raise ConfigError("--store needs --split (and --subset)")
-        for r in _records_of(args.store, args.split, args.subset, args.limit):
+        for r in part_records(args.store, args.split, args.subset, args.limit):
             items.append(F.FormationItem(r.structure_id, r.structure_id, r.atomic_numbers, r.frac_coords, r.lattice))
         source = f"{args.store}:{args.subset}"
     res = F.compute_formation_energies(items, args.out, mlff=args.mlff, workers=args.workers, fmax=args.fmax,

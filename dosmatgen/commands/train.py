@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dosmatgen.commands.arguments import non_negative, positive
+from dosmatgen.data.split import split_records
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.model.config import LATTICE_SCALES, TYPE_TARGETS
 from dosmatgen.model.factory import SIZES, model_config_for_size
@@ -104,25 +105,6 @@ def parse_source_repeats(items: list[str]) -> dict[str, int]:
     return out
 
 
-def load_split_records(store: str, split_path: str) -> dict[str, list]:
-    """Records of each split part, in the split's order."""
-    from dosmatgen.data.split import load_split
-    from dosmatgen.data.store import load_records
-
-    split = load_split(split_path)
-    records = load_records(store)
-    by_id = {r.structure_id: r for r in records}
-    out: dict[str, list] = {}
-    for part in ("train", "val", "test"):
-        ids = split.get(part, [])
-        absent = [i for i in ids if i not in by_id]
-        if absent:
-            raise DataError(f"split {split_path} part {part!r} names {len(absent)} id(s) missing from "
-                            f"store {store}, e.g. {absent[0]!r}")
-        out[part] = [by_id[i] for i in ids]
-    return out
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from dosmatgen.checkpoint import read_checkpoint
     from dosmatgen.data.standardise import DOSStandardiser
@@ -133,7 +115,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--resume and --fresh exclude each other")
     model_cfg, cfg = resolve_configs(args)
     out = check_writable(Path(args.out), "--out")
-    parts = load_split_records(args.store, args.split)
+    parts = split_records(args.store, args.split)
     if not parts["train"]:
         raise DataError(f"split {args.split} has an empty training part")
     if args.standardiser:

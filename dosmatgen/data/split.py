@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from dosmatgen.data.standardise import DOSStandardiser
-from dosmatgen.errors import DataError
+from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import atomic_save_json
 
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
@@ -218,3 +218,41 @@ def fit_standardiser_on_train(store: Any, split: dict[str, list[str]]) -> DOSSta
     if not blocks:
         raise DataError("the training split has no site DOS to fit the standardiser on")
     return DOSStandardiser.fit(blocks)
+
+
+def part_records(store: str | Path, split_path: str | Path, part: str, limit: int | None = None) -> list[Any]:
+    """The records of one split part (its first ``limit``), in the split's order, from the store."""
+    from dosmatgen.data.store import DOSStore
+
+    split = load_split(split_path)
+    if part not in split:
+        raise ConfigError(f"split {split_path} has no part {part!r}")
+    ids = list(split[part])
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {limit}")
+        ids = ids[:limit]
+    if not ids:
+        raise DataError(f"split {split_path} part {part!r} is empty")
+    st = DOSStore(store)
+    absent = [i for i in ids if i not in st]
+    if absent:
+        raise DataError(f"split {split_path} names {len(absent)} id(s) missing from store {store}, e.g. {absent[0]!r}")
+    return st.records(ids)
+
+
+def split_records(store: str | Path, split_path: str | Path) -> dict[str, list[Any]]:
+    """The records of every split part (train, val, test), each in the split's order."""
+    from dosmatgen.data.store import load_records
+
+    split = load_split(split_path)
+    by_id = {r.structure_id: r for r in load_records(store)}
+    out: dict[str, list[Any]] = {}
+    for part in ("train", "val", "test"):
+        ids = split.get(part, [])
+        absent = [i for i in ids if i not in by_id]
+        if absent:
+            raise DataError(f"split {split_path} part {part!r} names {len(absent)} id(s) missing from "
+                            f"store {store}, e.g. {absent[0]!r}")
+        out[part] = [by_id[i] for i in ids]
+    return out

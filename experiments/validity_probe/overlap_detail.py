@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # validity_probe.py, beside this file
 from validity_probe import ChannelGuidance
 from dosmatgen.checkpoint import load_model
-from dosmatgen.commands.train import load_split_records
+from dosmatgen.data.split import split_records
 from dosmatgen.model.batch import CrystalBatch
 from dosmatgen.generate.sampler import sample
 from pymatgen.core import Lattice, Structure
@@ -15,7 +15,7 @@ from pymatgen.core import Lattice, Structure
 ckpt = sys.argv[1]; seeds = [int(s) for s in sys.argv[2].split(",")]; step_lr = float(sys.argv[3])
 torch.set_num_threads(2)
 diff, std, meta = load_model(ckpt, "cpu")
-parts = load_split_records("work/real_mixed_demo/store.npz", "work/real_mixed_demo/split.json")
+parts = split_records("work/real_mixed_demo/store.npz", "work/real_mixed_demo/split.json")
 recs = [r for p in ("val", "test") for r in parts[p] if r.structure_id.startswith("mp20")]
 g = ChannelGuidance(1, 1)
 rows = []

@@ -114,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         variants = [(v, *parse_variant(v)) for v in args.variant]
         from dosmatgen.checkpoint import load_model
-        from dosmatgen.commands.train import load_split_records
+        from dosmatgen.data.split import split_records
 
         diffusion, std, meta = load_model(args.checkpoint, "cpu")
         if meta["kind"] != "diffusion" or std is None:
             raise ConfigError(f"--checkpoint {args.checkpoint} is not a diffusion model with a DOS standardiser")
-        parts = load_split_records(args.store, args.split)
+        parts = split_records(args.store, args.split)
         records = [r for part in args.subset for r in parts[part]
                    if args.source is None or r.structure_id.startswith(args.source)]
         if not records:

@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/validity_probe/validity_probe.py
 from validity_probe import ChannelGuidance
 from dosmatgen.checkpoint import load_model
-from dosmatgen.commands.train import load_split_records
+from dosmatgen.data.split import split_records
 from dosmatgen.model.batch import CrystalBatch
 from dosmatgen.generate.sampler import sample
 from pymatgen.core import Lattice, Structure
@@ -13,7 +13,7 @@ ckpt, seed = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(2)
 diff, std, meta = load_model(ckpt, "cpu")
 W = "work/recipe10k"
-parts = load_split_records(f"{W}/store.npz", f"{W}/split.json")
+parts = split_records(f"{W}/store.npz", f"{W}/split.json")
 recs = [r for p in ("val", "test") for r in parts[p] if r.structure_id.startswith("mp20")]
 out = sample(diff, CrystalBatch.from_records(recs, std), guidance=ChannelGuidance(1, 0), steps=200, step_lr=0.0,
              seed=seed, progress=False)
