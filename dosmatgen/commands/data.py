@@ -1,4 +1,4 @@
-"""``dosmatgen data ...``: build, download, merge, split, inspect and convert datasets (DESIGN §3).
+"""``dosmatgen data ...``: build, download, merge, split, inspect and convert datasets (docs/data.md).
 
 Sub-commands::
 

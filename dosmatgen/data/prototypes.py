@@ -1,5 +1,5 @@
 """Crystal prototypes and chemically sensible element substitutions for the built-in dataset
-(DESIGN §3.2).
+(docs/data.md).
 
 Each :class:`Prototype` builds a primitive cell (2-8 atoms) from an ordered tuple of elements,
 one per Wyckoff role, with a lattice constant from a simple radius rule (sum of ASE covalent
@@ -326,5 +326,5 @@ def is_magnetic(elements: tuple[str, ...]) -> bool:
     return bool(set(elements) & MAGNETIC_ELEMENTS)
 
 
-#: The paper's two targets (DESIGN §3.2): always built first.
+#: The paper's two targets (docs/data.md): always built first.
 TARGETS: tuple[tuple[str, tuple[str, ...]], ...] = (("L12", ("Ni", "Au")), ("rutile", ("Ir", "O")))

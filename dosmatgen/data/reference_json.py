@@ -1,4 +1,4 @@
-"""The public reference code's data format (DESIGN §3.1): a JSON list of
+"""The public reference code's data format (docs/data.md): a JSON list of
 ``{structure_id, positions (Cartesian Å), cell (3x3 rows, Å), atomic_numbers, y (N x 400)}``.
 
 Import turns every entry into a :class:`CrystalRecord` (errors name the entry's position and

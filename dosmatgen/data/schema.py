@@ -1,4 +1,4 @@
-"""One record type for every data source (DESIGN §3.1): a crystal and the DOS of each site.
+"""One record type for every data source (docs/data.md): a crystal and the DOS of each site.
 
 >>> import numpy as np
 >>> rec = CrystalRecord("NaCl", np.array([11, 17]), np.array([[0, 0, 0], [.5, .5, .5]]),

@@ -1,4 +1,4 @@
-"""Train / validation / test split (DESIGN §3.3; paper: 0.6 : 0.2 : 0.2), saved as id lists so
+"""Train / validation / test split (docs/data.md; paper: 0.6 : 0.2 : 0.2), saved as id lists so
 every stage sees the same split, plus the DOS standardiser fitted on the training split only.
 
 The split depends only on the *set* of ids and the seed, and is stratified by source
@@ -201,7 +201,7 @@ def split_indices(store_ids: Sequence[str], split: dict[str, list[str]]) -> dict
 
 
 def fit_standardiser_on_train(store: Any, split: dict[str, list[str]]) -> DOSStandardiser:
-    """DOS standardiser (per-bin mean/std over all *training* atoms, DESIGN §3.3).
+    """DOS standardiser (per-bin mean/std over all *training* atoms, docs/data.md).
 
     ``store`` is a :class:`~dosmatgen.data.store.DOSStore` or a list of records."""
     from dosmatgen.data.store import DOSStore

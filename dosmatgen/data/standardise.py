@@ -1,4 +1,4 @@
-"""Per-energy-bin DOS standardisation (DESIGN §3.3): mean and std over all training atoms.
+"""Per-energy-bin DOS standardisation (docs/data.md): mean and std over all training atoms.
 
 >>> import numpy as np
 >>> s = DOSStandardiser.fit([np.ones((2, 400)), 3 * np.ones((1, 400))])

@@ -1,4 +1,4 @@
-"""Compact on-disk store of many :class:`CrystalRecord` (DESIGN §3.1).
+"""Compact on-disk store of many :class:`CrystalRecord` (docs/data.md).
 
 One ``.npz`` file: ragged per-atom arrays concatenated with an ``offsets`` index, DOS in float16
 (states/eV/site; float16 keeps 3 significant digits, well inside DFT accuracy), provenance as JSON.

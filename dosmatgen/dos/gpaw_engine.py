@@ -1,4 +1,4 @@
-"""Site-projected DOS from GPAW (DESIGN §3.2), run as an external worker process.
+"""Site-projected DOS from GPAW (docs/data.md), run as an external worker process.
 
 Debian's GPAW lives in ``/usr/bin/python3`` with Debian's numpy, so the calculation runs in
 :mod:`dosmatgen.dos.gpaw_worker` as a subprocess (as ASE runs any external code): this module
@@ -35,7 +35,7 @@ GPAW_ELEMENTS: frozenset[str] = frozenset(
     "Ag Al Ar As Au B Ba Be Bi Br C Ca Cd Cl Co Cr Cs Cu F Fe Ga Ge H He Hf Hg I In Ir K Kr Li Mg "
     "Mn Mo N Na Nb Ne Ni O Os P Pb Pd Pt Rb Re Rh Rn Ru S Sb Sc Se Si Sn Sr Ta Te Ti Tl V W Xe Y "
     "Zn Zr".split())
-#: Spin-polarise when any of these is present (DESIGN §3.2).
+#: Spin-polarise when any of these is present (docs/data.md).
 MAGNETIC_ELEMENTS: frozenset[str] = frozenset({"Cr", "Mn", "Fe", "Co", "Ni"})
 WORKER_PATH: Path = Path(__file__).with_name("gpaw_worker.py")
 #: A worker may take this many times its CPU-time limit on the wall clock. The CPU limit is the
@@ -124,7 +124,7 @@ def is_overcomplete_basis_error(message: str) -> bool:
 
 
 class GPAWSiteDOSEngine:
-    """Label crystals with GPAW site DOS (PBE, LCAO dzp; DESIGN §3.2 protocol).
+    """Label crystals with GPAW site DOS (PBE, LCAO dzp; docs/data.md protocol).
 
     ``timeout_s`` is the CPU time one worker run may use (``RLIMIT_CPU``), so the budget means the
     same on an idle and on a busy machine; the wall clock allows :data:`WALL_CLOCK_FACTOR` times

@@ -1,4 +1,4 @@
-"""The energy grid every site DOS in the project lives on (DESIGN §3.1).
+"""The energy grid every site DOS in the project lives on (docs/data.md).
 
 >>> ENERGY_GRID.shape, float(ENERGY_GRID[0]), float(ENERGY_GRID[-1])
 ((400,), -10.0, 10.0)

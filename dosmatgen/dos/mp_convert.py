@@ -1,4 +1,4 @@
-"""Materials Project ``CompleteDos`` → site DOS on the project grid (DESIGN §3.2, source "mp").
+"""Materials Project ``CompleteDos`` → site DOS on the project grid (docs/data.md, source "mp").
 
 The recipe of the authors' earlier site-DOS work, which the paper's "MP DOS" set follows: for each
 site take the s, p, d projected DOS (``CompleteDos.get_site_spd_dos``), sum the spins, keep only

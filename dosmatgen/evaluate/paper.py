@@ -1,4 +1,4 @@
-"""The paper's published numbers (DESIGN §6; paper §3.1 Tables 1-2, §3.2-3.3), as data.
+"""The paper's published numbers (docs/results.md; paper §3.1 Tables 1-2, §3.2-3.3), as data.
 
 These are quoted *only* to be printed beside our own results; nothing in the project computes
 with them or substitutes them for a measurement.
@@ -51,7 +51,7 @@ TABLE2_EXCLUDED: dict[tuple[str, int], int] = {("classifier", 500): 9, ("classif
 #: Text of §3.1: CFG's MAE(ŷ_gen, y) at T = 1000 over the surrogate's own error (0.120 / 0.096).
 CFG_T1000_RATIO: float = round(TABLE1[("cfg", 1000)]["mae_gen_y"] / SURROGATE_MAE, 2)
 
-#: §3.3 IrO2 screening study and §3.2 constrained studies (DESIGN §6).
+#: §3.3 IrO2 screening study and §3.2 constrained studies (docs/results.md).
 STUDIES: dict[str, Any] = {
     "iro2_screen": {"n_candidates": 10_000, "natoms": [4, 5, 6, 7, 8], "n_per_natoms": 2_000,
                     "ef_threshold_ev_per_atom": -1.5, "n_kept": 108, "n_chosen": 8},
@@ -59,7 +59,7 @@ STUDIES: dict[str, Any] = {
                     "template": "Zn2Sn6 (mp-971919)", "template_t": [200, 350, 500]},
 }
 
-#: Model and training facts of the paper / reference config (DESIGN §4).
+#: Model and training facts of the paper / reference config (docs/method.md).
 MODEL: dict[str, Any] = {"hidden": 512, "layers": 6, "time_embedding": 256, "fourier_frequencies": 128,
                          "parameters": 12_300_000, "omega": 1.0, "p_uncond": 0.2, "T": 1000,
                          "dataset": "MP DOS", "split": [0.6, 0.2, 0.2]}

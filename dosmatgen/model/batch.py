@@ -1,4 +1,4 @@
-"""Batches of crystals for the diffusion model (DESIGN §4): clean ones and noisy ones.
+"""Batches of crystals for the diffusion model (docs/method.md): clean ones and noisy ones.
 
 A :class:`CrystalBatch` holds B crystals with M atoms in all, as flat tensors plus a graph index,
 the layout PyTorch Geometric uses:

@@ -1,4 +1,4 @@
-"""Hyper-parameters of the denoiser and of the joint diffusion (DESIGN §4, paper Appendix A).
+"""Hyper-parameters of the denoiser and of the joint diffusion (docs/method.md, paper Appendix A).
 
 Both configs round-trip through plain dicts (``to_dict`` / ``from_dict``) so that they can live in
 YAML files and in checkpoints. Unknown keys and impossible values raise
@@ -29,7 +29,7 @@ LATTICE_SCALES: tuple[str, ...] = ("none", "atoms")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Size of the CSPNet-style denoiser (DESIGN §4).
+    """Size of the CSPNet-style denoiser (docs/method.md).
 
     Attributes:
         hidden_dim: width of node features and of every MLP.

@@ -1,5 +1,5 @@
 """Surrogate site-DOS model for evaluation (paper §3.1: "a separate surrogate model that predicts
-atom-level DOS from input crystal structures"; DESIGN §4.1).
+atom-level DOS from input crystal structures"; docs/method.md).
 
 A time-independent periodic graph network S -> (M, 400) standardised site DOS, trained with an L1
 loss on the standardised DOS (``dosmatgen train --kind surrogate``). It is *not* the diffusion

@@ -10,7 +10,7 @@
    says so.
 4. Score the kept crystals' first atom with the surrogate DOS model on the relaxed geometry and
    rank them by DOS MAE to the target (ties: cosine, then id).
-5. Validate the ``top_k`` best (paper: 8) with a real DFT site DOS (GPAW, DESIGN §3.2 protocol;
+5. Validate the ``top_k`` best (paper: 8) with a real DFT site DOS (GPAW, docs/data.md protocol;
    per-structure timeout; failures recorded) — Fig. 8 — and report surrogate-vs-DFT agreement.
 
 Resumability: sampled chunks, formation-energy chunks, relaxed geometries and DFT results are kept
