@@ -140,11 +140,53 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
     wdir.mkdir(parents=True, exist_ok=True)
     atomic_save_json(wdir / "config.json", {"config": config_to_dict(cfg), "models": models.meta,
                                             "target": target.structure_id})
-    cond_std = models.diffusion_std.transform(target.dos[None])[0]
+    candidates, raws = _generate(models, target, cfg, wdir)
+    form = formation_energies(candidates, raws, wdir / "formation.json", mlff=cfg.mlff, workers=cfg.mlff_workers,
+                              fmax=cfg.fmax, steps=cfg.relax_steps, refs_cache=cfg.refs_cache,
+                              device=cfg.mlff_device, calc=calc, progress=cfg.progress,
+                              input_name=f"screening {wdir.name}", relaxer=cfg.relaxer)
+    stages = _filter_by_formation_energy(candidates, cfg)
+    _attach_relaxed(stages["pool"], {r["id"]: r for r in form["rows"]}, cfg, wdir, calc)
+    score_first_atom(models, stages["pool"], target.dos, device=cfg.device, progress=cfg.progress, use_relaxed=True)
+    ranked = sorted((c for c in stages["pool"] if c.dos_mae is not None),
+                    key=lambda c: (c.dos_mae, -(c.cosine or 0.0), c.candidate_id))
+    for i, c in enumerate(ranked):
+        c.extra["rank"] = i + 1
+    top = ranked[:cfg.top_k]
+    dft_note = "DFT validation not run (dft=False)"
+    if cfg.dft and top:
+        dft_note = _run_dft(top, target, models, cfg, wdir, dft_engine)
+    mlff_name = cfg.mlff if calc is None else type(calc).__name__
+    ranked_rows = [_ranked_row(c) for c in top]
+    per_size = [_size_row(n, [c for c in candidates if c.group == f"N={n}"], cfg) for n in (int(v) for v in cfg.n_atoms)]
+    agreement = _agreement([c for c in top if c.extra.get("dft_status") == "ok"])
+    funnel = _funnel(candidates, stages, ranked, top, cfg)
+    results = {"config": config_to_dict(cfg), "target": target.to_json(), "models": models.meta,
+               "work_dir": str(wdir), "threshold_fallback": stages["fallback"],
+               "n_pass_threshold": len(stages["passing"]), "agreement": agreement, "funnel": funnel,
+               "per_size": per_size,
+               "formation": {"ef_unrelaxed": [c.extra["ef_unrelaxed"] for c in candidates
+                                              if c.extra["ef_unrelaxed"] is not None],
+                             "ef_relaxed": [c.extra["ef_relaxed"] for c in candidates
+                                            if c.extra["ef_relaxed"] is not None],
+                             "threshold": cfg.ef_threshold, "mlff": mlff_name,
+                             "status_counts": form.get("status_counts", {}),
+                             "references": form.get("references", {})},
+               "highlights": [_top_highlight(c) for c in top], "figure": "fig7,fig8,figC1"}
+    write_study(out_dir, study="screen", title="IrO2 screening workflow (paper §3.3)", summary_rows=ranked_rows,
+                summary_columns=RANKED_COLUMNS, candidates=candidates, results=results,
+                notes=_notes(target, candidates, stages, cfg, mlff_name, dft_note, agreement),
+                extra_tables={"funnel": funnel, "per_size": per_size}, cif_filter=lambda c: c.extra.get("in_pool"))
+    results["summary"] = ranked_rows
+    return results
 
-    # 1. generate ------------------------------------------------------------------------------
+
+def _generate(models: StudyModels, target: TargetDOS, cfg: ScreenConfig,
+              wdir: Path) -> tuple[list[StudyCandidate], list]:
+    """Step 1: ``n_per_size`` crystals per atom count, the first atom conditioned on the target."""
+    cond_std = models.diffusion_std.transform(target.dos[None])[0]
     candidates: list[StudyCandidate] = []
-    raws = []
+    raws: list = []
     for gi, n in enumerate(int(v) for v in cfg.n_atoms):
         spec = prior_spec([n] * cfg.n_per_size, cond_std, (0,),
                           ids=[f"screen-n{n}-{i:05d}" for i in range(cfg.n_per_size)])
@@ -152,111 +194,82 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
                               cache=wdir / "samples" / f"n{n}")
         candidates.extend(make_candidates(raw, f"N={n}", f"screen-n{n}"))
         raws.extend(raw)
+    return candidates, raws
 
-    # 2. formation energies (all crystals; invalid ones are skipped and counted) ---------------
-    form = formation_energies(candidates, raws, wdir / "formation.json", mlff=cfg.mlff, workers=cfg.mlff_workers,
-                              fmax=cfg.fmax, steps=cfg.relax_steps, refs_cache=cfg.refs_cache,
-                              device=cfg.mlff_device, calc=calc, progress=cfg.progress,
-                              input_name=f"screening {wdir.name}", relaxer=cfg.relaxer)
-    by_id = {r["id"]: r for r in form["rows"]}
 
-    # 3. E_f filter -------------------------------------------------------------------------------
+def _filter_by_formation_energy(candidates: list[StudyCandidate], cfg: ScreenConfig) -> dict[str, Any]:
+    """Step 3: relaxed E_f computed, plausible (>= ``min_plausible_ef``), and <= the threshold; the
+    pool ranked next is the passing crystals or, when none passes, the lowest-E_f ones."""
     computed = [c for c in candidates if c.extra["ef_relaxed"] is not None and np.isfinite(c.extra["ef_relaxed"])]
-    with_ef = [c for c in computed if c.extra["ef_relaxed"] >= cfg.min_plausible_ef]
     for c in computed:
         c.extra["implausible_ef"] = c.extra["ef_relaxed"] < cfg.min_plausible_ef
-    with_ef.sort(key=lambda c: (c.extra["ef_relaxed"], c.candidate_id))
+    with_ef = sorted((c for c in computed if not c.extra["implausible_ef"]),
+                     key=lambda c: (c.extra["ef_relaxed"], c.candidate_id))
     passing = [c for c in with_ef if c.extra["ef_relaxed"] <= cfg.ef_threshold]
-    fallback = not passing
     pool = passing if passing else with_ef[:max(cfg.top_k, cfg.fallback_pool)]
-    passing_ids = {c.candidate_id for c in passing}
-    pool_ids = {c.candidate_id for c in pool}
+    passing_ids, pool_ids = {c.candidate_id for c in passing}, {c.candidate_id for c in pool}
     for c in candidates:
         c.extra["passes_threshold"] = c.candidate_id in passing_ids
         c.extra["in_pool"] = c.candidate_id in pool_ids
+    return {"computed": computed, "with_ef": with_ef, "passing": passing, "pool": pool, "fallback": not passing}
 
-    # 4. relaxed geometry + surrogate DOS ranking -------------------------------------------------
-    _attach_relaxed(pool, by_id, cfg, wdir, calc)
-    score_first_atom(models, pool, target.dos, device=cfg.device, progress=cfg.progress, use_relaxed=True)
-    ranked = sorted((c for c in pool if c.dos_mae is not None),
-                    key=lambda c: (c.dos_mae, -(c.cosine or 0.0), c.candidate_id))
-    top = ranked[:cfg.top_k]
-    for i, c in enumerate(ranked):
-        c.extra["rank"] = i + 1
 
-    # 5. DFT validation -------------------------------------------------------------------------
-    dft_note = "DFT validation not run (dft=False)"
-    if cfg.dft and top:
-        dft_note = _run_dft(top, target, models, cfg, wdir, dft_engine)
+def _size_row(n: int, cands: list[StudyCandidate], cfg: ScreenConfig) -> dict[str, Any]:
+    """Per atom count: counts, median formation energies (plausible ones), diversity."""
+    row = group_summary(f"N={n}", cands)
+    efs_u = [c.extra["ef_unrelaxed"] for c in cands if c.extra["ef_unrelaxed"] is not None]
+    efs_r = [c.extra["ef_relaxed"] for c in cands if c.extra["ef_relaxed"] is not None
+             and np.isfinite(c.extra["ef_relaxed"]) and c.extra["ef_relaxed"] >= cfg.min_plausible_ef]
+    return {"n_atoms": n, "n_generated": row["n_generated"], "n_valid": row["n_valid"], "n_plausible_ef": len(efs_r),
+            "median_ef_unrelaxed": rounded(finite_median(efs_u)), "median_ef_relaxed": rounded(finite_median(efs_r)),
+            "n_pass_threshold": sum(c.extra["passes_threshold"] for c in cands),
+            "composition_diversity": row["composition_diversity"], "first_atom_elements": row["first_atom_elements"]}
 
-    # 6. report ---------------------------------------------------------------------------------
-    ranked_rows = [_ranked_row(c) for c in top]
-    per_size = []
-    for n in (int(v) for v in cfg.n_atoms):
-        cands = [c for c in candidates if c.group == f"N={n}"]
-        row = group_summary(f"N={n}", cands)
-        efs_u = [c.extra["ef_unrelaxed"] for c in cands if c.extra["ef_unrelaxed"] is not None]
-        efs_r = [c.extra["ef_relaxed"] for c in cands if c.extra["ef_relaxed"] is not None
-                 and np.isfinite(c.extra["ef_relaxed"]) and c.extra["ef_relaxed"] >= cfg.min_plausible_ef]
-        per_size.append({"n_atoms": n, "n_generated": row["n_generated"], "n_valid": row["n_valid"],
-                         "n_plausible_ef": len(efs_r),
-                         "median_ef_unrelaxed": rounded(finite_median(efs_u)),
-                         "median_ef_relaxed": rounded(finite_median(efs_r)),
-                         "n_pass_threshold": sum(c.extra["passes_threshold"] for c in cands),
-                         "composition_diversity": row["composition_diversity"],
-                         "first_atom_elements": row["first_atom_elements"]})
-    ok = [c for c in top if c.extra.get("dft_status") == "ok"]
-    agreement = _agreement(ok)
-    funnel = [{"stage": "generated", "count": len(candidates)},
-              {"stage": "valid", "count": sum(c.valid for c in candidates)},
-              {"stage": "formation energy computed (relaxed)", "count": len(computed)},
-              {"stage": f"E_f plausible (>= {cfg.min_plausible_ef} eV/atom)", "count": len(with_ef)},
-              {"stage": f"E_f <= {cfg.ef_threshold} eV/atom", "count": len(passing)},
-              {"stage": "ranked by surrogate DOS" + (" (lowest-E_f fallback)" if fallback else ""),
-               "count": len(ranked)},
-              {"stage": "DFT validated (top k)", "count": len(top) if cfg.dft else 0},
-              {"stage": "DFT succeeded", "count": len(ok)}]
+
+def _funnel(candidates: list[StudyCandidate], stages: dict[str, Any], ranked: list, top: list,
+            cfg: ScreenConfig) -> list[dict[str, Any]]:
+    """How many crystals survive each step."""
+    fallback = " (lowest-E_f fallback)" if stages["fallback"] else ""
+    return [{"stage": "generated", "count": len(candidates)},
+            {"stage": "valid", "count": sum(c.valid for c in candidates)},
+            {"stage": "formation energy computed (relaxed)", "count": len(stages["computed"])},
+            {"stage": f"E_f plausible (>= {cfg.min_plausible_ef} eV/atom)", "count": len(stages["with_ef"])},
+            {"stage": f"E_f <= {cfg.ef_threshold} eV/atom", "count": len(stages["passing"])},
+            {"stage": "ranked by surrogate DOS" + fallback, "count": len(ranked)},
+            {"stage": "DFT validated (top k)", "count": len(top) if cfg.dft else 0},
+            {"stage": "DFT succeeded", "count": sum(c.extra.get("dft_status") == "ok" for c in top)}]
+
+
+def _notes(target: TargetDOS, candidates: list, stages: dict[str, Any], cfg: ScreenConfig, mlff_name: str,
+           dft_note: str, agreement: dict[str, Any] | None) -> list[str]:
     notes = [f"target: {target.element} site of {target.structure_id} ({target.source})",
-             f"{len(passing)} of {len(candidates)} generated crystals have relaxed E_f <= {cfg.ef_threshold} eV/atom "
-             f"(MLFF {cfg.mlff if calc is None else type(calc).__name__})"]
-    if fallback:
-        notes.append(f"NO crystal passed the E_f threshold; the {len(pool)} lowest-E_f crystals were ranked "
-                     "instead (threshold fallback)")
+             f"{len(stages['passing'])} of {len(candidates)} generated crystals have relaxed E_f <= "
+             f"{cfg.ef_threshold} eV/atom (MLFF {mlff_name})"]
+    if stages["fallback"]:
+        notes.append(f"NO crystal passed the E_f threshold; the {len(stages['pool'])} lowest-E_f crystals were "
+                     "ranked instead (threshold fallback)")
     notes += ["DOS ranking: surrogate DOS of the first atom of the relaxed crystal vs the target; MAE in "
-              "states/eV/site, cosine on raw curves",
-              dft_note]
+              "states/eV/site, cosine on raw curves", dft_note]
     if agreement:
         notes.append("surrogate vs DFT (first atom, DFT-ok crystals): mean MAE "
                      f"{agreement['mean_surrogate_vs_dft_mae']:.3f} states/eV/site, mean cosine "
                      f"{agreement['mean_surrogate_vs_dft_cosine']:.3f}; DFT vs target: mean MAE "
-                     f"{agreement['mean_dft_vs_target_mae']:.3f}, mean cosine {agreement['mean_dft_vs_target_cosine']:.3f}")
-    highlights = []
-    for c in top:
-        h = highlight(c, c.formula or c.candidate_id, rank=c.extra.get("rank"),
-                      ef_relaxed=rounded(c.extra.get("ef_relaxed")), dft_status=c.extra.get("dft_status"),
-                      dft_mae=rounded(c.extra.get("dft_mae")), dft_cosine=rounded(c.extra.get("dft_cosine")))
-        rel = c.extra.get("_relaxed_record")
-        if rel is not None:
-            h["structure"] = _structure_json(rel)
-        dd = c.extra.get("_dft_dos")
-        h["dft_dos"] = None if dd is None else np.round(np.asarray(dd, dtype=float), 5).tolist()
-        highlights.append(h)
-    results = {"config": config_to_dict(cfg), "target": target.to_json(), "models": models.meta,
-               "work_dir": str(wdir), "threshold_fallback": fallback, "n_pass_threshold": len(passing),
-               "agreement": agreement, "funnel": funnel, "per_size": per_size,
-               "formation": {"ef_unrelaxed": [c.extra["ef_unrelaxed"] for c in candidates
-                                              if c.extra["ef_unrelaxed"] is not None],
-                             "ef_relaxed": [c.extra["ef_relaxed"] for c in candidates
-                                            if c.extra["ef_relaxed"] is not None],
-                             "threshold": cfg.ef_threshold, "mlff": cfg.mlff if calc is None else type(calc).__name__,
-                             "status_counts": form.get("status_counts", {}),
-                             "references": form.get("references", {})},
-               "highlights": highlights, "figure": "fig7,fig8,figC1"}
-    write_study(out_dir, study="screen", title="IrO2 screening workflow (paper §3.3)", summary_rows=ranked_rows,
-                summary_columns=RANKED_COLUMNS, candidates=candidates, results=results, notes=notes,
-                extra_tables={"funnel": funnel, "per_size": per_size}, cif_filter=lambda c: c.extra.get("in_pool"))
-    results["summary"] = ranked_rows
-    return results
+                     f"{agreement['mean_dft_vs_target_mae']:.3f}, mean cosine "
+                     f"{agreement['mean_dft_vs_target_cosine']:.3f}")
+    return notes
+
+
+def _top_highlight(c: StudyCandidate) -> dict[str, Any]:
+    """A ranked crystal as the figures show it: relaxed structure, surrogate and DFT DOS."""
+    h = highlight(c, c.formula or c.candidate_id, rank=c.extra.get("rank"),
+                  ef_relaxed=rounded(c.extra.get("ef_relaxed")), dft_status=c.extra.get("dft_status"),
+                  dft_mae=rounded(c.extra.get("dft_mae")), dft_cosine=rounded(c.extra.get("dft_cosine")))
+    rel = c.extra.get("_relaxed_record")
+    if rel is not None:
+        h["structure"] = _structure_json(rel)
+    dd = c.extra.get("_dft_dos")
+    h["dft_dos"] = None if dd is None else np.round(np.asarray(dd, dtype=float), 5).tolist()
+    return h
 
 
 # ---------------------------------------------------------------------------------------------

@@ -209,17 +209,7 @@ def run_window_sweep(models: StudyModels, target: TargetDOS, cfg: WindowConfig, 
 
     score_first_atom(models, candidates, target.dos, device=cfg.device, progress=cfg.progress)
     for c in candidates:
-        own = c.extra.pop("_own_mask")
-        if c.pred_dos is not None:
-            m = dos_match(c.pred_dos, target.dos, models.surrogate_std, score_mask)
-            o = dos_match(c.pred_dos, target.dos, models.surrogate_std, own)
-            c.extra.update({"win_dos_mae": m["dos_mae"], "win_dos_mae_std": m["dos_mae_std"],
-                            "win_cosine": m["cosine"], "own_win_dos_mae": o["dos_mae"],
-                            "own_win_cosine": o["cosine"]})
-        if c.record is not None:
-            els = {_sym(z) for z in c.record.atomic_numbers}
-            c.extra.update({"all_earth_abundant": all(is_earth_abundant(e) for e in els),
-                            "contains_target_element": target.element in els})
+        _window_scores(c, target, models, score_mask)
 
     form_note = "formation energies not computed (formation=False)"
     if cfg.formation:
@@ -268,6 +258,21 @@ def run_window_sweep(models: StudyModels, target: TargetDOS, cfg: WindowConfig, 
                 notes=notes, extra_tables={"window_vs_full": comparison} if comparison else None)
     results["summary"] = rows
     return results
+
+
+def _window_scores(c: StudyCandidate, target: TargetDOS, models: StudyModels, score_mask: np.ndarray) -> None:
+    """The first atom's DOS match in the common scoring window and in the group's own window, and
+    the crystal's earth abundance and target element (in ``c.extra``)."""
+    own = c.extra.pop("_own_mask")
+    if c.pred_dos is not None:
+        m = dos_match(c.pred_dos, target.dos, models.surrogate_std, score_mask)
+        o = dos_match(c.pred_dos, target.dos, models.surrogate_std, own)
+        c.extra.update({"win_dos_mae": m["dos_mae"], "win_dos_mae_std": m["dos_mae_std"], "win_cosine": m["cosine"],
+                        "own_win_dos_mae": o["dos_mae"], "own_win_cosine": o["cosine"]})
+    if c.record is not None:
+        els = {_sym(z) for z in c.record.atomic_numbers}
+        c.extra.update({"all_earth_abundant": all(is_earth_abundant(e) for e in els),
+                        "contains_target_element": target.element in els})
 
 
 _COMPARED = ("composition_diversity", "all_earth_abundant", "first_atom_earth_abundant", "contains_target_element",
