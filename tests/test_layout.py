@@ -155,3 +155,44 @@ def test_private_and_missing_imports_are_found(tmp_path):
     assert any("dosmatgen.no_such_module" in p for p in found)
     assert any("private name dosmatgen.io._hidden" in p for p in found)
     assert not any("atomic_write" in p or "ConfigError" in p for p in found)
+
+
+# import name -> distribution declared in pyproject.toml (gpaw: Debian's, run by its own interpreter)
+IMPORT_TO_DIST = {"PIL": "pillow", "yaml": "pyyaml", "orb_models": "orb-models", "mp_api": "mp-api",
+                  "torch_sim": "torch-sim-atomistic", "torch_geometric": "torch_geometric"}
+
+
+def third_party_imports(root: Path) -> set[str]:
+    import ast
+    import sys
+
+    names = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in ("dosmatgen", "__future__", "gpaw")}
+
+
+def declared_distributions() -> set[str]:
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] + [d for group in project["optional-dependencies"].values() for d in group]
+    return {re.split(r"[<>=!\[ ;]", d, maxsplit=1)[0].lower() for d in specs}
+
+
+def test_every_imported_package_is_declared():
+    declared = declared_distributions()
+    missing = sorted(n for n in third_party_imports(ROOT / "dosmatgen") if IMPORT_TO_DIST.get(n, n).lower() not in declared)
+    assert missing == []
+
+
+def test_an_undeclared_import_is_found(tmp_path):
+    """Negative control."""
+    (tmp_path / "x.py").write_text("import numpy\nimport jsonschema_missing_pkg\n")
+    assert third_party_imports(tmp_path) == {"numpy", "jsonschema_missing_pkg"}
+    assert "jsonschema_missing_pkg" not in declared_distributions()
