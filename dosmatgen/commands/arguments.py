@@ -68,16 +68,15 @@ def elements(text: str) -> tuple[int, ...]:
     >>> elements("O,Ni,8")
     (8, 28)
     """
-    from pymatgen.core.periodic_table import Element
+    from dosmatgen.data.schema import atomic_number
+    from dosmatgen.errors import DataError
 
     out = set()
-    for tok in (t.strip() for t in text.split(",")):
-        if not tok:
-            continue
+    for tok in (t.strip() for t in text.split(",") if t.strip()):
         try:
-            out.add(int(tok) if tok.isdigit() else Element(tok[:1].upper() + tok[1:].lower()).Z)
-        except (ValueError, KeyError):
-            raise argparse.ArgumentTypeError(f"unknown element {tok!r}") from None
+            out.add(atomic_number(tok))
+        except DataError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     if not out:
         raise argparse.ArgumentTypeError("no element given (expected e.g. Ni,O)")
     return tuple(sorted(out))

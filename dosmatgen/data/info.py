@@ -18,17 +18,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.schema import CrystalRecord, element_symbol
 from dosmatgen.data.split import SOURCES, record_source
 from dosmatgen.dos.grid import ENERGY_GRID
 from dosmatgen.errors import DataError
 from dosmatgen.io import atomic_temp_path
-
-
-def _symbol(z: int) -> str:
-    from pymatgen.core.periodic_table import Element
-
-    return Element.from_Z(int(z)).symbol
 
 
 def dataset_summary(records: Iterable[CrystalRecord], meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -83,15 +77,15 @@ def dataset_summary(records: Iterable[CrystalRecord], meta: dict[str, Any] | Non
         "n_atoms": n_atoms,
         "n_labelled": n_labelled,
         "n_elements": len(atoms_of),
-        "element_counts": {_symbol(z): struct_with[z] for z in sorted(struct_with)},
-        "element_atoms": {_symbol(z): atoms_of[z] for z in sorted(atoms_of)},
+        "element_counts": {element_symbol(z): struct_with[z] for z in sorted(struct_with)},
+        "element_atoms": {element_symbol(z): atoms_of[z] for z in sorted(atoms_of)},
         "size_histogram": {n: sizes[n] for n in sorted(sizes)},
         "sources": dict(sources.most_common()),
         "by_source": {
             name: {"n_structures": v["n"], "n_labelled": v["labelled"], "n_atoms": v["atoms"],
                    "n_elements": len(v["with"]),
                    "size_histogram": {n: v["sizes"][n] for n in sorted(v["sizes"])},
-                   "element_counts": {_symbol(z): v["with"][z] for z in sorted(v["with"])}}
+                   "element_counts": {element_symbol(z): v["with"][z] for z in sorted(v["with"])}}
             for name in SOURCES if name in per_source for v in [per_source[name]]},
         "meta": dict(meta or {}),
     }
@@ -143,7 +137,7 @@ def resolve_site_index(record: CrystalRecord, site: int | str) -> int:
         if not -record.num_atoms <= i < record.num_atoms:
             raise DataError(f"{record.structure_id} has {record.num_atoms} sites; site {i} does not exist")
         return i % record.num_atoms
-    symbols = [_symbol(z) for z in record.atomic_numbers]
+    symbols = [element_symbol(z) for z in record.atomic_numbers]
     if site not in symbols:
         raise DataError(f"{record.structure_id} ({record.formula}) has no {site} site")
     return symbols.index(site)
@@ -173,7 +167,7 @@ def plot_site_dos(record: CrystalRecord, site: int | str, out_path: str | Path,
     i = resolve_site_index(record, site)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    el = _symbol(record.atomic_numbers[i])
+    el = element_symbol(record.atomic_numbers[i])
     ax.plot(ENERGY_GRID, record.dos[i], color="k", lw=1.2, label=f"{record.formula} site {i} ({el})")
     for label, curve in (extra or {}).items():
         ax.plot(ENERGY_GRID, np.asarray(curve), lw=1.0, label=label)

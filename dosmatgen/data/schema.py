@@ -170,6 +170,35 @@ class CrystalRecord:
         return record
 
 
+def element_symbol(z: int) -> str:
+    """The symbol of atomic number ``z`` (``"?"`` outside 1..118).
+
+    >>> element_symbol(28), element_symbol(150)
+    ('Ni', '?')
+    """
+    from pymatgen.core.periodic_table import Element
+
+    return Element.from_Z(int(z)).symbol if 1 <= int(z) <= 118 else "?"
+
+
+def atomic_number(name: str | int, max_z: int = MAX_Z) -> int:
+    """The atomic number of an element symbol in any case, or of a number, within 1..``max_z``.
+
+    >>> atomic_number("ni"), atomic_number("8"), atomic_number(26)
+    (28, 8, 26)
+    """
+    from pymatgen.core.periodic_table import Element
+
+    text = str(name).strip()
+    try:
+        z = int(text) if text.isdigit() else Element(text[:1].upper() + text[1:].lower()).Z
+    except (ValueError, KeyError):
+        raise DataError(f"unknown element {name!r}") from None
+    if not 1 <= z <= max_z:
+        raise DataError(f"element {name!r} (Z={z}) is outside the types 1..{max_z}")
+    return z
+
+
 def require_site_dos(records: Sequence[CrystalRecord], purpose: str) -> list[CrystalRecord]:
     """``records`` as a list, or :class:`DataError` when there are none or one lacks its site DOS
     (``purpose`` completes the message: "to look up", "to condition on").

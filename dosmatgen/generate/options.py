@@ -42,27 +42,9 @@ def _opt(default: Any, help: str, **meta: Any) -> Any:
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """Every setting of one generation run (defaults: the paper's sampler unless said otherwise).
-
-    Attributes:
-        guidance: ``"cfg"`` (paper §2.4), ``"classifier"`` (§2.3; needs a regressor) or
-            ``"uncond"`` (baseline, CFG at ω = -1).
-        omega: CFG weight ω in (1 + ω) ε(S_t, y) − ω ε(S_t, ∅) (paper: 1).
-        omega_geometry: a separate ω for coordinates and lattice, ``omega`` then weighting the
-            types alone (None: ``omega`` on all three, the paper).
-        guidance_scale: classifier-guidance gradient scale (the gradient sums 400 energy bins per
-            atom; the demo profile uses 0.03).
-        steps: reverse steps for a start at T, evenly strided (None: every timestep, the paper's
-            1,000). A start at t0 takes :meth:`steps_from` of them.
-        step_lr: Langevin corrector step scale on the coordinates (DiffCSP's 1e-5; 0 = off).
-        start_at_T: a chain from T really starts at T (the reference code) instead of T − 1.
-        predictor_input: ``"corrected"`` (DiffCSP) or ``"pre_corrector"`` (the authors' cfg_sample).
-        repel_distance: an option, not the paper: push apart atoms of one crystal closer than this
-            (Å) after each reverse step (:class:`~dosmatgen.generate.repulsion.PairRepulsion`).
-        repel_until: with ``repel_distance``: push only while the chain's time is >= this.
-        allowed_types: atomic numbers the decoded types may take (None: every element the model knows).
-        batch_size: crystals per sampler call; chunk k of a run uses seed ``seed + k``.
-        seed: base seed of all sampler noise.
+    """Every setting of one generation run; each field's ``help`` (its command-line flag's help,
+    ``dataclasses.fields(SamplerOptions)``) says what it does. Defaults: the paper's sampler (§2.4,
+    Appendix A; DiffCSP's predictor-corrector) unless a help says otherwise.
     """
 
     guidance: str = _opt("cfg", "cfg: classifier-free guidance; classifier: unconditional model + regressor "

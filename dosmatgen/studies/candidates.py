@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from dosmatgen.data.schema import MAX_Z, CrystalRecord
+from dosmatgen.data.schema import MAX_Z, CrystalRecord, element_symbol
 from dosmatgen.errors import DataError
 from dosmatgen.generate.generated import RawCrystal
 
@@ -100,15 +100,11 @@ def make_candidates(raw: Sequence[RawCrystal], group: str, prefix: str) -> list[
         c = StudyCandidate(cid, group, rec, why)
         if rec is not None:
             c.formula = rec.formula
-            c.first_element = _symbol(int(rec.atomic_numbers[0]))
+            c.first_element = element_symbol(int(rec.atomic_numbers[0]))
         out.append(c)
     return out
 
 
-def _symbol(z: int) -> str:
-    from pymatgen.core.periodic_table import Element
-
-    return Element.from_Z(z).symbol
 
 
 def elements_with_references() -> frozenset[str]:
@@ -148,14 +144,14 @@ def formation_energies(candidates: Sequence[StudyCandidate], raws: Sequence[RawC
         calc_for_check = calc
     type_map = getattr(calc_for_check, "type_map", None)  # SevenNet: the elements the model knows
     if isinstance(type_map, dict) and type_map:
-        known &= {_symbol(int(z)) for z in type_map if 1 <= int(z) <= MAX_Z}
+        known &= {element_symbol(int(z)) for z in type_map if 1 <= int(z) <= MAX_Z}
     items = []
     for c, (z, x, lat) in zip(candidates, raws):
         c.extra.update({"ef_unrelaxed": None, "ef_relaxed": None, "relax_converged": None})
         if not c.valid:
             c.extra["relax_status"] = "invalid"
             continue
-        missing = sorted({_symbol(int(v)) for v in z} - known)
+        missing = sorted({element_symbol(int(v)) for v in z} - known)
         if missing:
             c.extra["relax_status"] = "unsupported_element:" + ",".join(missing)
             continue

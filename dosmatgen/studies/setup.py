@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from dosmatgen.data.schema import MAX_Z
-from dosmatgen.errors import CheckpointError, ConfigError
+from dosmatgen.data.schema import MAX_Z, atomic_number
+from dosmatgen.errors import CheckpointError, ConfigError, DataError
 from dosmatgen.generate.generated import RawCrystal
 from dosmatgen.generate.options import SamplerOptions
 
@@ -100,13 +100,11 @@ def load_study_models(checkpoint: str | Path, surrogate: str | Path, device: str
 
 def element_number(symbol: str | int, max_z: int = MAX_Z) -> int:
     """Atomic number of an element symbol (or number), checked against the model's type range."""
-    from pymatgen.core.periodic_table import Element
-
     try:
-        z = int(symbol) if str(symbol).isdigit() else Element(str(symbol).strip().capitalize()).Z
-    except (ValueError, KeyError) as exc:
-        raise ConfigError(f"unknown element {symbol!r}") from exc
-    if not 1 <= z <= max_z:
+        z = atomic_number(symbol, max_z=118)
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
+    if z > max_z:
         raise ConfigError(f"element {symbol!r} (Z={z}) is outside the model's types 1..{max_z}")
     return z
 

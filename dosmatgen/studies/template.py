@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.schema import CrystalRecord, element_symbol
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.generate.specs import template_spec
 from dosmatgen.studies.candidates import make_candidates
@@ -219,7 +219,7 @@ def run_template(models: StudyModels, target: TargetDOS, cfg: TemplateConfig, ou
             same = np.asarray(types) == tz
             c.extra.update({"keep_all": float(same.mean()), "keep_cond": float(same[:n_cond].mean()),
                             "keep_other": float(same[n_cond:].mean()) if n_cond < len(tz) else None,
-                            "cond_elements": " ".join(_symbols(types[:n_cond]))})
+                            "cond_elements": " ".join(element_symbol(z) for z in types[:n_cond])})
             if c.record is not None:
                 s = c.record.to_structure()
                 c.extra["structure_match"] = timed_fit(s, tmpl_struct, cfg.match_timeout_s) == "match"
@@ -272,10 +272,6 @@ def run_template(models: StudyModels, target: TargetDOS, cfg: TemplateConfig, ou
     return results
 
 
-def _symbols(zs) -> list[str]:
-    from pymatgen.core.periodic_table import Element
-
-    return [Element.from_Z(int(z)).symbol if 1 <= int(z) <= 118 else "?" for z in zs]
 
 
 def _frac(k: int, n: int) -> float | None:

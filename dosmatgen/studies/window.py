@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dosmatgen.data.schema import element_symbol
 from dosmatgen.dos.grid import ENERGY_GRID, N_DOS
 from dosmatgen.errors import ConfigError
 from dosmatgen.evaluate.formation import MIN_PLAUSIBLE_EF
@@ -270,7 +271,7 @@ def _window_scores(c: StudyCandidate, target: TargetDOS, models: StudyModels, sc
         c.extra.update({"win_dos_mae": m["dos_mae"], "win_dos_mae_std": m["dos_mae_std"], "win_cosine": m["cosine"],
                         "own_win_dos_mae": o["dos_mae"], "own_win_cosine": o["cosine"]})
     if c.record is not None:
-        els = {_sym(z) for z in c.record.atomic_numbers}
+        els = {element_symbol(z) for z in c.record.atomic_numbers}
         c.extra.update({"all_earth_abundant": all(is_earth_abundant(e) for e in els),
                         "contains_target_element": target.element in els})
 
@@ -346,7 +347,3 @@ def _formation(candidates: Sequence[StudyCandidate], raws: Sequence, models: Stu
             f"{cfg.min_plausible_ef} <= E_f <= {cfg.ef_threshold} eV/atom")
 
 
-def _sym(z: int) -> str:
-    from pymatgen.core.periodic_table import Element
-
-    return Element.from_Z(int(z)).symbol
