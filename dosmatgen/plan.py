@@ -378,10 +378,6 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
     GPAW from ``screen_dft`` or ``ledgers`` (:func:`gpaw_seconds_per_cell`)."""
     import torch
 
-    from dosmatgen.data.standardise import DOSStandardiser
-    from dosmatgen.bench_eval import bench_regeneration, bench_structure_matcher, bench_surrogate
-    from dosmatgen.model.factory import build_model
-
     rates = Rates()
     rates.environment = {"nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
                          "loadavg_before": os.getloadavg(), "model_size": cfg["model"]["size"],
@@ -405,36 +401,7 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
 
         attempt(f"train {kind}", training)
     torch.manual_seed(0)
-    chunk = int(cfg["generate"]["batch_size"])
-    recs = [records[i % len(records)] for i in range(chunk)]
-    std = DOSStandardiser.fit([r.dos for r in recs])
-
-    def sampling() -> None:
-        diffusion = build_model("diffusion", configs["diffusion"]).to(device).eval()
-        regressor = build_model("regressor", configs["regressor"]).to(device).eval()
-        for mode in ("cfg", "classifier", "uncond"):
-            r = bench_regeneration(diffusion, recs, std, guidance=mode, regressor=regressor, steps=3, batch_size=chunk)
-            rates.set(f"sample_chunk_step:{mode}", r["s_per_step_per_chunk"], f"regenerate(), {chunk} crystals, 3 steps")
-            report(f"  sample {mode}: {r['s_per_step_per_chunk']:.3f} s per step of a {chunk}-crystal chunk")
-
-    def surrogate() -> None:
-        model = build_model("surrogate", configs["surrogate"]).to(device).eval()
-        s = bench_surrogate(model, recs, std, batch_size=min(chunk, 128), device=device)
-        rates.set("surrogate_crystal", s["wall_s"] / s["structures"], f"predict_site_dos on {len(recs)} crystals")
-        report(f"  surrogate {rates.seconds['surrogate_crystal'] * 1e3:.1f} ms/crystal")
-
-    def matching() -> None:
-        m = bench_structure_matcher([rc.to_structure() for rc in recs[:20]], n_pairs=12)
-        rates.set("match_pair", 0.5 * (m["s_per_pair_match"] + m["s_per_pair_non_match"]),
-                  "StructureMatcher, mean of matching and non-matching pairs (12 each)")
-        report(f"  StructureMatcher {rates.seconds['match_pair'] * 1e3:.1f} ms/pair")
-
-    def lookup() -> None:
-        rates.set("lookup_atom_pair", _measure_lookup(records, device), "score_lookup, per test atom x training atom")
-
-    for what, fn in (("sampling", sampling), ("surrogate", surrogate), ("StructureMatcher", matching),
-                     ("DOS lookup", lookup)):
-        attempt(what, fn)
+    _measure_sampling_and_scoring(rates, cfg, configs, records, device, attempt, report)
     mlff, workers = cfg["evaluate"].get("mlff", "sevenn"), int(cfg.get("threads", 1))
     for relaxer in ("ase", "batched"):
         def relaxing(relaxer: str = relaxer) -> None:
@@ -467,6 +434,47 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
     return rates
 
 
+def _measure_sampling_and_scoring(rates: Rates, cfg: dict[str, Any], configs: dict[str, dict[str, Any]],
+                                  records: Sequence[Any], device: str, attempt: Callable[[str, Callable[[], None]], None],
+                                  report: Callable[[str], None]) -> None:
+    """The parts of :func:`measure_rates` after training: sampling and the surrogate with untrained
+    networks of the profile's ``configs``, StructureMatcher pairs and the DOS lookup."""
+    from dosmatgen.bench_eval import bench_regeneration, bench_structure_matcher, bench_surrogate
+    from dosmatgen.data.standardise import DOSStandardiser
+    from dosmatgen.model.factory import build_model
+
+    chunk = int(cfg["generate"]["batch_size"])
+    recs = [records[i % len(records)] for i in range(chunk)]
+    std = DOSStandardiser.fit([r.dos for r in recs])
+
+    def sampling() -> None:
+        diffusion = build_model("diffusion", configs["diffusion"]).to(device).eval()
+        regressor = build_model("regressor", configs["regressor"]).to(device).eval()
+        for mode in ("cfg", "classifier", "uncond"):
+            r = bench_regeneration(diffusion, recs, std, guidance=mode, regressor=regressor, steps=3, batch_size=chunk)
+            rates.set(f"sample_chunk_step:{mode}", r["s_per_step_per_chunk"], f"regenerate(), {chunk} crystals, 3 steps")
+            report(f"  sample {mode}: {r['s_per_step_per_chunk']:.3f} s per step of a {chunk}-crystal chunk")
+
+    def surrogate() -> None:
+        model = build_model("surrogate", configs["surrogate"]).to(device).eval()
+        s = bench_surrogate(model, recs, std, batch_size=min(chunk, 128), device=device)
+        rates.set("surrogate_crystal", s["wall_s"] / s["structures"], f"predict_site_dos on {len(recs)} crystals")
+        report(f"  surrogate {rates.seconds['surrogate_crystal'] * 1e3:.1f} ms/crystal")
+
+    def matching() -> None:
+        m = bench_structure_matcher([rc.to_structure() for rc in recs[:20]], n_pairs=12)
+        rates.set("match_pair", 0.5 * (m["s_per_pair_match"] + m["s_per_pair_non_match"]),
+                  "StructureMatcher, mean of matching and non-matching pairs (12 each)")
+        report(f"  StructureMatcher {rates.seconds['match_pair'] * 1e3:.1f} ms/pair")
+
+    def lookup() -> None:
+        rates.set("lookup_atom_pair", _measure_lookup(records, device), "score_lookup, per test atom x training atom")
+
+    for what, fn in (("sampling", sampling), ("surrogate", surrogate), ("StructureMatcher", matching),
+                     ("DOS lookup", lookup)):
+        attempt(what, fn)
+
+
 def _measure_lookup(records: Sequence[Any], device: str) -> float:
     from dosmatgen.data.standardise import DOSStandardiser
     from dosmatgen.evaluate.lookup import score_lookup
@@ -494,9 +502,6 @@ def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str =
     with an unreachable force threshold (every step runs), each timing the best of two; small cells
     cost per step about the same whatever their size (call overhead), so a step is fitted as
     ``a + b * atoms``."""
-    from dosmatgen.evaluate.formation import canonical_mlff
-
-    mlff = canonical_mlff(mlff)
     if n_crystals is None:
         n_crystals = relax_probe_crystals(device)
     small = []
@@ -514,10 +519,9 @@ def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str =
             return _best_of(lambda: BatchedRelaxer(model=model, steps=steps, fmax=1e-9,
                                                    max_volume_ratio=1e9).relax(atoms))
     else:
-        from dosmatgen.evaluate.formation import make_calculator
-        from dosmatgen.evaluate.mlff import relax
+        from dosmatgen.evaluate.mlff import get_calculator, relax
 
-        calc = make_calculator(mlff, device=device)
+        calc = get_calculator(mlff, device=device)
 
         def run(atoms: list, steps: int) -> float:
             return _best_of(lambda: [relax(a, calc, 1e-9, steps, max_volume_ratio=1e9) for a in atoms])
@@ -531,24 +535,16 @@ def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str =
     return per_crystal, per_crystal_step, per_atom_step
 
 
-def _pool_ready(_: int) -> int:
-    return 0
-
-
 def measure_relax_pool(mlff: str, workers: int) -> float:
     """Seconds until a pool of ``workers`` spawned processes, each with its MLFF calculator,
     is ready: what :func:`dosmatgen.evaluate.formation.compute_formation_energies` pays before its
     first one-at-a-time relaxation."""
-    import multiprocessing as mp
-
-    from dosmatgen.evaluate.formation import _init_worker, canonical_mlff
-    from dosmatgen.threads import single_threaded_children
+    from dosmatgen.evaluate.formation import worker_pool
 
     t0 = time.perf_counter()
-    with single_threaded_children():
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(canonical_mlff(mlff), "cpu", 1))
+    pool = worker_pool(mlff, "cpu", workers)
     try:
-        pool.map(_pool_ready, range(workers))
+        pool.map(abs, range(workers))  # one trivial task per worker
         return time.perf_counter() - t0
     finally:
         pool.close()

@@ -56,13 +56,14 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from dosmatgen.errors import ConfigError, DataError
-from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
+from dosmatgen.evaluate.mlff import (DEFAULT_FMAX, DEFAULT_RELAX_STEPS, canonical_mlff, get_calculator, limit_threads,
+                                     relax)
 from dosmatgen.io import atomic_save_json, atomic_write
 
 FORMAT = "dosmatgen-formation"
@@ -75,33 +76,9 @@ REFS_FORMAT = "dosmatgen-elemental-refs"
 RELAXERS = ("ase", "batched")
 #: Structures denser than this (Å^3 per atom) are not given to the MLFF.
 DEFAULT_MIN_VOLUME_PER_ATOM: float = 1.0
-
-
-#: Spellings of MLFF names (run configs use "7net-0", "orb-v2") -> names of
-#: :func:`dosmatgen.evaluate.mlff.get_calculator`; "emt" is ASE's EMT (tests and toy runs only:
-#: Al, Cu, Ag, Au, Ni, Pd, Pt, H, C, N, O).
-MLFF_ALIASES: dict[str, str] = {"7net-0": "sevenn", "sevennet": "sevenn", "sevenn": "sevenn", "chgnet": "chgnet",
-                                "orb": "orb", "orb-v2": "orb", "emt": "emt"}
-
-
-def canonical_mlff(name: str) -> str:
-    """The calculator name for an MLFF spelling; :class:`ConfigError` for unknown ones."""
-    key = str(name).lower()
-    if key not in MLFF_ALIASES:
-        raise ConfigError(f"unknown MLFF {name!r}; known: {sorted(MLFF_ALIASES)}")
-    return MLFF_ALIASES[key]
-
-
-def make_calculator(name: str, device: str = "cpu") -> Any:
-    """An ASE calculator for an MLFF spelling (see :data:`MLFF_ALIASES`)."""
-    canon = canonical_mlff(name)
-    if canon == "emt":
-        from ase.calculators.emt import EMT
-
-        return EMT()
-    from dosmatgen.evaluate.mlff import get_calculator
-
-    return get_calculator(canon, device=device)
+#: The columns of an output row (JSON and CSV), in order.
+ROW_COLUMNS = ("id", "source_id", "formula", "natoms", "status", "e_unrelaxed", "e_relaxed", "ef_unrelaxed",
+               "ef_relaxed", "converged", "relax_status", "volume_ratio", "volume_per_atom", "ref_fallback")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,9 +149,6 @@ class ElementalReferences:
         if missing:
             from ase.collections import dcdft
 
-            from dosmatgen.evaluate.mlff import relax
-
-            mp_refs = None
             for el in tqdm(missing, desc=f"elemental refs ({self.mlff})", disable=not progress):
                 entry = None
                 if el in dcdft.names:
@@ -189,12 +163,10 @@ class ElementalReferences:
                         entry = {"energy_per_atom": energy / len(atoms), "source": "mlff:dcdft",
                                  "natoms": len(atoms), "converged": bool(converged)}
                 if entry is None:
-                    mp_refs = mp_refs if mp_refs is not None else mp_elemental_energies()
-                    if el not in mp_refs:
+                    if el not in mp_elemental_energies():  # cached: read once per process
                         continue
-                    e, mpid = mp_refs[el]
-                    entry = {"energy_per_atom": e, "source": f"mp-gga:{mpid}", "natoms": None,
-                             "converged": None}
+                    e, mpid = mp_elemental_energies()[el]
+                    entry = {"energy_per_atom": e, "source": f"mp-gga:{mpid}", "natoms": None, "converged": None}
                 self.elements[el] = entry
                 self.save()  # after each element: a long reference run is resumable too
         return {el: self.elements[el] for el in wanted if el in self.elements}
@@ -227,10 +199,8 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(mlff: str, device: str, threads: int) -> None:
-    from dosmatgen.evaluate.mlff import limit_threads
-
     limit_threads(threads)
-    _WORKER["calc"] = make_calculator(mlff, device=device)
+    _WORKER["calc"] = get_calculator(mlff, device=device)
 
 
 def _prepare_item(item: FormationItem, refs: dict[str, dict[str, Any]],
@@ -241,10 +211,8 @@ def _prepare_item(item: FormationItem, refs: dict[str, dict[str, Any]],
 
     from dosmatgen.data.validity import validity_reason
 
-    row: dict[str, Any] = {"id": item.id, "source_id": item.source_id, "formula": None,
-                           "natoms": int(len(item.atomic_numbers)), "status": "ok", "e_unrelaxed": None,
-                           "e_relaxed": None, "ef_unrelaxed": None, "ef_relaxed": None, "converged": None,
-                           "relax_status": None, "volume_ratio": None, "volume_per_atom": None, "ref_fallback": []}
+    row: dict[str, Any] = {**dict.fromkeys(ROW_COLUMNS), "id": item.id, "source_id": item.source_id,
+                           "natoms": int(len(item.atomic_numbers)), "status": "ok", "ref_fallback": []}
     s, why = validity_reason(item.atomic_numbers, item.frac_coords, item.lattice)
     if s is not None:
         row["formula"] = s.composition.reduced_formula
@@ -286,8 +254,6 @@ def evaluate_item(item: FormationItem, calc: Any, refs: dict[str, dict[str, Any]
                   min_volume_per_atom: float = DEFAULT_MIN_VOLUME_PER_ATOM) -> dict[str, Any]:
     """Unrelaxed and relaxed E_f of one structure with the ASE relaxation
     (:func:`dosmatgen.evaluate.mlff.relax`); never raises (errors go into ``status``)."""
-    from dosmatgen.evaluate.mlff import relax
-
     row, atoms, symbols = _prepare_item(item, refs, min_volume_per_atom)
     if atoms is None:
         return row
@@ -351,8 +317,8 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     Args:
         items: structures (generated or test).
         out: output JSON path; chunks go to ``<out>.parts/`` and are reused on rerun.
-        mlff: an MLFF spelling of :data:`MLFF_ALIASES` (``sevenn``/``7net-0``, ``chgnet``, ``orb``/``orb-v2``,
-            ``emt``); the reference cache and the output record the canonical name.
+        mlff: an MLFF of :func:`dosmatgen.evaluate.mlff.get_calculator` (``sevenn``/``7net-0``, ``chgnet``,
+            ``orb``/``orb-v2``, ``emt``); the reference cache and the output record the registry name.
         workers: ``relaxer="ase"``: processes (``spawn``), each with one torch thread and its own
             calculator, ``1`` runs in this process; ``relaxer="batched"``: torch threads.
         chunk_size: structures per resumable chunk (default 64 for ``ase``, 512 for ``batched``).
@@ -363,10 +329,6 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
         batched: an already built ``BatchedRelaxer`` (tests).
     Returns the output dict (also written).
     """
-    from dosmatgen.data.schema import MAX_Z
-    from dosmatgen.evaluate.mlff import limit_threads
-    from dosmatgen.threads import single_threaded_children
-
     mlff = canonical_mlff(mlff)
     if relaxer not in RELAXERS:
         raise ConfigError(f"unknown relaxer {relaxer!r}; choose one of {RELAXERS}")
@@ -383,50 +345,26 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     out = Path(out)
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
-    from pymatgen.core.periodic_table import Element
-
-    elements = {Element.from_Z(int(z)).symbol for it in items for z in np.asarray(it.atomic_numbers).reshape(-1)
-                if 1 <= int(z) <= MAX_Z}
-    refs_store = ElementalReferences(mlff, refs_cache, fmax, steps)
-    needs_calc = [el for el in elements if el not in refs_store.elements]
     if relaxer == "ase" and workers <= 1 and calc is None:
         limit_threads(1)
-        calc = make_calculator(mlff, device=device)
-    ref_calc = calc if calc is not None else (make_calculator(mlff, device=device) if needs_calc else None)
-    refs = refs_store.get(elements, ref_calc, progress=progress)
-
+        calc = get_calculator(mlff, device=device)
+    refs = _references(items, ElementalReferences(mlff, refs_cache, fmax, steps), calc, device, progress)
     chunks = [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
     todo = [k for k in range(len(chunks)) if not (parts / f"part_{k:05d}.json").exists()]
-    todo_set = set(todo)
     bar = tqdm(total=len(items), desc=f"formation ({mlff})", disable=not progress,
-               initial=sum(len(chunks[k]) for k in range(len(chunks)) if k not in todo_set))
-    pool = None
-    if relaxer == "ase" and workers > 1 and todo:
-        with single_threaded_children():
-            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(mlff, device, 1))
+               initial=len(items) - sum(len(chunks[k]) for k in todo))
+    pool = worker_pool(mlff, device, workers) if relaxer == "ase" and workers > 1 and todo else None
     try:
         for k in todo:
-            if relaxer == "batched":
-                rows = evaluate_batch(chunks[k], batched, refs, min_volume_per_atom, on_row=lambda _: bar.update(1))
-            elif pool is None:
-                rows = []
-                for it in chunks[k]:
-                    rows.append(evaluate_item(it, calc, refs, fmax, steps, min_volume_per_atom))
-                    bar.update(1)
-            else:
-                rows = []
-                for row in pool.imap(_worker_task, [(it, refs, fmax, steps, min_volume_per_atom) for it in chunks[k]]):
-                    rows.append(row)
-                    bar.update(1)
+            rows = _evaluate_chunk(chunks[k], lambda: bar.update(1), refs, fmax, steps, min_volume_per_atom,
+                                   batched=batched if relaxer == "batched" else None, pool=pool, calc=calc)
             atomic_save_json(parts / f"part_{k:05d}.json", {"chunk": k, "rows": rows})
     finally:
         bar.close()
         if pool is not None:
             pool.close()
             pool.join()
-    rows = []
-    for k in range(len(chunks)):
-        rows.extend(json.loads((parts / f"part_{k:05d}.json").read_text())["rows"])
+    rows = [r for k in range(len(chunks)) for r in json.loads((parts / f"part_{k:05d}.json").read_text())["rows"]]
     result = {"format": FORMAT, "version": 1, "mlff": mlff, "relaxer": relaxer, "fmax": fmax, "max_steps": steps,
               "min_volume_per_atom": min_volume_per_atom, "input": input_name, "n": len(rows),
               "status_counts": dict(Counter(r["status"] for r in rows)), "references": refs, "rows": rows}
@@ -435,14 +373,53 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     return result
 
 
+def _references(items: Sequence[FormationItem], store: ElementalReferences, calc: Any, device: str,
+                progress: bool) -> dict[str, dict[str, Any]]:
+    """The elemental references of every element in ``items`` from ``store``; missing ones are
+    computed with ``calc``, or a calculator made here when ``calc`` is ``None``."""
+    from pymatgen.core.periodic_table import Element
+
+    from dosmatgen.data.schema import MAX_Z
+
+    elements = {Element.from_Z(int(z)).symbol for it in items for z in np.asarray(it.atomic_numbers).reshape(-1)
+                if 1 <= int(z) <= MAX_Z}
+    if calc is None and any(el not in store.elements for el in elements):
+        calc = get_calculator(store.mlff, device=device)
+    return store.get(elements, calc, progress=progress)
+
+
+def worker_pool(mlff: str, device: str, workers: int) -> Any:
+    """``workers`` spawned processes, each with one torch thread and its own ``mlff`` calculator."""
+    from dosmatgen.threads import single_threaded_children
+
+    with single_threaded_children():
+        return mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(mlff, device, 1))
+
+
+def _evaluate_chunk(chunk: Sequence[FormationItem], tick: Callable[[], Any], refs: dict[str, dict[str, Any]],
+                    fmax: float, steps: int, min_volume_per_atom: float, *, batched: Any = None, pool: Any = None,
+                    calc: Any = None) -> list[dict[str, Any]]:
+    """The rows of one chunk, relaxed together by ``batched``, or one at a time by the worker
+    ``pool`` or with ``calc`` in this process; ``tick`` is called after each row."""
+    if batched is not None:
+        return evaluate_batch(chunk, batched, refs, min_volume_per_atom, on_row=lambda _: tick())
+    if pool is not None:
+        rows = pool.imap(_worker_task, [(it, refs, fmax, steps, min_volume_per_atom) for it in chunk])
+    else:
+        rows = (evaluate_item(it, calc, refs, fmax, steps, min_volume_per_atom) for it in chunk)
+    out = []
+    for row in rows:
+        out.append(row)
+        tick()
+    return out
+
+
 def write_rows_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
-    cols = ["id", "source_id", "formula", "natoms", "status", "e_unrelaxed", "e_relaxed", "ef_unrelaxed",
-            "ef_relaxed", "converged", "relax_status", "volume_ratio", "volume_per_atom", "ref_fallback"]
     with atomic_write(path, "w") as f:
         w = csv.writer(f)
-        w.writerow(cols)
+        w.writerow(ROW_COLUMNS)
         for r in rows:
-            w.writerow(["" if r.get(c) is None else (";".join(r[c]) if c == "ref_fallback" else r[c]) for c in cols])
+            w.writerow(["" if r.get(c) is None else (";".join(r[c]) if c == "ref_fallback" else r[c]) for c in ROW_COLUMNS])
 
 
 def load_formation(path: str | Path) -> dict[str, Any]:

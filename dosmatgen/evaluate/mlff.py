@@ -1,20 +1,27 @@
 """Machine-learned force fields for relaxing crystals (DESIGN §3.2 built-in data, §6 evaluation).
 
-``get_calculator`` returns an ASE calculator; ``relax`` runs FIRE on positions and cell
-(``FrechetCellFilter``).  SevenNet '7net-0' is the default because its weights ship inside the
-``sevenn`` wheel (no network needed).
+One registry of force fields: :data:`MLFF_PACKAGES` (names), :data:`MLFF_ALIASES` (other
+spellings) and ``get_calculator``, which returns an ASE calculator for any of them; ``relax`` runs
+FIRE on positions and cell (``FrechetCellFilter``).  SevenNet '7net-0' is the default because its
+weights ship inside the ``sevenn`` wheel (no network needed).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from dosmatgen.errors import ConfigError
 
-CALCULATORS = ("sevenn", "chgnet", "orb")
+#: Every MLFF name -> the pip package it needs; "emt" is ASE's EMT, a toy (Al, Cu, Ag, Au, Ni, Pd, Pt, H, C, N, O).
+MLFF_PACKAGES: dict[str, str] = {"sevenn": "sevenn", "chgnet": "chgnet", "orb": "orb-models", "emt": "ase"}
+#: The force fields of the evaluation (the config schema's ``evaluate.mlff`` enum, less the toy).
+CALCULATORS = tuple(name for name in MLFF_PACKAGES if name != "emt")
+#: Other spellings -> names (run configs use "7net-0", "orb-v2").
+MLFF_ALIASES: dict[str, str] = {"7net-0": "sevenn", "sevennet": "sevenn", "orb-v2": "orb"}
 #: Relaxation settings of the paper's protocol (FIRE + FrechetCellFilter): force threshold (eV/Å)
 #: and the most FIRE steps. The one place these defaults are written.
 DEFAULT_FMAX: float = 0.05
@@ -32,54 +39,63 @@ def limit_threads(n: int = 1) -> None:
         pass
 
 
-def get_calculator(name: str = "sevenn", device: str = "cpu", weights: str | Path | None = None) -> Any:
-    """An ASE calculator for the MLFF ``name``.
+def canonical_mlff(name: str) -> str:
+    """The registry name of an MLFF spelling; :class:`ConfigError` for unknown ones."""
+    key = MLFF_ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in MLFF_PACKAGES:
+        raise ConfigError(f"unknown MLFF {name!r}; choose one of {sorted([*MLFF_PACKAGES, *MLFF_ALIASES])}")
+    return key
 
-    Args:
-        name: ``sevenn`` (SevenNet '7net-0', offline), ``chgnet`` (optional package) or ``orb``
-            (needs ``orb-models`` and network access or a local ``weights`` file).
-        device: torch device.
-        weights: optional checkpoint path overriding the packaged weights.
 
-    Raises:
-        ConfigError: unknown name, package not installed, or weights unavailable.
-    """
-    name = name.lower()
+def check_weights(name: str, weights: str | Path | None) -> None:
+    """:class:`ConfigError` when a ``weights`` file is given for ``name`` but does not exist."""
     if weights is not None and not Path(weights).exists():
         raise ConfigError(f"{name} weights file {weights} does not exist")
-    if name == "sevenn":
-        try:
+
+
+@contextmanager
+def needs_package(mlff: str, package: str) -> Iterator[None]:
+    """Turn an ImportError in the block into a one-line :class:`ConfigError` naming the pip package."""
+    try:
+        yield
+    except ImportError as exc:
+        raise ConfigError(f"MLFF {mlff!r} needs the {package} package (pip install {package})") from exc
+
+
+def load_orb_v2(device: str, weights: str | Path | None = None) -> Any:
+    """The Orb-v2 force field of ``orb-models``, from ``weights`` or downloaded."""
+    from orb_models.forcefield import pretrained
+
+    try:
+        if weights is not None:
+            return pretrained.orb_v2(weights_path=str(weights), device=device)
+        return pretrained.orb_v2(device=device)
+    except Exception as exc:  # download failure offline
+        raise ConfigError(f"ORB weights could not be loaded ({exc}); they need network access "
+                          "or a local weights file") from exc
+
+
+def get_calculator(name: str = "sevenn", device: str = "cpu", weights: str | Path | None = None) -> Any:
+    """An ASE calculator on torch ``device`` for the MLFF ``name`` (a name of :data:`MLFF_PACKAGES` or
+    a spelling of :data:`MLFF_ALIASES`); ``weights``: a checkpoint file instead of the packaged
+    (SevenNet '7net-0', offline; CHGNet) or downloaded (Orb-v2: needs network access) weights.
+    :class:`ConfigError` for an unknown name, a missing package or unavailable weights."""
+    name = canonical_mlff(name)
+    check_weights(name, weights)
+    with needs_package(name, MLFF_PACKAGES[name]):
+        if name == "sevenn":
             from sevenn.calculator import SevenNetCalculator
-        except ImportError as exc:
-            raise ConfigError("MLFF 'sevenn' needs the sevenn package (pip install sevenn)") from exc
-        model = str(weights) if weights is not None else "7net-0"
-        return SevenNetCalculator(model=model, device=device)
-    if name == "chgnet":
-        try:
+            return SevenNetCalculator(model=str(weights) if weights is not None else "7net-0", device=device)
+        if name == "chgnet":
             from chgnet.model import CHGNet
             from chgnet.model.dynamics import CHGNetCalculator
-        except ImportError as exc:
-            raise ConfigError("MLFF 'chgnet' is optional and not installed (pip install chgnet)") from exc
-        model = CHGNet.from_file(str(weights)) if weights is not None else CHGNet.load()
-        return CHGNetCalculator(model=model, use_device=device)
-    if name == "orb":
-        try:
-            from orb_models.forcefield import pretrained
+            model = CHGNet.from_file(str(weights)) if weights is not None else CHGNet.load()
+            return CHGNetCalculator(model=model, use_device=device)
+        if name == "orb":
             from orb_models.forcefield.calculator import ORBCalculator
-        except ImportError as exc:
-            raise ConfigError("MLFF 'orb' needs the orb-models package (pip install orb-models)") from exc
-        try:
-            if weights is not None:
-                model = pretrained.orb_v2(weights_path=str(weights), device=device)
-            else:
-                model = pretrained.orb_v2(device=device)
-        except ConfigError:
-            raise
-        except Exception as exc:  # download failure offline
-            raise ConfigError(f"ORB weights could not be loaded ({exc}); they need network access "
-                              "or a local file passed as weights=") from exc
-        return ORBCalculator(model, device=device)
-    raise ConfigError(f"unknown MLFF {name!r}; choose one of {CALCULATORS}")
+            return ORBCalculator(load_orb_v2(device, weights), device=device)
+        from ase.calculators.emt import EMT
+        return EMT()
 
 
 def relax(atoms: Any, calc: Any, fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_RELAX_STEPS,

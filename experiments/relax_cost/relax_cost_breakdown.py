@@ -46,7 +46,8 @@ def main() -> int:
     from ase.neighborlist import neighbor_list
 
     from dosmatgen.evaluate.batched_relax import load_batched_model
-    from dosmatgen.evaluate.formation import FormationItem, _prepare_item, make_calculator
+    from dosmatgen.evaluate.formation import FormationItem, _prepare_item
+    from dosmatgen.evaluate.mlff import get_calculator
     from dosmatgen.generate.generated import load_generated
     from dosmatgen.io import atomic_save_json, atomic_write
 
@@ -63,7 +64,7 @@ def main() -> int:
     edges = np.array([len(neighbor_list("i", a, 5.0)) for a in atoms])
 
     torch.set_num_threads(1)
-    calc = make_calculator("sevenn")
+    calc = get_calculator("sevenn")
     k = min(args.ase_crystals, len(atoms))
     ase_s = []
     for a in atoms[:k]:
