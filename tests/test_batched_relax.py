@@ -70,6 +70,22 @@ def test_budget_smaller_than_a_crystal_and_oom_halving_give_the_same_result():
     assert big[0].status in ("converged", "max_steps")
 
 
+def test_an_oom_while_initialising_puts_every_crystal_taken_back_in_the_queue(monkeypatch):
+    """A crystal sent back with its state by an earlier out-of-memory step, taken together with new
+    ones whose initialisation runs out of memory, waits in the queue again (it used to be lost)."""
+    atoms = crystals()
+    r = B.BatchedRelaxer(model=lj(), steps=60, max_atoms=100)
+    run = B._Run(atoms, None, None, None, queue=[B._Slot(i) for i in range(4)], out=[None] * 4)
+    run.queue[0].state = r._init([run.queue[0]], atoms)
+
+    def oom(*_):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(r, "_init", oom)
+    assert r._refill(run) is False and r.oom_halvings == 1
+    assert [s.index for s in run.queue] == [0, 1, 2, 3] and run.queue[0].state is not None and not run.active
+
+
 def test_a_crystal_the_force_field_refuses_is_dropped_and_the_rest_finish():
     class Faulty(LJ):
         def forward(self, state):

@@ -40,9 +40,10 @@ Example (SevenNet on CPU)::
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -51,7 +52,8 @@ import torch
 from tqdm.auto import tqdm
 
 from dosmatgen.errors import ConfigError
-from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
+from dosmatgen.evaluate.mlff import (DEFAULT_FMAX, DEFAULT_RELAX_STEPS, MLFF_ALIASES, check_weights, load_orb_v2,
+                                     needs_package)
 
 #: The torch-sim release this module is written against (``scripts/setup.sh`` pins it).
 TORCH_SIM_VERSION = "0.3.0"
@@ -97,6 +99,28 @@ class _Slot:
     initial_energy: float = float("nan")
 
 
+@dataclass
+class _Run:
+    """What one :meth:`BatchedRelaxer.relax` call works on: the crystals, the queue, the batch
+    (its torch-sim ``state`` and the ``active`` slots, in the same order) and the outcomes."""
+
+    atoms: Sequence[Any]
+    floors: np.ndarray | None
+    on_done: Callable[[int, RelaxOutcome], None] | None
+    bar: Any
+    queue: list[_Slot]
+    out: list[RelaxOutcome | None]
+    state: Any = None
+    active: list[_Slot] = field(default_factory=list)
+
+    def record(self, index: int, outcome: RelaxOutcome) -> None:
+        """Store crystal ``index``'s outcome and report it (progress bar, ``on_done``)."""
+        self.out[index] = outcome
+        self.bar.update(1)
+        if self.on_done is not None:
+            self.on_done(index, outcome)
+
+
 def per_system_vesin_nl(positions: torch.Tensor, row_vector_cell: torch.Tensor, pbc: Any, cutoff: torch.Tensor,
                         system_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Neighbour list of a batch with the contract of torch-sim ≥ 0.4's ``torchsim_nl``.
@@ -137,41 +161,31 @@ def load_batched_model(name: str = "sevenn", device: str = "cpu", weights: str |
     Raises:
         ConfigError: unknown name, no batched wrapper, package not installed, weights missing.
     """
-    name = name.lower()
+    name = MLFF_ALIASES.get(name.lower(), name.lower())
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if name not in BATCHED_MLFFS:
         raise ConfigError(f"MLFF {name!r} has no batched (torch-sim) wrapper; batched MLFFs: {BATCHED_MLFFS}; "
                           "use relaxer: ase for it")
-    if weights is not None and not Path(weights).exists():
-        raise ConfigError(f"{name} weights file {weights} does not exist")
+    check_weights(name, weights)
     _require_torch_sim()
     import torch_sim.neighbors as tsn
 
-    if name == "sevenn":
-        try:
-            import sevenn  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError("MLFF 'sevenn' needs the sevenn package (pip install sevenn)") from exc
-        if not hasattr(tsn, "torchsim_nl"):  # sevenn 0.13 imports it; torch-sim 0.3.0 lacks it
-            tsn.torchsim_nl = per_system_vesin_nl
-        from sevenn.torchsim import SevenNetModel
-        from sevenn.util import load_checkpoint
+    if name == "orb":
+        with needs_package("orb", "orb-models"):
+            from torch_sim.models.orb import OrbModel
 
-        checkpoint = load_checkpoint(str(weights) if weights is not None else "7net-0")
-        return SevenNetModel(model=checkpoint.build_model(), modal=None, neighbor_list_fn=per_system_vesin_nl,
-                             device=device)
-    try:
-        from orb_models.forcefield import pretrained
-        from torch_sim.models.orb import OrbModel
-    except ImportError as exc:
-        raise ConfigError("MLFF 'orb' needs the orb-models package (pip install orb-models)") from exc
-    try:
-        orbff = pretrained.orb_v2(weights_path=str(weights), device=device) if weights else pretrained.orb_v2(device=device)
-    except Exception as exc:  # download failure offline
-        raise ConfigError(f"ORB weights could not be loaded ({exc}); they need network access or a local "
-                          "weights file") from exc
-    return OrbModel(model=orbff, device=device)
+            return OrbModel(model=load_orb_v2(device, weights), device=device)
+    with needs_package("sevenn", "sevenn"):
+        import sevenn  # noqa: F401
+    if not hasattr(tsn, "torchsim_nl"):  # sevenn 0.13 imports it; torch-sim 0.3.0 lacks it
+        tsn.torchsim_nl = per_system_vesin_nl
+    from sevenn.torchsim import SevenNetModel
+    from sevenn.util import load_checkpoint
+
+    checkpoint = load_checkpoint(str(weights) if weights is not None else "7net-0")
+    return SevenNetModel(model=checkpoint.build_model(), modal=None, neighbor_list_fn=per_system_vesin_nl,
+                         device=device)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -224,12 +238,13 @@ class BatchedRelaxer:
         self.oom_halvings = 0
         self.drops: Counter = Counter()
 
-    # ------------------------------------------------------------------------------------------
-    def auto_max_atoms(self, probe: Sequence[Any]) -> int:
-        """Atoms per batch from one forward pass on ``probe`` (ASE Atoms): a quarter of the free
-        memory over the measured memory per atom, within [:data:`MIN_ATOMS`, :data:`MAX_ATOMS_CAP`]."""
+    def auto_max_atoms(self, atoms: Sequence[Any]) -> int:
+        """Atoms per batch from one forward pass on the first crystals of ``atoms`` (ASE Atoms; those
+        that start before 64 atoms are reached): a quarter of the free memory over the measured
+        memory per atom, within [:data:`MIN_ATOMS`, :data:`MAX_ATOMS_CAP`]."""
         from dosmatgen.device import PeakMemory
 
+        probe = [a for a, before in zip(atoms, itertools.accumulate(map(len, atoms), initial=0)) if before < 64]
         device = torch.device(self.model.device)
         cap = MAX_ATOMS_CAP.get(device.type, MAX_ATOMS_CAP["cuda"])
         for candidates in [list(probe)] + [[a] for a in probe]:  # a crystal the model refuses is left out
@@ -254,19 +269,19 @@ class BatchedRelaxer:
             s.volume0, s.initial_energy = float(vol[k]), float(energy[k])
         return state
 
-    def _step_one_by_one(self, state: Any, slots: list[_Slot]) -> tuple[Any, list[_Slot], list[tuple[_Slot, str]]]:
-        """One FIRE step per crystal (after the batched step raised): crystals that raise again
-        alone are returned as failures, the others re-batched."""
-        kept_states, kept, failed = [], [], []
-        for k, s in enumerate(slots):
-            single = state[[k]]
+    def _step_one_by_one(self, run: _Run, state: Any) -> None:
+        """One FIRE step per crystal of ``state`` (the batch before its batched step raised): a
+        crystal that raises again alone is dropped, the others are re-batched."""
+        kept_states, kept = [], []
+        for k, s in enumerate(run.active):
             try:
-                kept_states.append(self.update_fn(single))
+                kept_states.append(self.update_fn(state[[k]]))
                 kept.append(s)
             except Exception as exc:  # the force field raised on this crystal alone
-                failed.append((s, f"error:{type(exc).__name__}"))
-        merged = self.ts.concatenate_states(kept_states) if kept_states else None
-        return merged, kept, failed
+                s.steps += 1
+                run.record(s.index, self._outcome(None, s, f"dropped:error:{type(exc).__name__}"))
+        run.state = self.ts.concatenate_states(kept_states) if kept_states else None
+        run.active = kept
 
     def _check(self, state: Any, slots: list[_Slot], floors: np.ndarray | None) -> tuple[list[int], list[str]]:
         """Indices (into the batch) of crystals that leave it, and each one's status."""
@@ -315,7 +330,6 @@ class BatchedRelaxer:
         return RelaxOutcome(atoms=atoms, energy=energy, initial_energy=s.initial_energy,
                             converged=status == "converged", steps=s.steps, status=status)
 
-    # ------------------------------------------------------------------------------------------
     def relax(self, atoms: Sequence[Any], energy_floor: Sequence[float] | None = None,
               progress: bool = False, on_done: Callable[[int, RelaxOutcome], None] | None = None) -> list[RelaxOutcome]:
         """Relax every crystal of ``atoms`` (ASE Atoms); outcomes in input order.
@@ -328,110 +342,91 @@ class BatchedRelaxer:
         floors = None if energy_floor is None else np.asarray(energy_floor, dtype=float)
         if floors is not None and floors.shape != (n,):
             raise ConfigError(f"energy_floor has {floors.shape} values for {n} crystals")
-        out: list[RelaxOutcome | None] = [None] * n
         if n == 0:
             return []
-        sizes = [len(a) for a in atoms]
         if self.max_atoms is None:
-            probe, total = [], 0
-            for a in atoms:
-                if total >= 64:
-                    break
-                probe.append(a)
-                total += len(a)
-            self.max_atoms = self.auto_max_atoms(probe)
-        queue: list[_Slot] = [_Slot(i) for i in range(n)]
-        state, active = None, []
-        bar = tqdm(total=n, desc="relax (batched)", unit="crystal", disable=not progress)
-
-        def finish(k_list: list[int], statuses: list[str]) -> None:
-            nonlocal state, active
-            if not k_list:
-                return
-            keep = [k for k in range(len(active)) if k not in set(k_list)]
-            leaving = [state[[k]] for k in k_list]
-            for single, k, st in zip(leaving, k_list, statuses):
-                o = self._outcome(single, active[k], st)
-                out[active[k].index] = o
-                bar.update(1)
-                if on_done is not None:
-                    on_done(active[k].index, o)
-            state = state[keep] if keep else None
-            active = [active[k] for k in keep]
-
+            self.max_atoms = self.auto_max_atoms(atoms)
+        run = _Run(atoms, floors, on_done, tqdm(total=n, desc="relax (batched)", unit="crystal", disable=not progress),
+                   queue=[_Slot(i) for i in range(n)], out=[None] * n)
         try:
-            while queue or active:
-                # refill up to the atom budget (a crystal larger than the budget goes alone)
-                room = self.max_atoms - sum(sizes[s.index] for s in active)
-                fresh, warm = [], []
-                while queue and (sizes[queue[0].index] <= room or not (active or fresh or warm)):
-                    s = queue.pop(0)
-                    (warm if s.state is not None else fresh).append(s)
-                    room -= sizes[s.index]
-                parts = []
-                if fresh:
-                    try:
-                        parts.append(self._init(fresh, atoms))
-                    except Exception as exc:
-                        if _is_oom(exc) and len(fresh) > 1:
-                            self._shrink()
-                            queue[:0] = fresh
-                            continue
-                        # initialise one by one: a crystal the force field refuses is dropped alone
-                        ok = []
-                        for s in fresh:
-                            try:
-                                parts.append(self._init([s], atoms))
-                                ok.append(s)
-                            except Exception as exc1:
-                                out[s.index] = RelaxOutcome(None, float("nan"), float("nan"), False, 0,
-                                                            f"dropped:error:{type(exc1).__name__}")
-                                self.drops[f"error:{type(exc1).__name__}"] += 1
-                                bar.update(1)
-                                if on_done is not None:
-                                    on_done(s.index, out[s.index])
-                        fresh = ok
-                parts += [s.state for s in warm]
-                for s in warm:
-                    s.state = None
-                new_slots = fresh + warm
-                if parts:
-                    state = self.ts.concatenate_states(([state] if state is not None else []) + parts)
-                    active = active + new_slots
-                if state is None:
-                    continue
-                leave, statuses = self._check(state, active, floors)  # converged before this step?
-                finish(leave, statuses)
-                if state is None:
-                    continue
-                backup = state.clone()
-                try:
-                    state = self.update_fn(state)
-                except Exception as exc:
-                    if _is_oom(exc) and len(active) > 1:
-                        self._shrink()
-                        half = len(active) // 2
-                        back = [backup[[k]] for k in range(half, len(active))]
-                        for s, st in zip(active[half:], back):
-                            s.state = st
-                        queue[:0] = active[half:]
-                        state, active = backup[list(range(half))], active[:half]
-                        continue
-                    state, kept, failed = self._step_one_by_one(backup, active)
-                    for s, why in failed:
-                        s.steps += 1
-                        out[s.index] = self._outcome(None, s, f"dropped:{why}")
-                        bar.update(1)
-                        if on_done is not None:
-                            on_done(s.index, out[s.index])
-                    active = kept
-                    if state is None:
-                        continue
-                for s in active:
-                    s.steps += 1
+            while run.queue or run.active:
+                if self._refill(run) and run.state is not None:
+                    self._leave(run, *self._check(run.state, run.active, run.floors))  # converged before this step?
+                    if run.state is not None:
+                        self._step(run)
         finally:
-            bar.close()
-        return list(out)  # every crystal has an outcome once the loop ends
+            run.bar.close()
+        return list(run.out)  # every crystal has an outcome once the loop ends
+
+    def _refill(self, run: _Run) -> bool:
+        """Move crystals from the queue into the batch up to the atom budget (a crystal larger than
+        the budget goes alone); ``False`` when initialising them ran out of memory (the atom budget
+        is halved and they wait in the queue again)."""
+        room = self.max_atoms - sum(len(run.atoms[s.index]) for s in run.active)
+        taken: list[_Slot] = []
+        while run.queue and (len(run.atoms[run.queue[0].index]) <= room or not (run.active or taken)):
+            taken.append(run.queue.pop(0))
+            room -= len(run.atoms[taken[-1].index])
+        fresh = [s for s in taken if s.state is None]
+        warm = [s for s in taken if s.state is not None]
+        parts = []
+        if fresh:
+            try:
+                parts.append(self._init(fresh, run.atoms))
+            except Exception as exc:
+                if _is_oom(exc) and len(fresh) > 1:
+                    self._shrink()
+                    run.queue[:0] = taken
+                    return False
+                fresh, parts = self._init_one_by_one(run, fresh)
+        parts += [s.state for s in warm]
+        for s in warm:
+            s.state = None
+        if parts:
+            run.state = self.ts.concatenate_states(([run.state] if run.state is not None else []) + parts)
+            run.active = run.active + fresh + warm
+        return True
+
+    def _init_one_by_one(self, run: _Run, fresh: list[_Slot]) -> tuple[list[_Slot], list[Any]]:
+        """Initialise ``fresh`` one crystal at a time (after initialising them together raised): a
+        crystal the force field refuses is dropped alone. Returns the others and their states."""
+        kept, states = [], []
+        for s in fresh:
+            try:
+                states.append(self._init([s], run.atoms))
+                kept.append(s)
+            except Exception as exc:
+                run.record(s.index, self._outcome(None, s, f"dropped:error:{type(exc).__name__}"))
+        return kept, states
+
+    def _leave(self, run: _Run, leave: list[int], statuses: list[str]) -> None:
+        """Record the outcomes of the batch's crystals ``leave`` and take them out of the batch."""
+        if not leave:
+            return
+        for k, status in zip(leave, statuses):
+            run.record(run.active[k].index, self._outcome(run.state[[k]], run.active[k], status))
+        keep = [k for k in range(len(run.active)) if k not in set(leave)]
+        run.state, run.active = (run.state[keep] if keep else None), [run.active[k] for k in keep]
+
+    def _step(self, run: _Run) -> None:
+        """One FIRE step of the batch. Out of memory: the atom budget is halved and the second half
+        of the batch goes back to the queue; another error: the step is retried one crystal at a
+        time and the crystals that raise alone are dropped."""
+        backup = run.state.clone()
+        try:
+            run.state = self.update_fn(run.state)
+        except Exception as exc:
+            if _is_oom(exc) and len(run.active) > 1:
+                self._shrink()
+                half = len(run.active) // 2
+                for k, s in enumerate(run.active[half:], start=half):
+                    s.state = backup[[k]]
+                run.queue[:0] = run.active[half:]
+                run.state, run.active = backup[list(range(half))], run.active[:half]
+                return
+            self._step_one_by_one(run, backup)
+        for s in run.active:
+            s.steps += 1
 
     def _shrink(self) -> None:
         self.oom_halvings += 1
