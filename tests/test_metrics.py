@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
+from dosmatgen.data import validity as V
 from dosmatgen.evaluate import metrics as M
 
 
@@ -52,20 +53,20 @@ def test_dos_mae_all_excluded_gives_none():
 # ---- building / validity ---------------------------------------------------------------------
 def test_build_structure_reasons():
     z, x = np.array([11, 17]), np.array([[0, 0, 0], [0.5, 0.5, 0.5]])
-    assert M.build_structure(z, x, np.eye(3) * 4)[1] is None
-    assert M.build_structure(z, x * np.nan, np.eye(3) * 4)[1] == "non_finite"
-    assert M.build_structure(np.array([0, 17]), x, np.eye(3) * 4)[1] == "unknown_element"
+    assert V.build_structure(z, x, np.eye(3) * 4)[1] is None
+    assert V.build_structure(z, x * np.nan, np.eye(3) * 4)[1] == "non_finite"
+    assert V.build_structure(np.array([0, 17]), x, np.eye(3) * 4)[1] == "unknown_element"
     flat = np.array([[4, 0, 0], [0, 4, 0], [4, 4, 0.0]])
-    assert M.build_structure(z, x, flat)[1] == "degenerate_lattice"
-    assert M.build_structure(np.array([], int), np.zeros((0, 3)), np.eye(3))[1] == "empty"
+    assert V.build_structure(z, x, flat)[1] == "degenerate_lattice"
+    assert V.build_structure(np.array([], int), np.zeros((0, 3)), np.eye(3))[1] == "empty"
 
 
 def test_min_periodic_distance_known_values():
     s = nacl(5.64)
-    assert M.min_periodic_distance(s) == pytest.approx(5.64 / 2)
+    assert V.min_periodic_distance(s) == pytest.approx(5.64 / 2)
     # one atom: nearest is its own image at the shortest lattice vector, also through a skewed basis
     one = Structure(Lattice([[3, 0, 0], [30, 3, 0], [0, 0, 5]]), ["Cu"], [[0, 0, 0]])
-    assert M.min_periodic_distance(one) == pytest.approx(3.0)
+    assert V.min_periodic_distance(one) == pytest.approx(3.0)
 
 
 def test_validity_counts_each_reason():

@@ -51,6 +51,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from dosmatgen.data.split import record_source, source_parts
+from dosmatgen.data.validity import build_structure, validity_reason
 from dosmatgen.errors import DataError
 from dosmatgen.evaluate import metrics as M
 from dosmatgen.io import atomic_save_json, atomic_write
@@ -74,6 +75,94 @@ def metrics_by_source(ids: Sequence[str], set_metrics: Callable[[Sequence[int]],
             for src, part in source_parts(ids).items()}
 
 
+class _Scorer:
+    """The per-crystal quantities of one generated set (surrogate DOS, structures, match outcomes,
+    failure reasons) and the set metrics over any part of it; ``seconds`` times each stage."""
+
+    def __init__(self, gen: Any, references: dict[str, Any], surrogate: Any, surrogate_std: Any,
+                 training: Sequence[Any] | None, match_timeout_s: float, workers: int, batch_size: int,
+                 device: str, progress: bool) -> None:
+        from dosmatgen.model.surrogate import predict_site_dos
+
+        absent = [sid for sid in gen.source_ids if sid not in references]
+        if absent:
+            raise DataError(f"{len(absent)} generated structure(s) come from ids not in the store, e.g. {absent[0]!r} "
+                            "(wrong --store or --split?)")
+        self.training, self.match_timeout_s, self.workers, self.progress = training, match_timeout_s, workers, progress
+        refs = [references[sid] for sid in gen.source_ids]
+        self.y = [r.dos for r in refs]
+        self.gen_items = list(gen.items())
+        self.seconds: dict[str, float] = {}
+        tic = time.perf_counter()
+        self.yhat_gen, self.why_gen = predict_site_dos(surrogate, surrogate_std, self.gen_items, batch_size, device,
+                                                       progress)
+        self.yhat, self.why_ref = predict_site_dos(surrogate, surrogate_std,
+                                                   [(r.atomic_numbers, r.frac_coords, r.lattice) for r in refs],
+                                                   batch_size, device, progress)
+        self.seconds["surrogate"] = time.perf_counter() - tic
+        self.mean_dos = np.asarray(surrogate_std.mean, dtype=np.float64) if surrogate_std is not None else None
+        self.built = [build_structure(*it) for it in self.gen_items]
+        self.gen_structs = [s for s, _ in self.built]
+        self.ref_structs = [r.to_structure() for r in refs]
+        tic = time.perf_counter()
+        self.sm = M.StructureMatchRate(match_timeout_s, workers, progress)
+        self.outcomes = self.sm.outcomes(self.gen_structs, self.ref_structs)
+        self.seconds["structure_match"] = time.perf_counter() - tic
+        self.gen_types, self.ref_types = [z for z, _, _ in self.gen_items], [r.atomic_numbers for r in refs]
+        self.validity = [validity_reason(*it)[1] for it in self.gen_items]
+        self.valid_structs = [s if why is None else None for s, why in zip(self.gen_structs, self.validity)]
+        self.reasons_ref = [f"reference_{r}" if r else None for r in self.why_ref]
+        self.reasons_pair = [g if g is not None else (f"reference_{r}" if r is not None else None)
+                             for g, r in zip(self.why_gen, self.why_ref)]
+
+    def set_metrics(self, idx: Sequence[int], timed: bool = False) -> dict[str, M.MetricResult]:
+        """Every set metric over the structures ``idx`` (the whole set, or one source's part);
+        ``timed``: record the seconds of uniqueness and novelty."""
+        def pick(v: Sequence[Any]) -> list[Any]:
+            return [v[i] for i in idx]
+
+        mae = M.DOSMAE()
+        out: dict[str, M.MetricResult] = {}
+        out["mae_gen_y"] = mae.compute(pick(self.yhat_gen), pick(self.y), pick(self.why_gen))
+        out["mae_gen_yhat"] = mae.compute(pick(self.yhat_gen), pick(self.yhat), pick(self.reasons_pair))
+        out["mae_yhat_y"] = mae.compute(pick(self.yhat), pick(self.y), pick(self.reasons_ref))
+        # context, not in the paper: the error of always predicting the training set's mean site DOS
+        if self.mean_dos is not None:
+            out["mae_mean_dos_y"] = mae.compute([np.tile(self.mean_dos, (len(d), 1)) for d in pick(self.y)], pick(self.y))
+        out["structure_match_rate"] = self.sm.from_outcomes(pick(self.outcomes))
+        out["composition_match_rate"] = M.CompositionMatchRate().compute(pick(self.gen_structs), pick(self.ref_structs))
+        out["element_accuracy"] = M.ElementAccuracy().compute(pick(self.gen_types), pick(self.ref_types))
+        out["validity"] = M.Validity().compute(pick(self.gen_items))
+        tic = time.perf_counter()
+        out["uniqueness"] = M.Uniqueness(self.match_timeout_s, self.progress).compute(pick(self.valid_structs))
+        if timed:
+            self.seconds["uniqueness"] = time.perf_counter() - tic
+        if self.training is not None:
+            tic = time.perf_counter()
+            novelty = M.Novelty(self.training, self.match_timeout_s, self.workers, self.progress)
+            out["novelty"] = novelty.compute(pick(self.valid_structs))
+            if timed:
+                self.seconds["novelty"] = time.perf_counter() - tic
+        return out
+
+    def per_structure_rows(self, source_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The rows of the per-structure CSV (see the module doc), one per generated crystal."""
+        rows = []
+        for i, sid in enumerate(source_ids):
+            (s, bwhy), ref = self.built[i], self.ref_structs[i].composition.reduced_formula
+            rows.append({
+                "index": i, "source_id": sid, "source": record_source(sid),
+                "formula_gen": s.composition.reduced_formula if s is not None else "", "formula_ref": ref,
+                "build_reason": bwhy or "", "validity_reason": self.validity[i] or "",
+                "graph_reason": self.why_gen[i] or "", "mae_gen_y": _mae_or_blank(self.yhat_gen[i], self.y[i]),
+                "mae_gen_yhat": _mae_or_blank(self.yhat_gen[i], self.yhat[i]),
+                "mae_yhat_y": _mae_or_blank(self.yhat[i], self.y[i]), "structure_match": self.outcomes[i],
+                "composition_match": int(s is not None and s.composition.reduced_formula == ref),
+                **element_columns(self.gen_types[i], self.ref_types[i]),
+            })
+        return rows
+
+
 def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrogate_std: Any, *,
                     training: Sequence[Any] | None = None, match_timeout_s: float = M.DEFAULT_TIMEOUT_S,
                     workers: int = 1, batch_size: int = 128, device: str = "cpu", progress: bool = True,
@@ -89,97 +178,22 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
         match_timeout_s: per-pair StructureMatcher timeout.
         workers: processes for structure matching and novelty.
     """
-    from dosmatgen.model.surrogate import predict_site_dos
-
-    absent = [sid for sid in gen.source_ids if sid not in references]
-    if absent:
-        raise DataError(f"{len(absent)} generated structure(s) come from ids not in the store, e.g. {absent[0]!r} "
-                        "(wrong --store or --split?)")
-    refs = [references[sid] for sid in gen.source_ids]
-    y = [r.dos for r in refs]
-    gen_items = list(gen.items())
-    seconds: dict[str, float] = {}
-
-    tic = time.perf_counter()
-    yhat_gen, why_gen = predict_site_dos(surrogate, surrogate_std, gen_items, batch_size, device, progress)
-    yhat, why_ref = predict_site_dos(surrogate, surrogate_std,
-                                     [(r.atomic_numbers, r.frac_coords, r.lattice) for r in refs],
-                                     batch_size, device, progress)
-    seconds["surrogate"] = time.perf_counter() - tic
-    mean_dos = np.asarray(surrogate_std.mean, dtype=np.float64) if surrogate_std is not None else None
-    built = [M.build_structure(*it) for it in gen_items]
-    gen_structs = [s for s, _ in built]
-    ref_structs = [r.to_structure() for r in refs]
-    tic = time.perf_counter()
-    sm = M.StructureMatchRate(match_timeout_s, workers, progress)
-    outcomes = sm.outcomes(gen_structs, ref_structs)
-    seconds["structure_match"] = time.perf_counter() - tic
-    gen_types, ref_types = [z for z, _, _ in gen_items], [r.atomic_numbers for r in refs]
-    validity = [M.validity_reason(*it)[1] for it in gen_items]
-    valid_structs = [s if why is None else None for s, why in zip(gen_structs, validity)]
-    reasons_ref = [f"reference_{r}" if r else None for r in why_ref]
-    reasons_pair = [g if g is not None else (f"reference_{r}" if r is not None else None)
-                    for g, r in zip(why_gen, why_ref)]
-
-    def set_metrics(idx: Sequence[int], timed: bool = False) -> dict[str, M.MetricResult]:
-        """Every set metric over the structures ``idx`` (the whole set, or one source's part)."""
-        def pick(v: Sequence[Any]) -> list[Any]:
-            return [v[i] for i in idx]
-
-        mae = M.DOSMAE()
-        out: dict[str, M.MetricResult] = {}
-        out["mae_gen_y"] = mae.compute(pick(yhat_gen), pick(y), pick(why_gen))
-        out["mae_gen_yhat"] = mae.compute(pick(yhat_gen), pick(yhat), pick(reasons_pair))
-        out["mae_yhat_y"] = mae.compute(pick(yhat), pick(y), pick(reasons_ref))
-        # context, not in the paper: the error of always predicting the training set's mean site DOS
-        if mean_dos is not None:
-            out["mae_mean_dos_y"] = mae.compute([np.tile(mean_dos, (len(d), 1)) for d in pick(y)], pick(y))
-        out["structure_match_rate"] = sm.from_outcomes(pick(outcomes))
-        out["composition_match_rate"] = M.CompositionMatchRate().compute(pick(gen_structs), pick(ref_structs))
-        out["element_accuracy"] = M.ElementAccuracy().compute(pick(gen_types), pick(ref_types))
-        out["validity"] = M.Validity().compute(pick(gen_items))
-        tic = time.perf_counter()
-        out["uniqueness"] = M.Uniqueness(match_timeout_s, progress).compute(pick(valid_structs))
-        if timed:
-            seconds["uniqueness"] = time.perf_counter() - tic
-        if training is not None:
-            tic = time.perf_counter()
-            out["novelty"] = M.Novelty(training, match_timeout_s, workers, progress).compute(pick(valid_structs))
-            if timed:
-                seconds["novelty"] = time.perf_counter() - tic
-        return out
-
-    out = set_metrics(range(len(gen_items)), timed=True)
-    by_source = metrics_by_source(gen.source_ids, set_metrics)
-
+    scorer = _Scorer(gen, references, surrogate, surrogate_std, training, match_timeout_s, workers, batch_size,
+                     device, progress)
+    out = scorer.set_metrics(range(len(scorer.gen_items)), timed=True)
     if per_structure_csv is not None:
-        rows = []
-        for i, sid in enumerate(gen.source_ids):
-            s, bwhy = built[i]
-            rows.append({
-                "index": i, "source_id": sid, "source": record_source(sid),
-                "formula_gen": s.composition.reduced_formula if s is not None else "",
-                "formula_ref": ref_structs[i].composition.reduced_formula,
-                "build_reason": bwhy or "", "validity_reason": validity[i] or "", "graph_reason": why_gen[i] or "",
-                "mae_gen_y": _mae_or_blank(yhat_gen[i], y[i]), "mae_gen_yhat": _mae_or_blank(yhat_gen[i], yhat[i]),
-                "mae_yhat_y": _mae_or_blank(yhat[i], y[i]), "structure_match": outcomes[i],
-                "composition_match": int(s is not None and s.composition.reduced_formula
-                                         == ref_structs[i].composition.reduced_formula),
-                **element_columns(gen_types[i], ref_types[i]),
-            })
-        write_per_structure_csv(per_structure_csv, rows)
-
+        write_per_structure_csv(per_structure_csv, scorer.per_structure_rows(gen.source_ids))
     meta = dict(gen.meta)
     return {
         "format": FORMAT, "version": 1, "guidance": meta.get("guidance"), "t0": meta.get("t0"),
         "start": meta.get("start"), "n_structures": len(gen),
         "metrics": {k: v.to_dict() for k, v in out.items()},
-        "by_source": by_source,
+        "by_source": metrics_by_source(gen.source_ids, scorer.set_metrics),
         "generated": {"path": generated_path, "meta": meta},
         "surrogate": {"path": surrogate_path, "config": getattr(surrogate, "config", None)},
         "settings": {"match_timeout_s": match_timeout_s, "workers": workers,
                      "n_training_structures": None if training is None else len(training)},
-        "seconds": seconds,
+        "seconds": scorer.seconds,
     }
 
 
