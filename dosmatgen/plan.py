@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from dosmatgen.errors import ConfigError
+from dosmatgen.evaluate.mlff import DEFAULT_RELAX_STEPS
 
 #: Fraction of the FIRE step cap a ground-truth (already DFT-relaxed) crystal runs, and a
 #: generated one. Generated crystals mostly run to the cap (demo: 84 of 84 at 60 steps did not
@@ -180,7 +181,7 @@ def _study_jobs(cfg: dict[str, Any], relaxer: str, workers: int = 1) -> list[Job
             atoms = float(np.mean(s["natoms"]))
             units["sample_chunk_step:cfg"] = len(s["natoms"]) * sample(int(s["n_per_natoms"]), full)
             units["surrogate_crystal"] = n
-            units.update({k: v for k, v in _relax_units(relaxer, n, atoms, int(s.get("relax_steps", 200))
+            units.update({k: v for k, v in _relax_units(relaxer, n, atoms, int(s.get("relax_steps", DEFAULT_RELAX_STEPS))
                                                         * GENERATED_STEP_FRACTION, workers).items() if k != "job"})
             if s.get("dft"):
                 units["gpaw_cell_parallel"] = int(s.get("top_k", 8)) / max(1, int(s.get("dft_workers", 1)))
@@ -190,7 +191,7 @@ def _study_jobs(cfg: dict[str, Any], relaxer: str, workers: int = 1) -> list[Job
             units["sample_chunk_step:cfg"] = len(s["windows"]) * len(s["omegas"]) * sample(int(s["n"]), full)
             units["surrogate_crystal"] = n
             if not s.get("no_formation"):
-                units.update({k: v for k, v in _relax_units(relaxer, n, atoms, int(s.get("relax_steps", 200))
+                units.update({k: v for k, v in _relax_units(relaxer, n, atoms, int(s.get("relax_steps", DEFAULT_RELAX_STEPS))
                                                             * GENERATED_STEP_FRACTION, workers).items() if k != "job"})
         jobs.append(Job("studies", f"study_{name}", name, units))
     return jobs
