@@ -39,9 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dosmatgen.commands.arguments import check_paths
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_paths(args)
         result = args.func(args)
     except DosmatgenError as exc:
         print(f"dosmatgen {args.command}: error: {exc}", file=sys.stderr)

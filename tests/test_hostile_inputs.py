@@ -170,6 +170,103 @@ def test_bad_command_line_input(ws, tmp_path, capsys, monkeypatch, case):
     assert leftovers == [], leftovers  # nothing at the output path, no lock, no staging folder
 
 
+# ---- outputs that would destroy an input (issue 34): one rule for every command ----------------------
+# {t} is a private copy of the workspace: a case that wrongly writes cannot harm the other tests.
+PATH_CASES: dict[str, tuple[str, str]] = {
+    "split_out_is_store": ("data split --store {t}/s.npz --out {t}/s.npz", "--out {t}/s.npz is the input --store"),
+    "split_standardiser_is_store": ("data split --store {t}/s.npz --out {t}/x.json --standardiser {t}/s.npz",
+                                    "--standardiser {t}/s.npz is the input --store"),
+    "split_standardiser_is_out": ("data split --store {t}/s.npz --out {t}/x.json --standardiser {t}/x.json",
+                                  "are the same path"),
+    "info_json_is_store": ("data info --store {t}/s.npz --json {t}/s.npz", "--json {t}/s.npz is the input --store"),
+    "regenerate_out_is_store": (REGEN.replace("{d}", "{t}").replace("{o}", "{t}/s.npz"), "is the input --store"),
+    "score_out_is_generated": ("evaluate score --generated {t}/gen_corrupt.npz --surrogate {t}/diff.pt --store "
+                               "{t}/s.npz --split {t}/split.json --out {t}/gen_corrupt.npz", "is the input --generated"),
+    "plan_json_is_rates": ("plan --rates {t}/std.json --json {t}/std.json", "is the input --rates"),
+    "studies_out_is_a_file": (STUDY.replace("{d}", "{t}").replace("{o}", "{t}/split.json"),
+                              "is an existing file; it must be a folder"),
+    "split_out_is_a_device": ("data split --store {t}/s.npz --out /dev/null", "not a regular file or folder"),
+    "split_out_is_a_symlink_to_store": ("data split --store {t}/s.npz --out {t}/link.json", "is the input --store"),
+    "studies_out_holds_the_store": (STUDY.replace("{d}", "{t}").replace("{o}", "{t}"), "holds the input"),
+    "regenerate_out_is_a_folder": (REGEN.replace("{d}", "{t}").replace("{o}", "{t}/sub"), "is a folder"),
+}
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else p.name
+            for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("case", sorted(PATH_CASES))
+def test_an_output_never_destroys_an_input(ws, tmp_path, capsys, case):
+    import shutil
+
+    t = tmp_path / "ws"
+    shutil.copytree(ws, t)
+    (t / "sub").mkdir()
+    (t / "link.json").symlink_to(t / "s.npz")
+    before = _checksums(t)
+    template, expect = PATH_CASES[case]
+    code = main(template.format(t=t, o=t / "out").split())
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, (code, err)
+    assert expect.format(t=t) in err, err
+    assert "Traceback" not in captured.out + captured.err
+    assert _checksums(t) == before  # every input byte-identical, nothing added
+
+
+def test_a_distinct_output_is_accepted(ws, tmp_path, capsys):
+    """Negative control: the same command with an output of its own runs."""
+    assert main(f"data split --store {ws}/s.npz --out {tmp_path}/split.json".split()) == 0, capsys.readouterr().err
+    assert (tmp_path / "split.json").is_file()
+
+
+def undeclared_path_options(parser) -> list[str]:
+    """Every option of every command whose name says it holds a path but that the command does
+    not declare as an input or an output (:func:`dosmatgen.commands.arguments.declare_paths`)."""
+    import argparse
+
+    from dosmatgen.commands.arguments import PATH_DESTS
+
+    found = []
+
+    def walk(p, words):
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        for sub in subs:
+            for name, child in sub.choices.items():
+                walk(child, words + [name])
+        if subs:
+            return
+        roles = p.get_default("_paths") or {"inputs": (), "outputs": {}}
+        declared = set(roles["inputs"]) | set(roles["outputs"])
+        found.extend(f"{' '.join(words)} --{a.dest}" for a in p._actions
+                     if a.option_strings and a.dest in PATH_DESTS and a.dest not in declared)
+
+    walk(parser, [])
+    return found
+
+
+def test_every_command_declares_its_path_options():
+    from dosmatgen.cli import build_parser
+
+    assert undeclared_path_options(build_parser()) == []
+
+
+def test_a_command_without_declared_paths_is_found():
+    """Negative control: a command registered with an --out it does not declare."""
+    from dosmatgen.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    new = sub.add_parser("new-command")
+    new.add_argument("--out")
+    new.add_argument("--store")
+    assert undeclared_path_options(parser) == ["new-command --out", "new-command --store"]
+
+
 def main(argv: list[str]) -> int:
     """The command line as a user runs it: argparse's own errors exit through SystemExit."""
     try:
@@ -208,7 +305,7 @@ def test_the_unmodified_config_passes():
 
 
 def test_the_case_count_the_readme_states():
-    n = len(CASES) + len(CONFIG_CASES)
+    n = len(CASES) + len(CONFIG_CASES) + len(PATH_CASES)
     assert n >= 40
     assert f"{n} hostile inputs" in (REPO_ROOT / "README.md").read_text()
 

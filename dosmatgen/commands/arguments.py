@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 
 def finite(text: str) -> float:
@@ -127,3 +128,69 @@ def sampler_options(args: argparse.Namespace, **defaults):
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplerOptions)
              if getattr(args, f.name, None) is not None}
     return SamplerOptions(**{**defaults, **given})
+
+
+# ---- paths: every command declares its inputs and outputs; one check runs before any work -------
+#: Option names (argparse ``dest``) that hold a path. A command with one of these must declare it as
+#: an input or an output (``tests/test_hostile_inputs.py`` enumerates every command).
+PATH_DESTS = frozenset({
+    "out", "store", "split", "standardiser", "json", "text", "figure", "shards", "jobs", "pool", "input", "dir",
+    "split_out", "release", "config", "checkpoint", "target_dos", "template", "regressor", "surrogate",
+    "generated", "cif_dir", "metrics_dir", "formation", "provenance", "results", "refs_cache", "work_dir", "rates",
+    "save_rates", "bench", "crystals", "truth", "figures", "notes", "run_config", "inputs", "train_ids", "merge",
+    "require", "recorded"})
+
+
+def declare_paths(parser: argparse.ArgumentParser, *, inputs: tuple[str, ...] = (),
+                  outputs: dict[str, str] | None = None) -> None:
+    """Record which options of ``parser`` are input paths and which are outputs (``"file"`` or
+    ``"dir"``), for :func:`check_paths`."""
+    parser.set_defaults(_paths={"inputs": tuple(inputs), "outputs": dict(outputs or {})})
+
+
+def _values(value) -> list[str]:
+    if value is None or isinstance(value, bool):
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    # "LABEL=FILE" values (figures formation --generated) name the file after the last "="
+    return [str(v).rsplit("=", 1)[-1] if "=" in str(v) and not os.path.exists(str(v)) else str(v) for v in items]
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Before any work: an output that resolves (symlinks followed) to an input or to another
+    output, an output that exists as the other kind (a file where a folder is written or the
+    reverse), an input inside an output folder (which is replaced), or an output that is not a
+    regular file or folder (a device, a FIFO) stops with one line."""
+    import stat
+
+    from dosmatgen.errors import ConfigError
+
+    roles = getattr(args, "_paths", None)
+    if roles is None:
+        return
+    outs = [(d, v, kind) for d, kind in roles["outputs"].items() for v in _values(getattr(args, d, None))]
+    ins = [(d, v) for d in roles["inputs"] for v in _values(getattr(args, d, None))]
+    for dest, value, kind in outs:
+        if os.path.exists(value):
+            mode = os.stat(value).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise ConfigError(f"{_flag(dest)} {value} is not a regular file or folder (a device, FIFO or socket); "
+                                  "give a path to write to")
+            if kind == "file" and stat.S_ISDIR(mode):
+                raise ConfigError(f"{_flag(dest)} {value} is a folder; it must be a file")
+            if kind == "dir" and stat.S_ISREG(mode):
+                raise ConfigError(f"{_flag(dest)} {value} is an existing file; it must be a folder")
+        real = os.path.realpath(value)
+        for other, other_value in ins:
+            other_real = os.path.realpath(other_value)
+            if other_real == real or (kind == "dir" and other_real.startswith(real + os.sep)):
+                what = "is" if other_real == real else "holds"
+                raise ConfigError(f"{_flag(dest)} {value} {what} the input {_flag(other)} {other_value}: writing "
+                                  "it would destroy the input; choose another output")
+        for other, other_value, _ in outs:
+            if other != dest and os.path.realpath(other_value) == real:
+                raise ConfigError(f"{_flag(dest)} and {_flag(other)} are the same path {value}; give two outputs")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from dosmatgen.commands.arguments import declare_paths
 from dosmatgen.errors import ConfigError
 from dosmatgen.model.config import TYPE_TARGETS
 
@@ -74,4 +75,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results as JSON")
+    declare_paths(p, inputs=("crystals",), outputs={"json": "file"})
     p.set_defaults(func=_cmd_bench)

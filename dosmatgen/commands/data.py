@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from dosmatgen.commands.arguments import OneLineErrorParser, finite, non_negative
+from dosmatgen.commands.arguments import declare_paths, finite, non_negative, OneLineErrorParser
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import check_writable
 
@@ -119,6 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="also export recorded failures whose reason contains TEXT, as in build-builtin")
     ej.add_argument("--maxiter", type=int, default=100, help="SCF iteration cap per mixer setting")
     ej.add_argument("--no-progress", action="store_true")
+    declare_paths(ej, inputs=("shards", "pool"), outputs={"jobs": "dir"})
     ej.set_defaults(func=_cmd_export_jobs)
     ij = sub.add_parser(
         "ingest-jobs", help="read the GPAW outputs of exported jobs into the build's shards",
@@ -128,6 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ij.add_argument("--jobs", required=True, metavar="DIR", help="folder of exported jobs and their outputs")
     ij.add_argument("--shards", default=DEFAULT_BUILTIN_SHARDS, metavar="DIR", help="the build's shard folder")
     ij.add_argument("--host", default=None, help="where the jobs ran, recorded in the ledger and shard meta")
+    declare_paths(ij, inputs=("jobs",), outputs={"shards": "dir"})
     ij.set_defaults(func=_cmd_ingest_jobs)
 
     # merge ---------------------------------------------------------------------------------
@@ -140,6 +142,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"shard folder (default: {DEFAULT_BUILTIN_SHARDS} for builtin, data/mp for mp)")
     m.add_argument("--out", default=None, metavar="STORE",
                    help=f"merged store (default: {DEFAULT_BUILTIN_STORE} for builtin, data/mp_dos.npz for mp)")
+    declare_paths(m, inputs=("shards",), outputs={"out": "file"})
     m.set_defaults(func=_cmd_merge)
 
     # download-mp ---------------------------------------------------------------------------
@@ -167,6 +170,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="energy-grid length a calculation must have (default: 2001; 0 accepts any)")
     d.add_argument("--merge", default=None, metavar="STORE", help="merge the shards into this store afterwards")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    declare_paths(d, outputs={"out": "dir", "merge": "file"})
     d.set_defaults(func=_cmd_download_mp)
 
     # split -----------------------------------------------------------------------------------
@@ -184,6 +188,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="split fractions (default: 0.6 0.2 0.2)")
     s.add_argument("--standardiser", default=None, metavar="JSON",
                    help="also write the DOS standardiser fitted on the training split")
+    declare_paths(s, inputs=("store",), outputs={"out": "file", "standardiser": "file"})
     s.set_defaults(func=_cmd_split)
 
     # info ------------------------------------------------------------------------------------
@@ -202,6 +207,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i.add_argument("--figure", default=None, help="write the element + atoms-per-cell histogram figure here")
     i.add_argument("--json", default=None, help="also write the summary as JSON")
     i.add_argument("--text", default=None, help="also write the printed summary to this text file")
+    declare_paths(i, inputs=("store",), outputs={"out": "file", "figure": "file", "json": "file", "text": "file"})
     i.set_defaults(func=_cmd_info)
 
     # target ----------------------------------------------------------------------------------
@@ -218,6 +224,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--site", type=_site_spec, default=None, metavar="ID:SITE", help="site in --store")
     t.add_argument("--api-key", default=None, help="Materials Project API key (default: $MP_API_KEY)")
     t.add_argument("--out", required=True, help="target JSON to write")
+    declare_paths(t, inputs=("store",), outputs={"out": "file"})
     t.set_defaults(func=_cmd_target)
 
     # import / export ---------------------------------------------------------------------------
@@ -232,6 +239,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     im.add_argument("--out", required=True, help="store (.npz) to write")
     im.add_argument("--split-out", default=None, help="with --dir: split JSON to write (train/val/test = the "
                                                       "three files' structures; nothing is re-split)")
+    declare_paths(im, inputs=("input", "dir"), outputs={"out": "file", "split_out": "file"})
     im.set_defaults(func=_cmd_import_json)
 
     ex = sub.add_parser("export-json", help="store -> reference-code JSON list",
@@ -240,6 +248,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ex.add_argument("--out", required=True, help="JSON file to write")
     ex.add_argument("--split", default=None, help="split JSON; export only --part of it")
     ex.add_argument("--part", choices=["train", "val", "test"], default=None, help="split part to export")
+    declare_paths(ex, inputs=("store", "split"), outputs={"out": "file"})
     ex.set_defaults(func=_cmd_export_json)
 
 

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dosmatgen.commands.arguments import add_sampler_options, positive, sampler_options
+from dosmatgen.commands.arguments import add_sampler_options, declare_paths, positive, sampler_options
 from dosmatgen.data.split import part_records
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
@@ -279,6 +279,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--out", required=True, help="generated-structure file (.npz)")
     r.add_argument("--cif-dir", default=None, help="also write one CIF per generated crystal here")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    declare_paths(r, inputs=("checkpoint", "store", "split", "regressor"), outputs={"out": "file", "cif_dir": "dir"})
     r.set_defaults(func=_cmd_regenerate)
 
     s = sub.add_parser("score", help="Table 1 MAEs and Table 2 match rates of a generated set -> metrics JSON",
@@ -300,6 +301,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--device", default="auto", help="surrogate device: cpu, cuda or auto (default)")
     s.add_argument("--out", required=True, help="metrics JSON")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    declare_paths(s, inputs=("generated", "surrogate", "store", "split", "train_ids"), outputs={"out": "file"})
     s.set_defaults(func=_cmd_score)
 
     k = sub.add_parser("lookup", help="baseline: each test atom takes the element of the nearest training DOS",
@@ -321,6 +323,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="training atoms per distance block (memory ~ 4 x 1024 x this bytes; default 8192)")
     k.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     k.add_argument("--out", required=True, help="metrics JSON")
+    declare_paths(k, inputs=("store", "split", "standardiser"), outputs={"out": "file"})
     k.set_defaults(func=_cmd_lookup)
 
     f = sub.add_parser("formation", help="MLFF formation energies (unrelaxed and relaxed) per atom",
@@ -344,7 +347,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ase: processes, one torch thread each; batched: torch threads (default 1)")
     f.add_argument("--steps", "--max-steps", dest="steps", type=int, default=DEFAULT_RELAX_STEPS,
                    help=f"FIRE steps at most (default {DEFAULT_RELAX_STEPS})")
-    f.add_argument("--fmax", type=positive, default=DEFAULT_FMAX, help=f"force threshold, eV/Å (default {DEFAULT_FMAX})")
+    f.add_argument("--fmax", type=positive, default=DEFAULT_FMAX,
+                   help=f"force threshold, eV/Å (default {DEFAULT_FMAX})")
     f.add_argument("--limit", type=int, default=None, help="only the first N structures")
     f.add_argument("--refs-cache", default=None,
                    help="elemental-reference cache JSON (default ~/.cache/dosmatgen/elemental_refs_<mlff>.json)")
@@ -355,6 +359,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--device", default="cpu", help="MLFF device (default cpu)")
     f.add_argument("--out", required=True, help="formation JSON (a CSV with the same rows is written beside it)")
     f.add_argument("--no-progress", action="store_true", help="no progress bars")
+    declare_paths(f, inputs=("generated", "store", "split"), outputs={"out": "file", "refs_cache": "file"})
     f.set_defaults(func=_cmd_formation)
 
     t = sub.add_parser("tables", help="Tables 1 and 2 (csv + md) with the paper's numbers side by side",
@@ -365,10 +370,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="formation JSONs named <guidance>_T<T>.json / ground_truth.json")
     t.add_argument("--provenance", default=None, help="provenance JSON of the run (copied into --out)")
     t.add_argument("--out", required=True, help="results folder")
+    declare_paths(t, inputs=("metrics_dir", "formation", "provenance"), outputs={"out": "dir"})
     t.set_defaults(func=_cmd_tables)
 
     c = sub.add_parser("claims", help="check the paper's §3.1 orderings on our tables (PASS/FAIL)",
                        description="Evaluate the paper's qualitative claims on the tables in --results and write "
                                    "claims.md / claims.json there. Exit code 0 whatever the verdicts.")
     c.add_argument("--results", required=True, help="results folder written by `evaluate tables`")
+    declare_paths(c, inputs=("results",))
     c.set_defaults(func=_cmd_claims)

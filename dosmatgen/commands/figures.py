@@ -15,6 +15,7 @@ import argparse
 import re
 from pathlib import Path
 
+from dosmatgen.commands.arguments import declare_paths
 from dosmatgen.errors import ConfigError
 
 _GENERATED = re.compile(r"^(?P<guidance>[A-Za-z_-]+):(?P<t0>\d+)=(?P<path>.+)$")
@@ -33,12 +34,14 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="folder for the PNG + PDF files")
     p.add_argument("--mlff", default="MLFF", help="force-field name for the captions")
     p.add_argument("--which", nargs="+", choices=("fig2", "figB1"), default=("fig2", "figB1"))
+    declare_paths(p, inputs=("truth", "generated"), outputs={"out": "dir"})
     p.set_defaults(func=run_formation)
 
     p = sub.add_parser("gallery", help="write FIGURES/README.md listing every figure with its caption")
     p.add_argument("--figures", required=True, help="folder of PNG (+ PDF) figures")
     p.add_argument("--out", help="Markdown file (default FIGURES/README.md)")
     p.add_argument("--intro", default="", help="paragraph under the heading")
+    declare_paths(p, inputs=("figures",), outputs={"out": "file"})
     p.set_defaults(func=run_gallery)
 
     p = sub.add_parser("report", help="self-contained HTML page: tables, figures, provenance")
@@ -48,11 +51,13 @@ def register(subparsers) -> None:
     p.add_argument("--notes", nargs="*", default=[], help="text files shown verbatim (e.g. the claims check)")
     p.add_argument("--title", default="DOSMatGen replication report")
     p.add_argument("--out", required=True, help="HTML file to write")
+    declare_paths(p, inputs=("results", "figures", "provenance", "notes"), outputs={"out": "file"})
     p.set_defaults(func=run_report)
 
     p = sub.add_parser("check", help="gate: every table / figure file exists, parses, has no NaN (exit 1 if not)")
     p.add_argument("folders", nargs="+", help="folders whose CSV/MD/JSON/PNG/PDF/HTML files are checked")
     p.add_argument("--require", nargs="*", default=[], help="files that must exist (and pass the same checks)")
+    declare_paths(p, inputs=("require",))
     p.set_defaults(func=run_check)
 
     p = sub.add_parser("provenance", help="provenance JSON of a run: config, code versions, input checksums")
@@ -60,6 +65,7 @@ def register(subparsers) -> None:
                    help="the run config: a YAML/JSON file, or the JSON text itself (as the workflow passes it)")
     p.add_argument("--inputs", nargs="*", default=[], help="files whose size and SHA-256 to record")
     p.add_argument("--out", required=True, help="JSON file to write")
+    declare_paths(p, inputs=("run_config", "inputs"), outputs={"out": "file"})
     p.set_defaults(func=run_provenance)
 
 

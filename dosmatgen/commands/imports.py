@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dosmatgen.commands.arguments import declare_paths
 from dosmatgen.errors import ConfigError
 
 
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--authors-commit", default=None,
                    help="commit of Fung-Lab/DOSMatGen the release was trained with, for provenance (the "
                         "release files do not record it)")
+    declare_paths(a, inputs=("release",), outputs={"out": "dir"})
     a.set_defaults(func=_cmd_authors)
 
 

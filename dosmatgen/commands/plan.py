@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dosmatgen.commands.arguments import declare_paths
 from dosmatgen.errors import ConfigError
 
 TARGETS = ("models", "tables", "studies")
@@ -175,4 +176,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a run record (results/demo_run/run.jsonl) to compare with; repeatable, a target in a later "
                    "record replaces the earlier ones'")
     p.add_argument("--json", default=None, help="also write the plan as JSON")
+    declare_paths(p, inputs=("config", "rates", "bench", "recorded"), outputs={"save_rates": "file", "json": "file"})
     p.set_defaults(func=_cmd_plan)

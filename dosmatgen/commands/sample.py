@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dosmatgen.commands.arguments import add_sampler_options, sampler_options
+from dosmatgen.commands.arguments import add_sampler_options, declare_paths, sampler_options
 from dosmatgen.data.schema import check_dos_sign
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import CheckpointError, ConfigError, DataError
@@ -382,6 +382,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", default="cif,extxyz", help="cif, extxyz or both (default cif,extxyz)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    declare_paths(p, inputs=("checkpoint", "target_dos", "store", "template", "regressor"), outputs={"out": "dir"})
     p.set_defaults(func=_cmd_sample)
 
 

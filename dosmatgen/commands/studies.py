@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dosmatgen.commands.arguments import add_sampler_options, finite, non_negative, positive, sampler_options
+from dosmatgen.commands.arguments import (add_sampler_options, declare_paths, finite, non_negative, positive,
+                                          sampler_options)
 from dosmatgen.errors import ConfigError
 from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 
@@ -110,6 +111,7 @@ def register(subparsers) -> None:
                                    "fig8_screen_dos, figC1_screen_structures, window_sweep (.png + .pdf).")
     p.add_argument("--results", required=True, help="a study folder, or a folder of study folders")
     p.add_argument("--out", required=True, help="folder for the figures")
+    declare_paths(p, inputs=("results",), outputs={"out": "dir"})
     p.set_defaults(func=run_figures_cmd)
 
 
@@ -135,6 +137,8 @@ def _study_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
         g.add_argument("--mlff", help=argparse.SUPPRESS)  # accepted for a uniform workflow rule; unused
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    declare_paths(p, inputs=("checkpoint", "surrogate", "store", "template"),
+                  outputs={"out": "dir", "refs_cache": "file", "work_dir": "dir"})
     return p
 
 
