@@ -154,21 +154,26 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
 
 
 @contextlib.contextmanager
-def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[Path]:
+def output_lock(path: str | os.PathLike, what: str = "output", wait: float = 0.0) -> Iterator[Path]:
     """Claim ``path`` for this process for the duration of the block: ``<path>.lock`` is created
     atomically (``O_EXCL``) with this process's host, pid and start time. A second run that
-    wants the same output stops with a message naming the first; a lock whose process is gone
-    (same host, pid not running) is taken over. The lock file is removed on exit."""
+    wants the same output stops with a message naming the first (after waiting up to ``wait``
+    seconds for it, for short critical sections); a lock whose process is gone (same host, pid
+    not running) is taken over. The lock file is removed on exit."""
     path = Path(path)
     lock = path.with_name(path.name + ".lock")
     check_writable(lock, what)
     lock.parent.mkdir(parents=True, exist_ok=True)
     me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    for _ in range(2):
+    deadline = time.monotonic() + wait
+    for _ in range(2 + int(wait * 40)):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             other = _read_lock(lock)
+            if other is not None and _alive(other) and time.monotonic() < deadline:
+                time.sleep(0.05)  # a short critical section of another run: try again
+                continue
             if other is not None and _alive(other):
                 raise DataError(f"{what} {path} is being written by another run (pid {other.get('pid')} on "
                                 f"{other.get('host')}, started {other.get('started')}); wait for it, or delete "

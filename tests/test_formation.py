@@ -36,10 +36,24 @@ def test_references_cached_and_fallback(tmp_path):
     assert got["La"]["source"].startswith("mp-gga:mp-")
     assert -6 < got["La"]["energy_per_atom"] < -3
     # cached: a second object needs no calculator
-    again = F.ElementalReferences("emt", cache).get(["Au", "La"])
+    again = F.ElementalReferences("emt", cache, steps=50).get(["Au", "La"])
     assert again == got
     with pytest.raises(Exception):
         F.ElementalReferences("other-mlff", cache)  # a cache of another MLFF is refused
+
+
+def test_references_of_other_relaxation_settings_are_never_reused(tmp_path):
+    """Issue 34: an unconverged --steps 0 set is kept apart; a --steps 100 run computes its own,
+    and the same setting is reused without a calculator (negative control)."""
+    cache = tmp_path / "refs.json"
+    zero = F.ElementalReferences("emt", cache, steps=0).get(["Au"], EMT())["Au"]
+    hundred = F.ElementalReferences("emt", cache, steps=100).get(["Au"], EMT())["Au"]
+    assert zero["converged"] is False and hundred["converged"] is True
+    assert hundred["energy_per_atom"] < zero["energy_per_atom"] - 1e-4  # relaxed: lower energy
+    with pytest.raises(ConfigError, match="not cached"):
+        F.ElementalReferences("emt", cache, fmax=0.01, steps=100).get(["Au"])  # another fmax: not reused
+    assert F.ElementalReferences("emt", cache, steps=0).get(["Au"]) == {"Au": zero}
+    assert F.ElementalReferences("emt", cache, steps=100).get(["Au"]) == {"Au": hundred}
 
 
 def test_nan_reference_falls_back_to_mp(tmp_path):

@@ -328,11 +328,16 @@ def _hold_lock(out: Path, pid: int) -> Path:
     return lock
 
 
-@pytest.mark.parametrize("command", ["regenerate", "sample"])
+WRITERS = {"regenerate": (REGEN, "g.npz"), "sample": (SAMPLE, "gen"), "train": (TRAIN, "run"),
+           "studies": (STUDY, "study")}
+
+
+@pytest.mark.parametrize("command", sorted(WRITERS))
 def test_two_writers_on_one_output(ws, tmp_path, capsys, other_run, command):
-    out = tmp_path / ("g.npz" if command == "regenerate" else "gen")
+    template, name = WRITERS[command]
+    out = tmp_path / name
     lock = _hold_lock(out, other_run.pid)
-    argv = (REGEN if command == "regenerate" else SAMPLE).format(d=ws, o=out).split()
+    argv = template.format(d=ws, o=out).split()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"being written by another run (pid {other_run.pid}" in err, err

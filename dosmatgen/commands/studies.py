@@ -48,7 +48,7 @@ def register(subparsers) -> None:
                    help="atom counts, one group each (paper: 4 5 6 7)")
     p.add_argument("--cond-atoms", type=int, nargs="+", default=[0],
                    help="indices of the conditioned atoms (paper: 0, the first atom)")
-    p.set_defaults(func=run_masked_cmd)
+    p.set_defaults(func=_locked(run_masked_cmd))
 
     p = _study_parser(sub, "template", "paper §3.2.2 / Fig. 5: start from a noised template at t0")
     p.add_argument("--n", type=int, default=50, help="candidates per t0 (paper: 50)")
@@ -60,14 +60,14 @@ def register(subparsers) -> None:
                    help="template atom indices to condition (default: the minority-element atoms)")
     p.add_argument("--template-size", type=int, default=8, help="preferred atom count of the chosen template")
     p.add_argument("--match-timeout", type=positive, default=10.0, help="StructureMatcher timeout per pair (s)")
-    p.set_defaults(func=run_template_cmd)
+    p.set_defaults(func=_locked(run_template_cmd))
 
     p = _study_parser(sub, "fixed-type", "paper §3.2.3 / Fig. 6: first atom's element clamped")
     p.add_argument("--n", type=int, default=50, help="candidates per element (paper: 50)")
     p.add_argument("--elements", nargs="+", default=["Ti", "Co", "Cu", "Pd"], help="clamped elements (paper: Ti Co Cu Pd)")
     p.add_argument("--natoms", "--n-atoms", dest="natoms", type=int, nargs="+", default=[4, 5, 6, 7],
                    help="atom counts the candidates cycle through")
-    p.set_defaults(func=run_fixed_type_cmd)
+    p.set_defaults(func=_locked(run_fixed_type_cmd))
 
     p = _study_parser(sub, "screen", "paper §3.3 / Fig. 7, 8, C.1: generate, relax, filter by E_f, rank by DOS, DFT")
     p.add_argument("--n-per-natoms", type=int, default=2000, help="candidates per atom count (paper: 2000)")
@@ -88,7 +88,7 @@ def register(subparsers) -> None:
                    help="skip DFT for a crystal with a longer lattice vector (Å; protects memory)")
     p.add_argument("--dft-max-volume-per-atom", type=positive, default=100.0,
                    help="skip DFT for a crystal with more volume per atom (Å^3)")
-    p.set_defaults(func=run_screen_cmd)
+    p.set_defaults(func=_locked(run_screen_cmd))
 
     p = _study_parser(sub, "window-sweep", "beyond the paper: energy-window targets x guidance strength ω")
     p.add_argument("--n", type=int, default=50, help="candidates per (window, ω)")
@@ -103,7 +103,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-formation", action="store_true", help="skip the MLFF formation energies")
     _mlff_options(p)
     p._negative_number_matcher = _WINDOW_OR_NUMBER  # "-2:2" is a value (argparse < 3.13 would call it an option)
-    p.set_defaults(func=run_window_cmd)
+    p.set_defaults(func=_locked(run_window_cmd))
 
     p = sub.add_parser("figures", help="draw Fig. 4-8, C.1 and the window-sweep figure from study folders",
                        description="Draw every figure the study folders (each with results.json) under --results "
@@ -202,6 +202,18 @@ def _report(out: str, results: dict[str, Any]) -> int:
     for note in results.get("notes", []) or []:
         print(f"  {note}")
     return 0
+
+
+def _locked(run: Any) -> Any:
+    """``run`` holding the lock of ``--out``: a second study on the same folder stops naming the first."""
+
+    def locked(args: argparse.Namespace) -> int:
+        from dosmatgen.io import output_lock
+
+        with output_lock(args.out, "--out"):
+            return run(args)
+
+    return locked
 
 
 def run_masked_cmd(args: argparse.Namespace) -> int:

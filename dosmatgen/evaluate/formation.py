@@ -64,7 +64,7 @@ from tqdm.auto import tqdm
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.evaluate.mlff import (DEFAULT_FMAX, DEFAULT_RELAX_STEPS, canonical_mlff, get_calculator, limit_threads,
                                      relax)
-from dosmatgen.io import atomic_save_json, atomic_write
+from dosmatgen.io import atomic_save_json, output_lock, atomic_write
 
 FORMAT = "dosmatgen-formation"
 #: A relaxed formation energy below this (eV/atom) is taken for the MLFF extrapolating on a
@@ -117,25 +117,39 @@ class ElementalReferences:
     """Energies per atom of elemental reference crystals for one MLFF, cached in a JSON file.
 
     ``refs.get(["Au", "Ni"], calc)`` relaxes any element not yet cached (dcdft structure, same
-    MLFF) and returns ``{el: entry}``; entries carry ``energy_per_atom`` and ``source``."""
+    MLFF) and returns ``{el: entry}``; entries carry ``energy_per_atom`` and ``source``. The file
+    keeps one set of entries per relaxation setting (``fmax``, ``steps``): a run with other
+    settings never reuses another's references (an unconverged ``--steps 0`` set stays apart).
+    Saving merges with what other runs wrote meanwhile, under the file's lock."""
 
     def __init__(self, mlff: str, cache: str | Path | None = None, fmax: float = DEFAULT_FMAX,
                  steps: int = DEFAULT_RELAX_STEPS) -> None:
         self.mlff, self.fmax, self.steps = mlff, fmax, steps
+        self.key = f"fmax={float(fmax):g},steps={int(steps)}"
         self.path = Path(cache) if cache is not None else default_refs_cache(mlff)
-        self.elements: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            try:
-                data = json.loads(self.path.read_text())
-            except (OSError, ValueError) as exc:
-                raise DataError(f"elemental reference cache {self.path} is unreadable: {exc}") from exc
-            if data.get("format") != REFS_FORMAT or data.get("mlff") != mlff:
-                raise DataError(f"{self.path} is not an elemental reference cache for MLFF {mlff!r}")
-            self.elements = dict(data.get("elements", {}))
+        self.elements: dict[str, dict[str, Any]] = dict(self._read().get(self.key, {}).get("elements", {}))
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        """The file's sets of entries by setting ({} when there is no file yet)."""
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"elemental reference cache {self.path} is unreadable: {exc}") from exc
+        if data.get("format") != REFS_FORMAT or data.get("mlff") != self.mlff:
+            raise DataError(f"{self.path} is not an elemental reference cache for MLFF {self.mlff!r}")
+        if data.get("version") == 1:  # one set, keyed by the settings it recorded
+            key = f"fmax={float(data.get('fmax', DEFAULT_FMAX)):g},steps={int(data.get('max_steps', DEFAULT_RELAX_STEPS))}"
+            return {key: {"elements": data.get("elements", {})}}
+        return dict(data.get("sets", {}))
 
     def save(self) -> None:
-        atomic_save_json(self.path, {"format": REFS_FORMAT, "version": 1, "mlff": self.mlff,
-                                     "fmax": self.fmax, "max_steps": self.steps, "elements": self.elements})
+        with output_lock(self.path, "elemental reference cache", wait=30.0):
+            sets = self._read()
+            mine = sets.setdefault(self.key, {"fmax": self.fmax, "max_steps": self.steps, "elements": {}})
+            mine["elements"] = {**mine.get("elements", {}), **self.elements}
+            atomic_save_json(self.path, {"format": REFS_FORMAT, "version": 2, "mlff": self.mlff, "sets": sets})
 
     def get(self, elements: Iterable[str], calc: Any = None, progress: bool = False) -> dict[str, dict[str, Any]]:
         """References for ``elements``, computing (with ``calc``) and caching missing ones.
