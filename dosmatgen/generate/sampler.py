@@ -171,7 +171,8 @@ class _Chain:
 
     def step(self, state: NoisyBatch, t: int, s: int, guidance: Guidance, step_lr: float, predictor_input: str,
              repulsion: PairRepulsion | None) -> NoisyBatch:
-        """One reverse step t -> s: the Langevin corrector on X, then the predictor on X, A, L."""
+        """One reverse step t -> s: the Langevin corrector on X, then the predictor: the ancestral
+        DDPM step on L and A (A2-A4, A7) and the variance-exploding step on X (DiffCSP)."""
         tt = torch.full((self.spec.num_graphs,), t, dtype=torch.long, device=self.spec.device)
         last = s == 0
         sig_t, sig_s = self.sigma[t], self.sigma[s]
