@@ -27,12 +27,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import io
 import json
 import math
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -57,7 +57,7 @@ FINAL = "final.pt"
 
 #: TrainConfig fields that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "checkpoint_every", "device", "num_workers",
-                               "progress"})
+                               "progress", "deterministic"})
 
 
 @dataclass
@@ -87,6 +87,9 @@ class TrainConfig:
         supercell_max_atoms: also train on a doubled cell of each training crystal that has at
             most half this many atoms (:func:`dosmatgen.data.augment.with_supercells`: the same
             crystal with its site DOS copied, no DFT). None (the paper): off.
+        deterministic: PyTorch's deterministic kernels (:func:`deterministic_algorithms`): with
+            several CPU threads, the backward of ``h[i]`` (message passing) sums in a varying order
+            and two runs differ in the last bits; with this they do not (docs/reproducibility.md).
     """
 
     epochs: int = 1000
@@ -107,6 +110,7 @@ class TrainConfig:
     progress: bool = True
     source_repeats: dict[str, int] | None = None
     supercell_max_atoms: int | None = None
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -147,8 +151,7 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Raised after Ctrl-C / SIGTERM once ``last.pt`` has been written; rerun to resume."""
 
 
-# ---------------------------------------------------------------------------------------------
-# distributed helpers
+# ---- distributed helpers ------------------------------------------------------------------------
 @dataclass
 class DistContext:
     """Where this process sits in a torchrun launch (world_size 1 without torchrun)."""
@@ -220,8 +223,7 @@ class _LossModule(torch.nn.Module):
         return self.model.loss(batch, generator=generator)
 
 
-# ---------------------------------------------------------------------------------------------
-# signals
+# ---- signals ------------------------------------------------------------------------------------
 class _StopFlag:
     """Turns SIGINT/SIGTERM into a flag checked between steps (a second SIGINT aborts at once)."""
 
@@ -235,8 +237,6 @@ class _StopFlag:
         self.signum = signum
 
     def __enter__(self) -> "_StopFlag":
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handler)
@@ -251,8 +251,7 @@ class _StopFlag:
         return self.signum is not None
 
 
-# ---------------------------------------------------------------------------------------------
-# EMA
+# ---- EMA ----------------------------------------------------------------------------------------
 class _EMA:
     """Exponential moving average of the floating-point weights."""
 
@@ -279,7 +278,21 @@ class _EMA:
             model.load_state_dict(raw)
 
 
-# ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """With ``enabled``, ``torch.use_deterministic_algorithms(True, warn_only=True)`` inside the
+    block (an op without a deterministic kernel warns instead of failing; on CUDA, cuBLAS is asked
+    for its deterministic workspace unless ``CUBLAS_WORKSPACE_CONFIG`` is set); restored after."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 def _mix(*ints: int) -> int:
     """A 63-bit seed from several integers (splitmix-style), stable across runs and platforms."""
     h = 0x9E3779B97F4A7C15
@@ -318,18 +331,6 @@ def repeat_by_source(records: Sequence[CrystalRecord], repeats: dict[str, int] |
     return [r for r in records for _ in range(repeats.get(record_source(r.structure_id), 1))]
 
 
-def _make_dataset(records: Sequence[CrystalRecord], standardiser: DOSStandardiser | None):
-    from dosmatgen.model.batch import RecordDataset
-
-    return RecordDataset(list(records), standardiser)
-
-
-def _collate():
-    from dosmatgen.model.batch import collate_records
-
-    return collate_records
-
-
 def _scalars(out: dict[str, torch.Tensor]) -> dict[str, float]:
     vals = {}
     for k, v in out.items():
@@ -345,23 +346,14 @@ def _num_graphs(batch: Any) -> int:
     return int(n) if n is not None else 1
 
 
-def _model_config(model: torch.nn.Module) -> dict[str, Any]:
-    return json.loads(json.dumps(model.config, default=str))
-
-
 def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """``metrics.jsonl`` and ``metrics.csv`` (columns in order of first appearance), one row per epoch."""
     with atomic_write(out_dir / "metrics.jsonl", "w") as f:
-        for row in history:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-    keys: list[str] = []
-    for row in history:
-        keys.extend(k for k in row if k not in keys)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(history)
+        f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in history)
     with atomic_write(out_dir / "metrics.csv", "w") as f:
-        f.write(buf.getvalue())
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
+        writer.writeheader()
+        writer.writerows(history)
 
 
 def data_fingerprint(train_records: Sequence[CrystalRecord], val_records: Sequence[CrystalRecord]) -> str:
@@ -402,7 +394,6 @@ def _check_resumable(ck: dict[str, Any], kind: str, model_cfg: dict[str, Any], c
                           "trained with")
 
 
-# ---------------------------------------------------------------------------------------------
 def train(kind: str, model_config: dict[str, Any], train_records: Sequence[CrystalRecord],
           val_records: Sequence[CrystalRecord], standardiser: DOSStandardiser | None,
           cfg: TrainConfig, out_dir: str | Path, *, resume: str = "auto",
@@ -429,8 +420,6 @@ def train(kind: str, model_config: dict[str, Any], train_records: Sequence[Cryst
         ConfigError: bad options, or ``last.pt`` belongs to a different run.
         DataError: empty training set, or a non-finite loss.
     """
-    from dosmatgen.model.factory import build_model
-
     if resume not in ("auto", "require", "never"):
         raise ConfigError(f"resume must be 'auto', 'require' or 'never', got {resume!r}")
     if len(train_records) == 0:
@@ -441,8 +430,9 @@ def train(kind: str, model_config: dict[str, Any], train_records: Sequence[Cryst
     device = resolve_device(cfg.device)
     dist, device = setup_distributed(device)
     try:
-        last = _train(kind, model_config, train_records, val_records, standardiser, cfg, out_dir,
-                      resume, callback, device, dist, build_model)
+        with deterministic_algorithms(cfg.deterministic):
+            last = Trainer(kind, model_config, train_records, val_records, standardiser, cfg, out_dir, device,
+                           dist, callback).run(resume)
     except BaseException:
         if dist.owns_group:  # no barrier here: a peer may never reach it
             torch.distributed.destroy_process_group()
@@ -455,233 +445,281 @@ def train(kind: str, model_config: dict[str, Any], train_records: Sequence[Cryst
     return last
 
 
-def _train(kind, model_config, train_records, val_records, standardiser, cfg, out_dir, resume,
-           callback, device, dist, build_model) -> Path:
-    from tqdm.auto import tqdm
+class Trainer:
+    """One run of :func:`train` (recipe and files: the module docstring). ``__init__`` builds the
+    model (seeded), Adam, the plateau scheduler, the EMA and the datasets; :meth:`run` resumes, then
+    trains epoch by epoch (:meth:`run_epoch`, :meth:`train_step`, :meth:`end_epoch`) to the end."""
 
-    if cfg.batch_size % dist.world_size:
-        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {dist.world_size} "
-                          "processes of this launch")
-    last_path, best_path, final_path = out_dir / LAST, out_dir / BEST, out_dir / FINAL
+    def __init__(self, kind: str, model_config: dict[str, Any], train_records: Sequence[CrystalRecord],
+                 val_records: Sequence[CrystalRecord], standardiser: DOSStandardiser | None, cfg: TrainConfig,
+                 out_dir: Path, device: torch.device, dist: DistContext,
+                 callback: Callable[[dict[str, Any]], None] | None = None) -> None:
+        from dosmatgen.model.batch import RecordDataset, collate_records
+        from dosmatgen.model.factory import build_model
 
-    torch.manual_seed(cfg.seed)
-    model = build_model(kind, model_config)
-    model_cfg = _model_config(model)
-    model.to(device)
-    # foreach: one multi-tensor kernel per update instead of one per parameter (also on CPU)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr)
-    ema = _EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+        if cfg.batch_size % dist.world_size:
+            raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {dist.world_size} "
+                              "processes of this launch")
+        self.kind, self.cfg, self.standardiser, self.out_dir = kind, cfg, standardiser, out_dir
+        self.device, self.dist, self.callback = device, dist, callback
+        self.last_path, self.best_path, self.final_path = out_dir / LAST, out_dir / BEST, out_dir / FINAL
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(kind, model_config)
+        self.model_cfg = json.loads(json.dumps(self.model.config, default=str))
+        self.model.to(device)
+        # foreach: one multi-tensor kernel per update instead of one per parameter (also on CPU)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                          foreach=True)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr)
+        self.ema = _EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        self.net: torch.nn.Module = _LossModule(self.model)
+        self.fingerprint = data_fingerprint(train_records, val_records)
+        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "partial": {}, "history": [],
+                                      "best_val_loss": math.inf, "finished": False}
+        self.train_ds = RecordDataset(list(train_records), standardiser)
+        self.val_ds = RecordDataset(list(val_records), standardiser) if len(val_records) else None
+        self.collate = collate_records
+        self.gen = torch.Generator(device=device)
+        self.show = cfg.progress and dist.is_main
+        self.autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.bf16
+                         else contextlib.nullcontext)
 
-    # ---- resume ------------------------------------------------------------------------------
-    fingerprint = data_fingerprint(train_records, val_records)
-    state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "partial": {}, "history": [],
-             "best_val_loss": math.inf, "finished": False}
-    if resume == "require" and not last_path.exists():
-        raise ConfigError(f"--resume given but {last_path} does not exist")
-    if resume != "never" and last_path.exists():
-        ck = read_checkpoint(last_path, map_location="cpu")
-        _check_resumable(ck, kind, model_cfg, cfg, standardiser, last_path, fingerprint)
+    def resume(self, mode: str) -> None:
+        """Continue from ``last.pt`` when it exists and ``mode`` is "auto" or "require" (which
+        insists on it): weights, EMA, optimiser, scheduler, step bookkeeping and rank 0's torch RNG."""
+        if mode == "require" and not self.last_path.exists():
+            raise ConfigError(f"--resume given but {self.last_path} does not exist")
+        if mode == "never" or not self.last_path.exists():
+            return
+        ck = read_checkpoint(self.last_path, map_location="cpu")
+        _check_resumable(ck, self.kind, self.model_cfg, self.cfg, self.standardiser, self.last_path,
+                         self.fingerprint)
         extra = ck["extra"]
-        raw = extra.get("raw_state_dict") or ck["state_dict"]
-        model.load_state_dict(raw)
-        if ema is not None:
-            ema.shadow = {k: v.to(device).clone() for k, v in ck["state_dict"].items()}
-        optimizer.load_state_dict(extra["optimizer"])
-        scheduler.load_state_dict(extra["scheduler"])
-        for k in ("epoch", "step", "batch_in_epoch", "partial", "history", "best_val_loss", "finished"):
-            state[k] = extra.get(k, state[k])
-        if extra.get("world_size", 1) != dist.world_size and dist.is_main:
-            warnings.warn(f"resuming a {extra.get('world_size')}-process run with {dist.world_size} "
+        self.model.load_state_dict(extra.get("raw_state_dict") or ck["state_dict"])
+        if self.ema is not None:
+            self.ema.shadow = {k: v.to(self.device).clone() for k, v in ck["state_dict"].items()}
+        self.optimizer.load_state_dict(extra["optimizer"])
+        self.scheduler.load_state_dict(extra["scheduler"])
+        for k in self.state:
+            self.state[k] = extra.get(k, self.state[k])
+        if not self.dist.is_main:
+            return
+        if extra.get("world_size", 1) != self.dist.world_size:
+            warnings.warn(f"resuming a {extra.get('world_size')}-process run with {self.dist.world_size} "
                           "processes: the data split over ranks changes, results will differ slightly")
-        rng = extra.get("rng", {})
-        if dist.is_main and "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if dist.is_main:
-            print(f"resuming {last_path}: epoch {state['epoch']}, step {state['step']}", file=sys.stderr)
-    if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save_json(out_dir / "train_config.json",
-                         {"kind": kind, "model": model_cfg, "train": cfg.to_dict(),
-                          "world_size": dist.world_size, "n_train": len(train_records),
-                          "n_val": len(val_records)})
+        if "torch" in extra.get("rng", {}):
+            torch.set_rng_state(extra["rng"]["torch"])
+        print(f"resuming {self.last_path}: epoch {self.state['epoch']}, step {self.state['step']}", file=sys.stderr)
 
-    net: torch.nn.Module = _LossModule(model)
-    if dist.enabled:
-        # a model whose loss may leave parameters out of the graph sets this attribute to True
-        unused = bool(getattr(model, "ddp_find_unused_parameters", False))
-        net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=unused)
+    def write_run_config(self) -> None:
+        """``train_config.json``: kind, model config, TrainConfig, world size and split sizes (rank 0)."""
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_save_json(self.out_dir / "train_config.json",
+                             {"kind": self.kind, "model": self.model_cfg, "train": self.cfg.to_dict(),
+                              "world_size": self.dist.world_size, "n_train": len(self.train_ds),
+                              "n_val": len(self.val_ds or [])})
 
-    train_ds = _make_dataset(train_records, standardiser)
-    val_ds = _make_dataset(val_records, standardiser) if len(val_records) else None
-    collate = _collate()
-    per_rank = cfg.batch_size // dist.world_size
-    gen = torch.Generator(device=device)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.bf16 else contextlib.nullcontext
+    def wrap_for_ddp(self) -> None:
+        """Route the loss through DistributedDataParallel when several processes train."""
+        if self.dist.enabled:
+            # a model whose loss may leave parameters out of the graph sets this attribute to True
+            unused = bool(getattr(self.model, "ddp_find_unused_parameters", False))
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=unused)
 
-    def checkpoint(path: Path, finished: bool = False, full: bool = True) -> None:
-        """Rank 0 writes; everyone waits so no rank races ahead of a file it may read."""
-        if dist.is_main:
-            inference = ema.shadow if ema is not None else None
+    def checkpoint(self, path: Path, finished: bool = False, full: bool = True) -> None:
+        """Save the inference weights (the EMA's when kept) and the bookkeeping to ``path``; ``full``
+        adds what a resume needs (optimiser, scheduler, partial epoch, RNG, raw weights). Rank 0
+        writes; every rank waits so that none races ahead of a file it may read."""
+        if self.dist.is_main:
+            state, ema = self.state, self.ema
             extra = {"epoch": state["epoch"], "step": state["step"], "best_val_loss": state["best_val_loss"],
-                     "train_config": cfg.to_dict(), "world_size": dist.world_size, "finished": finished,
-                     "history": state["history"], "data_fingerprint": fingerprint}
+                     "train_config": self.cfg.to_dict(), "world_size": self.dist.world_size, "finished": finished,
+                     "history": state["history"], "data_fingerprint": self.fingerprint}
             if state["history"]:
                 extra["val_loss"] = state["history"][-1].get("val_loss")
                 extra["train_loss"] = state["history"][-1].get("train_loss")
             if full:
                 extra.update({"batch_in_epoch": state["batch_in_epoch"], "partial": state["partial"],
-                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                              "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                               "rng": {"torch": torch.get_rng_state()}})
                 if ema is not None:
-                    extra["raw_state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            save_checkpoint(path, model, kind, standardiser, extra, state_dict=inference)
-        dist.barrier()
+                    extra["raw_state_dict"] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+            save_checkpoint(path, self.model, self.kind, self.standardiser, extra,
+                            state_dict=ema.shadow if ema is not None else None)
+        self.dist.barrier()
 
-    def evaluate() -> dict[str, float]:
-        """Validation loss with fixed noise (seeded per rank), summed over ranks."""
-        if val_ds is None:
+    def validate(self) -> dict[str, float]:
+        """Mean validation losses (``val_*``; the EMA weights when kept) with fixed noise seeded per
+        rank, averaged over crystals of every rank; empty without a validation set."""
+        if self.val_ds is None:
             return {}
-        idx = list(range(dist.rank, len(val_ds), dist.world_size))
+        dist, per_rank = self.dist, self.cfg.batch_size // self.dist.world_size
+        idx = list(range(dist.rank, len(self.val_ds), dist.world_size))
         batches = [idx[i:i + per_rank] for i in range(0, len(idx), per_rank)]
+        loader = DataLoader(self.val_ds, batch_sampler=batches, collate_fn=self.collate,
+                            num_workers=self.cfg.num_workers)
+        self.gen.manual_seed(_mix(self.cfg.seed, 7919, dist.rank))
         sums: dict[str, float] = {}
-        loader = DataLoader(val_ds, batch_sampler=batches, collate_fn=collate, num_workers=cfg.num_workers)
-        gen.manual_seed(_mix(cfg.seed, 7919, dist.rank))
-        model.eval()
-        ctx = ema.swapped_in(model) if ema is not None else contextlib.nullcontext()
-        with ctx, torch.no_grad():
+        self.model.eval()
+        with self.ema.swapped_in(self.model) if self.ema is not None else contextlib.nullcontext(), torch.no_grad():
             for batch in loader:
-                batch = batch.to(device)
-                with autocast():
-                    out = _scalars(model.loss(batch, generator=gen))
-                g = _num_graphs(batch)
-                for k, v in out.items():
-                    sums[k] = sums.get(k, 0.0) + v * g
-                sums["_n"] = sums.get("_n", 0.0) + g
-        model.train()
-        keys = sorted(k for k in sums if k != "_n")
-        # every rank must agree on the keys; a rank with an empty shard contributes zeros
-        keys_all = _agree_keys(dist, keys)
-        totals = dist.all_sum([sums.get(k, 0.0) for k in keys_all] + [sums.get("_n", 0.0)])
-        n = totals[-1]
-        return {f"val_{k}": totals[i] / n for i, k in enumerate(keys_all)} if n > 0 else {}
+                batch = batch.to(self.device)
+                with self.autocast():
+                    _accumulate(sums, _scalars(self.model.loss(batch, generator=self.gen)), _num_graphs(batch))
+        self.model.train()
+        means, n, _ = _mean_over_ranks(dist, sums)
+        return {f"val_{k}": v for k, v in means.items()} if n > 0 else {}
 
-    if state["epoch"] >= cfg.epochs or (cfg.max_steps is not None and state["step"] >= cfg.max_steps):
-        if dist.is_main:
-            print(f"{last_path} already has {state['epoch']} epochs / {state['step']} steps; "
-                  "nothing to do", file=sys.stderr)
-        if not final_path.exists():  # a run finished before final.pt existed
-            checkpoint(final_path, finished=True, full=False)
-        return last_path
+    def train_step(self, batch: Any, epoch: int) -> dict[str, float]:
+        """One optimiser step with the noise of (seed, rank, step): ``model.loss`` (eq. A11 for the
+        joint diffusion), backward, clipping by value, Adam, EMA; returns the scalar losses."""
+        cfg, step = self.cfg, self.state["step"]
+        self.gen.manual_seed(_mix(cfg.seed, self.dist.rank, step))
+        with self.autocast():
+            out = self.net(batch, self.gen)
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), cfg.grad_clip, foreach=True)
+        vals = _scalars(out)
+        if not math.isfinite(vals["loss"]):
+            raise DataError(f"training loss became {vals['loss']} at epoch {epoch + 1}, step {step + 1}; lower "
+                            f"the learning rate or check the data (last good state: {self.last_path})")
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return vals
 
-    show = cfg.progress and dist.is_main
-    epoch_bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=f"train {kind}", unit="epoch",
-                     disable=not show, dynamic_ncols=True)
-    stop_reason = None
-    model.train()
-    with _StopFlag() as stop:
-        while state["epoch"] < cfg.epochs:
-            epoch = state["epoch"]
-            batches = epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch, dist)
-            start = state["batch_in_epoch"]
-            loader = DataLoader(train_ds, batch_sampler=batches[start:], collate_fn=collate,
-                                num_workers=cfg.num_workers)
-            sums: dict[str, float] = dict(state["partial"])
-            t0 = time.perf_counter()
-            graphs_seen = 0
-            bar = tqdm(total=len(batches), initial=start, desc=f"epoch {epoch + 1}", unit="batch",
-                       leave=False, disable=not show, dynamic_ncols=True)
-            for batch in loader:
-                batch = batch.to(device)
-                gen.manual_seed(_mix(cfg.seed, dist.rank, state["step"]))
-                with autocast():
-                    out = net(batch, gen)
-                loss = out["loss"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip, foreach=True)
-                vals = _scalars(out)
-                if not math.isfinite(vals["loss"]):
-                    raise DataError(f"training loss became {vals['loss']} at epoch {epoch + 1}, step "
-                                    f"{state['step'] + 1}; lower the learning rate or check the data "
-                                    f"(last good state: {last_path})")
-                optimizer.step()
-                if ema is not None:
-                    ema.update(model)
-                g = _num_graphs(batch)
-                for k, v in vals.items():
-                    sums[k] = sums.get(k, 0.0) + v * g
-                sums["_n"] = sums.get("_n", 0.0) + g
-                graphs_seen += g
-                state["step"] += 1
-                state["batch_in_epoch"] += 1
-                state["partial"] = dict(sums)
-                bar.update(1)
-                bar.set_postfix(loss=f"{vals['loss']:.4f}")
-                if callback is not None:
-                    callback({"step": state["step"], "epoch": epoch, **vals})
-                if dist.any_flag(stop.raised):
-                    stop_reason = "signal"
-                    break
-                if cfg.max_steps is not None and state["step"] >= cfg.max_steps:
-                    stop_reason = "max_steps"
-                    break
-            bar.close()
-            elapsed = time.perf_counter() - t0
-            if stop_reason is not None and state["batch_in_epoch"] < len(batches):
-                break  # mid-epoch stop: the partial epoch is resumed later
-            # ---- end of epoch -----------------------------------------------------------------
-            keys = _agree_keys(dist, sorted(k for k in sums if k != "_n"))
-            totals = dist.all_sum([sums.get(k, 0.0) for k in keys] + [sums.get("_n", 0.0),
-                                                                     float(graphs_seen)])
-            n = max(totals[-2], 1.0)
-            row: dict[str, Any] = {"epoch": epoch + 1, "step": state["step"],
-                                   "lr": optimizer.param_groups[0]["lr"]}
-            row.update({f"train_{k}": totals[i] / n for i, k in enumerate(keys)})
-            row.update(evaluate())
-            row["crystals_per_s"] = totals[-1] / elapsed if elapsed > 0 else float("nan")
-            row["epoch_seconds"] = elapsed
-            monitor = row.get("val_loss", row.get("train_loss"))
-            scheduler.step(monitor)
-            state["history"].append(row)
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-            state["partial"] = {}
-            improved = monitor < state["best_val_loss"]
-            if improved:
-                state["best_val_loss"] = monitor
-            if dist.is_main:
-                _write_metrics(out_dir, state["history"])
-            if improved:
-                checkpoint(best_path, full=False)
-            done = state["epoch"] >= cfg.epochs
-            if state["epoch"] % cfg.checkpoint_every == 0 or done or stop_reason is not None:
-                checkpoint(last_path, finished=done)
-            epoch_bar.update(1)
-            epoch_bar.set_postfix(loss=f"{row.get('train_loss', float('nan')):.4f}",
-                                  val=f"{row.get('val_loss', float('nan')):.4f}", lr=f"{row['lr']:.1e}")
-            if stop_reason is not None:
+    def run_epoch(self, stop: _StopFlag) -> str | None:
+        """Train the rest of the current epoch (from ``batch_in_epoch``, with the running sums kept in
+        the state), then :meth:`end_epoch` unless stopped mid-epoch; returns why the run stops early
+        ("signal" on any rank, "max_steps") or None."""
+        from tqdm.auto import tqdm
+
+        cfg, state = self.cfg, self.state
+        epoch, start = state["epoch"], state["batch_in_epoch"]
+        batches = epoch_batches(len(self.train_ds), cfg.batch_size, cfg.seed, epoch, self.dist)
+        loader = DataLoader(self.train_ds, batch_sampler=batches[start:], collate_fn=self.collate,
+                            num_workers=cfg.num_workers)
+        sums: dict[str, float] = dict(state["partial"])
+        t0, graphs_seen, reason = time.perf_counter(), 0, None
+        bar = tqdm(total=len(batches), initial=start, desc=f"epoch {epoch + 1}", unit="batch", leave=False,
+                   disable=not self.show, dynamic_ncols=True)
+        for batch in loader:
+            batch = batch.to(self.device)
+            vals = self.train_step(batch, epoch)
+            g = _num_graphs(batch)
+            _accumulate(sums, vals, g)
+            graphs_seen += g
+            state["step"] += 1
+            state["batch_in_epoch"] += 1
+            state["partial"] = dict(sums)
+            bar.update(1)
+            bar.set_postfix(loss=f"{vals['loss']:.4f}")
+            if self.callback is not None:
+                self.callback({"step": state["step"], "epoch": epoch, **vals})
+            if self.dist.any_flag(stop.raised):
+                reason = "signal"
+            elif cfg.max_steps is not None and state["step"] >= cfg.max_steps:
+                reason = "max_steps"
+            if reason is not None:
                 break
-    epoch_bar.close()
-    if stop_reason is not None:
-        if state["batch_in_epoch"] > 0:
-            checkpoint(last_path)
-        if stop_reason == "max_steps" and not best_path.exists():
-            # stopped before the first epoch ended: no validation yet, so the final weights are the
-            # best known (the bookkeeping is untouched: a resumed run overwrites this at its first
-            # validation, exactly as an uninterrupted one would write it)
-            checkpoint(best_path, full=False)
-        if stop_reason == "signal":
-            raise TrainingInterrupted(f"training stopped by signal at step {state['step']}; "
-                                      f"state saved to {last_path}")
-    elif not last_path.exists() and dist.is_main:  # pragma: no cover - epochs loop always saves
-        checkpoint(last_path, finished=True)
-    checkpoint(final_path, finished=True, full=False)
-    return last_path
+        bar.close()
+        if reason is None or state["batch_in_epoch"] == len(batches):  # else resumed later
+            self.end_epoch(sums, graphs_seen, time.perf_counter() - t0, reason)
+        return reason
+
+    def end_epoch(self, sums: dict[str, float], graphs_seen: int, elapsed: float, reason: str | None) -> None:
+        """Close an epoch: its metrics row (training means, validation, throughput), the plateau
+        scheduler on the validation loss (else the training loss), ``best.pt`` when that improved,
+        ``last.pt`` every ``checkpoint_every`` epochs, at the last epoch and before an early stop."""
+        state = self.state
+        means, _, graphs = _mean_over_ranks(self.dist, sums, float(graphs_seen))
+        row: dict[str, Any] = {"epoch": state["epoch"] + 1, "step": state["step"],
+                               "lr": self.optimizer.param_groups[0]["lr"]}
+        row.update({f"train_{k}": v for k, v in means.items()})
+        row.update(self.validate())
+        row["crystals_per_s"] = graphs / elapsed if elapsed > 0 else float("nan")
+        row["epoch_seconds"] = elapsed
+        monitor = row.get("val_loss", row.get("train_loss"))
+        self.scheduler.step(monitor)
+        state["history"].append(row)
+        state.update(epoch=state["epoch"] + 1, batch_in_epoch=0, partial={})
+        improved = monitor < state["best_val_loss"]
+        if improved:
+            state["best_val_loss"] = monitor
+        if self.dist.is_main:
+            _write_metrics(self.out_dir, state["history"])
+        if improved:
+            self.checkpoint(self.best_path, full=False)
+        done = state["epoch"] >= self.cfg.epochs
+        if state["epoch"] % self.cfg.checkpoint_every == 0 or done or reason is not None:
+            self.checkpoint(self.last_path, finished=done)
+        self.epoch_bar.update(1)
+        self.epoch_bar.set_postfix(loss=f"{row.get('train_loss', float('nan')):.4f}",
+                                   val=f"{row.get('val_loss', float('nan')):.4f}", lr=f"{row['lr']:.1e}")
+
+    def finish(self, reason: str | None) -> None:
+        """After the last epoch or an early stop: ``last.pt`` of a partial epoch, ``best.pt`` of a
+        run that ``max_steps`` ended before its first validation, :class:`TrainingInterrupted` after
+        a signal, else ``final.pt``."""
+        if reason is not None and self.state["batch_in_epoch"] > 0:
+            self.checkpoint(self.last_path)
+        if reason == "max_steps" and not self.best_path.exists():
+            # no validation yet: the final weights are the best known (a resumed run overwrites
+            # this at its first validation, exactly as an uninterrupted one would write it)
+            self.checkpoint(self.best_path, full=False)
+        if reason == "signal":
+            raise TrainingInterrupted(f"training stopped by signal at step {self.state['step']}; "
+                                      f"state saved to {self.last_path}")
+        self.checkpoint(self.final_path, finished=True, full=False)
+
+    def run(self, resume: str) -> Path:
+        """Resume (``resume``: "auto", "require", "never"), train to the end, return ``last.pt``."""
+        from tqdm.auto import tqdm
+
+        self.resume(resume)
+        self.write_run_config()
+        self.wrap_for_ddp()
+        state, cfg = self.state, self.cfg
+        if state["epoch"] >= cfg.epochs or (cfg.max_steps is not None and state["step"] >= cfg.max_steps):
+            if self.dist.is_main:
+                print(f"{self.last_path} already has {state['epoch']} epochs / {state['step']} steps; "
+                      "nothing to do", file=sys.stderr)
+            if not self.final_path.exists():  # a run finished before final.pt existed
+                self.checkpoint(self.final_path, finished=True, full=False)
+            return self.last_path
+        self.epoch_bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=f"train {self.kind}", unit="epoch",
+                              disable=not self.show, dynamic_ncols=True)
+        reason = None
+        self.model.train()
+        with _StopFlag() as stop:
+            while reason is None and state["epoch"] < cfg.epochs:
+                reason = self.run_epoch(stop)
+        self.epoch_bar.close()
+        self.finish(reason)
+        return self.last_path
+
+
+def _accumulate(sums: dict[str, float], vals: dict[str, float], graphs: int) -> None:
+    """Add a batch's mean losses, weighted by its ``graphs`` crystals, to ``sums`` (``_n``: the weight)."""
+    for k, v in vals.items():
+        sums[k] = sums.get(k, 0.0) + v * graphs
+    sums["_n"] = sums.get("_n", 0.0) + graphs
+
+
+def _mean_over_ranks(dist: DistContext, sums: dict[str, float],
+                     extra: float = 0.0) -> tuple[dict[str, float], float, float]:
+    """(per-crystal means of the :func:`_accumulate` sums, crystal count, ``extra`` summed), all over
+    every rank; a rank with an empty shard contributes zeros."""
+    keys = _agree_keys(dist, sorted(k for k in sums if k != "_n"))
+    totals = dist.all_sum([sums.get(k, 0.0) for k in keys] + [sums.get("_n", 0.0), extra])
+    n = totals[-2]
+    return {k: totals[i] / max(n, 1.0) for i, k in enumerate(keys)}, n, totals[-1]
 
 
 def _agree_keys(dist: DistContext, keys: list[str]) -> list[str]:

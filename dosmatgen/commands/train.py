@@ -78,7 +78,7 @@ def resolve_configs(args: argparse.Namespace) -> tuple[dict[str, Any], "Any"]:
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "lr_patience": args.patience,
              "ema_decay": args.ema_decay, "checkpoint_every": args.checkpoint_every, "seed": args.seed,
              "device": args.device, "num_workers": args.num_workers, "max_steps": args.max_steps,
-             "supercell_max_atoms": args.supercells}
+             "supercell_max_atoms": args.supercells, "deterministic": args.deterministic or None}
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.repeat_source:
         values["source_repeats"] = parse_source_repeats(args.repeat_source)
@@ -182,6 +182,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels: bit-identical reruns with several threads (docs/reproducibility.md)")
     p.add_argument("--resume", action="store_true", help="require --out/last.pt and continue it")
     p.add_argument("--fresh", action="store_true", help="ignore an existing --out/last.pt and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
