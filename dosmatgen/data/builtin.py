@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -411,28 +411,18 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
     Returns counts ``{"done", "failed", "todo"}`` for this run.  Safe to interrupt (SIGINT/SIGTERM
     flush the buffered records) and to rerun.
     """
-    import multiprocessing as mp
-
-    from tqdm import tqdm
-
-    from dosmatgen.data.store import save_records
-    from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
-
     check_retry_text(retry_failed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ledger = without_retried_failures(read_ledger(out_dir), retry_failed)
-    ledger_name, shard_prefix = part_files(part, source)
     all_cands, skipped = source_candidates(source, seed, n_max, pool, max_atoms)
     report_skipped(source, skipped)
-    cands = select_part(all_cands, part)
-    if only:
-        cands = [c for c in cands if c.structure_id in set(only)]
-    todo = [c for c in cands if c.structure_id not in ledger]
-    if not any(c.relax for c in todo):
-        mlff = "none"
-    ekw = {"timeout_s": timeout_s}
-    ekw.update(engine_kwargs or {})
+    todo = [c for c in select_part(all_cands, part) if c.structure_id not in ledger
+            and (not only or c.structure_id in set(only))]
+    if not todo:
+        return {"done": 0, "failed": 0, "todo": 0}
+    mlff = mlff if any(c.relax for c in todo) else "none"
+    ekw = {"timeout_s": timeout_s, **(engine_kwargs or {})}
     meta = {"command": command_line(), "source": source, "seed": seed, "n_max": n_max, "mlff": mlff,
             "versions": versions(), "part": None if part is None else f"{part[0]}/{part[1]}"}
     if source == "mp20":
@@ -440,60 +430,87 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
 
         meta.update(pool=str(pool if pool is not None else DEFAULT_POOL),
                     max_atoms=max_atoms if max_atoms is not None else DEFAULT_MAX_ATOMS)
-    counts = {"done": 0, "failed": 0, "todo": len(todo)}
-    if not todo:
-        return counts
-    buffer: list[CrystalRecord] = []
-    pending_done: list[dict[str, Any]] = []
-    last_flush = time.time()
+    writer = _ShardWriter(out_dir, *part_files(part, source), meta, ekw)
+    _label_in_pool(todo, writer, workers, mlff, ekw, fmax, steps, shard_size, flush_s, progress)
+    return {**writer.counts, "todo": len(todo)}
 
-    def flush() -> None:
-        nonlocal buffer, pending_done, last_flush
-        if buffer:
-            path = out_dir / f"{shard_prefix}{_next_shard_index(out_dir, shard_prefix):05d}.npz"
-            save_records(path, buffer, dict(meta, protocol=GPAWSiteDOSEngine(**ekw).protocol()))
-            for e in pending_done:
+
+class _ShardWriter:
+    """The output of :func:`build`: labelled records are buffered and written as the next shard of
+    ``out_dir`` with their ledger entries (:meth:`flush`); a failure goes to the ledger at once."""
+
+    def __init__(self, out_dir: Path, ledger_name: str, shard_prefix: str, meta: dict[str, Any],
+                 engine_kwargs: dict[str, Any]) -> None:
+        from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
+
+        self.out_dir, self.ledger_name, self.shard_prefix = out_dir, ledger_name, shard_prefix
+        self.meta = dict(meta, protocol=GPAWSiteDOSEngine(**engine_kwargs).protocol())
+        self.records: list[CrystalRecord] = []
+        self.entries: list[dict[str, Any]] = []
+        self.last_flush = time.time()
+        self.counts = {"done": 0, "failed": 0}
+
+    def add(self, result: dict[str, Any]) -> None:
+        """One result of :func:`_work`: its record is buffered, or its failure recorded (and printed)."""
+        entry = {k: v for k, v in result.items() if k != "record"}
+        entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        if result["status"] == "done":
+            self.records.append(result["record"])
+            self.entries.append(entry)
+        else:
+            _append_ledger(self.out_dir, [entry], self.ledger_name)
+            print(f"[failed] {entry['id']}: {entry.get('reason')}", file=sys.stderr, flush=True)
+        self.counts[result["status"]] += 1
+
+    def flush(self) -> None:
+        """Write the buffered records as the next shard, then their ledger entries (naming it)."""
+        from dosmatgen.data.store import save_records
+
+        if self.records:
+            path = self.out_dir / f"{self.shard_prefix}{_next_shard_index(self.out_dir, self.shard_prefix):05d}.npz"
+            save_records(path, self.records, self.meta)
+            for e in self.entries:
                 e["shard"] = path.name
-            _append_ledger(out_dir, pending_done, ledger_name)
-        buffer, pending_done, last_flush = [], [], time.time()
+            _append_ledger(self.out_dir, self.entries, self.ledger_name)
+        self.records, self.entries, self.last_flush = [], [], time.time()
 
-    def on_term(signum, frame):  # noqa: ARG001
+
+def _label_in_pool(todo: list[LabelCandidate], writer: _ShardWriter, workers: int, mlff: str,
+                   engine_kwargs: dict[str, Any], fmax: float, steps: int, shard_size: int, flush_s: float,
+                   progress: bool) -> None:
+    """Relax and label ``todo`` in ``workers`` spawned processes (:func:`_work`), flushing
+    ``writer`` every ``shard_size`` records or ``flush_s`` seconds and when stopped (SIGINT/SIGTERM)."""
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    from dosmatgen.threads import single_threaded_children
+
+    def on_term(signum: int, frame: Any) -> None:  # noqa: ARG001
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, on_term)
-    from dosmatgen.threads import single_threaded_children
-
-    ctx = mp.get_context("spawn")
     with single_threaded_children():
-        pool = ctx.Pool(processes=max(1, workers), initializer=_init_worker, initargs=(mlff, ekw))
+        pool = mp.get_context("spawn").Pool(processes=max(1, workers), initializer=_init_worker,
+                                            initargs=(mlff, engine_kwargs))
     bar = tqdm(total=len(todo), desc="built-in DOS", unit="struct", smoothing=0.05, disable=not progress,
                mininterval=5.0)
     try:
         for res in pool.imap_unordered(_work, [(c, fmax, steps) for c in todo], chunksize=1):
-            entry = {k: v for k, v in res.items() if k != "record"}
-            entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-            if res["status"] == "done":
-                buffer.append(res["record"])
-                pending_done.append(entry)
-                counts["done"] += 1
-            else:
-                _append_ledger(out_dir, [entry], ledger_name)
-                counts["failed"] += 1
-                print(f"[failed] {entry['id']}: {entry.get('reason')}", file=sys.stderr, flush=True)
+            writer.add(res)
             bar.update(1)
-            bar.set_postfix(done=counts["done"], failed=counts["failed"])
-            if len(buffer) >= shard_size or (buffer and time.time() - last_flush > flush_s):
-                flush()
+            bar.set_postfix(**writer.counts)
+            if len(writer.records) >= shard_size or (writer.records and time.time() - writer.last_flush > flush_s):
+                writer.flush()
     except KeyboardInterrupt:
         print("interrupted: writing finished records", file=sys.stderr, flush=True)
         pool.terminate()
     finally:
-        flush()
+        writer.flush()
         bar.close()
         pool.terminate()
         pool.join()
         signal.signal(signal.SIGTERM, old)
-    return counts
 
 
 def read_shards(out_dir: str | Path) -> tuple[list[CrystalRecord], dict[str, Any]]:
@@ -602,12 +619,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dosmatgen.data.builtin", description=__doc__.split("\n\n")[0])
     add_build_arguments(parser)
     return run_build(parser.parse_args(argv))
-
-
-def iter_candidate_ids(seed: int = 0, n_max: int | None = None) -> Iterator[str]:
-    """Structure ids in build order (for inspection)."""
-    for c in candidates(seed, n_max):
-        yield c.structure_id
 
 
 if __name__ == "__main__":
