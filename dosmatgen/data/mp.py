@@ -281,8 +281,7 @@ def complete_dos(mpr: Any, task_id: str, policy: RetryPolicy) -> Any:
         f"reading the DOS of task {task_id}", policy, rest=False)
 
 
-def list_dos_material_ids(mpr: Any, policy: RetryPolicy, max_sites: int | None = None,
-                          limit: int | None = None) -> list[str]:
+def list_dos_material_ids(mpr: Any, policy: RetryPolicy, max_sites: int | None = None) -> list[str]:
     """Ids of every material with a DOS (``has_props=["dos"]``), sorted, optionally ≤ ``max_sites``."""
     kwargs: dict[str, Any] = {"has_props": ["dos"], "fields": SUMMARY_FIELDS}
     if max_sites is not None:
@@ -292,9 +291,8 @@ def list_dos_material_ids(mpr: Any, policy: RetryPolicy, max_sites: int | None =
                                  policy)
     except (_PermanentFailure, _Pending) as exc:
         raise DataError(f"the Materials Project summary query failed ({exc}); rerun to try again") from exc
-    ids = sorted({str(_doc_get(d, "material_id")) for d in docs if _doc_get(d, "material_id") is not None},
-                 key=_id_sort_key)
-    return ids[:limit] if limit is not None else ids
+    return sorted({str(_doc_get(d, "material_id")) for d in docs if _doc_get(d, "material_id") is not None},
+                  key=_id_sort_key)
 
 
 def _id_sort_key(mid: str) -> tuple[str, int, str]:
@@ -363,6 +361,8 @@ def download_mp(out_dir: str | Path, api_key: str | None = None, limit: int | No
     Returns the summary; raises :class:`DataError` after writing everything when materials are
     left pending, so that a pipeline does not merge an incomplete download unknowingly.
     """
+    from tqdm.auto import tqdm
+
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
     out = Path(out_dir)
@@ -371,67 +371,17 @@ def download_mp(out_dir: str | Path, api_key: str | None = None, limit: int | No
     check_writable(out, "download folder")
     mpr = _open_rester(api_key, rester_factory)  # the folder is created by the first file written
     t0 = time.monotonic()
+    fetcher = _BatchFetcher(mpr, policy, required_points, max_consecutive_pending)
+    new_done = new_failed = 0
     try:
-        ids_path = out / "ids.json"
-        if material_ids is not None:
-            ids = list(dict.fromkeys(str(m) for m in material_ids))
-        elif ids_path.exists():
-            try:
-                ids = [str(m) for m in json.loads(ids_path.read_text())["ids"]]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DataError(f"{ids_path} is corrupt; delete it to query the ids again") from exc
-        else:
-            ids = list_dos_material_ids(mpr, policy, max_sites=max_sites)
-            atomic_save_json(ids_path, {"ids": ids, "max_sites": max_sites, "queried": time.strftime("%Y-%m-%d")})
-        if limit is not None:
-            ids = ids[:limit]
+        ids = _material_ids(mpr, policy, out / "ids.json", material_ids, max_sites)[:limit]
         todo = [m for m in ids if m not in ledger["done"] and m not in ledger["failed"]]
-        new_done = new_failed = 0
-        pending: list[str] = []
-        in_a_row = 0
-        bar = _progress(len(todo), progress)
-        try:
+        with tqdm(total=len(todo), desc="MP DOS", unit="material", disable=not progress) as bar:
             for start in range(0, len(todo), batch_size):
-                batch = todo[start:start + batch_size]
-                if in_a_row >= max_consecutive_pending:  # an outage: leave the rest for the next run
-                    pending += batch
+                fetched = fetcher.fetch(todo[start:start + batch_size], bar)
+                if fetched is None:
                     continue
-                records: list[CrystalRecord] = []
-                failed: dict[str, str] = {}
-                try:
-                    tasks = dos_task_ids(mpr, batch, policy)
-                except _Pending:
-                    pending += batch
-                    in_a_row += len(batch)
-                    bar.update(len(batch))
-                    continue
-                for mid in batch:
-                    bar.update(1)
-                    if in_a_row >= max_consecutive_pending:
-                        pending.append(mid)
-                        continue
-                    if mid not in tasks:
-                        failed[mid] = "no electronic-structure document on the Materials Project"
-                        continue
-                    if tasks[mid] is None:
-                        failed[mid] = "its electronic-structure document has no DOS"
-                        continue
-                    try:
-                        cdos = complete_dos(mpr, tasks[mid], policy)
-                        records.append(record_from_complete_dos(
-                            cdos, mid, required_points=required_points,
-                            provenance={"material_id": mid, "dos_task_id": tasks[mid],
-                                        "retrieved": time.strftime("%Y-%m-%d")}))
-                        in_a_row = 0
-                    except ConversionSkipped as exc:
-                        failed[mid] = exc.reason
-                        in_a_row = 0
-                    except _PermanentFailure as exc:
-                        failed[mid] = str(exc)
-                        in_a_row = 0
-                    except _Pending:
-                        pending.append(mid)
-                        in_a_row += 1
+                records, failed = fetched
                 if records:
                     shard = f"shard-{len(ledger['shards']):05d}.npz"
                     save_records(out / shard, records, {"source": "mp", "required_points": required_points})
@@ -441,10 +391,9 @@ def download_mp(out_dir: str | Path, api_key: str | None = None, limit: int | No
                 atomic_save_json(out / "ledger.json", ledger)
                 new_done += len(records)
                 new_failed += len(failed)
-        finally:
-            bar.close()
     finally:
         _close(mpr)
+    pending = fetcher.pending
     summary = DownloadSummary(total=len(ids), done=sum(1 for m in ids if m in ledger["done"]),
                               failed=sum(1 for m in ids if m in ledger["failed"]), new_done=new_done,
                               new_failed=new_failed, shards=list(ledger["shards"]), pending=len(pending),
@@ -456,10 +405,73 @@ def download_mp(out_dir: str | Path, api_key: str | None = None, limit: int | No
     return summary
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+def _material_ids(mpr: Any, policy: RetryPolicy, ids_path: Path, material_ids: list[str] | None,
+                  max_sites: int | None) -> list[str]:
+    """The ids to fetch: ``material_ids`` when given, else the list in ``ids_path``, else the
+    summary endpoint's (then saved to ``ids_path`` so that a resumed run asks for the same ones)."""
+    if material_ids is not None:
+        return list(dict.fromkeys(str(m) for m in material_ids))
+    if ids_path.exists():
+        try:
+            return [str(m) for m in json.loads(ids_path.read_text())["ids"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{ids_path} is corrupt; delete it to query the ids again") from exc
+    ids = list_dos_material_ids(mpr, policy, max_sites=max_sites)
+    atomic_save_json(ids_path, {"ids": ids, "max_sites": max_sites, "queried": time.strftime("%Y-%m-%d")})
+    return ids
 
-    return tqdm(total=total, desc="MP DOS", unit="material", disable=not enabled)
+
+@dataclass
+class _BatchFetcher:
+    """Fetches and converts the batches of :func:`download_mp`, keeping the materials left pending
+    and how many were pending in a row (``max_in_a_row`` of them: an outage, stop asking)."""
+
+    mpr: Any
+    policy: RetryPolicy
+    required_points: int | None
+    max_in_a_row: int
+    pending: list[str] = field(default_factory=list)
+    in_a_row: int = 0
+
+    def fetch(self, batch: list[str], bar: Any) -> tuple[list[CrystalRecord], dict[str, str]] | None:
+        """The records and the reasons of permanent failures of ``batch`` (the rest is pending);
+        None when the whole batch is left pending (an outage, or its search failed temporarily)."""
+        if self.in_a_row >= self.max_in_a_row:  # an outage: leave the rest for the next run
+            self.pending += batch
+            return None
+        try:
+            tasks = dos_task_ids(self.mpr, batch, self.policy)
+        except _Pending:
+            self.pending += batch
+            self.in_a_row += len(batch)
+            bar.update(len(batch))
+            return None
+        records: list[CrystalRecord] = []
+        failed: dict[str, str] = {}
+        for mid in batch:
+            bar.update(1)
+            if self.in_a_row >= self.max_in_a_row:
+                self.pending.append(mid)
+                continue
+            if mid not in tasks or tasks[mid] is None:
+                failed[mid] = ("no electronic-structure document on the Materials Project" if mid not in tasks
+                               else "its electronic-structure document has no DOS")
+                continue
+            try:
+                records.append(record_from_complete_dos(
+                    complete_dos(self.mpr, tasks[mid], self.policy), mid, required_points=self.required_points,
+                    provenance={"material_id": mid, "dos_task_id": tasks[mid],
+                                "retrieved": time.strftime("%Y-%m-%d")}))
+            except ConversionSkipped as exc:
+                failed[mid] = exc.reason
+            except _PermanentFailure as exc:
+                failed[mid] = str(exc)
+            except _Pending:
+                self.pending.append(mid)
+                self.in_a_row += 1
+                continue
+            self.in_a_row = 0
+        return records, failed
 
 
 def merge_mp(out_dir: str | Path, store_path: str | Path) -> int:
