@@ -54,17 +54,11 @@ def check_setups(symbols: list[str], basis: str, xc: str) -> None:
 
     if basis.endswith(")") and "(" in basis:
         basis = basis[basis.index("(") + 1:-1]
-    missing = []
-    for sym in sorted(set(symbols)):
-        have_setup = have_basis = False
-        for d in setup_paths:
-            if os.path.exists(os.path.join(d, f"{sym}.{xc}.gz")) or os.path.exists(os.path.join(d, f"{sym}.{xc}")):
-                have_setup = True
-            if os.path.exists(os.path.join(d, f"{sym}.{basis}.basis.gz")) or os.path.exists(
-                    os.path.join(d, f"{sym}.{basis}.basis")):
-                have_basis = True
-        if not (have_setup and have_basis):
-            missing.append(sym)
+
+    def found(name: str) -> bool:
+        return any(os.path.exists(os.path.join(d, name + gz)) for d in setup_paths for gz in (".gz", ""))
+
+    missing = [s for s in sorted(set(symbols)) if not (found(f"{s}.{xc}") and found(f"{s}.{basis}.basis"))]
     if missing:
         raise WorkerError(f"no GPAW {xc} setup / {basis} basis for element(s) {missing}")
 
@@ -195,87 +189,77 @@ def gaussian_dos(grid: np.ndarray, eps: np.ndarray, weights: np.ndarray, sigma: 
     return out
 
 
-def run(job: dict) -> dict:
-    from ase import Atoms
+def converged_scf(job: dict, atoms, spinpol: bool, kpts: list[int], point_group: bool) -> tuple[object, list[str]]:
+    """The calculator of a converged SCF on the ``kpts`` mesh, trying the protocol's mixer and then
+    a gentler one (``job["attempts"]`` settings), and one line per attempt; :class:`WorkerError`
+    when none converges."""
     from gpaw import KohnShamConvergenceError
+
+    attempts = [] if point_group else ["zero-weight IBZ k-point: point-group symmetry off"]
+    for attempt in range(int(job.get("attempts", 2))):
+        atoms.calc = make_calc(job, spinpol, attempt, kpts, point_group)
+        try:
+            atoms.get_potential_energy()
+            return atoms.calc, attempts + ["converged"]
+        except KohnShamConvergenceError as exc:
+            attempts.append(f"not converged: {exc}")
+    raise WorkerError(f"SCF did not converge in {job.get('maxiter', 100)} iterations "
+                      f"with {int(job.get('attempts', 2))} mixer setting(s)")
+
+
+def band_edges(eps: np.ndarray, fermi: float, gap_threshold: float) -> tuple[float, float, float, float]:
+    """(VBM, CBM, gap, reference energy): the reference is the VBM when the gap exceeds
+    ``gap_threshold``, else the Fermi level.
+
+    >>> band_edges(np.array([-1.0, 0.0, 2.0]), 0.5, 0.3)
+    (0.0, 2.0, 2.0, 0.0)
+    """
+    below, above = eps[eps <= fermi], eps[eps > fermi]
+    vbm = float(below.max()) if below.size else fermi
+    cbm = float(above.min()) if above.size else fermi
+    gap = max(0.0, cbm - vbm)
+    return vbm, cbm, gap, vbm if gap > gap_threshold else fermi
+
+
+def run(job: dict) -> dict:
+    """The site DOS of the job's crystal by the protocol of the module docstring, with diagnostics."""
+    from ase import Atoms
 
     t0 = time.time()
     atoms = Atoms(numbers=job["numbers"], cell=job["cell"], scaled_positions=job["scaled_positions"], pbc=True)
     symbols = atoms.get_chemical_symbols()
-    xc = job.get("xc", "PBE")
-    basis = job.get("basis", "dzp")
-    check_setups(symbols, basis, xc)
+    check_setups(symbols, job.get("basis", "dzp"), job.get("xc", "PBE"))
     check_overlap(atoms, float(job.get("min_distance", 0.5)))
     spinpol = bool(job.get("spinpol", any(s in MAGNETIC for s in symbols)))
     if spinpol:
         atoms.set_initial_magnetic_moments([INITIAL_MAGMOM.get(s, 0.0) for s in symbols])
     k_scf = kpt_size(atoms.cell.array, float(job.get("kdens_scf", 12.0)))
     k_dos = kpt_size(atoms.cell.array, float(job.get("kdens_dos", 30.0)))
-
     point_group = not any(ibz_has_zero_weight(job, atoms, spinpol, k) for k in (k_scf, k_dos))
-    calc = None
-    attempts = [] if point_group else ["zero-weight IBZ k-point: point-group symmetry off"]
-    for attempt in range(int(job.get("attempts", 2))):
-        calc = make_calc(job, spinpol, attempt, k_scf, point_group)
-        atoms.calc = calc
-        try:
-            atoms.get_potential_energy()
-            attempts.append("converged")
-            break
-        except KohnShamConvergenceError as exc:
-            attempts.append(f"not converged: {exc}")
-            calc = None
-    if calc is None:
-        raise WorkerError(f"SCF did not converge in {job.get('maxiter', 100)} iterations "
-                          f"with {int(job.get('attempts', 2))} mixer setting(s)")
+    calc, attempts = converged_scf(job, atoms, spinpol, k_scf, point_group)
     t_scf = time.time() - t0
     magmom = float(calc.get_magnetic_moment()) if spinpol else 0.0
     dcalc = calc.fixed_density(kpts={"size": k_dos, "gamma": True}, txt=job.get("txt"))
     fermi = float(dcalc.get_fermi_level())
     eps, w, q, worst = mulliken_states(dcalc, len(atoms), float(job.get("weight_tol", 1e-3)))
-
-    below = eps[eps <= fermi]
-    above = eps[eps > fermi]
-    vbm = float(below.max()) if below.size else fermi
-    cbm = float(above.min()) if above.size else fermi
-    gap = max(0.0, cbm - vbm)
-    ref = vbm if gap > float(job.get("gap_threshold", 0.3)) else fermi
-
+    vbm, cbm, gap, ref = band_edges(eps, fermi, float(job.get("gap_threshold", 0.3)))
     classes = job.get("equivalent_classes") or equivalent_classes(dcalc, len(atoms))
     q_sym = np.empty_like(q)
     for group in classes:
         q_sym[group] = q[group].mean(axis=0)
-    sigma = float(job.get("sigma", 0.15))
-    grid = np.asarray(job["energy_grid"], dtype=float)
-    dos = gaussian_dos(grid, eps - ref, q_sym * w[None, :], sigma)
-
-    out = {
-        "status": "ok",
-        "dos": dos,
-        "fermi": fermi,
-        "vbm": vbm,
-        "cbm": cbm,
-        "gap": gap,
-        "reference_energy": ref,
-        "spinpol": spinpol,
-        "magmom": magmom,
-        "weight_max_dev": worst,
-        "n_electrons": float(dcalc.wfs.setups.nvalence - dcalc.density.charge),
-        "kpts_scf": np.array(k_scf),
-        "kpts_dos": np.array(k_dos),
-        "n_ibz_dos": int(len(dcalc.wfs.kd.ibzk_kc)),
-        "point_group_symmetry": point_group,
-        "equivalent_classes": json.dumps(classes),
-        "attempts": json.dumps(attempts),
-        "seconds_scf": t_scf,
-        "seconds": time.time() - t0,
-        "gpaw_version": __import__("gpaw").__version__,
-    }
+    sigma, weights = float(job.get("sigma", 0.15)), q_sym * w[None, :]
+    out = {"status": "ok", "dos": gaussian_dos(np.asarray(job["energy_grid"], dtype=float), eps - ref, weights, sigma),
+           "fermi": fermi, "vbm": vbm, "cbm": cbm, "gap": gap, "reference_energy": ref, "spinpol": spinpol,
+           "magmom": magmom, "weight_max_dev": worst,
+           "n_electrons": float(dcalc.wfs.setups.nvalence - dcalc.density.charge),
+           "kpts_scf": np.array(k_scf), "kpts_dos": np.array(k_dos), "n_ibz_dos": int(len(dcalc.wfs.kd.ibzk_kc)),
+           "point_group_symmetry": point_group, "equivalent_classes": json.dumps(classes),
+           "attempts": json.dumps(attempts), "seconds_scf": t_scf, "seconds": time.time() - t0,
+           "gpaw_version": __import__("gpaw").__version__}
     wide = job.get("wide_grid")
     if wide:
-        wgrid = np.linspace(float(wide[0]), float(wide[1]), int(wide[2]))
-        out["wide_grid"] = wgrid
-        out["wide_dos"] = gaussian_dos(wgrid, eps - ref, q_sym * w[None, :], sigma)
+        out["wide_grid"] = np.linspace(float(wide[0]), float(wide[1]), int(wide[2]))
+        out["wide_dos"] = gaussian_dos(out["wide_grid"], eps - ref, weights, sigma)
         out["fermi_minus_ref"] = fermi - ref
     return out
 
