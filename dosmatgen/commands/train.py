@@ -12,12 +12,13 @@ insists on resuming). Several processes: ``torchrun --nproc_per_node K -m dosmat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from dosmatgen.commands.arguments import non_negative, positive
+from dosmatgen.commands.arguments import declare_paths, non_negative, positive
 from dosmatgen.data.split import split_records
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.model.config import LATTICE_SCALES, TYPE_TARGETS
@@ -108,7 +109,7 @@ def parse_source_repeats(items: list[str]) -> dict[str, int]:
 def _cmd_train(args: argparse.Namespace) -> int:
     from dosmatgen.checkpoint import read_checkpoint
     from dosmatgen.data.standardise import DOSStandardiser
-    from dosmatgen.io import check_writable
+    from dosmatgen.io import check_writable, output_lock
     from dosmatgen.training import BEST, FINAL, train
 
     if args.resume and args.fresh:
@@ -126,10 +127,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise DataError("the training split has no site DOS to fit a standardiser on")
         std = DOSStandardiser.fit(blocks)
     resume = "require" if args.resume else "never" if args.fresh else "auto"
-    last = train(args.kind, model_cfg, parts["train"], parts["val"], std, cfg, out, resume=resume)
-    if not args.standardiser and int(os.environ.get("RANK", "0")) == 0:
-        std.save(out / "standardiser.json")  # also inside every checkpoint
-    if int(os.environ.get("RANK", "0")) == 0:
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun every rank runs this; rank 0 writes
+    with output_lock(out, "--out") if rank0 else contextlib.nullcontext():  # a second train on --out stops
+        last = train(args.kind, model_cfg, parts["train"], parts["val"], std, cfg, out, resume=resume)
+        if not args.standardiser and rank0:
+            std.save(out / "standardiser.json")  # also inside every checkpoint
+    if rank0:
         rows = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
         tail = json.loads(rows[-1]) if rows else {}
         summary = ", ".join(f"{k} {tail[k]:.4g}" for k in ("train_loss", "val_loss") if k in tail)
@@ -187,6 +190,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="require --out/last.pt and continue it")
     p.add_argument("--fresh", action="store_true", help="ignore an existing --out/last.pt and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    declare_paths(p, inputs=("store", "split", "standardiser", "config"), outputs={"out": "dir"})
     p.set_defaults(func=_cmd_train)
 
 
