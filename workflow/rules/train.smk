@@ -24,7 +24,7 @@ rule train:
         epochs=train_option("epochs"),
         batch_size=train_option("batch_size"),
         lr=train_option("lr"),
-        optional=train_flags("patience", "max_steps", "ema_decay", "repeat_source"),
+        optional=train_flags("patience", "max_steps", "ema_decay", "repeat_source", "deterministic"),
         device=RUN["device"],
         seed=RUN["seed"],
     threads: THREADS
