@@ -353,6 +353,85 @@ class ElementAccuracy:
                              "atom_count_mismatch_counted_as_miss": mismatched})
 
 
+def _group_row(z: int) -> tuple[int | None, int]:
+    from pymatgen.core.periodic_table import Element
+
+    e = Element.from_Z(int(z))
+    return e.group, e.row
+
+
+class HomologueOnlyMiss:
+    """Crystals wrong only by group homologues, in percent of the crystals (issue 35; not in the
+    paper): the generated types differ from the reference's at one atom or more, and at every such
+    atom the two elements share a periodic-table group and sit in different periods (Br for I, Ca
+    for Ba). Such a crystal has the right chemistry up to the period; resolving the period would
+    turn it into a composition match. Atom-count mismatches are not counted.
+
+    >>> r = HomologueOnlyMiss().compute([np.array([35, 11]), np.array([17, 11]), np.array([8, 11])],
+    ...                                 [np.array([53, 11]), np.array([17, 11]), np.array([16, 12])])
+    >>> r.value, r.counts
+    (33.333333333333336, {'homologue_only': 1, 'all_correct': 1, 'other_miss': 1})
+    """
+
+    name = "homologue_only_miss"
+
+    @staticmethod
+    def classify(generated: np.ndarray, reference: np.ndarray) -> str:
+        """``"all_correct"``, ``"homologue_only"`` or ``"other_miss"`` for one aligned pair."""
+        g, r = np.asarray(generated).reshape(-1), np.asarray(reference).reshape(-1)
+        if g.shape != r.shape or np.any((g < 1) | (g > 118)):
+            return "other_miss"
+        wrong = [(int(a), int(b)) for a, b in zip(g, r) if a != b]
+        if not wrong:
+            return "all_correct"
+        for a, b in wrong:
+            (ga, pa), (gb, pb) = _group_row(a), _group_row(b)
+            if ga is None or ga != gb or pa == pb:
+                return "other_miss"
+        return "homologue_only"
+
+    def compute(self, generated: Sequence[np.ndarray | None], reference: Sequence[np.ndarray]) -> MetricResult:
+        kinds = Counter("other_miss" if g is None else self.classify(g, r) for g, r in zip(generated, reference))
+        n = len(reference)
+        counts = {k: kinds.get(k, 0) for k in ("homologue_only", "all_correct", "other_miss")}
+        return MetricResult(self.name, 100.0 * counts["homologue_only"] / n if n else None, "%", n, n, {}, counts)
+
+
+class EqualDOSPairsSplit:
+    """Site pairs of one reference crystal with nearly equal target DOS (mean |Δ| below
+    ``tolerance`` states/eV/site) and one element, that the generated crystal gives two elements,
+    in percent of such pairs (issue 35; not in the paper).
+
+    >>> dos = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 3.0]])
+    >>> r = EqualDOSPairsSplit().compute([np.array([8, 16, 8])], [np.array([8, 8, 8])], [dos])
+    >>> r.value, r.counts
+    (100.0, {'pairs': 1, 'split': 1})
+    """
+
+    name = "equal_dos_pairs_split"
+
+    def __init__(self, tolerance: float = 0.02) -> None:
+        self.tolerance = tolerance
+
+    def pairs(self, reference: np.ndarray, dos: np.ndarray) -> list[tuple[int, int]]:
+        """The index pairs ``i < j`` of one crystal with nearly equal DOS and one element."""
+        r, d = np.asarray(reference).reshape(-1), np.asarray(dos, dtype=np.float64)
+        diff = np.abs(d[:, None, :] - d[None, :, :]).mean(-1)
+        return [(i, j) for i in range(len(r)) for j in range(i + 1, len(r))
+                if r[i] == r[j] and diff[i, j] < self.tolerance]
+
+    def compute(self, generated: Sequence[np.ndarray | None], reference: Sequence[np.ndarray],
+                dos: Sequence[np.ndarray]) -> MetricResult:
+        pairs = split = 0
+        for g, r, d in zip(generated, reference, dos):
+            for i, j in self.pairs(r, d):
+                pairs += 1
+                gen = None if g is None else np.asarray(g).reshape(-1)
+                split += int(gen is None or gen.shape != np.asarray(r).shape or gen[i] != gen[j])
+        return MetricResult(self.name, 100.0 * split / pairs if pairs else None, "%", pairs, pairs, {},
+                            {"pairs": pairs, "split": split})
+
+
 class Validity:
     """Percentage of generated structures that are valid (see :func:`validity_reason`).
 

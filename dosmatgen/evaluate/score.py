@@ -132,6 +132,9 @@ class _Scorer:
         out["structure_match_rate"] = self.sm.from_outcomes(pick(self.outcomes))
         out["composition_match_rate"] = M.CompositionMatchRate().compute(pick(self.gen_structs), pick(self.ref_structs))
         out["element_accuracy"] = M.ElementAccuracy().compute(pick(self.gen_types), pick(self.ref_types))
+        out["homologue_only_miss"] = M.HomologueOnlyMiss().compute(pick(self.gen_types), pick(self.ref_types))
+        out["equal_dos_pairs_split"] = M.EqualDOSPairsSplit().compute(pick(self.gen_types), pick(self.ref_types),
+                                                                      pick(self.y))
         out["validity"] = M.Validity().compute(pick(self.gen_items))
         tic = time.perf_counter()
         out["uniqueness"] = M.Uniqueness(self.match_timeout_s, self.progress).compute(pick(self.valid_structs))
