@@ -11,6 +11,7 @@
 # or use a profile: --profile workflow/profiles/{ci,demo,paper,slurm}. The config is validated
 # against workflow/schemas/config.schema.yaml before anything runs.
 
+import dataclasses
 import json
 import os
 import shlex

@@ -71,6 +71,11 @@ class SamplerOptions:
                                               "1.0). Default: off", kind="positive")
     repel_until: int = _opt(200, "with --repel-distance: push only while the chain's time is >= this (0 = to "
                                  "the end)", kind="int")
+    tie_equal_sites: float | None = _opt(None, "an option, not the paper's sampler: atoms of one crystal whose "
+                                               "conditioning DOS (standardised) differ by a mean absolute difference "
+                                               "below this share one type vector along the reverse chain, so they "
+                                               "come out as one element (e.g. 0.05). Default: off",
+                                         kind="non_negative")
     allowed_types: tuple[int, ...] | None = _opt(None, "elements the generated atoms may take, e.g. Ni,O,28 "
                                                        "(default: every element the model knows)",
                                                  kind="elements")
@@ -95,6 +100,8 @@ class SamplerOptions:
         if self.predictor_input not in PREDICTOR_INPUTS:
             raise ConfigError(f"predictor_input must be one of {PREDICTOR_INPUTS}, got {self.predictor_input!r}")
         self.repulsion()  # the pair repulsion checks its own distance and time
+        if self.tie_equal_sites is not None and not (math.isfinite(self.tie_equal_sites) and self.tie_equal_sites >= 0):
+            raise ConfigError(f"tie_equal_sites must be a finite number >= 0, got {self.tie_equal_sites}")
         if self.allowed_types is not None and not self.allowed_types:
             raise ConfigError("allowed_types is empty: no element could be generated")
         if self.batch_size < 1:

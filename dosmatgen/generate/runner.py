@@ -94,6 +94,7 @@ def generate(diffusion: Any, spec: Any, options: SamplerOptions, *, t0: int | No
     options, the start and the timing.
     """
     from dosmatgen.generate.sampler import sample
+    from dosmatgen.generate.specs import tie_groups
 
     options.check()
     T = int(diffusion.timesteps)
@@ -126,10 +127,11 @@ def generate(diffusion: Any, spec: Any, options: SamplerOptions, *, t0: int | No
             parts.append(part)
             continue
         tic = time.perf_counter()
+        ties = None if options.tie_equal_sites is None else tie_groups(chunk, options.tie_equal_sites)
         result = sample(diffusion, chunk.to(device), guidance=guidance, t0=t0, steps=steps, step_lr=options.step_lr,
                         seed=options.seed + k, progress=progress and len(starts) == 1,
                         start_at_T=options.start_at_T, predictor_input=options.predictor_input,
-                        allowed_types=options.allowed_types, repulsion=repulsion)
+                        allowed_types=options.allowed_types, repulsion=repulsion, tie_groups=ties)
         seconds += time.perf_counter() - tic
         n_new += len(index)
         part = from_batch(result, [ids[i] for i in index], {"digest": digest, "chunk": k, "seed": options.seed + k})

@@ -52,7 +52,8 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
            t0: int | None = None, steps: int | None = None, step_lr: float = DEFAULTS.step_lr,
            seed: int = DEFAULTS.seed, progress: bool = True, start_at_T: bool = DEFAULTS.start_at_T,
            predictor_input: str = DEFAULTS.predictor_input,
-           allowed_types: Sequence[int] | None = None, repulsion: PairRepulsion | None = None) -> CrystalBatch:
+           allowed_types: Sequence[int] | None = None, repulsion: PairRepulsion | None = None,
+           tie_groups: Sequence[int] | None = None) -> CrystalBatch:
     """Generate one crystal per crystal of ``spec`` (its atom counts, DOS, masks; with ``t0`` also
     its structure as the starting point).
 
@@ -85,6 +86,10 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
         repulsion: an option, not the paper's sampler: after each reverse step t -> s with
             ``repulsion.active(s)``, atoms of one crystal closer than ``repulsion.distance`` Å
             (current lattice) are pushed apart (:class:`~dosmatgen.generate.repulsion.PairRepulsion`).
+        tie_groups: an option, not the paper's sampler: (M,) group id per atom; atoms with one id
+            share one type vector along the chain (the predictor's mean is averaged over the group
+            and one noise draw serves the group), so they decode to one element
+            (:func:`dosmatgen.generate.specs.tie_groups`). None: every atom on its own.
     Returns a :class:`CrystalBatch` on ``spec``'s device with the generated types, coordinates and
     lattices, and ``spec``'s DOS, masks and ids.
     """
@@ -96,7 +101,7 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
     times = timestep_schedule(t_start, None if steps is None else min(int(steps), t_start))
     out_device = spec.device
     spec = spec.to(next(diffusion.parameters()).device)
-    chain = _Chain(diffusion, spec, torch.Generator(device=spec.device).manual_seed(int(seed)))
+    chain = _Chain(diffusion, spec, torch.Generator(device=spec.device).manual_seed(int(seed)), tie_groups)
     state = chain.start(t0, t_start)
     bar = tqdm(total=len(times) - 1, desc="sampling", disable=not progress, leave=False)
     for t, s in zip(times[:-1], times[1:]):
@@ -135,8 +140,10 @@ class _Chain:
     """One reverse chain over the crystals of ``spec`` with all noise from ``gen`` (in a fixed
     order: same seed, same crystals)."""
 
-    def __init__(self, diffusion: JointDiffusion, spec: CrystalBatch, gen: torch.Generator):
+    def __init__(self, diffusion: JointDiffusion, spec: CrystalBatch, gen: torch.Generator,
+                 tie_groups: Sequence[int] | None = None):
         self.diffusion, self.spec, self.gen = diffusion, spec, gen
+        self.groups = None if tie_groups is None else torch.as_tensor(tie_groups, dtype=torch.long, device=spec.device)
         self.sched = diffusion.schedule
         self.max_z = diffusion.model_cfg.max_z
         self.dtype = spec.frac_coords.dtype
@@ -147,6 +154,22 @@ class _Chain:
 
     def randn(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.gen, device=self.spec.device, dtype=self.dtype)
+
+    def type_noise(self) -> torch.Tensor:
+        """(M, max_z) standard normal noise for the type channel, one draw per tied group."""
+        m = self.spec.num_nodes
+        if self.groups is None:
+            return self.randn((m, self.max_z))
+        return self.randn((int(self.groups.max()) + 1, self.max_z))[self.groups]
+
+    def tie(self, a: torch.Tensor) -> torch.Tensor:
+        """Each tied group's type vectors replaced by their mean."""
+        if self.groups is None:
+            return a
+        n = int(self.groups.max()) + 1
+        total = torch.zeros((n, a.shape[1]), dtype=a.dtype, device=a.device).index_add(0, self.groups, a)
+        count = torch.zeros(n, dtype=a.dtype, device=a.device).index_add(0, self.groups, torch.ones_like(a[:, 0]))
+        return (total / count.unsqueeze(-1))[self.groups]
 
     def clamp_fixed(self, a: torch.Tensor, t: int) -> torch.Tensor:
         """Fixed atoms' type vectors reset to their one-hot noised to ``t`` (exact at t = 0)."""
@@ -162,11 +185,11 @@ class _Chain:
         if t0 is None:
             lat = self.randn((b, 3, 3))
             x = torch.rand((m, 3), generator=self.gen, device=spec.device, dtype=self.dtype)
-            a = self.randn((m, self.max_z))
+            a = self.type_noise()
         else:
             times = torch.full((b,), t_start, dtype=torch.long, device=spec.device)
             start, _ = self.sched.noise(spec, times, self.gen, self.max_z)
-            lat, x, a = start.lattices, start.frac_coords, start.types
+            lat, x, a = start.lattices, start.frac_coords, self.tie(start.types)
         return NoisyBatch(self.clamp_fixed(a, t_start), x, lat, spec.num_atoms, spec.batch, spec.dos, spec.cond_mask)
 
     def step(self, state: NoisyBatch, t: int, s: int, guidance: Guidance, step_lr: float, predictor_input: str,
@@ -192,12 +215,12 @@ class _Chain:
         alpha = ab_t / ab_s
         coef = (1 - alpha) / (1 - ab_t).sqrt()
         lat = (state.lattices - coef * pred.eps_L) / alpha.sqrt()
-        a = (state.types - coef * pred.eps_A) / alpha.sqrt()
+        a = self.tie((state.types - coef * pred.eps_A) / alpha.sqrt())
         if not last:
             x = x + (sig_s ** 2 * (sig_t ** 2 - sig_s ** 2) / sig_t ** 2).sqrt() * self.randn(tuple(x.shape))
             std = ((1 - alpha) * (1 - ab_s) / (1 - ab_t)).sqrt()
             lat = lat + std * self.randn(tuple(lat.shape))
-            a = a + std * self.randn(tuple(a.shape))
+            a = a + std * self.type_noise()
         a = self.clamp_fixed(a, s)
         x = x % 1.0
         if repulsion is not None and repulsion.active(s):

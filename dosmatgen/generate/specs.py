@@ -148,3 +148,33 @@ def target_spec(n: int, *, standardiser: Any, max_z: int, num_atoms: int | None 
     return CrystalBatch.for_generation([num_atoms] * n, dos=[dos_std] * n,
                                        cond_mask=[mask] * n if dos_std is not None else None,
                                        fixed_types=[ft if fixed else None] * n, structure_ids=ids)
+
+
+def tie_groups(spec: Any, tolerance: float) -> np.ndarray:
+    """(M,) group id per atom: conditioned atoms of one crystal whose standardised DOS rows differ
+    by a mean absolute difference below ``tolerance`` (directly or through a chain of such atoms)
+    share an id; every other atom has its own.
+
+    >>> spec = prior_spec([3], np.zeros(400), cond_atoms=(0, 1, 2))
+    >>> tie_groups(spec, 0.01).tolist()
+    [0, 0, 0]
+    """
+    dos = spec.dos.detach().cpu().numpy()
+    cond = spec.cond_mask.detach().cpu().numpy()
+    ptr = spec.ptr.detach().cpu().numpy()
+    group = np.arange(len(dos))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for a, b in zip(ptr[:-1], ptr[1:]):
+        idx = [i for i in range(a, b) if cond[i]]
+        for k, i in enumerate(idx):
+            for j in idx[k + 1:]:
+                if np.abs(dos[i] - dos[j]).mean() < tolerance:
+                    group[root(j)] = root(i)
+    roots = np.array([root(i) for i in range(len(group))])
+    return np.unique(roots, return_inverse=True)[1]

@@ -88,20 +88,25 @@ def guidance_flags(wildcards, input):
     return cli_flags({"omega": gen["omega"]})
 
 
+#: SamplerOptions fields the rules render themselves (or that the run config does not set).
+OWN_FLAGS = ("guidance", "omega", "guidance_scale", "steps", "batch_size", "seed", "allowed_types")
+
+
 def sampler_flags(guidance):
-    """Every other sampler setting of the generate section (dosmatgen.generate.options.SamplerOptions;
-    values equal to its defaults render nothing) for one guidance: the regenerate rule's wildcard,
-    or "cfg" for the studies. omega_geometry weights CFG only."""
+    """Every other SamplerOptions field of the generate section, for one guidance (the regenerate
+    rule's wildcard, or "cfg" for the studies): values equal to the defaults render nothing,
+    omega_geometry weights CFG only, repel_until goes with repel_distance. A field added to
+    SamplerOptions (and the schema) reaches both rules without editing them."""
 
     def flags(wildcards=None):
         g = guidance if isinstance(guidance, str) else guidance(wildcards)
-        gen = RUN["generate"]
-        options = {"step_lr": gen["step_lr"], "omega_geometry": gen["omega_geometry"] if g == "cfg" else None,
-                   "start_at_T": gen["start_at_T"], "predictor_input": gen["predictor_input"],
-                   "repel_distance": gen["repel_distance"]}
-        if gen["repel_distance"] is not None:
-            options["repel_until"] = gen["repel_until"]
-        defaults = SamplerOptions()
+        gen, defaults = RUN["generate"], SamplerOptions()
+        names = ["step_lr", "omega_geometry"] + [f.name for f in dataclasses.fields(SamplerOptions)]  # that order first
+        options = {name: gen.get(name) for name in dict.fromkeys(names) if name not in OWN_FLAGS}
+        if g != "cfg":
+            options["omega_geometry"] = None
+        if options.get("repel_distance") is None:
+            options["repel_until"] = None
         return cli_flags({k: v for k, v in options.items() if v != getattr(defaults, k)})
 
     return flags
