@@ -234,6 +234,7 @@ def undeclared_path_options(parser) -> list[str]:
     found = []
 
     def walk(p, words):
+        p.format_usage()  # a parser that adds its options when first used (data build-builtin) adds them now
         subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
         for sub in subs:
             for name, child in sub.choices.items():

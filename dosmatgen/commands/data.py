@@ -64,6 +64,7 @@ def _add_builtin_arguments(parser: argparse.ArgumentParser) -> None:
         parser.set_defaults(func=unavailable)
         return
     builtin.add_build_arguments(parser)
+    declare_paths(parser, inputs=("pool",), outputs={"out": "dir", "store": "file"})
     parser.set_defaults(func=builtin.run_build)
 
 
