@@ -80,7 +80,6 @@ class CrystalBatch:
         if self.structure_ids is not None and len(self.structure_ids) != b:
             raise DataError(f"CrystalBatch has {len(self.structure_ids)} structure ids for {b} crystals")
 
-    # ---- basic properties -------------------------------------------------------------------
     @property
     def num_graphs(self) -> int:
         return int(self.num_atoms.shape[0])
@@ -116,7 +115,6 @@ class CrystalBatch:
             if not bool(torch.isfinite(getattr(self, name)).all()):
                 raise DataError(f"CrystalBatch.{name} contains NaN or inf")
 
-    # ---- construction -----------------------------------------------------------------------
     @classmethod
     def from_records(cls, records: Sequence[CrystalRecord],
                      standardiser: "DOSStandardiser | None" = None,
@@ -143,7 +141,8 @@ class CrystalBatch:
         fixed = _resolve_mask(fixed_mask, records, "fixed_mask", default=np.zeros_like(has_dos))
         bad = np.nonzero(cond & ~has_dos)[0]
         if bad.size:
-            rid, local = _locate(int(bad[0]), sizes)
+            rid = int(np.repeat(np.arange(len(records)), sizes)[bad[0]])
+            local = int(bad[0]) - sum(sizes[:rid])
             raise DataError(f"{records[rid].structure_id}: atom {local} is conditioned but the record has no DOS")
 
         dos_blocks = []
@@ -223,7 +222,6 @@ class CrystalBatch:
             fixed_rows.append(fixed)
         return cls.from_records(records, standardiser, cond_mask=cond_mask, fixed_mask=fixed_rows, dtype=dtype)
 
-    # ---- conversion ---------------------------------------------------------------------------
     def to(self, device: torch.device | str) -> "CrystalBatch":
         return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device)
                                             for f in dataclasses.fields(self) if f.name != "structure_ids"})
@@ -263,11 +261,8 @@ class CrystalBatch:
             out.append(Structure(Lattice(lat[i]), [int(v) for v in z], x % 1.0))
         return out
 
-    def numpy_views(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(atom_types int64 (M,), frac_coords float64 (M, 3), lattices float64 (B, 3, 3), ptr (B+1,))."""
-        return self._numpy_views()
-
     def _numpy_views(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(atom_types int64 (M,), frac_coords float64 (M, 3), lattices float64 (B, 3, 3), ptr (B+1,))."""
         return (self.atom_types.detach().cpu().numpy(), self.frac_coords.detach().cpu().double().numpy(),
                 self.lattices.detach().cpu().double().numpy(), self.ptr.cpu().numpy())
 
@@ -291,22 +286,14 @@ def collate(batches: Sequence[CrystalBatch]) -> CrystalBatch:
     batches = list(batches)
     if not batches:
         raise DataError("cannot collate zero batches")
-    num_atoms = torch.cat([b.num_atoms for b in batches])
     offsets = np.cumsum([0] + [b.num_graphs for b in batches[:-1]])
     ids = None
     if all(b.structure_ids is not None for b in batches):
         ids = [sid for b in batches for sid in b.structure_ids]  # type: ignore[union-attr]
-    return CrystalBatch(
-        atom_types=torch.cat([b.atom_types for b in batches]),
-        frac_coords=torch.cat([b.frac_coords for b in batches]),
-        lattices=torch.cat([b.lattices for b in batches]),
-        num_atoms=num_atoms,
-        batch=torch.cat([b.batch + int(o) for b, o in zip(batches, offsets)]),
-        dos=torch.cat([b.dos for b in batches]),
-        cond_mask=torch.cat([b.cond_mask for b in batches]),
-        fixed_mask=torch.cat([b.fixed_mask for b in batches]),
-        structure_ids=ids,
-    )
+    joined = {f.name: torch.cat([getattr(b, f.name) for b in batches]) for f in dataclasses.fields(CrystalBatch)
+              if f.name not in ("batch", "structure_ids")}
+    return CrystalBatch(**joined, batch=torch.cat([b.batch + int(o) for b, o in zip(batches, offsets)]),
+                        structure_ids=ids)
 
 
 class RecordDataset(Dataset):
@@ -331,7 +318,6 @@ def collate_records(items: Sequence[CrystalBatch]) -> CrystalBatch:
     return collate(items)
 
 
-# ---- noisy structures --------------------------------------------------------------------------
 @dataclass
 class NoisyBatch:
     """S_t = (A_t, X_t, L_t) with the graph bookkeeping, the DOS condition and the masks.
@@ -363,26 +349,9 @@ class NoisyBatch:
     def doubled(self) -> "NoisyBatch":
         """The batch followed by a copy of itself with every condition dropped (one forward pass
         evaluates the conditional and the unconditional model, paper §2.4)."""
-        b = self.num_graphs
-        return NoisyBatch(
-            types=torch.cat([self.types, self.types]),
-            frac_coords=torch.cat([self.frac_coords, self.frac_coords]),
-            lattices=torch.cat([self.lattices, self.lattices]),
-            num_atoms=torch.cat([self.num_atoms, self.num_atoms]),
-            batch=torch.cat([self.batch, self.batch + b]),
-            dos=torch.cat([self.dos, self.dos]),
-            cond_mask=torch.cat([self.cond_mask, torch.zeros_like(self.cond_mask)]),
-        )
-
-
-# ---- helpers ---------------------------------------------------------------------------------
-def _locate(flat_index: int, sizes: list[int]) -> tuple[int, int]:
-    start = 0
-    for rid, n in enumerate(sizes):
-        if flat_index < start + n:
-            return rid, flat_index - start
-        start += n
-    raise IndexError(flat_index)
+        twice = {f.name: torch.cat([getattr(self, f.name)] * 2) for f in dataclasses.fields(self)}
+        return NoisyBatch(**{**twice, "batch": torch.cat([self.batch, self.batch + self.num_graphs]),
+                             "cond_mask": torch.cat([self.cond_mask, torch.zeros_like(self.cond_mask)])})
 
 
 def _resolve_mask(mask: RecordMask, records: Sequence[CrystalRecord], name: str,
