@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("dosmatgen.studies",),                                                         # paper §3.2-3.3
     ("dosmatgen.plots", "dosmatgen.report", "dosmatgen.config", "dosmatgen.plan", "dosmatgen.bench",
      "dosmatgen.bench_eval"),                                                       # figures, run config, ops
-    ("dosmatgen.commands", "dosmatgen.cli"),                                        # argument parsing only
+    ("dosmatgen.api", "dosmatgen.commands", "dosmatgen.cli"),                       # the Python API; argument parsing
 )
 
 

@@ -1,0 +1,69 @@
+"""The Python API (issue 36, first part): the shipped demo model, targets from arrays, a real
+Materials Project CompleteDos (bcc Fe, mp-13, tests/fixtures/mp_documents) and a store, crystals
+as pymatgen structures with their surrogate DOS; bad input raises a named exception."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dosmatgen import api
+from dosmatgen.errors import CheckpointError, ConfigError, DataError
+
+FE_DOS = Path(__file__).parent / "fixtures" / "mp_documents" / "emmet_Fe_dos.json.gz"
+STORE = Path(__file__).resolve().parents[1] / "resources" / "builtin_dos.npz"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return api.load_model("demo")
+
+
+def test_demo_model_loads_without_training(demo):
+    assert demo.surrogate is not None and demo.regressor is not None and demo.name == "demo"
+
+
+def test_fe_target_from_a_real_mp_complete_dos():
+    target = api.target_from_file(FE_DOS, sites=[0])
+    assert target.dos.shape == (1, 400) and target.sites == [0]
+    below = target.dos[0, :200].sum() * 20 / 399  # states below E_F within the window
+    assert 3 < below < 12  # bcc Fe: 8 valence electrons, of which the s+p+d projection holds most
+
+
+def test_generate_from_the_fe_target(demo):
+    target = api.target_from_file(FE_DOS, sites=[0])
+    found = api.generate(demo, target, num_atoms=2, n=3, steps=10, seed=0, progress=False)
+    assert len(found) == 3
+    valid = [c for c in found if c.valid]
+    assert all(c.structure is not None and len(c.structure) == 2 for c in valid)
+    assert all(c.site_dos.shape == (2, 400) and c.distance >= 0 for c in valid)
+    again = api.generate(demo, target, num_atoms=2, n=3, steps=10, seed=0, progress=False)
+    assert [c.structure for c in again] == [c.structure for c in found]  # seeded
+
+
+def test_target_from_an_array_on_another_energy_grid():
+    energies = np.linspace(-15, 12, 541)
+    dos = np.exp(-((energies + 2.0) ** 2))
+    target = api.target_from_array(dos, energies, efermi=0.0)
+    assert target.dos.shape == (1, 400)
+    assert abs(np.linspace(-10, 10, 400)[int(np.argmax(target.dos[0]))] + 2.0) < 0.06  # the peak stays at -2 eV
+
+
+def test_target_from_the_store():
+    target = api.target_from_store(STORE, "builtin-L12-Ni-Au:Ni")
+    assert target.dos.shape == (1, 400) and target.sites == [0]
+
+
+@pytest.mark.parametrize("make, error, words", [
+    (lambda: api.load_model("banana"), ConfigError, "unknown model 'banana'"),
+    (lambda: api.load_model(Path(__file__).parent), CheckpointError, "is a folder"),
+    (lambda: api.target_from_array(np.full(400, np.nan)), DataError, "NaN"),
+    (lambda: api.target_from_array(np.ones(100), np.linspace(-5, 5, 100)), DataError, "cover"),
+    (lambda: api.target_from_file(FE_DOS, sites=[3]), DataError, "site 3 does not exist"),
+    (lambda: api.target_from_file(Path("missing.json")), DataError, "does not exist"),
+])
+def test_bad_input_raises_a_named_exception(make, error, words):
+    with pytest.raises(error, match=words):
+        make()
