@@ -55,11 +55,13 @@ class StudyCandidate:
         return out
 
     def structure_json(self) -> dict[str, Any] | None:
-        if self.record is None:
-            return None
-        return {"atomic_numbers": self.record.atomic_numbers.tolist(),
-                "frac_coords": np.round(self.record.frac_coords, 6).tolist(),
-                "lattice": np.round(self.record.lattice, 6).tolist()}
+        return None if self.record is None else structure_json(self.record)
+
+
+def structure_json(rec: CrystalRecord) -> dict[str, Any]:
+    """A crystal as the results files store it (coordinates and lattice rounded to 1e-6)."""
+    return {"atomic_numbers": rec.atomic_numbers.tolist(), "frac_coords": np.round(rec.frac_coords, 6).tolist(),
+            "lattice": np.round(rec.lattice, 6).tolist()}
 
 
 def finite_mean(values: Iterable[float | None]) -> float | None:
@@ -105,8 +107,6 @@ def make_candidates(raw: Sequence[RawCrystal], group: str, prefix: str) -> list[
     return out
 
 
-
-
 def elements_with_references() -> frozenset[str]:
     """Elements for which :mod:`dosmatgen.evaluate.formation` can build an elemental reference
     (ASE's dcdft set or pymatgen's MP elemental energies)."""
@@ -123,11 +123,12 @@ def elements_with_references() -> frozenset[str]:
 _REF_ELEMENTS: frozenset[str] | None = None
 
 
-def formation_energies(candidates: Sequence[StudyCandidate], raws: Sequence[RawCrystal], out_json: Path, *,
-                       mlff: str, workers: int, fmax: float, steps: int, refs_cache: str | None, device: str,
-                       calc: Any, progress: bool, input_name: str, relaxer: str = "ase") -> dict[str, Any]:
-    """MLFF formation energies (:func:`dosmatgen.evaluate.formation.compute_formation_energies`)
-    of the valid candidates whose elements all have an elemental reference and are known to the
+def formation_energies(candidates: Sequence[StudyCandidate], raws: Sequence[RawCrystal], out_json: Path, cfg: Any,
+                       calc: Any, input_name: str) -> dict[str, Any]:
+    """MLFF formation energies (:func:`dosmatgen.evaluate.formation.compute_formation_energies`,
+    with the study config's ``mlff``, ``mlff_workers``, ``mlff_device``, ``relaxer``, ``fmax``,
+    ``relax_steps``, ``refs_cache``; ``calc`` replaces the MLFF and runs in this process) of the
+    valid candidates whose elements all have an elemental reference and are known to the
     MLFF (SevenNet's ``type_map``; other calculators are not checked); fills
     ``extra['ef_unrelaxed'|'ef_relaxed'|'relax_status'|'relax_converged']`` (``relax_status`` is
     ``invalid`` or ``unsupported_element:<els>`` for the ones not computed). Returns the formation output."""
@@ -137,8 +138,8 @@ def formation_energies(candidates: Sequence[StudyCandidate], raws: Sequence[RawC
     if calc is None:
         from dosmatgen.evaluate.mlff import get_calculator
 
-        calc_for_check = get_calculator(mlff, device=device)
-        if workers <= 1:
+        calc_for_check = get_calculator(cfg.mlff, device=cfg.mlff_device)
+        if cfg.mlff_workers <= 1:
             calc = calc_for_check
     else:
         calc_for_check = calc
@@ -158,9 +159,10 @@ def formation_energies(candidates: Sequence[StudyCandidate], raws: Sequence[RawC
         items.append(FormationItem(c.candidate_id, c.group, z, x, lat))
     if not items:
         return {"rows": [], "status_counts": {}, "references": {}}
-    form = compute_formation_energies(items, out_json, mlff=mlff, workers=1 if calc is not None else workers,
-                                      fmax=fmax, steps=steps, refs_cache=refs_cache, device=device, calc=calc,
-                                      input_name=input_name, progress=progress, relaxer=relaxer)
+    form = compute_formation_energies(items, out_json, mlff=cfg.mlff, fmax=cfg.fmax, steps=cfg.relax_steps,
+                                      workers=1 if calc is not None else cfg.mlff_workers, refs_cache=cfg.refs_cache,
+                                      device=cfg.mlff_device, calc=calc, input_name=input_name,
+                                      progress=cfg.progress, relaxer=cfg.relaxer)
     by_id = {r["id"]: r for r in form["rows"]}
     for c in candidates:
         r = by_id.get(c.candidate_id)

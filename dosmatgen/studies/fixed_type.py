@@ -21,9 +21,9 @@ from dosmatgen.errors import ConfigError
 from dosmatgen.generate.specs import prior_spec
 from dosmatgen.studies.candidates import make_candidates
 from dosmatgen.studies.output import write_study
-from dosmatgen.studies.scoring import best_candidate, cand_value, group_summary, highlight, score_first_atom
-from dosmatgen.studies.setup import (config_to_dict, element_number, guidance_text, sample_crystals, SamplingConfig,
-                                     StudyModels)
+from dosmatgen.studies.scoring import best_candidate, best_columns, group_summary, highlight, score_first_atom
+from dosmatgen.studies.setup import (check_counts, config_to_dict, element_number, guidance_text, sample_crystals,
+                                     SamplingConfig, StudyModels)
 from dosmatgen.studies.targets import TargetDOS
 
 
@@ -45,10 +45,7 @@ class FixedTypeConfig(SamplingConfig):
         super().check()
         if not self.elements:
             raise ConfigError("no element to clamp (elements is empty)")
-        if not self.n_atoms or any(int(n) < 1 for n in self.n_atoms):
-            raise ConfigError(f"n_atoms must be positive atom counts, got {list(self.n_atoms)}")
-        if self.n_candidates < 1:
-            raise ConfigError(f"n_candidates must be >= 1, got {self.n_candidates}")
+        check_counts(self.n_atoms, n_candidates=self.n_candidates)
 
 
 SUMMARY_COLUMNS = ("group", "element", "n_generated", "n_valid", "fixed_type_obeyed", "composition_diversity",
@@ -93,8 +90,7 @@ def run_fixed_type(models: StudyModels, target: TargetDOS, cfg: FixedTypeConfig,
         row["element"] = sym
         row["fixed_type_obeyed"] = round(sum(c.extra["fixed_ok"] for c in cands) / len(cands), 4)
         best = best_candidate(cands)
-        row.update({"best_id": best.candidate_id if best else None, "best_formula": best.formula if best else None,
-                    "best_dos_mae": cand_value(best, "dos_mae"), "best_cosine": cand_value(best, "cosine")})
+        row.update(best_columns(best))
         rows.append(row)
         if best is not None:
             highlights.append(highlight(best, sym))
@@ -107,5 +103,4 @@ def run_fixed_type(models: StudyModels, target: TargetDOS, cfg: FixedTypeConfig,
                "highlights": highlights, "figure": "fig6"}
     write_study(out_dir, study="fixed_type", title="Fixed atom type generation (paper §3.2.3)", summary_rows=rows,
                 summary_columns=SUMMARY_COLUMNS, candidates=candidates, results=results, notes=notes)
-    results["summary"] = rows
     return results

@@ -20,8 +20,9 @@ from dosmatgen.errors import ConfigError
 from dosmatgen.generate.specs import prior_spec
 from dosmatgen.studies.candidates import make_candidates
 from dosmatgen.studies.output import write_study
-from dosmatgen.studies.scoring import best_candidate, cand_value, group_summary, highlight, score_first_atom
-from dosmatgen.studies.setup import config_to_dict, guidance_text, sample_crystals, SamplingConfig, StudyModels
+from dosmatgen.studies.scoring import best_candidate, best_columns, group_summary, highlight, score_first_atom
+from dosmatgen.studies.setup import (check_counts, config_to_dict, guidance_text, sample_crystals, SamplingConfig,
+                                     StudyModels)
 from dosmatgen.studies.targets import TargetDOS
 
 
@@ -41,10 +42,7 @@ class MaskedConfig(SamplingConfig):
 
     def check(self) -> None:
         super().check()
-        if not self.n_atoms or any(int(n) < 1 for n in self.n_atoms):
-            raise ConfigError(f"n_atoms must be positive atom counts, got {list(self.n_atoms)}")
-        if self.n_candidates < 1:
-            raise ConfigError(f"n_candidates must be >= 1, got {self.n_candidates}")
+        check_counts(self.n_atoms, n_candidates=self.n_candidates)
         if not self.cond_atoms:
             raise ConfigError("cond_atoms is empty: masked generation conditions at least one atom")
         smallest = min(int(n) for n in self.n_atoms)
@@ -86,8 +84,7 @@ def run_masked(models: StudyModels, target: TargetDOS, cfg: MaskedConfig, out_di
         row["first_atom_is_target_element"] = (round(sum(c.first_element == target.element for c in built)
                                                      / len(cands), 4) if cands else None)
         best = best_candidate(cands)
-        row.update({"best_id": best.candidate_id if best else None, "best_formula": best.formula if best else None,
-                    "best_dos_mae": cand_value(best, "dos_mae"), "best_cosine": cand_value(best, "cosine")})
+        row.update(best_columns(best))
         rows.append(row)
         if best is not None:
             highlights.append(highlight(best, f"N = {n}"))
@@ -101,6 +98,5 @@ def run_masked(models: StudyModels, target: TargetDOS, cfg: MaskedConfig, out_di
                "highlights": highlights, "figure": "fig4"}
     write_study(out_dir, study="masked", title="Masked generation (paper §3.2.1)", summary_rows=rows,
                 summary_columns=SUMMARY_COLUMNS, candidates=candidates, results=results, notes=notes)
-    results["summary"] = rows
     return results
 

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import DataError
 from dosmatgen.generate.writer import safe_name
@@ -70,7 +69,7 @@ def write_study(out_dir: str | Path, *, study: str, title: str, summary_rows: Se
     per candidate), ``results.json`` (config, target, summary, per-candidate rows, highlights for
     the figures), ``cifs/<group>/<candidate_id>.cif`` for every buildable candidate (or those
     accepted by ``cif_filter``), plus ``extra_tables`` name -> rows as ``<name>.csv``/``.md``.
-    ``results`` gains the keys ``study`` and ``notes``.
+    ``results`` gains the keys ``study``, ``notes`` and ``summary``.
     """
     out_dir = Path(out_dir)
     cand_rows = [c.row() for c in candidates]
@@ -99,6 +98,7 @@ def write_study(out_dir: str | Path, *, study: str, title: str, summary_rows: Se
         payload.update({"summary": list(summary_rows),
                         "candidates": [{k: v for k, v in r.items() if not k.startswith("_")} for r in cand_rows]})
         atomic_save_json(stage / "results.json", payload)
+    results["summary"] = summary_rows
     return out_dir
 
 

@@ -135,10 +135,10 @@ def best_candidate(cands: Sequence[StudyCandidate], key: str = "dos_mae") -> Stu
     return min(scored, key=lambda c: (getattr(c, key), c.candidate_id))
 
 
-def cand_value(c: StudyCandidate | None, key: str) -> float | None:
-    """A rounded score of ``c`` (None when ``c`` or the score is missing)."""
-    v = None if c is None else getattr(c, key)
-    return rounded(v)
+def best_columns(best: StudyCandidate | None) -> dict[str, Any]:
+    """The summary columns ``best_*`` of a group's :func:`best_candidate` (None without one)."""
+    return {"best_id": best and best.candidate_id, "best_formula": best and best.formula,
+            "best_dos_mae": rounded(best and best.dos_mae), "best_cosine": rounded(best and best.cosine)}
 
 
 def highlight(c: StudyCandidate, label: str, **extra: Any) -> dict[str, Any]:

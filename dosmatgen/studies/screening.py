@@ -39,10 +39,12 @@ from dosmatgen.evaluate.formation import MIN_PLAUSIBLE_EF
 from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 from dosmatgen.io import atomic_save_json
 from dosmatgen.generate.specs import prior_spec
-from dosmatgen.studies.candidates import finite_median, formation_energies, make_candidates, rounded, StudyCandidate
+from dosmatgen.studies.candidates import (finite_median, formation_energies, make_candidates, rounded, structure_json,
+                                          StudyCandidate)
 from dosmatgen.studies.output import write_study
 from dosmatgen.studies.scoring import cosine_similarity, dos_match, group_summary, highlight, score_first_atom
-from dosmatgen.studies.setup import config_to_dict, sample_crystals, SamplingConfig, spec_fingerprint, StudyModels
+from dosmatgen.studies.setup import (check_counts, config_to_dict, sample_crystals, SamplingConfig, spec_fingerprint,
+                                     StudyModels, work_root)
 from dosmatgen.studies.targets import TargetDOS
 
 
@@ -101,12 +103,7 @@ class ScreenConfig(SamplingConfig):
 
     def check(self) -> None:
         super().check()
-        if not self.n_atoms or any(int(n) < 1 for n in self.n_atoms):
-            raise ConfigError(f"n_atoms must be positive atom counts, got {list(self.n_atoms)}")
-        if self.n_per_size < 1:
-            raise ConfigError(f"n_per_size must be >= 1, got {self.n_per_size}")
-        if self.top_k < 1:
-            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+        check_counts(self.n_atoms, n_per_size=self.n_per_size, top_k=self.top_k)
         if self.mlff_workers < 1 or self.dft_workers < 1:
             raise ConfigError("mlff_workers and dft_workers must be >= 1")
         if self.dft_timeout_s <= 0:
@@ -120,10 +117,9 @@ RANKED_COLUMNS = ("rank", "candidate_id", "formula", "num_atoms", "first_element
 
 def work_folder(cfg: ScreenConfig, models: StudyModels, target: TargetDOS, out_dir: str | Path) -> Path:
     """The resumable work folder of this exact run."""
-    root = Path(cfg.work_dir) if cfg.work_dir else Path(str(out_dir).rstrip("/") + ".work")
     key = spec_fingerprint(models.meta.get("checkpoint"), target.dos.astype(np.float32), list(cfg.n_atoms),
                            cfg.n_per_size, cfg.sampler.to_dict())
-    return root / f"screen-{key}"
+    return work_root(cfg, out_dir) / f"screen-{key}"
 
 
 def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out_dir: str | Path, *,
@@ -141,10 +137,7 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
     atomic_save_json(wdir / "config.json", {"config": config_to_dict(cfg), "models": models.meta,
                                             "target": target.structure_id})
     candidates, raws = _generate(models, target, cfg, wdir)
-    form = formation_energies(candidates, raws, wdir / "formation.json", mlff=cfg.mlff, workers=cfg.mlff_workers,
-                              fmax=cfg.fmax, steps=cfg.relax_steps, refs_cache=cfg.refs_cache,
-                              device=cfg.mlff_device, calc=calc, progress=cfg.progress,
-                              input_name=f"screening {wdir.name}", relaxer=cfg.relaxer)
+    form = formation_energies(candidates, raws, wdir / "formation.json", cfg, calc, f"screening {wdir.name}")
     stages = _filter_by_formation_energy(candidates, cfg)
     _attach_relaxed(stages["pool"], {r["id"]: r for r in form["rows"]}, cfg, wdir, calc)
     score_first_atom(models, stages["pool"], target.dos, device=cfg.device, progress=cfg.progress, use_relaxed=True)
@@ -177,7 +170,6 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
                 summary_columns=RANKED_COLUMNS, candidates=candidates, results=results,
                 notes=_notes(target, candidates, stages, cfg, mlff_name, dft_note, agreement),
                 extra_tables={"funnel": funnel, "per_size": per_size}, cif_filter=lambda c: c.extra.get("in_pool"))
-    results["summary"] = ranked_rows
     return results
 
 
@@ -266,21 +258,15 @@ def _top_highlight(c: StudyCandidate) -> dict[str, Any]:
                   dft_mae=rounded(c.extra.get("dft_mae")), dft_cosine=rounded(c.extra.get("dft_cosine")))
     rel = c.extra.get("_relaxed_record")
     if rel is not None:
-        h["structure"] = _structure_json(rel)
+        h["structure"] = structure_json(rel)
     dd = c.extra.get("_dft_dos")
     h["dft_dos"] = None if dd is None else np.round(np.asarray(dd, dtype=float), 5).tolist()
     return h
 
 
-# ---------------------------------------------------------------------------------------------
-def _structure_json(rec: CrystalRecord) -> dict[str, Any]:
-    return {"atomic_numbers": rec.atomic_numbers.tolist(), "frac_coords": np.round(rec.frac_coords, 6).tolist(),
-            "lattice": np.round(rec.lattice, 6).tolist()}
-
-
-def _record_from_json(cid: str, d: dict[str, Any]) -> CrystalRecord:
-    return CrystalRecord(cid, np.asarray(d["atomic_numbers"]), np.asarray(d["frac_coords"]) % 1.0,
-                         np.asarray(d["lattice"]), provenance={"source": "dosmatgen-generated", "relaxed": True})
+def _relaxed_record(cid: str, z: Any, frac: Any, lattice: Any) -> CrystalRecord:
+    return CrystalRecord(cid, np.asarray(z), np.asarray(frac) % 1.0, np.asarray(lattice),
+                         provenance={"source": "dosmatgen-generated", "relaxed": True})
 
 
 def _relaxed_from_row(cid: str, row: dict[str, Any]) -> CrystalRecord | None:
@@ -289,11 +275,8 @@ def _relaxed_from_row(cid: str, row: dict[str, Any]) -> CrystalRecord | None:
         d = row.get(key)
         if isinstance(d, dict):
             try:
-                z = d.get("atomic_numbers", d.get("numbers"))
-                x = d.get("frac_coords", d.get("scaled_positions"))
-                lat = d.get("lattice", d.get("cell"))
-                return CrystalRecord(cid, np.asarray(z), np.asarray(x) % 1.0, np.asarray(lat),
-                                     provenance={"source": "dosmatgen-generated", "relaxed": True})
+                return _relaxed_record(cid, d.get("atomic_numbers", d.get("numbers")),
+                                       d.get("frac_coords", d.get("scaled_positions")), d.get("lattice", d.get("cell")))
             except (TypeError, ValueError, DosmatgenError):
                 return None
     return None
@@ -309,7 +292,8 @@ def _attach_relaxed(pool: Sequence[StudyCandidate], rows: dict[str, dict[str, An
         path = cache_dir / f"{c.candidate_id}.json"
         if rec is None and path.exists():
             try:
-                rec = _record_from_json(c.candidate_id, json.loads(path.read_text()))
+                d = json.loads(path.read_text())
+                rec = _relaxed_record(c.candidate_id, d["atomic_numbers"], d["frac_coords"], d["lattice"])
             except (OSError, ValueError, KeyError, DosmatgenError):
                 rec = None
         if rec is None:
@@ -322,9 +306,8 @@ def _attach_relaxed(pool: Sequence[StudyCandidate], rows: dict[str, dict[str, An
     calc = calc if calc is not None else get_calculator(cfg.mlff, device=cfg.mlff_device)
     for c in tqdm(todo, desc="relaxed geometries", disable=not cfg.progress):
         atoms, _, _ = relax(c.record.to_atoms(), calc, cfg.fmax, cfg.relax_steps)
-        rec = CrystalRecord(c.candidate_id, atoms.numbers, atoms.get_scaled_positions(wrap=True),
-                            atoms.cell.array, provenance={"source": "dosmatgen-generated", "relaxed": True})
-        atomic_save_json(cache_dir / f"{c.candidate_id}.json", _structure_json(rec))
+        rec = _relaxed_record(c.candidate_id, atoms.numbers, atoms.get_scaled_positions(wrap=True), atoms.cell.array)
+        atomic_save_json(cache_dir / f"{c.candidate_id}.json", structure_json(rec))
         c.extra["_relaxed_record"] = rec
 
 

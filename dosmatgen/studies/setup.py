@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -38,6 +38,21 @@ class SamplingConfig:
     @property
     def seed(self) -> int:
         return self.sampler.seed
+
+
+def check_counts(n_atoms: Sequence[int] | None = None, **at_least_one: int) -> None:
+    """:class:`ConfigError` unless ``n_atoms`` (when given) are positive atom counts and every other
+    named value is >= 1."""
+    if n_atoms is not None and (not n_atoms or any(int(n) < 1 for n in n_atoms)):
+        raise ConfigError(f"n_atoms must be positive atom counts, got {list(n_atoms)}")
+    for name, value in at_least_one.items():
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+
+
+def work_root(cfg: Any, out_dir: str | Path) -> Path:
+    """Where a study keeps its resumable intermediate files: ``cfg.work_dir``, else ``<out>.work``."""
+    return Path(cfg.work_dir) if cfg.work_dir else Path(str(out_dir).rstrip("/") + ".work")
 
 
 def guidance_text(cfg: SamplingConfig) -> str:

@@ -18,13 +18,14 @@ element are symmetry-equivalent, and the engine averages equivalent sites anyway
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from dosmatgen.data.schema import CrystalRecord, check_dos_sign
+from dosmatgen.data.schema import CrystalRecord, check_dos_sign, element_symbol
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import ConfigError, DataError
 
@@ -87,11 +88,6 @@ class TargetDOS:
         return {"name": self.name, "element": self.element, "structure_id": self.structure_id,
                 "site_index": self.site_index, "source": self.source, "formula": self.formula,
                 "dos": self.dos.tolist()}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "TargetDOS":
-        return cls(obj["name"], obj["element"], np.asarray(obj["dos"]), obj["structure_id"],
-                   int(obj["site_index"]), obj["source"])
 
 
 def spacegroup_number(record: CrystalRecord, symprec: float = 0.1) -> int | None:
@@ -201,10 +197,6 @@ def _normalise_formula(formula: str) -> str:
 
 
 def _reduced(record: CrystalRecord) -> str:
-    from pymatgen.core import Composition, Element
+    from pymatgen.core import Composition
 
-    counts: dict[str, float] = {}
-    for z in record.atomic_numbers:
-        sym = Element.from_Z(int(z)).symbol
-        counts[sym] = counts.get(sym, 0) + 1
-    return Composition(counts).reduced_formula
+    return Composition(dict(Counter(element_symbol(int(z)) for z in record.atomic_numbers))).reduced_formula

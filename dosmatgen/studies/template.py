@@ -32,11 +32,12 @@ import numpy as np
 from dosmatgen.data.schema import CrystalRecord, element_symbol
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.generate.specs import template_spec
-from dosmatgen.studies.candidates import make_candidates
+from dosmatgen.studies.candidates import make_candidates, structure_json
 from dosmatgen.studies.output import write_study
-from dosmatgen.studies.scoring import (best_candidate, cand_value, element_distribution, format_distribution,
+from dosmatgen.studies.scoring import (best_candidate, best_columns, element_distribution, format_distribution,
                                        group_summary, highlight, score_first_atom)
-from dosmatgen.studies.setup import config_to_dict, guidance_text, sample_crystals, SamplingConfig, StudyModels
+from dosmatgen.studies.setup import (check_counts, config_to_dict, guidance_text, sample_crystals, SamplingConfig,
+                                     StudyModels)
 from dosmatgen.studies.targets import TargetDOS
 
 
@@ -68,8 +69,7 @@ class TemplateConfig(SamplingConfig):
         super().check()
         if not self.t0s or any(int(t) < 1 for t in self.t0s):
             raise ConfigError(f"t0s must be positive timesteps, got {list(self.t0s)}")
-        if self.n_candidates < 1:
-            raise ConfigError(f"n_candidates must be >= 1, got {self.n_candidates}")
+        check_counts(n_candidates=self.n_candidates)
 
 
 SUMMARY_COLUMNS = ("group", "t0", "n_generated", "n_valid", "structure_match_template", "geometry_match_template",
@@ -78,9 +78,6 @@ SUMMARY_COLUMNS = ("group", "t0", "n_generated", "n_valid", "structure_match_tem
                    "mean_dos_mae", "mean_cosine", "best_id", "best_formula", "best_dos_mae", "best_cosine")
 
 
-# ---------------------------------------------------------------------------------------------
-# template choice
-# ---------------------------------------------------------------------------------------------
 def _is_metal(z: int) -> bool:
     from pymatgen.core.periodic_table import Element
 
@@ -181,9 +178,6 @@ def conditioned_first(record: CrystalRecord, cond_atoms: Sequence[int]) -> tuple
     return rec, order
 
 
-# ---------------------------------------------------------------------------------------------
-# the study
-# ---------------------------------------------------------------------------------------------
 def _geometry_only(structure):
     s = structure.copy()
     s.replace_species({sp: "Si" for sp in s.composition.elements})
@@ -245,8 +239,7 @@ def run_template(models: StudyModels, target: TargetDOS, cfg: TemplateConfig, ou
                 el for c in cands for el in c.extra["cond_elements"].split())),
         })
         best = best_candidate(cands)
-        row.update({"best_id": best.candidate_id if best else None, "best_formula": best.formula if best else None,
-                    "best_dos_mae": cand_value(best, "dos_mae"), "best_cosine": cand_value(best, "cosine")})
+        row.update(best_columns(best))
         rows.append(row)
         if best is not None:
             highlights.append(highlight(best, f"T = {t0}", n_conditioned=n_cond))
@@ -260,18 +253,13 @@ def run_template(models: StudyModels, target: TargetDOS, cfg: TemplateConfig, ou
              f"(steps={cfg.sampler.steps or 'all'}), seed={cfg.seed}"]
     tmpl_json = {"structure_id": template.structure_id, "formula": template.formula, "origin": origin,
                  "n_conditioned": n_cond, "order": order,
-                 "structure": {"atomic_numbers": template.atomic_numbers.tolist(),
-                               "frac_coords": np.round(template.frac_coords, 6).tolist(),
-                               "lattice": np.round(template.lattice, 6).tolist()},
+                 "structure": structure_json(template),
                  "first_atom_dos": None if template.dos is None else np.round(template.dos[0], 5).tolist()}
     results = {"config": config_to_dict(cfg), "target": target.to_json(), "models": models.meta,
                "template": tmpl_json, "highlights": highlights, "figure": "fig5"}
     write_study(out_dir, study="template", title="Template-guided generation (paper §3.2.2)", summary_rows=rows,
                 summary_columns=SUMMARY_COLUMNS, candidates=candidates, results=results, notes=notes)
-    results["summary"] = rows
     return results
-
-
 
 
 def _frac(k: int, n: int) -> float | None:

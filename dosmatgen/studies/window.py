@@ -52,7 +52,8 @@ from dosmatgen.studies.candidates import (finite_mean, finite_median, formation_
                                           StudyCandidate)
 from dosmatgen.studies.output import write_study
 from dosmatgen.studies.scoring import dos_match, group_summary, highlight, score_first_atom
-from dosmatgen.studies.setup import config_to_dict, sample_crystals, SamplingConfig, spec_fingerprint, StudyModels
+from dosmatgen.studies.setup import (check_counts, config_to_dict, sample_crystals, SamplingConfig, spec_fingerprint,
+                                     StudyModels, work_root)
 from dosmatgen.studies.targets import TargetDOS
 
 #: Crustal abundance in mg/kg (CRC Handbook, rounded). Used only to call an element earth-abundant.
@@ -164,10 +165,7 @@ class WindowConfig(SamplingConfig):
         labels = [window_label(w) for w in self.windows]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"energy windows repeat: {labels}")
-        if not self.n_atoms or any(int(n) < 1 for n in self.n_atoms):
-            raise ConfigError(f"n_atoms must be positive atom counts, got {list(self.n_atoms)}")
-        if self.n_candidates < 1:
-            raise ConfigError(f"n_candidates must be >= 1, got {self.n_candidates}")
+        check_counts(self.n_atoms, n_candidates=self.n_candidates)
 
     def scoring_window(self) -> tuple[float, float]:
         if self.score_window is not None:
@@ -257,7 +255,6 @@ def run_window_sweep(models: StudyModels, target: TargetDOS, cfg: WindowConfig, 
     write_study(out_dir, study="window", title="Energy-window targets and guidance sweep (beyond the paper)",
                 summary_rows=rows, summary_columns=SUMMARY_COLUMNS, candidates=candidates, results=results,
                 notes=notes, extra_tables={"window_vs_full": comparison} if comparison else None)
-    results["summary"] = rows
     return results
 
 
@@ -334,12 +331,9 @@ def compare_windows(rows: Sequence[dict[str, Any]], labels: Sequence[str],
 
 def _formation(candidates: Sequence[StudyCandidate], raws: Sequence, models: StudyModels, target: TargetDOS,
                cfg: WindowConfig, out_dir: str | Path, calc: Any) -> str:
-    root = Path(cfg.work_dir) if cfg.work_dir else Path(str(out_dir).rstrip("/") + ".work")
     key = spec_fingerprint(models.meta.get("checkpoint"), target.dos.astype(np.float32), config_to_dict(cfg))
-    formation_energies(candidates, raws, root / f"window-{key}" / "formation.json", mlff=cfg.mlff,
-                       workers=cfg.mlff_workers, fmax=cfg.fmax, steps=cfg.relax_steps, refs_cache=cfg.refs_cache,
-                       device=cfg.mlff_device, calc=calc, progress=cfg.progress, input_name="window sweep",
-                       relaxer=cfg.relaxer)
+    formation_energies(candidates, raws, work_root(cfg, out_dir) / f"window-{key}" / "formation.json", cfg, calc,
+                       "window sweep")
     name = cfg.mlff if calc is None else type(calc).__name__
     return (f"stability: MLFF {name} formation energy per atom after relaxation (fmax {cfg.fmax}, "
             f"{cfg.relax_steps} steps); median over the candidates with E_f >= {cfg.min_plausible_ef} eV/atom "
