@@ -11,20 +11,15 @@ its CSV ``T`` is empty and the Markdown grid repeats it under every T). The pape
 for them. Old results without these files, or without ``element_accuracy``, give the same rows
 as before with empty cells.
 
-Outputs in ``out_dir``:
+Outputs in ``out_dir`` (the columns are the keys of the row functions):
 
-* ``table1_dos_mae.csv|md`` -- columns ``guidance, T, subset, mae_gen_y, paper_mae_gen_y, mae_gen_yhat,
-  paper_mae_gen_yhat, mae_yhat_y, paper_mae_yhat_y, mae_mean_dos_y (baseline), n_structures, n_used, n_excluded,
-  excluded, paper_n_excluded`` (MAEs in states/eV/site; ``excluded`` = ``reason:count;...``);
-* ``table2_match_rates.csv|md`` -- ``guidance, T, subset, structure_match_rate,
-  paper_structure_match_rate, composition_match_rate, paper_composition_match_rate,
-  element_accuracy, validity, uniqueness, novelty, n_structures, n_match_excluded, match_excluded,
-  paper_n_match_excluded`` (percentages; ``element_accuracy`` per atom, not in the paper);
-* ``formation_energies.csv|md`` (when formation files are given) -- ``set, guidance, T, mlff, n,
-  n_ok, median_ef_unrelaxed, median_ef_relaxed, mean_ef_unrelaxed, mean_ef_relaxed,
-  frac_below_0_unrelaxed, frac_below_0_relaxed, n_implausible_ef, status`` (eV/atom; fractions of
-  rows with a value; relaxed values below ``MIN_PLAUSIBLE_EF``, MLFF blow-ups on collapsed cells,
-  are left out of the relaxed statistics and counted in ``n_implausible_ef``);
+* ``table1_dos_mae.csv|md`` -- :func:`table1_rows`: MAEs in states/eV/site beside the paper's,
+  the training-mean baseline ``mae_mean_dos_y``, ``excluded`` = ``reason:count;...``;
+* ``table2_match_rates.csv|md`` -- :func:`table2_rows`: percentages beside the paper's
+  (``element_accuracy`` per atom, not in the paper);
+* ``formation_energies.csv|md`` (when formation files are given) -- :func:`formation_rows`:
+  eV/atom; fractions of rows with a value; relaxed values below ``MIN_PLAUSIBLE_EF``, MLFF
+  blow-ups on collapsed cells, are left out of the relaxed statistics and counted in ``n_implausible_ef``;
 * ``provenance.json`` -- a copy of the given provenance file (left alone when it already is that
   file), or, without one, the provenance gathered from the metrics files.
 
@@ -106,14 +101,11 @@ def _metric(m: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
 
 
 def _value(m: dict[str, Any] | None, name: str) -> float | None:
-    r = _metric(m, name)
-    return None if r is None else r.get("value")
+    return (_metric(m, name) or {}).get("value")
 
 
 def _reasons(r: dict[str, Any] | None) -> str:
-    if not r:
-        return ""
-    return ";".join(f"{k}:{v}" for k, v in sorted(r.get("excluded", {}).items()))
+    return ";".join(f"{k}:{v}" for k, v in sorted((r or {}).get("excluded", {}).items()))
 
 
 def _parts(m: dict[str, Any] | None) -> list[tuple[str, dict[str, Any] | None]]:
@@ -206,9 +198,6 @@ def formation_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
-# ----------------------------------------------------------------------------------------------
-# writing
-# ----------------------------------------------------------------------------------------------
 def _fmt(v: Any, digits: int = 3) -> str:
     if v is None or v == "":
         return "—"
@@ -393,16 +382,13 @@ def write_tables(metrics_dir: str | Path, out_dir: str | Path, *, provenance: st
         atomic_save_json(prov_out, prov)
     written["provenance"] = prov_out
     t1, t2 = table1_rows(metrics), table2_rows(metrics)
-    for name, rows, md in (("table1_dos_mae", t1, table1_markdown(t1, prov)),
-                           ("table2_match_rates", t2, table2_markdown(t2, prov))):
+    tables = [("table1_dos_mae", t1, table1_markdown(t1, prov)), ("table2_match_rates", t2, table2_markdown(t2, prov))]
+    if formation:
+        rows = formation_rows(formation)
+        tables.append(("formation_energies", rows, formation_markdown(rows)))
+    for name, rows, md in tables:
         write_csv(out_dir / f"{name}.csv", rows)
         with atomic_write(out_dir / f"{name}.md", "w") as f:
             f.write(md)
         written[name] = out_dir / f"{name}.csv"
-    if formation:
-        rows = formation_rows(formation)
-        write_csv(out_dir / "formation_energies.csv", rows)
-        with atomic_write(out_dir / "formation_energies.md", "w") as f:
-            f.write(formation_markdown(rows))
-        written["formation_energies"] = out_dir / "formation_energies.csv"
     return written
