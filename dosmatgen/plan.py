@@ -16,9 +16,9 @@ The estimate is ``Σ units × seconds per unit`` per job, jobs one after another
 ``threads`` = ``cores``, as in the recorded runs). The one-at-a-time (ASE) relaxer runs in
 ``threads`` worker processes of one torch thread each (``--workers {threads}``), so its units are
 measured with one thread and divided by ``threads``; everything else is measured with ``threads``
-torch threads. Relaxations are counted at the full step cap
-for generated crystals (most do not converge within it) and at :data:`TRUTH_STEP_FRACTION` of it
-for ground-truth crystals (DFT-relaxed geometries converge early): both stated in the output.
+torch threads. Relaxations are counted at the full step cap for generated crystals (most do not
+converge within it) and at :data:`TRUTH_STEP_FRACTION` of it for ground-truth crystals
+(DFT-relaxed geometries converge early): both stated in the output.
 
 Rates can be saved (``--save-rates``) on one machine (e.g. a lent GPU) and reused
 (``--rates``) to plan another profile without measuring again.
@@ -71,27 +71,16 @@ class DataSize:
     mean_atoms: float
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
 
-    def _sizes(self) -> list[int]:
+    def _size(self, part: int) -> int:
         from dosmatgen.data.split import split_sizes
 
-        return split_sizes(self.n_store, self.split)
+        return split_sizes(self.n_store, self.split)[part]
 
-    @property
-    def n_train(self) -> int:
-        return self._sizes()[0]
-
-    @property
-    def n_val(self) -> int:
-        return self._sizes()[1]
-
-    @property
-    def n_test(self) -> int:
-        return self._sizes()[2]
+    n_train = property(lambda self: self._size(0))
+    n_val = property(lambda self: self._size(1))
+    n_test = property(lambda self: self._size(2))
 
 
-# ----------------------------------------------------------------------------------------------
-# workload
-# ----------------------------------------------------------------------------------------------
 def _steps_for(steps: int | None, t0: int, timesteps: int = 1000) -> int:
     """Reverse steps of a start at ``t0`` (the generation service's one rule)."""
     from dosmatgen.generate.options import SamplerOptions
@@ -163,6 +152,10 @@ def _study_jobs(cfg: dict[str, Any], relaxer: str, workers: int = 1) -> list[Job
     def sample(n: int, n_steps: int) -> float:
         return math.ceil(n / chunk) * n_steps
 
+    def relax(n: int, atoms: float, s: dict[str, Any]) -> dict[str, float]:
+        steps = int(s.get("relax_steps", DEFAULT_RELAX_STEPS)) * GENERATED_STEP_FRACTION
+        return {k: v for k, v in _relax_units(relaxer, n, atoms, steps, workers).items() if k != "job"}
+
     for name in st.get("run", []):
         s = st.get(name, {})
         units: dict[str, float] = {"job": 2}  # the study and its table
@@ -181,8 +174,7 @@ def _study_jobs(cfg: dict[str, Any], relaxer: str, workers: int = 1) -> list[Job
             atoms = float(np.mean(s["natoms"]))
             units["sample_chunk_step:cfg"] = len(s["natoms"]) * sample(int(s["n_per_natoms"]), full)
             units["surrogate_crystal"] = n
-            units.update({k: v for k, v in _relax_units(relaxer, n, atoms, int(s.get("relax_steps", DEFAULT_RELAX_STEPS))
-                                                        * GENERATED_STEP_FRACTION, workers).items() if k != "job"})
+            units.update(relax(n, atoms, s))
             if s.get("dft"):
                 units["gpaw_cell_parallel"] = int(s.get("top_k", 8)) / max(1, int(s.get("dft_workers", 1)))
         elif name == "window-sweep":
@@ -191,15 +183,11 @@ def _study_jobs(cfg: dict[str, Any], relaxer: str, workers: int = 1) -> list[Job
             units["sample_chunk_step:cfg"] = len(s["windows"]) * len(s["omegas"]) * sample(int(s["n"]), full)
             units["surrogate_crystal"] = n
             if not s.get("no_formation"):
-                units.update({k: v for k, v in _relax_units(relaxer, n, atoms, int(s.get("relax_steps", DEFAULT_RELAX_STEPS))
-                                                            * GENERATED_STEP_FRACTION, workers).items() if k != "job"})
+                units.update(relax(n, atoms, s))
         jobs.append(Job("studies", f"study_{name}", name, units))
     return jobs
 
 
-# ----------------------------------------------------------------------------------------------
-# rates
-# ----------------------------------------------------------------------------------------------
 @dataclass
 class Rates:
     """Seconds per unit of work, with how each was measured; ``lower_bounds`` names the units
@@ -499,10 +487,10 @@ def relax_probe_crystals(device: str) -> int:
 def measure_relax(relaxer: str, records: Sequence[Any], mlff: str, device: str = "cpu",
                   n_crystals: int | None = None) -> tuple[float, float, float]:
     """``(s per crystal, s per crystal per FIRE step, s per atom per FIRE step)``: ``n_crystals``
-    crystals (None: :func:`relax_probe_crystals` of ``device``; ``records`` repeated if fewer) and their doubled supercells relaxed for 5 and 15 steps
-    with an unreachable force threshold (every step runs), each timing the best of two; small cells
-    cost per step about the same whatever their size (call overhead), so a step is fitted as
-    ``a + b * atoms``."""
+    crystals (None: :func:`relax_probe_crystals` of ``device``; ``records`` repeated if fewer) and
+    their doubled supercells relaxed for 5 and 15 steps with an unreachable force threshold (every
+    step runs), each timing the best of two; small cells cost per step about the same whatever
+    their size (call overhead), so a step is fitted as ``a + b * atoms``."""
     if n_crystals is None:
         n_crystals = relax_probe_crystals(device)
     small = []
@@ -587,9 +575,6 @@ def gpaw_seconds_per_cell(ledgers: Sequence[str | Path],
                                     "in the demo"), True
 
 
-# ----------------------------------------------------------------------------------------------
-# estimate
-# ----------------------------------------------------------------------------------------------
 def estimate(jobs: Sequence[Job], rates: Rates) -> tuple[list[dict[str, Any]], list[str]]:
     """Seconds per job (rows; ``missing`` lists the job's units without a rate and ``lower_bound``
     those whose rate is a lower bound, so with either the job's seconds are a lower bound) and all
