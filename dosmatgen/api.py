@@ -1,10 +1,10 @@
-"""From a target site DOS to candidate crystals in a few lines of Python (issue 36).
+"""From a target site DOS to candidate crystals in a few lines of Python (issue 36)::
 
->>> import dosmatgen as dm                                     # doctest: +SKIP
->>> model = dm.load_model("demo")                              # the shipped demo models, no training
->>> target = dm.target_from_file("Fe_dos.json.gz", sites=[0])  # a CompleteDos JSON or a vasprun.xml
->>> found = dm.generate(model, target, num_atoms=4, n=16, steps=200, seed=0)
->>> found[0].structure, found[0].distance                      # a pymatgen Structure, MAE to the target
+    import dosmatgen as dm
+    model = dm.load_model("demo")                              # the shipped demo models, no training
+    target = dm.target_from_file("Fe_dos.json.gz", sites=[0])  # a CompleteDos JSON or a vasprun.xml
+    found = dm.generate_crystals(model, target, num_atoms=4, n=16, steps=200, seed=0)
+    found[0].structure, found[0].distance                      # a pymatgen Structure, MAE to the target
 
 Every function here is a thin layer over the package: targets are resampled with the recipe of
 :mod:`dosmatgen.dos.mp_convert` (spins summed, E_F at 0, the 400-point grid of
@@ -141,7 +141,12 @@ def _checked(dos: np.ndarray, source: str, sites: Sequence[int]) -> Target:
 def target_from_array(dos: Any, energies: Any = None, *, efermi: float = 0.0) -> Target:
     """A target from site DOS rows (K, E): already on the project grid when ``energies`` is None,
     else resampled from ``energies`` (eV; ``efermi`` moved to 0), which must cover the grid's
-    [-10, 10] eV around E_F."""
+    [-10, 10] eV around E_F.
+
+    >>> energies = np.linspace(-12, 12, 241)
+    >>> target_from_array(np.exp(-energies ** 2), energies).dos.shape
+    (1, 400)
+    """
     dos = np.atleast_2d(np.asarray(dos, dtype=np.float64))
     if energies is None:
         return _checked(dos, "array", range(len(dos)))
@@ -241,7 +246,7 @@ def predict_site_dos(model: Model, structure: Any) -> np.ndarray:
     return np.asarray(dos)
 
 
-def generate(model: Model, target: Target | None = None, *, n: int = 16, num_atoms: int | None = None,
+def generate_crystals(model: Model, target: Target | None = None, *, n: int = 16, num_atoms: int | None = None,
              condition_atoms: Sequence[int] | None = None, fixed_types: dict[int, int] | None = None,
              template: Any = None, t0: int | None = None, options: SamplerOptions | None = None,
              progress: bool = True, **option_fields: Any) -> list[Candidate]:

@@ -34,12 +34,12 @@ def test_fe_target_from_a_real_mp_complete_dos():
 
 def test_generate_from_the_fe_target(demo):
     target = api.target_from_file(FE_DOS, sites=[0])
-    found = api.generate(demo, target, num_atoms=2, n=3, steps=10, seed=0, progress=False)
+    found = api.generate_crystals(demo, target, num_atoms=2, n=3, steps=10, seed=0, progress=False)
     assert len(found) == 3
     valid = [c for c in found if c.valid]
     assert all(c.structure is not None and len(c.structure) == 2 for c in valid)
     assert all(c.site_dos.shape == (2, 400) and c.distance >= 0 for c in valid)
-    again = api.generate(demo, target, num_atoms=2, n=3, steps=10, seed=0, progress=False)
+    again = api.generate_crystals(demo, target, num_atoms=2, n=3, steps=10, seed=0, progress=False)
     assert [c.structure for c in again] == [c.structure for c in found]  # seeded
 
 
@@ -67,3 +67,22 @@ def test_target_from_the_store():
 def test_bad_input_raises_a_named_exception(make, error, words):
     with pytest.raises(error, match=words):
         make()
+
+
+def test_the_readme_snippet_runs(capsys, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- python snippet -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 3 <= len(block.strip().splitlines()) <= 5
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    exec(compile(block, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed.startswith("[") and "(" in printed  # at least one valid crystal with its distance
+
+
+def test_the_public_names_are_the_api_and_documented():
+    import dosmatgen
+
+    for name in dosmatgen.__all__:
+        obj = getattr(dosmatgen, name)
+        assert obj is getattr(api, name), name  # not shadowed by a subpackage of the same name
+        assert (obj.__doc__ or "").strip(), name

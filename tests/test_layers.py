@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dosmatgen"
 
 #: Bottom to top. A module belongs to the layer of its longest matching prefix; the package face
-#: ``dosmatgen`` (``__init__``: the version only) is core.
+#: ``dosmatgen`` (``__init__``: the version, and the API's names imported on first use) is core.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("dosmatgen", "dosmatgen.errors", "dosmatgen.paths", "dosmatgen.io", "dosmatgen.threads",
      "dosmatgen.device", "dosmatgen.config_dataclass", "dosmatgen.dos.grid", "dosmatgen.data.schema"),  # core
@@ -99,6 +99,18 @@ def circles(edges) -> list[list[str]]:
         if v not in index:
             visit(v)
     return out
+
+
+def test_importing_the_package_loads_nothing_heavy():
+    """The package face imports no module of its own at import time (the API is loaded when one of
+    its names is first used), and no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dosmatgen; mods = [m for m in sys.modules if m.startswith(('dosmatgen.', 'torch'))]; "
+            "print(mods)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out
 
 
 def test_every_module_has_a_layer():
