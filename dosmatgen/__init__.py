@@ -12,8 +12,8 @@ heavy: the Python API (:mod:`dosmatgen.api`) is imported on first use of one of 
 __version__ = "0.1.0"
 
 #: The public Python API (dosmatgen.api): from a target site DOS to candidate crystals.
-__all__ = ["Candidate", "Model", "SamplerOptions", "Target", "generate_crystals", "load_model", "predict_site_dos",
-           "target_from_array", "target_from_dos", "target_from_file", "target_from_store"]
+__all__ = ["Candidate", "Model", "SamplerOptions", "Target", "generate_crystals", "load_model", "normalise_to_training",
+           "predict_site_dos", "target_from_array", "target_from_dos", "target_from_file", "target_from_store"]
 
 
 def __getattr__(name: str):

@@ -17,6 +17,8 @@ service. Bad input raises a named exception (:class:`~dosmatgen.errors.DataError
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,7 +28,7 @@ import numpy as np
 from dosmatgen.dos.grid import E_MAX, E_MIN, ENERGY_GRID, N_DOS
 from dosmatgen.errors import CheckpointError, ConfigError, DataError
 from dosmatgen.generate.options import SamplerOptions
-from dosmatgen.paths import REPO_ROOT
+from dosmatgen.paths import REPO_ROOT, RESOURCES
 
 #: Models shipped with the repository, by name: the folder holding ``diffusion.pt``,
 #: ``surrogate.pt`` and ``regressor.pt`` (the recorded demo run, docs/results.md).
@@ -124,6 +126,45 @@ def load_model(name: str | Path = "demo", *, surrogate: str | Path | None = None
 
 
 # ---- targets ----------------------------------------------------------------------------------------
+def electrons_below_fermi(dos: np.ndarray) -> np.ndarray:
+    """Each row's integral over the grid's energies up to E_F (states per site).
+
+    >>> float(electrons_below_fermi(np.ones((1, 400)))[0].round(1))
+    10.0
+    """
+    below = ENERGY_GRID <= 0
+    return np.asarray(dos, dtype=np.float64)[..., below].sum(-1) * (ENERGY_GRID[1] - ENERGY_GRID[0])
+
+
+@functools.lru_cache(maxsize=4)
+def training_electrons_below_fermi(store: str = str(RESOURCES / "builtin_dos.npz")) -> dict[int, float]:
+    """The mean of :func:`electrons_below_fermi` over the sites of each element in a store (the
+    built-in GPAW dataset by default): the training data's convention a foreign target is scaled to."""
+    from dosmatgen.data.store import DOSStore
+
+    st = DOSStore(store)
+    sums: dict[int, list[float]] = {}
+    for rec in st.records(list(st.ids)):
+        if rec.dos is not None:
+            for z, n in zip(rec.atomic_numbers, electrons_below_fermi(rec.dos)):
+                sums.setdefault(int(z), []).append(float(n))
+    return {z: float(np.mean(v)) for z, v in sums.items()}
+
+
+def normalise_to_training(target: Target, atomic_numbers: Sequence[int], store: str | None = None) -> Target:
+    """``target`` with each site's DOS scaled so that its integral below E_F equals the training
+    data's mean for that site's element (:func:`training_electrons_below_fermi`): VASP's sphere
+    projections (the Materials Project's) hold a fraction of the electrons GPAW's Mulliken
+    projections assign to a site (41 % for Si, 83 % for Fe: results/mp_vs_gpaw_Si_Fe.json), so a
+    foreign target fed as is asks for a DOS the model never saw. The shape is kept; sites of an
+    element the training data lack, or with no states below E_F, are left as they are."""
+    means = training_electrons_below_fermi(*(() if store is None else (str(store),)))
+    have = electrons_below_fermi(target.dos)
+    scale = np.array([means.get(int(z), h) / h if h > 0 else 1.0 for z, h in zip(atomic_numbers, have)])
+    return Target(target.dos * scale[:, None], target.source + " (normalised to the training data)", target.sites)
+
+
+
 def _checked(dos: np.ndarray, source: str, sites: Sequence[int]) -> Target:
     from dosmatgen.data.schema import check_dos_sign
 
@@ -171,11 +212,12 @@ def _pick(dos: np.ndarray, sites: Sequence[int] | None, source: str) -> tuple[np
     return dos[idx], idx
 
 
-def target_from_dos(complete_dos: Any, sites: Sequence[int] | None = None, source: str = "CompleteDos") -> Target:
+def target_from_dos(complete_dos: Any, sites: Sequence[int] | None = None, source: str = "CompleteDos",
+                    normalise: bool = True) -> Target:
     """A target from a pymatgen ``CompleteDos`` (VASP, Materials Project, any code pymatgen reads):
     the chosen sites' s + p + d projections, spins summed, smoothed and resampled with the recipe
     of :func:`dosmatgen.dos.mp_convert.site_dos_from_complete_dos`, any energy grid that covers the
-    window."""
+    window. ``normalise`` (on by default, with a one-line notice): :func:`normalise_to_training`."""
     from dosmatgen.dos.mp_convert import site_dos_from_complete_dos
 
     energies = np.asarray(getattr(complete_dos, "energies", []), dtype=np.float64)
@@ -184,12 +226,18 @@ def target_from_dos(complete_dos: Any, sites: Sequence[int] | None = None, sourc
         raise DataError(f"{source}: its energies cover [{energies[0] - efermi:.2f}, {energies[-1] - efermi:.2f}] eV "
                         f"around E_F; the model's grid needs [{E_MIN:g}, {E_MAX:g}] eV")
     rows, idx = _pick(site_dos_from_complete_dos(complete_dos, required_points=None), sites, source)
-    return _checked(rows, source, idx)
+    target = _checked(rows, source, idx)
+    if not normalise:
+        return target
+    warnings.warn(f"{source}: site DOS scaled to the training data's electrons below E_F per element "
+                  "(normalise=False keeps them as they are)", stacklevel=2)
+    return normalise_to_training(target, [complete_dos.structure[i].specie.Z for i in idx])
 
 
-def target_from_file(path: str | Path, sites: Sequence[int] | None = None) -> Target:
+def target_from_file(path: str | Path, sites: Sequence[int] | None = None, normalise: bool = True) -> Target:
     """A target from a file: a VASP ``vasprun.xml`` (with projected DOS: LORBIT >= 10) or a
-    pymatgen ``CompleteDos`` JSON (``.json`` or ``.json.gz``, e.g. a Materials Project DOS)."""
+    pymatgen ``CompleteDos`` JSON (``.json`` or ``.json.gz``, e.g. a Materials Project DOS);
+    ``normalise`` as in :func:`target_from_dos`."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"target file {path} does not exist")
@@ -204,7 +252,7 @@ def target_from_file(path: str | Path, sites: Sequence[int] | None = None) -> Ta
         cdos = obj if isinstance(obj, CompleteDos) else CompleteDos.from_dict(obj) if isinstance(obj, dict) else None
         if cdos is None:
             raise DataError(f"{path} holds a {type(obj).__name__}, not a CompleteDos")
-        return target_from_dos(cdos, sites, str(path))
+        return target_from_dos(cdos, sites, str(path), normalise)
     from pymatgen.io.vasp import Vasprun
 
     try:
@@ -213,7 +261,7 @@ def target_from_file(path: str | Path, sites: Sequence[int] | None = None) -> Ta
         raise DataError(f"cannot read {path} as a vasprun.xml: {type(exc).__name__}: {exc}") from None
     if not run.pdos:
         raise DataError(f"{path} has no projected DOS (run VASP with LORBIT >= 10)")
-    return target_from_dos(run.complete_dos, sites, str(path))
+    return target_from_dos(run.complete_dos, sites, str(path), normalise)
 
 
 def target_from_store(store: str | Path, spec: str) -> Target:

@@ -86,3 +86,15 @@ def test_the_public_names_are_the_api_and_documented():
         obj = getattr(dosmatgen, name)
         assert obj is getattr(api, name), name  # not shadowed by a subpackage of the same name
         assert (obj.__doc__ or "").strip(), name
+
+
+def test_a_vasp_target_is_scaled_to_the_training_data_with_a_notice():
+    from dosmatgen.api import electrons_below_fermi, training_electrons_below_fermi
+
+    with pytest.warns(UserWarning, match="scaled to the training data"):
+        scaled = api.target_from_file(FE_DOS, sites=[0])
+    raw = api.target_from_file(FE_DOS, sites=[0], normalise=False)  # negative control: as MP computed it
+    assert electrons_below_fermi(scaled.dos)[0] == pytest.approx(training_electrons_below_fermi()[26], rel=1e-9)
+    assert electrons_below_fermi(raw.dos)[0] == pytest.approx(6.61, abs=0.05)  # results/mp_vs_gpaw_Si_Fe.json
+    ratio = scaled.dos[0] / np.where(raw.dos[0] > 0, raw.dos[0], np.nan)
+    assert np.nanstd(ratio) < 1e-9  # one factor: the shape is kept
