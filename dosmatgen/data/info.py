@@ -37,10 +37,6 @@ def dataset_summary(records: Iterable[CrystalRecord], meta: dict[str, Any] | Non
     """
     from dosmatgen.data.store import DOSStore
 
-    n_struct = n_atoms = n_labelled = 0
-    struct_with: Counter[int] = Counter()
-    atoms_of: Counter[int] = Counter()
-    sizes: Counter[int] = Counter()
     sources: Counter[str] = Counter()
     per_source: dict[str, dict[str, Any]] = {}
     if isinstance(records, DOSStore):  # fast path: arrays only, no DOS decompression
@@ -51,18 +47,12 @@ def dataset_summary(records: Iterable[CrystalRecord], meta: dict[str, Any] | Non
     else:
         rows = ((r.structure_id, r.atomic_numbers, r.dos is not None, r.provenance) for r in records)
     for sid, numbers, labelled, prov in rows:
-        n_struct += 1
-        n_atoms += len(numbers)
-        n_labelled += labelled
         zs = [int(z) for z in numbers]
-        atoms_of.update(zs)
-        struct_with.update(set(zs))
-        sizes[len(zs)] += 1
-        src = per_source.setdefault(record_source(str(sid)), {"n": 0, "atoms": 0, "labelled": 0,
+        src = per_source.setdefault(record_source(str(sid)), {"n": 0, "labelled": 0, "atoms": Counter(),
                                                                "with": Counter(), "sizes": Counter()})
         src["n"] += 1
-        src["atoms"] += len(zs)
         src["labelled"] += labelled
+        src["atoms"].update(zs)
         src["with"].update(set(zs))
         src["sizes"][len(zs)] += 1
         prov = prov or {}
@@ -70,19 +60,21 @@ def dataset_summary(records: Iterable[CrystalRecord], meta: dict[str, Any] | Non
         if prov.get("engine"):
             key += f" / {prov['engine']}"
         sources[key] += 1
-    if n_struct == 0:
+    if not per_source:
         raise DataError("the dataset is empty")
+    struct_with, atoms_of, sizes = (sum((v[k] for v in per_source.values()), Counter())
+                                    for k in ("with", "atoms", "sizes"))
     return {
-        "n_structures": n_struct,
-        "n_atoms": n_atoms,
-        "n_labelled": n_labelled,
+        "n_structures": sum(v["n"] for v in per_source.values()),
+        "n_atoms": sum(atoms_of.values()),
+        "n_labelled": sum(v["labelled"] for v in per_source.values()),
         "n_elements": len(atoms_of),
         "element_counts": {element_symbol(z): struct_with[z] for z in sorted(struct_with)},
         "element_atoms": {element_symbol(z): atoms_of[z] for z in sorted(atoms_of)},
         "size_histogram": {n: sizes[n] for n in sorted(sizes)},
         "sources": dict(sources.most_common()),
         "by_source": {
-            name: {"n_structures": v["n"], "n_labelled": v["labelled"], "n_atoms": v["atoms"],
+            name: {"n_structures": v["n"], "n_labelled": v["labelled"], "n_atoms": sum(v["atoms"].values()),
                    "n_elements": len(v["with"]),
                    "size_histogram": {n: v["sizes"][n] for n in sorted(v["sizes"])},
                    "element_counts": {element_symbol(z): v["with"][z] for z in sorted(v["with"])}}

@@ -64,7 +64,6 @@ _TOO_MANY_RE = re.compile(r"too many (\d{3}) error responses")
 _NO_DATA = ("No electronic structure data found", "No density of states data found", "No DOS data found")
 
 
-# ---- retries and rate limiting ---------------------------------------------------------------
 @dataclass
 class RetryPolicy:
     """How to space and retry calls to the MP API."""
@@ -132,7 +131,7 @@ def classify(exc: BaseException) -> str:
         return "auth"
     if code == 429:
         return "rate_limit"
-    if text.startswith("Failed to retrieve object") or "Failed to retrieve object" in text:
+    if "Failed to retrieve object" in text:
         return "transient"  # the Delta-Lake read (S3), whatever the cause underneath
     if any(marker in text for marker in _NO_DATA):
         return "no_data"
@@ -191,7 +190,6 @@ def _short(exc: BaseException | None, limit: int = 240) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-# ---- client ----------------------------------------------------------------------------------
 def resolve_api_key(api_key: str | None = None) -> str:
     """The key from ``api_key`` or ``MP_API_KEY``, checked for its length before any call."""
     key = (api_key or os.environ.get(API_KEY_ENV, "")).strip()
@@ -300,7 +298,6 @@ def _id_sort_key(mid: str) -> tuple[str, int, str]:
     return (prefix, int(num), mid) if num.isdigit() else (mid, -1, mid)
 
 
-# ---- download --------------------------------------------------------------------------------
 @dataclass
 class DownloadSummary:
     total: int
@@ -487,7 +484,6 @@ def merge_mp(out_dir: str | Path, store_path: str | Path) -> int:
     return concat_stores([out / s for s in ledger["shards"]], store_path, meta, on_duplicate="keep-first")
 
 
-# ---- single targets --------------------------------------------------------------------------
 def fetch_mp_record(material_id: str, api_key: str | None = None, *,
                     required_points: int | None = MP_GRID_POINTS,
                     rester_factory: Callable[[str], Any] | None = None,

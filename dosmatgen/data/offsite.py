@@ -50,9 +50,9 @@ def export_jobs(shards_dir: str | Path, jobs_dir: str | Path, n: int, skip: int 
                 retry_failed: str | None = None) -> dict[str, int]:
     """Relax the candidates ``skip .. skip+n-1`` of ``source`` (``pool``, ``max_atoms``: see
     :func:`dosmatgen.data.builtin.source_candidates`) not yet in the ledgers of ``shards_dir`` (or
-    recorded as failed for a reason containing ``retry_failed``, as in ``build``) and write their GPAW jobs into ``jobs_dir`` (those already there are kept).  Returns
-    ``{"written", "failed"}``; a candidate whose relaxation or check fails is left out (the next
-    local build records the failure)."""
+    recorded as failed for a reason containing ``retry_failed``, as in ``build``) and write their
+    GPAW jobs into ``jobs_dir`` (those already there are kept).  Returns ``{"written", "failed"}``;
+    a candidate whose relaxation or check fails is left out (the next local build records it)."""
     if int(n) < 1 or int(skip) < 0:  # a negative n would slice from the end: every job but one
         raise DataError(f"export-jobs needs n >= 1 and skip >= 0, got n={n}, skip={skip}")
     check_retry_text(retry_failed)

@@ -26,13 +26,11 @@ import numpy as np
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.dos.gpaw_engine import GPAW_ELEMENTS, MAGNETIC_ELEMENTS
 
-# ---- element pools ---------------------------------------------------------------------------
 #: Anions and the (negative) oxidation state they take here.
 ANIONS: dict[str, int] = {"O": -2, "S": -2, "Se": -2, "Te": -2, "F": -1, "Cl": -1, "Br": -1, "I": -1,
                           "N": -3, "P": -3, "As": -3, "Sb": -3}
 HALIDES = ("F", "Cl", "Br", "I")
 CHALCOGENS = ("O", "S", "Se", "Te")
-PNICTOGENS = ("N", "P", "As", "Sb")
 #: Metals allowed in intermetallic prototypes.
 METALS: tuple[str, ...] = (
     "Li", "Na", "K", "Be", "Mg", "Ca", "Sr", "Ba", "Sc", "Y", "Ti", "Zr", "Hf", "V", "Nb", "Ta", "Cr", "Mo", "W",
@@ -59,14 +57,8 @@ def cations() -> list[str]:
     """Every metal or metalloid with a GPAW setup and a positive common oxidation state."""
     from pymatgen.core import Element
 
-    out = []
-    for sym in sorted(GPAW_ELEMENTS, key=lambda s: Element(s).Z):
-        el = Element(sym)
-        if not (el.is_metal or el.is_metalloid):
-            continue
-        if cation_states(sym):
-            out.append(sym)
-    return out
+    return [sym for sym in sorted(GPAW_ELEMENTS, key=lambda s: Element(s).Z)
+            if (Element(sym).is_metal or Element(sym).is_metalloid) and cation_states(sym)]
 
 
 def electronegativity(symbol: str) -> float:
@@ -81,10 +73,6 @@ def radius(symbol: str) -> float:
     from ase.data import atomic_numbers, covalent_radii
 
     return float(covalent_radii[atomic_numbers[symbol]])
-
-
-# ---- prototypes -----------------------------------------------------------------------------
-Builder = Callable[[float], tuple[np.ndarray, list[int], np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -250,7 +238,6 @@ PROTOTYPES: dict[str, Prototype] = {p.name: p for p in [
 ]}
 
 
-# ---- substitutions --------------------------------------------------------------------------
 def _neutral_binary(cation_count: int, anion_count: int, anion_pool: tuple[str, ...],
                     extra: Callable[[str, int, str], bool] | None = None) -> list[tuple[str, str]]:
     out = []

@@ -102,11 +102,8 @@ def _split_one(ids: list[str], seed: int, fractions: Sequence[float]) -> dict[st
     sizes = split_sizes(len(ids), fractions)
     ordered = sorted(ids)
     shuffled = [ordered[k] for k in np.random.default_rng(seed).permutation(len(ids))]
-    out, start = {}, 0
-    for name, size in zip(SPLIT_NAMES, sizes):
-        out[name] = shuffled[start:start + size]
-        start += size
-    return out
+    bounds = np.cumsum([0] + sizes).tolist()
+    return {name: shuffled[a:b] for name, a, b in zip(SPLIT_NAMES, bounds[:-1], bounds[1:])}
 
 
 def make_split(ids: Iterable[str], seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
@@ -207,14 +204,12 @@ def fit_standardiser_on_train(store: Any, split: dict[str, list[str]]) -> DOSSta
     from dosmatgen.data.store import DOSStore
 
     if isinstance(store, DOSStore):
-        idx = split_indices(store.ids, split)["train"]
-        block = store.all_dos(idx)
-        if block.shape[0] == 0:
-            raise DataError("the training split has no site DOS to fit the standardiser on")
-        return DOSStandardiser.fit([block])
-    by_id = {r.structure_id: r for r in store}
-    split_indices(list(by_id), split)
-    blocks = [by_id[i].dos for i in split["train"] if by_id[i].dos is not None]
+        block = store.all_dos(split_indices(store.ids, split)["train"])
+        blocks = [block] if block.shape[0] else []
+    else:
+        by_id = {r.structure_id: r for r in store}
+        split_indices(list(by_id), split)
+        blocks = [by_id[i].dos for i in split["train"] if by_id[i].dos is not None]
     if not blocks:
         raise DataError("the training split has no site DOS to fit the standardiser on")
     return DOSStandardiser.fit(blocks)
