@@ -20,11 +20,12 @@ dosmatgen.errors.ConfigError: unknown toy config key(s) ['widht']; known keys: [
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, TypeVar
+from typing import Any, ClassVar, Iterable, TypeVar
 
 from dosmatgen.errors import ConfigError
 
 _C = TypeVar("_C")
+_D = TypeVar("_D", bound="DictConfig")
 
 
 def config_from_dict(cls: type[_C], d: dict[str, Any] | None, what: str) -> _C:
@@ -53,6 +54,20 @@ def config_from_dict(cls: type[_C], d: dict[str, Any] | None, what: str) -> _C:
             raise ConfigError(f"{what} config {f.name} must be of type {kind}, got {value!r}") from exc
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+class DictConfig:
+    """``to_dict`` / ``from_dict`` (:func:`config_from_dict`) of a config dataclass; ``WHAT`` names
+    the config in error messages."""
+
+    WHAT: ClassVar[str] = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_D], d: dict[str, Any] | None) -> _D:
+        return config_from_dict(cls, d, cls.WHAT)
 
 
 def require_positive_ints(config: Any, names: Iterable[str], what: str) -> None:

@@ -12,11 +12,10 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
-from dosmatgen.config_dataclass import config_from_dict, require_positive_ints
+from dosmatgen.config_dataclass import DictConfig, require_positive_ints
 from dosmatgen.errors import ConfigError
 
 #: How the DOS condition is dropped during training (classifier-free guidance, paper §2.4).
@@ -28,7 +27,7 @@ LATTICE_SCALES: tuple[str, ...] = ("none", "atoms")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(DictConfig):
     """Size of the CSPNet-style denoiser (docs/method.md).
 
     Attributes:
@@ -52,6 +51,7 @@ class ModelConfig:
     dos_dim: int = 400
     layer_norm: bool = True
     condition_every_layer: bool = False
+    WHAT: ClassVar[str] = "model"
 
     def __post_init__(self) -> None:
         require_positive_ints(self, ("hidden_dim", "num_layers", "num_freqs", "time_dim", "max_z", "dos_dim"),
@@ -74,16 +74,9 @@ class ModelConfig:
         """For unit tests: hidden 32, 2 layers, 4 frequencies, time 16."""
         return cls(hidden_dim=32, num_layers=2, num_freqs=4, time_dim=16)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "ModelConfig":
-        return config_from_dict(cls, d, "model")
-
 
 @dataclass(frozen=True)
-class DiffusionConfig:
+class DiffusionConfig(DictConfig):
     """Forward processes, loss weights and condition dropping (Appendix A, Eqs. A1-A11).
 
     Attributes:
@@ -158,6 +151,7 @@ class DiffusionConfig:
     wn_images: int = 5
     alphas_cumprod_table: tuple[float, ...] | None = None
     score_norm_table: tuple[float, ...] | None = None
+    WHAT: ClassVar[str] = "diffusion"
 
     def __post_init__(self) -> None:
         for name, length in (("alphas_cumprod_table", self.timesteps + 1), ("score_norm_table", self.timesteps)):
@@ -186,21 +180,11 @@ class DiffusionConfig:
         for name in ("p_uncond", "p_atom_mask"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"diffusion config {name} must be in [0, 1], got {getattr(self, name)}")
-        if self.type_target not in TYPE_TARGETS:
-            raise ConfigError(f"diffusion config type_target must be one of {TYPE_TARGETS}, got {self.type_target!r}")
-        if self.lattice_scale not in LATTICE_SCALES:
-            raise ConfigError(f"diffusion config lattice_scale must be one of {LATTICE_SCALES}, "
-                              f"got {self.lattice_scale!r}")
-        if self.drop_mode not in DROP_MODES:
-            raise ConfigError(f"diffusion config drop_mode must be one of {DROP_MODES}, got {self.drop_mode!r}")
+        for name, choices in (("type_target", TYPE_TARGETS), ("lattice_scale", LATTICE_SCALES),
+                              ("drop_mode", DROP_MODES)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"diffusion config {name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.sigma_norm_samples < 100:
             raise ConfigError(f"diffusion config sigma_norm_samples must be >= 100, got {self.sigma_norm_samples}")
         if self.wn_images < 1:
             raise ConfigError(f"diffusion config wn_images must be >= 1, got {self.wn_images}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "DiffusionConfig":
-        return config_from_dict(cls, d, "diffusion")

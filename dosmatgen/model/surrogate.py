@@ -20,34 +20,30 @@ surrogate is a small CGCNN/MatDeepLearn-style network on a radius graph with rad
 
 A crystal whose graph cannot be built (non-finite arrays, a lattice so flat that the cutoff sphere
 needs more than ``max_images`` periodic images per axis, or one atom with more than ``max_pairs``
-candidate neighbours) is a *featurisation failure*: its atoms get predictions from their embeddings alone, are
-flagged in ``graph_ok`` and excluded from the training loss and from the metrics (the paper's
-"failed to form a crystal graph" exclusions), and counted.
+candidate neighbours) is a *featurisation failure*: its atoms get predictions from their
+embeddings alone, are flagged in ``graph_ok`` and excluded from the training loss and from the
+metrics (the paper's "failed to form a crystal graph" exclusions), and counted.
 
-Config dict (``from_config``)::
-
-    {"hidden_dim": 128, "num_layers": 4, "num_rbf": 50, "cutoff": 6.0, "max_neighbors": 16,
-     "max_z": 100, "dos_dim": 400, "max_images": 8, "max_pairs": 2000000}
+The config dict of ``from_config`` is :class:`SurrogateConfig`'s ``to_dict``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dosmatgen.config_dataclass import config_from_dict, require_positive_ints
+from dosmatgen.config_dataclass import DictConfig, require_positive_ints
 from dosmatgen.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
-class SurrogateConfig:
+class SurrogateConfig(DictConfig):
     """Architecture of :class:`SurrogateDOSModel` (see the module docstring)."""
 
     hidden_dim: int = 128
@@ -59,19 +55,13 @@ class SurrogateConfig:
     dos_dim: int = 400
     max_images: int = 8
     max_pairs: int = 2_000_000
+    WHAT: ClassVar[str] = "surrogate"
 
     def __post_init__(self) -> None:
         require_positive_ints(self, ("hidden_dim", "num_layers", "num_rbf", "max_neighbors", "max_z", "dos_dim",
                                      "max_images", "max_pairs"), "surrogate")
         if not (isinstance(self.cutoff, (int, float)) and 0 < float(self.cutoff) < 50):
             raise ConfigError(f"surrogate config cutoff must be in (0, 50) Å, got {self.cutoff!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "SurrogateConfig":
-        return config_from_dict(cls, d, "surrogate")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @classmethod
     def tiny(cls) -> "SurrogateConfig":
@@ -90,9 +80,6 @@ class SurrogateConfig:
         return cls(hidden_dim=256, num_layers=6, cutoff=8.0, max_neighbors=12)
 
 
-# ----------------------------------------------------------------------------------------------
-# periodic radius graph
-# ----------------------------------------------------------------------------------------------
 @dataclass
 class PeriodicGraph:
     """Directed edges i <- j (+ image shift) over a batch; ``graph_ok[b]`` False = failed crystal.
@@ -167,16 +154,12 @@ def periodic_radius_graph(frac_coords: torch.Tensor, lattices: torch.Tensor, num
     for b in range(len(counts)):
         a, e = int(ptr[b]), int(ptr[b + 1])
         out = _crystal_edges(frac[a:e], lats[b], cutoff, max_neighbors, max_images, max_pairs)
-        if isinstance(out, str):
-            ok.append(False)
-            reasons.append(out)
-            continue
-        c, nb, sh = out
-        src.append(c + a)
-        dst.append(nb + a)
-        shift.append(sh)
-        ok.append(True)
-        reasons.append(None)
+        ok.append(not isinstance(out, str))
+        reasons.append(out if isinstance(out, str) else None)
+        if ok[-1]:
+            src.append(out[0] + a)
+            dst.append(out[1] + a)
+            shift.append(out[2])
     dev = frac_coords.device
     if src:
         s = torch.from_numpy(np.concatenate(src)).long().to(dev)
@@ -188,9 +171,6 @@ def periodic_radius_graph(frac_coords: torch.Tensor, lattices: torch.Tensor, num
     return PeriodicGraph(s, d, sh, torch.tensor(ok, dtype=torch.bool, device=dev), reasons)
 
 
-# ----------------------------------------------------------------------------------------------
-# network
-# ----------------------------------------------------------------------------------------------
 class GaussianRBF(nn.Module):
     """``num`` Gaussians on [0, cutoff] of width equal to their spacing, times the cosine envelope
     0.5 (cos(pi d / cutoff) + 1)."""
@@ -305,9 +285,6 @@ class SurrogateDOSModel(nn.Module):
                 "graph_failed": (~out.graph_ok).sum().to(loss.dtype).detach()}
 
 
-# ----------------------------------------------------------------------------------------------
-# prediction in physical units
-# ----------------------------------------------------------------------------------------------
 def predict_site_dos(model: SurrogateDOSModel, standardiser: Any, items: Sequence[tuple[Any, Any, Any]],
                      batch_size: int = 128, device: str | torch.device = "cpu",
                      progress: bool = False) -> tuple[list[np.ndarray | None], list[str | None]]:
