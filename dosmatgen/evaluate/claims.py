@@ -41,7 +41,7 @@ from __future__ import annotations
 import csv
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dosmatgen.errors import DataError
 from dosmatgen.evaluate import paper as P
@@ -66,18 +66,12 @@ class Claim:
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+    return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
 def _num(s: str | None) -> float | None:
-    if s is None or s == "":
-        return None
     try:
-        return float(s)
+        return float(s) if s not in (None, "") else None
     except ValueError:
         return None
 
@@ -125,24 +119,25 @@ def _get(res: Results, g: str, t: int, k: str) -> float | None:
     return res.get((g, t), {}).get(k)
 
 
+def _verdict(nums: dict[str, Any], holds: Callable[[], bool]) -> str:
+    """SKIP when a number of ``nums`` is missing, else PASS or FAIL as ``holds()`` says."""
+    if any(v is None for v in nums.values()):
+        return SKIP
+    return PASS if holds() else FAIL
+
+
 def evaluate_claims(res: Results, formation: list[dict[str, Any]] | None = None) -> list[Claim]:
     out: list[Claim] = []
     for t in P.T_VALUES:
         nums = {f"{g}_{k}": _get(res, g, t, k) for k in ("mae_gen_y", "mae_gen_yhat") for g in ("cfg", "classifier")}
-        if any(v is None for v in nums.values()):
-            status = SKIP
-        else:
-            ok = all(nums[f"cfg_{k}"] < nums[f"classifier_{k}"] for k in ("mae_gen_y", "mae_gen_yhat"))
-            status = PASS if ok else FAIL
+        status = _verdict(nums, lambda: all(nums[f"cfg_{k}"] < nums[f"classifier_{k}"]
+                                            for k in ("mae_gen_y", "mae_gen_yhat")))
         out.append(Claim(f"cfg_beats_classifier_mae_T{t}",
                          f"CFG has lower MAE(ŷ_gen,y) and MAE(ŷ_gen,ŷ) than classifier guidance at T={t}", status, nums))
     nums = {f"{g}_{k}": _get(res, g, 1000, k) for k in ("structure_match_rate", "composition_match_rate")
             for g in ("cfg", "classifier")}
-    if any(v is None for v in nums.values()):
-        status = SKIP
-    else:
-        status = PASS if all(nums[f"cfg_{k}"] > nums[f"classifier_{k}"]
-                             for k in ("structure_match_rate", "composition_match_rate")) else FAIL
+    status = _verdict(nums, lambda: all(nums[f"cfg_{k}"] > nums[f"classifier_{k}"]
+                                        for k in ("structure_match_rate", "composition_match_rate")))
     out.append(Claim("cfg_beats_classifier_match_T1000",
                      "CFG has higher structure and composition match rates than classifier guidance at T=1000",
                      status, nums))
@@ -158,10 +153,7 @@ def evaluate_claims(res: Results, formation: list[dict[str, Any]] | None = None)
                          _monotone(nums, ("mae_gen_y", "mae_gen_yhat"), falling=False), nums))
     nums = {"cfg_n_excluded": _get(res, "cfg", 1000, "n_excluded"),
             "classifier_n_excluded": _get(res, "classifier", 1000, "n_excluded")}
-    if any(v is None for v in nums.values()):
-        status = SKIP
-    else:
-        status = PASS if nums["classifier_n_excluded"] > nums["cfg_n_excluded"] else FAIL
+    status = _verdict(nums, lambda: nums["classifier_n_excluded"] > nums["cfg_n_excluded"])
     out.append(Claim("classifier_more_graph_failures_T1000",
                      "at T=1000 classifier guidance loses more structures to surrogate featurisation than CFG",
                      status, nums))
@@ -177,10 +169,7 @@ def evaluate_claims(res: Results, formation: list[dict[str, Any]] | None = None)
 def _condition_claims(res: Results) -> list[Claim]:
     keys = ("element_accuracy", "composition_match_rate")
     nums = {f"{g}_{k}": _get(res, g, 1000, k) for k in keys for g in ("cfg", "uncond")}
-    if any(v is None for v in nums.values()):
-        status = SKIP
-    else:
-        status = PASS if all(nums[f"cfg_{k}"] > nums[f"uncond_{k}"] for k in keys) else FAIL
+    status = _verdict(nums, lambda: all(nums[f"cfg_{k}"] > nums[f"uncond_{k}"] for k in keys))
     out = [Claim("cfg_reads_condition_T1000", "from pure noise (T=1000) CFG puts the conditioning elements back more "
                  "often than the unconditional model, per atom and per composition", status, nums)]
     out.append(Claim("cfg_T1000_vs_dos_lookup", "CFG at T=1000 beside a DOS lookup (1-NN over training atoms)", INFO,
@@ -189,15 +178,14 @@ def _condition_claims(res: Results) -> list[Claim]:
 
 
 def _monotone(nums: dict[str, float | None], keys: tuple[str, ...], falling: bool) -> str:
-    if any(v is None for v in nums.values()):
-        return SKIP
-    for k in keys:
-        a, b, c = (nums[f"{k}_T{t}"] for t in P.T_VALUES)
-        if falling and not (a >= b >= c and a > c):
-            return FAIL
-        if not falling and not (a <= b <= c and a < c):
-            return FAIL
-    return PASS
+    def holds() -> bool:
+        for k in keys:
+            a, b, c = (nums[f"{k}_T{t}"] for t in P.T_VALUES)
+            if not ((a >= b >= c and a > c) if falling else (a <= b <= c and a < c)):
+                return False
+        return True
+
+    return _verdict(nums, holds)
 
 
 def _formation_claims(formation: list[dict[str, Any]] | None) -> list[Claim]:
@@ -205,18 +193,12 @@ def _formation_claims(formation: list[dict[str, Any]] | None) -> list[Claim]:
     cfg, cls = by.get("cfg_T1000"), by.get("classifier_T1000")
     nums = {"cfg_frac_below_0_unrelaxed": cfg and cfg.get("frac_below_0_unrelaxed"),
             "cfg_frac_below_0_relaxed": cfg and cfg.get("frac_below_0_relaxed")}
-    if any(v is None for v in nums.values()):
-        status = SKIP
-    else:
-        status = PASS if all(v > 0.5 for v in nums.values()) else FAIL
     out = [Claim("formation_cfg_T1000_mostly_negative",
-                 "most CFG T=1000 structures have E_f < 0 eV/atom, relaxed and unrelaxed", status, nums)]
+                 "most CFG T=1000 structures have E_f < 0 eV/atom, relaxed and unrelaxed",
+                 _verdict(nums, lambda: all(v > 0.5 for v in nums.values())), nums)]
     nums = {"cfg_median_ef_relaxed": cfg and cfg.get("median_ef_relaxed"),
             "classifier_median_ef_relaxed": cls and cls.get("median_ef_relaxed")}
-    if any(v is None for v in nums.values()):
-        status = SKIP
-    else:
-        status = PASS if nums["classifier_median_ef_relaxed"] > nums["cfg_median_ef_relaxed"] else FAIL
+    status = _verdict(nums, lambda: nums["classifier_median_ef_relaxed"] > nums["cfg_median_ef_relaxed"])
     out.append(Claim("formation_classifier_shifted_up_T1000",
                      "classifier-guidance T=1000 structures have higher (relaxed) E_f than CFG's", status, nums))
     return out
