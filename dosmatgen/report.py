@@ -167,7 +167,6 @@ def build_report(results_dir: str | os.PathLike, figure_dirs: Sequence[str | os.
     return out
 
 
-# ------------------------------------------------------------------------------ output checks
 #: Cells that mean "not a number" in a table.
 _BAD_CELLS = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "-infinity"}
 

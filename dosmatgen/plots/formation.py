@@ -23,13 +23,10 @@ import numpy as np
 from dosmatgen.errors import DataError
 from dosmatgen.plots.style import COLORS, GUIDANCE_LABELS, figure_style, new_figure, save_figure
 
-#: The two states a formation energy is reported for.
-STATES = ("unrelaxed", "relaxed")
 #: ``{"unrelaxed": E_f array, "relaxed": E_f array}`` in eV/atom (NaN = relaxation failed).
 FormationSet = Mapping[str, np.ndarray]
 
 
-# ----------------------------------------------------------------------------------- loading
 def _state_of(column: str) -> str | None:
     """Which state a column holds: names such as ``e_form_relaxed``, ``formation_energy_unrelaxed``,
     ``ef_relaxed`` (eV/atom)."""
@@ -88,7 +85,6 @@ def load_formation(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return _columns_to_set({k: [row.get(k) for row in rows] for k in fields}, path)
 
 
-# ---------------------------------------------------------------------------------- plotting
 def _finite(values: np.ndarray | Sequence[float] | None) -> np.ndarray:
     if values is None:
         return np.zeros(0)

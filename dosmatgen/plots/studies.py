@@ -36,9 +36,9 @@ FIGURE_STEMS: dict[str, list[str]] = {
     "screen": ["fig7_screen_formation", "fig8_screen_dos", "figC1_screen_structures"],
     "window": ["window_sweep"],
 }
-HIGHLIGHT = "#D00000"
+HIGHLIGHT = "#D00000"  # the paper marks the first atom's element in red
 #: Cells with a lattice vector longer than this (Å) are not drawn (ASE's renderer stalls on them).
-MAX_DRAW_LENGTH: float = 60.0  # the paper marks the first atom's element in red
+MAX_DRAW_LENGTH: float = 60.0
 
 
 def _load(results: dict[str, Any] | str | Path) -> dict[str, Any]:
@@ -273,10 +273,7 @@ def plot_window_sweep(results, out_dir) -> list[Path]:
               ("composition_diversity", "composition diversity\n(unique formulas / n)"),
               ("median_ef_relaxed", "median E$_f$ relaxed (eV/atom)"),
               ("all_earth_abundant", "all-earth-abundant fraction")]
-    windows = []
-    for r in rows:
-        if r["window"] not in windows:
-            windows.append(r["window"])
+    windows = list(dict.fromkeys(r["window"] for r in rows))
     with figure_style():
         fig, axes = new_figure(1, len(panels), panel_size=(2.7, 2.4))
         for p, (key, label) in enumerate(panels):
