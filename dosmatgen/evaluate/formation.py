@@ -81,9 +81,6 @@ ROW_COLUMNS = ("id", "source_id", "formula", "natoms", "status", "e_unrelaxed", 
                "ef_relaxed", "converged", "relax_status", "volume_ratio", "volume_per_atom", "ref_fallback")
 
 
-# ----------------------------------------------------------------------------------------------
-# elemental references
-# ----------------------------------------------------------------------------------------------
 def default_refs_cache(mlff: str) -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return root / "dosmatgen" / f"elemental_refs_{mlff}.json"
@@ -195,9 +192,6 @@ def formation_energy_per_atom(symbols: Sequence[str], energy: float, refs: dict[
     return (float(energy) - mu) / len(symbols)
 
 
-# ----------------------------------------------------------------------------------------------
-# per-structure work
-# ----------------------------------------------------------------------------------------------
 @dataclass
 class FormationItem:
     """One structure to evaluate: raw arrays (possibly invalid) and its ids."""
@@ -250,16 +244,12 @@ def _prepare_item(item: FormationItem, refs: dict[str, dict[str, Any]],
 def _fill_energies(row: dict[str, Any], symbols: Sequence[str], refs: dict[str, dict[str, Any]], e0: float,
                    e1: float, volume_ratio: float | None, converged: bool, relax_status: str) -> dict[str, Any]:
     """Write the unrelaxed (``e0``) and relaxed (``e1``) energies and E_f into ``row``."""
-    if np.isfinite(e0):
-        row["e_unrelaxed"] = float(e0)
-        row["ef_unrelaxed"] = formation_energy_per_atom(symbols, e0, refs)
-    row["converged"] = bool(converged)
-    row["relax_status"] = relax_status
+    for state, e in (("unrelaxed", e0), ("relaxed", e1)):
+        if np.isfinite(e):
+            row[f"e_{state}"], row[f"ef_{state}"] = float(e), formation_energy_per_atom(symbols, e, refs)
+    row["converged"], row["relax_status"] = bool(converged), relax_status
     row["volume_ratio"] = None if volume_ratio is None or not np.isfinite(volume_ratio) else float(volume_ratio)
-    if np.isfinite(e1):
-        row["e_relaxed"] = float(e1)
-        row["ef_relaxed"] = formation_energy_per_atom(symbols, e1, refs)
-    else:
+    if not np.isfinite(e1):
         row["status"] = "relax_failed"
     return row
 
@@ -316,9 +306,6 @@ def _worker_task(args):
     return evaluate_item(item, _WORKER["calc"], refs, fmax, steps, min_vol)
 
 
-# ----------------------------------------------------------------------------------------------
-# driver
-# ----------------------------------------------------------------------------------------------
 def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, *, mlff: str = "sevenn",
                                workers: int = 1, fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_RELAX_STEPS,
                                refs_cache: str | Path | None = None, chunk_size: int | None = None,
@@ -329,7 +316,6 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     """Relax every item with the MLFF and write ``out`` (JSON) + ``out`` with suffix .csv.
 
     Args:
-        items: structures (generated or test).
         out: output JSON path; chunks go to ``<out>.parts/`` and are reused on rerun.
         mlff: an MLFF of :func:`dosmatgen.evaluate.mlff.get_calculator` (``sevenn``/``7net-0``, ``chgnet``,
             ``orb``/``orb-v2``, ``emt``); the reference cache and the output record the registry name.
@@ -337,8 +323,7 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
             calculator, ``1`` runs in this process; ``relaxer="batched"``: torch threads.
         chunk_size: structures per resumable chunk (default 64 for ``ase``, 512 for ``batched``).
         calc: an already built calculator for ``workers == 1`` (tests).
-        relaxer: ``ase`` (one structure at a time, :func:`dosmatgen.evaluate.mlff.relax`, the
-            reference) or ``batched`` (torch-sim, :mod:`dosmatgen.evaluate.batched_relax`).
+        relaxer: one of :data:`RELAXERS` (see the module docstring).
         max_atoms: atoms per batch for ``batched`` (``None``: sized from memory).
         batched: an already built ``BatchedRelaxer`` (tests).
     Returns the output dict (also written).
