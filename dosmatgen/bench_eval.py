@@ -23,6 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from dosmatgen.device import synchronize
+
 
 def bench_regeneration(diffusion: Any, records: Sequence[Any], standardiser: Any, *, guidance: str = "cfg",
                        regressor: Any = None, t0: int | None = None, steps: int = 5, batch_size: int = 64,
@@ -41,11 +43,11 @@ def bench_regeneration(diffusion: Any, records: Sequence[Any], standardiser: Any
         # warm-up (TorchScript profiling, allocator) on one small chunk
         regenerate(diffusion, standardiser, list(records)[:2], f"{tmp}/warm.npz", options.replace(steps=1, batch_size=2),
                    t0=start, regressor=regressor, progress=False)
-        _sync(device)
+        synchronize(device)
         tic, cpu0 = time.perf_counter(), time.process_time()
         regenerate(diffusion, standardiser, records, f"{tmp}/gen.npz", options, t0=start, regressor=regressor,
                    progress=False)
-        _sync(device)
+        synchronize(device)
         dt, cpu = time.perf_counter() - tic, time.process_time() - cpu0
     n = len(records)
     chunks = -(-n // batch_size)
@@ -95,24 +97,14 @@ def bench_structure_matcher(structures: Sequence[Any], n_pairs: int = 20, timeou
         other.append((s, shuffled))
     out: dict[str, Any] = {"pairs": n_pairs, "timeout_s": timeout_s}
     for label, pairs in (("match", same), ("non_match", other)):
-        outcomes = []
         tic = time.perf_counter()
-        for a, b in pairs:
-            outcomes.append(timed_fit(a, b, timeout_s))
+        outcomes = [timed_fit(a, b, timeout_s) for a, b in pairs]
         dt = time.perf_counter() - tic
         out[f"s_per_pair_{label}"] = dt / len(pairs)
         out[f"{label}_outcomes"] = {o: outcomes.count(o) for o in sorted(set(outcomes))}
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# ----------------------------------------------------------------------------------------------
-# dosmatgen bench integration
-# ----------------------------------------------------------------------------------------------
 def register() -> bool:
     """Add ``regenerate``, ``surrogate`` and ``match`` to ``dosmatgen bench``; False when the
     bench module is not available."""

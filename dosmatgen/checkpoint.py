@@ -59,30 +59,22 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, kind: str,
     """Atomically write a checkpoint of ``model`` (any network obeying the factory contract:
     ``model.config`` is its config dict).
 
-    Args:
-        path: destination file (conventionally ``*.pt``).
-        model: the network; its ``config`` property and (unless ``state_dict`` is given) its
-            weights are stored.
-        kind: its factory kind.
-        standardiser: the DOS standardisation the network was trained with (None if none).
-        extra: additional picklable-without-code state (tensors, numbers, strings, lists, dicts),
-            e.g. optimiser and scheduler state for resuming.
-        state_dict: weights to store instead of ``model.state_dict()`` (e.g. EMA weights).
+    The entries are those of the module docstring; ``extra`` must load without code (tensors,
+    numbers, strings, lists, dicts); ``state_dict`` replaces ``model.state_dict()`` (e.g. EMA weights).
     """
     path = Path(path)
     weights = state_dict if state_dict is not None else model.state_dict()
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "kind": str(kind),
-        "config": _plain(model.config),
-        "state_dict": {k: v.detach().to("cpu") for k, v in weights.items()},
-        "standardiser": None if standardiser is None else standardiser.to_dict(),
-        "code": code_version(),
-        "extra": extra or {},
-    }
-    with atomic_temp_path(path) as tmp:
-        torch.save(payload, tmp)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": str(kind), "config": _plain(model.config),
+               "state_dict": {k: v.detach().to("cpu") for k, v in weights.items()},
+               "standardiser": None if standardiser is None else standardiser.to_dict(),
+               "code": code_version(), "extra": extra or {}}
+    try:
+        with atomic_temp_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(payload, f)
+    except RuntimeError as exc:  # torch's zip writer hides a full disk (OSError) behind its own error
+        if isinstance(exc.__context__, OSError):
+            raise exc.__context__ from None
+        raise
     return path
 
 
@@ -90,6 +82,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load and validate the raw checkpoint dict; raise :class:`CheckpointError` with the reason
     when the file is missing, truncated, corrupt, or not a dosmatgen checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file (e.g. {path / 'best.pt'})")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
@@ -113,9 +107,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if payload["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format version {payload['format_version']}; "
                               f"this dosmatgen reads up to {FORMAT_VERSION}: upgrade dosmatgen")
-    payload.setdefault("extra", {})
-    payload.setdefault("standardiser", None)
-    payload.setdefault("code", {})
+    for key, default in (("extra", {}), ("standardiser", None), ("code", {})):
+        payload.setdefault(key, default)
     return payload
 
 

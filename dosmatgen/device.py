@@ -26,6 +26,13 @@ def resolve_device(name: str) -> Any:
     return dev
 
 
+def synchronize(device: Any) -> None:
+    """Wait for the device's queued kernels (CUDA), so that a wall-clock interval covers them."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
 
 class PeakMemory:
     """Context manager measuring peak memory (MiB) of the enclosed code; see the module doc."""
@@ -46,10 +53,7 @@ class PeakMemory:
             self.method = "torch.cuda.max_memory_allocated"
             return self
         self.before_mib = _proc_status_kib("VmRSS") / 1024
-        if _reset_hwm():
-            self.method = "VmHWM (peak RSS, reset)"
-        else:
-            self.method = "ru_maxrss (process peak RSS)"
+        self.method = "VmHWM (peak RSS, reset)" if _reset_hwm() else "ru_maxrss (process peak RSS)"
         return self
 
     def __exit__(self, *exc: Any) -> None:

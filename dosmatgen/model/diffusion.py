@@ -80,7 +80,6 @@ class JointDiffusion(nn.Module):
         if self.diffusion_cfg.lambda_aux > 0:
             self.aux_element_head = nn.Linear(self.model_cfg.hidden_dim, self.model_cfg.max_z)
 
-    # ---- factory contract -----------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "JointDiffusion":
         if not isinstance(config, dict):
@@ -98,7 +97,6 @@ class JointDiffusion(nn.Module):
     def timesteps(self) -> int:
         return self.diffusion_cfg.timesteps
 
-    # ---- network evaluation ----------------------------------------------------------------------
     def _t(self, t: torch.Tensor | int, num_graphs: int, device: torch.device) -> torch.Tensor:
         if isinstance(t, int):
             return torch.full((num_graphs,), t, dtype=torch.long, device=device)
@@ -170,7 +168,6 @@ class JointDiffusion(nn.Module):
         unc = DenoiserOutput(both.eps_A[m:], both.score_X[m:], both.eps_L[b:])
         return DenoiserOutput(*((1 + w) * c - w * u for w, c, u in zip((omega, wg, wg), cond, unc)))
 
-    # ---- training --------------------------------------------------------------------------------
     def loss(self, batch: CrystalBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """L_S = lambda_A L_A + lambda_X L_X + lambda_L L_L (Eqs. A8-A11), means over elements.
 
