@@ -42,14 +42,15 @@ import numpy as np
 
 from dosmatgen.errors import ConfigError
 from dosmatgen.evaluate.mlff import DEFAULT_RELAX_STEPS
+from dosmatgen.evaluate.paper import N_DATASET
 
 #: Fraction of the FIRE step cap a ground-truth (already DFT-relaxed) crystal runs, and a
 #: generated one. Generated crystals mostly run to the cap (demo: 84 of 84 at 60 steps did not
 #: converge); the truth's fraction is a rough figure from the demo's relaxations.
 TRUTH_STEP_FRACTION = 0.5
 GENERATED_STEP_FRACTION = 1.0
-#: Paper sizes when the data are the Materials Project's (DESIGN §3): 50,790 structures, test 10,158.
-MP_STORE_SIZE = 50_790
+#: The paper's dataset size when the data are the Materials Project's (:mod:`dosmatgen.evaluate.paper`).
+MP_STORE_SIZE = N_DATASET
 MP_MEAN_ATOMS = 10.0
 
 

@@ -11,8 +11,6 @@ Keys: guidance is ``"classifier"`` or ``"cfg"`` (classifier-free), T is the star
 
 from __future__ import annotations
 
-from typing import Any
-
 #: Guidance strategies and starting timesteps of Tables 1-2, in the paper's order.
 GUIDANCES: tuple[str, ...] = ("classifier", "cfg")
 T_VALUES: tuple[int, ...] = (200, 500, 1000)
@@ -40,7 +38,7 @@ TABLE2: dict[tuple[str, int], dict[str, float]] = {
     ("cfg", 1000): {"structure_match_rate": 14.7, "composition_match_rate": 58.7},
 }
 
-#: Test-split size and the exclusions the paper's footnotes report (of 10,158 structures).
+#: Test-split and dataset sizes, and the exclusions the paper's footnotes report (of 10,158 structures).
 N_TEST: int = 10_158
 N_DATASET: int = 50_790
 #: Table 1 [†]: structures that failed to form a crystal graph for the surrogate.
@@ -50,16 +48,3 @@ TABLE2_EXCLUDED: dict[tuple[str, int], int] = {("classifier", 500): 9, ("classif
 
 #: Text of §3.1: CFG's MAE(ŷ_gen, y) at T = 1000 over the surrogate's own error (0.120 / 0.096).
 CFG_T1000_RATIO: float = round(TABLE1[("cfg", 1000)]["mae_gen_y"] / SURROGATE_MAE, 2)
-
-#: §3.3 IrO2 screening study and §3.2 constrained studies (docs/results.md).
-STUDIES: dict[str, Any] = {
-    "iro2_screen": {"n_candidates": 10_000, "natoms": [4, 5, 6, 7, 8], "n_per_natoms": 2_000,
-                    "ef_threshold_ev_per_atom": -1.5, "n_kept": 108, "n_chosen": 8},
-    "constrained": {"n_per_setting": 50, "natoms": [4, 5, 6, 7], "fixed_types": ["Ti", "Co", "Cu", "Pd"],
-                    "template": "Zn2Sn6 (mp-971919)", "template_t": [200, 350, 500]},
-}
-
-#: Model and training facts of the paper / reference config (docs/method.md).
-MODEL: dict[str, Any] = {"hidden": 512, "layers": 6, "time_embedding": 256, "fourier_frequencies": 128,
-                         "parameters": 12_300_000, "omega": 1.0, "p_uncond": 0.2, "T": 1000,
-                         "dataset": "MP DOS", "split": [0.6, 0.2, 0.2]}
