@@ -7,10 +7,7 @@ wall time on the machine at hand. Two parts:
   work* per workflow job, e.g. ``train_step:diffusion`` × 119,040 or ``relax_atom_step:ase`` ×
   2.5 M; it reads nothing but the config;
 - :func:`measure_rates` times each unit here and now, with the profile's own model sizes, batch
-  sizes and crystals (a few optimiser steps of each network, a few sampler steps per guidance
-  mode, surrogate predictions, StructureMatcher pairs, the DOS lookup, FIRE steps with the ASE
-  and the batched relaxer, a CLI start-up), and reads GPAW's seconds per cell from the dataset
-  ledgers.
+  sizes and crystals, and reads GPAW's seconds per cell from the dataset ledgers.
 
 The estimate is ``Σ units × seconds per unit`` per job, jobs one after another (the workflow's
 ``threads`` = ``cores``, as in the recorded runs). The one-at-a-time (ASE) relaxer runs in
@@ -20,8 +17,7 @@ torch threads. Relaxations are counted at the full step cap for generated crysta
 converge within it) and at :data:`TRUTH_STEP_FRACTION` of it for ground-truth crystals
 (DFT-relaxed geometries converge early): both stated in the output.
 
-Rates can be saved (``--save-rates``) on one machine (e.g. a lent GPU) and reused
-(``--rates``) to plan another profile without measuring again.
+Rates saved (``--save-rates``) on one machine (e.g. a lent GPU) plan another profile (``--rates``).
 """
 
 from __future__ import annotations
@@ -229,9 +225,8 @@ class Rates:
 
 def rates_from_bench(path: str | Path, size: str, train_batch: int) -> Rates:
     """Partial rates from a ``dosmatgen bench --json`` file (e.g. one recorded on a lent GPU):
-    diffusion optimiser steps (crystals/s at the profile's batch), sampler steps with CFG and
-    without guidance, surrogate predictions, StructureMatcher pairs -- whatever it holds for
-    model ``size``. Units it does not cover stay unmeasured (reported, counted as 0)."""
+    whatever it holds for model ``size`` (training, sampling with and without CFG, surrogate,
+    StructureMatcher); other units stay unmeasured (reported, counted as 0)."""
     try:
         d = json.loads(Path(path).read_text())
         rows, settings = d["results"], d.get("settings", {})
@@ -339,10 +334,9 @@ def _model_configs(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def measure_part(what: str, fn: Callable[[], None], report: Callable[[str], None],
                  failures: list[str]) -> bool:
-    """Run one part of :func:`measure_rates`; ``False`` when it stays unmeasured. A part whose
-    packages are missing here (e.g. pymatgen on a bare GPU machine) is reported as not measured;
-    one that raises anything else (a kernel the device lacks, say) is reported, added to
-    ``failures`` and skipped, so that the parts already measured are still saved.
+    """Run one part of :func:`measure_rates`; ``False`` when it stays unmeasured: its packages are
+    missing here (e.g. pymatgen on a bare GPU machine), or it raised (a kernel the device lacks,
+    say: reported and added to ``failures``, so that the parts already measured are still saved).
 
     >>> log = []
     >>> measure_part("relax", lambda: 1 / 0, log.append, failed := [])
@@ -577,9 +571,8 @@ def gpaw_seconds_per_cell(ledgers: Sequence[str | Path],
 
 
 def estimate(jobs: Sequence[Job], rates: Rates) -> tuple[list[dict[str, Any]], list[str]]:
-    """Seconds per job (rows; ``missing`` lists the job's units without a rate and ``lower_bound``
-    those whose rate is a lower bound, so with either the job's seconds are a lower bound) and all
-    units no rate was measured for."""
+    """Seconds per job (rows; with units in ``missing``, no rate, or ``lower_bound``, a lower-bound
+    rate, the job's seconds are a lower bound) and all units no rate was measured for."""
     rows, missing = [], set()
     for j in jobs:
         s, lacking = 0.0, []

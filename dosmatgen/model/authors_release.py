@@ -266,22 +266,13 @@ def map_weights(sd: dict[str, torch.Tensor], m: ModelConfig) -> dict[str, torch.
     """Our ``JointDiffusion.state_dict()`` from the reference decoder's (exact; see module doc)."""
     h = m.hidden_dim
     g = lambda k: sd[k].detach().to(torch.float32).clone()  # noqa: E731
-    out = {
-        "net.backbone.null_condition": torch.zeros(h),
-        "net.backbone.type_embedding.weight": g("decoder.node_embedding.weight"),
-        "net.backbone.type_embedding.bias": g("decoder.node_embedding.bias"),
-        "net.backbone.dos_projection.weight": g("decoder.y_projection.weight"),
-        "net.backbone.dos_projection.bias": g("decoder.y_projection.bias"),
-        "net.backbone.input.weight": g("decoder.atom_latent_emb.weight"),
-        "net.backbone.input.bias": g("decoder.atom_latent_emb.bias"),
-        "net.type_head.weight": g("decoder.type_out.weight"),
-        "net.type_head.bias": g("decoder.type_out.bias"),
-        "net.coord_head.weight": -g("decoder.coord_out.weight"),
-        "net.lattice_head.weight": g("decoder.lattice_out.weight"),
-    }
+    same = {"backbone.type_embedding": "node_embedding", "backbone.dos_projection": "y_projection",
+            "backbone.input": "atom_latent_emb", "type_head": "type_out"}
     if m.layer_norm:
-        out["net.backbone.final_norm.weight"] = g("decoder.final_layer_norm.weight")
-        out["net.backbone.final_norm.bias"] = g("decoder.final_layer_norm.bias")
+        same["backbone.final_norm"] = "final_layer_norm"
+    out = {f"net.{ours}.{p}": g(f"decoder.{theirs}.{p}") for ours, theirs in same.items() for p in ("weight", "bias")}
+    out |= {"net.backbone.null_condition": torch.zeros(h), "net.coord_head.weight": -g("decoder.coord_out.weight"),
+            "net.lattice_head.weight": g("decoder.lattice_out.weight")}
     cols = fourier_columns(m.num_freqs + 1, base=2 * h + 9)
     for k in range(m.num_layers):
         src, dst = f"decoder.csp_layer_{k}", f"net.backbone.layers.{k}"
@@ -290,14 +281,9 @@ def map_weights(sd: dict[str, torch.Tensor], m: ModelConfig) -> dict[str, torch.
         geometry = list(range(2 * h, 2 * h + 9)) + cols["sin"] + cols["cos"]
         out[f"{dst}.edge_geometry.weight"] = w[:, geometry].contiguous()
         out[f"{dst}.edge_geometry.bias"] = b + w[:, cols["cos0"]].sum(dim=1)
-        out[f"{dst}.edge_mlp.1.weight"] = g(f"{src}.edge_mlp.2.weight")
-        out[f"{dst}.edge_mlp.1.bias"] = g(f"{src}.edge_mlp.2.bias")
-        for i in (0, 2):
-            out[f"{dst}.node_mlp.{i}.weight"] = g(f"{src}.node_mlp.{i}.weight")
-            out[f"{dst}.node_mlp.{i}.bias"] = g(f"{src}.node_mlp.{i}.bias")
-        if m.layer_norm:
-            out[f"{dst}.norm.weight"] = g(f"{src}.layer_norm.weight")
-            out[f"{dst}.norm.bias"] = g(f"{src}.layer_norm.bias")
+        pairs = [("edge_mlp.1", "edge_mlp.2"), ("node_mlp.0", "node_mlp.0"), ("node_mlp.2", "node_mlp.2")]
+        pairs += [("norm", "layer_norm")] if m.layer_norm else []
+        out |= {f"{dst}.{ours}.{p}": g(f"{src}.{theirs}.{p}") for ours, theirs in pairs for p in ("weight", "bias")}
     return out
 
 

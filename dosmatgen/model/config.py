@@ -86,48 +86,35 @@ class DiffusionConfig(DictConfig):
         sigma_begin, sigma_end: sigma_1 and sigma_T of the geometric wrapped-normal schedule (A5).
         lambda_A, lambda_X, lambda_L: loss weights (A11).
         type_target: ``"eps"`` (the paper): the type head predicts eps_A and L_A is the MSE of A10.
-            ``"x0"`` (not in the paper): the type head predicts the logits of the clean element,
-            eps_A = (A_t - sqrt(abar_t) softmax(logits)) / sqrt(1 - abar_t) is derived from them
-            (the same sampler, the same guidance), and L_A is the element cross-entropy weighted
-            by ``lambda_ce`` instead of ``lambda_A``. Its optimum is the same posterior mean
-            E[A_0 | S_t, y] that an exact eps-model encodes, but the loss depends on the clean
-            element at every t, so the DOS condition gets gradient where A_t reveals nothing.
-            ``"posterior"`` (not in the paper): as ``"x0"``, but the element logits are the head's
-            output plus the exact log-likelihood of A_t under each element,
-            sqrt(abar_t) / (1 - abar_t) A_t[z] (A1, up to a constant), so that p(z | S_t, y) is
-            Bayes' rule with the head as the prior: where A_t shows the element (small t) the
-            logits follow it whatever the head says, and where it shows nothing (t near T) the
-            head's DOS-based guess decides. The optimum is the same posterior; it removes a failure
-            of ``"x0"``, whose head learns to read the element from the (memorisable) training DOS
-            and to ignore A_t, and then overrides visible elements of test crystals at small t.
+            ``"x0"`` (not in the paper): the head predicts the clean element's logits, eps_A is derived
+            from them (:meth:`~dosmatgen.model.diffusion.JointDiffusion.eps_from_logits`: the same
+            sampler and guidance) and L_A is their cross-entropy (weight ``lambda_ce``); the optimum is
+            the same E[A_0 | S_t, y], but the DOS condition gets gradient where A_t reveals nothing.
+            ``"posterior"`` (not in the paper): as ``"x0"``, with A_t's exact likelihood added to the
+            logits (Bayes' rule with the head as the prior,
+            :meth:`~dosmatgen.model.diffusion.JointDiffusion.element_logits`); it removes a failure of
+            ``"x0"``, whose head learns to read the element from the (memorisable) training DOS,
+            ignores A_t and then overrides visible elements of test crystals at small t.
         lambda_ce: weight of that cross-entropy (``type_target`` ``"x0"`` or ``"posterior"``).
         lambda_aux: weight of an auxiliary element cross-entropy from the final node features of
             the conditioned atoms through a separate linear head (not in the paper; 0 = off). It
             trains the features only: sampling does not use that head.
-        lattice_scale: ``"none"`` (the paper): the lattice channel diffuses the lattice matrix L
-            (A6). ``"atoms"`` (not in the paper): it diffuses L / N^(1/3), N the atoms in the
-            cell, so that its clean value has the size of the volume per atom for every cell size
-            (MatterGen scales its lattice prior with the atom count for the same reason); the
-            network sees that scaled lattice, and the sampler returns N^(1/3) times it. Without
-            it, the compact model's generated cells shrink with N (median volume ratio 0.60 at
-            9-10 atoms, results/validity_probe/).
+        lattice_scale: ``"none"`` (the paper): the lattice channel diffuses L (A6). ``"atoms"`` (not
+            in the paper): it diffuses L / N^(1/3), whose clean value has the size of the volume per
+            atom for every cell size (as MatterGen scales its lattice prior); the network sees the
+            scaled lattice and the sampler returns N^(1/3) times it. Without it the compact model's
+            generated cells shrink with N (median volume ratio 0.60 at 9-10 atoms, results/validity_probe/).
         p_uncond: probability of dropping the DOS condition (paper §2.4).
-        drop_mode: ``"structure"`` drops the condition of a whole structure with ``p_uncond`` and,
-            for a further ``p_atom_mask`` of the structures, keeps it only on a random non-empty
-            subset of atoms (so masked generation is in distribution); ``"batch"`` drops it for
-            the whole batch with ``p_uncond`` (the reference code); ``"atom"`` drops each atom's
-            condition independently with ``p_uncond``.
-        p_atom_mask: see ``drop_mode="structure"``.
-        sigma_norm_samples: Monte-Carlo samples per sigma for lambda_t (A9).
-        sigma_norm_seed: seed of that Monte-Carlo estimate.
+        drop_mode, p_atom_mask: how the condition is dropped
+            (:func:`~dosmatgen.model.diffusion.drop_condition`): ``"structure"`` per crystal, a further
+            ``p_atom_mask`` of them keeping it on a random subset of atoms (so masked generation is in
+            distribution); ``"batch"`` (the reference code) or ``"atom"``.
+        sigma_norm_samples, sigma_norm_seed: Monte-Carlo samples per sigma, and seed, of lambda_t (A9).
         wn_images: periodic images -n..n kept in the wrapped-normal sums.
-        alphas_cumprod_table: abar_t for t = 0..T taken as given instead of computed from the
-            cosine schedule; None (default) computes it. Set by ``dosmatgen import authors`` to
-            the release's float32 table (it differs from ours in float64 by up to 2e-4 relative),
-            so that sampling matches the release.
-        score_norm_table: E[(d log q / dx)^2] = 1 / lambda_t for t = 1..T (A9) taken as given
-            instead of the Monte-Carlo estimate; None (default) estimates it. Set by the import
-            to the release's ``sigmas_norm`` (their own unseeded estimate).
+        alphas_cumprod_table, score_norm_table: abar_t (t = 0..T) and 1 / lambda_t (t = 1..T, A9) taken
+            as given instead of computed (None, the default). ``dosmatgen import authors`` sets them to
+            the release's float32 abar_t (up to 2e-4 relative from ours in float64) and its own
+            unseeded ``sigmas_norm``, so that sampling matches the release.
     """
 
     timesteps: int = 1000

@@ -53,27 +53,20 @@ class ScreenConfig(SamplingConfig):
     """Screening settings (defaults: the paper's, except the MLFF: SevenNet instead of Orb-v2).
 
     Attributes:
-        n_atoms: atom counts, generated in equal numbers.
-        n_per_size: crystals per atom count (paper: 2,000).
+        n_atoms, n_per_size: atom counts, and crystals generated per atom count (paper: 2,000).
         ef_threshold: keep E_f <= this (eV/atom; paper -1.5).
-        min_plausible_ef: a relaxed E_f below this (eV/atom) is not a stable crystal but the MLFF
-            extrapolating on a collapsed geometry (the most negative known formation energies are
-            about -4.5 eV/atom); such crystals are counted as ``implausible_ef`` and dropped
-            before the threshold.
+        min_plausible_ef: a relaxed E_f below this (eV/atom) is the MLFF extrapolating on a
+            collapsed geometry (:data:`~dosmatgen.evaluate.formation.MIN_PLAUSIBLE_EF`); such
+            crystals are counted as ``implausible_ef`` and dropped before the threshold.
         fallback_pool: when nothing passes, rank the ``max(top_k, fallback_pool)`` lowest-E_f crystals.
         top_k: crystals validated with DFT (paper: 8).
-        mlff: force field for :func:`dosmatgen.evaluate.mlff.get_calculator`.
-        mlff_workers: relaxation processes.
-        mlff_device: torch device of the MLFF.
-        relaxer: ``ase`` (one crystal at a time) or ``batched`` (torch-sim), see
-            :func:`dosmatgen.evaluate.formation.compute_formation_energies`.
-        fmax, relax_steps: FIRE settings.
-        refs_cache: elemental-reference cache file (None: the per-user default).
-        dft: run the DFT validation.
-        dft_timeout_s: per-structure GPAW wall-time limit.
+        mlff, mlff_workers, mlff_device, relaxer, fmax, relax_steps, refs_cache: the relaxation, as
+            :func:`dosmatgen.evaluate.formation.compute_formation_energies` takes it (``refs_cache``
+            None: the per-user default).
+        dft, dft_timeout_s, dft_workers: run the DFT validation; the per-structure GPAW time limit;
+            concurrent GPAW runs (each one core).
         dft_fallback_basis: LCAO basis tried once when dzp is over-complete for a crystal (overlap
             matrix not positive definite, seen with Cs); None: no retry. The basis used is reported.
-        dft_workers: concurrent GPAW runs (each one core).
         dft_max_length, dft_max_volume_per_atom: a crystal with a longer lattice vector (Å) or more
             volume per atom (Å^3) is not given to GPAW (its real-space grid would exhaust memory);
             it is recorded as ``skipped``.

@@ -127,12 +127,10 @@ class WindowConfig(SamplingConfig):
         n_atoms: atom counts the candidates cycle through (the screening's 4..8).
         n_candidates: crystals per (window, ω).
         formation: compute MLFF formation energies (stability axis).
-        mlff, mlff_workers, mlff_device, relaxer, fmax, relax_steps, refs_cache: as in the screening.
+        mlff, mlff_workers, mlff_device, relaxer, fmax, relax_steps, refs_cache, min_plausible_ef,
+            work_dir: as in the screening (implausible E_f: counted in ``n_implausible_ef``, left out
+            of the E_f median and of ``frac_stable``).
         ef_threshold: "stable" means relaxed E_f <= this (eV/atom).
-        min_plausible_ef: relaxed E_f below this (eV/atom) is an MLFF blow-up on a collapsed cell
-            (as in the screening): counted in ``n_implausible_ef``, left out of the E_f median and
-            of ``frac_stable``.
-        work_dir: resumable intermediate files (None: ``<out>.work``).
     """
 
     windows: tuple[tuple[float, float], ...] = ((-10.0, 10.0), (-2.0, 2.0))
