@@ -1,17 +1,8 @@
-"""Evaluation benchmarks: regeneration throughput, surrogate throughput, StructureMatcher time per pair.
-
-Plain functions (usable alone):
-
-* :func:`bench_regeneration` -- structures/s of :func:`dosmatgen.generate.runner.regenerate`
-  (chunked sampler with CFG or classifier guidance, chunk files included) and s per reverse step;
-* :func:`bench_surrogate` -- structures/s of the surrogate's prediction (graph building included);
-* :func:`bench_structure_matcher` -- seconds per StructureMatcher pair (paper tolerances) for
-  matching pairs (a crystal vs a perturbed copy) and for same-composition non-matching pairs (the
-  expensive case in Table 2 at large T).
-
-When :mod:`dosmatgen.bench` is importable, :func:`register` adds them to ``dosmatgen bench`` as
-``regenerate``, ``surrogate`` and ``match`` (rows ``{"benchmark", "size", "metric", "value",
-"unit", ...}``). ``dosmatgen.bench`` must import this module (``EXTENSION_MODULES``) for that.
+"""Evaluation benchmarks, usable alone: regeneration throughput (:func:`bench_regeneration`, chunk
+files included), surrogate throughput (:func:`bench_surrogate`, graph building included) and
+StructureMatcher seconds per pair (:func:`bench_structure_matcher`). :func:`register` adds them to
+``dosmatgen bench`` as ``regenerate``, ``surrogate`` and ``match`` when :mod:`dosmatgen.bench`
+imports this module (its ``EXTENSION_MODULES``).
 """
 
 from __future__ import annotations
@@ -83,7 +74,8 @@ def bench_structure_matcher(structures: Sequence[Any], n_pairs: int = 20, timeou
 
     ``structures``: pymatgen structures; pair k uses structure k mod len. Matching pair: the
     structure vs a copy with 0.05 Å Gaussian noise; non-matching pair: the structure vs the same
-    composition with random fractional coordinates in a lattice scaled by 1.2."""
+    composition with random fractional coordinates in a lattice scaled by 1.2 (the expensive case
+    of Table 2 at large T)."""
     from pymatgen.core import Structure
 
     from dosmatgen.evaluate.metrics import timed_fit

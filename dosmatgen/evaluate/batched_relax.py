@@ -210,13 +210,11 @@ class BatchedRelaxer:
     """Relax many crystals at once (see the module doc for the algorithm and the drop rules).
 
     Args:
-        mlff: force-field name for :func:`load_batched_model`, ignored when ``model`` is given.
-        device: torch device of the model.
-        fmax: force criterion (eV/Å), as ASE's FIRE.
-        steps: maximum FIRE steps per crystal.
+        mlff, device, weights: the force field of :func:`load_batched_model`, unless ``model`` (an
+            already built torch-sim model: tests, or one model shared by many calls) is given.
+        fmax, steps: force criterion (eV/Å, as ASE's FIRE) and most FIRE steps per crystal.
         max_atoms: atoms per batch; ``None`` sizes it from memory.
         max_volume_ratio: a crystal whose volume changes by more than this factor is dropped.
-        model: an already built torch-sim model (tests, or one model shared by many calls).
     """
 
     def __init__(self, mlff: str = "sevenn", device: str = "cpu", fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_RELAX_STEPS,

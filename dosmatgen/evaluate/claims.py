@@ -6,22 +6,18 @@ unit test of the checks, not evidence.
 
 Claims (paper §3.1):
 
-* ``cfg_beats_classifier_mae_T{T}`` -- CFG has lower MAE(ŷ_gen, y) *and* MAE(ŷ_gen, ŷ) than
-  classifier guidance at T ("classifier-free guidance ... achieves lower MAEs across all starting
-  timesteps"); T = 200, 500, 1000.
-* ``cfg_beats_classifier_match_T1000`` -- CFG has higher structure *and* composition match rates
-  at T = 1000.
-* ``match_rates_fall_with_T_{guidance}`` -- for each guidance and both match rates,
-  r(200) >= r(500) >= r(1000) and r(200) > r(1000).
-* ``mae_rises_with_T_{guidance}`` -- for each guidance and both MAEs, m(200) <= m(500) <= m(1000)
-  and m(200) < m(1000).
+* ``cfg_beats_classifier_mae_T{T}`` (T = 200, 500, 1000), ``cfg_beats_classifier_match_T1000`` --
+  CFG has lower MAE(ŷ_gen, y) *and* MAE(ŷ_gen, ŷ) than classifier guidance ("classifier-free
+  guidance ... achieves lower MAEs across all starting timesteps"), and higher structure *and*
+  composition match rates at T = 1000.
+* ``match_rates_fall_with_T_{guidance}``, ``mae_rises_with_T_{guidance}`` -- for each guidance,
+  both match rates r(200) >= r(500) >= r(1000) and r(200) > r(1000); both MAEs the reverse.
 * ``classifier_more_graph_failures_T1000`` -- at T = 1000 classifier guidance loses strictly more
   structures to surrogate featurisation than CFG (paper: 314 vs none); a tie fails.
 * ``formation_cfg_T1000_mostly_negative`` -- the majority of CFG T = 1000 structures have
   E_f < 0, relaxed and unrelaxed (needs ``formation_energies.csv``).
 * ``formation_classifier_shifted_up_T1000`` -- median relaxed E_f of classifier T = 1000 is higher
   than CFG's (needs ``formation_energies.csv``).
-
 * ``cfg_reads_condition_T1000`` -- from pure noise, the DOS alone decides the elements: CFG's
   per-atom element accuracy *and* composition match at T = 1000 exceed the unconditional model's
   (ω = −1) ("58.7 % of the compositions are retained" from T = 1000; the paper reports no

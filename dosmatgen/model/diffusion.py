@@ -97,14 +97,6 @@ class JointDiffusion(nn.Module):
     def timesteps(self) -> int:
         return self.diffusion_cfg.timesteps
 
-    def _t(self, t: torch.Tensor | int, num_graphs: int, device: torch.device) -> torch.Tensor:
-        if isinstance(t, int):
-            return torch.full((num_graphs,), t, dtype=torch.long, device=device)
-        t = t.to(device=device, dtype=torch.long).reshape(-1)
-        if t.numel() == 1 and num_graphs != 1:
-            t = t.expand(num_graphs)
-        return t
-
     def element_logits(self, types: torch.Tensor, head: torch.Tensor, t_atom: torch.Tensor) -> torch.Tensor:
         """Logits of the clean element from the type head's output (``type_target`` x0 or
         posterior). For ``"posterior"`` the exact Gaussian log-likelihood of A_t under each element,
@@ -132,7 +124,7 @@ class JointDiffusion(nn.Module):
     def raw(self, state: NoisyBatch, t: torch.Tensor | int, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
         """Network outputs with score_X normalised (times sqrt(lambda_t)), as trained; eps_A derived
         from the element logits when ``type_target`` is ``"x0"`` or ``"posterior"``."""
-        t = self._t(t, state.num_graphs, state.frac_coords.device)
+        t = self.schedule.per_graph(t, state.num_graphs, state.frac_coords.device)
         out, _ = self._forward(state, t, cond_mask)
         if self.diffusion_cfg.type_target != "eps":
             t_atom = t[state.batch]
@@ -143,7 +135,7 @@ class JointDiffusion(nn.Module):
     def eps(self, state: NoisyBatch, t: torch.Tensor | int, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
         """(eps_A (M, Z), score_X (M, 3), eps_L (B, 3, 3)) at S_t; ``cond_mask`` (M,) overrides
         ``state.cond_mask`` (all False: the unconditional model eps(S_t, empty))."""
-        t = self._t(t, state.num_graphs, state.frac_coords.device)
+        t = self.schedule.per_graph(t, state.num_graphs, state.frac_coords.device)
         out = self.raw(state, t, cond_mask)
         scale = self.schedule.score_norm[t][state.batch].sqrt().unsqueeze(-1)
         return DenoiserOutput(out.eps_A, out.score_X * scale, out.eps_L)
@@ -158,7 +150,7 @@ class JointDiffusion(nn.Module):
         conditional model (results/validity_probe/: fewer overlapping atoms for a model trained
         with its real crystals weighted, no change for one without).
         """
-        t = self._t(t, state.num_graphs, state.frac_coords.device)
+        t = self.schedule.per_graph(t, state.num_graphs, state.frac_coords.device)
         wg = omega if omega_geometry is None else omega_geometry
         if omega == 0 and wg == 0:
             return self.eps(state, t)

@@ -43,11 +43,6 @@ def model_config_for_size(kind: str, size: str) -> dict[str, Any]:
     cls = model_class(kind)
     if hasattr(cls, "default_config"):
         return dict(cls.default_config(size))
-    if kind == "surrogate":
-        from dosmatgen.model.surrogate import SurrogateConfig
-
-        maker = getattr(SurrogateConfig, size, None)
-        return (maker() if maker is not None else SurrogateConfig()).to_dict()
     from dosmatgen.model.config import ModelConfig
 
     return {"model": getattr(ModelConfig, size)().to_dict()}

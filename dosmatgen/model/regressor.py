@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dosmatgen.errors import ConfigError
@@ -59,9 +58,7 @@ class TimeDependentDOSRegressor(nn.Module):
                 "regressor": {"loss": self.loss_kind}}
 
     def forward(self, state: NoisyBatch, t: torch.Tensor | int) -> torch.Tensor:
-        if isinstance(t, int):
-            t = torch.full((state.num_graphs,), t, dtype=torch.long, device=state.frac_coords.device)
-        t = t.reshape(-1).expand(state.num_graphs) if t.numel() == 1 else t
+        t = self.schedule.per_graph(t, state.num_graphs, state.frac_coords.device)
         h = self.backbone(state.types, state.frac_coords, state.lattices, state.num_atoms, state.batch, t)
         return self.head(h)
 

@@ -82,12 +82,19 @@ class DiffusionSchedule(nn.Module):
     def timesteps(self) -> int:
         return self.cfg.timesteps
 
+    @staticmethod
+    def per_graph(t: torch.Tensor | int, num_graphs: int, device: torch.device) -> torch.Tensor:
+        """(B,) long timesteps from an int or a tensor (one entry is repeated for every crystal)."""
+        if isinstance(t, int):
+            return torch.full((num_graphs,), t, dtype=torch.long, device=device)
+        t = t.to(device=device, dtype=torch.long).reshape(-1)
+        return t.expand(num_graphs) if t.numel() == 1 and num_graphs != 1 else t
+
     def sample_t(self, num_graphs: int, device: torch.device,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """t ~ U{1..T}, one per crystal."""
         return torch.randint(1, self.timesteps + 1, (num_graphs,), generator=generator, device=device)
 
-    # ---- q(S_t | S_0) ----------------------------------------------------------------------------
     def noise_ddpm(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (Eqs. A1, A6); ``t`` has one entry per
