@@ -1,4 +1,4 @@
-"""Materials Project source (DESIGN §3.2, "mp"): download every material with a DOS, convert each
+"""Materials Project source (docs/data.md, "mp"): download every material with a DOS, convert each
 calculation with :mod:`dosmatgen.dos.mp_convert`, and write resumable shards.
 
 Layout of ``out_dir``::

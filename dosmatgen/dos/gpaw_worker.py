@@ -1,4 +1,4 @@
-"""Standalone GPAW site-DOS worker (DESIGN §3.2).
+"""Standalone GPAW site-DOS worker (docs/data.md).
 
 Run by :mod:`dosmatgen.dos.gpaw_engine` as a separate process with the interpreter that has GPAW
 (Debian's ``/usr/bin/python3``)::
@@ -81,13 +81,9 @@ def make_calc(job: dict, spinpol: bool, attempt: int, kpts: list[int], point_gro
     keeps only time-reversal symmetry in the k-point reduction (see :func:`ibz_has_zero_weight`)."""
     from gpaw import GPAW, FermiDirac, Mixer, MixerSum
 
-    kwargs = {}
-    if not point_group:
-        kwargs["symmetry"] = {"point_group": False}
-    if attempt > 0:
-        # Second try: gentler density mixing (DESIGN §3.2: cap iterations, then a second mixer).
-        kwargs["mixer"] = (MixerSum(beta=0.02, nmaxold=8, weight=100.0) if spinpol
-                           else Mixer(beta=0.02, nmaxold=8, weight=100.0))
+    kwargs = {} if point_group else {"symmetry": {"point_group": False}}
+    if attempt > 0:  # the first try ran into the iteration cap: mix the density more gently
+        kwargs["mixer"] = (MixerSum if spinpol else Mixer)(beta=0.02, nmaxold=8, weight=100.0)
     return GPAW(mode="lcao", basis=job.get("basis", "dzp"), h=job.get("h", 0.3), xc=job.get("xc", "PBE"),
                 kpts={"size": kpts, "gamma": True},
                 occupations=FermiDirac(job.get("width", 0.1)),
@@ -145,12 +141,9 @@ def mulliken_states(calc, n_atoms: int, tol: float) -> tuple[np.ndarray, np.ndar
     from gpaw.utilities.tools import tri2full
 
     wfs = calc.wfs
-    kd = wfs.kd
-    nspins = wfs.nspins
-    spin_factor = 2.0 / nspins
+    spin_factor = 2.0 / wfs.nspins
     M_a = wfs.basis_functions.M_a
-    nao = wfs.setups.nao
-    atom_of_M = np.empty(nao, dtype=int)
+    atom_of_M = np.empty(wfs.setups.nao, dtype=int)
     for a in range(n_atoms):
         atom_of_M[M_a[a]:M_a[a] + wfs.setups[a].nao] = a
     eps_all, w_all, q_all = [], [], []
@@ -171,7 +164,7 @@ def mulliken_states(calc, n_atoms: int, tol: float) -> tuple[np.ndarray, np.ndar
         q_an = np.zeros((n_atoms, C.shape[0]))
         np.add.at(q_an, atom_of_M, qM.T)
         eps_all.append(np.asarray(kpt.eps_n) * 27.211386245988)  # Hartree -> eV
-        w_all.append(np.full(C.shape[0], kd.weight_k[kpt.k] * spin_factor))
+        w_all.append(np.full(C.shape[0], wfs.kd.weight_k[kpt.k] * spin_factor))
         q_all.append(q_an)
     if worst > tol:
         raise WorkerError(f"Mulliken weights do not sum to 1 (worst state off by {worst:.2e} > {tol})")
@@ -274,17 +267,14 @@ def main(argv: list[str]) -> int:
     tmp = out_path + ".tmp.npz"
     try:
         result = run(job)
-        code = 0
     except WorkerError as exc:
         result = {"status": "error", "error": str(exc)}
-        code = 3
     except Exception as exc:  # noqa: BLE001 - any GPAW failure is recorded, not fatal
         result = {"status": "error", "error": f"{type(exc).__name__}: {exc}",
                   "traceback": traceback.format_exc()}
-        code = 3
     np.savez(tmp, **result)
     os.replace(tmp, out_path)
-    return code
+    return 0 if result["status"] == "ok" else 3
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Machine-learned force fields for relaxing crystals (DESIGN §3.2 built-in data, §6 evaluation).
+"""Machine-learned force fields for relaxing crystals (the built-in data, docs/data.md; the evaluation).
 
 One registry of force fields: :data:`MLFF_PACKAGES` (names), :data:`MLFF_ALIASES` (other
 spellings) and ``get_calculator``, which returns an ASE calculator for any of them; ``relax`` runs
