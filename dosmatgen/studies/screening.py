@@ -144,7 +144,7 @@ def run_screening(models: StudyModels, target: TargetDOS, cfg: ScreenConfig, out
         dft_note = _run_dft(top, target, models, cfg, wdir, dft_engine)
     mlff_name = cfg.mlff if calc is None else type(calc).__name__
     ranked_rows = [_ranked_row(c) for c in top]
-    per_size = [_size_row(n, [c for c in candidates if c.group == f"N={n}"], cfg) for n in (int(v) for v in cfg.n_atoms)]
+    per_size = [_size_row(n, [c for c in candidates if c.group == f"N={n}"], cfg) for n in map(int, cfg.n_atoms)]
     agreement = _agreement([c for c in top if c.extra.get("dft_status") == "ok"])
     funnel = _funnel(candidates, stages, ranked, top, cfg)
     results = {"config": config_to_dict(cfg), "target": target.to_json(), "models": models.meta,
@@ -374,11 +374,9 @@ def _agreement(ok: Sequence[StudyCandidate]) -> dict[str, Any]:
     """Surrogate-vs-DFT agreement over the DFT-validated crystals."""
     if not ok:
         return {}
-    out = {"n": len(ok),
-           "mean_surrogate_vs_dft_mae": float(np.mean([c.extra["surrogate_vs_dft_mae"] for c in ok])),
-           "mean_surrogate_vs_dft_cosine": float(np.mean([c.extra["surrogate_vs_dft_cosine"] for c in ok])),
-           "mean_dft_vs_target_mae": float(np.mean([c.extra["dft_mae"] for c in ok])),
-           "mean_dft_vs_target_cosine": float(np.mean([c.extra["dft_cosine"] for c in ok])),
+    means = {"surrogate_vs_dft_mae": "surrogate_vs_dft_mae", "surrogate_vs_dft_cosine": "surrogate_vs_dft_cosine",
+             "dft_vs_target_mae": "dft_mae", "dft_vs_target_cosine": "dft_cosine"}
+    out = {"n": len(ok), **{f"mean_{name}": float(np.mean([c.extra[k] for c in ok])) for name, k in means.items()},
            "mean_surrogate_vs_target_mae": float(np.mean([c.dos_mae for c in ok])),
            "spearman_surrogate_vs_dft_mae": None}
     a, b = [c.dos_mae for c in ok], [c.extra["dft_mae"] for c in ok]
@@ -391,13 +389,10 @@ def _agreement(ok: Sequence[StudyCandidate]) -> dict[str, Any]:
 
 
 def _ranked_row(c: StudyCandidate) -> dict[str, Any]:
-    return {"rank": c.extra.get("rank"), "candidate_id": c.candidate_id, "formula": c.formula,
-            "num_atoms": c.num_atoms, "first_element": c.first_element,
-            "ef_unrelaxed": rounded(c.extra.get("ef_unrelaxed")), "ef_relaxed": rounded(c.extra.get("ef_relaxed")),
-            "dos_mae": rounded(c.dos_mae), "dos_mae_std": rounded(c.dos_mae_std), "cosine": rounded(c.cosine),
-            "dft_status": c.extra.get("dft_status"), "dft_basis": c.extra.get("dft_basis"),
-            "dft_mae": rounded(c.extra.get("dft_mae")),
-            "dft_cosine": rounded(c.extra.get("dft_cosine")),
-            "surrogate_vs_dft_mae": rounded(c.extra.get("surrogate_vs_dft_mae")),
-            "surrogate_vs_dft_cosine": rounded(c.extra.get("surrogate_vs_dft_cosine")),
-            "dft_seconds": rounded(c.extra.get("dft_seconds"), 1) if c.extra.get("dft_seconds") else None}
+    """The :data:`RANKED_COLUMNS` of a ranked crystal (the others from ``extra``, rounded)."""
+    own = {"candidate_id": c.candidate_id, "formula": c.formula, "num_atoms": c.num_atoms,
+           "first_element": c.first_element, "dos_mae": rounded(c.dos_mae), "dos_mae_std": rounded(c.dos_mae_std),
+           "cosine": rounded(c.cosine)}
+    row = {k: own[k] if k in own else rounded(c.extra.get(k)) for k in RANKED_COLUMNS}
+    row["dft_seconds"] = rounded(c.extra.get("dft_seconds"), 1) if c.extra.get("dft_seconds") else None
+    return row
