@@ -161,7 +161,6 @@ class GPAWSiteDOSEngine:
         self.keep_dir = keep_dir
         self.fallback_basis = fallback_basis
 
-    # ------------------------------------------------------------------------------------------
     def protocol(self) -> dict[str, Any]:
         """The settings that define a label (stored in provenance and store meta)."""
         return {"engine": "gpaw", "mode": "lcao", "basis": self.basis, "xc": self.xc, "h": self.h,
@@ -196,11 +195,9 @@ class GPAWSiteDOSEngine:
         if missing:
             raise GPAWEngineError(f"{record.structure_id}: no GPAW setup for element(s) {missing}")
         try:
-            record.validate(check_distances=True)
+            record.validate(check_distances=True)  # overlapping atoms included
         except DataError as exc:
             raise GPAWEngineError(str(exc)) from exc
-        if record.min_distance() < MIN_DISTANCE:  # pragma: no cover - validate already checks
-            raise GPAWEngineError(f"{record.structure_id}: atoms overlap")
 
     def job(self, record: CrystalRecord, basis: str | None = None) -> dict[str, Any]:
         """The JSON job the worker reads (``basis`` overrides the engine's basis). The cell is
@@ -228,18 +225,17 @@ class GPAWSiteDOSEngine:
         definite) is retried once with the fallback basis; any other failure is raised as is.
         """
         self.check(record)
-        t0 = time.time()
+        t0, basis = time.time(), self.basis
         try:
-            res = self._run_worker(record, self.basis)
-            basis = self.basis
+            res = self._run_worker(record, basis)
         except GPAWEngineError as exc:
             if not self.fallback_basis or not is_overcomplete_basis_error(str(exc)):
                 raise
-            try:
-                res = self._run_worker(record, self.fallback_basis)
-            except GPAWEngineError as exc2:
-                raise GPAWEngineError(f"{exc} ; retried with basis {self.fallback_basis}: {exc2}") from exc2
             basis = self.fallback_basis
+            try:
+                res = self._run_worker(record, basis)
+            except GPAWEngineError as exc2:
+                raise GPAWEngineError(f"{exc} ; retried with basis {basis}: {exc2}") from exc2
         return self.result_from_worker(record, res, basis, time.time() - t0)
 
     def result_from_worker(self, record: CrystalRecord, res: dict[str, Any], basis: str,

@@ -64,17 +64,12 @@ class CrystalBatch:
     def __post_init__(self) -> None:
         m = self.atom_types.shape[0]
         b = self.num_atoms.shape[0]
-        checks = [
-            ("atom_types", self.atom_types.shape, (m,)),
-            ("frac_coords", self.frac_coords.shape, (m, 3)),
-            ("lattices", self.lattices.shape, (b, 3, 3)),
-            ("batch", self.batch.shape, (m,)),
-            ("cond_mask", self.cond_mask.shape, (m,)),
-            ("fixed_mask", self.fixed_mask.shape, (m,)),
-        ]
-        for name, got, want in checks:
-            if tuple(got) != want:
-                raise DataError(f"CrystalBatch.{name} has shape {tuple(got)}, expected {want}")
+        shapes = {"atom_types": (m,), "frac_coords": (m, 3), "lattices": (b, 3, 3), "batch": (m,), "cond_mask": (m,),
+                  "fixed_mask": (m,)}
+        for name, want in shapes.items():
+            got = tuple(getattr(self, name).shape)
+            if got != want:
+                raise DataError(f"CrystalBatch.{name} has shape {got}, expected {want}")
         if self.dos.ndim != 2 or self.dos.shape[0] != m:
             raise DataError(f"CrystalBatch.dos has shape {tuple(self.dos.shape)}, expected ({m}, {N_DOS})")
         if self.structure_ids is not None and len(self.structure_ids) != b:
