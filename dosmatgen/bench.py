@@ -34,7 +34,6 @@ import json
 import math
 import os
 import re
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from dosmatgen.device import PeakMemory
+from dosmatgen.device import PeakMemory, synchronize
 from dosmatgen.errors import ConfigError, DataError
 
 #: Modules imported (when they exist) so that they can register more benchmarks.
@@ -117,9 +116,6 @@ def load_extensions() -> list[str]:
     return done
 
 
-# ---------------------------------------------------------------------------------------------
-# data
-# ---------------------------------------------------------------------------------------------
 def mp20_like_crystals(n: int, seed: int = 0) -> list:
     """``n`` random crystals with MP-20-like atom counts (mean about 10), random elements
     (Z 1-83), about 18 Å^3 per atom, and a random site DOS (speed does not depend on values)."""
@@ -140,6 +136,7 @@ def crystals_from_json(path: str | Path) -> list:
     """Crystals from a JSON ``{"structures": [{id, abc, angles, species, frac}, ...]}`` (the
     format of the MP-20 benchmark sample); a random DOS is attached."""
     from pymatgen.core import Lattice
+    from pymatgen.core.periodic_table import Element
 
     from dosmatgen.data.schema import CrystalRecord
 
@@ -151,8 +148,6 @@ def crystals_from_json(path: str | Path) -> list:
         out = []
         for s in items:
             lat = Lattice.from_parameters(*s["abc"], *s["angles"]).matrix
-            from pymatgen.core.periodic_table import Element
-
             zs = [Element(sp).Z for sp in s["species"]]
             out.append(CrystalRecord(str(s.get("id", len(out))), zs, s["frac"], lat,
                                      np.abs(rng.normal(0.3, 0.3, (len(zs), 400))).astype(np.float32)))
@@ -163,23 +158,11 @@ def crystals_from_json(path: str | Path) -> list:
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# memory
-# ---------------------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# ---------------------------------------------------------------------------------------------
-# core benchmarks
-# ---------------------------------------------------------------------------------------------
 def diffusion_for_size(ctx: BenchContext, size: str):
     """The joint diffusion model at ``size`` (cached in ``ctx``)."""
     key = f"diffusion:{size}"
     if key not in ctx.cache:
-        from dosmatgen.model.factory import model_config_for_size
-        from dosmatgen.model.factory import build_model
+        from dosmatgen.model.factory import build_model, model_config_for_size
 
         config = model_config_for_size("diffusion", size)
         # the Monte-Carlo estimate of lambda_t (A9) only fills a lookup table: its sample count
@@ -193,6 +176,13 @@ def diffusion_for_size(ctx: BenchContext, size: str):
 
 def _row(bench: str, size: str, metric: str, value: float, unit: str, **extra: Any) -> dict[str, Any]:
     return {"benchmark": bench, "size": size, "metric": metric, "value": value, "unit": unit, **extra}
+
+
+def _timing(dt: float, cpu: float, mem: PeakMemory, **more: Any) -> dict[str, Any]:
+    """The wall and CPU seconds, torch threads (then ``more``) and peak memory of a timed row."""
+    return {"wall_s": round(dt, 3), "cpu_s": round(cpu, 3), "threads": torch.get_num_threads(), **more,
+            "peak_mem_mib": round(mem.peak_mib, 1), "mem_before_mib": round(mem.before_mib, 1),
+            "mem_method": mem.method}
 
 
 @register_benchmark("train")
@@ -220,19 +210,16 @@ def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
         with PeakMemory(ctx.device) as mem:
             for i in range(2):  # warm-up: TorchScript profiling runs, allocations, lazy init
                 step(batches[i])
-            _sync(ctx.device)
+            synchronize(ctx.device)
             t0, c0 = time.perf_counter(), time.process_time()
             for i in range(ctx.train_steps):
                 step(batches[i % 2])
-            _sync(ctx.device)
+            synchronize(ctx.device)
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         atoms = float(np.mean([b.num_nodes / b.num_graphs for b in batches]))
         rows.append(_row("train", size, "train_crystals_per_s", ctx.batch * ctx.train_steps / dt, "crystals/s",
                          type_target=ctx.type_target, batch=ctx.batch, timed_steps=ctx.train_steps,
-                         mean_atoms=round(atoms, 2),
-                         wall_s=round(dt, 3), cpu_s=round(cpu, 3), threads=torch.get_num_threads(),
-                         parameters=params, peak_mem_mib=round(mem.peak_mib, 1),
-                         mem_before_mib=round(mem.before_mib, 1), mem_method=mem.method))
+                         mean_atoms=round(atoms, 2), **_timing(dt, cpu, mem, parameters=params)))
         del opt
     return rows
 
@@ -260,23 +247,20 @@ def bench_sample(ctx: BenchContext) -> list[dict[str, Any]]:
             generate(model, spec, one_call.replace(omega=omega, steps=2), progress=False)
         for label, omega in variants:
             with PeakMemory(ctx.device) as mem:
-                _sync(ctx.device)
+                synchronize(ctx.device)
                 t0, c0 = time.perf_counter(), time.process_time()
                 generate(model, spec, one_call.replace(omega=omega, steps=ctx.steps), progress=False)
-                _sync(ctx.device)
+                synchronize(ctx.device)
                 dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             per_step[label] = dt / ctx.steps
             rows.append(_row("sample", size, f"s_per_step_{label}", per_step[label], "s/step",
                              batch=ctx.sample_batch, timed_steps=ctx.steps, omega=omega, type_target=ctx.type_target,
-                             wall_s=round(dt, 3), cpu_s=round(cpu, 3), threads=torch.get_num_threads(),
-                             peak_mem_mib=round(mem.peak_mib, 1), mem_before_mib=round(mem.before_mib, 1),
-                             mem_method=mem.method))
+                             **_timing(dt, cpu, mem)))
         rows.append(_row("sample", size, "cfg_over_no_cfg", per_step["cfg"] / per_step["no_cfg"], "ratio",
                          batch=ctx.sample_batch, target="<= 1.3"))
     return rows
 
 
-# ---------------------------------------------------------------------------------------------
 def environment() -> dict[str, Any]:
     """Where the numbers were measured: CPU count, load, threads, device, versions."""
     import platform
