@@ -12,37 +12,30 @@ the element that pymatgen ships (``pymatgen/analysis/compatibility/calc_compound
 fallback is recorded in the references and in every row that uses it.
 
 Every structure gets both an unrelaxed E_f (single point on the given geometry) and a relaxed E_f
-(FIRE + FrechetCellFilter, fmax 0.05 eV/Å, at most 200 steps): one at a time with ASE
-(``relaxer="ase"``, :func:`dosmatgen.evaluate.mlff.relax`, the reference) or many at once with
-torch-sim (``relaxer="batched"``, :mod:`dosmatgen.evaluate.batched_relax`).
-
-Files
------
-Elemental reference cache (one JSON per MLFF, default ``~/.cache/dosmatgen/elemental_refs_<mlff>.json``
-or ``--refs-cache``)::
-
-    {"format": "dosmatgen-elemental-refs", "version": 1, "mlff": "sevenn", "fmax": .., "max_steps": ..,
-     "elements": {"Au": {"energy_per_atom": -3.27, "source": "mlff:dcdft", "natoms": 4,
-                         "converged": true}, "La": {"energy_per_atom": .., "source": "mp-gga:mp-26", ...}}}
+(FIRE + FrechetCellFilter, :data:`~dosmatgen.evaluate.mlff.DEFAULT_FMAX` and ``DEFAULT_RELAX_STEPS``):
+one at a time with ASE (``relaxer="ase"``, :func:`dosmatgen.evaluate.mlff.relax`, the reference) or
+many at once with torch-sim (``relaxer="batched"``, :mod:`dosmatgen.evaluate.batched_relax`). The
+elemental references are cached per MLFF and relaxation setting (:class:`ElementalReferences`;
+default ``~/.cache/dosmatgen/elemental_refs_<mlff>.json``, or ``--refs-cache``).
 
 Output of :func:`compute_formation_energies` (``--out FILE.json``; a CSV with the same rows is
 written beside it as ``FILE.csv``)::
 
     {"format": "dosmatgen-formation", "version": 1, "mlff": "sevenn", "relaxer": "ase", "fmax": 0.05, "max_steps": 200,
      "input": "<path>", "n": .., "status_counts": {"ok": .., "skipped_invalid:overlapping_atoms": ..},
-     "references": {<the cache's "elements" for the elements used>},
-     "rows": [{"id", "source_id", "formula", "natoms", "status", "e_unrelaxed", "e_relaxed",
-               "ef_unrelaxed", "ef_relaxed", "converged", "relax_status", "volume_ratio" (relaxed / given volume),
-               "volume_per_atom" (given, Å^3), "ref_fallback": [els]}]}
+     "references": {"Au": {"energy_per_atom": -3.27, "source": "mlff:dcdft", "natoms": 4, "converged": true},
+                    "La": {"energy_per_atom": .., "source": "mp-gga:mp-26", ...}, <the other elements used>},
+     "rows": [{<the ROW_COLUMNS>}]}
 
-Energies ``e_*`` are total eV; ``ef_*`` are eV/atom; missing values are ``null``. ``status`` is
+Energies ``e_*`` are total eV; ``ef_*`` are eV/atom; ``volume_ratio`` is the relaxed over the given
+volume, ``volume_per_atom`` the given one (Å^3); missing values are ``null``. ``status`` is
 ``ok``, ``relax_failed`` (unrelaxed E_f kept), ``skipped_invalid:<reason>`` (NaN or degenerate
 lattice, overlapping atoms, or less than ``min_volume_per_atom`` Å^3 per atom, which would flood
 the MLFF's neighbour list) or ``error:<ExceptionType>``. ``relax_status`` says how the relaxation
 ended: ``converged``, ``not_converged`` / ``max_steps`` (out of steps), ``failed`` (ASE blow-up) or
 ``dropped:<reason>`` (batched: ``non_finite``, ``volume_blowup``, ``below_energy_floor``,
-``error:<Exception>``). Work is cut into chunks written
-atomically under ``FILE.json.parts/``; a rerun skips finished chunks (resumable).
+``error:<Exception>``). Work is cut into chunks written atomically under ``FILE.json.parts/``; a
+rerun skips finished chunks (resumable).
 """
 
 from __future__ import annotations

@@ -22,11 +22,8 @@ conditioned, atom counts cycling through ``n_atoms``. All groups use the same se
 numbers), so differences between groups come from the condition, not from the noise draw.
 Reported per group: DOS match, composition diversity (unique reduced formulas / candidates),
 stability (MLFF formation energy per atom after relaxation, and the fraction below
-``ef_threshold``), earth abundance; and, per ω, every narrower window against the full target.
-
-Earth-abundant elements: crustal abundance >= ``EARTH_ABUNDANT_MG_PER_KG`` (10 mg/kg) in the table
-:data:`CRUSTAL_ABUNDANCE_MG_PER_KG` (CRC Handbook of Chemistry and Physics, "Abundance of elements
-in the earth's crust", rounded); elements missing from the table count as not earth-abundant.
+``ef_threshold``), earth abundance (:func:`is_earth_abundant`); and, per ω, every narrower window
+against the full target.
 
 >>> is_earth_abundant("Fe"), is_earth_abundant("Ir"), is_earth_abundant("Co")
 (True, False, True)
@@ -56,7 +53,8 @@ from dosmatgen.studies.setup import (check_counts, config_to_dict, sample_crysta
                                      StudyModels, work_root)
 from dosmatgen.studies.targets import TargetDOS
 
-#: Crustal abundance in mg/kg (CRC Handbook, rounded). Used only to call an element earth-abundant.
+#: Crustal abundance in mg/kg (CRC Handbook of Chemistry and Physics, "Abundance of elements in the
+#: earth's crust", rounded). Used only to call an element earth-abundant.
 CRUSTAL_ABUNDANCE_MG_PER_KG: dict[str, float] = {
     "H": 1400, "He": 0.008, "Li": 20, "Be": 2.8, "B": 10, "C": 200, "N": 19, "O": 461000, "F": 585,
     "Ne": 0.005, "Na": 23600, "Mg": 23300, "Al": 82300, "Si": 282000, "P": 1050, "S": 350, "Cl": 145,
@@ -74,6 +72,7 @@ EARTH_ABUNDANT_MG_PER_KG: float = 10.0
 
 
 def is_earth_abundant(symbol: str | None) -> bool:
+    """At least :data:`EARTH_ABUNDANT_MG_PER_KG` in the crust; an element missing from the table is not."""
     return symbol is not None and CRUSTAL_ABUNDANCE_MG_PER_KG.get(symbol, 0.0) >= EARTH_ABUNDANT_MG_PER_KG
 
 
