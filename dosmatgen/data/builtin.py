@@ -412,6 +412,8 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
     flush the buffered records) and to rerun.
     """
     check_retry_text(retry_failed)
+    check_build_settings(n_max=n_max, seed=seed, workers=workers, timeout_s=timeout_s, mlff=mlff, fmax=fmax,
+                         steps=steps, shard_size=shard_size, engine_kwargs=engine_kwargs or {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ledger = without_retried_failures(read_ledger(out_dir), retry_failed)
@@ -433,6 +435,32 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
     writer = _ShardWriter(out_dir, *part_files(part, source), meta, ekw)
     _label_in_pool(todo, writer, workers, mlff, ekw, fmax, steps, shard_size, flush_s, progress)
     return {**writer.counts, "todo": len(todo)}
+
+
+def check_build_settings(*, n_max: int, seed: int, workers: int, timeout_s: float, mlff: str, fmax: float,
+                         steps: int, shard_size: int, engine_kwargs: dict[str, Any]) -> None:
+    """:class:`~dosmatgen.errors.ConfigError` naming the first setting a build cannot honour, in the
+    parent before any pool starts: a worker that dies while starting (an unknown MLFF, a negative
+    timeout) is replaced by the pool at once, over and over, and the build hangs."""
+    import math
+    import shutil
+
+    from dosmatgen.errors import ConfigError
+    from dosmatgen.evaluate.mlff import canonical_mlff
+
+    if mlff != "none":
+        canonical_mlff(mlff)
+    for flag, value, low in (("--n-max", n_max, 1), ("--seed", seed, 0), ("--workers", workers, 1),
+                             ("--steps", steps, 0), ("--shard-size", shard_size, 1),
+                             ("--maxiter", engine_kwargs.get("maxiter", 1), 1)):
+        if int(value) != value or value < low:
+            raise ConfigError(f"{flag} must be an integer >= {low}, got {value}")
+    for flag, value in (("--timeout", timeout_s), ("--fmax", fmax)):
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{flag} must be a finite number > 0, got {value}")
+    python = engine_kwargs.get("python")
+    if python is not None and not (os.path.isfile(python) or shutil.which(python)):
+        raise ConfigError(f"--gpaw-python {python} does not exist")
 
 
 class _ShardWriter:
@@ -616,9 +644,15 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dosmatgen.errors import DosmatgenError
+
     parser = argparse.ArgumentParser(prog="python -m dosmatgen.data.builtin", description=__doc__.split("\n\n")[0])
     add_build_arguments(parser)
-    return run_build(parser.parse_args(argv))
+    try:
+        return run_build(parser.parse_args(argv))
+    except DosmatgenError as exc:  # one line, as from `dosmatgen data build-builtin`
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -144,10 +144,25 @@ def _pyplot():
     return plt
 
 
+#: The figure files ``data info`` draws, by extension.
+FIGURE_SUFFIXES: tuple[str, ...] = (".png", ".pdf", ".svg")
+
+
+def check_figure_path(path: str | Path, flag: str) -> None:
+    """:class:`~dosmatgen.errors.ConfigError` unless ``path`` ends in one of :data:`FIGURE_SUFFIXES`
+    (checked before any work, so a summary is never written and then its figure refused)."""
+    from dosmatgen.errors import ConfigError
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in FIGURE_SUFFIXES:
+        raise ConfigError(f"{flag} {path}: a figure is one of {', '.join(FIGURE_SUFFIXES)}, not "
+                          f"{suffix or 'a file without extension'}")
+
+
 def _save(fig: Any, out_path: str | Path) -> None:
     out_path = Path(out_path)
     with atomic_temp_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight", format=out_path.suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", format=out_path.suffix.lstrip(".").lower())
 
 
 def plot_site_dos(record: CrystalRecord, site: int | str, out_path: str | Path,

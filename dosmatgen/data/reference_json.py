@@ -1,8 +1,9 @@
 """The public reference code's data format (docs/data.md): a JSON list of
 ``{structure_id, positions (Cartesian Å), cell (3x3 rows, Å), atomic_numbers, y (N x 400)}``.
 
-Import turns every entry into a :class:`CrystalRecord` (errors name the entry's position and
-id); export writes the list atomically.
+Import turns every entry into a :class:`CrystalRecord` within the bounds of
+:mod:`~dosmatgen.data.plausibility` (errors name the entry's position and id); export writes the
+list atomically.
 
 >>> import numpy as np, tempfile, os
 >>> r = CrystalRecord("x", [8, 8], [[0, 0, 0], [.5, .5, .5]], np.eye(3) * 3, np.ones((2, 400)))
@@ -17,7 +18,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.plausibility import check_record
+from dosmatgen.data.schema import CrystalRecord, check_dos_sign
 from dosmatgen.errors import DataError
 from dosmatgen.io import atomic_write
 
@@ -37,6 +39,10 @@ def records_from_reference_list(entries: Any, source: str = "reference JSON") ->
         label = f"entry {i} ({obj.get('structure_id', '?')})"
         try:
             rec = CrystalRecord.from_reference_json(obj)
+            check_record(rec)  # the bounds first: overlap and sign mean nothing in a 1e7 Å cell
+            rec.validate(check_distances=True)
+            if rec.dos is not None:
+                check_dos_sign(rec.dos, rec.structure_id)
         except DataError as exc:
             raise DataError(f"{source}: {label}: {exc}") from exc
         except (ValueError, TypeError) as exc:  # ragged lists, strings where numbers belong

@@ -108,10 +108,14 @@ class CrystalRecord:
     @classmethod
     def from_structure(cls, structure, structure_id: str, dos: np.ndarray | None = None,
                        provenance: dict[str, Any] | None = None) -> "CrystalRecord":
+        from pymatgen.core.periodic_table import DummySpecies
+
         zs = []
         for site in structure:
             if not site.is_ordered:
                 raise DataError(f"{structure_id}: disordered site {site.species} is not supported")
+            if isinstance(site.specie, DummySpecies):  # an unknown symbol; its "Z" is a hash
+                raise DataError(f"{structure_id}: {site.specie.symbol!r} is not a chemical element")
             zs.append(site.specie.Z)
         return cls(structure_id, np.array(zs), structure.frac_coords, structure.lattice.matrix,
                    dos, dict(provenance or {}))
@@ -147,6 +151,8 @@ class CrystalRecord:
 
     @classmethod
     def from_reference_json(cls, obj: dict[str, Any]) -> "CrystalRecord":
+        """One entry parsed; its reader (:mod:`dosmatgen.data.reference_json`) then checks the
+        plausibility bounds, the interatomic distances and the DOS sign."""
         missing = [k for k in ("structure_id", "positions", "cell", "atomic_numbers") if k not in obj]
         if missing:
             raise DataError(f"reference JSON record lacks key(s) {missing}")
@@ -162,12 +168,8 @@ class CrystalRecord:
             raise DataError(f"{obj['structure_id']}: atomic numbers must be whole numbers, got "
                             f"{[float(v) for v in z if not np.isfinite(v) or v != round(v)][:3]}")
         y = obj.get("y")
-        record = cls(str(obj["structure_id"]), z.astype(np.int64), frac, cell,
-                     None if y is None else np.asarray(y, dtype=np.float32), {"source": "reference-json"})
-        record.validate(check_distances=True)
-        if record.dos is not None:
-            check_dos_sign(record.dos, record.structure_id)
-        return record
+        return cls(str(obj["structure_id"]), z.astype(np.int64), frac, cell,
+                   None if y is None else np.asarray(y, dtype=np.float32), {"source": "reference-json"})
 
 
 def element_symbol(z: int) -> str:

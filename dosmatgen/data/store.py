@@ -26,10 +26,10 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data import plausibility
+from dosmatgen.data.schema import MAX_Z, CrystalRecord
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import DataError
-from dosmatgen.data.schema import MAX_Z
 from dosmatgen.io import ARCHIVE_ERRORS, atomic_temp_path
 
 STORE_VERSION = 1
@@ -94,6 +94,14 @@ def _open_npz(path: Path):
         raise DataError(f"{path} is not a dosmatgen store, or it is truncated or corrupt: {exc}") from exc
 
 
+def _member_shape(z: Any, name: str) -> tuple[int, ...]:
+    """The shape of array ``name`` of an open ``.npz``, read from its header alone."""
+    with z.zip.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return tuple(read(f)[0])
+
+
 class DOSStore(SequenceABC):
     """Random-access reader of a store written by :func:`save_records`.
 
@@ -121,6 +129,7 @@ class DOSStore(SequenceABC):
             self._has_dos = np.asarray(z["has_dos"], dtype=bool)
             self._prov = [str(p) for p in z["provenance"]]
             self.meta: dict[str, Any] = json.loads(str(z["meta"])) if "meta" in z.files else {}
+            dos_shape = _member_shape(z, "dos")
         except ARCHIVE_ERRORS as exc:
             raise DataError(f"{self.path} is not a dosmatgen store, or it is truncated or corrupt: {exc}") from exc
         finally:
@@ -136,6 +145,10 @@ class DOSStore(SequenceABC):
             raise DataError(f"{self.path} is corrupt: atomic number {int(bad_z[0])} (allowed 1..{MAX_Z})")
         if not (np.all(np.isfinite(self._x)) and np.all(np.isfinite(self._lat))):
             raise DataError(f"{self.path} is corrupt: non-finite coordinates or lattices")
+        if dos_shape != (n_atoms, N_DOS):
+            raise DataError(f"{self.path}: DOS block has shape {dos_shape}, expected ({n_atoms}, N_DOS = {N_DOS}): "
+                            f"every site DOS has {N_DOS} points (-10..10 eV)")
+        plausibility.check_cells(self._lat, np.diff(self._offsets), self._x, self._ids, str(self.path))
         self._index = {sid: i for i, sid in enumerate(self._ids)}
         if len(self._index) != n:
             raise DataError(f"{self.path} is corrupt: repeated structure ids")
@@ -195,11 +208,9 @@ class DOSStore(SequenceABC):
                     dos = np.asarray(z["dos"])
             except ARCHIVE_ERRORS as exc:
                 raise DataError(f"{self.path}: the DOS block cannot be read (truncated or corrupt?): {exc}") from exc
-            if not np.all(np.isfinite(dos)):
-                raise DataError(f"{self.path} is corrupt: its DOS block holds NaN or inf")
-            if dos.shape != (self.total_atoms, N_DOS):
-                raise DataError(f"{self.path} is corrupt: DOS block has shape {dos.shape}, expected "
-                                f"({self.total_atoms}, {N_DOS})")
+            counts = np.diff(self._offsets)[self._has_dos]
+            labelled = dos if self._has_dos.all() else dos[np.repeat(self._has_dos, np.diff(self._offsets))]
+            plausibility.check_dos(labelled, str(self.path), offsets=np.concatenate([[0], np.cumsum(counts)]))
             self._dos = dos
         return self._dos
 

@@ -8,10 +8,15 @@ from typing import Any
 
 import numpy as np
 
+from dosmatgen.data.plausibility import MAX_FRACTIONAL
 from dosmatgen.data.schema import MAX_Z, MIN_DISTANCE
 
 #: A structure with less volume per atom than this (Å^3) is invalid.
 MIN_VOLUME_PER_ATOM: float = 0.1
+#: A generated lattice vector longer than this (Å, 0.1 mm) is no cell of anything: "implausible".
+#: Looser than the readers' CELL_LENGTH on purpose: validity keeps the CDVAE/DiffCSP convention,
+#: under which an untrained model's 2e4 Å cells count as valid.
+MAX_LATTICE_LENGTH: float = 1e6
 
 
 def build_structure(atomic_numbers: np.ndarray, frac_coords: np.ndarray, lattice: np.ndarray):
@@ -57,10 +62,15 @@ def min_periodic_distance(structure) -> float:
 
 def validity_reason(atomic_numbers, frac_coords, lattice) -> tuple[Any, str | None]:
     """``(structure_or_None, None)`` if valid, else ``(structure_or_None, reason)``; reasons are
-    those of :func:`build_structure` plus ``"small_volume"`` and ``"overlapping_atoms"``."""
+    those of :func:`build_structure` plus ``"implausible"`` (a lattice vector beyond
+    :data:`MAX_LATTICE_LENGTH` or a fractional coordinate beyond
+    :data:`~dosmatgen.data.plausibility.MAX_FRACTIONAL`, where wrapping loses the position: a
+    broken sample), ``"small_volume"`` and ``"overlapping_atoms"``."""
     s, why = build_structure(atomic_numbers, frac_coords, lattice)
     if s is None:
         return None, why
+    if np.abs(frac_coords).max() > MAX_FRACTIONAL or np.linalg.norm(lattice, axis=1).max() > MAX_LATTICE_LENGTH:
+        return s, "implausible"
     if s.volume / len(s) <= MIN_VOLUME_PER_ATOM:
         return s, "small_volume"
     if min_periodic_distance(s) < MIN_DISTANCE:
