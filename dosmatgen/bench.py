@@ -295,8 +295,8 @@ def run_benchmarks(names: Sequence[str] | None, ctx: BenchContext,
     if unknown:
         raise ConfigError(f"unknown benchmark(s) {unknown}; known: {sorted(BENCHMARKS)}")
     bad = [s for s in ctx.sizes if s not in SIZES]
-    if bad:
-        raise ConfigError(f"unknown size(s) {bad}; known: {list(SIZES)}")
+    if bad or not ctx.sizes:
+        raise ConfigError(f"unknown size(s) {bad or ctx.sizes}; known: {list(SIZES)}")
     env = environment()
     results: list[dict[str, Any]] = []
     for name in names:

@@ -49,17 +49,50 @@ def load_schema(path: str | os.PathLike | None = None) -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (plain YAML
+    keeps the last one silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class names it
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """The YAML file ``path`` parsed; :class:`ConfigError` in one line when it is missing, not
+    UTF-8 text, not valid YAML, or gives a key twice."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found" if not path.exists() else f"config file {path} is not a file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise ConfigError(f"{path}: not valid YAML: {what}{where}") from None
+
+
 def load_run_config(path: str | os.PathLike, *, schema_path: str | os.PathLike | None = None,
                     environ: Mapping[str, str] | None = None, check_files: bool = False) -> dict[str, Any]:
-    """Read a YAML run config and return it validated, with defaults and derived values filled."""
+    """Read a YAML run config (:func:`read_yaml`) and return it validated, with defaults and
+    derived values filled."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file {path} not found")
-    try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path)
     return validate_run_config(raw, source=str(path), schema_path=schema_path, environ=environ,
                                check_files=check_files)
 
@@ -206,11 +239,22 @@ def _cross_checks(cfg: dict[str, Any]) -> list[str]:
             for key in ("release", "data"):
                 if not Path(cfg["authors"][key]).is_dir():
                     problems.append(f"authors.{key}: {cfg['authors'][key]} is not a folder")
+    problems += _output_problems(cfg["outputs"])
     screen = cfg["studies"].get("screen")
     if screen and screen["top_k"] > screen["n_per_natoms"] * len(screen["natoms"]):
         problems.append("studies.screen.top_k: larger than the number of candidates "
                         f"({screen['n_per_natoms']} x {len(screen['natoms'])})")
     return problems
+
+
+def _output_problems(outputs: Mapping[str, Any]) -> list[str]:
+    """An output folder that is the filesystem root, the home folder or the repository root: a
+    run writes (and replaces) files there among the user's own."""
+    shared = {os.path.realpath(os.sep): "the filesystem root", os.path.realpath(Path.home()): "the home folder",
+              os.path.realpath(REPO_ROOT): "the repository root"}
+    return [f"outputs.{key}: {value} is {shared[real]}; give a folder of its own (e.g. results/<profile>)"
+            for key, value in outputs.items() if isinstance(value, str) and value
+            and (real := os.path.realpath(os.path.expanduser(value))) in shared]
 
 
 def _non_finite(node: Any, key: str = "") -> list[tuple[str, Any]]:

@@ -40,8 +40,11 @@ nav a{margin-right:1em}
 def read_csv_table(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV file (all cells as text)."""
     path = Path(path)
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"table {path} cannot be read: {exc}") from None
     if not rows:
         raise DataError(f"table {path} is empty")
     return rows[0], rows[1:]
@@ -157,8 +160,10 @@ def build_report(results_dir: str | os.PathLike, figure_dirs: Sequence[str | os.
         ppath = Path(provenance)
         if not ppath.exists():
             raise DataError(f"provenance file {ppath} does not exist")
-        with open(ppath) as f:
-            prov = json.load(f)
+        try:
+            prov = json.loads(ppath.read_text(encoding="utf-8"))
+        except ValueError as exc:  # not UTF-8, not JSON
+            raise DataError(f"provenance file {ppath} cannot be read: {exc}") from None
     note_sections = [(Path(n).name, Path(n).read_text()) for n in notes if Path(n).exists()]
     text = render_report(tables, figures, prov, title=title, notes=note_sections)
     out = Path(out)

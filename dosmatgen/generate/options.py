@@ -31,6 +31,10 @@ from dosmatgen.errors import ConfigError
 GUIDANCE_MODES: tuple[str, ...] = ("cfg", "classifier", "uncond")
 #: The CFG weight at which classifier-free guidance is the unconditional model.
 UNCOND_OMEGA: float = -1.0
+#: Largest guidance weight (omega, omega_geometry, guidance_scale). The paper uses omega = 1 and
+#: scales up to 1; at 100 the guided score is a hundredfold difference of two predictions, and at
+#: 1e300 it overflows to NaN coordinates.
+MAX_GUIDANCE_WEIGHT: float = 100.0
 #: What the predictor evaluates the network on (:func:`dosmatgen.generate.sampler.sample`).
 PREDICTOR_INPUTS: tuple[str, ...] = ("corrected", "pre_corrector")
 
@@ -58,7 +62,7 @@ class SamplerOptions:
     guidance_scale: float = _opt(1.0, "classifier-guidance gradient scale (the demo profile uses 0.03)",
                                  kind="non_negative")
     steps: int | None = _opt(None, "reverse steps for a start at T, evenly strided; a start at t0 takes "
-                                   "ceil(steps*t0/T) (the same stride). Default: every timestep", kind="int")
+                                   "ceil(steps*t0/T) (the same stride). Default: every timestep", kind="positive_int")
     step_lr: float = _opt(1e-5, "Langevin corrector step scale (0 = no corrector; the authors' generation "
                                 "scripts: 5e-6)", kind="non_negative")
     start_at_T: bool = _opt(False, "a chain from the prior starts at t = T as in the reference code (default: "
@@ -79,8 +83,8 @@ class SamplerOptions:
     allowed_types: tuple[int, ...] | None = _opt(None, "elements the generated atoms may take, e.g. Ni,O,28 "
                                                        "(default: every element the model knows)",
                                                  kind="elements")
-    batch_size: int = _opt(100, "crystals per sampler call; chunk k uses seed + k", kind="int")
-    seed: int = _opt(0, "base seed of the sampler noise", kind="int")
+    batch_size: int = _opt(100, "crystals per sampler call; chunk k uses seed + k", kind="positive_int")
+    seed: int = _opt(0, "base seed of the sampler noise", kind="non_negative_int")
 
     def __post_init__(self) -> None:
         self.check()
@@ -89,12 +93,13 @@ class SamplerOptions:
         """Refuse a setting the sampler cannot honour, naming it (one line)."""
         if self.guidance not in GUIDANCE_MODES:
             raise ConfigError(f"unknown guidance {self.guidance!r}; choose one of {GUIDANCE_MODES}")
-        for name in ("omega", "guidance_scale", "step_lr"):
+        for name in ("omega", "guidance_scale", "step_lr", "omega_geometry"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
+            if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
-        if self.omega_geometry is not None and not (math.isfinite(self.omega_geometry) and self.omega_geometry >= 0):
-            raise ConfigError(f"omega_geometry must be a finite number >= 0, got {self.omega_geometry}")
+            if name != "step_lr" and value is not None and value > MAX_GUIDANCE_WEIGHT:
+                raise ConfigError(f"{name} {value:g} is above MAX_GUIDANCE_WEIGHT = {MAX_GUIDANCE_WEIGHT:g} "
+                                  "(the paper's omega is 1); larger weights overflow the guided score")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be >= 1 (or None for every timestep), got {self.steps}")
         if self.predictor_input not in PREDICTOR_INPUTS:

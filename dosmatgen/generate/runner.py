@@ -100,6 +100,9 @@ def generate(diffusion: Any, spec: Any, options: SamplerOptions, *, t0: int | No
     T = int(diffusion.timesteps)
     if t0 is not None and not 1 <= int(t0) <= T:
         raise ConfigError(f"t0 must be in 1..{T}, got {t0}")
+    if options.steps is not None and options.steps > T:  # steps_from would quietly cap them at T
+        raise ConfigError(f"steps {options.steps} is more than the model's T = {T} timesteps; give at most {T} "
+                          "(or no steps: every timestep)")
     guidance = build_guidance(options, regressor)
     steps = options.steps_from(t0, T)
     repulsion = options.repulsion()

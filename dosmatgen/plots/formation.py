@@ -62,9 +62,17 @@ def load_formation(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"formation-energy table {path} does not exist")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                fields = reader.fieldnames or []
+    except (UnicodeDecodeError, ValueError, csv.Error) as exc:  # JSONDecodeError is a ValueError
+        raise DataError(f"formation-energy table {path} cannot be read: {' '.join(str(exc).split())}") from None
     if path.suffix.lower() == ".json":
-        with open(path) as f:
-            data = json.load(f)
         if isinstance(data, dict):
             for key in ("rows", "records", "structures"):
                 if isinstance(data.get(key), list):
@@ -78,10 +86,6 @@ def load_formation(path: str | os.PathLike) -> dict[str, np.ndarray]:
         else:
             raise DataError(f"{path}: expected a JSON list of rows or a dict of columns")
         return _columns_to_set(columns, path)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        fields = reader.fieldnames or []
     return _columns_to_set({k: [row.get(k) for row in rows] for k in fields}, path)
 
 
