@@ -30,12 +30,8 @@ from dosmatgen.plots.style import COLORS, figure_style, new_figure, panel_label,
 
 #: results.json "study" -> file stems of its figures
 FIGURE_STEMS: dict[str, list[str]] = {
-    "masked": ["fig4_masked"],
-    "template": ["fig5_template"],
-    "fixed_type": ["fig6_fixed_type"],
-    "screen": ["fig7_screen_formation", "fig8_screen_dos", "figC1_screen_structures"],
-    "window": ["window_sweep"],
-}
+    "masked": ["fig4_masked"], "template": ["fig5_template"], "fixed_type": ["fig6_fixed_type"],
+    "screen": ["fig7_screen_formation", "fig8_screen_dos", "figC1_screen_structures"], "window": ["window_sweep"]}
 HIGHLIGHT = "#D00000"  # the paper marks the first atom's element in red
 #: Cells with a lattice vector longer than this (Å) are not drawn (ASE's renderer stalls on them).
 MAX_DRAW_LENGTH: float = 60.0

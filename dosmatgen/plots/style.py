@@ -17,32 +17,16 @@ from typing import Iterator
 from dosmatgen.io import atomic_temp_path
 
 #: Colour of each series, shared by all figures (colour-blind-safe Okabe-Ito palette).
-COLORS: dict[str, str] = {
-    "ground_truth": "#000000",
-    "cfg": "#0072B2",
-    "classifier": "#D55E00",
-    "relaxed": "#009E73",
-    "unrelaxed": "#E69F00",
-    "target": "#000000",
-    "generated": "#0072B2",
-    "dft": "#009E73",
-}
+COLORS: dict[str, str] = {"ground_truth": "#000000", "cfg": "#0072B2", "classifier": "#D55E00", "relaxed": "#009E73",
+                          "unrelaxed": "#E69F00", "target": "#000000", "generated": "#0072B2", "dft": "#009E73"}
 #: Human-readable names of guidance modes.
 GUIDANCE_LABELS: dict[str, str] = {"cfg": "classifier-free guidance", "classifier": "classifier-based guidance"}
 
 RC_PARAMS: dict[str, object] = {
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.labelsize": 9,
-    "legend.fontsize": 7.5,
-    "legend.frameon": False,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "savefig.bbox": "tight",
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5, "legend.frameon": False,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False,
+    "savefig.bbox": "tight", "svg.fonttype": "none",
     "pdf.fonttype": 42,  # embed TrueType: text stays editable in the PDF
-    "svg.fonttype": "none",
 }
 PNG_DPI = 300
 
