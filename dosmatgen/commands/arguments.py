@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 
 
 def finite(text: str) -> float:
@@ -49,9 +50,11 @@ def positive(text: str) -> float:
 
 class OneLineErrorParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (``prog: error: ...``, exit 2), like
-    every other error of the command line; ``--help`` still shows the full usage."""
+    every other error of the command line; ``--help`` still shows the full usage. A range error
+    of the integer types reads ``--flag must be >= 1, got 0``."""
 
     def error(self, message: str):  # type: ignore[override]
+        message = re.sub(r"^argument (\S+): must be", r"\1 must be", message)
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -61,6 +64,41 @@ def integer(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts, sizes, batch sizes, workers, threads, limits).
+
+    >>> positive_int("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be >= 1, got 0
+    """
+    value = integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (seeds, retries, numbers to skip)."""
+    value = integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def atom_count(text: str) -> int:
+    """Atoms of one crystal to generate, at most :data:`~dosmatgen.data.plausibility.MAX_ATOMS`
+    (memory: the denoiser's graph has N^2 edges per crystal); the generation spec refuses fewer
+    than one."""
+    from dosmatgen.data.plausibility import MAX_ATOMS
+
+    value = integer(text)
+    if value > MAX_ATOMS:
+        raise argparse.ArgumentTypeError(f"must be <= MAX_ATOMS = {MAX_ATOMS} atoms per crystal, got {value} "
+                                         "(the denoiser's N^2 edges would not fit in memory)")
+    return value
 
 
 def elements(text: str) -> tuple[int, ...]:
@@ -84,7 +122,8 @@ def elements(text: str) -> tuple[int, ...]:
 
 
 #: Parser type of each kind of :class:`~dosmatgen.generate.options.SamplerOptions` field.
-_KINDS = {"non_negative": non_negative, "positive": positive, "int": integer, "elements": elements}
+_KINDS = {"non_negative": non_negative, "positive": positive, "int": integer, "positive_int": positive_int,
+          "non_negative_int": non_negative_int, "elements": elements}
 
 
 def sampler_flag(name: str) -> str:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from dosmatgen.commands.arguments import declare_paths
-from dosmatgen.errors import ConfigError
+from dosmatgen.commands.arguments import declare_paths, non_negative_int, positive_int
 from dosmatgen.model.config import TYPE_TARGETS
 
 
@@ -27,10 +26,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     sample_batch = args.sample_batch or (32 if args.quick else 256)
     steps = args.steps or (2 if args.quick else 3)
     train_steps = args.train_steps or (2 if args.quick else 3)
-    for name, v in (("--batch", batch), ("--sample-batch", sample_batch), ("--steps", steps),
-                    ("--train-steps", train_steps)):
-        if v < 1:
-            raise ConfigError(f"{name} must be >= 1, got {v}")
     if args.threads:
         torch.set_num_threads(args.threads)
     crystals = crystals_from_json(args.crystals) if args.crystals else mp20_like_crystals(args.n_crystals, args.seed)
@@ -60,20 +55,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", default=None, help="comma-separated model sizes: tiny, compact, paper "
                                                  "(default compact,paper; tiny with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny size, batch 32, 2 steps")
-    p.add_argument("--batch", type=int, default=None, help="training batch (default 256)")
-    p.add_argument("--sample-batch", type=int, default=None, help="sampling batch (default 256)")
-    p.add_argument("--steps", type=int, default=None, help="timed sampling steps (default 3)")
-    p.add_argument("--train-steps", type=int, default=None, help="timed training steps (default 3)")
+    p.add_argument("--batch", type=positive_int, default=None, help="training batch (default 256)")
+    p.add_argument("--sample-batch", type=positive_int, default=None, help="sampling batch (default 256)")
+    p.add_argument("--steps", type=positive_int, default=None, help="timed sampling steps (default 3)")
+    p.add_argument("--train-steps", type=positive_int, default=None, help="timed training steps (default 3)")
     p.add_argument("--only", default=None, help="comma-separated benchmark names (default: all)")
     p.add_argument("--crystals", default=None,
                    help='JSON {"structures": [{abc, angles, species, frac}]} to use instead of random '
                         "MP-20-like crystals")
-    p.add_argument("--n-crystals", type=int, default=512, help="size of the random crystal pool")
+    p.add_argument("--n-crystals", type=positive_int, default=512, help="size of the random crystal pool")
     p.add_argument("--type-target", choices=TYPE_TARGETS, default="eps",
                    help="the diffusion model's type head (default eps, the paper's; see `dosmatgen train --help`)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--json", default=None, help="also write the results as JSON")
     declare_paths(p, inputs=("crystals",), outputs={"json": "file"})
     p.set_defaults(func=_cmd_bench)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from dosmatgen.commands.arguments import declare_paths, finite, non_negative, OneLineErrorParser
+from dosmatgen.commands.arguments import (declare_paths, finite, non_negative, non_negative_int, OneLineErrorParser,
+                                          positive_int)
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import check_writable
 
@@ -68,6 +70,13 @@ def _add_builtin_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=builtin.run_build)
 
 
+def _mp_id(text: str) -> str:
+    """A Materials Project material id (``mp-149``, ``mvc-11``), checked before any network call."""
+    if not re.fullmatch(r"(mp|mvc)-\d+", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Materials Project id (like mp-149)")
+    return text
+
+
 def _site_spec(text: str) -> tuple[str, str]:
     sid, sep, site = text.rpartition(":")
     if not sep or not sid or not site:
@@ -105,20 +114,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ej.add_argument("--shards", default=DEFAULT_BUILTIN_SHARDS, metavar="DIR", help="the build's shard folder")
     ej.add_argument("--jobs", required=True, metavar="DIR", help="folder to write the jobs into")
-    ej.add_argument("--n", type=int, required=True, help="number of candidates to export")
-    ej.add_argument("--skip", type=int, default=0,
+    ej.add_argument("--n", type=positive_int, required=True, help="number of candidates to export")
+    ej.add_argument("--skip", type=non_negative_int, default=0,
                     help="skip the first SKIP candidates still to do (e.g. those a running local build will take)")
-    ej.add_argument("--n-max", type=int, default=4000, help="candidate list length, as in build-builtin")
-    ej.add_argument("--seed", type=int, default=0)
+    ej.add_argument("--n-max", type=positive_int, default=4000, help="candidate list length, as in build-builtin")
+    ej.add_argument("--seed", type=non_negative_int, default=0)
     ej.add_argument("--source", choices=["prototypes", "mp20"], default="prototypes",
                     help="candidates, as in build-builtin: prototype crystals (default) or MP-20 crystals "
                          "(exported unrelaxed)")
     ej.add_argument("--pool", default=None, metavar="PATH", help="MP-20 pool JSON (default: as in build-builtin)")
-    ej.add_argument("--max-atoms", type=int, default=None, metavar="N",
+    ej.add_argument("--max-atoms", type=positive_int, default=None, metavar="N",
                     help="--source mp20: only cells with at most N atoms (default: as in build-builtin)")
     ej.add_argument("--retry-failed", default=None, metavar="TEXT",
                     help="also export recorded failures whose reason contains TEXT, as in build-builtin")
-    ej.add_argument("--maxiter", type=int, default=100, help="SCF iteration cap per mixer setting")
+    ej.add_argument("--maxiter", type=positive_int, default=100, help="SCF iteration cap per mixer setting")
     ej.add_argument("--no-progress", action="store_true")
     declare_paths(ej, inputs=("shards", "pool"), outputs={"jobs": "dir"})
     ej.set_defaults(func=_cmd_export_jobs)
@@ -159,15 +168,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--out", default="data/mp", metavar="DIR", help="shard folder (default: data/mp)")
     d.add_argument("--api-key", default=None, help="Materials Project API key (default: $MP_API_KEY)")
-    d.add_argument("--limit", type=int, default=None, help="fetch only the first N materials (by id number)")
-    d.add_argument("--max-sites", type=int, default=None, help="only materials with at most this many sites")
-    d.add_argument("--ids", nargs="+", default=None, metavar="MP_ID", help="fetch exactly these material ids")
-    d.add_argument("--batch-size", type=int, default=200, help="materials per shard (default: 200)")
+    d.add_argument("--limit", type=positive_int, default=None, help="fetch only the first N materials (by id number)")
+    d.add_argument("--max-sites", type=positive_int, default=None, help="only materials with at most this many sites")
+    d.add_argument("--ids", nargs="+", type=_mp_id, default=None, metavar="MP_ID", help="fetch exactly these material ids")
+    d.add_argument("--batch-size", type=positive_int, default=200, help="materials per shard (default: 200)")
     d.add_argument("--min-interval", type=non_negative, default=0.2,
                    help="seconds between API calls (default: 0.2)")
-    d.add_argument("--max-retries", type=int, default=5,
+    d.add_argument("--max-retries", type=non_negative_int, default=5,
                    help="retries of a failing call, exponential backoff from 2 s (default: 5)")
-    d.add_argument("--required-points", type=int, default=2001,
+    d.add_argument("--required-points", type=non_negative_int, default=2001,
                    help="energy-grid length a calculation must have (default: 2001; 0 accepts any)")
     d.add_argument("--merge", default=None, metavar="STORE", help="merge the shards into this store afterwards")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -184,7 +193,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--store", required=True, help="dataset store (.npz)")
     s.add_argument("--out", required=True, help="split JSON to write")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    s.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     s.add_argument("--fractions", type=finite, nargs=3, default=[0.6, 0.2, 0.2], metavar=("TRAIN", "VAL", "TEST"),
                    help="split fractions (default: 0.6 0.2 0.2)")
     s.add_argument("--standardiser", default=None, metavar="JSON",
@@ -297,10 +306,6 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 def _cmd_download_mp(args: argparse.Namespace) -> int:
     from dosmatgen.data.mp import download_mp, merge_mp
 
-    for name in ("limit", "batch_size", "max_sites", "max_retries"):
-        v = getattr(args, name)
-        if v is not None and v < (0 if name == "max_retries" else 1):
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {v}")
     summary = download_mp(args.out, api_key=args.api_key, limit=args.limit, batch_size=args.batch_size,
                           max_sites=args.max_sites, material_ids=args.ids,
                           required_points=args.required_points or None, min_interval=args.min_interval,
@@ -313,6 +318,7 @@ def _cmd_download_mp(args: argparse.Namespace) -> int:
 
 
 def _cmd_split(args: argparse.Namespace) -> int:
+    from dosmatgen.data.plausibility import check_split_parts
     from dosmatgen.data.split import (SPLIT_NAMES, fit_standardiser_on_train, make_split, save_split,
                                       source_counts)
     from dosmatgen.data.store import DOSStore
@@ -322,6 +328,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
         check_writable(args.standardiser, "--standardiser")
     store = DOSStore(args.store)
     split = make_split(store.ids, seed=args.seed, fractions=args.fractions)  # stratified by source
+    check_split_parts(split, f"{len(store)} structure(s) of {args.store}")
     std = fit_standardiser_on_train(store, split) if args.standardiser else None  # fails before any write
     by_source = {k: source_counts(split[k]) for k in SPLIT_NAMES}
     # a one-source store writes the same file as before stratification; a mixed one records its strata
@@ -340,7 +347,8 @@ def _cmd_split(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from dosmatgen.data.info import dataset_summary, format_summary, plot_dataset_figure, plot_site_dos
+    from dosmatgen.data.info import (check_figure_path, dataset_summary, format_summary, plot_dataset_figure,
+                                     plot_site_dos)
     from dosmatgen.data.store import DOSStore
     from dosmatgen.io import atomic_save_json, atomic_write
 
@@ -351,6 +359,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for option in ("json", "text", "figure", "out"):
         if getattr(args, option):
             check_writable(getattr(args, option), f"--{option}")
+            if option in ("figure", "out"):
+                check_figure_path(getattr(args, option), f"--{option}")
     if Path(args.store).is_dir():  # a build folder: count what its shards hold, no merge needed
         from dosmatgen.data.builtin import read_shards
 

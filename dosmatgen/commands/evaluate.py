@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dosmatgen.commands.arguments import add_sampler_options, declare_paths, positive, sampler_options
+from dosmatgen.commands.arguments import (add_sampler_options, declare_paths, integer, non_negative_int, positive,
+                                          positive_int, sampler_options)
 from dosmatgen.data.split import part_records
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
@@ -95,8 +96,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from dosmatgen.generate.generated import load_generated
     from dosmatgen.evaluate.score import score_generated, write_metrics
 
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     gen = load_generated(args.generated)
     if args.limit is not None and args.limit < len(gen):
         gen = gen.subset(range(args.limit))
@@ -145,10 +144,9 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
     from dosmatgen.evaluate.lookup import score_lookup
     from dosmatgen.evaluate.score import write_metrics
 
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    if args.chunk_size < 1:
-        raise ConfigError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    for flag, value in (("--limit", args.limit), ("--chunk-size", args.chunk_size)):
+        if value is not None and value < 1:  # a returned exit code, as this command's callers expect
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
     device = _device(args.device)
     std = DOSStandardiser.load(args.standardiser)
     test = part_records(args.store, args.split, args.subset, args.limit)
@@ -197,8 +195,6 @@ def _cmd_formation(args: argparse.Namespace) -> int:
 
     if bool(args.generated) == bool(args.store):
         raise ConfigError("give exactly one of --generated FILE or --store STORE --split SPLIT")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     items = []
     if args.generated:
         from dosmatgen.generate.generated import load_generated
@@ -270,11 +266,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--split", required=True, help="split JSON with train/val/test id lists")
     r.add_argument("--subset", default="test", choices=("train", "val", "test"), help="split part (default test)")
     r.add_argument("--regressor", default=None, help="time-dependent regressor checkpoint (classifier guidance)")
-    r.add_argument("--t0", type=int, default=1000,
+    r.add_argument("--t0", type=positive_int, default=1000,
                    help="starting timestep: the model's T (1000) samples from the prior, smaller values start from "
                         "the test structure noised to t0 (paper: 200, 500, 1000)")
     add_sampler_options(r.add_argument_group("sampling (one flag per SamplerOptions field)"))
-    r.add_argument("--limit", type=int, default=None, help="only the first N structures of the subset")
+    r.add_argument("--limit", type=positive_int, default=None, help="only the first N structures of the subset")
     r.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     r.add_argument("--out", required=True, help="generated-structure file (.npz)")
     r.add_argument("--cif-dir", default=None, help="also write one CIF per generated crystal here")
@@ -294,10 +290,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--train-ids", default=None,
                    help="novelty reference ids instead of the split's train part (split JSON, JSON list or text)")
     s.add_argument("--no-novelty", action="store_true", help="skip novelty (matching against the training set)")
-    s.add_argument("--limit", type=int, default=None, help="only the first N generated structures")
+    s.add_argument("--limit", type=positive_int, default=None, help="only the first N generated structures")
     s.add_argument("--match-timeout", type=positive, default=10.0, help="seconds per StructureMatcher pair (default 10)")
-    s.add_argument("--workers", type=int, default=1, help="processes for structure matching (default 1)")
-    s.add_argument("--batch-size", type=int, default=128, help="surrogate batch size (default 128)")
+    s.add_argument("--workers", type=positive_int, default=1, help="processes for structure matching (default 1)")
+    s.add_argument("--batch-size", type=positive_int, default=128, help="surrogate batch size (default 128)")
     s.add_argument("--device", default="auto", help="surrogate device: cpu, cuda or auto (default)")
     s.add_argument("--out", required=True, help="metrics JSON")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -318,8 +314,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     k.add_argument("--standardiser", required=True,
                    help="DOS standardiser JSON the diffusion model was trained with (dosmatgen data split)")
     k.add_argument("--subset", default="test", choices=("val", "test"), help="split part to score (default test)")
-    k.add_argument("--limit", type=int, default=None, help="only the first N structures (as evaluate regenerate)")
-    k.add_argument("--chunk-size", type=int, default=8192,
+    k.add_argument("--limit", type=integer, default=None, help="only the first N structures (as evaluate regenerate)")
+    k.add_argument("--chunk-size", type=integer, default=8192,
                    help="training atoms per distance block (memory ~ 4 x 1024 x this bytes; default 8192)")
     k.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     k.add_argument("--out", required=True, help="metrics JSON")
@@ -341,18 +337,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--relaxer", choices=("ase", "batched"), default="ase",
                    help="ase: one structure at a time (the reference, default); batched: many at once with "
                         "torch-sim (sevenn, orb), same FIRE + Frechet cell filter")
-    f.add_argument("--max-atoms", type=int, default=None,
+    f.add_argument("--max-atoms", type=positive_int, default=None,
                    help="batched: atoms per batch (default: sized from free memory)")
-    f.add_argument("--workers", type=int, default=1,
+    f.add_argument("--workers", type=positive_int, default=1,
                    help="ase: processes, one torch thread each; batched: torch threads (default 1)")
-    f.add_argument("--steps", "--max-steps", dest="steps", type=int, default=DEFAULT_RELAX_STEPS,
+    f.add_argument("--steps", "--max-steps", dest="steps", type=non_negative_int, default=DEFAULT_RELAX_STEPS,
                    help=f"FIRE steps at most (default {DEFAULT_RELAX_STEPS})")
     f.add_argument("--fmax", type=positive, default=DEFAULT_FMAX,
                    help=f"force threshold, eV/Å (default {DEFAULT_FMAX})")
-    f.add_argument("--limit", type=int, default=None, help="only the first N structures")
+    f.add_argument("--limit", type=positive_int, default=None, help="only the first N structures")
     f.add_argument("--refs-cache", default=None,
                    help="elemental-reference cache JSON (default ~/.cache/dosmatgen/elemental_refs_<mlff>.json)")
-    f.add_argument("--chunk-size", type=int, default=None,
+    f.add_argument("--chunk-size", type=positive_int, default=None,
                    help="structures per resumable chunk (default 64; 512 with --relaxer batched)")
     f.add_argument("--min-volume-per-atom", type=positive, default=1.0,
                    help="skip structures denser than this, Å^3/atom (default 1.0)")

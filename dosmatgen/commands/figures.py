@@ -100,9 +100,17 @@ def run_formation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_folders(flag: str, folders: list[str]) -> None:
+    """An input folder that is not there stops here, instead of an empty gallery or report."""
+    missing = [f for f in folders if not Path(f).is_dir()]
+    if missing:
+        raise ConfigError(f"{flag} {missing[0]} is not an existing folder")
+
+
 def run_gallery(args: argparse.Namespace) -> int:
     from dosmatgen.plots.gallery import write_gallery
 
+    _existing_folders("--figures", [args.figures])
     print(write_gallery(args.figures, args.out, intro=args.intro))
     return 0
 
@@ -110,6 +118,8 @@ def run_gallery(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from dosmatgen.report import build_report
 
+    _existing_folders("--results", [args.results])
+    _existing_folders("--figures", args.figures)
     print(build_report(args.results, args.figures, args.out, provenance=args.provenance, notes=args.notes,
                        title=args.title))
     return 0

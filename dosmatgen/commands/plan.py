@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dosmatgen.commands.arguments import declare_paths
+from dosmatgen.commands.arguments import declare_paths, integer
 from dosmatgen.errors import ConfigError
 
 TARGETS = ("models", "tables", "studies")
@@ -167,9 +167,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "gives the model-size units and the rates file the others")
     p.add_argument("--save-rates", default=None, help="write the measured rates (JSON) for later --rates")
     p.add_argument("--device", default=None, help="measure on this device (default: the config's)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads while measuring (default: the "
+    p.add_argument("--threads", type=integer, default=None, help="torch threads while measuring (default: the "
                    "config's threads, what its jobs use)")
-    p.add_argument("--n-structures", type=int, default=None, help="dataset size to plan for (default: the "
+    p.add_argument("--n-structures", type=integer, default=None, help="dataset size to plan for (default: the "
                    "built-in store's, or the paper's 50,790 for Materials Project data)")
     p.add_argument("--mean-atoms", type=float, default=None, help="atoms per cell to plan for")
     p.add_argument("--recorded", action="append", default=None, metavar="RECORD",

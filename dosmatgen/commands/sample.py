@@ -32,7 +32,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dosmatgen.commands.arguments import add_sampler_options, declare_paths, sampler_options
+from dosmatgen.commands.arguments import (add_sampler_options, atom_count, declare_paths, positive_int,
+                                          sampler_options)
+from dosmatgen.data.plausibility import MAX_ATOMS, check_dos, check_record
 from dosmatgen.data.schema import check_dos_sign
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import CheckpointError, ConfigError, DataError
@@ -61,6 +63,7 @@ def _as_rows(arr: Any, source: str) -> np.ndarray:
         r, c = map(int, np.argwhere(bad)[0])
         raise DataError(f"{source}: target DOS contains NaN or inf (row {r}, point {c})")
     check_dos_sign(a, source)
+    check_dos(a, source)
     return a
 
 
@@ -174,22 +177,26 @@ def read_template(spec: str, store: Any = None):
         where = f" nor a structure id of {store.path}" if store is not None else ""
         raise DataError(f"template {spec!r} is neither a file{where}")
     try:
-        if path.suffix.lower() in (".xyz", ".extxyz", ".traj"):
-            from ase.io import read as ase_read
+        with warnings.catch_warnings():  # the parsers' warnings would print before the one error line
+            warnings.simplefilter("ignore")
+            if path.suffix.lower() in (".xyz", ".extxyz", ".traj"):
+                from ase.io import read as ase_read
 
-            atoms = ase_read(str(path), index=0)
-            rec = CrystalRecord(path.stem, atoms.numbers, atoms.get_scaled_positions(wrap=False),
-                                atoms.cell.array)
-        else:
-            from pymatgen.core import Structure
+                atoms = ase_read(str(path), index=0)
+                rec = CrystalRecord(path.stem, atoms.numbers, atoms.get_scaled_positions(wrap=False),
+                                    atoms.cell.array)
+            else:
+                from pymatgen.core import Structure
 
-            structure = Structure.from_file(str(path))
-            rec = CrystalRecord.from_structure(structure, path.stem)
+                structure = Structure.from_file(str(path))
+                rec = CrystalRecord.from_structure(structure, path.stem)
     except DataError as exc:
         raise DataError(f"template {path}: {exc}") from exc
     except Exception as exc:  # parsers raise many types
         raise DataError(f"cannot read template {path}: {type(exc).__name__}: {exc}") from exc
-    rec.validate()
+    check_record(rec, f"template {path}")
+    if rec.num_atoms > MAX_ATOMS:
+        raise DataError(f"template {path}: {rec.num_atoms} atoms, more than MAX_ATOMS = {MAX_ATOMS} per crystal")
     return rec
 
 
@@ -366,8 +373,8 @@ def _sample_into(args: argparse.Namespace, out: Path, fmts: tuple[str, ...]) -> 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="trained diffusion checkpoint (best.pt)")
-    p.add_argument("--num-atoms", type=int, default=None, help="atoms per crystal")
-    p.add_argument("--n", type=int, default=16, help="number of crystals to generate (default 16)")
+    p.add_argument("--num-atoms", type=atom_count, default=None, help="atoms per crystal")
+    p.add_argument("--n", type=positive_int, default=16, help="number of crystals to generate (default 16)")
     p.add_argument("--target-dos", default=None,
                    help="raw target site DOS, (K, 400) rows: .npy, .npz, .json or .csv")
     p.add_argument("--target", default=None, help="ID or ID:SITES (e.g. mp-1234:0,2 or mp-1234:Ni) from --store")
@@ -375,7 +382,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--condition-atoms", default=None, help="atoms conditioned on the target rows, e.g. 0,1")
     p.add_argument("--fixed-types", default=None, help="clamped atom types, e.g. 0=Ni,3=O")
     p.add_argument("--template", default=None, help="start structure (CIF/POSCAR/extxyz or a --store ID); needs --t0")
-    p.add_argument("--t0", type=int, default=None, help="noise the template to t0 and denoise (e.g. 200)")
+    p.add_argument("--t0", type=positive_int, default=None, help="noise the template to t0 and denoise (e.g. 200)")
     p.add_argument("--regressor", default=None, help="regressor checkpoint: classifier guidance instead of CFG")
     add_sampler_options(p.add_argument_group("sampling (one flag per SamplerOptions field)"))
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")

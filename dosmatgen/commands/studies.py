@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dosmatgen.commands.arguments import (add_sampler_options, declare_paths, finite, non_negative, positive,
-                                          sampler_options)
+from dosmatgen.commands.arguments import (add_sampler_options, atom_count, declare_paths, finite, non_negative,
+                                          non_negative_int, positive, positive_int, sampler_options)
 from dosmatgen.errors import ConfigError
 from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 
@@ -43,47 +43,47 @@ def register(subparsers) -> None:
     sub.required = True
 
     p = _study_parser(sub, "masked", "paper §3.2.1 / Fig. 4: first atom conditioned, the others free")
-    p.add_argument("--n", type=int, default=50, help="candidates per atom count (paper: 50)")
-    p.add_argument("--natoms", "--n-atoms", dest="natoms", type=int, nargs="+", default=[4, 5, 6, 7],
+    p.add_argument("--n", type=positive_int, default=50, help="candidates per atom count (paper: 50)")
+    p.add_argument("--natoms", "--n-atoms", dest="natoms", type=atom_count, nargs="+", default=[4, 5, 6, 7],
                    help="atom counts, one group each (paper: 4 5 6 7)")
-    p.add_argument("--cond-atoms", type=int, nargs="+", default=[0],
+    p.add_argument("--cond-atoms", type=non_negative_int, nargs="+", default=[0],
                    help="indices of the conditioned atoms (paper: 0, the first atom)")
     p.set_defaults(func=_locked(run_masked_cmd))
 
     p = _study_parser(sub, "template", "paper §3.2.2 / Fig. 5: start from a noised template at t0")
-    p.add_argument("--n", type=int, default=50, help="candidates per t0 (paper: 50)")
-    p.add_argument("--t0", type=int, nargs="+", default=[200, 350, 500], help="starting timesteps (paper: 200 350 500)")
+    p.add_argument("--n", type=positive_int, default=50, help="candidates per t0 (paper: 50)")
+    p.add_argument("--t0", type=positive_int, nargs="+", default=[200, 350, 500], help="starting timesteps (paper: 200 350 500)")
     p.add_argument("--template", help="template: a CIF/POSCAR file or a structure_id of the store (default: a "
                    "Zn2Sn6-like all-metal binary of ~8 atoms chosen from the store by a fixed rule; paper: "
                    "Zn2Sn6, mp-971919)")
-    p.add_argument("--cond-atoms", type=int, nargs="+",
+    p.add_argument("--cond-atoms", type=non_negative_int, nargs="+",
                    help="template atom indices to condition (default: the minority-element atoms)")
-    p.add_argument("--template-size", type=int, default=8, help="preferred atom count of the chosen template")
+    p.add_argument("--template-size", type=positive_int, default=8, help="preferred atom count of the chosen template")
     p.add_argument("--match-timeout", type=positive, default=10.0, help="StructureMatcher timeout per pair (s)")
     p.set_defaults(func=_locked(run_template_cmd))
 
     p = _study_parser(sub, "fixed-type", "paper §3.2.3 / Fig. 6: first atom's element clamped")
-    p.add_argument("--n", type=int, default=50, help="candidates per element (paper: 50)")
+    p.add_argument("--n", type=positive_int, default=50, help="candidates per element (paper: 50)")
     p.add_argument("--elements", nargs="+", default=["Ti", "Co", "Cu", "Pd"], help="clamped elements (paper: Ti Co Cu Pd)")
-    p.add_argument("--natoms", "--n-atoms", dest="natoms", type=int, nargs="+", default=[4, 5, 6, 7],
+    p.add_argument("--natoms", "--n-atoms", dest="natoms", type=atom_count, nargs="+", default=[4, 5, 6, 7],
                    help="atom counts the candidates cycle through")
     p.set_defaults(func=_locked(run_fixed_type_cmd))
 
     p = _study_parser(sub, "screen", "paper §3.3 / Fig. 7, 8, C.1: generate, relax, filter by E_f, rank by DOS, DFT")
-    p.add_argument("--n-per-natoms", type=int, default=2000, help="candidates per atom count (paper: 2000)")
-    p.add_argument("--natoms", "--n-atoms", dest="natoms", type=int, nargs="+", default=[4, 5, 6, 7, 8],
+    p.add_argument("--n-per-natoms", type=positive_int, default=2000, help="candidates per atom count (paper: 2000)")
+    p.add_argument("--natoms", "--n-atoms", dest="natoms", type=atom_count, nargs="+", default=[4, 5, 6, 7, 8],
                    help="atom counts (paper: 4 5 6 7 8)")
     p.add_argument("--threshold", type=finite, default=-1.5, help="keep relaxed E_f <= this, eV/atom (paper: -1.5)")
-    p.add_argument("--fallback-pool", type=int, default=0,
+    p.add_argument("--fallback-pool", type=non_negative_int, default=0,
                    help="if nothing passes, rank the max(top-k, this) lowest-E_f candidates")
-    p.add_argument("--top-k", type=int, default=8, help="candidates validated with DFT (paper: 8)")
+    p.add_argument("--top-k", type=positive_int, default=8, help="candidates validated with DFT (paper: 8)")
     _mlff_options(p)
     p.add_argument("--dft", action="store_true", help="validate the top k with GPAW DFT (off unless given)")
     p.add_argument("--dft-timeout", type=positive, default=900.0, help="GPAW wall-time limit per structure (s)")
     p.add_argument("--dft-fallback-basis", default="szp(dzp)",
                    help="LCAO basis tried once when dzp is over-complete for a crystal (overlap matrix not "
                         "positive definite, e.g. Cs at short distances); 'none' turns the retry off")
-    p.add_argument("--dft-workers", type=int, default=1, help="concurrent GPAW runs (one core each)")
+    p.add_argument("--dft-workers", type=positive_int, default=1, help="concurrent GPAW runs (one core each)")
     p.add_argument("--dft-max-length", type=positive, default=30.0,
                    help="skip DFT for a crystal with a longer lattice vector (Å; protects memory)")
     p.add_argument("--dft-max-volume-per-atom", type=positive, default=100.0,
@@ -91,8 +91,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=_locked(run_screen_cmd))
 
     p = _study_parser(sub, "window-sweep", "beyond the paper: energy-window targets x guidance strength ω")
-    p.add_argument("--n", type=int, default=50, help="candidates per (window, ω)")
-    p.add_argument("--natoms", "--n-atoms", dest="natoms", type=int, nargs="+", default=[4, 5, 6, 7, 8],
+    p.add_argument("--n", type=positive_int, default=50, help="candidates per (window, ω)")
+    p.add_argument("--natoms", "--n-atoms", dest="natoms", type=atom_count, nargs="+", default=[4, 5, 6, 7, 8],
                    help="atom counts the candidates cycle through")
     p.add_argument("--windows", nargs="+", default=["-10:10", "-2:2"], metavar="LO:HI",
                    help="energy windows around E_F in eV; -10:10 is the whole DOS (the paper's target)")
@@ -146,11 +146,11 @@ def _mlff_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("force field")
     g.add_argument("--mlff", default="sevenn", help="MLFF for relaxation and E_f (sevenn, chgnet, orb)")
     g.add_argument("--mlff-device", default="cpu")
-    g.add_argument("--workers", type=int, default=1, help="relaxation processes (batched: torch threads)")
+    g.add_argument("--workers", type=positive_int, default=1, help="relaxation processes (batched: torch threads)")
     g.add_argument("--relaxer", choices=("ase", "batched"), default="ase",
                    help="ase: one crystal at a time (default); batched: many at once with torch-sim")
     g.add_argument("--fmax", type=positive, default=DEFAULT_FMAX, help="relaxation force threshold (eV/Å)")
-    g.add_argument("--relax-steps", type=int, default=DEFAULT_RELAX_STEPS, help="maximum FIRE steps")
+    g.add_argument("--relax-steps", type=non_negative_int, default=DEFAULT_RELAX_STEPS, help="maximum FIRE steps")
     g.add_argument("--refs-cache", help="elemental-reference cache file (default: per-user cache)")
     g.add_argument("--work-dir", help="resumable intermediate files (default: OUT.work)")
 

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dosmatgen.commands.arguments import declare_paths, non_negative, positive
+from dosmatgen.commands.arguments import declare_paths, non_negative, non_negative_int, positive, positive_int
 from dosmatgen.data.split import split_records
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.model.config import LATTICE_SCALES, TYPE_TARGETS
@@ -30,15 +30,10 @@ _ALIASES = {"patience": "lr_patience"}
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
-    import yaml
+    from dosmatgen.config import read_yaml
 
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"config file {p} does not exist")
-    try:
-        obj = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    obj = read_yaml(p) or {}
     if not isinstance(obj, dict):
         raise ConfigError(f"{p}: expected a mapping with 'model' and/or 'train' sections")
     return obj
@@ -119,6 +114,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     parts = split_records(args.store, args.split)
     if not parts["train"]:
         raise DataError(f"split {args.split} has an empty training part")
+    if not parts["val"]:  # best.pt and the learning-rate schedule follow the validation loss
+        raise DataError(f"split {args.split} has an empty validation part: best.pt (validation-best) would be "
+                        "chosen on the training loss; give a split with validation structures (dosmatgen data split)")
     if args.standardiser:
         std = DOSStandardiser.load(args.standardiser)
     else:
@@ -164,26 +162,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "paper); atoms = the lattice / N^(1/3), the same size for every number of atoms N "
                         "(see DiffusionConfig). Default: the config's, else none")
     p.add_argument("--out", required=True, help="run directory (last.pt, best.pt, final.pt, metrics.csv ...)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="global batch (default 256)")
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch (default 256)")
     p.add_argument("--lr", type=positive, default=None, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--patience", type=int, default=None, help="ReduceLROnPlateau patience (default 30)")
+    p.add_argument("--patience", type=non_negative_int, default=None, help="ReduceLROnPlateau patience (default 30)")
     p.add_argument("--ema-decay", type=non_negative, default=None, help="keep an EMA of the weights (e.g. 0.999)")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="epochs between last.pt saves (default 10)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, help="epochs between last.pt saves (default 10)")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimiser steps")
     p.add_argument("--repeat-source", action="extend", nargs="+", default=None, metavar="SOURCE=K",
                    help="draw each training structure of SOURCE (prototypes, mp20, mp, other) K times per "
                         "epoch, e.g. mp20=4 to weight the real crystals of a mixed store (several "
                         "values or repeated flags; "
                         "default: every structure once, the paper)")
-    p.add_argument("--supercells", type=int, default=None, metavar="MAX_ATOMS",
+    p.add_argument("--supercells", type=positive_int, default=None, metavar="MAX_ATOMS",
                    help="also train on a doubled cell of each training crystal of at most MAX_ATOMS / 2 "
                         "atoms (the same crystal, its site DOS copied: more large cells at no DFT cost; "
                         "measured in results/validity_probe/: no validity gain for the compact model; "
                         "default: off, the paper)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or auto (default auto)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=None)
+    p.add_argument("--num-workers", type=non_negative_int, default=None, help="DataLoader workers (default 0)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels: bit-identical reruns with several threads (docs/reproducibility.md)")
