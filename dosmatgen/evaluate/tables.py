@@ -132,11 +132,8 @@ def table1_rows(metrics: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
                 "mae_gen_yhat": _value(m, "mae_gen_yhat"), "paper_mae_gen_yhat": p.get("mae_gen_yhat"),
                 "mae_yhat_y": _value(m, "mae_yhat_y"),
                 "paper_mae_yhat_y": P.SURROGATE_MAE if whole and key in P.TABLE1 else None,
-                "mae_mean_dos_y": _value(m, "mae_mean_dos_y"),
-                "n_structures": None if m is None else m.get("n_structures"),
-                "n_used": None if r is None else r.get("n_used"),
-                "n_excluded": None if r is None else r.get("n_excluded"),
-                "excluded": _reasons(r),
+                "mae_mean_dos_y": _value(m, "mae_mean_dos_y"), "n_structures": (m or {}).get("n_structures"),
+                "n_used": (r or {}).get("n_used"), "n_excluded": (r or {}).get("n_excluded"), "excluded": _reasons(r),
                 "paper_n_excluded": P.TABLE1_EXCLUDED.get(key, 0) if whole and key in P.TABLE1 else None,
             })
     return rows
@@ -158,16 +155,17 @@ def table2_rows(metrics: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
                 "paper_composition_match_rate": p.get("composition_match_rate"),
                 "element_accuracy": _value(m, "element_accuracy"),
                 "validity": _value(m, "validity"), "uniqueness": _value(m, "uniqueness"),
-                "novelty": _value(m, "novelty"),
-                "n_structures": None if m is None else m.get("n_structures"),
-                "n_match_excluded": None if r is None else r.get("n_excluded"),
-                "match_excluded": _reasons(r),
+                "novelty": _value(m, "novelty"), "n_structures": (m or {}).get("n_structures"),
+                "n_match_excluded": (r or {}).get("n_excluded"), "match_excluded": _reasons(r),
                 "paper_n_match_excluded": P.TABLE2_EXCLUDED.get(key, 0) if whole and key in P.TABLE2 else None,
             })
     return rows
 
 
 _SET_RE = re.compile(r"^(cfg|classifier)_T(\d+)$")
+#: Columns of :func:`formation_rows` computed for the unrelaxed and the relaxed E_f alike.
+_FORMATION_STATS = (("median_ef", statistics.median), ("mean_ef", statistics.fmean),
+                    ("frac_below_0", lambda v: sum(x < 0 for x in v) / len(v)))
 
 
 def formation_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -186,12 +184,8 @@ def formation_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
             "set": stem, "guidance": match.group(1) if match else "", "T": int(match.group(2)) if match else None,
             "mlff": data.get("mlff"), "n": data.get("n"),
             "n_ok": sum(1 for r in data["rows"] if r.get("status") == "ok"),
-            "median_ef_unrelaxed": statistics.median(unrelaxed) if unrelaxed else None,
-            "median_ef_relaxed": statistics.median(relaxed) if relaxed else None,
-            "mean_ef_unrelaxed": statistics.fmean(unrelaxed) if unrelaxed else None,
-            "mean_ef_relaxed": statistics.fmean(relaxed) if relaxed else None,
-            "frac_below_0_unrelaxed": (sum(v < 0 for v in unrelaxed) / len(unrelaxed)) if unrelaxed else None,
-            "frac_below_0_relaxed": (sum(v < 0 for v in relaxed) / len(relaxed)) if relaxed else None,
+            **{f"{stat}_{state}": fn(v) if v else None for stat, fn in _FORMATION_STATS
+               for state, v in (("unrelaxed", unrelaxed), ("relaxed", relaxed))},
             "n_implausible_ef": len(relaxed_all) - len(relaxed),
             "status": ";".join(f"{k}:{v}" for k, v in sorted(data.get("status_counts", {}).items())),
         })

@@ -160,14 +160,10 @@ class CrystalBatch:
         out = cls(
             atom_types=torch.from_numpy(np.concatenate([r.atomic_numbers for r in records]).astype(np.int64)),
             frac_coords=torch.from_numpy(np.concatenate([r.frac_coords for r in records]) % 1.0).to(dtype),
-            lattices=torch.from_numpy(np.stack([r.lattice for r in records])).to(dtype),
-            num_atoms=num_atoms,
+            lattices=torch.from_numpy(np.stack([r.lattice for r in records])).to(dtype), num_atoms=num_atoms,
             batch=torch.repeat_interleave(torch.arange(len(records)), num_atoms),
-            dos=torch.from_numpy(np.concatenate(dos_blocks)).to(dtype),
-            cond_mask=torch.from_numpy(cond),
-            fixed_mask=torch.from_numpy(fixed),
-            structure_ids=[r.structure_id for r in records],
-        )
+            dos=torch.from_numpy(np.concatenate(dos_blocks)).to(dtype), cond_mask=torch.from_numpy(cond),
+            fixed_mask=torch.from_numpy(fixed), structure_ids=[r.structure_id for r in records])
         out.validate()
         return out
 

@@ -111,9 +111,7 @@ def group_summary(group: str, cands: Sequence[StudyCandidate]) -> dict[str, Any]
     n = len(cands)
     valid = [c for c in cands if c.valid]
     return {
-        "group": group,
-        "n_generated": n,
-        "n_valid": len(valid),
+        "group": group, "n_generated": n, "n_valid": len(valid),
         "composition_diversity": rounded(composition_diversity((c.formula for c in cands if c.record), n)),
         "n_unique_formulas": len({c.formula for c in cands if c.formula}),
         "first_atom_elements": format_distribution(element_distribution(c.first_element for c in cands)),
