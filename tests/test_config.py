@@ -50,7 +50,7 @@ def test_paper_config_has_paper_numbers():
     assert cfg["model"]["size"] == "paper"
     assert cfg["train"]["diffusion"] == {"epochs": 1000, "batch_size": 256, "lr": 1e-3, "patience": None,
                                          "max_steps": None, "ema_decay": None, "repeat_source": {},
-                                         "weights": "best"}
+                                         "deterministic": False, "weights": "best"}
     assert cfg["generate"]["limit"] is None and cfg["generate"]["steps"] == 1000
     screen = cfg["studies"]["screen"]
     assert screen["n_per_natoms"] * len(screen["natoms"]) == 10_000 and screen["threshold"] == -1.5
