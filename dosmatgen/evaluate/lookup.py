@@ -127,12 +127,9 @@ def score_lookup(test: Sequence[Any], train: Sequence[Any], standardiser: Any, *
                  "neighbours": ";".join(labels[j] for j in idx[offsets[i]:offsets[i + 1]])}
                 for i, r in enumerate(test)]
         write_per_structure_csv(per_structure_csv, rows)
-    return {
-        "format": FORMAT, "version": 1, "guidance": GUIDANCE, "t0": None, "start": None, "n_structures": len(test),
-        "metrics": {k: v.to_dict() for k, v in metrics.items()},
-        "by_source": by_source,
-        "lookup": {"distance": "l1", "space": "standardised site DOS", "n_train_structures": len(train),
-                   "n_train_structures_without_dos": sum(1 for r in train if r.dos is None),
-                   "n_train_atoms": int(len(train_z)), **(inputs or {})},
-        "seconds": {"lookup": seconds},
-    }
+    return {"format": FORMAT, "version": 1, "guidance": GUIDANCE, "t0": None, "start": None, "n_structures": len(test),
+            "metrics": {k: v.to_dict() for k, v in metrics.items()}, "by_source": by_source,
+            "lookup": {"distance": "l1", "space": "standardised site DOS", "n_train_structures": len(train),
+                       "n_train_structures_without_dos": sum(1 for r in train if r.dos is None),
+                       "n_train_atoms": int(len(train_z)), **(inputs or {})},
+            "seconds": {"lookup": seconds}}

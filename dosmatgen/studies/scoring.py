@@ -110,17 +110,15 @@ def group_summary(group: str, cands: Sequence[StudyCandidate]) -> dict[str, Any]
     """Statistics shared by every study for one group of candidates."""
     n = len(cands)
     valid = [c for c in cands if c.valid]
-    return {
-        "group": group, "n_generated": n, "n_valid": len(valid),
-        "composition_diversity": rounded(composition_diversity((c.formula for c in cands if c.record), n)),
-        "n_unique_formulas": len({c.formula for c in cands if c.formula}),
-        "first_atom_elements": format_distribution(element_distribution(c.first_element for c in cands)),
-        "mean_dos_mae": rounded(finite_mean(c.dos_mae for c in valid)),
-        "median_dos_mae": rounded(finite_median(c.dos_mae for c in valid)),
-        "mean_dos_mae_std": rounded(finite_mean(c.dos_mae_std for c in valid)),
-        "mean_cosine": rounded(finite_mean(c.cosine for c in valid)),
-        "best_cosine": rounded(max((c.cosine for c in valid if c.cosine is not None), default=None)),
-    }
+    return {"group": group, "n_generated": n, "n_valid": len(valid),
+            "composition_diversity": rounded(composition_diversity((c.formula for c in cands if c.record), n)),
+            "n_unique_formulas": len({c.formula for c in cands if c.formula}),
+            "first_atom_elements": format_distribution(element_distribution(c.first_element for c in cands)),
+            "mean_dos_mae": rounded(finite_mean(c.dos_mae for c in valid)),
+            "median_dos_mae": rounded(finite_median(c.dos_mae for c in valid)),
+            "mean_dos_mae_std": rounded(finite_mean(c.dos_mae_std for c in valid)),
+            "mean_cosine": rounded(finite_mean(c.cosine for c in valid)),
+            "best_cosine": rounded(max((c.cosine for c in valid if c.cosine is not None), default=None))}
 
 
 def best_candidate(cands: Sequence[StudyCandidate], key: str = "dos_mae") -> StudyCandidate | None:

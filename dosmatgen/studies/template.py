@@ -227,17 +227,13 @@ def run_template(models: StudyModels, target: TargetDOS, cfg: TemplateConfig, ou
     for t0, group, cands in groups:
         row = group_summary(group, cands)
         n = len(cands)
-        row.update({
-            "t0": t0,
-            "structure_match_template": _frac(sum(bool(c.extra.get("structure_match")) for c in cands), n),
-            "geometry_match_template": _frac(sum(bool(c.extra.get("geometry_match")) for c in cands), n),
-            "composition_match_template": _frac(sum(bool(c.extra.get("composition_match")) for c in cands), n),
-            "keep_element_all": _mean(c.extra["keep_all"] for c in cands),
-            "keep_element_conditioned": _mean(c.extra["keep_cond"] for c in cands),
-            "keep_element_other": _mean(c.extra["keep_other"] for c in cands),
-            "conditioned_elements": format_distribution(element_distribution(
-                el for c in cands for el in c.extra["cond_elements"].split())),
-        })
+        row["t0"] = t0
+        row.update({f"{k}_match_template": _frac(sum(bool(c.extra.get(f"{k}_match")) for c in cands), n)
+                    for k in ("structure", "geometry", "composition")})
+        row.update({f"keep_element_{k}": _mean(c.extra[f"keep_{short}"] for c in cands)
+                    for k, short in (("all", "all"), ("conditioned", "cond"), ("other", "other"))})
+        row["conditioned_elements"] = format_distribution(element_distribution(
+            el for c in cands for el in c.extra["cond_elements"].split()))
         best = best_candidate(cands)
         row.update(best_columns(best))
         rows.append(row)
