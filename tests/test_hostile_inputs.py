@@ -633,7 +633,9 @@ def _hold_lock(out: Path, pid: int) -> Path:
 
 
 WRITERS = {"regenerate": (REGEN, "g.npz"), "sample": (SAMPLE, "gen"), "train": (TRAIN, "run"),
-           "studies": (STUDY, "study")}
+           "studies": (STUDY, "study"),
+           "formation": ("evaluate formation --store {d}/s.npz --split {d}/split.json --mlff emt --no-progress "
+                         "--out {o}", "f.json")}
 
 
 @pytest.mark.parametrize("command", sorted(WRITERS))
@@ -646,6 +648,17 @@ def test_two_writers_on_one_output(ws, tmp_path, capsys, other_run, command):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"being written by another run (pid {other_run.pid}" in err, err
     assert not out.exists() and lock.exists()  # the other run's claim is left alone
+
+
+def test_two_builds_of_one_part_on_one_output(tmp_path, capsys, other_run):
+    """Parts of one build share --out by design; the same part twice does not."""
+    out = tmp_path / "builtin"
+    out.mkdir()
+    lock = _hold_lock(out / ".build-prototypes-part2of4", other_run.pid)
+    assert main(f"data build-builtin --out {out} --part 2/4 --n-max 1".split()) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"being written by another run (pid {other_run.pid}" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [lock.name]  # nothing written beside the other run's claim
 
 
 def test_stale_lock_of_a_dead_run_is_taken_over(ws, tmp_path, capsys):

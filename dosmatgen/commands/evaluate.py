@@ -192,6 +192,7 @@ def _cmd_formation(args: argparse.Namespace) -> int:
     import numpy as np
 
     from dosmatgen.evaluate import formation as F
+    from dosmatgen.io import output_lock
 
     if bool(args.generated) == bool(args.store):
         raise ConfigError("give exactly one of --generated FILE or --store STORE --split SPLIT")
@@ -211,11 +212,12 @@ def _cmd_formation(args: argparse.Namespace) -> int:
         for r in part_records(args.store, args.split, args.subset, args.limit):
             items.append(F.FormationItem(r.structure_id, r.structure_id, r.atomic_numbers, r.frac_coords, r.lattice))
         source = f"{args.store}:{args.subset}"
-    res = F.compute_formation_energies(items, args.out, mlff=args.mlff, workers=args.workers, fmax=args.fmax,
-                                       steps=args.steps, refs_cache=args.refs_cache, chunk_size=args.chunk_size,
-                                       min_volume_per_atom=args.min_volume_per_atom, device=args.device,
-                                       input_name=source, progress=not args.no_progress, relaxer=args.relaxer,
-                                       max_atoms=args.max_atoms)
+    with output_lock(args.out, "--out"):  # a second run on the same --out stops instead of mixing parts
+        res = F.compute_formation_energies(items, args.out, mlff=args.mlff, workers=args.workers, fmax=args.fmax,
+                                           steps=args.steps, refs_cache=args.refs_cache, chunk_size=args.chunk_size,
+                                           min_volume_per_atom=args.min_volume_per_atom, device=args.device,
+                                           input_name=source, progress=not args.no_progress, relaxer=args.relaxer,
+                                           max_atoms=args.max_atoms)
     ok = [r["ef_relaxed"] for r in res["rows"] if r["ef_relaxed"] is not None]
     med = f"; median relaxed E_f {float(np.median(ok)):.3f} eV/atom" if ok else ""
     print(f"formation energies of {res['n']} structures with {res['mlff']}: {res['status_counts']}{med} -> {args.out}")

@@ -631,11 +631,19 @@ def run_build(args: argparse.Namespace) -> int:
         print(f"merged {meta['n_records']} records ({meta['n_atoms']} sites, {len(meta['elements'])} elements) "
               f"into {args.store}")
         return 0
-    counts = build(args.out, n_max=args.n_max, seed=args.seed, workers=args.workers, timeout_s=args.timeout,
-                   mlff=args.mlff, fmax=args.fmax, steps=args.steps, shard_size=args.shard_size,
-                   engine_kwargs={"maxiter": args.maxiter, "python": args.gpaw_python},
-                   part=None if args.part is None else parse_part(args.part), source=args.source,
-                   pool=args.pool, max_atoms=args.max_atoms, retry_failed=args.retry_failed)
+    from dosmatgen.io import output_lock
+
+    part = None if args.part is None else parse_part(args.part)
+    engine_kwargs = {"maxiter": args.maxiter, "python": args.gpaw_python}
+    check_build_settings(n_max=args.n_max, seed=args.seed, workers=args.workers, timeout_s=args.timeout, mlff=args.mlff,
+                         fmax=args.fmax, steps=args.steps, shard_size=args.shard_size, engine_kwargs=engine_kwargs)
+    # parts of one build share --out by design; two runs of the same part (or of the whole build) do not
+    claim = Path(args.out) / (f".build-{args.source}" + ("" if part is None else f"-part{part[0]}of{part[1]}"))
+    with output_lock(claim, "--out"):
+        counts = build(args.out, n_max=args.n_max, seed=args.seed, workers=args.workers, timeout_s=args.timeout,
+                       mlff=args.mlff, fmax=args.fmax, steps=args.steps, shard_size=args.shard_size,
+                       engine_kwargs=engine_kwargs, part=part,
+                       source=args.source, pool=args.pool, max_atoms=args.max_atoms, retry_failed=args.retry_failed)
     print(f"built {counts['done']} records, {counts['failed']} failed, of {counts['todo']} to do")
     if args.store:
         meta = merge(args.out, args.store)
