@@ -16,13 +16,10 @@ FIRE step each crystal is checked and leaves the batch when
   per-crystal floor, e.g. the formation-energy plausibility floor); ``error:<Exception>``
   (the force field raised on that crystal alone).
 
-Freed places are refilled from the queue. When a step raises, the batch is retried one crystal
-at a time for that step, so one bad crystal is dropped and the rest go on. When a step runs out
-of memory the atom budget is halved and half the batch goes back to the queue.
-
-``max_atoms=None`` sizes the batch from memory: one forward pass on a probe batch measures the
-memory per atom (CUDA: ``max_memory_allocated``; CPU: peak RSS), and the batch gets a quarter of
-the free memory, capped at :data:`MAX_ATOMS_CAP` per device type.
+Freed places are refilled from the queue. A step that raises is retried one crystal at a time, so
+one bad crystal is dropped and the rest go on; a step out of memory halves the atom budget and sends
+half the batch back to the queue. ``max_atoms=None`` sizes the batch from memory
+(:meth:`BatchedRelaxer.auto_max_atoms`).
 
 SevenNet runs through sevenn's own torch-sim wrapper (``sevenn.torchsim.SevenNetModel``).
 sevenn 0.13 imports ``torch_sim.neighbors.torchsim_nl``, which torch-sim 0.3.0 (the newest for
@@ -239,7 +236,8 @@ class BatchedRelaxer:
     def auto_max_atoms(self, atoms: Sequence[Any]) -> int:
         """Atoms per batch from one forward pass on the first crystals of ``atoms`` (ASE Atoms; those
         that start before 64 atoms are reached): a quarter of the free memory over the measured
-        memory per atom, within [:data:`MIN_ATOMS`, :data:`MAX_ATOMS_CAP`]."""
+        memory per atom (CUDA: ``max_memory_allocated``; CPU: peak RSS), within [:data:`MIN_ATOMS`,
+        :data:`MAX_ATOMS_CAP` of the device type]."""
         from dosmatgen.device import PeakMemory
 
         probe = [a for a, before in zip(atoms, itertools.accumulate(map(len, atoms), initial=0)) if before < 64]

@@ -14,12 +14,10 @@ whatever the size of the training split (paper scale: ~150k training atoms).
 
 It measures how much of each atom's element its DOS gives away by itself, the number the
 conditional model's element accuracy (:class:`~dosmatgen.evaluate.metrics.ElementAccuracy`) must
-be read against. Scored on the same first-N test structures as ``evaluate regenerate --limit N``:
-element accuracy (atom i against atom i) and composition match (reduced formula of the looked-up
-elements against the test structure's, :meth:`CompositionMatchRate.from_formulas`). Nothing
-structural is predicted, so the metrics JSON (the format of :mod:`dosmatgen.evaluate.score`) holds
-those two metrics only, with ``guidance "lookup"`` and ``t0``/``start`` null: the lookup does not
-depend on the start step T (Table 2 repeats it in every T column)::
+be read against, on the same first-N test structures as ``evaluate regenerate --limit N``. The
+metrics JSON (:mod:`dosmatgen.evaluate.score`'s format) holds element accuracy (atom i against atom
+i) and composition match (reduced formulas) only, nothing structural being predicted, with
+``t0``/``start`` null (Table 2 repeats it under every T)::
 
     {"format": "dosmatgen-metrics", "version": 1, "guidance": "lookup", "t0": null, "start": null,
      "n_structures": B,

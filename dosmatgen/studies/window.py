@@ -221,19 +221,17 @@ def run_window_sweep(models: StudyModels, target: TargetDOS, cfg: WindowConfig, 
         efu = [c.extra.get("ef_unrelaxed") for c in cands if c.extra.get("ef_unrelaxed") is not None]
         rows.append({
             **base, "window": label, "omega": omega,
-            "mean_win_dos_mae": rounded(finite_mean(c.extra.get("win_dos_mae") for c in cands)),
-            "mean_win_cosine": rounded(finite_mean(c.extra.get("win_cosine") for c in cands)),
-            "mean_own_win_dos_mae": rounded(finite_mean(c.extra.get("own_win_dos_mae") for c in cands)),
+            **{f"mean_{k}": rounded(finite_mean(c.extra.get(k) for c in cands))
+               for k in ("win_dos_mae", "win_cosine", "own_win_dos_mae")},
             "first_atom_earth_abundant": rounded(sum(is_earth_abundant(c.first_element) for c in cands) / n, 4),
-            "all_earth_abundant": rounded(sum(bool(c.extra.get("all_earth_abundant")) for c in cands) / n, 4),
-            "contains_target_element": rounded(sum(bool(c.extra.get("contains_target_element")) for c in cands) / n, 4),
+            **{k: rounded(sum(bool(c.extra.get(k)) for c in cands) / n, 4)
+               for k in ("all_earth_abundant", "contains_target_element")},
             "median_ef_unrelaxed": rounded(finite_median(efu)), "median_ef_relaxed": rounded(finite_median(efr)),
             "n_implausible_ef": len(efr_all) - len(efr) if cfg.formation else None,
-            "frac_stable": rounded(sum(e <= cfg.ef_threshold for e in efr) / n, 4) if cfg.formation else None,
-        })
+            "frac_stable": rounded(sum(e <= cfg.ef_threshold for e in efr) / n, 4) if cfg.formation else None})
         scored = [c for c in cands if c.extra.get("win_dos_mae") is not None]
-        best = min(scored, key=lambda c: (c.extra["win_dos_mae"], c.candidate_id)) if scored else None
-        if best is not None:
+        if scored:
+            best = min(scored, key=lambda c: (c.extra["win_dos_mae"], c.candidate_id))
             highlights.append(highlight(best, group, window=label, omega=omega,
                                         win_dos_mae=rounded(best.extra.get("win_dos_mae"))))
     comparison, verdict = compare_windows(rows, [window_label(w) for w in windows], list(cfg.omegas))
