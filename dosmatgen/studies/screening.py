@@ -327,10 +327,9 @@ def _run_dft(top: Sequence[StudyCandidate], target: TargetDOS, models: StudyMode
         rec = c.extra.get("_relaxed_record") or c.record
         longest = float(np.linalg.norm(rec.lattice, axis=1).max())
         vpa = abs(float(np.linalg.det(rec.lattice))) / rec.num_atoms
-        if longest > cfg.dft_max_length or vpa > cfg.dft_max_volume_per_atom:
-            out = {"status": f"skipped: cell too large for DFT (longest vector {longest:.3g} Å, "
-                             f"{vpa:.3g} Å^3/atom; limits {cfg.dft_max_length:g} Å, {cfg.dft_max_volume_per_atom:g})"}
-            return out  # not cached: it depends on the limits only
+        if longest > cfg.dft_max_length or vpa > cfg.dft_max_volume_per_atom:  # not cached: depends on limits
+            return {"status": f"skipped: cell too large for DFT (longest vector {longest:.3g} Å, {vpa:.3g} Å^3/atom; "
+                              f"limits {cfg.dft_max_length:g} Å, {cfg.dft_max_volume_per_atom:g})"}
         if path.exists():
             try:
                 cached = json.loads(path.read_text())
@@ -354,18 +353,15 @@ def _run_dft(top: Sequence[StudyCandidate], target: TargetDOS, models: StudyMode
     with ThreadPoolExecutor(max_workers=cfg.dft_workers) as pool:
         outs = list(tqdm(pool.map(one, top), total=len(top), desc=f"DFT ({name})", disable=not cfg.progress))
     for c, out in zip(top, outs):
-        c.extra["dft_status"] = "ok" if out["status"] == "ok" else out["status"][:200]
+        c.extra["dft_status"] = out["status"][:200]
         if out["status"] != "ok":
             continue
-        d = np.asarray(out["dos_first"], dtype=np.float64)
-        c.extra["_dft_dos"] = d
+        d, pred = np.asarray(out["dos_first"], dtype=np.float64), c.pred_dos
         m = dos_match(d, target.dos, models.surrogate_std)
-        c.extra.update({"dft_mae": m["dos_mae"], "dft_cosine": m["cosine"], "dft_seconds": out.get("seconds"),
-                        "dft_basis": out.get("basis"),
-                        "surrogate_vs_dft_mae": float(np.mean(np.abs(c.pred_dos - d))) if c.pred_dos is not None
-                        else None,
-                        "surrogate_vs_dft_cosine": cosine_similarity(c.pred_dos, d) if c.pred_dos is not None
-                        else None})
+        c.extra.update({"_dft_dos": d, "dft_mae": m["dos_mae"], "dft_cosine": m["cosine"],
+                        "dft_seconds": out.get("seconds"), "dft_basis": out.get("basis"),
+                        "surrogate_vs_dft_mae": None if pred is None else float(np.mean(np.abs(pred - d))),
+                        "surrogate_vs_dft_cosine": None if pred is None else cosine_similarity(pred, d)})
     n_ok = sum(o["status"] == "ok" for o in outs)
     return f"DFT validation with {name}: {n_ok} of {len(top)} succeeded (timeout {cfg.dft_timeout_s:.0f} s each)"
 
