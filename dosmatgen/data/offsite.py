@@ -112,7 +112,8 @@ def ingest_jobs(jobs_dir: str | Path, shards_dir: str | Path, shard_size: int = 
     changes nothing; the output of a retried failure (``export-jobs --retry-failed``) that
     succeeds supersedes the failure."""
     from dosmatgen.data.store import save_records
-    from dosmatgen.dos.gpaw_engine import GPAWEngineError, GPAWSiteDOSEngine, is_overcomplete_basis_error
+    from dosmatgen.dos.gpaw_engine import (GPAWEngineError, GPAWSiteDOSEngine, is_overcomplete_basis_error,
+                                           read_worker_output)
 
     jobs_dir, shards_dir = Path(jobs_dir), Path(shards_dir)
     if not jobs_dir.is_dir():
@@ -143,10 +144,7 @@ def ingest_jobs(jobs_dir: str | Path, shards_dir: str | Path, shard_size: int = 
         entry = {"id": sid, **{k: meta[k] for k in LEDGER_KEYS if k in meta},
                  "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": host}
         try:
-            with np.load(out_path, allow_pickle=False) as data:
-                res = {k: data[k] for k in data.files}
-            if str(res["status"]) != "ok":
-                raise GPAWEngineError(f"{sid}: {res.get('error', 'unknown GPAW failure')}")
+            res = read_worker_output(out_path, sid)
             result = engine.result_from_worker(rec, res, str(job["basis"]), float(res["seconds"]))
         except GPAWEngineError as exc:
             if is_overcomplete_basis_error(str(exc)):

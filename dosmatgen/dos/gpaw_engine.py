@@ -112,6 +112,15 @@ def niggli_reduced(record: CrystalRecord) -> CrystalRecord:
                          r.lattice.matrix, None, dict(record.provenance))
 
 
+def read_worker_output(path: Path, structure_id: str) -> dict[str, Any]:
+    """The arrays of a worker's ``out.npz``; :class:`GPAWEngineError` with its message when it failed."""
+    with np.load(path, allow_pickle=False) as data:
+        res = {k: data[k] for k in data.files}
+    if str(res["status"]) != "ok":
+        raise GPAWEngineError(f"{structure_id}: {res.get('error', 'unknown GPAW failure')}")
+    return res
+
+
 def is_overcomplete_basis_error(message: str) -> bool:
     """Whether a GPAW failure is an over-complete LCAO basis (overlap matrix not positive definite).
 
@@ -275,11 +284,7 @@ class GPAWSiteDOSEngine:
                 tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
                 raise GPAWEngineError(f"{record.structure_id}: GPAW worker exited with code {proc.returncode} "
                                       f"and no result: {' | '.join(tail)}")
-            with np.load(out_path, allow_pickle=False) as data:
-                res = {k: data[k] for k in data.files}
-        if str(res["status"]) != "ok":
-            raise GPAWEngineError(f"{record.structure_id}: {res.get('error', 'unknown GPAW failure')}")
-        return res
+            return read_worker_output(out_path, record.structure_id)
 
     def _run_limited(self, cmd: list[str], env: dict[str, str], cwd: str,
                      structure_id: str) -> subprocess.CompletedProcess:
