@@ -362,10 +362,9 @@ def measure_rates(cfg: dict[str, Any], records: Sequence[Any], device: str = "cp
     GPAW from ``screen_dft`` or ``ledgers`` (:func:`gpaw_seconds_per_cell`)."""
     import torch
 
-    rates = Rates()
-    rates.environment = {"nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
-                         "loadavg_before": os.getloadavg(), "model_size": cfg["model"]["size"],
-                         "mean_atoms_of_measured_crystals": float(np.mean([r.num_atoms for r in records]))}
+    rates = Rates(environment={"nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
+                               "loadavg_before": os.getloadavg(), "model_size": cfg["model"]["size"],
+                               "mean_atoms_of_measured_crystals": float(np.mean([r.num_atoms for r in records]))})
     def attempt(what: str, fn: Callable[[], None]) -> None:
         measure_part(what, fn, report, rates.environment.setdefault("failed_parts", []))
 

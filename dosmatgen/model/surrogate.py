@@ -313,8 +313,7 @@ def predict_site_dos(model: SurrogateDOSModel, standardiser: Any, items: Sequenc
             try:
                 recs.append((i, CrystalRecord(f"s{i}", z, np.mod(np.asarray(x, np.float64), 1.0), lat)))
             except DataError as exc:
-                msg = str(exc)
-                reasons[i] = "degenerate_lattice" if "volume" in msg else "non_finite"
+                reasons[i] = "degenerate_lattice" if "volume" in str(exc) else "non_finite"
     model = model.to(device).eval()
     with torch.no_grad():
         for start in tqdm(range(0, len(recs), batch_size), desc="surrogate", disable=not progress):
