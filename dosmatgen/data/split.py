@@ -35,11 +35,9 @@ from dosmatgen.io import atomic_save_json
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.6, 0.2, 0.2)
 
-#: Sources of a structure, told apart by the prefix of its id (see :func:`record_source`), in the
-#: order the split lists them.  ``prototypes``: the built-in prototype crystals (``builtin-...``,
-#: provenance source ``builtin``); ``mp20``: real Materials Project MP-20 crystals labelled with the
-#: same GPAW protocol (``mp20-<material_id>``, provenance source ``mp20``); ``mp``: Materials
-#: Project ids (``mp-...``/``mvc-...``: the MP DOS set, the authors' data); ``other``: anything else.
+#: Sources of a structure (:func:`record_source`), in the order the split lists them: the built-in
+#: prototype crystals, real MP-20 crystals labelled with the same GPAW protocol, the MP DOS set (the
+#: authors' data: ``mp-...``/``mvc-...`` ids) and anything else.
 SOURCES: tuple[str, ...] = ("prototypes", "mp20", "mp", "other")
 _PREFIXES: tuple[tuple[str, str], ...] = (("builtin-", "prototypes"), ("mp20-", "mp20"), ("mp-", "mp"),
                                           ("mvc-", "mp"))
@@ -110,11 +108,9 @@ def make_split(ids: Iterable[str], seed: int = 0, fractions: Sequence[float] = D
                stratify: bool = True) -> dict[str, list[str]]:
     """Seeded random split of ``ids`` into ``{"train", "val", "test"}`` id lists (disjoint, exhaustive).
 
-    ``stratify`` (default): each source (:func:`record_source`) is split on its own with the same
-    ``seed`` and ``fractions`` and each part interleaves the sources in proportion
-    (:func:`interleave`), so that its first N ids (``evaluate regenerate --limit N``) keep every
-    source's share; with one source this is the same as ``stratify=False``, the plain split of
-    all ids together."""
+    ``stratify`` (default): each source split on its own (module docstring), each part interleaving
+    the sources in proportion (:func:`interleave`) so that its first N ids (``evaluate regenerate
+    --limit N``) keep every source's share; ``False``: the plain split of all ids together."""
     ids = [str(i) for i in ids]
     if not ids:
         raise DataError("cannot split an empty list of ids")

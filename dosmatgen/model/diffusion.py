@@ -4,10 +4,8 @@ condition and classifier-free guidance (paper §2.2, §2.4, Appendix A).
 Training (:meth:`JointDiffusion.loss`): t ~ U{1..T} per crystal, S_0 noised with the forward
 processes (A1, A5, A6), the condition dropped according to ``drop_mode`` and
 L = lambda_A L_A + lambda_X L_X + lambda_L L_L (A8-A11). Options outside the paper (issue 13,
-``results/ablation_condition.md``): ``type_target="x0"`` or ``"posterior"`` (the type head
-predicts the clean element, alone or as the prior of Bayes' rule with A_t's exact likelihood;
-L_A becomes its cross-entropy, weight ``lambda_ce``) and ``lambda_aux`` (an auxiliary
-DOS -> element cross-entropy on the conditioned atoms' node features).
+``results/ablation_condition.md``): ``type_target`` ``"x0"`` / ``"posterior"`` and ``lambda_aux``
+(:class:`~dosmatgen.model.config.DiffusionConfig`).
 
 Prediction (:meth:`JointDiffusion.eps`): (eps_A, score_X, eps_L) with score_X the actual score
 grad_X log p(X_t) (the network's normalised output times sqrt(E||grad log q||^2) = 1/sqrt(lambda_t)).
