@@ -129,9 +129,8 @@ def row_record(row: dict[str, Any]) -> CrystalRecord:
         raise DataError(f"{NO_GPAW_SETUP}: {', '.join(missing)}")
     mid = row["material_id"]
     prov = {"source": SOURCE, "material_id": mid, "formula": row.get("formula"),
-            "mp_formation_energy_per_atom": _float_or_none(row.get("formation_energy_per_atom")),
-            "mp_band_gap": _float_or_none(row.get("band_gap")),
-            "mp_e_above_hull": _float_or_none(row.get("e_above_hull")),
+            **{f"mp_{k}": _float_or_none(row.get(k))
+               for k in ("formation_energy_per_atom", "band_gap", "e_above_hull")},
             "spacegroup": row.get("spacegroup")}
     rec = CrystalRecord(structure_id_for(mid), [atomic_numbers[s] for s in species], frac, lattice, None, prov)
     d = rec.min_distance()
