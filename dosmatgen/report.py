@@ -101,16 +101,14 @@ def render_report(tables: Sequence[tuple[str, list[str], list[list[str]]]],
     if not tables:
         parts.append('<p class="muted">No tables found.</p>')
     for name, header, rows in tables:
-        parts.append(f"<h3>{html.escape(title_from_stem(name))}</h3>")
-        parts.append(f'<p class="muted">{html.escape(name)}.csv</p>')
-        parts.append(_html_table(header, rows))
+        parts += [f"<h3>{html.escape(title_from_stem(name))}</h3>", f'<p class="muted">{html.escape(name)}.csv</p>',
+                  _html_table(header, rows)]
     parts.append('<h2 id="figures">Figures</h2>')
     if not figures:
         parts.append('<p class="muted">No figures found.</p>')
-    for png, fig_title, caption in figures:
-        parts.append(_figure_html(png, fig_title, caption))
-    for i, (heading, text) in enumerate(notes):
-        parts.append(f'<h2 id="note{i}">{html.escape(heading)}</h2><pre>{html.escape(text)}</pre>')
+    parts += [_figure_html(png, fig_title, caption) for png, fig_title, caption in figures]
+    parts += [f'<h2 id="note{i}">{html.escape(heading)}</h2><pre>{html.escape(text)}</pre>'
+              for i, (heading, text) in enumerate(notes)]
     parts.append('<h2 id="provenance">Provenance</h2>')
     if provenance:
         parts.append(f"<pre>{html.escape(json.dumps(provenance, indent=2, sort_keys=True, default=str))}</pre>")

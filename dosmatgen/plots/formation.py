@@ -212,17 +212,19 @@ def mlff_display_name(name: str) -> str:
     return MLFF_NAMES.get(name.lower(), name)
 
 
-_OFF_AXIS = ("Legends give n, the median, values outside the drawn range (off-axis, not drawn) and "
-             "failed relaxations.")
+def _caption(which: str, mlff: str) -> str:
+    """The caption of Fig. 2 / B.1: ``which`` structures, against the ground truth, with the legend's key."""
+    mlff = mlff_display_name(mlff)
+    return (f"Formation energy per atom (eV/atom) of structures regenerated {which}, unrelaxed and after {mlff} "
+            f"relaxation, against the {mlff}-relaxed test structures (ground truth). Legends give n, the median, "
+            "values outside the drawn range (off-axis, not drawn) and failed relaxations.")
 
 
 def plot_fig2(generated: Mapping[tuple[str, int], FormationSet], ground_truth: FormationSet | None,
               out_dir: str | os.PathLike, *, stem: str = "fig2_formation_T1000", mlff: str = "MLFF") -> list[Path]:
     """Paper Fig. 2: E_f distributions at T = 1000, (a) classifier-based, (b) classifier-free."""
-    mlff = mlff_display_name(mlff)
-    caption = (f"Formation energy per atom (eV/atom) of structures regenerated from the test split at T = 1000 "
-               f"with (a) classifier-based and (b) classifier-free guidance, unrelaxed and after {mlff} "
-               f"relaxation, against the {mlff}-relaxed test structures (ground truth). {_OFF_AXIS}")
+    caption = _caption("from the test split at T = 1000 with (a) classifier-based and (b) classifier-free guidance",
+                       mlff)
     return plot_formation_grid(generated, ground_truth, [1000], out_dir, stem,
                                title="Fig. 2: formation energies at T = 1000", caption=caption)
 
@@ -232,9 +234,6 @@ def plot_figB1(generated: Mapping[tuple[str, int], FormationSet], ground_truth: 
                stem: str = "figB1_formation_T200_T500", mlff: str = "MLFF") -> list[Path]:
     """Paper Fig. B.1: the Fig. 2 panels for the partial-noise starts T ∈ {200, 500}."""
     ts = ", ".join(str(t) for t in t_values)
-    mlff = mlff_display_name(mlff)
-    caption = (f"Formation energy per atom (eV/atom) of structures regenerated at T ∈ {{{ts}}} (rows) with "
-               f"classifier-based and classifier-free guidance (columns), unrelaxed and after {mlff} "
-               f"relaxation, against the {mlff}-relaxed test structures (ground truth). {_OFF_AXIS}")
+    caption = _caption(f"at T ∈ {{{ts}}} (rows) with classifier-based and classifier-free guidance (columns)", mlff)
     return plot_formation_grid(generated, ground_truth, list(t_values), out_dir, stem,
                                title=f"Fig. B.1: formation energies at T = {ts}", caption=caption)
