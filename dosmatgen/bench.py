@@ -12,9 +12,7 @@ Times are wall-clock; ``cpu_s`` (process CPU time over the same interval) is rep
 because on a shared machine wall time also measures the other jobs: on an idle machine
 ``wall_s`` approaches ``cpu_s / threads``.
 
-Each benchmark reports the peak memory it needed: on CUDA ``torch.cuda.max_memory_allocated``;
-on CPU the peak resident set size (``VmHWM``, reset before each measurement through
-``/proc/self/clear_refs``; where that is unavailable, ``ru_maxrss``, the process-wide peak).
+Each benchmark reports the peak memory it needed (:class:`~dosmatgen.device.PeakMemory`).
 
 Extension hook: other modules add benchmarks with :func:`register_benchmark`; the modules named
 in :data:`EXTENSION_MODULES` are imported when present (e.g. the evaluation package's

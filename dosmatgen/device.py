@@ -35,7 +35,9 @@ def synchronize(device: Any) -> None:
 
 
 class PeakMemory:
-    """Context manager measuring peak memory (MiB) of the enclosed code; see the module doc."""
+    """Context manager measuring peak memory (MiB) of the enclosed code: on CUDA
+    ``torch.cuda.max_memory_allocated``; on CPU the peak resident set size (``VmHWM``, reset through
+    ``/proc/self/clear_refs``; where that is unavailable, ``ru_maxrss``, the process-wide peak)."""
 
     def __init__(self, device: Any) -> None:
         self.device = device
