@@ -14,6 +14,7 @@ from dosmatgen.errors import CheckpointError, ConfigError, DataError
 
 FE_DOS = Path(__file__).parent / "fixtures" / "mp_documents" / "emmet_Fe_dos.json.gz"
 STORE = Path(__file__).resolve().parents[1] / "resources" / "builtin_dos.npz"
+DIFFUSION = str(Path(__file__).resolve().parents[1] / "results" / "demo_run" / "diffusion.pt")
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,37 @@ def test_a_vasp_target_is_scaled_to_the_training_data_with_a_notice():
     assert electrons_below_fermi(raw.dos)[0] == pytest.approx(6.61, abs=0.05)  # results/mp_vs_gpaw_Si_Fe.json
     ratio = scaled.dos[0] / np.where(raw.dos[0] > 0, raw.dos[0], np.nan)
     assert np.nanstd(ratio) < 1e-9  # one factor: the shape is kept
+
+
+def _cli(argv):
+    from dosmatgen.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+def test_cli_sample_from_a_complete_dos_json(tmp_path, capsys):
+    out = tmp_path / "gen"
+    code = _cli(["sample", "--checkpoint", DIFFUSION, "--target-dos", f"{FE_DOS}:0",
+                 "--num-atoms", "2", "--n", "2", "--steps", "5", "--device", "cpu", "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 0, err
+    assert len(err) == 1 and "note:" in err[0] and "scaled to the training data" in err[0]
+    import json
+
+    settings = json.loads((out / "sample.json").read_text())
+    assert settings["target_sites"] == [0] and settings["condition_atoms"] == [0]
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--target-vasprun", "missing/vasprun.xml", "does not exist"),
+    ("--target-dos", f"{FE_DOS}:5", "site 5 does not exist"),
+])
+def test_cli_foreign_target_bad_input(tmp_path, capsys, flag, value, words):
+    code = _cli(["sample", "--checkpoint", DIFFUSION, flag, value, "--num-atoms", "2",
+                 "--n", "1", "--steps", "2", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "gen")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "gen").exists()

@@ -174,7 +174,7 @@ def sampler_options(args: argparse.Namespace, **defaults):
 #: an input or an output (``tests/test_hostile_inputs.py`` enumerates every command).
 PATH_DESTS = frozenset({
     "out", "store", "split", "standardiser", "json", "text", "figure", "shards", "jobs", "pool", "input", "dir",
-    "split_out", "release", "config", "checkpoint", "target_dos", "template", "regressor", "surrogate",
+    "split_out", "release", "config", "checkpoint", "target_dos", "target_vasprun", "template", "regressor", "surrogate",
     "generated", "cif_dir", "metrics_dir", "formation", "provenance", "results", "refs_cache", "work_dir", "rates",
     "save_rates", "bench", "crystals", "truth", "figures", "notes", "run_config", "inputs", "train_ids", "merge",
     "require", "recorded"})

@@ -26,6 +26,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -223,6 +224,42 @@ def _open_store(path: str | None):
     return DOSStore(path)
 
 
+def _file_and_sites(spec: str, flag: str) -> tuple[str, list[int] | None]:
+    """``FILE`` or ``FILE:0,2`` -> (file, sites or None)."""
+    if Path(spec).exists() or ":" not in spec:
+        return spec, None
+    path, _, sites = spec.rpartition(":")
+    return path, parse_atom_list(sites, flag)
+
+
+def is_complete_dos_file(path: str) -> bool:
+    """A pymatgen ``CompleteDos`` JSON (``.json.gz``, or ``.json`` holding one) rather than DOS rows."""
+    if path.endswith(".json.gz"):
+        return True
+    if not path.endswith(".json") or not Path(path).is_file():
+        return False
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and (obj.get("@class") == "CompleteDos" or {"pdos", "structure"} <= set(obj))
+
+
+def foreign_target(spec: str, flag: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Rows from a vasprun.xml or a CompleteDos JSON (``FILE[:SITES]``), scaled to the training
+    data's convention (:func:`dosmatgen.api.normalise_to_training`) with a one-line notice."""
+    from dosmatgen.api import target_from_file
+
+    path, sites = _file_and_sites(spec, flag)
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        target = target_from_file(path, sites)
+    for note in notes:
+        if "scaled to the training data" in str(note.message):
+            print(f"dosmatgen sample: note: {note.message}", file=sys.stderr)
+    return target.dos, {flag.lstrip("-").replace("-", "_"): spec, "target_sites": target.sites}
+
+
 def build_spec(args: argparse.Namespace, standardiser: Any, max_z: int) -> tuple[Any, dict[str, Any]]:
     """Read the command's inputs and build the generation spec
     (:func:`dosmatgen.generate.specs.target_spec`); returns (CrystalBatch, description)."""
@@ -230,8 +267,8 @@ def build_spec(args: argparse.Namespace, standardiser: Any, max_z: int) -> tuple
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    if args.target_dos and args.target:
-        raise ConfigError("give either --target-dos FILE or --target ID[:SITES], not both")
+    if sum(bool(v) for v in (args.target_dos, args.target, args.target_vasprun)) > 1:
+        raise ConfigError("give one of --target-dos FILE, --target-vasprun FILE or --target ID[:SITES]")
     store = _open_store(args.store)
     if args.target and store is None:
         raise ConfigError("--target ID[:SITES] needs --store")
@@ -242,7 +279,11 @@ def build_spec(args: argparse.Namespace, standardiser: Any, max_z: int) -> tuple
         raise ConfigError("--t0 needs --template (the structure to noise and denoise)")
     rows = None
     target_desc: dict[str, Any] = {}
-    if args.target_dos:
+    if args.target_vasprun:
+        rows, target_desc = foreign_target(args.target_vasprun, "--target-vasprun")
+    elif args.target_dos and is_complete_dos_file(_file_and_sites(args.target_dos, "--target-dos")[0]):
+        rows, target_desc = foreign_target(args.target_dos, "--target-dos")
+    elif args.target_dos:
         rows = read_target_dos(args.target_dos)
         target_desc = {"target_dos": str(args.target_dos)}
     elif args.target:
@@ -376,7 +417,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-atoms", type=atom_count, default=None, help="atoms per crystal")
     p.add_argument("--n", type=positive_int, default=16, help="number of crystals to generate (default 16)")
     p.add_argument("--target-dos", default=None,
-                   help="raw target site DOS, (K, 400) rows: .npy, .npz, .json or .csv")
+                   help="raw target site DOS, (K, 400) rows: .npy, .npz, .json or .csv; or FILE[:SITES] of a "
+                        "pymatgen CompleteDos JSON (.json or .json.gz, e.g. a Materials Project DOS), scaled to the "
+                        "training data's electrons below E_F (docs/api.md)")
+    p.add_argument("--target-vasprun", default=None, metavar="FILE[:SITES]",
+                   help="target site DOS from a VASP vasprun.xml with projected DOS (LORBIT >= 10), sites e.g. "
+                        ":0,1; scaled like a CompleteDos")
     p.add_argument("--target", default=None, help="ID or ID:SITES (e.g. mp-1234:0,2 or mp-1234:Ni) from --store")
     p.add_argument("--store", default=None, help="dataset store for --target / --template IDs")
     p.add_argument("--condition-atoms", default=None, help="atoms conditioned on the target rows, e.g. 0,1")
@@ -389,7 +435,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", default="cif,extxyz", help="cif, extxyz or both (default cif,extxyz)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    declare_paths(p, inputs=("checkpoint", "target_dos", "store", "template", "regressor"), outputs={"out": "dir"})
+    declare_paths(p, inputs=("checkpoint", "target_dos", "target_vasprun", "store", "template", "regressor"),
+                  outputs={"out": "dir"})
     p.set_defaults(func=_cmd_sample)
 
 
