@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 
 #: The public Python API (dosmatgen.api): from a target site DOS to candidate crystals.
 __all__ = ["Candidate", "Model", "SamplerOptions", "Target", "generate_crystals", "load_model", "normalise_to_training",
-           "predict_site_dos", "target_from_array", "target_from_dos", "target_from_file", "target_from_store"]
+           "predict_site_dos", "relax_and_rank", "target_from_array", "target_from_dos", "target_from_file",
+           "target_from_store"]
 
 
 def __getattr__(name: str):

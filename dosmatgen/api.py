@@ -66,13 +66,16 @@ class Target:
 class Candidate:
     """One generated crystal: ``structure`` (None when the arrays are not a crystal), its validity,
     the surrogate's site DOS (N, 400) and ``distance``, the mean absolute difference of the
-    conditioned sites' predicted DOS to their targets (states/eV/site)."""
+    conditioned sites' predicted DOS to their targets (states/eV/site); after :func:`relax_and_rank`,
+    the ``relaxed`` structure and its ``formation_energy`` (eV/atom, MLFF)."""
 
     structure: Any
     valid: bool
     reason: str | None = None
     site_dos: np.ndarray | None = None
     distance: float | None = None
+    relaxed: Any = None
+    formation_energy: float | None = None
 
     def to_ase(self) -> Any:
         """The crystal as ASE ``Atoms`` (None when there is no structure)."""
@@ -208,7 +211,8 @@ def _pick(dos: np.ndarray, sites: Sequence[int] | None, source: str) -> tuple[np
     idx = list(range(len(dos))) if sites is None else [int(i) for i in sites]
     bad = [i for i in idx if not 0 <= i < len(dos)]
     if bad:
-        raise DataError(f"{source}: site {bad[0]} does not exist (the structure has {len(dos)} sites, 0..{len(dos) - 1})")
+        raise DataError(f"{source}: site {bad[0]} does not exist (the structure has {len(dos)} sites, "
+                        f"0..{len(dos) - 1})")
     return dos[idx], idx
 
 
@@ -342,3 +346,35 @@ def _candidate(model: Model, item: tuple, rows: np.ndarray | None, cond: list[in
             want = np.stack([rows[0 if len(rows) == 1 else j] for j in range(len(cond))])
             cand.distance = float(np.abs(cand.site_dos[cond] - want).mean())
     return cand
+
+
+def relax_and_rank(candidates: Sequence[Candidate], mlff: str = "sevenn", *, fmax: float | None = None,
+                   steps: int | None = None, calc: Any = None, refs_cache: str | Path | None = None,
+                   progress: bool = True) -> list[Candidate]:
+    """Relax every valid candidate with an MLFF of the registry (:mod:`dosmatgen.evaluate.mlff`:
+    ``"sevenn"`` offline, ``"chgnet"``, ``"orb"``; or an ASE ``calc``), fill ``relaxed`` and
+    ``formation_energy`` (eV/atom against the MLFF's elemental references,
+    :class:`~dosmatgen.evaluate.formation.ElementalReferences`), and return the candidates ranked
+    by formation energy, then distance to the target; the ones that did not relax come last."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from tqdm.auto import tqdm
+
+    from dosmatgen.evaluate.formation import ElementalReferences, formation_energy_per_atom
+    from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS, canonical_mlff, get_calculator, relax
+
+    fmax, steps = DEFAULT_FMAX if fmax is None else fmax, DEFAULT_RELAX_STEPS if steps is None else steps
+    name = type(calc).__name__.lower() if calc is not None else canonical_mlff(mlff)
+    calc = calc if calc is not None else get_calculator(name)
+    refs = ElementalReferences(name, refs_cache, fmax, steps)
+    for cand in tqdm([c for c in candidates if c.valid], desc=f"relax ({name})", disable=not progress):
+        atoms, energy, converged = relax(AseAtomsAdaptor.get_atoms(cand.structure), calc, fmax, steps)
+        symbols = atoms.get_chemical_symbols()
+        known = refs.get(symbols, calc)
+        if converged and np.isfinite(energy) and set(symbols) <= set(known):
+            cand.relaxed = AseAtomsAdaptor.get_structure(atoms)
+            cand.formation_energy = formation_energy_per_atom(symbols, energy, known)
+
+    def key(c: Candidate) -> tuple:
+        return (c.formation_energy is None, c.formation_energy or 0.0, c.distance is None, c.distance or 0.0)
+
+    return sorted(candidates, key=key)

@@ -133,3 +133,18 @@ def test_cli_foreign_target_bad_input(tmp_path, capsys, flag, value, words):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and words in err[0], err
     assert not (tmp_path / "gen").exists()
+
+
+def test_relax_and_rank_orders_by_formation_energy(tmp_path):
+    """EMT on two hand-made candidates (fcc Cu near and far from its equilibrium cell) and an
+    invalid one: both valid ones relax to fcc Cu, formation energy ~0, the invalid one last."""
+    from ase.calculators.emt import EMT
+    from pymatgen.core import Lattice, Structure
+
+    cu = lambda a: Structure(Lattice.cubic(a), ["Cu"] * 4, [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]])
+    cands = [api.Candidate(None, False, "overlapping_atoms"), api.Candidate(cu(3.9), True, distance=0.2),
+             api.Candidate(cu(3.6), True, distance=0.1)]
+    ranked = api.relax_and_rank(cands, calc=EMT(), refs_cache=tmp_path / "refs.json", steps=200, progress=False)
+    assert ranked[-1].structure is None and ranked[-1].formation_energy is None
+    assert all(abs(c.formation_energy) < 0.02 for c in ranked[:2])  # relaxed fcc Cu is its own reference
+    assert abs(ranked[0].relaxed.lattice.a - ranked[1].relaxed.lattice.a) < 0.02  # both reach one lattice
