@@ -182,6 +182,13 @@ def _checked(dos: np.ndarray, source: str, sites: Sequence[int]) -> Target:
     return Target(dos, source, list(sites))
 
 
+def _check_window(energies: np.ndarray, source: str) -> None:
+    """Energies relative to E_F must cover the model's grid, [-10, 10] eV."""
+    if energies[0] > E_MIN or energies[-1] < E_MAX:
+        raise DataError(f"{source}: its energies cover [{energies[0]:.2f}, {energies[-1]:.2f}] eV around E_F; the "
+                        f"model's grid needs [{E_MIN:g}, {E_MAX:g}] eV")
+
+
 def target_from_array(dos: Any, energies: Any = None, *, efermi: float = 0.0) -> Target:
     """A target from site DOS rows (K, E): already on the project grid when ``energies`` is None,
     else resampled from ``energies`` (eV; ``efermi`` moved to 0), which must cover the grid's
@@ -199,9 +206,7 @@ def target_from_array(dos: Any, energies: Any = None, *, efermi: float = 0.0) ->
         raise DataError(f"{e.size} energies for DOS rows of {dos.shape[-1]} points")
     if not np.all(np.isfinite(e)) or not np.all(np.diff(e) > 0):
         raise DataError("the energies must be finite and increasing")
-    if e[0] > E_MIN or e[-1] < E_MAX:
-        raise DataError(f"the energies cover [{e[0]:.2f}, {e[-1]:.2f}] eV around E_F; the model's grid needs "
-                        f"[{E_MIN:g}, {E_MAX:g}] eV")
+    _check_window(e, "array")
     if not np.all(np.isfinite(dos)):
         raise DataError("the target DOS contains NaN or inf")
     return _checked(np.stack([np.interp(ENERGY_GRID, e, row) for row in dos]), "array", range(len(dos)))
@@ -226,9 +231,8 @@ def target_from_dos(complete_dos: Any, sites: Sequence[int] | None = None, sourc
 
     energies = np.asarray(getattr(complete_dos, "energies", []), dtype=np.float64)
     efermi = getattr(complete_dos, "efermi", None)
-    if efermi is not None and energies.size and (energies[0] - efermi > E_MIN or energies[-1] - efermi < E_MAX):
-        raise DataError(f"{source}: its energies cover [{energies[0] - efermi:.2f}, {energies[-1] - efermi:.2f}] eV "
-                        f"around E_F; the model's grid needs [{E_MIN:g}, {E_MAX:g}] eV")
+    if efermi is not None and energies.size:
+        _check_window(energies - efermi, source)
     rows, idx = _pick(site_dos_from_complete_dos(complete_dos, required_points=None), sites, source)
     target = _checked(rows, source, idx)
     if not normalise:
@@ -270,32 +274,31 @@ def target_from_file(path: str | Path, sites: Sequence[int] | None = None, norma
 
 def target_from_store(store: str | Path, spec: str) -> Target:
     """A target from a dosmatgen store: ``"ID"`` (every site) or ``"ID:0,2"`` / ``"ID:Ni"``."""
-    from dosmatgen.data.info import resolve_site_index
+    from dosmatgen.data.info import store_site_dos
     from dosmatgen.data.store import DOSStore
 
-    st = DOSStore(store)
-    sid, _, which = spec.partition(":")
-    if sid not in st:
-        raise DataError(f"structure id {sid!r} is not in store {store}")
-    rec = st[sid]
-    if rec.dos is None:
-        raise DataError(f"{sid} has no site DOS in {store}")
-    sites = list(range(rec.num_atoms)) if not which else [resolve_site_index(rec, s.strip()) for s in which.split(",")]
-    return _checked(rec.dos[sites], f"{store}:{spec}", sites)
+    dos, sites, _ = store_site_dos(DOSStore(store), spec)
+    return _checked(dos, f"{store}:{spec}", sites)
 
 
 # ---- generation -------------------------------------------------------------------------------------
 def predict_site_dos(model: Model, structure: Any) -> np.ndarray:
     """The surrogate's site DOS (N, 400, states/eV/site) of a pymatgen ``Structure``."""
+    return _site_dos(model, [structure])[0]
+
+
+def _site_dos(model: Model, structures: Sequence[Any]) -> list[np.ndarray]:
+    """The surrogate's site DOS of several structures, in one batched call."""
     from dosmatgen.model.surrogate import predict_site_dos as predict
 
     if model.surrogate is None:
         raise ConfigError("this model has no surrogate (load_model(..., surrogate=CHECKPOINT))")
-    item = (np.array([s.specie.Z for s in structure]), structure.frac_coords, structure.lattice.matrix)
-    (dos,), (why,) = predict(model.surrogate, model.surrogate_standardiser, [item], device=str(model.device))
-    if dos is None:
-        raise DataError(f"the surrogate cannot read this structure: {why}")
-    return np.asarray(dos)
+    items = [(np.array([s.specie.Z for s in st]), st.frac_coords, st.lattice.matrix) for st in structures]
+    preds, whys = predict(model.surrogate, model.surrogate_standardiser, items, device=str(model.device))
+    for dos, why in zip(preds, whys):
+        if dos is None:
+            raise DataError(f"the surrogate cannot read this structure: {why}")
+    return [np.asarray(dos) for dos in preds]
 
 
 def generate_crystals(model: Model, target: Target | None = None, *, n: int = 16, num_atoms: int | None = None,
@@ -320,6 +323,7 @@ def generate_crystals(model: Model, target: Target | None = None, *, n: int = 16
     model has one.
     """
     from dosmatgen.data.schema import CrystalRecord
+    from dosmatgen.data.validity import validity_reason
     from dosmatgen.generate.runner import generate as run
     from dosmatgen.generate.specs import target_spec
 
@@ -332,20 +336,15 @@ def generate_crystals(model: Model, target: Target | None = None, *, n: int = 16
                        target_rows=rows, condition_atoms=condition_atoms, fixed_types=fixed_types, template=record)
     gen = run(model.diffusion, spec, opts, t0=t0, regressor=model.regressor, progress=progress)
     cond = list(condition_atoms) if condition_atoms else list(range(0 if rows is None else len(rows)))
-    return [_candidate(model, item, rows, cond) for item in gen.items()]
-
-
-def _candidate(model: Model, item: tuple, rows: np.ndarray | None, cond: list[int]) -> Candidate:
-    from dosmatgen.data.validity import validity_reason
-
-    structure, reason = validity_reason(*item)
-    cand = Candidate(structure, reason is None, reason)
-    if cand.valid and model.surrogate is not None:
-        cand.site_dos = predict_site_dos(model, structure)
-        if rows is not None and cond:
-            want = np.stack([rows[0 if len(rows) == 1 else j] for j in range(len(cond))])
-            cand.distance = float(np.abs(cand.site_dos[cond] - want).mean())
-    return cand
+    cands = [Candidate(st, why is None, why) for st, why in (validity_reason(*item) for item in gen.items())]
+    valid = [c for c in cands if c.valid]
+    if valid and model.surrogate is not None:
+        want = None if rows is None or not cond else rows[[0 if len(rows) == 1 else j for j in range(len(cond))]]
+        for cand, dos in zip(valid, _site_dos(model, [c.structure for c in valid])):
+            cand.site_dos = dos
+            if want is not None:
+                cand.distance = float(np.abs(dos[cond] - want).mean())
+    return cands
 
 
 def relax_and_rank(candidates: Sequence[Candidate], mlff: str = "sevenn", *, fmax: float | None = None,

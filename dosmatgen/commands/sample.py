@@ -203,16 +203,13 @@ def read_template(spec: str, store: Any = None):
 
 def target_from_store(store: Any, spec: str) -> tuple[np.ndarray, list[int], Any]:
     """``ID`` (every site) or ``ID:0,2`` / ``ID:Ni`` -> (rows (K, 400), site indices, record)."""
-    from dosmatgen.data.info import resolve_site_index
+    from dosmatgen.data.info import store_site_dos
 
-    sid, sep, sites = spec.rpartition(":") if ":" in spec else (spec, "", "")
-    if sid not in store:
-        raise DataError(f"--target: structure id {sid!r} is not in store {store.path}")
-    rec = store[sid]
-    if rec.dos is None:
-        raise DataError(f"--target: {sid} has no site DOS in {store.path}")
-    idx = list(range(rec.num_atoms)) if not sites else [resolve_site_index(rec, s.strip()) for s in sites.split(",")]
-    return _as_rows(rec.dos[idx], f"{store.path}:{sid}"), idx, rec
+    try:
+        dos, idx, rec = store_site_dos(store, spec)
+    except DataError as exc:
+        raise DataError(f"--target: {exc}") from None
+    return _as_rows(dos, f"{store.path}:{rec.structure_id}"), idx, rec
 
 
 # ---------------------------------------------------------------------------------------------

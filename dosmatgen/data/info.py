@@ -135,6 +135,19 @@ def resolve_site_index(record: CrystalRecord, site: int | str) -> int:
     return symbols.index(site)
 
 
+def store_site_dos(store: Any, spec: str) -> tuple[np.ndarray, list[int], CrystalRecord]:
+    """``ID`` (every site) or ``ID:0,2`` / ``ID:Ni`` of a :class:`~dosmatgen.data.store.DOSStore`
+    -> (raw site DOS rows, site indices, the record)."""
+    sid, _, sites = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    if sid not in store:
+        raise DataError(f"structure id {sid!r} is not in store {store.path}")
+    rec = store[sid]
+    if rec.dos is None:
+        raise DataError(f"{sid} has no site DOS in {store.path}")
+    idx = list(range(rec.num_atoms)) if not sites else [resolve_site_index(rec, s.strip()) for s in sites.split(",")]
+    return rec.dos[idx], idx, rec
+
+
 def _pyplot():
     import matplotlib
 
