@@ -120,8 +120,8 @@ def generate(diffusion: Any, spec: Any, options: SamplerOptions, *, t0: int | No
     for k, a in enumerate(bar):
         index = list(range(a, min(a + options.batch_size, spec.num_graphs)))
         chunk = spec if len(index) == spec.num_graphs else spec.graph_slice(index)
-        digest = _chunk_digest(settings, chunk)
         path = cache / f"chunk_{k:05d}.npz" if cache is not None else None
+        digest = _chunk_digest(settings, chunk) if path is not None else None  # it only guards cached chunks
         if path is not None and path.exists():
             part = load_generated(path)
             if part.meta.get("digest") != digest:

@@ -144,6 +144,9 @@ class _Chain:
                  tie_groups: Sequence[int] | None = None):
         self.diffusion, self.spec, self.gen = diffusion, spec, gen
         self.groups = None if tie_groups is None else torch.as_tensor(tie_groups, dtype=torch.long, device=spec.device)
+        if self.groups is not None:  # group count and sizes, once per chain
+            self.n_groups = int(self.groups.max()) + 1
+            self.group_size = torch.bincount(self.groups, minlength=self.n_groups).to(spec.frac_coords.dtype)
         self.sched = diffusion.schedule
         self.max_z = diffusion.model_cfg.max_z
         self.dtype = spec.frac_coords.dtype
@@ -160,16 +163,14 @@ class _Chain:
         m = self.spec.num_nodes
         if self.groups is None:
             return self.randn((m, self.max_z))
-        return self.randn((int(self.groups.max()) + 1, self.max_z))[self.groups]
+        return self.randn((self.n_groups, self.max_z))[self.groups]
 
     def tie(self, a: torch.Tensor) -> torch.Tensor:
         """Each tied group's type vectors replaced by their mean."""
         if self.groups is None:
             return a
-        n = int(self.groups.max()) + 1
-        total = torch.zeros((n, a.shape[1]), dtype=a.dtype, device=a.device).index_add(0, self.groups, a)
-        count = torch.zeros(n, dtype=a.dtype, device=a.device).index_add(0, self.groups, torch.ones_like(a[:, 0]))
-        return (total / count.unsqueeze(-1))[self.groups]
+        total = torch.zeros((self.n_groups, a.shape[1]), dtype=a.dtype, device=a.device).index_add(0, self.groups, a)
+        return (total / self.group_size.unsqueeze(-1))[self.groups]
 
     def clamp_fixed(self, a: torch.Tensor, t: int) -> torch.Tensor:
         """Fixed atoms' type vectors reset to their one-hot noised to ``t`` (exact at t = 0)."""
