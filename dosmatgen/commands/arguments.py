@@ -177,7 +177,7 @@ PATH_DESTS = frozenset({
     "split_out", "release", "config", "checkpoint", "target_dos", "target_vasprun", "template", "regressor", "surrogate",
     "generated", "cif_dir", "metrics_dir", "formation", "provenance", "results", "refs_cache", "work_dir", "rates",
     "save_rates", "bench", "crystals", "truth", "figures", "notes", "run_config", "inputs", "train_ids", "merge",
-    "require", "recorded"})
+    "require", "recorded", "cache", "judged"})
 
 
 def declare_paths(parser: argparse.ArgumentParser, *, inputs: tuple[str, ...] = (),

@@ -13,6 +13,9 @@ Sub-commands::
     formation    unrelaxed and relaxed formation energies with an MLFF (generated or test structures)
     tables       Table 1, Table 2 and a formation summary (csv + md) with the paper's numbers beside
     claims       the paper's orderings (CFG beats classifier, trends with T) checked: PASS/FAIL
+    dft-judge    GPAW site DOS of a fixed sample of a generated set: Table 1's MAE judged by DFT
+                 beside the surrogate's, on the same crystals (issue 37) -> JSON
+    dft-table    the judged sets as one table (+ the MAE claims under both judges)
 
 The surrogate is trained with ``dosmatgen train --kind surrogate``. File formats are documented in
 dosmatgen.generate.generated (generated .npz), .score and .lookup (metrics JSON), .formation
@@ -246,6 +249,47 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dft_judge(args: argparse.Namespace) -> int:
+    from dosmatgen.checkpoint import load_model
+    from dosmatgen.data.store import DOSStore
+    from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
+    from dosmatgen.evaluate.dft_judge import judge_generated
+    from dosmatgen.generate.generated import load_generated
+
+    ok, why = GPAWSiteDOSEngine.available()
+    if not ok:
+        raise ConfigError(f"GPAW is not available ({why}): apt-get install gpaw gpaw-data")
+    gen = load_generated(args.generated)
+    surrogate, sstd, smeta = load_model(args.surrogate, _device("cpu"))
+    if smeta["kind"] != "surrogate" or sstd is None:
+        raise ConfigError(f"--surrogate {args.surrogate} is not a surrogate checkpoint with a DOS standardiser")
+    st = DOSStore(args.store)
+    absent = [sid for sid in gen.source_ids if sid not in st]
+    if absent:
+        raise DataError(f"{len(absent)} generated structure(s) come from ids missing in {args.store}, e.g. {absent[0]!r}")
+    refs = {r.structure_id: r for r in st.records(list(dict.fromkeys(gen.source_ids)))}
+    cache = Path(args.cache or f"{args.out}.labels")
+    result = judge_generated(gen, refs, surrogate, sstd, GPAWSiteDOSEngine(timeout_s=args.timeout), args.n, cache,
+                             workers=args.workers, report=lambda line: print(line, flush=True))
+    result.update({"generated": str(args.generated), "command": _command_line()})
+    from dosmatgen.io import atomic_save_json
+
+    atomic_save_json(args.out, result)
+    s = result["summary"]
+    print(f"judged {s['n_judged']} of {s['n_requested']} ({result['guidance']}, T={result['t0']}): surrogate "
+          f"{s['mae_surrogate_target']}, DFT {s['mae_dft_target']}, failed {s['failures']} -> {args.out}")
+    return 0
+
+
+def _cmd_dft_table(args: argparse.Namespace) -> int:
+    from dosmatgen.evaluate.dft_judge import write_judged_tables
+
+    write_judged_tables(args.judged, args.out)
+    print((Path(args.out) / "table1_dft_judge.md").read_text())
+    print((Path(args.out) / "claims_by_judge.md").read_text())
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="regenerate the test split, score it, formation energies, tables",
@@ -377,3 +421,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--results", required=True, help="results folder written by `evaluate tables`")
     declare_paths(c, inputs=("results",))
     c.set_defaults(func=_cmd_claims)
+
+    j = sub.add_parser("dft-judge", help="Table 1 judged by DFT: GPAW site DOS of a fixed sample of a generated set",
+                       description="Label the first --n valid crystals of a generated set (test order, shared evenly "
+                                   "between the test split's sources) with the GPAW site-DOS engine, unrelaxed, and "
+                                   "report MAE(DOS_DFT_gen, y) beside the surrogate's MAE(ŷ_gen, y) on the same "
+                                   "crystals and the surrogate-vs-DFT error. Failed jobs are counted by kind. One "
+                                   "label per crystal is cached in --cache (default OUT.labels/): rerun to resume.",
+                       epilog="example: dosmatgen evaluate dft-judge --generated work/demo/generated/cfg_T1000.npz "
+                              "--surrogate work/demo/models/surrogate.pt --store resources/builtin_dos.npz --n 24 "
+                              "--workers 2 --out work/demo/dft_judge/cfg_T1000.json")
+    j.add_argument("--generated", required=True, help="generated-structure file from `evaluate regenerate`")
+    j.add_argument("--surrogate", required=True, help="the Table 1 surrogate checkpoint")
+    j.add_argument("--store", required=True, help="dataset store with the test structures and their DOS")
+    j.add_argument("--n", type=positive_int, default=24, help="crystals to label (default 24)")
+    j.add_argument("--timeout", type=positive, default=600.0,
+                   help="CPU seconds one GPAW job may use; longer counts as failed (timeout) (default 600)")
+    j.add_argument("--workers", type=positive_int, default=1, help="GPAW jobs at once, one core each (default 1)")
+    j.add_argument("--cache", default=None, help="folder of per-crystal labels (default OUT.labels)")
+    j.add_argument("--out", required=True, help="judgement JSON")
+    declare_paths(j, inputs=("generated", "surrogate", "store"), outputs={"out": "file", "cache": "dir"})
+    j.set_defaults(func=_cmd_dft_judge)
+
+    d = sub.add_parser("dft-table", help="the DFT-judged sets as one table, with the MAE claims under both judges",
+                       description="Write table1_dft_judge.csv|md and claims_by_judge.md|json in --out from the "
+                                   "JSONs of `evaluate dft-judge`.")
+    d.add_argument("--judged", nargs="+", required=True, help="judgement JSONs")
+    d.add_argument("--out", required=True, help="results folder")
+    declare_paths(d, inputs=("judged",), outputs={"out": "dir"})
+    d.set_defaults(func=_cmd_dft_table)
