@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -16,9 +14,12 @@ def test_unknown_calculator():
         get_calculator("nope")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("orb_models") is not None, reason="orb-models installed")
-def test_orb_missing_is_clear():
-    with pytest.raises(ConfigError, match="orb"):
+def test_orb_missing_is_clear(monkeypatch):
+    import sys
+
+    for mod in ["orb_models", *[m for m in sys.modules if m.startswith("orb_models.")]]:
+        monkeypatch.setitem(sys.modules, mod, None)  # as if orb-models were not installed
+    with pytest.raises(ConfigError, match=r"pip install orb-models"):
         get_calculator("orb")
 
 

@@ -63,16 +63,17 @@ def needs_package(mlff: str, package: str) -> Iterator[None]:
 
 
 def load_orb_v2(device: str, weights: str | Path | None = None) -> Any:
-    """The Orb-v2 force field of ``orb-models``, from ``weights`` or downloaded."""
+    """The Orb-v2 force field of ``orb-models``, from a ``weights`` file or downloaded (once, into
+    ~/.cache/cached_path). torch.compile on CUDA only (on a CPU it costs ~1 min per process). Tests
+    pass a random-weight file: ``torch.save(pretrained.orb_v2_architecture().state_dict(), path)``."""
     from orb_models.forcefield import pretrained
 
+    kw = {"weights_path": str(weights)} if weights is not None else {}
     try:
-        if weights is not None:
-            return pretrained.orb_v2(weights_path=str(weights), device=device)
-        return pretrained.orb_v2(device=device)
-    except Exception as exc:  # download failure offline
-        raise ConfigError(f"ORB weights could not be loaded ({exc}); they need network access "
-                          "or a local weights file") from exc
+        return pretrained.orb_v2(device=device, compile=str(device).startswith("cuda"), **kw)
+    except Exception as exc:  # download failure offline, or a file of another architecture
+        raise ConfigError(f"Orb-v2 weights could not be loaded ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+                          "the download needs network access, or give a local weights file") from exc
 
 
 def get_calculator(name: str = "sevenn", device: str = "cpu", weights: str | Path | None = None) -> Any:
