@@ -269,7 +269,9 @@ def _cmd_dft_judge(args: argparse.Namespace) -> int:
         raise DataError(f"{len(absent)} generated structure(s) come from ids missing in {args.store}, e.g. {absent[0]!r}")
     refs = {r.structure_id: r for r in st.records(list(dict.fromkeys(gen.source_ids)))}
     cache = Path(args.cache or f"{args.out}.labels")
-    result = judge_generated(gen, refs, surrogate, sstd, GPAWSiteDOSEngine(timeout_s=args.timeout), args.n, cache,
+    fallback = None if args.fallback_basis == "none" else args.fallback_basis
+    engine = GPAWSiteDOSEngine(timeout_s=args.timeout, fallback_basis=fallback)
+    result = judge_generated(gen, refs, surrogate, sstd, engine, args.n, cache,
                              workers=args.workers, report=lambda line: print(line, flush=True))
     result.update({"generated": str(args.generated), "command": _command_line()})
     from dosmatgen.io import atomic_save_json
@@ -437,6 +439,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     j.add_argument("--n", type=positive_int, default=24, help="crystals to label (default 24)")
     j.add_argument("--timeout", type=positive, default=600.0,
                    help="CPU seconds one GPAW job may use; longer counts as failed (timeout) (default 600)")
+    j.add_argument("--fallback-basis", default="szp(dzp)",
+                   help="LCAO basis tried once when dzp is over-complete for a cell (atoms close together, as in "
+                        "many generated crystals); counted in the table; 'none': such cells fail (default szp(dzp))")
     j.add_argument("--workers", type=positive_int, default=1, help="GPAW jobs at once, one core each (default 1)")
     j.add_argument("--cache", default=None, help="folder of per-crystal labels (default OUT.labels)")
     j.add_argument("--out", required=True, help="judgement JSON")

@@ -49,6 +49,7 @@ ERRORS: tuple[str, ...] = ("mae_surrogate_target", "mae_dft_target", "mae_surrog
 #: Kinds of failed GPAW job, matched in this order against the engine's message.
 FAILURE_KINDS: tuple[tuple[str, str], ...] = (("no setup", "no_setup"), ("closer than", "overlap"),
                                               ("overlap", "overlap"), ("did not converge", "scf"),
+                                              ("not positive definite", "basis"),
                                               ("timed out", "timeout"))
 
 
@@ -96,31 +97,34 @@ def label_crystals(records: Sequence[CrystalRecord], engine: Any, cache_dir: str
     """GPAW site DOS of each record, ``workers`` jobs at a time, cached per crystal in ``cache_dir``.
 
     Returns one dict per record: ``status`` (``ok`` or ``failed: <message>``), ``dos`` (a list,
-    when ok), ``seconds``, ``basis``. A cached success is always reused; a cached failure only when
-    it had at least the current CPU-time budget (a longer budget retries it). ``report`` gets a
+    when ok), ``seconds``, ``fallback`` (the engine's fallback basis was used). A cached success is always reused; a cached failure only when
+    it had at least the current CPU-time budget and the same fallback basis (a longer budget or
+    another fallback retries it). ``report`` gets a
     progress line with the ETA after each crystal.
     """
     cache = Path(cache_dir)
     protocol = engine.protocol()
-    budget = float(getattr(engine, "timeout_s", 0.0))
+    retry = {"timeout_s": float(getattr(engine, "timeout_s", 0.0)),
+             "fallback_basis": getattr(engine, "fallback_basis", None)}
     start, done = time.time(), [0]
 
     def one(rec: CrystalRecord) -> dict[str, Any]:
         path = cache / f"{crystal_key(rec, protocol)}.json"
         cached = json.loads(path.read_text()) if path.exists() else None
-        if cached and (cached["status"] == "ok" or cached.get("timeout_s", 0.0) >= budget):
+        if cached and (cached["status"] == "ok" or (cached.get("timeout_s", 0.0) >= retry["timeout_s"]
+                                                    and cached.get("fallback_basis") == retry["fallback_basis"])):
             out = cached
         else:
             tic = time.time()
             try:
                 res = engine.compute(rec)
                 out = {"status": "ok", "dos": np.asarray(res.dos).tolist(), "seconds": float(res.seconds),
-                       "basis": res.protocol.get("basis")}
+                       "fallback": res.protocol.get("basis") != protocol.get("basis")}
             except DosmatgenError as exc:
                 out = {"status": f"failed: {exc}"[:300], "seconds": time.time() - tic}
             except Exception as exc:  # an engine bug must not lose the other crystals' labels
                 out = {"status": f"failed: {type(exc).__name__}: {exc}"[:300], "seconds": time.time() - tic}
-            out["timeout_s"] = budget
+            out.update(retry)
             atomic_save_json(path, out)
         done[0] += 1
         if report is not None:
@@ -140,7 +144,8 @@ def _mae(a: Any, b: Any) -> float | None:
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Means, standard deviations and counts of :data:`ERRORS` over the rows judged by both.
 
-    ``n_judged``: crystals with a DFT label; ``n_failed`` and ``failures`` (by
+    ``n_judged``: crystals with a DFT label (``n_fallback_basis`` of them with the engine's fallback
+    basis, its first being over-complete for the cell); ``n_failed`` and ``failures`` (by
     :func:`failure_kind`): the others; ``closer_by_surrogate``: crystals the surrogate judged
     closer to the target than DFT did; ``cpu_hours``: the wall time of the sample's one-thread
     GPAW jobs (cache hits count their recorded time).
@@ -150,6 +155,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"n_requested": len(rows), "n_judged": len(ok), "n_failed": len(rows) - len(ok),
                            "failures": {}, "closer_by_surrogate": sum(r["mae_surrogate_target"] < r["mae_dft_target"]
                                                                       for r in ok),
+                           "n_fallback_basis": sum(bool(r.get("fallback")) for r in ok),
                            "cpu_hours": sum(float(r.get("seconds") or 0.0) for r in rows) / 3600.0}
     for r in rows:
         if id(r) not in judged:
@@ -173,7 +179,7 @@ def judge_rows(records: Sequence[CrystalRecord], labels: Sequence[dict[str, Any]
         dft = np.asarray(lab["dos"]) if lab["status"] == "ok" else None
         rows.append({"index": int(i), "source_id": sid, "source": record_source(sid),
                      "formula": rec.to_structure().composition.reduced_formula, "num_atoms": rec.num_atoms,
-                     "status": lab["status"], "seconds": lab.get("seconds"),
+                     "status": lab["status"], "seconds": lab.get("seconds"), "fallback": lab.get("fallback"),
                      "mae_surrogate_target": _mae(pred, y), "mae_dft_target": _mae(dft, y),
                      "mae_surrogate_dft": _mae(pred, dft), "mae_yhat_y": _mae(pref, y)})
     return rows
@@ -215,7 +221,7 @@ def judge_generated(gen: Any, references: dict[str, CrystalRecord], surrogate: A
 def table_row(name: str, summary: dict[str, Any]) -> dict[str, Any]:
     """One row of the judged table (the Table 1 entries and the studies' top candidates alike)."""
     row: dict[str, Any] = {"set": name}
-    for k in ("n_requested", "n_judged", "n_failed"):
+    for k in ("n_requested", "n_judged", "n_failed", "n_fallback_basis"):
         row[k] = summary.get(k)
     for k in ERRORS + ("mae_yhat_y",):
         row[k], row[f"{k}_std"] = summary.get(k), summary.get(f"{k}_std")
@@ -239,7 +245,8 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = ["| set | judged / asked | surrogate judge | DFT judge | surrogate vs DFT | surrogate on targets "
              "| surrogate kinder | failed (kind:count) | GPAW core-h |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['set']} | {r['n_judged']} / {r['n_requested']} | "
+        fallback = f" ({r['n_fallback_basis']} fallback basis)" if r.get("n_fallback_basis") else ""
+        lines.append(f"| {r['set']} | {r['n_judged']} / {r['n_requested']}{fallback} | "
                      + " | ".join(_cell(r[k], r[f"{k}_std"]) for k in ERRORS + ("mae_yhat_y",))
                      + f" | {r['closer_by_surrogate']} of {r['n_judged']} | {r['failures'] or '—'} "
                      f"| {_cell(r['cpu_hours'])} |")
