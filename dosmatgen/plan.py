@@ -87,7 +87,8 @@ def _steps_for(steps: int | None, t0: int, timesteps: int = 1000) -> int:
 
 
 def workload(cfg: dict[str, Any], data: DataSize) -> list[Job]:
-    """The jobs of targets ``models``, ``tables`` and ``studies`` with their units of work."""
+    """The jobs of targets ``models``, ``tables``, ``studies`` and (when ``evaluate.dft_judge``
+    asks for it) ``tables_dft`` with their units of work."""
     jobs: list[Job] = []
     train = cfg["train"]
     for kind in ("diffusion", "regressor", "surrogate"):
@@ -126,6 +127,9 @@ def workload(cfg: dict[str, Any], data: DataSize) -> list[Job]:
         relaxer, n_truth, data.mean_atoms, steps * TRUTH_STEP_FRACTION, workers)))
     jobs.append(Job("tables", "tables", "tables + claims", {"job": 2}))
     jobs += _study_jobs(cfg, relaxer, workers)
+    judge = ev.get("dft_judge") or {}
+    for name in judge.get("sets", []) if judge.get("n") else []:  # GPAW jobs on `threads` cores
+        jobs.append(Job("tables_dft", "dft_judge", name, {"job": 1, "gpaw_cell_parallel": int(judge["n"]) / workers}))
     return jobs
 
 
@@ -537,8 +541,8 @@ def measure_relax_pool(mlff: str, workers: int) -> float:
 def gpaw_seconds_per_cell(ledgers: Sequence[str | Path],
                           screen_dft: Sequence[str | Path] = ()) -> tuple[float, str, bool] | None:
     """Mean GPAW seconds per cell, where it comes from, and whether it is a lower bound: the
-    screen's own DFT records of an earlier run of the profile (``screen_dft``: generated 4-8-atom
-    crystals) when there are any, else the dataset build ledgers (prototype and MP-20 cells of 1-8
+    DFT records of generated crystals of an earlier run of the profile (``screen_dft``: the
+    screen's 4-8-atom crystals, the DFT judge's labels) when there are any, else the dataset build ledgers (prototype and MP-20 cells of 1-8
     atoms); ``None`` without either.  The ledgers' mean is a lower bound for generated cells: they
     have little symmetry, so more k-points and SCF steps (two demo screens of the same 8 cells took
     380 s and 367 s per cell against the ledgers' 57 s)."""
@@ -551,7 +555,8 @@ def gpaw_seconds_per_cell(ledgers: Sequence[str | Path],
         if d.get("status") == "ok" and d.get("seconds"):
             done.append(float(d["seconds"]))
     if done:
-        return (statistics.fmean(done), f"mean GPAW seconds of {len(done)} cells of an earlier screen of this profile",
+        return (statistics.fmean(done),
+                f"mean GPAW seconds of {len(done)} generated cells of an earlier screen or DFT judge of this profile",
                 False)
     secs = []
     for path in ledgers:

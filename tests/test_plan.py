@@ -207,3 +207,21 @@ def test_a_failing_measurement_part_does_not_lose_the_others():
                    "  c: not measured (ImportError: no pymatgen)"]
     with pytest.raises(KeyboardInterrupt):                                  # negative control
         measure_part("d", lambda: (_ for _ in ()).throw(KeyboardInterrupt()), log.append, failed)
+
+
+def test_the_dft_judge_is_planned_as_its_own_target_only_when_asked():
+    """``evaluate.dft_judge`` adds one GPAW job per judged set to ``tables_dft`` (n cells shared by
+    the profile's threads); without it nothing is planned (negative control)."""
+    import copy
+
+    from dosmatgen.config import load_run_config
+    from dosmatgen.plan import DataSize, workload
+
+    cfg = load_run_config("config/demo.yaml")
+    data = DataSize(n_store=1000, mean_atoms=5.0)
+    assert not [j for j in workload(cfg, data) if j.target == "tables_dft"]
+    cfg = copy.deepcopy(cfg)
+    cfg["evaluate"]["dft_judge"] = {"n": 200, "sets": ["cfg_T1000", "classifier_T1000", "cfg_T200"]}
+    jobs = [j for j in workload(cfg, data) if j.target == "tables_dft"]
+    assert [j.label for j in jobs] == ["cfg_T1000", "classifier_T1000", "cfg_T200"]
+    assert all(j.units["gpaw_cell_parallel"] == 200 / int(cfg["threads"]) for j in jobs)

@@ -20,7 +20,7 @@ from typing import Any
 from dosmatgen.commands.arguments import declare_paths, integer
 from dosmatgen.errors import ConfigError
 
-TARGETS = ("models", "tables", "studies")
+TARGETS = ("models", "tables", "studies", "tables_dft")
 
 
 def _data_size(cfg: dict[str, Any], args: argparse.Namespace):
@@ -62,9 +62,11 @@ def _recorded(paths: list[str]) -> dict[str, float]:
             rows = [json.loads(line) for line in lines if line.strip()]
             found: dict[str, float] = {}
             for row in rows:
-                for t in TARGETS:
-                    if str(row.get("target", "")).startswith(t):
+                target = str(row.get("target", ""))
+                for t in sorted(TARGETS, key=len, reverse=True):  # tables_dft before tables
+                    if target.startswith(t):
                         found[t] = found.get(t, 0.0) + float(row["wall_s"])
+                        break
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"cannot read run record {path}: {exc}") from exc
         out.update(found)
@@ -110,7 +112,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"measuring rates on {device} with the profile's model size {cfg['model']['size']!r}, "
               f"{torch.get_num_threads()} torch thread(s) (a few minutes) ...", flush=True)
         ledgers = sorted(Path("resources/builtin").glob("ledger*.jsonl"))
-        screen_dft = sorted(Path("work", str(cfg.get("profile"))).glob("studies/screen.work/*/dft/*.json"))
+        work = Path("work", str(cfg.get("profile")))
+        screen_dft = sorted(work.glob("studies/screen.work/*/dft/*.json")) + sorted(work.glob("dft_judge/labels/*.json"))
         rates = measure_rates(cfg, _records(cfg, cfg["data"]["source"]), device, ledgers=ledgers,
                               screen_dft=screen_dft)
         if args.save_rates:
