@@ -20,7 +20,8 @@ by the crystal and the protocol, so an interrupted run resumes.
 Judgement JSON (``dosmatgen evaluate dft-judge --out FILE``)::
 
     {"format": "dosmatgen-dft-judge", "version": 1, "guidance", "t0", "n_requested",
-     "rows": [{"index", "source_id", "source", "formula", "num_atoms", "status", "seconds",
+     "rows": [{"index", "source_id", "source", "formula", "num_atoms", "min_distance" (Å), "status",
+               "seconds", "fallback",
                "mae_surrogate_target", "mae_dft_target", "mae_surrogate_dft", "mae_yhat_y"}],
      "summary": {see :func:`summarise`}, "protocol": {...}, "generated": path, "command": str}
 """
@@ -39,7 +40,7 @@ import numpy as np
 
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.data.split import record_source
-from dosmatgen.data.validity import validity_reason
+from dosmatgen.data.validity import min_periodic_distance, validity_reason
 from dosmatgen.errors import DataError, DosmatgenError
 from dosmatgen.io import atomic_save_json, atomic_write
 
@@ -148,7 +149,8 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     basis, its first being over-complete for the cell); ``n_failed`` and ``failures`` (by
     :func:`failure_kind`): the others; ``closer_by_surrogate``: crystals the surrogate judged
     closer to the target than DFT did; ``cpu_hours``: the wall time of the sample's one-thread
-    GPAW jobs (cache hits count their recorded time).
+    GPAW jobs (cache hits count their recorded time); ``median_min_distance_judged|failed``: the
+    closest pair of atoms (Å), median over each group.
     """
     ok = [r for r in rows if r["status"] == "ok" and r["mae_surrogate_target"] is not None]
     judged = {id(r) for r in ok}
@@ -161,6 +163,9 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if id(r) not in judged:
             kind = failure_kind(r["status"]) if r["status"] != "ok" else "surrogate_failed"
             out["failures"][kind] = out["failures"].get(kind, 0) + 1
+    for part, group in (("judged", ok), ("failed", [r for r in rows if id(r) not in judged])):
+        dist = [r["min_distance"] for r in group if r.get("min_distance") is not None]
+        out[f"median_min_distance_{part}"] = float(np.median(dist)) if dist else None
     for name in ERRORS + ("mae_yhat_y",):
         vals = [r[name] for r in ok if r.get(name) is not None]
         out[name] = float(np.mean(vals)) if vals else None
@@ -177,8 +182,10 @@ def judge_rows(records: Sequence[CrystalRecord], labels: Sequence[dict[str, Any]
     for rec, lab, y, pred, pref, i, sid in zip(records, labels, targets, predicted, predicted_ref, indices,
                                                source_ids):
         dft = np.asarray(lab["dos"]) if lab["status"] == "ok" else None
+        structure = rec.to_structure()
         rows.append({"index": int(i), "source_id": sid, "source": record_source(sid),
-                     "formula": rec.to_structure().composition.reduced_formula, "num_atoms": rec.num_atoms,
+                     "formula": structure.composition.reduced_formula, "num_atoms": rec.num_atoms,
+                     "min_distance": round(float(min_periodic_distance(structure)), 3),
                      "status": lab["status"], "seconds": lab.get("seconds"), "fallback": lab.get("fallback"),
                      "mae_surrogate_target": _mae(pred, y), "mae_dft_target": _mae(dft, y),
                      "mae_surrogate_dft": _mae(pred, dft), "mae_yhat_y": _mae(pref, y)})
