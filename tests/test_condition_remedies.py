@@ -160,3 +160,33 @@ def test_posterior_logits_follow_visible_types_and_the_head_where_types_are_nois
     state, _ = x0.schedule.noise(b, torch.full((b.num_graphs,), 1), g, 100)
     assert not bool((x0.element_logits(state.types, wrong, torch.ones(n, dtype=torch.long)).argmax(-1) + 1
                      == b.atom_types).any())
+
+
+def test_paper_profile_keeps_the_paper_sampling_recipe_snapshot():
+    """Issue 35: a demo recipe may change the sampler, the paper profile may not. Snapshot of the
+    sampler defaults (the paper's recipe) and of every sampler-relevant key of config/paper.yaml;
+    any new option that config/paper.yaml sets, or a changed default, fails here (negative control:
+    a profile that sets the repulsion option is caught)."""
+    import dataclasses
+
+    import yaml
+
+    from dosmatgen.generate.options import SamplerOptions
+    from dosmatgen.paths import REPO_ROOT
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SamplerOptions)}
+    assert defaults == {"guidance": "cfg", "omega": 1.0, "omega_geometry": None, "guidance_scale": 1.0, "steps": None,
+                        "step_lr": 1e-05, "start_at_T": False, "predictor_input": "corrected",
+                        "repel_distance": None, "repel_until": 200, "tie_equal_sites": None, "allowed_types": None,
+                        "batch_size": 100, "seed": 0}
+    paper = yaml.safe_load((REPO_ROOT / "config" / "paper.yaml").read_text())
+
+    def sampler_keys(cfg: dict) -> dict:  # what the profile sets besides the start steps and the size
+        return {k: v for k, v in cfg["generate"].items() if k not in ("t0", "limit")}
+
+    assert sampler_keys(paper) == {"guidance": ["cfg", "classifier"], "steps": 1000, "batch_size": 256}
+    assert paper["model"].get("type_target", "eps") == "eps"
+    studies = [s for s in paper["studies"].values() if isinstance(s, dict)]
+    assert studies and not [k for s in studies for k in s if k in defaults and k != "seed"]
+    changed = dict(paper, generate=dict(paper["generate"], repel_distance=0.8))
+    assert sampler_keys(changed) != sampler_keys(paper)
