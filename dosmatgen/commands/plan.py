@@ -112,8 +112,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"measuring rates on {device} with the profile's model size {cfg['model']['size']!r}, "
               f"{torch.get_num_threads()} torch thread(s) (a few minutes) ...", flush=True)
         ledgers = sorted(Path("resources/builtin").glob("ledger*.jsonl"))
-        work = Path("work", str(cfg.get("profile")))
-        screen_dft = sorted(work.glob("studies/screen.work/*/dft/*.json")) + sorted(work.glob("dft_judge/labels/*.json"))
+        screen_dft = sorted(Path("work", str(cfg.get("profile"))).glob("studies/screen.work/*/dft/*.json"))
+        # generated cells labelled by any earlier DFT judge here (the workflow's, or scripts/dft_judge_demo.sh)
+        for pattern in ("*/dft_judge/labels/*.json", "dft_judge/labels/*.json"):
+            screen_dft += sorted(Path("work").glob(pattern))
         rates = measure_rates(cfg, _records(cfg, cfg["data"]["source"]), device, ledgers=ledgers,
                               screen_dft=screen_dft)
         if args.save_rates:
