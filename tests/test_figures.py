@@ -1,4 +1,4 @@
-"""Formation-energy figures, the gallery, the HTML report and the output checks."""
+"""Formation-energy figures, the gallery and the output checks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dosmatgen.errors import DataError
 from dosmatgen.plots.formation import common_bins, load_formation, plot_fig2, plot_figB1
 from dosmatgen.plots.gallery import gallery_entries, write_gallery
 from dosmatgen.plots.style import read_png_caption
-from dosmatgen.report import build_report, check_file, check_outputs
+from dosmatgen.plots.check import check_file, check_outputs
 
 
 def _sets(seed: int = 0):
@@ -96,27 +96,11 @@ def test_gallery_lists_figures_in_paper_order(figure_dir, tmp_path):
     assert text.index("Fig. 2") < text.index("Fig. B.1")
 
 
-def test_report_embeds_tables_figures_provenance(figure_dir, tmp_path):
-    results = tmp_path / "results"
-    results.mkdir()
-    (results / "table1_dos_mae.csv").write_text("guidance,T,mae\ncfg,1000,0.12\n<b>,2,PASS\n")
-    prov = tmp_path / "prov.json"
-    prov.write_text(json.dumps({"profile": "ci", "git": "abc123"}))
-    out = build_report(results, [figure_dir], results / "report.html", provenance=prov)
-    html = out.read_text()
-    assert "Table1 dos mae" in html and "0.12" in html
-    assert "&lt;b&gt;" in html and "<b>," not in html  # escaped
-    assert html.count("data:image/png;base64,") == 2
-    assert "abc123" in html and check_file(out) == []
-    with pytest.raises(DataError):
-        build_report(tmp_path / "nothing", [], tmp_path / "r.html")
-
-
 def test_check_file_catches_malformed_outputs(tmp_path, figure_dir):
     cases = {
         "nan.csv": "a,b\n1,NaN\n", "ragged.csv": "a,b\n1\n", "header.csv": "a,b\n",
         "nan.json": '{"x": NaN}', "broken.json": '{"x": ', "nan.md": "| a |\n|---|\n| nan |\n",
-        "cut.html": "<html><body>", "cut.pdf": "%PDF-1.4 no trailer", "empty.csv": "",
+        "cut.pdf": "%PDF-1.4 no trailer", "empty.csv": "",
     }
     for name, text in cases.items():
         (tmp_path / name).write_text(text)

@@ -402,12 +402,8 @@ PLAUSIBILITY_CASES: dict[str, tuple[str, str]] = {
     "download_id_not_mp": ("data download-mp --out {t}/mp --ids banana", "'banana' is not a Materials Project id"),
     "figures_broken_json": ("figures formation --generated cfg:1000={t}/broken.json --out {t}/figs", "cannot be read"),
     "figures_binary_csv": ("figures formation --generated cfg:1000={t}/binary.csv --out {t}/figs", "cannot be read"),
-    "report_broken_provenance": ("figures report --results {t}/run --provenance {t}/broken.json --out {t}/r.html",
-                                 "provenance file {t}/broken.json cannot be read"),
     "info_figure_extension": ("data info --store {t}/s.npz --figure {t}/hist.xyz", "a figure is one of .png"),
     "gallery_of_a_missing_folder": ("figures gallery --figures {t}/none", "--figures {t}/none is not an existing folder"),
-    "report_of_a_missing_folder": ("figures report --results {t}/none --out {t}/r.html",
-                                   "--results {t}/none is not an existing folder"),
 }
 
 

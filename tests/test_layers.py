@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("dosmatgen.generate", "dosmatgen.training"),                                   # generation service, trainer
     ("dosmatgen.evaluate",),                                                        # metrics, tables, claims
     ("dosmatgen.studies",),                                                         # paper §3.2-3.3
-    ("dosmatgen.plots", "dosmatgen.report", "dosmatgen.config", "dosmatgen.plan", "dosmatgen.bench",
+    ("dosmatgen.plots", "dosmatgen.config", "dosmatgen.plan", "dosmatgen.bench",
      "dosmatgen.bench_eval"),                                                       # figures, run config, ops
     ("dosmatgen.api", "dosmatgen.commands", "dosmatgen.cli"),                       # the Python API; argument parsing
 )

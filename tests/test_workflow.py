@@ -7,6 +7,7 @@ The end-to-end run of the ci profile is ``scripts/ci_workflow.sh`` (slow test be
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -108,18 +109,94 @@ def test_dry_run_shows_the_whole_dag(ci_config):
         "lookup": 1, "formation_generated": n_sets, "formation_truth": 1, "provenance": 1, "result_tables": 1,
         "claims": 1,
         "study": len(cfg["studies"]["run"]), "study_table": len(cfg["studies"]["run"]), "study_figures": 1, "formation_figures": 1, "gallery": 1,
-        "report": 1,
     }
     text = proc.stdout + proc.stderr
     assert "dosmatgen evaluate regenerate" in text and "--guidance classifier --regressor" in text
     assert "--guidance uncond" in text and "dosmatgen evaluate lookup" in text
     assert "work/ci/metrics/lookup.json" in text and "formation/uncond" not in text
-    assert "results-ci/report.html" in text and "work/ci/models/diffusion/best.pt" in text
+    assert "results-ci/claims.md" in text and "work/ci/models/diffusion/best.pt" in text
     # the model section's type head reaches the diffusion model's training command only
     train_lines = [line for line in text.splitlines() if "dosmatgen train --kind" in line]
     assert len(train_lines) == 3
     for line in train_lines:
         assert ("--type-target posterior" in line) == ("--kind diffusion" in line), line
+
+
+#: Prints every rule's outputs as JSON: path, whether report() registers it, its caption file.
+_DUMP_OUTPUTS = r"""
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.io import get_flag_value, is_flagged
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+snakefile, configfile, workdir = map(Path, sys.argv[1:4])
+rows = []
+with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    workflow = api.workflow(ResourceSettings(), ConfigSettings(configfiles=[configfile]), snakefile=snakefile,
+                            workdir=workdir)._workflow
+    for rule in workflow.rules:
+        for f in rule.output:
+            flag = get_flag_value(f, "report") if is_flagged(f, "report") else None
+            caption = flag.caption.get_path_or_uri(secret_free=True) if flag and flag.caption else None
+            rows.append({"rule": rule.name, "path": str(f), "report": flag is not None, "caption": caption,
+                         "patterns": list(flag.patterns) if flag else []})
+print("OUTPUTS " + json.dumps(rows))
+"""
+
+
+def declared_outputs(configfile: Path) -> list[dict]:
+    """Every output the workflow declares under ``configfile`` (parsed, nothing run)."""
+    proc = subprocess.run([sys.executable, "-c", _DUMP_OUTPUTS, str(SNAKEFILE), str(configfile), str(configfile.parent)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.split("OUTPUTS ", 1)[1])
+
+
+#: Outputs that are no result to show: the figures folder's Markdown index (the report has its own).
+NOT_FOR_THE_REPORT = ("/README.md",)
+
+
+def report_problems(outputs: list[dict], folders: list[str]) -> list[str]:
+    """Every output file in ``folders`` (the results and figures folders) is registered with
+    report(), itself or a file of the same name with another suffix (the Markdown copy of a CSV
+    table, the PDF of a PNG figure); every registered output has a caption file that exists."""
+    problems, groups = [], {}
+    for o in outputs:
+        if o["report"] and not (o["caption"] and Path(o["caption"]).is_file()):
+            problems.append(f"rule {o['rule']}: {o['path']} has no caption file ({o['caption']})")
+        if any(o["path"].startswith(folder.rstrip("/") + "/") for folder in folders) \
+                and not o["path"].endswith(NOT_FOR_THE_REPORT):
+            groups.setdefault(os.path.splitext(o["path"])[0], []).append(o)
+    problems += [f"rule {members[0]['rule']}: {stem}.* is not registered for the report"
+                 for stem, members in groups.items() if not any(m["report"] for m in members)]
+    return problems
+
+
+def test_every_table_and_figure_is_in_the_report(ci_config):
+    outputs = declared_outputs(ci_config)
+    cfg = yaml.safe_load(ci_config.read_text())
+    assert report_problems(outputs, [cfg["outputs"]["results"], cfg["outputs"]["figures"]]) == []
+    registered = {re.sub(r"\{(\w+),[^}]*\}", r"{\1}", o["path"]) for o in outputs if o["report"]}  # no constraints
+    assert {"results-ci/table1_dos_mae.csv", "results-ci/table2_match_rates.csv", "results-ci/claims.md",
+            "results-ci/provenance.json", "results-ci/study_{study}.csv",
+            "results-ci/figures/fig2_formation_T1000.png"} <= registered
+    # the study figures (which are drawn depends on the results) come from one folder, by pattern
+    assert [o["patterns"] for o in outputs if o["rule"] == "study_figures"] == [["{name}.png"]]
+
+
+def test_report_check_finds_what_is_missing(tmp_path):
+    caption = tmp_path / "table.rst"
+    caption.write_text("A table.")
+    ok = [{"rule": "t", "path": "res/t.csv", "report": True, "caption": str(caption)},
+          {"rule": "t", "path": "res/t.md", "report": False, "caption": None},
+          {"rule": "g", "path": "figs/README.md", "report": False, "caption": None},
+          {"rule": "w", "path": "work/x.json", "report": False, "caption": None}]
+    assert report_problems(ok, ["res", "figs"]) == []
+    unregistered = ok + [{"rule": "u", "path": "res/u.csv", "report": False, "caption": None}]
+    assert report_problems(unregistered, ["res", "figs"]) == ["rule u: res/u.* is not registered for the report"]
+    no_caption = ok + [{"rule": "f", "path": "figs/f.png", "report": True, "caption": str(tmp_path / "none.rst")}]
+    assert report_problems(no_caption, ["res", "figs"]) == [f"rule f: figs/f.png has no caption file ({tmp_path / 'none.rst'})"]
 
 
 @pytest.mark.parametrize("target, rules", [

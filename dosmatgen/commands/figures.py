@@ -1,12 +1,12 @@
-"""``dosmatgen figures``: formation-energy figures, the figure gallery, the HTML report.
+"""``dosmatgen figures``: formation-energy figures, the figure gallery, the output check, provenance.
 
     dosmatgen figures formation --truth gt.csv --generated cfg:1000=cfg_T1000.csv ... --out figures/
     dosmatgen figures gallery --figures figures/
-    dosmatgen figures report --results results/ --figures figures/ --provenance prov.json --out results/report.html
-    dosmatgen figures check results/ figures/ --require results/report.html
+    dosmatgen figures check results/ figures/ --require results/table1_dos_mae.csv
     dosmatgen figures provenance --run-config config/demo.yaml --inputs store.npz split.json --out prov.json
 
-(The constrained-generation study figures are drawn by ``dosmatgen studies figures``.)
+(The constrained-generation study figures are drawn by ``dosmatgen studies figures``; the workflow's
+report is Snakemake's own, ``snakemake --report report.zip``.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _GENERATED = re.compile(r"^(?P<guidance>[A-Za-z_-]+):(?P<t0>\d+)=(?P<path>.+)$")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("figures", help="draw the formation-energy figures, the gallery, the HTML report",
+    parser = subparsers.add_parser("figures", help="draw the formation-energy figures and the gallery; check outputs",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="figures_command", metavar="WHAT")
     sub.required = True
@@ -44,18 +44,8 @@ def register(subparsers) -> None:
     declare_paths(p, inputs=("figures",), outputs={"out": "file"})
     p.set_defaults(func=run_gallery)
 
-    p = sub.add_parser("report", help="self-contained HTML page: tables, figures, provenance")
-    p.add_argument("--results", required=True, help="folder with the result tables (*.csv)")
-    p.add_argument("--figures", nargs="+", default=[], help="folders of PNG figures")
-    p.add_argument("--provenance", help="provenance JSON of the run")
-    p.add_argument("--notes", nargs="*", default=[], help="text files shown verbatim (e.g. the claims check)")
-    p.add_argument("--title", default="DOSMatGen replication report")
-    p.add_argument("--out", required=True, help="HTML file to write")
-    declare_paths(p, inputs=("results", "figures", "provenance", "notes"), outputs={"out": "file"})
-    p.set_defaults(func=run_report)
-
     p = sub.add_parser("check", help="gate: every table / figure file exists, parses, has no NaN (exit 1 if not)")
-    p.add_argument("folders", nargs="+", help="folders whose CSV/MD/JSON/PNG/PDF/HTML files are checked")
+    p.add_argument("folders", nargs="+", help="folders whose CSV/MD/JSON/PNG/PDF files are checked")
     p.add_argument("--require", nargs="*", default=[], help="files that must exist (and pass the same checks)")
     declare_paths(p, inputs=("require",))
     p.set_defaults(func=run_check)
@@ -100,28 +90,12 @@ def run_formation(args: argparse.Namespace) -> int:
     return 0
 
 
-def _existing_folders(flag: str, folders: list[str]) -> None:
-    """An input folder that is not there stops here, instead of an empty gallery or report."""
-    missing = [f for f in folders if not Path(f).is_dir()]
-    if missing:
-        raise ConfigError(f"{flag} {missing[0]} is not an existing folder")
-
-
 def run_gallery(args: argparse.Namespace) -> int:
     from dosmatgen.plots.gallery import write_gallery
 
-    _existing_folders("--figures", [args.figures])
+    if not Path(args.figures).is_dir():  # stops here, instead of an empty gallery
+        raise ConfigError(f"--figures {args.figures} is not an existing folder")
     print(write_gallery(args.figures, args.out, intro=args.intro))
-    return 0
-
-
-def run_report(args: argparse.Namespace) -> int:
-    from dosmatgen.report import build_report
-
-    _existing_folders("--results", [args.results])
-    _existing_folders("--figures", args.figures)
-    print(build_report(args.results, args.figures, args.out, provenance=args.provenance, notes=args.notes,
-                       title=args.title))
     return 0
 
 
@@ -143,7 +117,7 @@ def run_provenance(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from dosmatgen.report import check_outputs
+    from dosmatgen.plots.check import check_outputs
 
     n, problems = check_outputs(args.folders, args.require)
     for msg in problems:

@@ -84,8 +84,8 @@ rule data_info:
         store=STORE,
     output:
         json=DATA_INFO,
-        text=DATA_INFO_TEXT,
-        figure=DATA_FIGURE,
+        text=report(DATA_INFO_TEXT, caption="../report/data_info.rst", category="Data"),
+        figure=report(DATA_FIGURE, caption="../report/dataset_overview.rst", category="Data"),
     log:
         log("data_info"),
     threads: 1

@@ -1,7 +1,8 @@
 # Evaluation: surrogate DOS MAE (Table 1) and structure / composition match rates and element
 # accuracy (Table 2) of each regenerated set (the unconditional baseline included), the DOS-lookup
 # baseline, MLFF formation energies (Fig. 2, B.1) of generated (not baseline) and ground-truth test
-# structures, the result tables with their provenance.
+# structures, the result tables with their provenance. Tables, claims and provenance are
+# registered for Snakemake's report (captions in workflow/report/).
 
 METRICS = [metrics_path(g, t) for g in REGENERATED for t in T0S] + (
     [lookup_path()] if "lookup" in BASELINES else []
@@ -11,7 +12,7 @@ FORMATION_TRUTH = formation_path("ground_truth")
 RUN_PROVENANCE = f"{W}/provenance.json"  # `evaluate tables` copies it to results/provenance.json
 PROVENANCE = f"{R}/provenance.json"
 TABLE_NAMES = ["table1_dos_mae", "table2_match_rates", "formation_energies"]
-RESULT_TABLES = [f"{R}/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md")]
+RESULT_TABLES = [f"{R}/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md")]  # each as .csv, then .md
 CLAIMS = [f"{R}/claims.md", f"{R}/claims.json"]
 TABLE_FILES = RESULT_TABLES + [PROVENANCE] + CLAIMS
 FORMATION_FLAGS = cli_flags(
@@ -154,8 +155,13 @@ rule result_tables:
         formation=list(FORMATION_GENERATED.values()) + [FORMATION_TRUTH],
         provenance=RUN_PROVENANCE,
     output:
-        RESULT_TABLES,
-        PROVENANCE,
+        report(RESULT_TABLES[0], caption="../report/table1.rst", category="Tables", subcategory="Table 1"),
+        RESULT_TABLES[1],
+        report(RESULT_TABLES[2], caption="../report/table2.rst", category="Tables", subcategory="Table 2"),
+        RESULT_TABLES[3],
+        report(RESULT_TABLES[4], caption="../report/formation_table.rst", category="Tables", subcategory="Formation energies"),
+        RESULT_TABLES[5],
+        report(PROVENANCE, caption="../report/provenance.rst", category="Run"),
     log:
         log("tables"),
     params:
@@ -175,7 +181,8 @@ rule claims:
     input:
         RESULT_TABLES,
     output:
-        CLAIMS,
+        report(CLAIMS[0], caption="../report/claims.rst", category="Run"),
+        CLAIMS[1],
     log:
         log("claims"),
     params:

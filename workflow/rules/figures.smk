@@ -1,12 +1,14 @@
-# Figures (PNG + PDF) and the gallery figures/README.md; the HTML report results/report.html.
+# Figures (PNG + PDF) and the gallery figures/README.md. The figures (PNG) are registered for
+# Snakemake's report (`snakemake --report report.zip`; captions in workflow/report/).
 
-FORMATION_FIGURES = [
+FORMATION_FIGURES = [  # fig2 .png, .pdf, figB1 .png, .pdf
     f"{F}/{stem}.{ext}" for stem in ("fig2_formation_T1000", "figB1_formation_T200_T500") for ext in ("png", "pdf")
 ]
-STUDY_FIGURES_DONE = f"{W}/studies/figures.done"
+# The study figures as drawn (which ones depends on the studies run and on what they found), then
+# copied beside the others in the figures folder.
+STUDY_FIGURES = f"{W}/studies/figures"
 GALLERY = f"{F}/README.md"
-REPORT = f"{R}/report.html"
-FIGURE_FILES = FORMATION_FIGURES + [DATA_FIGURE, STUDY_FIGURES_DONE, GALLERY]
+FIGURE_FILES = FORMATION_FIGURES + [DATA_FIGURE, STUDY_FIGURES, GALLERY]
 
 
 rule formation_figures:
@@ -14,7 +16,10 @@ rule formation_figures:
         truth=FORMATION_TRUTH,
         generated=list(FORMATION_GENERATED.values()),
     output:
-        FORMATION_FIGURES,
+        report(FORMATION_FIGURES[0], caption="../report/fig2.rst", category="Figures", subcategory="Formation energies"),
+        FORMATION_FIGURES[1],
+        report(FORMATION_FIGURES[2], caption="../report/figB1.rst", category="Figures", subcategory="Formation energies"),
+        FORMATION_FIGURES[3],
     log:
         log("figures_formation"),
     params:
@@ -35,26 +40,28 @@ rule study_figures:
     input:
         STUDY_RESULTS,
     output:
-        touch(STUDY_FIGURES_DONE),
+        report(directory(STUDY_FIGURES), patterns=["{name}.png"], caption="../report/study_figures.rst",
+               category="Figures", subcategory="Studies"),
     log:
         log("figures_studies"),
     params:
         results=output_dir,
-        out=F,
+        figures=F,
     threads: 1
     resources:
         **SMALL,
     conda:
         CONDA_ENV
     shell:
-        "dosmatgen studies figures --results {params.results} --out {params.out} > {log} 2>&1"
+        "mkdir -p {output} {params.figures} && dosmatgen studies figures --results {params.results} --out {output}"
+        " > {log} 2>&1 && cp -r {output}/. {params.figures}/"
 
 
 rule gallery:
     input:
         FORMATION_FIGURES,
         DATA_FIGURE,
-        STUDY_FIGURES_DONE,
+        STUDY_FIGURES,
     output:
         GALLERY,
     log:
@@ -71,26 +78,3 @@ rule gallery:
     shell:
         "dosmatgen figures gallery --figures {params.figures} --intro {params.intro:q} > {log} 2>&1"
 
-
-rule report:
-    input:
-        tables=RESULT_TABLES + STUDY_TABLES,
-        provenance=PROVENANCE,
-        claims=CLAIMS[0],
-        gallery=GALLERY,
-    output:
-        REPORT,
-    log:
-        log("report"),
-    params:
-        results=output_dir,
-        figures=lambda wildcards, input: os.path.dirname(input.gallery),
-        title=f"DOSMatGen replication: {RUN['profile']} run",
-    threads: 1
-    resources:
-        **SMALL,
-    conda:
-        CONDA_ENV
-    shell:
-        "dosmatgen figures report --results {params.results} --figures {params.figures}"
-        " --provenance {input.provenance} --notes {input.claims} --title {params.title:q} --out {output} > {log} 2>&1"

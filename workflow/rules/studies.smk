@@ -5,7 +5,7 @@
 # relaxing studies live beside it in <study>.work/.
 
 STUDY_RESULTS = [study_path(s) for s in STUDIES]
-# Each study's summary table, copied to the results folder beside Tables 1-2 (and into the report).
+# Each study's summary table, copied to the results folder beside Tables 1-2 (the CSV into the report).
 STUDY_TABLES = [f"{R}/study_{s}.{ext}" for s in STUDIES for ext in ("csv", "md")]
 STUDY_FILES = STUDY_RESULTS + STUDY_TABLES
 
@@ -53,7 +53,8 @@ rule study_table:
         csv=study_path("{study}", "summary.csv"),
         md=study_path("{study}", "summary.md"),
     output:
-        csv=f"{R}/study_{{study}}.csv",
+        csv=report(f"{R}/study_{{study}}.csv", caption="../report/study_table.rst", category="Studies",
+                   subcategory="{study}"),
         md=f"{R}/study_{{study}}.md",
     log:
         log("study_table_{study}"),
