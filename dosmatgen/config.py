@@ -91,9 +91,7 @@ def load_run_config(path: str | os.PathLike, *, schema_path: str | os.PathLike |
                     environ: Mapping[str, str] | None = None, check_files: bool = False) -> dict[str, Any]:
     """Read a YAML run config (:func:`read_yaml`) and return it validated, with defaults and
     derived values filled."""
-    path = Path(path)
-    raw = read_yaml(path)
-    return validate_run_config(raw, source=str(path), schema_path=schema_path, environ=environ,
+    return validate_run_config(read_yaml(path), source=str(Path(path)), schema_path=schema_path, environ=environ,
                                check_files=check_files)
 
 
@@ -110,12 +108,10 @@ def validate_run_config(config: Any, *, source: str = "config", schema_path: str
     schema = load_schema(schema_path)
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: a run config must be a mapping of keys, got {type(config).__name__}")
-    validator_cls = jsonschema.validators.validator_for(schema)
-    validator = validator_cls(schema)
+    validator = jsonschema.validators.validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    problems = [_describe(e) for e in errors]
-    if problems:
-        raise ConfigError(_format(source, problems))
+    if errors:
+        raise ConfigError(_format(source, [_describe(e) for e in errors]))
     cfg = copy.deepcopy(config)
     _fill_defaults(cfg, schema, schema)
     problems = _cross_checks(cfg)
@@ -306,25 +302,14 @@ def run_provenance(config: Mapping[str, Any], inputs: Mapping[str, Any] | None =
             versions[package] = md.version(package)
         except md.PackageNotFoundError:
             versions[package] = None
-    files: dict[str, Any] = {}
-    for name, value in (inputs or {}).items():
-        paths = [value] if isinstance(value, (str, os.PathLike)) else list(value)
-        infos = [file_info(str(p)) for p in paths]
-        files[name] = infos[0] if isinstance(value, (str, os.PathLike)) else infos
-    return {
-        "profile": config.get("profile"),
-        "description": config.get("description", ""),
-        "data_source": config.get("data", {}).get("source"),
-        "device": config.get("device"),
-        "dosmatgen": __version__,
-        "git": git_commit(),
-        "python": platform.python_version(),
-        "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "versions": versions,
-        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "config": dict(config),
-        "inputs": files,
-    }
+    files = {name: file_info(str(v)) if isinstance(v, (str, os.PathLike)) else [file_info(str(p)) for p in v]
+             for name, v in (inputs or {}).items()}
+    return {"profile": config.get("profile"), "description": config.get("description", ""),
+            "data_source": config.get("data", {}).get("source"), "device": config.get("device"),
+            "dosmatgen": __version__, "git": git_commit(), "python": platform.python_version(),
+            "host": {"platform": platform.platform(), "cpus": os.cpu_count()}, "versions": versions,
+            "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "config": dict(config), "inputs": files}
 
 
 def write_provenance(path: str | os.PathLike, config: Mapping[str, Any],

@@ -35,20 +35,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
 
     On any exception the temporary file is removed and ``path`` is left as it was.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _temp_path(Path(path), ".tmp") as tmp, open(tmp, mode) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def atomic_save_json(path: str | os.PathLike, obj: Any) -> None:
@@ -60,13 +50,13 @@ def atomic_save_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_temp_path(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
     """For writers that need a file name (``np.savez``, ``torch.save``, CIF writers): yields a
     temporary path beside ``path`` and renames it over ``path`` on success."""
-    return _temp_path(Path(path))
+    return _temp_path(Path(path), ".tmp" + Path(path).suffix)
 
 
 @contextlib.contextmanager
-def _temp_path(path: Path) -> Iterator[Path]:
+def _temp_path(path: Path, suffix: str) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -32,10 +32,9 @@ _ALIASES = {"patience": "lr_patience"}
 def _read_yaml(path: str) -> dict[str, Any]:
     from dosmatgen.config import read_yaml
 
-    p = Path(path)
-    obj = read_yaml(p) or {}
+    obj = read_yaml(path) or {}
     if not isinstance(obj, dict):
-        raise ConfigError(f"{p}: expected a mapping with 'model' and/or 'train' sections")
+        raise ConfigError(f"{Path(path)}: expected a mapping with 'model' and/or 'train' sections")
     return obj
 
 
@@ -45,9 +44,8 @@ def resolve_configs(args: argparse.Namespace) -> tuple[dict[str, Any], "Any"]:
 
     file_cfg = _read_yaml(args.config) if args.config else {}
     per_kind = file_cfg.get("models") or {}
-    model_sec = per_kind.get(args.kind) if isinstance(per_kind, dict) and args.kind in per_kind \
-        else file_cfg.get("model")
-    model_sec = model_sec or {}
+    model_sec = (per_kind.get(args.kind) if isinstance(per_kind, dict) and args.kind in per_kind
+                 else file_cfg.get("model")) or {}
     train_sec = file_cfg.get("train") or {}
     if not isinstance(model_sec, dict) or not isinstance(train_sec, dict):
         raise ConfigError(f"{args.config}: 'model', 'models.{args.kind}' and 'train' must be mappings")
@@ -74,14 +72,11 @@ def resolve_configs(args: argparse.Namespace) -> tuple[dict[str, Any], "Any"]:
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "lr_patience": args.patience,
              "ema_decay": args.ema_decay, "checkpoint_every": args.checkpoint_every, "seed": args.seed,
              "device": args.device, "num_workers": args.num_workers, "max_steps": args.max_steps,
-             "supercell_max_atoms": args.supercells, "deterministic": args.deterministic or None}
+             "supercell_max_atoms": args.supercells, "deterministic": args.deterministic or None,
+             "bf16": args.bf16 or None, "progress": False if args.no_progress else None}
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.repeat_source:
         values["source_repeats"] = parse_source_repeats(args.repeat_source)
-    if args.bf16:
-        values["bf16"] = True
-    if args.no_progress:
-        values["progress"] = False
     return model_cfg, TrainConfig.from_dict(values)
 
 
@@ -172,8 +167,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat-source", action="extend", nargs="+", default=None, metavar="SOURCE=K",
                    help="draw each training structure of SOURCE (prototypes, mp20, mp, other) K times per "
                         "epoch, e.g. mp20=4 to weight the real crystals of a mixed store (several "
-                        "values or repeated flags; "
-                        "default: every structure once, the paper)")
+                        "values or repeated flags; default: every structure once, the paper)")
     p.add_argument("--supercells", type=positive_int, default=None, metavar="MAX_ATOMS",
                    help="also train on a doubled cell of each training crystal of at most MAX_ATOMS / 2 "
                         "atoms (the same crystal, its site DOS copied: more large cells at no DFT cost; "

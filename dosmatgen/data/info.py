@@ -192,9 +192,7 @@ def plot_site_dos(record: CrystalRecord, site: int | str, out_path: str | Path,
     for label, curve in (extra or {}).items():
         ax.plot(ENERGY_GRID, np.asarray(curve), lw=1.0, label=label)
     ax.axvline(0.0, color="grey", lw=0.6, ls="--")
-    ax.set_xlabel("E − E$_F$ (eV)")
-    ax.set_ylabel("DOS (states/eV/site)")
-    ax.set_xlim(ENERGY_GRID[0], ENERGY_GRID[-1])
+    ax.set(xlabel="E − E$_F$ (eV)", ylabel="DOS (states/eV/site)", xlim=(ENERGY_GRID[0], ENERGY_GRID[-1]))
     ax.set_title(record.structure_id, fontsize=9)
     ax.legend(fontsize=8, frameon=False)
     _save(fig, out_path)
@@ -228,14 +226,12 @@ def plot_dataset_figure(summary: dict[str, Any], out_path: str | Path, title: st
         ax2.bar([int(n) for n in sizes], list(sizes.values()), color="tab:orange")
     ax1.set_xticks(range(len(els)))
     ax1.set_xticklabels(els, rotation=90, fontsize=7 if len(els) < 60 else 5)
-    ax1.set_ylabel("structures containing element")
-    ax1.set_xlim(-0.7, len(els) - 0.3)
+    ax1.set(ylabel="structures containing element", xlim=(-0.7, len(els) - 0.3))
     from matplotlib.ticker import MaxNLocator
 
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax2.set_xlabel("atoms per cell")
-    ax2.set_ylabel("structures")
+    ax2.set(xlabel="atoms per cell", ylabel="structures")
     fig.suptitle(title or f"{summary['n_structures']} structures, {summary['n_elements']} elements", fontsize=10)
     fig.tight_layout()
     _save(fig, out_path)

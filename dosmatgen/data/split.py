@@ -54,10 +54,7 @@ def record_source(structure_id: str) -> str:
     >>> [record_source(i) for i in ("builtin-rocksalt-Na-Cl", "mp20-mp-21", "mp-149", "x7")]
     ['prototypes', 'mp20', 'mp', 'other']
     """
-    for prefix, source in _PREFIXES:
-        if structure_id.startswith(prefix):
-            return source
-    return "other"
+    return next((source for prefix, source in _PREFIXES if structure_id.startswith(prefix)), "other")
 
 
 def source_counts(ids: Iterable[str]) -> dict[str, int]:

@@ -30,7 +30,7 @@ from dosmatgen.data import plausibility
 from dosmatgen.data.schema import MAX_Z, CrystalRecord
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import DataError
-from dosmatgen.io import ARCHIVE_ERRORS, atomic_temp_path
+from dosmatgen.io import ARCHIVE_ERRORS, atomic_write
 
 STORE_VERSION = 1
 #: Largest magnitude float16 holds; a DOS value above it would be stored as inf.
@@ -78,9 +78,8 @@ def save_records(path: str | Path, records: Sequence[CrystalRecord], meta: dict[
         "provenance": np.array([json.dumps(r.provenance, sort_keys=True, default=str) for r in records]),
         "meta": np.array(json.dumps(meta or {}, sort_keys=True, default=str)),
     }
-    with atomic_temp_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+    with atomic_write(path) as f:
+        np.savez_compressed(f, **arrays)
 
 
 def _open_npz(path: Path):
@@ -215,8 +214,7 @@ class DOSStore(SequenceABC):
         return self._dos
 
     def atomic_numbers(self, i: int) -> np.ndarray:
-        a, b = self._offsets[i], self._offsets[i + 1]
-        return self._z[a:b].copy()
+        return self._z[self._offsets[i]:self._offsets[i + 1]].copy()
 
     def provenance(self, i: int | str) -> dict[str, Any]:
         return json.loads(self._prov[self._position(i)])
@@ -264,8 +262,7 @@ class DOSStore(SequenceABC):
                              self.site_dos(i), json.loads(self._prov[i]))
 
     def __iter__(self) -> Iterator[CrystalRecord]:
-        for i in range(len(self)):
-            yield self[i]
+        return (self[i] for i in range(len(self)))
 
     def records(self, keys: Iterable[int | str] | None = None) -> list[CrystalRecord]:
         return [self[k] for k in (range(len(self)) if keys is None else keys)]

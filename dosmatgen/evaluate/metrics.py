@@ -92,9 +92,6 @@ class MetricResult:
                    dict(d.get("excluded", {})), dict(d.get("counts", {})))
 
 
-# ----------------------------------------------------------------------------------------------
-# DOS MAE
-# ----------------------------------------------------------------------------------------------
 class DOSMAE:
     """Table 1 MAE: per-atom mean over the 400 bins, mean over atoms of a structure, then mean
     over structures (see the module docstring). ``None`` predictions are excluded with the
@@ -134,10 +131,8 @@ class DOSMAE:
         return MetricResult(self.name, value, self.unit, len(pred), len(values), dict(excluded))
 
 
-# ----------------------------------------------------------------------------------------------
-# StructureMatcher with a per-pair timeout
-# ----------------------------------------------------------------------------------------------
 class _Timeout(Exception):
+    """A StructureMatcher call ran past its per-pair timeout."""
     pass
 
 
@@ -268,8 +263,6 @@ class CompositionMatchRate:
     name = "composition_match_rate"
 
     def compute(self, generated: Sequence[Any], reference: Sequence[Any]) -> MetricResult:
-        if len(generated) != len(reference):
-            raise ValueError(f"CompositionMatchRate: {len(generated)} generated but {len(reference)} references")
         return self.from_formulas([None if g is None else g.composition.reduced_formula for g in generated],
                                   [r.composition.reduced_formula for r in reference])
 
@@ -278,11 +271,10 @@ class CompositionMatchRate:
         of :func:`reduced_formula` for a list of elements that is not a structure."""
         if len(generated) != len(reference):
             raise ValueError(f"CompositionMatchRate: {len(generated)} generated but {len(reference)} references")
-        matched = sum(1 for g, r in zip(generated, reference) if g is not None and g == r)
-        n_unbuilt = sum(1 for g in generated if g is None)
+        matched = sum(g is not None and g == r for g, r in zip(generated, reference))
         n = len(generated)
         return MetricResult(self.name, 100.0 * matched / n if n else None, "%", n, n, {},
-                            {"matched": matched, "unbuildable_counted_as_miss": n_unbuilt})
+                            {"matched": matched, "unbuildable_counted_as_miss": sum(g is None for g in generated)})
 
 
 def reduced_formula(atomic_numbers: Sequence[int] | np.ndarray) -> str | None:
@@ -441,14 +433,8 @@ class Validity:
     name = "validity"
 
     def compute(self, items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> MetricResult:
-        reasons: Counter = Counter()
-        n_valid = 0
-        for z, x, lat in items:
-            _, why = validity_reason(z, x, lat)
-            if why is None:
-                n_valid += 1
-            else:
-                reasons[why] += 1
+        reasons = Counter(validity_reason(z, x, lat)[1] for z, x, lat in items)
+        n_valid = reasons.pop(None, 0)
         n = len(items)
         return MetricResult(self.name, 100.0 * n_valid / n if n else None, "%", n, n, {},
                             {"valid": n_valid, **{f"invalid_{k}": v for k, v in reasons.items()}})
@@ -476,14 +462,12 @@ class Uniqueness:
         for _, group in tqdm(_bucket(valid).items(), desc="uniqueness", disable=not self.progress):
             reps: list = []
             for _, s in group:
-                dup = False
                 for r in reps:
                     out = timed_fit(s, r, self.timeout_s, matcher)
                     timeouts += out == "timeout"
                     if out == "match":
-                        dup = True
                         break
-                if not dup:
+                else:  # no representative matches: a new distinct structure
                     reps.append(s)
             n_distinct += len(reps)
         n_invalid = len(structures) - len(valid)

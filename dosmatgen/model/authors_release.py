@@ -155,11 +155,8 @@ class ReleaseFiles:
 
     def hashes(self) -> dict[str, str]:
         """sha256 of every file (name -> hex digest)."""
-        out = {}
-        for p in (self.checkpoint, self.hparams, self.prop_scaler, self.lattice_scaler):
-            if p is not None:
-                out[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
-        return out
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in (self.checkpoint, self.hparams, self.prop_scaler, self.lattice_scaler) if p is not None}
 
 
 @dataclass
