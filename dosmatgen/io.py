@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import time
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from dosmatgen.errors import DataError
 
@@ -45,6 +46,21 @@ def atomic_save_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
         f.write("\n")
+
+
+def atomic_save_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]],
+                    columns: Sequence[str] | None = None) -> None:
+    """``rows`` as CSV with ``columns`` (default: :func:`csv_columns`); None is written as an empty cell."""
+    cols = list(columns) if columns else csv_columns(rows)
+    with atomic_write(path, "w") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: ("" if r.get(k) is None else r.get(k)) for k in cols} for r in rows)
+
+
+def csv_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Every key of ``rows``, in the order of first appearance."""
+    return list(dict.fromkeys(k for r in rows for k in r))
 
 
 def atomic_temp_path(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:

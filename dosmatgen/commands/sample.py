@@ -23,7 +23,6 @@ bad input exits with status 2 and writes nothing. Output: one CIF per crystal an
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import sys
@@ -42,10 +41,7 @@ from dosmatgen.errors import CheckpointError, ConfigError, DataError
 from dosmatgen.generate.writer import STRUCTURE_FORMATS
 
 
-
-# ---------------------------------------------------------------------------------------------
-# input parsing (pure functions, tested directly)
-# ---------------------------------------------------------------------------------------------
+# ---- input parsing (pure functions, tested directly) ------------------------------------------
 def _as_rows(arr: Any, source: str) -> np.ndarray:
     try:
         a = np.asarray(arr, dtype=np.float64)
@@ -212,7 +208,6 @@ def target_from_store(store: Any, spec: str) -> tuple[np.ndarray, list[int], Any
     return _as_rows(dos, f"{store.path}:{rec.structure_id}"), idx, rec
 
 
-# ---------------------------------------------------------------------------------------------
 def _open_store(path: str | None):
     if path is None:
         return None
@@ -354,7 +349,7 @@ def _sample_into(args: argparse.Namespace, out: Path, fmts: tuple[str, ...]) -> 
     from dosmatgen.checkpoint import load_model
     from dosmatgen.generate.runner import check_standardisers, generate
     from dosmatgen.generate.writer import write_structures
-    from dosmatgen.io import atomic_save_json, atomic_write, staged_folder
+    from dosmatgen.io import atomic_save_csv, atomic_save_json, staged_folder
     from dosmatgen.device import resolve_device
 
     options = sampler_options(args, guidance="classifier" if args.regressor else "cfg")
@@ -394,15 +389,7 @@ def _sample_into(args: argparse.Namespace, out: Path, fmts: tuple[str, ...]) -> 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="No Pauling electronegativity")
             write_structures(structures, stage, fmts, names)
-        keys: list[str] = []
-        for r in rows:
-            keys.extend(k for k in r if k not in keys)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        with atomic_write(stage / "summary.csv", "w") as f:
-            f.write(buf.getvalue())
+        atomic_save_csv(stage / "summary.csv", rows)
         atomic_save_json(stage / "sample.json", settings)
     n_valid = sum(r["valid"] for r in rows)
     print(f"generated {len(rows)} crystals ({n_valid} valid) -> {out}")

@@ -5,8 +5,6 @@ CIFs go into a staging folder that replaces the output folder in one rename
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,23 +12,12 @@ from typing import Any, Sequence
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.errors import DataError
 from dosmatgen.generate.writer import safe_name
-from dosmatgen.io import atomic_save_json, atomic_write, staged_folder
+from dosmatgen.io import atomic_save_csv, atomic_save_json, atomic_write, csv_columns, staged_folder
 from dosmatgen.studies.candidates import StudyCandidate
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
-    cols = list(columns) if columns else _columns(rows)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
-    with atomic_write(path, "w") as f:
-        f.write(buf.getvalue())
-
-
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    cols = list(columns) if columns else _columns(rows)
+    cols = list(columns) if columns else csv_columns(rows)
 
     def fmt(v: Any) -> str:
         if v is None:
@@ -42,13 +29,6 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
-
-
-def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    return cols
 
 
 def write_cif(path: Path, record: CrystalRecord) -> None:
@@ -74,18 +54,18 @@ def write_study(out_dir: str | Path, *, study: str, title: str, summary_rows: Se
     out_dir = Path(out_dir)
     cand_rows = [c.row() for c in candidates]
     with staged_folder(out_dir) as stage:
-        write_csv(stage / "summary.csv", summary_rows, summary_columns)
+        atomic_save_csv(stage / "summary.csv", summary_rows, summary_columns)
         md = [f"# {title}\n", markdown_table(summary_rows, summary_columns)]
         if notes:
             md.append("\n" + "\n".join(f"- {n}" for n in notes) + "\n")
         for name, rows in (extra_tables or {}).items():
-            write_csv(stage / f"{name}.csv", rows)
+            atomic_save_csv(stage / f"{name}.csv", rows)
             md.append(f"\n## {name}\n\n" + markdown_table(rows))
             with atomic_write(stage / f"{name}.md", "w") as f:
                 f.write(markdown_table(rows))
         with atomic_write(stage / "summary.md", "w") as f:
             f.write("\n".join(md))
-        write_csv(stage / "candidates.csv", cand_rows)
+        atomic_save_csv(stage / "candidates.csv", cand_rows)
         for c in candidates:
             if c.record is None or (cif_filter is not None and not cif_filter(c)):
                 continue
