@@ -37,8 +37,9 @@ SHIPPED_MODELS: dict[str, Path] = {"demo": REPO_ROOT / "results" / "demo_run"}
 
 @dataclass
 class Model:
-    """A diffusion model with its DOS standardiser, and the surrogate that judges its crystals
-    (and the regressor of classifier guidance) when there is one."""
+    """A ``diffusion`` model with its DOS ``standardiser``, and the ``surrogate`` that judges its
+    crystals (with its ``surrogate_standardiser``) and the ``regressor`` of classifier guidance when
+    there are; ``name``: the shipped model's name or the checkpoint it came from."""
 
     diffusion: Any
     standardiser: Any
@@ -54,8 +55,8 @@ class Model:
 
 @dataclass
 class Target:
-    """Raw site DOS rows (K, 400) on the project grid (states/eV/site, E_F at 0) and where they
-    came from."""
+    """``dos``: raw site DOS rows (K, 400) on the project grid (states/eV/site, E_F at 0);
+    ``source``: where they came from; ``sites``: the source's site of each row."""
 
     dos: np.ndarray
     source: str = "array"
@@ -64,10 +65,11 @@ class Target:
 
 @dataclass
 class Candidate:
-    """One generated crystal: ``structure`` (None when the arrays are not a crystal), its validity,
-    the surrogate's site DOS (N, 400) and ``distance``, the mean absolute difference of the
-    conditioned sites' predicted DOS to their targets (states/eV/site); after :func:`relax_and_rank`,
-    the ``relaxed`` structure and its ``formation_energy`` (eV/atom, MLFF)."""
+    """One generated crystal: ``structure`` (None when the arrays are not a crystal), ``valid`` and,
+    when it is not, the ``reason``; ``site_dos``, the surrogate's site DOS (N, 400), and
+    ``distance``, the mean absolute difference of the conditioned sites' predicted DOS to their
+    targets (states/eV/site); after :func:`relax_and_rank`, the ``relaxed`` structure and its
+    ``formation_energy`` (eV/atom, MLFF)."""
 
     structure: Any
     valid: bool
@@ -156,8 +158,9 @@ def training_electrons_below_fermi(store: str = str(RESOURCES / "builtin_dos.npz
 
 def normalise_to_training(target: Target, atomic_numbers: Sequence[int], store: str | None = None) -> Target:
     """``target`` with each site's DOS scaled so that its integral below E_F equals the training
-    data's mean for that site's element (:func:`training_electrons_below_fermi`): VASP's sphere
-    projections (the Materials Project's) hold a fraction of the electrons GPAW's Mulliken
+    data's mean for that site's element (``atomic_numbers``, one per row; the means of
+    :func:`training_electrons_below_fermi` over ``store``, the built-in GPAW data when None): VASP's
+    sphere projections (the Materials Project's) hold a fraction of the electrons GPAW's Mulliken
     projections assign to a site (41 % for Si, 83 % for Fe: results/mp_vs_gpaw_Si_Fe.json), so a
     foreign target fed as is asks for a DOS the model never saw. The shape is kept; sites of an
     element the training data lack, or with no states below E_F, are left as they are."""
@@ -223,10 +226,12 @@ def _pick(dos: np.ndarray, sites: Sequence[int] | None, source: str) -> tuple[np
 
 def target_from_dos(complete_dos: Any, sites: Sequence[int] | None = None, source: str = "CompleteDos",
                     normalise: bool = True) -> Target:
-    """A target from a pymatgen ``CompleteDos`` (VASP, Materials Project, any code pymatgen reads):
-    the chosen sites' s + p + d projections, spins summed, smoothed and resampled with the recipe
-    of :func:`dosmatgen.dos.mp_convert.site_dos_from_complete_dos`, any energy grid that covers the
-    window. ``normalise`` (on by default, with a one-line notice): :func:`normalise_to_training`."""
+    """A target from a pymatgen ``complete_dos`` (a ``CompleteDos`` of VASP, the Materials Project,
+    any code pymatgen reads): the ``sites``' (default: every site) s + p + d projections, spins
+    summed, smoothed and resampled with the recipe of
+    :func:`dosmatgen.dos.mp_convert.site_dos_from_complete_dos`, any energy grid that covers the
+    window. ``source`` names it in messages and in ``Target.source``. ``normalise`` (on by default,
+    with a one-line notice): :func:`normalise_to_training`."""
     from dosmatgen.dos.mp_convert import site_dos_from_complete_dos
 
     energies = np.asarray(getattr(complete_dos, "energies", []), dtype=np.float64)
@@ -243,9 +248,10 @@ def target_from_dos(complete_dos: Any, sites: Sequence[int] | None = None, sourc
 
 
 def target_from_file(path: str | Path, sites: Sequence[int] | None = None, normalise: bool = True) -> Target:
-    """A target from a file: a VASP ``vasprun.xml`` (with projected DOS: LORBIT >= 10) or a
-    pymatgen ``CompleteDos`` JSON (``.json`` or ``.json.gz``, e.g. a Materials Project DOS);
-    ``normalise`` as in :func:`target_from_dos`."""
+    """A target from the file at ``path``: a VASP ``vasprun.xml`` (with projected DOS: LORBIT >= 10;
+    also gzip, bz2 or xz compressed) or a pymatgen ``CompleteDos`` JSON (``.json`` or ``.json.gz``,
+    e.g. a Materials Project DOS); ``sites`` (site indices, default every site) and ``normalise``
+    as in :func:`target_from_dos`."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"target file {path} does not exist")
@@ -273,7 +279,8 @@ def target_from_file(path: str | Path, sites: Sequence[int] | None = None, norma
 
 
 def target_from_store(store: str | Path, spec: str) -> Target:
-    """A target from a dosmatgen store: ``"ID"`` (every site) or ``"ID:0,2"`` / ``"ID:Ni"``."""
+    """A target from a dosmatgen ``store`` (its path); ``spec``: ``"ID"`` (every site) or
+    ``"ID:0,2"`` / ``"ID:Ni"``."""
     from dosmatgen.data.info import store_site_dos
     from dosmatgen.data.store import DOSStore
 
@@ -283,7 +290,8 @@ def target_from_store(store: str | Path, spec: str) -> Target:
 
 # ---- generation -------------------------------------------------------------------------------------
 def predict_site_dos(model: Model, structure: Any) -> np.ndarray:
-    """The surrogate's site DOS (N, 400, states/eV/site) of a pymatgen ``Structure``."""
+    """The surrogate's site DOS (N, 400, states/eV/site) of a pymatgen ``structure`` (N sites),
+    predicted by the surrogate of ``model`` (from :func:`load_model`)."""
     return _site_dos(model, [structure])[0]
 
 
@@ -354,7 +362,13 @@ def relax_and_rank(candidates: Sequence[Candidate], mlff: str = "sevenn", *, fma
     ``"sevenn"`` offline, ``"chgnet"``, ``"orb"``; or an ASE ``calc``), fill ``relaxed`` and
     ``formation_energy`` (eV/atom against the MLFF's elemental references,
     :class:`~dosmatgen.evaluate.formation.ElementalReferences`), and return the candidates ranked
-    by formation energy, then distance to the target; the ones that did not relax come last."""
+    by formation energy, then distance to the target; the ones that did not relax come last.
+
+    ``fmax`` (eV/A) and ``steps``: FIRE's force threshold and step limit (defaults
+    :data:`~dosmatgen.evaluate.mlff.DEFAULT_FMAX`, :data:`~dosmatgen.evaluate.mlff.DEFAULT_RELAX_STEPS`);
+    a candidate that does not converge within them gets no formation energy. ``refs_cache``: the
+    JSON file caching the elemental references (default: ``dosmatgen/elemental_refs_<mlff>.json``
+    under ``$XDG_CACHE_HOME`` or ``~/.cache``). ``progress``: a progress bar."""
     from pymatgen.io.ase import AseAtomsAdaptor
     from tqdm.auto import tqdm
 
