@@ -95,7 +95,8 @@ def test_cli_sample_from_the_real_vasprun_gzipped(tmp_path, capsys):
                  "--n", "2", "--steps", "5", "--seed", "0", "--device", "cpu", "--no-progress", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 0, err
-    assert len(err) == 1 and "note:" in err[0] and "scaled to the training data" in err[0]
+    notes = [line for line in err if "note:" in line]
+    assert len(notes) == 1 and "scaled to the training data" in notes[0] and str(copy) in notes[0], err
     settings = json.loads((out / "sample.json").read_text())
     assert settings["target_sites"] == [8, 6] and settings["condition_atoms"] == [0, 1]
     assert settings["target_vasprun"] == f"{copy}:8,6"
