@@ -134,15 +134,12 @@ def formation_energies(candidates: Sequence[StudyCandidate], raws: Sequence[RawC
     ``invalid`` or ``unsupported_element:<els>`` for the ones not computed). Returns the formation output."""
     from dosmatgen.evaluate.formation import FormationItem, compute_formation_energies
 
-    known = set(elements_with_references())
-    if calc is None:
-        from dosmatgen.evaluate.mlff import get_calculator
+    from dosmatgen.evaluate.mlff import get_calculator
 
-        calc_for_check = get_calculator(cfg.mlff, device=cfg.mlff_device)
-        if cfg.mlff_workers <= 1:
-            calc = calc_for_check
-    else:
-        calc_for_check = calc
+    known = set(elements_with_references())
+    calc_for_check = get_calculator(cfg.mlff, device=cfg.mlff_device) if calc is None else calc
+    if calc is None and cfg.mlff_workers <= 1:
+        calc = calc_for_check
     type_map = getattr(calc_for_check, "type_map", None)  # SevenNet: the elements the model knows
     if isinstance(type_map, dict) and type_map:
         known &= {element_symbol(int(z)) for z in type_map if 1 <= int(z) <= MAX_Z}

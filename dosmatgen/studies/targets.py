@@ -123,10 +123,9 @@ def find_target_in_records(records: Sequence[CrystalRecord], preset: str | Targe
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
     if structure_id is not None:
-        match = [r for r in records if r.structure_id == structure_id]
-        if not match:
+        rec = next((r for r in records if r.structure_id == structure_id), None)
+        if rec is None:
             raise DataError(f"no record with structure_id {structure_id!r} in {source}")
-        rec = match[0]
     else:
         want = _normalise_formula(p.formula)
         same_formula = sorted((r for r in records if r.dos is not None and _reduced(r) == want),
