@@ -381,3 +381,19 @@ def test_sampling_options_refuse_samples_of_another_checkpoint(tmp_path):
     other = run("model B")
     assert other.returncode == 2
     assert "another checkpoint" in other.stderr
+
+
+def test_tables_dft_is_an_optional_target_with_the_configured_sample(tmp_path):
+    """Issue 37: `tables_dft` judges each listed set with GPAW on n crystals; `all` never runs it
+    (negative control), and a set the run does not generate stops the workflow before any job."""
+    config = write_config(tmp_path, evaluate={"dft_judge": {"n": 5, "sets": ["cfg_T1000", "classifier_T200"],
+                                                            "timeout": 120}})
+    proc = snakemake("-n", "-p", "tables_dft", cwd=tmp_path, configfile=config)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    judge = [ln for ln in proc.stdout.splitlines() if "dosmatgen evaluate dft-judge" in ln]
+    assert len(judge) == 2 and all("--n 5" in ln and "--timeout 120" in ln for ln in judge)
+    assert "dosmatgen evaluate dft-table" in proc.stdout
+    assert "dft_judge" not in job_counts(snakemake("-n", "all", cwd=tmp_path, configfile=config).stdout)
+    bad = write_config(tmp_path / "bad", evaluate={"dft_judge": {"n": 5, "sets": ["cfg_T300"]}})
+    proc = snakemake("-n", "tables_dft", cwd=tmp_path / "bad", configfile=bad)
+    assert proc.returncode != 0 and "does not generate" in proc.stdout + proc.stderr

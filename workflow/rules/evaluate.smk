@@ -194,3 +194,58 @@ rule claims:
         CONDA_ENV
     shell:
         "dosmatgen evaluate claims --results {params.results} > {log} 2>&1"
+
+
+# Table 1 judged by DFT as well (issue 37): target `tables_dft`, never part of `all`. The first n
+# valid crystals of each set in evaluate.dft_judge.sets get a GPAW site DOS (unrelaxed), scored
+# beside the surrogate's judgement of the same crystals; labels are cached per crystal (resumable).
+DFT_JUDGE = EVAL.get("dft_judge", {})
+DFT_JUDGED = [f"{W}/dft_judge/{name}.json" for name in DFT_JUDGE.get("sets", [])]
+DFT_TABLES = [f"{R}/table1_dft_judge.{ext}" for ext in ("md", "csv")] + [f"{R}/claims_by_judge.{ext}" for ext in ("md", "json")]
+_unknown = sorted({n for n in DFT_JUDGE.get("sets", [])} - {f"{g}_T{t}" for g in REGENERATED for t in T0S})
+if _unknown:
+    raise ValueError(f"evaluate.dft_judge.sets names sets this run does not generate: {_unknown}")
+
+
+rule dft_judge:
+    input:
+        generated=generated_path("{guidance}", "{t0}"),
+        surrogate=checkpoint_path("surrogate"),
+        store=STORE,
+    output:
+        f"{W}/dft_judge/{{guidance}}_T{{t0}}.json",
+    log:
+        log("dft_judge_{guidance}_T{t0}"),
+    params:
+        flags=cli_flags({k: DFT_JUDGE.get(k) for k in ("n", "timeout", "fallback_basis")}),
+        cache=f"{W}/dft_judge/labels",
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=24 * 60,
+    conda:
+        CONDA_ENV
+    shell:
+        "OMP_NUM_THREADS=1 dosmatgen evaluate dft-judge --generated {input.generated} --surrogate {input.surrogate}"
+        " --store {input.store} {params.flags} --workers {threads} --cache {params.cache} --out {output} > {log} 2>&1"
+
+
+rule dft_tables:
+    input:
+        DFT_JUDGED,
+    output:
+        report(DFT_TABLES[0], caption="../report/table1_dft_judge.rst", category="Tables", subcategory="Table 1 judged by DFT"),
+        DFT_TABLES[1],
+        report(DFT_TABLES[2], caption="../report/claims_by_judge.rst", category="Run"),
+        DFT_TABLES[3],
+    log:
+        log("dft_tables"),
+    params:
+        out=output_dir,
+    threads: 1
+    resources:
+        **SMALL,
+    conda:
+        CONDA_ENV
+    shell:
+        "dosmatgen evaluate dft-table --judged {input} --out {params.out} > {log} 2>&1"
