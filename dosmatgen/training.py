@@ -50,6 +50,7 @@ from dosmatgen.data.standardise import DOSStandardiser
 from dosmatgen.device import resolve_device
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import atomic_save_json, atomic_write
+from dosmatgen.progress import Lines
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -618,8 +619,9 @@ class Trainer:
             state["step"] += 1
             state["batch_in_epoch"] += 1
             state["partial"] = dict(sums)
-            bar.update(1)
-            bar.set_postfix(loss=f"{vals['loss']:.4f}")
+            for b in (bar, self.lines):
+                b.set_postfix(loss=f"{vals['loss']:.4f}")
+                b.update(1)
             if self.callback is not None:
                 self.callback({"step": state["step"], "epoch": epoch, **vals})
             if self.dist.any_flag(stop.raised):
@@ -695,12 +697,16 @@ class Trainer:
             return self.last_path
         self.epoch_bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=f"train {self.kind}", unit="epoch",
                               disable=not self.show, dynamic_ncols=True)
+        steps = cfg.epochs * len(epoch_batches(len(self.train_ds), cfg.batch_size, cfg.seed, 0, self.dist))
+        self.lines = Lines(total=min(steps, cfg.max_steps or steps), desc=f"train {self.kind}", unit="steps",
+                           initial=state["step"], disable=cfg.progress or not self.dist.is_main)
         reason = None
         self.model.train()
         with _StopFlag() as stop:
             while reason is None and state["epoch"] < cfg.epochs:
                 reason = self.run_epoch(stop)
         self.epoch_bar.close()
+        self.lines.close()
         self.finish(reason)
         return self.last_path
 

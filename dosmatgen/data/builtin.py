@@ -510,8 +510,7 @@ def _label_in_pool(todo: list[LabelCandidate], writer: _ShardWriter, workers: in
     ``writer`` every ``shard_size`` records or ``flush_s`` seconds and when stopped (SIGINT/SIGTERM)."""
     import multiprocessing as mp
 
-    from tqdm import tqdm
-
+    from dosmatgen.progress import bar as progress_bar
     from dosmatgen.threads import single_threaded_children
 
     def on_term(signum: int, frame: Any) -> None:  # noqa: ARG001
@@ -521,13 +520,13 @@ def _label_in_pool(todo: list[LabelCandidate], writer: _ShardWriter, workers: in
     with single_threaded_children():
         pool = mp.get_context("spawn").Pool(processes=max(1, workers), initializer=_init_worker,
                                             initargs=(mlff, engine_kwargs))
-    bar = tqdm(total=len(todo), desc="built-in DOS", unit="struct", smoothing=0.05, disable=not progress,
-               mininterval=5.0)
+    bar = progress_bar(progress, total=len(todo), desc="built-in DOS", unit="struct", smoothing=0.05,
+                       mininterval=5.0)
     try:
         for res in pool.imap_unordered(_work, [(c, fmax, steps) for c in todo], chunksize=1):
             writer.add(res)
-            bar.update(1)
             bar.set_postfix(**writer.counts)
+            bar.update(1)
             if len(writer.records) >= shard_size or (writer.records and time.time() - writer.last_flush > flush_s):
                 writer.flush()
     except KeyboardInterrupt:

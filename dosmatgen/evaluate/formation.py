@@ -52,12 +52,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.evaluate.mlff import (DEFAULT_FMAX, DEFAULT_RELAX_STEPS, canonical_mlff, get_calculator, limit_threads,
                                      relax)
 from dosmatgen.io import atomic_save_json, output_lock, atomic_write
+from dosmatgen.progress import bar as progress_bar
 
 FORMAT = "dosmatgen-formation"
 #: A relaxed formation energy below this (eV/atom) is taken for the MLFF extrapolating on a
@@ -153,7 +153,7 @@ class ElementalReferences:
         if missing:
             from ase.collections import dcdft
 
-            for el in tqdm(missing, desc=f"elemental refs ({self.mlff})", disable=not progress):
+            for el in progress_bar(progress, missing, desc=f"elemental refs ({self.mlff})", unit="elements"):
                 entry = None
                 if el in dcdft.names:
                     if calc is None:
@@ -343,7 +343,7 @@ def compute_formation_energies(items: Sequence[FormationItem], out: str | Path, 
     refs = _references(items, ElementalReferences(mlff, refs_cache, fmax, steps), calc, device, progress)
     chunks = [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
     todo = [k for k in range(len(chunks)) if not (parts / f"part_{k:05d}.json").exists()]
-    bar = tqdm(total=len(items), desc=f"formation ({mlff})", disable=not progress,
+    bar = progress_bar(progress, total=len(items), desc=f"formation ({mlff})", unit="crystals",
                initial=len(items) - sum(len(chunks[k]) for k in todo))
     pool = worker_pool(mlff, device, workers) if relaxer == "ase" and workers > 1 and todo else None
     try:

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from dosmatgen.errors import ConfigError
 from dosmatgen.generate.generated import GeneratedSet, concat_generated, from_batch, load_generated, save_generated
 from dosmatgen.generate.options import UNCOND_OMEGA, SamplerOptions
 from dosmatgen.io import check_writable, output_lock
+from dosmatgen.progress import bar as progress_bar
 
 
 def build_guidance(options: SamplerOptions, regressor: Any = None) -> Any:
@@ -89,7 +89,7 @@ def generate(diffusion: Any, spec: Any, options: SamplerOptions, *, t0: int | No
         t0: None: start from the prior at T; else noise the spec's structure to ``t0`` and denoise.
         regressor: the time-dependent DOS regressor for ``guidance="classifier"``.
         cache: folder for resumable chunk files (None: nothing is written).
-        progress: show progress bars.
+        progress: show progress bars (else progress lines, :mod:`dosmatgen.progress`).
     Returns the crystals in the spec's order, ``source_ids`` = the spec's ids, ``meta`` with the
     options, the start and the timing.
     """
@@ -116,7 +116,7 @@ def generate(diffusion: Any, spec: Any, options: SamplerOptions, *, t0: int | No
     starts = range(0, spec.num_graphs, options.batch_size)
     parts: list[GeneratedSet] = []
     seconds, n_new = 0.0, 0
-    bar = tqdm(starts, desc=desc, disable=not progress or len(starts) == 1)
+    bar = progress_bar(progress, starts, desc=desc, unit="chunks", disable=len(starts) == 1)
     for k, a in enumerate(bar):
         index = list(range(a, min(a + options.batch_size, spec.num_graphs)))
         chunk = spec if len(index) == spec.num_graphs else spec.graph_slice(index)
@@ -132,7 +132,7 @@ def generate(diffusion: Any, spec: Any, options: SamplerOptions, *, t0: int | No
         tic = time.perf_counter()
         ties = None if options.tie_equal_sites is None else tie_groups(chunk, options.tie_equal_sites)
         result = sample(diffusion, chunk.to(device), guidance=guidance, t0=t0, steps=steps, step_lr=options.step_lr,
-                        seed=options.seed + k, progress=progress and len(starts) == 1,
+                        seed=options.seed + k, progress=None if progress and len(starts) > 1 else progress,
                         start_at_T=options.start_at_T, predictor_input=options.predictor_input,
                         allowed_types=options.allowed_types, repulsion=repulsion, tie_groups=ties)
         seconds += time.perf_counter() - tic

@@ -23,7 +23,6 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.generate.guidance import ClassifierFreeGuidance, Guidance
@@ -31,6 +30,7 @@ from dosmatgen.generate.options import PREDICTOR_INPUTS, SamplerOptions
 from dosmatgen.generate.repulsion import PairRepulsion
 from dosmatgen.model.batch import CrystalBatch, NoisyBatch
 from dosmatgen.model.diffusion import JointDiffusion
+from dosmatgen.progress import bar as progress_bar
 
 
 #: Keyword defaults of :func:`sample` are read from the one table of sampler defaults.
@@ -50,7 +50,7 @@ def timestep_schedule(t_start: int, steps: int | None = None) -> list[int]:
 @torch.no_grad()
 def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance | None = None,
            t0: int | None = None, steps: int | None = None, step_lr: float = DEFAULTS.step_lr,
-           seed: int = DEFAULTS.seed, progress: bool = True, start_at_T: bool = DEFAULTS.start_at_T,
+           seed: int = DEFAULTS.seed, progress: bool | None = True, start_at_T: bool = DEFAULTS.start_at_T,
            predictor_input: str = DEFAULTS.predictor_input,
            allowed_types: Sequence[int] | None = None, repulsion: PairRepulsion | None = None,
            tie_groups: Sequence[int] | None = None) -> CrystalBatch:
@@ -66,7 +66,7 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
             timesteps the chain spans.
         step_lr: Langevin corrector step scale (0 disables the corrector).
         seed: all noise comes from one generator seeded with this: same seed, same output.
-        progress: show a tqdm bar.
+        progress: show a tqdm bar (False: progress lines, None: nothing).
         start_at_T: a chain that starts at T (from the prior, or ``t0 = T``) really starts at
             T - 1 unless this is True. The clipped cosine schedule has beta_T = 0.9999 and
             abar_T = 2.4e-10: S_T holds no information, and the step T -> T-1 divides by
@@ -103,7 +103,8 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
     spec = spec.to(next(diffusion.parameters()).device)
     chain = _Chain(diffusion, spec, torch.Generator(device=spec.device).manual_seed(int(seed)), tie_groups)
     state = chain.start(t0, t_start)
-    bar = tqdm(total=len(times) - 1, desc="sampling", disable=not progress, leave=False)
+    bar = progress_bar(bool(progress), total=len(times) - 1, desc="sampling", unit="steps", disable=progress is None,
+                       leave=False)
     for t, s in zip(times[:-1], times[1:]):
         state = chain.step(state, t, s, guidance, step_lr, predictor_input, repulsion)
         bar.update(1)
