@@ -21,10 +21,14 @@ for s in cfg:1000 classifier:1000 cfg:200; do
     --subset test --guidance "$g" $extra --t0 "$t" --steps 200 --limit 128 --batch-size 128 --device cpu --seed 0 \
     --out "$W/generated/${g}_T$t.npz" --no-progress
 done
-for s in cfg_T1000 classifier_T1000 cfg_T200; do
-  OMP_NUM_THREADS=1 .venv/bin/dosmatgen evaluate dft-judge --generated "$W/generated/$s.npz" \
-    --surrogate results/demo_run/surrogate.pt --store resources/builtin_dos.npz --n "$N" --workers 2 \
-    --timeout 400 --fallback-basis "szp(dzp)" --cache "$W/labels" --out "$W/judged/$s.json"
+# half the sample of every set first, then the rest (the labels are cached, so the second pass
+# labels only the new crystals): an interrupted recording still covers every set
+for n in $(( N / 2 )) "$N"; do
+  for s in cfg_T1000 classifier_T1000 cfg_T200; do
+    OMP_NUM_THREADS=1 .venv/bin/dosmatgen evaluate dft-judge --generated "$W/generated/$s.npz" \
+      --surrogate results/demo_run/surrogate.pt --store resources/builtin_dos.npz --n "$n" --workers 2 \
+      --timeout 400 --fallback-basis "szp(dzp)" --cache "$W/labels" --out "$W/judged/$s.json"
+  done
 done
 .venv/bin/dosmatgen evaluate dft-table --judged "$W"/judged/*.json --out "$R"
 cp "$W"/judged/*.json "$R/"
