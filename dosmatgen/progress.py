@@ -1,6 +1,7 @@
 """Progress a log can show: a tqdm bar where one is wanted, else (``--no-progress``, as in every
 workflow log) a plain line ``[what] done/total unit (pct%), rate, ETA h:mm:ss`` on stderr at most
-every ``DOSMATGEN_PROGRESS_EVERY`` seconds (default 30) and once at the end.
+every ``DOSMATGEN_PROGRESS_EVERY`` seconds (default 30) and once at the end of a job that took
+longer than that.
 
 >>> lines = bar(False, total=4, desc="demo", unit="steps")
 >>> lines.update(4)
@@ -52,8 +53,9 @@ class Lines:
             print(self.format(now - self.t0), file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        """The last line (once; unless the last update just printed it)."""
-        if self.printed != self.n:
+        """The last line, once, for a job that printed a line or ran a whole interval: a short job
+        (most commands run by hand) prints none."""
+        if self.printed != self.n and (self.printed is not None or time.monotonic() - self.t0 >= self.every):
             self.update(0, final=True)
         self.disable = True
 
