@@ -217,10 +217,10 @@ def test_the_dft_judge_is_planned_as_its_own_target_only_when_asked():
     from dosmatgen.config import load_run_config
     from dosmatgen.plan import DataSize, workload
 
-    cfg = load_run_config("config/demo.yaml")
+    cfg = copy.deepcopy(load_run_config("config/demo.yaml"))
     data = DataSize(n_store=1000, mean_atoms=5.0)
+    cfg["evaluate"].pop("dft_judge", None)
     assert not [j for j in workload(cfg, data) if j.target == "tables_dft"]
-    cfg = copy.deepcopy(cfg)
     cfg["evaluate"]["dft_judge"] = {"n": 200, "sets": ["cfg_T1000", "classifier_T1000", "cfg_T200"]}
     jobs = [j for j in workload(cfg, data) if j.target == "tables_dft"]
     assert [j.label for j in jobs] == ["cfg_T1000", "classifier_T1000", "cfg_T200"]
