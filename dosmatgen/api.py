@@ -238,7 +238,11 @@ def target_from_dos(complete_dos: Any, sites: Sequence[int] | None = None, sourc
     efermi = getattr(complete_dos, "efermi", None)
     if efermi is not None and energies.size:
         _check_window(energies - efermi, source)
-    rows, idx = _pick(site_dos_from_complete_dos(complete_dos, required_points=None), sites, source)
+    try:
+        rows = site_dos_from_complete_dos(complete_dos, required_points=None)
+    except DataError as exc:
+        raise DataError(f"{source}: {exc}") from None
+    rows, idx = _pick(rows, sites, source)
     target = _checked(rows, source, idx)
     if not normalise:
         return target

@@ -1,9 +1,14 @@
 """The Python API (issue 36, first part): the shipped demo model, targets from arrays, a real
 Materials Project CompleteDos (bcc Fe, mp-13, tests/fixtures/mp_documents) and a store, crystals
-as pymatgen structures with their surrogate DOS; bad input raises a named exception."""
+as pymatgen structures with their surrogate DOS; bad input raises a named exception (and on the
+command line exits 2 with one line, writing nothing), including real MP documents edited to be bad:
+energies cut to E_F +- 5 eV, a spin-polarised DOS whose projections lost their second spin."""
 
 from __future__ import annotations
 
+import gzip
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +18,7 @@ from dosmatgen import api
 from dosmatgen.errors import CheckpointError, ConfigError, DataError
 
 FE_DOS = Path(__file__).parent / "fixtures" / "mp_documents" / "emmet_Fe_dos.json.gz"
+SPIN_DOS = FE_DOS.with_name("dos-spin-polarization-mp-865805.json.gz")  # TaZnCo2, spin-polarised, 301 points
 STORE = Path(__file__).resolve().parents[1] / "resources" / "builtin_dos.npz"
 DIFFUSION = str(Path(__file__).resolve().parents[1] / "results" / "demo_run" / "diffusion.pt")
 
@@ -68,6 +74,81 @@ def test_target_from_the_store():
 def test_bad_input_raises_a_named_exception(make, error, words):
     with pytest.raises(error, match=words):
         make()
+
+
+def test_a_spin_polarised_target_sums_both_spins():
+    """A spin-polarised DOS is never read as one spin: each site's target from the real TaZnCo2
+    document (mp-865805, 4 sites, s/p/d projections only) equals the sum of both spins' projections,
+    taken here from pymatgen's own CompleteDos and smoothed and resampled with the same public
+    function. Negative control: spin up alone, or twice spin up (the spins differ), is clearly off."""
+    from monty.serialization import loadfn
+    from pymatgen.electronic_structure.core import Spin
+
+    from dosmatgen.dos.mp_convert import smooth_and_regrid
+
+    cdos = loadfn(SPIN_DOS)
+    rel = np.asarray(cdos.energies) - cdos.efermi
+
+    def summed(spins):
+        return np.stack([smooth_and_regrid(rel, sum(np.asarray(by_spin[s]) for by_spin in cdos.pdos[site].values()
+                                                    for s in spins)) for site in cdos.structure])
+
+    target = api.target_from_file(SPIN_DOS, normalise=False)
+    both, up = summed((Spin.up, Spin.down)), summed((Spin.up,))
+    np.testing.assert_allclose(target.dos, both, rtol=1e-10, atol=1e-14)
+    assert np.all(np.abs(target.dos - up).max(1) > 0.3 * both.max(1))  # measured 0.39-0.68
+    assert (np.abs(target.dos - 2 * up).max(1) / both.max(1)).max() > 0.3  # measured 0.51 (Ta)
+
+
+def edited_document(src: Path, dest: Path, edit) -> Path:
+    """The real CompleteDos document ``src`` after ``edit(doc)``, written to ``dest`` (.json.gz)."""
+    doc = json.loads(gzip.decompress(src.read_bytes()))
+    edit(doc)
+    dest.write_bytes(gzip.compress(json.dumps(doc).encode(), compresslevel=1))
+    return dest
+
+
+def cut_to_5ev(doc: dict) -> None:
+    """Every array on the energy grid (energies, total, projected and summed DOS alike) cut to E_F +- 5 eV."""
+    keep = np.abs(np.asarray(doc["energies"]) - doc["efermi"]) <= 5
+
+    def cut(x):
+        if isinstance(x, dict):
+            return {k: cut(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [v for v, k in zip(x, keep) if k] if len(x) == keep.size else [cut(v) for v in x]
+        return x
+
+    doc.update(cut(doc))
+    assert len(doc["energies"]) == keep.sum() == len(doc["pdos"][0]["s"]["densities"]["-1"]) < keep.size
+
+
+def one_spin(doc: dict) -> None:
+    """A file that claims spin polarisation (its total DOS has both spins) but whose projections
+    carry spin up only: summed as they are, the target would silently lose the spin-down states."""
+    assert set(doc["densities"]) == {"1", "-1"}
+    for site in doc["pdos"]:
+        for orbital in site.values():
+            del orbital["densities"]["-1"]
+
+
+@pytest.mark.parametrize("src, edit, words", [
+    (FE_DOS, cut_to_5ev, r"its energies cover \[-4.97, 4.90\] eV around E_F; the model's grid needs \[-10, 10\] eV$"),
+    (SPIN_DOS, one_spin, r"site 0 \(Ta\): the total DOS is spin-polarised but its \w+ projection has one spin "
+                         "channel$"),
+])
+def test_a_real_document_made_bad(tmp_path, capsys, src, edit, words):
+    """One line naming the file and the problem: a DataError in Python; on the command line exit 2,
+    that line alone on stderr, no output folder."""
+    path = edited_document(src, tmp_path / "dos.json.gz", edit)
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}: {words}"):
+        api.target_from_file(path)
+    out = tmp_path / "gen"
+    code = _cli(["sample", "--checkpoint", DIFFUSION, "--target-dos", str(path), "--num-atoms", "4", "--n", "1",
+                 "--steps", "2", "--device", "cpu", "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and re.search(words, err[0]), err
+    assert not out.exists()
 
 
 def test_the_readme_snippet_runs(capsys, monkeypatch):

@@ -2,19 +2,23 @@
 run of Cs2SnI6 from sumo's test data (MIT licence; source, licence and checksum in
 tests/fixtures/vasprun/README.md), 9 sites (I 0-5, Cs 6-7, Sn 8) with projected DOS. The target is
 read from the file, scaled to the training data with its notice, and crystals are sampled from it
-with the shipped demo model; a few reverse steps keep this a few seconds."""
+with the shipped demo model; a few reverse steps keep this a few seconds. Bad input (issue 36) is
+derived from the same real file: the file minus its projected DOS, the file with its DOS cut to
+E_F +- 5 eV; each gives one line, a DataError in Python and exit 2 with nothing written on the CLI."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import lzma
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dosmatgen import api
+from dosmatgen.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 VASPRUN = ROOT / "tests" / "fixtures" / "vasprun" / "Cs2SnI6_vasprun.xml.xz"
@@ -110,3 +114,45 @@ def test_cli_vasprun_site_out_of_range(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "site 9 does not exist (the structure has 9 sites" in err[0], err
     assert not (tmp_path / "gen").exists()
+
+
+def test_api_vasprun_site_out_of_range():
+    with pytest.raises(DataError, match=r"vasprun.xml.xz: site 99 does not exist \(the structure has 9 sites, 0..8\)$"):
+        api.target_from_file(VASPRUN, sites=[99])
+
+
+def without_projections(xml: str) -> str:
+    """The run as VASP writes it without LORBIT: its ``<partial>`` block (inside ``<dos>``) removed."""
+    assert xml.count("<partial>") == 1
+    return re.sub(r"[ \t]*<partial>.*?</partial>\n", "", xml, flags=re.S)
+
+
+def cut_to_5ev(xml: str) -> str:
+    """The run with every DOS row (total and projected alike) outside E_F +- 5 eV removed."""
+    head, dos, tail = re.split(r"(?=<dos>)|(?<=</dos>)", xml, maxsplit=2)
+    efermi = float(re.search(r'name="efermi">\s*(\S+)', dos).group(1))
+    keep = lambda m: m.group(0) if abs(float(m.group(1)) - efermi) <= 5 else ""
+    cut = re.sub(r"[ \t]*<r>\s*(\S+)[^<]*</r>\n", keep, dos)
+    assert 0 < cut.count("<r>") < dos.count("<r>") / 3  # 10 eV of the 39 eV window left, in every block
+    return head + cut + tail
+
+
+@pytest.mark.parametrize("edit, words", [
+    (without_projections, "vasprun.xml has no projected DOS (run VASP with LORBIT >= 10)"),
+    (cut_to_5ev, "vasprun.xml: its energies cover [-5.00, 5.00] eV around E_F; the model's grid needs [-10, 10] eV"),
+])
+def test_a_vasprun_that_cannot_be_a_target(tmp_path, capsys, edit, words):
+    """The real file made unusable one way: a clear one-line DataError in Python; on the command
+    line exit 2, that line alone on stderr, no output folder."""
+    path = tmp_path / "vasprun.xml"
+    path.write_text(edit(lzma.decompress(VASPRUN.read_bytes()).decode()))
+    with pytest.raises(DataError) as info:
+        api.target_from_file(path, sites=[8])
+    assert str(info.value).startswith(str(path)) and str(info.value).endswith(words), str(info.value)
+    assert "\n" not in str(info.value)
+    out = tmp_path / "gen"
+    code = _cli(["sample", "--checkpoint", DIFFUSION, "--target-vasprun", f"{path}:8", "--num-atoms", "2",
+                 "--n", "1", "--steps", "2", "--device", "cpu", "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].endswith(words), err
+    assert not out.exists()

@@ -68,8 +68,13 @@ def site_dos_from_complete_dos(cdos: Any, *, required_points: int | None = MP_GR
     wanted = {o.lower() for o in orbitals}
     rel = energies - float(efermi)
     out = np.zeros((len(cdos.structure), len(grid)), dtype=np.float64)
+    polarised = len(getattr(cdos, "densities", {})) > 1
     for i, site in enumerate(cdos.structure):
         try:
+            one = [str(o) for o, by_spin in cdos.pdos[site].items() if polarised and len(by_spin) < 2]
+            if one:  # summed as it is, the site would lose one spin's states
+                raise ConversionSkipped(f"site {i} ({site.species_string}): the total DOS is spin-polarised but "
+                                        f"its {one[0]} projection has one spin channel")
             spd = cdos.get_site_spd_dos(site)
         except KeyError:
             raise ConversionSkipped(f"site {i} ({site.species_string}) has no projected DOS") from None
