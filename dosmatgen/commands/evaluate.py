@@ -92,17 +92,12 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_score(args: argparse.Namespace) -> int:
+def _surrogate_and_references(args: argparse.Namespace, gen: Any, device: Any) -> tuple[Any, Any, Any, dict]:
+    """``--surrogate`` (checked to be a surrogate with a standardiser), the ``--store`` and the test
+    records the generated set ``gen`` was conditioned on (every one must be in the store)."""
     from dosmatgen.checkpoint import load_model
-    from dosmatgen.data.split import load_split
     from dosmatgen.data.store import DOSStore
-    from dosmatgen.generate.generated import load_generated
-    from dosmatgen.evaluate.score import score_generated, write_metrics
 
-    gen = load_generated(args.generated)
-    if args.limit is not None and args.limit < len(gen):
-        gen = gen.subset(range(args.limit))
-    device = _device(args.device)
     surrogate, sstd, smeta = load_model(args.surrogate, device)
     if smeta["kind"] != "surrogate":
         raise ConfigError(f"--surrogate {args.surrogate} holds a {smeta['kind']!r} model, not a surrogate")
@@ -112,7 +107,19 @@ def _cmd_score(args: argparse.Namespace) -> int:
     absent = [sid for sid in gen.source_ids if sid not in st]
     if absent:
         raise DataError(f"{len(absent)} generated structure(s) come from ids missing in {args.store}, e.g. {absent[0]!r}")
-    refs = {r.structure_id: r for r in st.records(list(dict.fromkeys(gen.source_ids)))}
+    return surrogate, sstd, st, {r.structure_id: r for r in st.records(list(dict.fromkeys(gen.source_ids)))}
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from dosmatgen.data.split import load_split
+    from dosmatgen.generate.generated import load_generated
+    from dosmatgen.evaluate.score import score_generated, write_metrics
+
+    gen = load_generated(args.generated)
+    if args.limit is not None and args.limit < len(gen):
+        gen = gen.subset(range(args.limit))
+    device = _device(args.device)
+    surrogate, sstd, st, refs = _surrogate_and_references(args, gen, device)
     training = None
     if not args.no_novelty:
         train_ids = _train_ids(args.train_ids or args.split)
@@ -250,8 +257,6 @@ def _cmd_claims(args: argparse.Namespace) -> int:
 
 
 def _cmd_dft_judge(args: argparse.Namespace) -> int:
-    from dosmatgen.checkpoint import load_model
-    from dosmatgen.data.store import DOSStore
     from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
     from dosmatgen.evaluate.dft_judge import judge_generated
     from dosmatgen.generate.generated import load_generated
@@ -260,14 +265,7 @@ def _cmd_dft_judge(args: argparse.Namespace) -> int:
     if not ok:
         raise ConfigError(f"GPAW is not available ({why}): apt-get install gpaw gpaw-data")
     gen = load_generated(args.generated)
-    surrogate, sstd, smeta = load_model(args.surrogate, _device("cpu"))
-    if smeta["kind"] != "surrogate" or sstd is None:
-        raise ConfigError(f"--surrogate {args.surrogate} is not a surrogate checkpoint with a DOS standardiser")
-    st = DOSStore(args.store)
-    absent = [sid for sid in gen.source_ids if sid not in st]
-    if absent:
-        raise DataError(f"{len(absent)} generated structure(s) come from ids missing in {args.store}, e.g. {absent[0]!r}")
-    refs = {r.structure_id: r for r in st.records(list(dict.fromkeys(gen.source_ids)))}
+    surrogate, sstd, _, refs = _surrogate_and_references(args, gen, _device("cpu"))
     cache = Path(args.cache or f"{args.out}.labels")
     fallback = None if args.fallback_basis == "none" else args.fallback_basis
     engine = GPAWSiteDOSEngine(timeout_s=args.timeout, fallback_basis=fallback)
