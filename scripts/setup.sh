@@ -20,7 +20,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import dosmatgen, torch, sevenn, torch_sim, orb_models, snakemake, mp_api, moto, nbclient, ipykernel" 2>/dev/null; then
+if ! .venv/bin/python -c "import dosmatgen, torch, seaborn, sevenn, torch_sim, orb_models, snakemake, mp_api, moto, nbclient, ipykernel" 2>/dev/null; then
   echo "[setup] installing dosmatgen and its dependencies into .venv (torch==2.13.0, CPU)"
   .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,mlff,orb,workflow,mp]" 2>&1 | grep -v "^WARNING: Location" || true

@@ -124,3 +124,38 @@ def test_figures_cli(tmp_path, capsys):
     assert main(["figures", "check", str(out)]) == 0
     assert main(["figures", "formation", "--generated", "cfg=oops", "--out", str(out)]) == 2
     assert "GUIDANCE:T=FILE" in capsys.readouterr().err
+
+
+def test_figures_share_one_seaborn_style_set_only_while_drawing(tmp_path):
+    """Every figure is drawn inside figure_style (seaborn ticks/paper theme, legible fonts, width
+    capped); importing the plots modules changes no rcParams (negative control: a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    import matplotlib as mpl
+
+    from dosmatgen.plots import formation, style
+
+    probe = ("import matplotlib as mpl; before = dict(mpl.rcParams); "
+             "import dosmatgen.plots.style, dosmatgen.plots.formation, dosmatgen.plots.studies, seaborn; "
+             "print(sorted(k for k, v in mpl.rcParams.items() if before[k] != v))")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "[]\n"
+    seen = {}
+    real = formation.formation_panel
+
+    def spy(ax, *args, **kwargs):
+        seen.update(font=mpl.rcParams["font.size"], legend=mpl.rcParams["legend.fontsize"],
+                    spine=mpl.rcParams["axes.spines.right"], width=ax.figure.get_figwidth())
+        return real(ax, *args, **kwargs)
+
+    generated, truth = _sets()
+    before = dict(mpl.rcParams)
+    formation.formation_panel = spy
+    try:
+        plot_fig2(generated, truth, tmp_path)
+    finally:
+        formation.formation_panel = real
+    assert seen["font"] >= 10 and seen["legend"] >= 9 and seen["spine"] is False
+    assert seen["width"] <= style.MAX_WIDTH
+    assert dict(mpl.rcParams) == before  # restored after the figure
+    assert mpl.rcParams["font.size"] != seen["font"]  # so the style was not already the default

@@ -135,37 +135,35 @@ def _legend_label(name: str, values: np.ndarray, n_total: int, edges: np.ndarray
 
 def formation_panel(ax, generated: FormationSet | None, ground_truth: FormationSet | None, *,
                     title: str, edges: np.ndarray | None = None, xlabel: bool = True) -> None:
-    """Draw one panel: ground truth (filled grey; its relaxed E_f when present, else as stored)
-    and the generated unrelaxed (dashed) / relaxed (solid) E_f distributions, as probability densities
-    on shared bins, with E_f = 0 marked. Values beyond the axis are not drawn but counted in the
-    legend, as are NaN (failed relaxations)."""
-    generated = generated or {}
-    truth = ground_truth or {}
-    series = [("ground truth", truth.get("relaxed", truth.get("unrelaxed")), COLORS["ground_truth"], "filled"),
-              ("generated, unrelaxed", generated.get("unrelaxed"), COLORS["unrelaxed"], "--"),
-              ("generated, relaxed", generated.get("relaxed"), COLORS["relaxed"], "-")]
+    """Draw one panel: ground truth (grey; its relaxed E_f when present, else as stored) and the
+    generated relaxed (green, solid) / unrelaxed (orange, dashed, on top) E_f distributions, each a
+    probability density on shared bins (seaborn ``histplot``), with E_f = 0 marked. Values beyond the
+    axis are not drawn but counted in the legend, as are NaN (failed relaxations)."""
+    import seaborn as sns
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Patch
+
+    generated, truth = generated or {}, ground_truth or {}
+    series = [("ground truth", truth.get("relaxed", truth.get("unrelaxed")), "0.55", "-"),
+              ("generated, relaxed", generated.get("relaxed"), COLORS["relaxed"], "-"),
+              ("generated, unrelaxed", generated.get("unrelaxed"), COLORS["unrelaxed"], "--")]
     series = [s for s in series if s[1] is not None]
     if edges is None:
         edges = common_bins([s[1] for s in series])
+    handles, labels = [], []
     for name, values, colour, style in series:
-        total = int(np.asarray(values).size)
         finite = _finite(values)
-        label = _legend_label(name, finite, total, edges)
-        shown = finite[(finite >= edges[0]) & (finite <= edges[-1])]
-        if shown.size == 0:
-            ax.plot([], [], color=colour, label=label)
-        elif style == "filled":
-            ax.hist(shown, bins=edges, density=True, color="0.78", label=label)
-        else:
-            ax.hist(shown, bins=edges, density=True, histtype="step", linewidth=1.5, linestyle=style, color=colour,
-                    label=label)
+        labels.append(_legend_label(name, finite, int(np.asarray(values).size), edges))
+        handles.append(Patch(facecolor=to_rgba(colour, 0.2), edgecolor=colour, linestyle=style, linewidth=1.5))
+        sns.histplot(x=finite[(finite >= edges[0]) & (finite <= edges[-1])], bins=edges, stat="density",
+                     element="step", color=colour, alpha=0.2, linestyle=style, linewidth=1.5, ax=ax)
     ax.axvline(0.0, color="0.4", linestyle=":", linewidth=0.8)
     ax.set_xlim(edges[0], edges[-1])
     if xlabel:
         ax.set_xlabel("formation energy (eV/atom)")
     ax.set_ylabel("density (per eV/atom)")
     ax.set_title(title, loc="left")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2 if xlabel else -0.08), ncol=1, handlelength=1.5)
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.26 if xlabel else -0.08))
 
 
 def _panel_title(guidance: str, t0: int) -> str:

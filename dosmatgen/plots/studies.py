@@ -26,6 +26,7 @@ import numpy as np
 
 from dosmatgen.dos.grid import ENERGY_GRID
 from dosmatgen.errors import DataError
+from dosmatgen.plots.formation import PHYSICAL_RANGE, _finite, common_bins
 from dosmatgen.plots.style import COLORS, figure_style, new_figure, panel_label, save_figure
 
 #: results.json "study" -> file stems of its figures
@@ -63,7 +64,7 @@ def draw_structure(ax, structure: dict[str, Any] | None, repeat: int = 2) -> Non
     lengths = np.linalg.norm(np.asarray(structure["lattice"], dtype=float), axis=1)
     if not np.all(np.isfinite(lengths)) or lengths.max() > MAX_DRAW_LENGTH:
         ax.text(0.5, 0.5, f"cell too large to draw\n(longest vector {lengths.max():.3g} Å)", ha="center",
-                va="center", transform=ax.transAxes, fontsize=7)
+                va="center", transform=ax.transAxes, fontsize="small")
         return
     sup = _atoms(structure).repeat((repeat, repeat, repeat))
     try:
@@ -105,11 +106,11 @@ def _figure_legend(fig, axes) -> None:
 
 def _title(ax, h: dict[str, Any]) -> None:
     formula = h.get("formula") or h.get("candidate_id")
-    ax.set_title(f"{h.get('label', '')}: {formula}", fontsize=9)
+    ax.set_title(f"{h.get('label', '')}: {formula}", fontsize="medium")
     info = f"first atom: {h.get('first_element')}"
     if h.get("dos_mae") is not None:
         info += f"\nMAE {h['dos_mae']:.3f}, cos {h.get('cosine', float('nan')):.2f}"
-    ax.text(0.98, 0.96, info, transform=ax.transAxes, ha="right", va="top", fontsize=7, color=HIGHLIGHT)
+    ax.text(0.98, 0.96, info, transform=ax.transAxes, ha="right", va="top", fontsize="small", color=HIGHLIGHT)
 
 
 def plot_dos_and_structures(results: dict[str, Any] | str | Path, out_dir: str | Path, stem: str, *,
@@ -132,7 +133,7 @@ def plot_dos_and_structures(results: dict[str, Any] | str | Path, out_dir: str |
             dos_panel(axes[0, 0], target, None, target_label=f"target ({tname})")
             if tdos is not None:
                 axes[0, 0].plot(ENERGY_GRID, tdos, color="0.55", lw=1.0, label="template, first atom")
-            axes[0, 0].set_title(f"template: {tmpl.get('formula', '?')}", fontsize=9)
+            axes[0, 0].set_title(f"template: {tmpl.get('formula', '?')}", fontsize="medium")
             draw_structure(axes[1, 0], tmpl.get("structure"))
             k = 1
         for j, h in enumerate(highlights):
@@ -174,35 +175,31 @@ def plot_fig7(results, out_dir) -> list[Path]:
     """Formation energy per atom of the screening candidates, unrelaxed vs relaxed (Fig. 7)."""
     res = _load(results)
     form = res.get("formation") or {}
-    unrel = np.asarray([v for v in form.get("ef_unrelaxed", []) if v is not None], dtype=float)
-    rel = np.asarray([v for v in form.get("ef_relaxed", []) if v is not None], dtype=float)
-    unrel, rel = unrel[np.isfinite(unrel)], rel[np.isfinite(rel)]
+    unrel, rel = (_finite(form.get(f"ef_{state}") or []) for state in ("unrelaxed", "relaxed"))  # None: NaN, dropped
     if unrel.size == 0 and rel.size == 0:
         raise DataError("fig7: the screening has no formation energies")
-    both = np.concatenate([unrel, rel])
-    lo, hi = np.quantile(both, [0.005, 0.995]) if both.size > 10 else (both.min(), both.max())
+    import seaborn as sns
+
     thr = form.get("threshold")
-    if thr is not None:
-        lo = min(lo, thr - 0.5)
-    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 41)
+    edges = common_bins([unrel, rel], 40)
+    if thr is not None and thr - 0.5 < edges[0]:
+        edges = np.linspace(thr - 0.5, edges[-1], 41)
     with figure_style():
         fig, axes = new_figure(1, 1, panel_size=(4.6, 3.0))
         ax = axes[0, 0]
-        for name, vals in (("unrelaxed", unrel), ("relaxed", rel)):
-            clipped = np.clip(vals, edges[0], edges[-1])
-            ax.hist(clipped, bins=edges, histtype="stepfilled", alpha=0.45, color=COLORS[name],
-                    label=f"{name} (n={vals.size}, median {np.median(vals):.2f})" if vals.size else name)
+        for name, vals in ((n, v) for n, v in (("unrelaxed", unrel), ("relaxed", rel)) if v.size):
+            sns.histplot(x=np.clip(vals, edges[0], edges[-1]), bins=edges, element="step", color=COLORS[name],
+                         alpha=0.3, label=f"{name} (n={vals.size}, median {np.median(vals):.2f})", ax=ax)
         if thr is not None:
-            n_pass = int(np.sum(rel <= thr))
-            ax.axvline(thr, color="k", ls="--", lw=0.9, label=f"threshold {thr:g} eV/atom ({n_pass} pass)")
+            ax.axvline(thr, color="k", ls="--", lw=0.9, label=f"threshold {thr:g} eV/atom ({np.sum(rel <= thr)} pass)")
         ax.set_xlabel("formation energy (eV/atom)")
         ax.set_ylabel("structures")
-        ax.legend()
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.26))
         title = "Screening: formation energies (Fig. 7)"
         ax.set_title(title)
         caption = (f"Formation energy per atom ({form.get('mlff', 'MLFF')}) of the generated screening "
-                   "candidates before and after MLFF relaxation; values outside the 0.5-99.5 % range are clipped "
-                   "into the edge bins.")
+                   "candidates before and after MLFF relaxation; values outside the 0.5-99.5 % range (at most "
+                   f"{PHYSICAL_RANGE[0]:g} to {PHYSICAL_RANGE[1]:g} eV/atom) are clipped into the edge bins.")
         return save_figure(fig, out_dir, "fig7_screen_formation", title=title, caption=caption)
 
 
@@ -222,12 +219,12 @@ def plot_fig8(results, out_dir) -> list[Path]:
             pred = None if h.get("pred_dos") is None else np.asarray(h["pred_dos"], dtype=float)
             dft = None if h.get("dft_dos") is None else np.asarray(h["dft_dos"], dtype=float)
             dos_panel(ax, target, pred, dft=dft)
-            ax.set_title(f"#{h.get('rank')} {h.get('formula')}", fontsize=9)
+            ax.set_title(f"#{h.get('rank')} {h.get('formula')}", fontsize="medium")
             ef = h.get("ef_relaxed")
             text = f"first atom: {h.get('first_element')}" + ("" if ef is None else f"\nE$_f$ {ef:.2f} eV/atom")
             if dft is None:
                 text += f"\nDFT: {str(h.get('dft_status') or 'not run')[:28]}"
-            ax.text(0.98, 0.96, text, transform=ax.transAxes, ha="right", va="top", fontsize=7, color=HIGHLIGHT)
+            ax.text(0.98, 0.96, text, transform=ax.transAxes, ha="right", va="top", fontsize="small", color=HIGHLIGHT)
         for j in range(len(hs), rows * cols):
             axes[j // cols, j % cols].set_axis_off()
         _figure_legend(fig, axes)
@@ -250,7 +247,7 @@ def plot_figC1(results, out_dir) -> list[Path]:
         for i, h in enumerate(hs):
             ax = axes[i // cols, i % cols]
             draw_structure(ax, h.get("structure"))
-            ax.set_title(f"#{h.get('rank')} {h.get('formula')} (first: {h.get('first_element')})", fontsize=8)
+            ax.set_title(f"#{h.get('rank')} {h.get('formula')} (first: {h.get('first_element')})", fontsize="small")
         for j in range(len(hs), rows * cols):
             axes[j // cols, j % cols].set_axis_off()
         title = "Screening: selected structures (Fig. C.1)"
@@ -271,9 +268,9 @@ def plot_window_sweep(results, out_dir) -> list[Path]:
               ("all_earth_abundant", "all-earth-abundant fraction")]
     windows = list(dict.fromkeys(r["window"] for r in rows))
     with figure_style():
-        fig, axes = new_figure(1, len(panels), panel_size=(2.7, 2.4))
+        fig, axes = new_figure(2, 2, panel_size=(3.4, 2.5))
         for p, (key, label) in enumerate(panels):
-            ax = axes[0, p]
+            ax = axes.flat[p]
             for w in windows:
                 pts = sorted((r["omega"], r.get(key)) for r in rows if r["window"] == w and r.get(key) is not None)
                 if pts:
