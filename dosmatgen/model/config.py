@@ -24,6 +24,10 @@ DROP_MODES: tuple[str, ...] = ("structure", "batch", "atom")
 TYPE_TARGETS: tuple[str, ...] = ("eps", "x0", "posterior")
 #: What the lattice channel diffuses: L itself (the paper) or L / N^(1/3) (see DiffusionConfig).
 LATTICE_SCALES: tuple[str, ...] = ("none", "atoms")
+#: How a site DOS becomes the condition vector: one linear map (the paper) or that map plus 1-D convolutions.
+DOS_ENCODERS: tuple[str, ...] = ("linear", "conv")
+#: How the type head is parameterised: one linear map per element (the paper) or element + group + period terms.
+TYPE_HEADS: tuple[str, ...] = ("element", "group_period")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,13 @@ class ModelConfig(DictConfig):
         condition_every_layer: also add the DOS condition vector (through a linear map per layer)
             before every message-passing layer, not only to the input embedding (not in the
             paper; an option of issue 13's ablation, ``results/ablation_condition.md``).
+        dos_encoder: ``"linear"`` (the paper, Fig. 1): the condition is one linear map of the site
+            DOS. ``"conv"`` (not in the paper): that map plus 1-D convolutions over the energy grid
+            (:class:`~dosmatgen.model.denoiser.ConvDOSEncoder`), features that can follow a band's
+            position and width (issue 35: the period of an element within its group).
+        type_head: ``"element"`` (the paper): one linear map to a value per element. ``"group_period"``
+            (not in the paper): that map plus a term shared by the elements of a group and one shared
+            by the elements of a period (:class:`~dosmatgen.model.denoiser.GroupPeriodHead`).
     """
 
     hidden_dim: int = 128
@@ -51,6 +62,8 @@ class ModelConfig(DictConfig):
     dos_dim: int = 400
     layer_norm: bool = True
     condition_every_layer: bool = False
+    dos_encoder: str = "linear"
+    type_head: str = "element"
     WHAT: ClassVar[str] = "model"
 
     def __post_init__(self) -> None:
@@ -58,6 +71,9 @@ class ModelConfig(DictConfig):
                               "model")
         if self.time_dim % 2:
             raise ConfigError(f"model config time_dim must be even (sin + cos halves), got {self.time_dim}")
+        for name, choices in (("dos_encoder", DOS_ENCODERS), ("type_head", TYPE_HEADS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"model config {name} must be one of {choices}, got {getattr(self, name)!r}")
 
     @classmethod
     def paper(cls) -> "ModelConfig":

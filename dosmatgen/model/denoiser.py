@@ -14,6 +14,8 @@ Condition (Fig. 1): the standardised DOS of a conditioned atom is projected to t
 added to that atom's type embedding; an unconditioned atom gets a learned null vector instead.
 With ``ModelConfig.condition_every_layer`` (not in the paper) that condition vector is also added,
 through a linear map of its own, to the node features before every message-passing layer.
+``ModelConfig.dos_encoder = "conv"`` and ``ModelConfig.type_head = "group_period"`` (not in the
+paper) are issue 35's training-side candidates: :class:`ConvDOSEncoder`, :class:`GroupPeriodHead`.
 """
 
 from __future__ import annotations
@@ -92,6 +94,71 @@ class FourierFeatures(nn.Module):
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
 
+class ConvDOSEncoder(nn.Module):
+    """The paper's linear map of a site DOS plus 1-D convolutions over its energy grid.
+
+    Four stride-2 convolutions (kernel 9, SiLU; 1 -> 8 -> 16 -> 16 -> 32 channels) turn the
+    400-bin DOS into 32 x 25 local features (0.8 eV apart on the demo grid) that a linear map adds
+    to the linear projection: features that respond to where a band sits and how wide it is, which
+    a single linear map of the bins cannot make nonlinear before the message passing.
+    """
+
+    def __init__(self, dos_dim: int, hidden: int):
+        super().__init__()
+        self.linear = nn.Linear(dos_dim, hidden)
+        layers: list[nn.Module] = []
+        length, channels = dos_dim, 1
+        for width in (8, 16, 16, 32):
+            layers += [nn.Conv1d(channels, width, kernel_size=9, stride=2, padding=4), nn.SiLU()]
+            length, channels = (length + 1) // 2, width
+        self.conv = nn.Sequential(*layers)
+        self.conv_out = nn.Linear(channels * length, hidden)
+
+    def forward(self, dos: torch.Tensor) -> torch.Tensor:
+        """(M, dos_dim) -> (M, hidden)."""
+        features = self.conv(dos.unsqueeze(1)).flatten(1)
+        return self.linear(dos) + self.conv_out(features)
+
+
+def group_and_period(z: int) -> tuple[int, int]:
+    """(group 1-18, period 1-7) of atomic number ``z``; La-Lu and Ac-Lr count as group 3.
+
+    >>> group_and_period(35), group_and_period(53), group_and_period(66)
+    ((17, 4), (17, 5), (3, 6))
+    """
+    starts = (1, 3, 11, 19, 37, 55, 87, 119)
+    period = next(p for p in range(1, 8) if z < starts[p])
+    k = z - starts[period - 1]
+    if period == 1:
+        return (1 if k == 0 else 18), 1
+    if period <= 3:
+        return (k + 1 if k < 2 else k + 11), period
+    if period <= 5:
+        return k + 1, period
+    return (k + 1 if k < 2 else 3 if k < 17 else k - 13), period
+
+
+class GroupPeriodHead(nn.Module):
+    """Element values as element + group + period terms: logit_Z = w_Z.h + g_group(Z).h + p_period(Z).h.
+
+    The same function class as one linear map (a sum of linear maps), parameterised so that the
+    elements of a group share what they have in common and the period term is learned from every
+    period's elements at once. Column k of the output is atomic number k + 1.
+    """
+
+    def __init__(self, hidden: int, max_z: int):
+        super().__init__()
+        table = torch.tensor([group_and_period(z) for z in range(1, max_z + 1)]) - 1
+        self.register_buffer("group_index", table[:, 0], persistent=False)
+        self.register_buffer("period_index", table[:, 1], persistent=False)
+        self.element = nn.Linear(hidden, max_z)
+        self.group = nn.Linear(hidden, 18, bias=False)
+        self.period = nn.Linear(hidden, 7, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.element(h) + self.group(h)[:, self.group_index] + self.period(h)[:, self.period_index]
+
+
 class CSPLayer(nn.Module):
     """One message-passing layer: edge MLP -> mean over neighbours -> node MLP, residual (pre-LN).
 
@@ -133,7 +200,8 @@ class CSPBackbone(nn.Module):
         h = cfg.hidden_dim
         self.type_embedding = nn.Linear(cfg.max_z, h)
         if conditional:
-            self.dos_projection = nn.Linear(cfg.dos_dim, h)
+            self.dos_projection = (ConvDOSEncoder(cfg.dos_dim, h) if cfg.dos_encoder == "conv"
+                                   else nn.Linear(cfg.dos_dim, h))
             self.null_condition = nn.Parameter(torch.zeros(h))
         if conditional and cfg.condition_every_layer:
             self.layer_conditions = nn.ModuleList(nn.Linear(h, h) for _ in range(cfg.num_layers))
@@ -182,7 +250,7 @@ class CSPNet(nn.Module):
         self.cfg = cfg
         h = cfg.hidden_dim
         self.backbone = CSPBackbone(cfg, conditional=True)
-        self.type_head = nn.Linear(h, cfg.max_z)
+        self.type_head = GroupPeriodHead(h, cfg.max_z) if cfg.type_head == "group_period" else nn.Linear(h, cfg.max_z)
         self.coord_head = nn.Linear(h, 3, bias=False)
         self.lattice_head = nn.Linear(h, 9, bias=False)
 

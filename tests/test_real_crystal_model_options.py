@@ -1,0 +1,85 @@
+"""Issue 35's training-side candidates: the convolutional DOS encoder and the group/period type head
+(ModelConfig.dos_encoder, ModelConfig.type_head); the paper's linear map and element head stay the default."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pymatgen.core import Element
+
+from dosmatgen.checkpoint import load_model, save_checkpoint
+from dosmatgen.errors import ConfigError
+from dosmatgen.model.batch import CrystalBatch
+from dosmatgen.model.config import ModelConfig
+from dosmatgen.model.denoiser import ConvDOSEncoder, GroupPeriodHead, group_and_period
+from dosmatgen.model.diffusion import JointDiffusion
+from test_model_crystals import toy_records
+
+
+def _model(**model) -> JointDiffusion:
+    torch.manual_seed(0)
+    return JointDiffusion.from_config({"model": {**ModelConfig.tiny().to_dict(), **model},
+                                       "diffusion": {"timesteps": 50, "sigma_norm_samples": 500,
+                                                     "type_target": "posterior"}})
+
+
+def test_group_and_period_agree_with_pymatgen_for_every_element():
+    for z in range(1, 101):
+        e = Element.from_Z(z)
+        assert group_and_period(z) == (e.group, e.row), e.symbol
+
+
+def test_group_period_head_shares_the_group_term_between_homologues():
+    head = GroupPeriodHead(hidden=4, max_z=100)
+    with torch.no_grad():
+        head.element.weight.zero_()
+        head.element.bias.zero_()
+        head.period.weight.zero_()
+        head.group.weight.copy_(torch.randn(18, 4))
+    logits = head(torch.randn(3, 4))
+    halogens = [z - 1 for z in (9, 17, 35, 53)]
+    assert torch.allclose(logits[:, halogens], logits[:, halogens[:1]].expand(-1, 4))
+    # negative control: K, in Br's period but group 1, has another value
+    assert not torch.allclose(logits[:, 19 - 1], logits[:, 35 - 1])
+    with torch.no_grad():  # the period term separates homologues: Br and I now differ
+        head.period.weight.copy_(torch.randn(7, 4))
+    logits = head(torch.randn(3, 4))
+    assert not torch.allclose(logits[:, 35 - 1], logits[:, 53 - 1])
+
+
+def test_conv_encoder_is_nonlinear_in_the_dos_and_the_linear_one_is_not():
+    torch.manual_seed(0)
+    dos = torch.rand(2, 400)
+    conv = ConvDOSEncoder(400, 16)
+    linear = torch.nn.Linear(400, 16)
+    for encoder, nonlinear in ((conv, True), (linear, False)):
+        with torch.no_grad():
+            zero = encoder(torch.zeros(1, 400))
+            additive = encoder(dos[:1]) + encoder(dos[1:]) - zero
+            assert torch.allclose(encoder(dos[:1] + dos[1:]), additive, atol=1e-5) is not nonlinear
+    assert conv(dos).shape == (2, 16)
+
+
+@pytest.mark.parametrize("options", [{"dos_encoder": "conv"}, {"type_head": "group_period"}])
+def test_options_train_save_and_load(tmp_path, options):
+    model = _model(**options)
+    batch = CrystalBatch.from_records(toy_records())
+    loss = model.loss(batch, generator=torch.Generator().manual_seed(0))["loss"]
+    loss.backward()
+    changed = model.net.backbone.dos_projection if "dos_encoder" in options else model.net.type_head
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in changed.parameters())
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, kind="diffusion", standardiser=None)
+    again = load_model(path)[0]
+    assert again.model_cfg == model.model_cfg
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_defaults_are_the_paper_and_unknown_values_are_refused():
+    net = _model().net
+    assert type(net.backbone.dos_projection) is torch.nn.Linear and type(net.type_head) is torch.nn.Linear
+    with pytest.raises(ConfigError, match="dos_encoder"):
+        ModelConfig(dos_encoder="transformer")
+    with pytest.raises(ConfigError, match="type_head"):
+        ModelConfig(type_head="period")
