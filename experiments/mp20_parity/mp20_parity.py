@@ -18,13 +18,16 @@ For every MP-20 crystal labelled so far in the built-in shards (``resources/buil
   on the composition and structure) is recorded, and the parity is reported with and without it
   -- a diagnostic, since the pool does not say which correction scheme MP-20's numbers carry.
 
-Written: ``--out-json`` (every number, the per-crystal rows, the exact command) and two parity
-figures.  The sample is small (the labelling runs in the background, cheapest cells first) and
+Written: ``--out-json`` (every number, the per-crystal rows, the exact command) and two figures
+(PNG and a PDF beside each), each a parity scatter and the distribution of ours - MP (for E_f
+without and with the MP2020 correction); ``--redraw-from`` draws them again from a result JSON,
+computing nothing (every number drawn is recomputed from its rows and checked against its summary).  The sample is small (the labelling runs in the background, cheapest cells first) and
 the JSON says so: it is a smoke check of the protocol on real crystals, not a benchmark.
 
     .venv/bin/python experiments/mp20_parity/mp20_parity.py [--shards resources/builtin] [--pool resources/mp20/mp20_pool.json]
         [--out-json results/mp20_parity.json] [--fig-gap figures/mp20_parity_gap.png]
         [--fig-ef figures/mp20_parity_ef.png] [--steps 200] [--fmax 0.05] [--no-formation]
+    .venv/bin/python experiments/mp20_parity/mp20_parity.py --redraw-from results/mp20_parity.json
 """
 
 from __future__ import annotations
@@ -205,89 +208,230 @@ def formation_energies(records: list[Any], refs_cache: Path, work: Path, fmax: f
 
 
 # ---- figures -------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+#: Errors (ours - MP) beyond this many eV are drawn as off-axis counts in the band-gap error histogram.
+GAP_ERROR_RANGE: float = 2.0
+#: Metal / non-metal disagreements at least this far apart (eV) are labelled with their formula.
+GAP_LABEL_MIN_ERROR: float = 2.0
 
 
-def plot_gap(rows: list[dict[str, Any]], g: dict[str, Any], path: Path) -> None:
-    from dosmatgen.io import atomic_temp_path
+def _png_target(path: str | Path) -> tuple[Path, str]:
+    """``(folder, stem)`` of a ``--fig-*`` path: the PNG and a PDF beside it are written."""
+    path = Path(path)
+    return path.parent, path.stem
 
-    plt = _pyplot()
-    keep = set(g["ids"])
-    pts = [(r["mp_band_gap"], r["gap_gpaw"], r) for r in rows if r["id"] in keep]
-    x = np.array([p[0] for p in pts])
-    y = np.array([p[1] for p in pts])
-    t = g["metal_threshold_ev"]
+
+def _check_summary(name: str, rows_by_id: Mapping[str, Mapping[str, Any]], summary: Mapping[str, Any],
+                   fields: tuple[str, ...]) -> list[Mapping[str, Any]]:
+    """The rows of ``summary["ids"]``, each with finite ``fields``; a clear ValueError otherwise."""
+    ids = summary.get("ids")
+    if not isinstance(ids, list):
+        raise ValueError(f"the {name} summary has no 'ids' list (the crystals it was computed over)")
+    missing = [i for i in ids if i not in rows_by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} of the {len(ids)} {name} ids have no row in 'rows' "
+                         f"(first: {', '.join(map(str, missing[:3]))})")
+    bad = [i for i in ids if any(finite_or_none(rows_by_id[i].get(f)) is None for f in fields)]
+    if bad:
+        raise ValueError(f"{len(bad)} {name} rows lack a finite {' / '.join(fields)} "
+                         f"(first: {', '.join(map(str, bad[:3]))})")
+    return [rows_by_id[i] for i in ids]
+
+
+def _same(name: str, drawn: float, recorded: Any) -> None:
+    """The number drawn (recomputed from the rows) is the one the summary records (4 decimals)."""
+    if recorded is None or abs(drawn - float(recorded)) > 1e-3:
+        raise ValueError(f"{name}: the rows give {drawn:.4f}, the summary records {recorded}; "
+                         "rows and summary are not from one run")
+
+
+def _label_groups(points: list[tuple[float, str]], min_gap: float) -> list[tuple[float, str]]:
+    """Points along one axis whose positions are closer than ``min_gap`` share one label."""
+    groups: list[list[tuple[float, str]]] = []
+    for pos, text in sorted(points):
+        if groups and pos - groups[-1][-1][0] < min_gap:
+            groups[-1].append((pos, text))
+        else:
+            groups.append([(pos, text)])
+    return [(float(np.mean([p for p, _ in g])), ",\n".join(t for _, t in g)) for g in groups]
+
+
+def plot_gap(rows: list[dict[str, Any]], g: dict[str, Any], path: Path) -> list[Path]:
+    """(a) our band gap against MP's, metal / non-metal disagreements marked (the largest labelled);
+    (b) the distribution of ours - MP (seaborn histplot), stacked by MP's class.  Writes ``path``
+    (PNG) and a PDF beside it; every number shown is recomputed from ``rows`` and checked against
+    ``g``."""
+    import seaborn as sns
+
+    from dosmatgen.plots.style import COLORS, figure_style, new_figure, panel_label, save_figure
+
+    sel = _check_summary("band-gap", {r["id"]: r for r in rows}, g, ("mp_band_gap", "gap_gpaw"))
+    x = np.array([r["mp_band_gap"] for r in sel], dtype=float)  # MP
+    y = np.array([r["gap_gpaw"] for r in sel], dtype=float)  # ours
+    d = y - x
+    t = float(g["metal_threshold_ev"])
     agree = np.array([is_metal(a, t) == is_metal(b, t) for a, b in zip(y, x)], dtype=bool)
-    fig, ax = plt.subplots(figsize=(4.8, 4.6))
-    hi = max(1.0, float(np.max(np.concatenate([x, y]))) * 1.05) if len(x) else 1.0
-    ax.plot([0, hi], [0, hi], color="grey", lw=0.8, label="y = x")
-    ax.axhline(t, color="grey", lw=0.5, ls=":")
-    ax.axvline(t, color="grey", lw=0.5, ls=":", label=f"metal threshold {t:g} eV")
-    ax.scatter(x[agree], y[agree], s=22, color="tab:blue", edgecolor="k", lw=0.4,
-               label=f"N = {g['n']}, MAE = {g['mae']:.2f} eV\n(MP non-metals: {g['n_mp_nonmetal']}, "
-                     f"MAE = {g['mae_mp_nonmetal']:.2f} eV)" if g["mae_mp_nonmetal"] is not None else
-                     f"N = {g['n']}, MAE = {g['mae']:.2f} eV")
-    if (~agree).any():
-        ax.scatter(x[~agree], y[~agree], s=30, color="tab:red", marker="D", edgecolor="k", lw=0.4,
-                   label=f"metal / non-metal disagree ({int((~agree).sum())})")
-        for (a, b, r), bad in zip(pts, ~agree):
-            if bad:
-                ax.annotate(r["formula"], (a, b), fontsize=6, xytext=(3, 2), textcoords="offset points")
-    ax.set_xlim(-0.1, hi)
-    ax.set_ylim(-0.1, hi)
-    ax.set_xlabel("MP band gap (eV)")
-    ax.set_ylabel("our GPAW band gap (eV, PBE LCAO dzp)")
-    ax.set_title(f"MP-20 band gaps (small, {g['n_total']} structures)\n{g['n_infinite_ours']} with no empty band "
-                 f"(gap = inf) excluded; {g['n_class_agree']}/{g['n']} metal/non-metal agree", fontsize=8.5)
-    ax.legend(fontsize=7, frameon=False, loc="upper left")
-    with atomic_temp_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight", format="png")
-    plt.close(fig)
+    if len(sel):
+        _same("band-gap MAE", float(np.mean(np.abs(d))), g["mae"])
+    if int(agree.sum()) != g["n_class_agree"]:
+        raise ValueError(f"metal / non-metal agreement: the rows give {int(agree.sum())}, the summary records "
+                         f"{g['n_class_agree']}")
+    blue, red = COLORS["cfg"], COLORS["classifier"]
+    with figure_style():
+        fig, axes = new_figure(1, 2, panel_size=(3.75, 3.5))
+        ax, ax_h = axes[0]
+        hi = max(1.0, float(np.max(np.concatenate([x, y]))) * 1.05) if len(x) else 1.0
+        ax.plot([0, hi], [0, hi], color="0.5", lw=0.8, label="y = x")
+        ax.axhline(t, color="0.5", lw=0.6, ls=":")
+        ax.axvline(t, color="0.5", lw=0.6, ls=":", label=f"metal threshold {t:g} eV")
+        ax.scatter(x[agree], y[agree], s=14, color=blue, alpha=0.75, edgecolor="white", lw=0.3,
+                   label=f"metal / non-metal agree ({int(agree.sum())})")
+        if (~agree).any():
+            ax.scatter(x[~agree], y[~agree], s=20, color=red, marker="D", edgecolor="black", lw=0.3,
+                       label=f"metal / non-metal disagree ({int((~agree).sum())})")
+        far = [(r, a, b) for r, a, b, ok in zip(sel, x, y, agree) if not ok and abs(b - a) >= GAP_LABEL_MIN_ERROR]
+        for pos, text in _label_groups([(b, r["formula"]) for r, a, b in far if a <= t], 0.25):
+            ax.annotate(text, (0.0, pos), xytext=(6, 0), textcoords="offset points", fontsize=7, va="center")
+        # ours metal, MP not: the points lie on the x axis; labels stacked in the empty lower right
+        x_side = _label_groups([(a, r["formula"]) for r, a, b in far if a > t], 0.25)
+        x_text = max([pos for pos, _ in x_side], default=0.0) + 0.08 * hi
+        for k, (pos, text) in enumerate(reversed(x_side)):  # the rightmost point lowest: no leaders cross
+            ax.annotate(text.replace(",\n", ", "), (pos, 0.0), xytext=(x_text, (0.09 + 0.07 * k) * hi), fontsize=7,
+                        va="center", arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5, "shrinkB": 3,
+                                                 "relpos": (0.0, 0.5)})
+        ax.set_xlim(-0.15, hi)
+        ax.set_ylim(-0.15, hi)
+        ax.set_xlabel("MP band gap (eV)")
+        ax.set_ylabel("our band gap, GPAW (eV)")
+        ax.set_title("Parity")
+        panel_label(ax, "a")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=1)
+
+        lim = GAP_ERROR_RANGE
+        inside = np.abs(d) <= lim
+        mp_class = np.where(x > t, "MP non-metal", "MP metal")
+        sns.histplot(x=d[inside], hue=mp_class[inside], hue_order=["MP metal", "MP non-metal"],
+                     palette={"MP metal": COLORS["unrelaxed"], "MP non-metal": blue},
+                     bins=np.linspace(-lim, lim, 41), multiple="stack", element="bars", edgecolor="white",
+                     linewidth=0.3, ax=ax_h, legend=False)
+        ax_h.axvline(0.0, color="0.4", lw=0.8, ls=":")
+        ax_h.set_xlim(-lim, lim)
+        ax_h.set_xlabel("our gap − MP gap (eV)")
+        ax_h.set_ylabel("crystals per 0.1 eV")
+        ax_h.set_title("Error distribution")
+        panel_label(ax_h, "b")
+        from matplotlib.patches import Patch
+
+        ins = x > t
+        n_out = int((~inside).sum())
+        handles = [Patch(color=COLORS["unrelaxed"]), Patch(color=blue)]
+        labels = [f"MP metal: n = {int((~ins).sum())}",
+                  f"MP non-metal: n = {g['n_mp_nonmetal']}, MAE = {g['mae_mp_nonmetal']:.2f} eV"
+                  if g["mae_mp_nonmetal"] is not None else "MP non-metal: none"]
+        ax_h.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=1,
+                    title=f"all {g['n']}: MAE = {g['mae']:.2f} eV, mean = {g['mean_signed']:+.2f} eV"
+                          + (f"\n{n_out} beyond ±{lim:g} eV not drawn" if n_out else ""))
+        caption = (f"Band gaps of {g['n_total']} labelled MP-20 crystals: ours (GPAW PBE, LCAO dzp, MP geometry) "
+                   f"against MP's band_gap. {g['n_infinite_ours']} crystals with no empty band in the dzp basis "
+                   f"(gap = inf) are excluded; {g['n_class_agree']}/{g['n']} agree on metal vs non-metal at "
+                   f"{t:g} eV; disagreements at least {GAP_LABEL_MIN_ERROR:g} eV apart are labelled. "
+                   "Small sample (cheapest cells first), not a benchmark; results/mp20_parity.json.")
+        return save_figure(fig, *_png_target(path), title="MP-20 band gaps: ours (GPAW) vs the Materials Project",
+                           caption=caption)
 
 
-def plot_ef(rows: list[dict[str, Any]], e: dict[str, Any], path: Path) -> None:
-    from dosmatgen.io import atomic_temp_path
+def plot_ef(rows: list[dict[str, Any]], e: dict[str, Any], path: Path) -> list[Path]:
+    """(a) our MLFF formation energy against MP's, crystals with an MP2020 correction marked, with
+    the correction added (hollow); (b) the distributions of ours - MP without and with the
+    correction (seaborn histplot, shared bins).  Writes ``path`` (PNG) and a PDF beside it; every
+    number shown is recomputed from ``rows`` and checked against ``e``."""
+    import seaborn as sns
 
-    plt = _pyplot()
-    keep = set(e["ids"])
-    sel = [r for r in rows if r["id"] in keep]
-    x = np.array([r["mp_formation_energy_per_atom"] for r in sel])
-    y = np.array([r["ef_mlff_relaxed"] for r in sel])
-    c = np.array([r["mp2020_correction"] for r in sel])
+    from dosmatgen.plots.style import COLORS, figure_style, new_figure, panel_label, save_figure
+
+    sel = _check_summary("formation-energy", {r["id"]: r for r in rows}, e,
+                         ("mp_formation_energy_per_atom", "ef_mlff_relaxed", "mp2020_correction"))
+    x = np.array([r["mp_formation_energy_per_atom"] for r in sel], dtype=float)
+    y = np.array([r["ef_mlff_relaxed"] for r in sel], dtype=float)
+    c = np.array([r["mp2020_correction"] for r in sel], dtype=float)
+    d, dc = y - x, y + c - x
     hit = c != 0
-    fig, ax = plt.subplots(figsize=(4.8, 4.6))
-    lo = float(min(np.min(x), np.min(y + c), np.min(y))) - 0.2 if len(x) else -1
-    hi = float(max(np.max(x), np.max(y))) + 0.2 if len(x) else 1
-    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, label="y = x")
-    ax.scatter(x[~hit], y[~hit], s=22, color="tab:blue", edgecolor="k", lw=0.4,
-               label=f"no MP2020 correction ({int((~hit).sum())})")
-    if hit.any():
-        ax.scatter(x[hit], y[hit], s=26, color="tab:orange", marker="s", edgecolor="k", lw=0.4,
-                   label=f"MP2020 anion / U correction applies ({int(hit.sum())})")
-        ax.scatter(x[hit], (y + c)[hit], s=22, facecolor="none", edgecolor="tab:orange", marker="s", lw=0.8,
-                   label="  the same + MP2020 correction")
-        for xi, y0, y1 in zip(x[hit], y[hit], (y + c)[hit]):
-            ax.plot([xi, xi], [y0, y1], color="tab:orange", lw=0.5)
-    text = f"N = {e['n']}, MAE = {e['mae']:.3f} eV/atom\nmean offset (ours - MP) = {e['mean_offset']:+.3f} eV/atom"
-    if e.get("n_corrected"):
-        text += (f"\ncorrected {e['n_corrected']}: offset {e['mean_offset_corrected_subset']:+.3f} eV/atom"
-                 f"\nall + MP2020 correction: MAE = {e['mae_corrected']:.3f} eV/atom")
-    ax.plot([], [], " ", label=text)
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_xlabel("MP formation energy (eV/atom)")
-    ax.set_ylabel("our formation energy, SevenNet 7net-0 relaxed (eV/atom)")
-    ax.set_title(f"MP-20 formation energies (small, {e['n_total']} structures)", fontsize=8.5)
-    ax.legend(fontsize=7, frameon=False, loc="upper left")
-    with atomic_temp_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight", format="png")
-    plt.close(fig)
+    if len(sel):
+        _same("formation-energy MAE", float(np.mean(np.abs(d))), e["mae"])
+        _same("formation-energy mean offset", float(np.mean(d)), e["mean_offset"])
+        if "mae_corrected" in e:
+            _same("formation-energy MAE with MP2020", float(np.mean(np.abs(dc))), e["mae_corrected"])
+    blue, orange, red = COLORS["cfg"], COLORS["unrelaxed"], COLORS["classifier"]
+    with figure_style():
+        fig, axes = new_figure(1, 2, panel_size=(3.75, 3.5))
+        ax, ax_h = axes[0]
+        lo = float(min(np.min(x), np.min(y + c), np.min(y))) - 0.2 if len(x) else -1.0
+        hi = float(max(np.max(x), np.max(y), np.max(y + c))) + 0.2 if len(x) else 1.0
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, label="y = x")
+        ax.scatter(x[~hit], y[~hit], s=14, color=blue, alpha=0.75, edgecolor="white", lw=0.3,
+                   label=f"no MP2020 correction ({int((~hit).sum())})")
+        if hit.any():
+            ax.scatter(x[hit], y[hit], s=14, color=orange, marker="s", alpha=0.75, edgecolor="white", lw=0.3,
+                       label=f"MP2020 anion / U correction applies ({int(hit.sum())})")
+            ax.scatter(x[hit], (y + c)[hit], s=14, facecolor="none", edgecolor=red, marker="s", lw=0.6, alpha=0.75,
+                       label="the same + MP2020 correction")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("MP formation energy (eV/atom)")
+        ax.set_ylabel("ours, SevenNet (eV/atom)")
+        ax.set_title("Parity")
+        panel_label(ax, "a")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=1)
+
+        series = [(d, f"ours − MP: MAE = {e['mae']:.3f}, mean = {e['mean_offset']:+.3f}", blue, "-")]
+        if "mae_corrected" in e:
+            series.append((dc, f"ours + MP2020 − MP: MAE = {e['mae_corrected']:.3f}, "
+                               f"mean = {e['mean_offset_corrected']:+.3f}", red, "--"))
+        pooled = np.concatenate([s[0] for s in series]) if len(sel) else np.zeros(1)
+        edges = np.arange(np.floor(pooled.min() / 0.025) * 0.025, pooled.max() + 0.05, 0.025)
+        from matplotlib.colors import to_rgba
+        from matplotlib.patches import Patch
+
+        handles, labels = [], []
+        for values, label, colour, style in series:
+            sns.histplot(x=values, bins=edges, element="step", color=colour, alpha=0.2, linestyle=style,
+                         linewidth=1.2, ax=ax_h)
+            handles.append(Patch(facecolor=to_rgba(colour, 0.2), edgecolor=colour, linestyle=style, linewidth=1.2))
+            labels.append(label)
+        ax_h.axvline(0.0, color="0.4", lw=0.8, ls=":")
+        ax_h.set_xlim(edges[0], edges[-1])
+        ax_h.set_xlabel("ours − MP formation energy (eV/atom)")
+        ax_h.set_ylabel("crystals per 0.025 eV/atom")
+        ax_h.set_title("Error distribution")
+        panel_label(ax_h, "b")
+        ax_h.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=1,
+                    title=f"{e['n']} crystals; MAE and mean in eV/atom")
+        caption = (f"Formation energies of {e['n_total']} labelled MP-20 crystals: ours (SevenNet 7net-0, relaxed "
+                   "from MP's geometry, elemental references of the same MLFF) against MP's "
+                   "formation_energy_per_atom, which carries MP's corrections; ours carries none. "
+                   f"{e.get('n_corrected', 0)} crystals get an MP2020 anion / GGA+U correction from pymatgen "
+                   "(hollow: ours with it added). Small sample (cheapest cells first), not a benchmark; "
+                   "results/mp20_parity.json.")
+        return save_figure(fig, *_png_target(path),
+                           title="MP-20 formation energies: ours (SevenNet) vs the Materials Project", caption=caption)
+
+
+def redraw(json_path: str | Path, fig_gap: str | Path, fig_ef: str | Path) -> list[Path]:
+    """Draw both figures again from a result JSON this script wrote (its ``rows``, ``gap`` and
+    ``formation``), computing nothing; the E_f figure only when the JSON has formation energies."""
+    json_path = Path(json_path)
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{json_path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not data["rows"]:
+        raise ValueError(f"{json_path}: no per-crystal 'rows' (a result JSON of mp20_parity.py has them)")
+    if not isinstance(data.get("gap"), dict):
+        raise ValueError(f"{json_path}: no 'gap' summary")
+    rows = [r for r in data["rows"] if isinstance(r, dict) and "id" in r]
+    out = plot_gap(rows, data["gap"], Path(fig_gap))
+    if isinstance(data.get("formation"), dict):
+        out += plot_ef(rows, data["formation"], Path(fig_ef))
+    return out
 
 
 # ---- main ----------------------------------------------------------------------------------------
@@ -320,7 +464,18 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=DEFAULT_RELAX_STEPS)
     ap.add_argument("--metal-threshold", type=float, default=METAL_THRESHOLD)
     ap.add_argument("--no-formation", action="store_true", help="band gaps only (no MLFF)")
+    ap.add_argument("--redraw-from", metavar="JSON", default=None,
+                    help="only draw the two figures again from this result JSON (e.g. results/mp20_parity.json); "
+                         "computes nothing, writes nothing else")
     args = ap.parse_args(list(argv) if argv is not None else None)
+    if args.redraw_from:
+        try:
+            paths = redraw(args.redraw_from, args.fig_gap, args.fig_ef)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print("-> " + ", ".join(_rel(p) for p in paths))
+        return 0
     t0 = time.time()
 
     records = labelled_mp20(Path(args.shards))

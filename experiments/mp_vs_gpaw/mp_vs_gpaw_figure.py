@@ -22,6 +22,13 @@ both cells on one core.
 
     .venv/bin/python experiments/mp_vs_gpaw/mp_vs_gpaw_figure.py [--out-figure figures/mp_vs_gpaw_Si_Fe.png]
         [--out-json results/mp_vs_gpaw_Si_Fe.json] [--gpaw-cache work/mp_vs_gpaw/]
+    .venv/bin/python experiments/mp_vs_gpaw/mp_vs_gpaw_figure.py --redraw-from results/mp_vs_gpaw_Si_Fe.json
+
+``--redraw-from`` draws the figure again from a result JSON (no GPAW, nothing else written); the
+figure is drawn from that document only (:func:`draw`), in the package's figure style
+(:mod:`dosmatgen.plots.style`).  JSONs written since the figure moved to that style also hold the
+re-broadened GPAW curve (``curves_site0.gpaw_rebroadened_to_mp_sigma``); from an older JSON the
+panel title gives only its numbers.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from dosmatgen.dos.gpaw_engine import GPAWSiteDOSEngine
 from dosmatgen.dos.grid import ENERGY_GRID
 from dosmatgen.dos.mp_convert import (DEFAULT_ORBITALS, MP_GRID_POINTS, SMOOTH_SIGMA_POINTS,
                                       record_from_complete_dos, smooth_and_regrid)
-from dosmatgen.io import atomic_save_json, atomic_temp_path
+from dosmatgen.io import atomic_save_json
 from dosmatgen.threads import THREAD_ENV
 
 MP_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "mp_documents"
@@ -180,41 +187,86 @@ def rebroadened(gp: dict[str, Any], sigma_target_eV: float, gpaw_sigma: float) -
 
 
 # ---- figure ------------------------------------------------------------------------------------
-def draw(cases: list[dict[str, Any]], out_png: Path) -> None:
-    import matplotlib
+def _case_numbers(case: dict[str, Any]) -> dict[str, Any]:
+    """What the figure shows of one case of the result JSON; a clear ValueError when a part is missing."""
+    label = case.get("label", "?")
+    try:
+        curves, s0, mp, gp = case["curves_site0"], case["site0"], case["mp"], case["gpaw"]
+        out = {"mp_dos": np.asarray(curves["mp_recipe"], dtype=float),
+               "gpaw_dos": np.asarray(curves["gpaw"], dtype=float),
+               "mp_total": np.asarray(curves["mp_total_dos_per_site"], dtype=float),
+               "rebroadened": (np.asarray(curves["gpaw_rebroadened_to_mp_sigma"], dtype=float)
+                               if curves.get("gpaw_rebroadened_to_mp_sigma") is not None else None),
+               "int_mp": float(s0["integral_below_EF_mp"]), "int_gpaw": float(s0["integral_below_EF_gpaw"]),
+               "l1": float(s0["l1_mean_abs_diff"]), "cos": float(s0["cosine_similarity"]),
+               "mp_sigma": float(mp["diagnostics"]["smoothing_sigma_eV"]),
+               "int_mp_total": float(mp["total_dos_per_site_integral_below_EF"]),
+               "mp_ef_minus_vbm": mp["diagnostics"].get("efermi_minus_vbm_eV"),
+               "gpaw_spin": bool(gp["spin_polarised"]), "gpaw_ref_is_vbm": gp["reference"] == "VBM",
+               "reb": case.get("gpaw_rebroadened_to_mp_sigma_site0"),
+               "title": f"{label} {case['mp_id']} (DOS task {case['dos_task_id']}), site 0"}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"case {label}: the result JSON lacks {exc} (a JSON of mp_vs_gpaw_figure.py has it)") from None
+    return out
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(cases), figsize=(6.2 * len(cases), 4.6))
-    for ax, c in zip(np.atleast_1d(axes), cases):
-        s = c["summary"]
-        ax.plot(ENERGY_GRID, c["mp_dos"], color="tab:blue", lw=1.8,
-                label=f"MP recipe (VASP, σ={s['mp_sigma_eV']:.2f} eV)   ∫ below E_F = {s['int_mp']:.2f} e")
-        ax.plot(ENERGY_GRID, c["gpaw_dos"], color="tab:red", lw=1.5,
-                label=f"GPAW engine (σ=0.15 eV{', spin-pol.' if s['gpaw_spin'] else ''})"
-                      f"   ∫ below E_F = {s['int_gpaw']:.2f} e")
-        ax.plot(ENERGY_GRID, c["mp_total"], color="0.45", lw=1.0, ls=":",
-                label=f"MP total DOS / n_sites, same smoothing (diagnostic)   ∫ below E_F = {s['int_mp_total']:.2f} e")
-        if c.get("gpaw_rebroadened") is not None:
-            ax.plot(ENERGY_GRID, c["gpaw_rebroadened"], color="tab:red", lw=1.0, ls="--", alpha=0.7,
-                    label=f"GPAW re-broadened to σ={s['mp_sigma_eV']:.2f} eV (diagnostic)")
-        ax.axvline(0.0, color="0.4", lw=0.8, ls=":")
-        ax.set_xlim(ENERGY_GRID[0], ENERGY_GRID[-1])
-        top = max(np.max(c["mp_dos"]), np.max(c["gpaw_dos"]), np.max(c["mp_total"]))
-        ax.set_ylim(0.0, 1.5 * top)
-        ax.set_xlabel("E − E_F (eV)" + (f"   [GPAW zero: its VBM; MP E_F = VBM + {s['mp_ef_minus_vbm']:.3f} eV]"
-                                         if s["gpaw_ref_is_vbm"] else ""))
-        ax.set_ylabel("site DOS (states/eV/site)")
-        ax.set_title(f"{c['label']} {c['mp_id']} (DOS task {c['dos_task_id']}), site 0\n"
-                     f"L1 = {s['l1']:.3f} states/eV/site,  cosine = {s['cos']:.3f}", fontsize=10)
-        ax.legend(fontsize=7.5, loc="upper left", frameon=False)
-    fig.suptitle("Site DOS: our Materials-Project recipe on real MP documents vs our GPAW engine", fontsize=11)
-    fig.tight_layout()
-    for path in (out_png, out_png.with_suffix(".pdf")):
-        with atomic_temp_path(path) as tmp:
-            fig.savefig(tmp, dpi=150, format=path.suffix.lstrip("."))
-    plt.close(fig)
+def draw(doc: dict[str, Any], out_png: Path) -> list[Path]:
+    """One panel per case of the result document ``doc`` (what ``--out-json`` holds): the MP-recipe
+    and GPAW site-0 DOS, MP's total DOS per site and, when the document has it, GPAW re-broadened to
+    MP's width; every number from ``doc``.  Writes ``out_png`` and a PDF beside it."""
+    from dosmatgen.plots.style import COLORS, figure_style, new_figure, panel_label, save_figure
+
+    cases = doc.get("cases") if isinstance(doc, dict) else None
+    if not cases:
+        raise ValueError("the result JSON has no 'cases'")
+    eg = doc.get("energy_grid") or {}
+    grid = np.linspace(eg.get("min_eV", ENERGY_GRID[0]), eg.get("max_eV", ENERGY_GRID[-1]),
+                       int(eg.get("points", ENERGY_GRID.size)))
+    sigma_gpaw = float((doc.get("protocols") or {}).get("gpaw_engine", {}).get("sigma", 0.15))
+    mp_colour, gpaw_colour = COLORS["cfg"], COLORS["dft"]
+    with figure_style():
+        fig, axes = new_figure(len(cases), 1, panel_size=(7.5, 2.7))
+        for i, (ax, case) in enumerate(zip(axes[:, 0], cases)):
+            c = _case_numbers(case)
+            if any(v.size != grid.size for v in (c["mp_dos"], c["gpaw_dos"], c["mp_total"])):
+                raise ValueError(f"case {case.get('label')}: curves do not have the {grid.size} grid points")
+            ax.plot(grid, c["mp_dos"], color=mp_colour, lw=1.6,
+                    label=f"MP recipe (VASP, σ {c['mp_sigma']:.2f} eV): {c['int_mp']:.2f} e")
+            ax.plot(grid, c["gpaw_dos"], color=gpaw_colour, lw=1.2,
+                    label=f"GPAW (σ {sigma_gpaw:.2f} eV{', spin-pol.' if c['gpaw_spin'] else ''}): "
+                          f"{c['int_gpaw']:.2f} e")
+            ax.plot(grid, c["mp_total"], color="0.35", lw=1.0, ls=":",
+                    label=f"MP total DOS / site (diagnostic): {c['int_mp_total']:.2f} e")
+            title = f"{c['title']}: L1 = {c['l1']:.3f} states/eV/site, cosine = {c['cos']:.3f}"
+            if c["rebroadened"] is not None:
+                ax.plot(grid, c["rebroadened"], color=gpaw_colour, lw=1.0, ls="--", alpha=0.8,
+                        label=f"GPAW re-broadened to σ {c['mp_sigma']:.2f} eV (diagnostic)"
+                              + (f": {c['reb']['integral_below_EF']:.2f} e" if c["reb"] else ""))
+            elif c["reb"]:  # the curve is not in the JSON, its numbers are
+                title += (f"\n(GPAW re-broadened to σ {c['mp_sigma']:.2f} eV: cosine "
+                          f"{c['reb']['cosine_similarity']:.3f}, {c['reb']['integral_below_EF']:.2f} e below E_F; "
+                          "curve not stored)")
+            ax.axvline(0.0, color="0.4", lw=0.8, ls=":")
+            ax.set_xlim(grid[0], grid[-1])
+            top = max(np.max(c["mp_dos"]), np.max(c["gpaw_dos"]), np.max(c["mp_total"]))
+            ax.set_ylim(0.0, 1.55 * top)
+            xlabel = "E − E_F (eV)"
+            if c["gpaw_ref_is_vbm"] and c["mp_ef_minus_vbm"] is not None:
+                xlabel += f"   (GPAW zero: its VBM; MP's E_F = VBM + {c['mp_ef_minus_vbm']:.3f} eV)"
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("site DOS (states/eV/site)")
+            ax.set_title(title)
+            panel_label(ax, "abcdefgh"[i])
+            ax.legend(loc="upper left", ncols=2, title="electrons per site below E_F", alignment="left",
+                      columnspacing=1.0, handlelength=1.8)
+        caption = ("Site DOS of site 0 on the 400-point grid in [-10, 10] eV: the Materials Project's own "
+                   "CompleteDos converted by our MP recipe (s+p+d projections, spins summed, Gaussian "
+                   "smoothing of 7 points of MP's grid) and our GPAW engine (PBE, LCAO dzp, Mulliken "
+                   "projections) on the same structure. Legends give the electrons per site below E_F "
+                   "([-10, 0] eV). results/mp_vs_gpaw_Si_Fe.json.")
+        return save_figure(fig, out_png.parent, out_png.stem,
+                           title="Site DOS: our MP recipe on real MP documents vs our GPAW engine (Si, Fe)",
+                           caption=caption)
 
 
 # ---- main --------------------------------------------------------------------------------------
@@ -232,7 +284,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recompute", action="store_true", help="run GPAW even when a cached result exists")
     p.add_argument("--timeout-s", type=float, default=1800.0, help="GPAW timeout per structure (default %(default)s)")
     p.add_argument("--gpaw-python", default="/usr/bin/python3", help="interpreter with GPAW (default %(default)s)")
+    p.add_argument("--redraw-from", metavar="JSON", default=None,
+                   help="only draw the figure again from this result JSON (e.g. results/mp_vs_gpaw_Si_Fe.json) "
+                        "into --out-figure; no GPAW, nothing else written")
     args = p.parse_args(argv)
+    if args.redraw_from:
+        try:
+            doc = json.loads(Path(args.redraw_from).read_text(encoding="utf-8"))
+            paths = draw(doc, Path(args.out_figure))
+        except (OSError, ValueError) as exc:
+            print(f"error: {args.redraw_from}: {exc}", file=sys.stderr)
+            return 2
+        print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
+        return 0
     os.environ.update({k: "1" for k in THREAD_ENV})
     t_start = time.time()
     log = sys.stderr
@@ -264,12 +328,6 @@ def main(argv: list[str] | None = None) -> int:
                           "integral_whole_window_gpaw": float(np.trapezoid(gp_dos[i], ENERGY_GRID)),
                           **compare(mp_dos[i], gp_dos[i])})
         s0 = sites[0]
-        c["summary"] = {"int_mp": s0["integral_below_EF_mp"], "int_gpaw": s0["integral_below_EF_gpaw"],
-                        "l1": s0["l1_mean_abs_diff"], "cos": s0["cosine_similarity"],
-                        "mp_sigma_eV": mpd["smoothing_sigma_eV"], "gpaw_spin": gp["spin_polarised"],
-                        "gpaw_ref_is_vbm": gp["reference_eV"] != gp["fermi_eV"],
-                        "int_mp_total": integral_below_ef(ENERGY_GRID, total),
-                        "mp_ef_minus_vbm": mpd.get("efermi_minus_vbm_eV", float("nan"))}
         reb = None
         if c["gpaw_rebroadened"] is not None:
             reb = dict(compare(mp_dos[0], c["gpaw_rebroadened"]),
@@ -295,14 +353,15 @@ def main(argv: list[str] | None = None) -> int:
                        "scf_attempts": gp["extra"].get("attempts")},
             "gpaw_rebroadened_to_mp_sigma_site0": reb,
             "curves_site0": {"mp_recipe": mp_dos[0].tolist(), "gpaw": gp_dos[0].tolist(),
-                             "mp_total_dos_per_site": total.tolist()},
+                             "mp_total_dos_per_site": total.tolist(),
+                             "gpaw_rebroadened_to_mp_sigma": (None if c["gpaw_rebroadened"] is None
+                                                              else c["gpaw_rebroadened"].tolist())},
         })
         print(f"[{c['label']}] ∫below E_F: MP {s0['integral_below_EF_mp']:.3f}  GPAW "
               f"{s0['integral_below_EF_gpaw']:.3f}  L1 {s0['l1_mean_abs_diff']:.4f}  cos "
               f"{s0['cosine_similarity']:.4f}  GPAW spin-polarised {gp['spin_polarised']}", file=log, flush=True)
 
     out_png = Path(args.out_figure)
-    draw(cases, out_png)
     doc = {
         "what": "Site DOS from our MP recipe on real Materials Project CompleteDos documents vs our GPAW "
                 "engine on the same structures (Si mp-149, bcc Fe mp-13)",
@@ -334,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                  "threads": "OMP_NUM_THREADS=1 (and the other thread-pool variables) in the GPAW worker"},
         "figure": [str(out_png), str(out_png.with_suffix(".pdf"))],
     }
+    draw(doc, out_png)
     atomic_save_json(args.out_json, doc)
     print(f"wrote {out_png}, {out_png.with_suffix('.pdf')}, {args.out_json} in {doc['wall_s']:.0f} s", file=log)
     return 0

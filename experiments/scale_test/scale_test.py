@@ -42,6 +42,7 @@ scaled by 0.8-1.2 per site; non-negative and finite by construction.
     .venv/bin/python experiments/scale_test/scale_test.py   # 5k 10k 20k 50k
     .venv/bin/python experiments/scale_test/scale_test.py --sizes 2000 4000   # quick look
     .venv/bin/python experiments/scale_test/scale_test.py --report-only   # redraw .md / .png from the .json
+    .venv/bin/python experiments/scale_test/scale_test.py --redraw-from results/scale_test.json   # figure only
 
 Every stage process runs with ``--threads`` (default 1) torch / OpenMP / BLAS threads: on the
 2 cores shared with other jobs, 2 torch threads made the sampler ~3x slower (and its CPU time 3x
@@ -49,7 +50,8 @@ larger, spin-waiting) than 1 thread, and made repeated measurements of identical
 
 Outputs: ``results/scale_test.json`` (one row per size x stage: wall_s, cpu_s, peak_rss_mb, ...,
 the environment and the command line), ``results/scale_test.md`` (table and log-log slopes),
-``figures/scale_test.png``. To add a stage, see :func:`stage_batched_relax` (``ADD A STAGE HERE``).
+``figures/scale_test.png`` and ``.pdf`` (``--redraw-from`` redraws only these). To add a stage, see
+:func:`stage_batched_relax` (``ADD A STAGE HERE``).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from dosmatgen.bench import _MP20_COUNTS, _MP20_WEIGHTS  # noqa: E402  (reuse the bench's MP-20 sizes)
 from dosmatgen.data.schema import CrystalRecord  # noqa: E402
 from dosmatgen.dos.grid import ENERGY_GRID, N_DOS  # noqa: E402
-from dosmatgen.io import atomic_save_json, atomic_temp_path, atomic_write  # noqa: E402
+from dosmatgen.io import atomic_save_json, atomic_write  # noqa: E402
 
 DEFAULT_SIZES = (5000, 10000, 20000, 50000)
 #: Smallest allowed distance (Å) between two atoms of a synthetic crystal, periodic images included.
@@ -624,18 +626,26 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
+def plot(result: dict[str, Any], path: Path) -> list[Path]:
+    """Wall time (log-log) and peak memory of every stage against N; writes ``path`` (PNG) and a PDF
+    beside it, returns both."""
     from matplotlib.ticker import NullLocator
 
-    from dosmatgen.plots.style import figure_style, new_figure
+    from dosmatgen.plots.style import figure_style, new_figure, save_figure
 
-    rows = [r for r in result["rows"] if "error" not in r]
+    rows = result.get("rows") if isinstance(result, dict) else None
+    rows = [r for r in rows or [] if isinstance(r, dict) and "error" not in r]
+    if not rows:
+        raise ValueError("no successful rows (size x stage) to draw")
+    missing = sorted({k for r in rows for k in ("size", "stage", "wall_s", "peak_rss_mb") if k not in r})
+    if missing:
+        raise ValueError(f"rows lack {', '.join(missing)}")
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     slopes = fit_slopes(rows)
     sizes = sorted({r["size"] for r in rows})
     markers = "osD^v<>ph*"
     with figure_style():
-        fig, axes = new_figure(1, 2, panel_size=(4.6, 3.8))
+        fig, axes = new_figure(1, 2, panel_size=(3.75, 3.2))
         ax_t, ax_m = axes[0]
         for i, name in enumerate(stages):
             pts = sorted((r["size"], r["wall_s"], r["peak_rss_mb"]) for r in rows if r["stage"] == name)
@@ -651,9 +661,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
             xm = math.exp(np.mean(np.log(xs)))
             ax_t.plot(xs, mid * xs / xm, color="0.6", ls="--", lw=1, label="slope 1 (linear)")
         ax_t.set(xscale="log", yscale="log", xlabel="crystals in the store, N", ylabel="wall time of the stage (s)",
-                 title="Time per stage (log-log)")
+                 title="Time per stage")
         ax_m.axhline(MAX_PEAK_MB_AT_LARGEST / 1024, color="firebrick", ls=":", lw=1, label="8 GB bar")
-        ax_m.set(xscale="log", xlabel="crystals in the store, N", ylabel="peak RSS of the stage's process (GB)",
+        ax_m.set(xscale="log", xlabel="crystals in the store, N", ylabel="peak RSS of its process (GB)",
                  title="Peak memory per stage")
         ax_m.set_ylim(0, max(MAX_PEAK_MB_AT_LARGEST / 1024 * 1.05,
                              max((r["peak_rss_mb"] for r in rows), default=0) / 1024 * 1.1))
@@ -664,18 +674,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
         handles, labels = ax_t.get_legend_handles_labels()
         stage_h = [(h, lab) for h, lab in zip(handles, labels) if not lab.startswith("slope 1")]
         fig.legend([h for h, _ in stage_h], [lab for _, lab in stage_h], loc="outside lower center",
-                   ncols=min(4, len(stage_h)), fontsize=7.5, title="stage (log-log slope of wall time vs N)")
+                   ncols=min(3, len(stage_h)), title="stage (log-log slope of wall time vs N)")
         ax_t.legend([h for h, lab in zip(handles, labels) if lab.startswith("slope 1")],
-                    [lab for lab in labels if lab.startswith("slope 1")], loc="lower right", fontsize=7)
+                    [lab for lab in labels if lab.startswith("slope 1")], loc="lower right")
         h_m, l_m = ax_m.get_legend_handles_labels()
-        ax_m.legend([h for h, lab in zip(h_m, l_m) if lab == "8 GB bar"], ["8 GB bar"], loc="upper left", bbox_to_anchor=(0.0, 0.93), fontsize=7)
+        ax_m.legend([h for h, lab in zip(h_m, l_m) if lab == "8 GB bar"], ["8 GB bar"], loc="upper left",
+                    bbox_to_anchor=(0.0, 0.93))
         title = "Scale test: pipeline stages vs dataset size (synthetic store)"
         caption = ("Wall time (log-log) and peak RSS of each stage, each in its own process, on a synthetic "
-                   "MP-20-like store; shared 2-core machine under load. " + result.get("command", ""))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_temp_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=200,
-                        metadata={"Title": title, "Description": caption, "Software": "dosmatgen"})
+                   "MP-20-like store; shared 2-core machine under load. Recorded with: "
+                   + result.get("command", "(no command recorded)") + "; results/scale_test.json.")
+        return save_figure(fig, path.parent, path.stem, title=title, caption=caption)
 
 
 def write_outputs(result: dict[str, Any], json_path: Path, md_path: Path, png_path: Path | None) -> None:
@@ -721,12 +730,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--discussion", type=Path, default=None,
                    help="markdown file whose text is added to the report under 'Reading'")
     p.add_argument("--report-only", action="store_true", help="redraw the .md and .png from --out-json")
+    p.add_argument("--redraw-from", metavar="JSON", type=Path, default=None,
+                   help="only draw the figure again from this result JSON (e.g. results/scale_test.json) into "
+                        "--out-fig (PNG and a PDF beside it); writes nothing else")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--child-settings", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return _child(args)
+    if args.redraw_from:
+        try:
+            paths = plot(json.loads(args.redraw_from.read_text(encoding="utf-8")), args.out_fig)
+        except (OSError, ValueError) as exc:
+            print(f"error: {args.redraw_from}: {exc}", file=sys.stderr)
+            return 2
+        print("wrote " + ", ".join(map(str, paths)))
+        return 0
     if args.report_only:
         result = json.loads(args.out_json.read_text())
         if args.discussion:
