@@ -120,7 +120,7 @@ def validate_run_config(config: Any, *, source: str = "config", schema_path: str
     _resolve(cfg, os.environ if environ is None else environ, source)
     if check_files and cfg["data"]["source"] == "builtin" and not Path(cfg["data"]["builtin_store"]).exists():
         raise ConfigError(f"{source}: data.builtin_store: {cfg['data']['builtin_store']} does not exist "
-                          "(run from the repository root, or rebuild it with `dosmatgen data build-builtin`)")
+                          "(run from the repository root, or rebuild it with `python -m dev_scripts.builtin build`)")
     return cfg
 
 

@@ -10,7 +10,7 @@
 #                      weights, torch-sim-atomistic 0.3.0, ase, vesin + vesin-torch (the torch-$TORCH_MM
 #                      build only), matscipy, tables + blosc2 / numexpr / ndindex / platformdirs,
 #                      jsonschema + referencing / rpds-py / jsonschema-specifications
-#   jobs/              `dosmatgen data export-jobs --source mp20`, cheapest first
+#   jobs/              `python -m dev_scripts.builtin export-jobs --source mp20`, cheapest first
 #   gpaw_root.tar.xz   scripts/pack_gpaw_root.py (~40 MB)
 # There:
 #   xz -dc .devpack/devsite.tar.xz | tar -xf - -C /tmp && export PYTHONPATH=$PWD:/tmp/.devsite
@@ -40,7 +40,7 @@ find "$S" -name __pycache__ -prune -exec rm -rf {} +
 tar -C "$D" -cf - .devsite | xz -T0 -3 > "$D/devsite.tar.xz"
 rm -rf "$W" "$S"
 rm -rf "$D/jobs"
-.venv/bin/dosmatgen data export-jobs --shards resources/builtin --jobs "$D/jobs" --n "$N" --skip "$SKIP" \
+.venv/bin/python -m dev_scripts.builtin export-jobs --shards resources/builtin --jobs "$D/jobs" --n "$N" --skip "$SKIP" \
   --source mp20 --max-atoms 20 --no-progress
 /usr/bin/python3 scripts/pack_gpaw_root.py --jobs "$D/jobs" --out "$D/gpaw_root.tar.xz"
 du -sh "$D"/*

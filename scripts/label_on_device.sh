@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPAW labelling of exported jobs on a host without GPAW (a lent GPU machine's CPU cores), as root:
 # unpack the root made by scripts/pack_gpaw_root.py, chroot into it, run scripts/run_jobs.sh there
-# for SECONDS_LEFT seconds, stop, and pack the outputs for `dosmatgen data ingest-jobs`.
+# for SECONDS_LEFT seconds, stop, and pack the outputs for `python -m dev_scripts.builtin ingest-jobs`.
 #
 #   OUT=out bash scripts/label_on_device.sh PACK.tar.xz JOBS_DIR [WORKERS] [SECONDS_LEFT]
 #

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Label the built-in dataset on a SLURM cluster: one array task per part (--part I/K), all writing
-# into one shared folder without touching each other's ledgers or shards.
+# into one shared folder without touching each other's ledgers or shards (the builder:
+# dev_scripts/builtin, run from the repository root as `python -m dev_scripts.builtin build`).
 #
 #   sbatch --array=1-16 --cpus-per-task=16 --time=04:00:00 scripts/label_slurm_array.sh
 #   # when every task has finished (or any time, to see progress):
@@ -18,7 +19,7 @@ first=${SLURM_ARRAY_TASK_MIN:-1}
 count=${SLURM_ARRAY_TASK_COUNT:?submit with sbatch --array=1-K}
 part=$(( SLURM_ARRAY_TASK_ID - first + 1 ))
 workers=${SLURM_CPUS_PER_TASK:-1}
-cmd=(.venv/bin/dosmatgen data build-builtin --out "${OUT:-resources/builtin}" --workers "$workers"
+cmd=(.venv/bin/python -m dev_scripts.builtin build --out "${OUT:-resources/builtin}" --workers "$workers"
      --n-max "${N_MAX:-4000}" --seed "${SEED:-0}" --timeout "${GPAW_TIMEOUT:-3000}" --part "$part/$count")
 if [ "${DOSMATGEN_DRY_RUN:-0}" = 1 ]; then
   echo "${cmd[*]}"

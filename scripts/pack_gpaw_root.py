@@ -66,7 +66,7 @@ def walk(root: str, skip: set[str] = frozenset()) -> set[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", required=True, help="exported jobs (dosmatgen data export-jobs)")
+    ap.add_argument("--jobs", required=True, help="exported jobs (python -m dev_scripts.builtin export-jobs)")
     ap.add_argument("--out", required=True, help="the .tar.xz to write")
     args = ap.parse_args()
     from ase.data import chemical_symbols

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run GPAW jobs exported by `dosmatgen data export-jobs` on a host that has GPAW, one worker per
-# core, then bring the folder back and `dosmatgen data ingest-jobs --jobs DIR`.
+# Run GPAW jobs exported by `python -m dev_scripts.builtin export-jobs` on a host that has GPAW, one
+# worker per core, then bring the folder back and `python -m dev_scripts.builtin ingest-jobs --jobs DIR`.
 #
 #   bash scripts/run_jobs.sh JOBS_DIR [WORKERS] [TIMEOUT_S]
 #

@@ -9,6 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
+if str(REPO) not in sys.path:  # dev_scripts (e.g. the built-in dataset builder, dev_scripts.builtin) imports from here
+    sys.path.append(str(REPO))
 
 
 @pytest.fixture

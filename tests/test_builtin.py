@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from dosmatgen.data import builtin
-from dosmatgen.data.prototypes import ANIONS, PROTOTYPES, cation_states, is_magnetic, substitutions
+from dev_scripts.builtin import build as builtin
+from dev_scripts.builtin.prototypes import ANIONS, PROTOTYPES, cation_states, is_magnetic, substitutions
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.data.store import load_meta, load_records, save_records
 from dosmatgen.dos.gpaw_engine import GPAW_ELEMENTS
@@ -187,14 +187,16 @@ def test_stopped_build_leaves_no_gpaw_running(tmp_path):
     import subprocess
     import sys
     import time
+    from pathlib import Path
 
     started = tmp_path / "started"
     fake = tmp_path / "fake_python"
     fake.write_text(f"#!/bin/sh\necho $$ $(dirname \"$2\") > {started}\nexec sleep 60\n")
     fake.chmod(0o755)
-    build = subprocess.Popen([sys.executable, "-m", "dosmatgen.data.builtin", "--out", str(tmp_path / "out"),
+    build = subprocess.Popen([sys.executable, "-m", "dev_scripts.builtin", "build", "--out", str(tmp_path / "out"),
                               "--workers", "1", "--n-max", "1", "--mlff", "none", "--gpaw-python", str(fake)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
     deadline = time.monotonic() + 60
     while not started.exists() and time.monotonic() < deadline and build.poll() is None:
         time.sleep(0.2)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -174,8 +173,13 @@ def test_merge_mp_shards(tmp_path, tiny_store, capsys):
 
 
 def test_build_builtin_delegates(monkeypatch, tmp_path, capsys):
+    """The builder's command line (``python -m dev_scripts.builtin build``, formerly ``dosmatgen data
+    build-builtin``) runs the builder; ``dosmatgen data merge`` joins its shards (the package's merge)."""
+    from dev_scripts.builtin import build as builtin
+    from dev_scripts.builtin.cli import main as builtin_main
+    from dosmatgen.data import store
+
     calls = {}
-    fake = types.ModuleType("dosmatgen.data.builtin")
 
     def add_build_arguments(parser):
         parser.add_argument("--out", default="somewhere")
@@ -185,27 +189,31 @@ def test_build_builtin_delegates(monkeypatch, tmp_path, capsys):
         calls["build"] = (args.out, args.n_max)
         return 0
 
-    def merge(out_dir, store_path):
+    def merge_shards(out_dir, store_path, command=None):
         calls["merge"] = (str(out_dir), str(store_path))
         return {"n_records": 7}
 
-    fake.add_build_arguments, fake.run_build, fake.merge = add_build_arguments, run_build, merge
-    monkeypatch.setitem(sys.modules, "dosmatgen.data.builtin", fake)
-    assert main(["data", "build-builtin", "--out", str(tmp_path / "b"), "--n-max", "3"]) == 0
+    monkeypatch.setattr(builtin, "add_build_arguments", add_build_arguments)
+    monkeypatch.setattr(builtin, "run_build", run_build)
+    monkeypatch.setattr(store, "merge_shards", merge_shards)
+    assert builtin_main(["build", "--out", str(tmp_path / "b"), "--n-max", "3"]) == 0
     assert calls["build"] == (str(tmp_path / "b"), 3)
     (tmp_path / "b").mkdir()
     assert main(["data", "merge", "--shards", str(tmp_path / "b"), "--out", str(tmp_path / "s.npz")]) == 0
     assert calls["merge"] == (str(tmp_path / "b"), str(tmp_path / "s.npz"))
     assert "(7 structures)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
-        main(["data", "build-builtin", "--help"])
+        builtin_main(["build", "--help"])
     assert e.value.code == 0 and "--n-max" in capsys.readouterr().out
 
 
 def test_build_builtin_missing_module(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "dosmatgen.data.builtin", None)  # import fails
+    """The package never needs the builder (dev_scripts): its help and commands work without it;
+    ``data build-builtin`` is gone (now ``python -m dev_scripts.builtin build``)."""
+    monkeypatch.setitem(sys.modules, "dev_scripts", None)  # import fails
     with pytest.raises(SystemExit) as e:
         main(["--help"])  # the top-level help never needs the builder
     assert e.value.code == 0
-    code, err = _run_err(["data", "build-builtin"], capsys)
-    assert code == 2 and "dosmatgen.data.builtin" in err
+    with pytest.raises(SystemExit) as e:
+        main(["data", "build-builtin"])
+    assert e.value.code == 2 and "build-builtin" in capsys.readouterr().err

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dosmatgen"
+#: and the built-in dataset builder outside the package (dev_scripts/builtin, importable through conftest.py)
+BUILDER = PACKAGE.parent / "dev_scripts" / "builtin"
 MODULES = sorted(".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts)
-                 for p in PACKAGE.rglob("*.py") if ">>>" in p.read_text())
+                 for root in (PACKAGE, BUILDER) for p in root.rglob("*.py") if ">>>" in p.read_text())
 
 
 def test_some_modules_have_examples():

@@ -293,7 +293,7 @@ def test_scf_that_does_not_converge_is_a_clear_recorded_failure(monkeypatch):
     """Two SCF iterations cannot converge Si: the engine says so after trying both mixers, and the
     built-in builder records the structure as failed (stage dft) instead of stopping."""
     _need_gpaw()
-    from dosmatgen.data import builtin
+    from dev_scripts.builtin import build as builtin
 
     eng = GPAWSiteDOSEngine(timeout_s=300, maxiter=2, attempts=2)
     with pytest.raises(GPAWEngineError, match="did not converge in 2 iterations with 2 mixer"):

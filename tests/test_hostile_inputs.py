@@ -285,7 +285,7 @@ def undeclared_path_options(parser) -> list[str]:
     found = []
 
     def walk(p, words):
-        p.format_usage()  # a parser that adds its options when first used (data build-builtin) adds them now
+        p.format_usage()  # a parser that adds its options when first used adds them now
         subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
         for sub in subs:
             for name, child in sub.choices.items():
@@ -302,9 +302,11 @@ def undeclared_path_options(parser) -> list[str]:
 
 
 def test_every_command_declares_its_path_options():
+    from dev_scripts.builtin.cli import build_parser as builtin_parser
     from dosmatgen.cli import build_parser
 
     assert undeclared_path_options(build_parser()) == []
+    assert undeclared_path_options(builtin_parser()) == []  # the built-in builder's commands (dev_scripts)
 
 
 def test_a_command_without_declared_paths_is_found():
@@ -542,23 +544,25 @@ BUILD_CASES: dict[str, tuple[str, str]] = {
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("case", sorted(BUILD_CASES))
 def test_build_builtin_refuses_a_bad_setting_before_its_pool(tmp_path, case):
-    """``data build-builtin --mlff banana`` and ``--timeout -5`` used to leave the pool restarting
-    crashed workers forever: now one line in the parent, within the timeout, nothing written."""
+    """``python -m dev_scripts.builtin build --mlff banana`` and ``--timeout -5`` (formerly ``dosmatgen data
+    build-builtin``) used to leave the pool restarting crashed workers forever: now one line in the
+    parent, within the timeout, nothing written."""
     extra, expect = BUILD_CASES[case]
-    argv = [sys.executable, "-m", "dosmatgen.cli", "data", "build-builtin", "--out", str(tmp_path / "b"),
+    argv = [sys.executable, "-m", "dev_scripts.builtin", "build", "--out", str(tmp_path / "b"),
             "--n-max", "1", *extra.split()]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
     err = proc.stderr.strip()
     assert proc.returncode == 2 and len(err.splitlines()) == 1 and expect in err, (proc.returncode, err)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_build_module_entry_point_gives_one_line(tmp_path):
-    """``python -m dosmatgen.data.builtin`` (the build scripts' spelling) reports the same way."""
-    proc = subprocess.run([sys.executable, "-m", "dosmatgen.data.builtin", "--out", str(tmp_path / "b"), "--mlff",
-                           "banana"], capture_output=True, text=True, timeout=60)
+    """``python -m dev_scripts.builtin build`` (the build scripts' spelling) reports the same way."""
+    proc = subprocess.run([sys.executable, "-m", "dev_scripts.builtin", "build", "--out", str(tmp_path / "b"),
+                           "--mlff", "banana"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "python -m dosmatgen.data.builtin: error: unknown MLFF 'banana'; choose one of "
+        "python -m dev_scripts.builtin build: error: unknown MLFF 'banana'; choose one of "
         "['7net-0', 'chgnet', 'emt', 'orb', 'orb-v2', 'sevenn', 'sevennet']"], proc.stderr
 
 
@@ -651,7 +655,9 @@ def test_two_builds_of_one_part_on_one_output(tmp_path, capsys, other_run):
     out = tmp_path / "builtin"
     out.mkdir()
     lock = _hold_lock(out / ".build-prototypes-part2of4", other_run.pid)
-    assert main(f"data build-builtin --out {out} --part 2/4 --n-max 1".split()) == 2
+    from dev_scripts.builtin.cli import main as builtin_main
+
+    assert builtin_main(f"build --out {out} --part 2/4 --n-max 1".split()) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"being written by another run (pid {other_run.pid}" in err, err
     assert sorted(p.name for p in out.iterdir()) == [lock.name]  # nothing written beside the other run's claim

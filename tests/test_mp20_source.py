@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from dosmatgen.cli import main
-from dosmatgen.data import builtin, mp20, offsite
+from dev_scripts.builtin import build as builtin
+from dev_scripts.builtin import mp20, offsite
+from dev_scripts.builtin.cli import main as builtin_main
 from dosmatgen.data.info import dataset_summary, format_summary
 from dosmatgen.data.schema import CrystalRecord
 from dosmatgen.data.split import SPLIT_NAMES, make_split, record_source, source_counts, split_sizes
@@ -138,8 +140,8 @@ def test_bad_pool_files_and_options(tmp_path, capsys):
         mp20.candidates(_pool(tmp_path / "p.json", []), max_atoms=0)
     with pytest.raises(DataError, match="unknown candidate source"):
         builtin.source_candidates("nope")
-    code = main(["data", "build-builtin", "--source", "mp20", "--pool", str(tmp_path / "none.json"),
-                 "--out", str(tmp_path / "out")])
+    code = builtin_main(["build", "--source", "mp20", "--pool", str(tmp_path / "none.json"),
+                         "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "does not exist" in err
 
@@ -449,7 +451,7 @@ def test_parity_mp2020_correction(script):
 
 
 def test_labelling_cost_counts_the_committed_ledger(script, tmp_path, capsys):
-    from dosmatgen.data.builtin import read_ledger
+    from dosmatgen.data.store import read_ledger
 
     S = script("experiments/mp20_labelling_cost/mp20_labelling_cost")
     out = tmp_path / "cost.json"

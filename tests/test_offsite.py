@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from dosmatgen.cli import main
-from dosmatgen.data import builtin, offsite
+from dev_scripts.builtin import build as builtin
+from dev_scripts.builtin import offsite
+from dev_scripts.builtin.cli import main as builtin_main
 from dosmatgen.data.store import load_records
 from dosmatgen.dos.grid import N_DOS
 from dosmatgen.errors import DataError
@@ -82,7 +83,7 @@ def test_overcomplete_basis_is_left_for_a_local_build(exported):
 def test_cli_and_bad_input(tmp_path, capsys):
     with pytest.raises(DataError, match="not a folder of exported jobs"):
         offsite.ingest_jobs(tmp_path / "nope", tmp_path / "shards")
-    assert main(["data", "ingest-jobs", "--jobs", str(tmp_path), "--shards", str(tmp_path / "s")]) == 0
+    assert builtin_main(["ingest-jobs", "--jobs", str(tmp_path), "--shards", str(tmp_path / "s")]) == 0
     assert "ingested 0 labelled" in capsys.readouterr().out
 
 

@@ -2,7 +2,6 @@
 
 Sub-commands::
 
-    build-builtin   label the built-in prototype crystals with GPAW (resumable shards)
     merge           merge shards (built-in or MP) into one store
     download-mp     download the Materials Project DOS set (needs MP_API_KEY and mp-api)
     split           0.6/0.2/0.2 train/val/test id lists (+ standardiser fitted on train)
@@ -10,64 +9,25 @@ Sub-commands::
     target          one site's DOS as a target JSON (from a store or from MP)
     import-json     reference-code JSON list -> store
     export-json     store -> reference-code JSON list
+
+The built-in dataset's builder (its shards and ledgers) is a developer script outside the package:
+``python -m dev_scripts.builtin`` (dev_scripts/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from dosmatgen.commands.arguments import (declare_paths, finite, non_negative, non_negative_int, OneLineErrorParser,
-                                          positive_int)
+from dosmatgen.commands.arguments import declare_paths, finite, non_negative, non_negative_int, positive_int
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import check_writable
 
 DEFAULT_BUILTIN_SHARDS = "resources/builtin"
 DEFAULT_BUILTIN_STORE = "resources/builtin_dos.npz"
-
-
-class _DeferredArgumentsParser(OneLineErrorParser):
-    """A sub-command parser whose arguments come from a module imported only when this sub-command
-    is parsed or its help printed, so ``dosmatgen --help`` never imports it."""
-
-    _deferred: Callable[[argparse.ArgumentParser], None] | None = None
-
-    def _add_deferred(self) -> None:
-        callback, self._deferred = self._deferred, None
-        if callback is not None:
-            callback(self)
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        self._add_deferred()
-        return super().parse_known_args(args, namespace)
-
-    def format_help(self) -> str:
-        self._add_deferred()
-        return super().format_help()
-
-    def format_usage(self) -> str:
-        self._add_deferred()
-        return super().format_usage()
-
-
-def _add_builtin_arguments(parser: argparse.ArgumentParser) -> None:
-    try:
-        builtin = importlib.import_module("dosmatgen.data.builtin")
-    except ImportError as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-
-        def unavailable(args: argparse.Namespace) -> int:
-            raise ConfigError(f"the built-in dataset builder (dosmatgen.data.builtin) cannot be imported ({reason})")
-
-        parser.set_defaults(func=unavailable)
-        return
-    builtin.add_build_arguments(parser)
-    declare_paths(parser, inputs=("pool",), outputs={"out": "dir", "store": "file"})
-    parser.set_defaults(func=builtin.run_build)
 
 
 def _mp_id(text: str) -> str:
@@ -92,60 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     sub.required = True
 
-    # build-builtin ------------------------------------------------------------------------
-    b = sub.add_parser(
-        "build-builtin", help="label the built-in prototype crystals with GPAW site DOS (resumable)",
-        description="Build the built-in dataset: prototype crystals with element substitutions, relaxed "
-                    "with the default MLFF, labelled with GPAW (PBE, LCAO) site-projected DOS; with "
-                    "--source mp20, real MP-20 crystals labelled unrelaxed with the same protocol. Writes "
-                    "resumable shards; merge them with `dosmatgen data merge`.",
-    )
-    b.__class__ = _DeferredArgumentsParser
-    b._deferred = _add_builtin_arguments  # type: ignore[attr-defined]
-
-    # export-jobs / ingest-jobs (label on another machine) ----------------------------------
-    ej = sub.add_parser(
-        "export-jobs", help="relax the next built-in candidates and write their GPAW jobs, to label elsewhere",
-        description="For a DFT host whose Python has gpaw but not torch/pymatgen: relax the next "
-                    "candidates not in the ledgers of --shards and write ID.job.json + ID.meta.json into "
-                    "--jobs. There run `python3 gpaw_worker.py ID.job.json ID.out.npz` per job (the worker "
-                    "is dosmatgen/dos/gpaw_worker.py), then `dosmatgen data ingest-jobs`.",
-        epilog="example: dosmatgen data export-jobs --shards resources/builtin --jobs work/jobs --n 200 --skip 100",
-    )
-    ej.add_argument("--shards", default=DEFAULT_BUILTIN_SHARDS, metavar="DIR", help="the build's shard folder")
-    ej.add_argument("--jobs", required=True, metavar="DIR", help="folder to write the jobs into")
-    ej.add_argument("--n", type=positive_int, required=True, help="number of candidates to export")
-    ej.add_argument("--skip", type=non_negative_int, default=0,
-                    help="skip the first SKIP candidates still to do (e.g. those a running local build will take)")
-    ej.add_argument("--n-max", type=positive_int, default=4000, help="candidate list length, as in build-builtin")
-    ej.add_argument("--seed", type=non_negative_int, default=0)
-    ej.add_argument("--source", choices=["prototypes", "mp20"], default="prototypes",
-                    help="candidates, as in build-builtin: prototype crystals (default) or MP-20 crystals "
-                         "(exported unrelaxed)")
-    ej.add_argument("--pool", default=None, metavar="PATH", help="MP-20 pool JSON (default: as in build-builtin)")
-    ej.add_argument("--max-atoms", type=positive_int, default=None, metavar="N",
-                    help="--source mp20: only cells with at most N atoms (default: as in build-builtin)")
-    ej.add_argument("--retry-failed", default=None, metavar="TEXT",
-                    help="also export recorded failures whose reason contains TEXT, as in build-builtin")
-    ej.add_argument("--maxiter", type=positive_int, default=100, help="SCF iteration cap per mixer setting")
-    ej.add_argument("--no-progress", action="store_true")
-    declare_paths(ej, inputs=("shards", "pool"), outputs={"jobs": "dir"})
-    ej.set_defaults(func=_cmd_export_jobs)
-    ij = sub.add_parser(
-        "ingest-jobs", help="read the GPAW outputs of exported jobs into the build's shards",
-        description="Read every ID.out.npz beside the exported jobs into shard-offsite-*.npz and "
-                    "ledger-offsite.jsonl in --shards (idempotent; jobs without output stay to do).",
-    )
-    ij.add_argument("--jobs", required=True, metavar="DIR", help="folder of exported jobs and their outputs")
-    ij.add_argument("--shards", default=DEFAULT_BUILTIN_SHARDS, metavar="DIR", help="the build's shard folder")
-    ij.add_argument("--host", default=None, help="where the jobs ran, recorded in the ledger and shard meta")
-    declare_paths(ij, inputs=("jobs",), outputs={"shards": "dir"})
-    ij.set_defaults(func=_cmd_ingest_jobs)
-
     # merge ---------------------------------------------------------------------------------
     m = sub.add_parser("merge", help="merge shards (built-in or MP) into one store",
-                       description="Merge the shards written by build-builtin or download-mp into one "
-                                   ".npz store (atomic write).")
+                       description="Merge the shards written by the built-in builder (python -m "
+                                   "dev_scripts.builtin build) or download-mp into one .npz store (atomic write).")
     m.add_argument("--source", choices=["builtin", "mp"], default="builtin",
                    help="which builder wrote the shards (default: builtin)")
     m.add_argument("--shards", default=None, metavar="DIR",
@@ -209,7 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "element symbol); --figure hist.png draws element and size histograms.",
     )
     i.add_argument("--store", required=True,
-                   help="dataset store (.npz), or a build-builtin folder: then the labelled shards are counted "
+                   help="dataset store (.npz), or a built-in build folder: then the labelled shards are counted "
                         "as they stand, without a merge (e.g. while a build runs)")
     i.add_argument("--plot-site", type=_site_spec, default=None, metavar="ID:SITE",
                    help="plot this site's DOS, e.g. builtin-L12-Au3Ni:Ni or mp-976806:3")
@@ -263,36 +173,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # ---- handlers -----------------------------------------------------------------------------------
-def _cmd_export_jobs(args: argparse.Namespace) -> int:
-    from dosmatgen.data.offsite import export_jobs
-
-    counts = export_jobs(args.shards, args.jobs, args.n, skip=args.skip, seed=args.seed, n_max=args.n_max,
-                         engine_kwargs={"maxiter": args.maxiter}, progress=not args.no_progress, source=args.source,
-                         pool=args.pool, max_atoms=args.max_atoms, retry_failed=args.retry_failed)
-    print(f"wrote {counts['written']} jobs into {args.jobs} ({counts['failed']} relaxations failed, left to a "
-          f"local build)")
-    return 0
-
-
-def _cmd_ingest_jobs(args: argparse.Namespace) -> int:
-    from dosmatgen.data.offsite import ingest_jobs
-
-    c = ingest_jobs(args.jobs, args.shards, host=args.host)
-    print(f"ingested {c['done']} labelled and {c['failed']} failed; {c['pending']} without output, "
-          f"{c['retry']} left for a local build (over-complete basis)")
-    return 0
-
-
 def _cmd_merge(args: argparse.Namespace) -> int:
     if args.source == "builtin":
         shards, out = args.shards or DEFAULT_BUILTIN_SHARDS, args.out or DEFAULT_BUILTIN_STORE
         if not Path(shards).is_dir():
             raise DataError(f"shard folder {shards} does not exist")
-        try:
-            builtin = importlib.import_module("dosmatgen.data.builtin")
-        except ImportError as exc:
-            raise ConfigError(f"the built-in dataset builder cannot be imported ({exc})") from exc
-        result = builtin.merge(shards, out)
+        from dosmatgen.data.store import merge_shards
+
+        result = merge_shards(shards, out, command=" ".join(["dosmatgen", *sys.argv[1:]]))
     else:
         from dosmatgen.data.mp import merge_mp
 
@@ -362,7 +250,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             if option in ("figure", "out"):
                 check_figure_path(getattr(args, option), f"--{option}")
     if Path(args.store).is_dir():  # a build folder: count what its shards hold, no merge needed
-        from dosmatgen.data.builtin import read_shards
+        from dosmatgen.data.store import read_shards
 
         records, meta = read_shards(args.store)
         summary = dataset_summary(records, meta)

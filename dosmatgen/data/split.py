@@ -46,7 +46,7 @@ _PREFIXES: tuple[tuple[str, str], ...] = (("builtin-", "prototypes"), ("mp20-", 
 def record_source(structure_id: str) -> str:
     """The source of a structure, one of :data:`SOURCES`, from its id prefix.
 
-    The builders set the prefix (:func:`dosmatgen.data.mp20.structure_id_for` writes ``mp20-``, the
+    The builders set the prefix (``dev_scripts/builtin/mp20.py:structure_id_for`` writes ``mp20-``, the
     prototype builder ``builtin-``), and the provenance ``source`` of every labelled record agrees
     with it (``builtin`` / ``mp20``); the id is used because it is the one thing a split, a ledger
     and a store all hold, so the source is known without opening any provenance.

@@ -305,3 +305,82 @@ def concat_stores(paths: Sequence[str | Path], out_path: str | Path, meta: dict[
             out[r.structure_id] = r
     save_records(out_path, list(out.values()), meta)
     return len(out)
+
+
+# ---- build folders: the shards and ledgers of the built-in dataset builder (dev_scripts/builtin) ----
+#: Ledger of an unpartitioned prototype build; parts and other sources write ``ledger-*.jsonl``.
+LEDGER = "ledger.jsonl"
+
+
+def read_ledger(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``structure_id -> last ledger entry`` (status ``done`` or ``failed``), over ``ledger.jsonl``,
+    every part's ``ledger-part*.jsonl`` and the offsite ``ledger-offsite.jsonl``
+    (``dev_scripts/builtin/offsite.py``); a ``done`` entry is never replaced by a later failure (a
+    retried failure that succeeds wins in whichever ledger it lands)."""
+    out_dir = Path(out_dir)
+    entries: dict[str, dict[str, Any]] = {}
+    paths = [out_dir / LEDGER] + sorted(out_dir.glob("ledger-*.jsonl"))
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash: that structure is simply redone
+            if entries.get(obj["id"], {}).get("status") == "done" and obj.get("status") != "done":
+                continue  # a label in a shard stands, whatever another ledger says later
+            entries[obj["id"]] = obj
+    return entries
+
+
+def shard_paths(out_dir: str | Path) -> list[Path]:
+    return sorted(Path(out_dir).glob("shard-*.npz"))
+
+
+def read_shards(out_dir: str | Path) -> tuple[list[CrystalRecord], dict[str, Any]]:
+    """Every record in the shards of ``out_dir`` (an id seen twice keeps its first record) and the
+    store meta a merge writes (protocol, versions, counts, elements, prototypes, records per
+    provenance ``source``: ``builtin`` for prototype crystals, ``mp20`` for MP-20 ones; failures
+    from the ledgers)."""
+    from collections import Counter
+
+    shards = shard_paths(out_dir)
+    if not shards:
+        raise DataError(f"no shards in {out_dir}; run the build first")
+    records: dict[str, CrystalRecord] = {}
+    meta0: dict[str, Any] = {}
+    for p in shards:
+        meta0 = meta0 or load_meta(p)
+        for r in load_records(p):
+            records.setdefault(r.structure_id, r)
+    ledger = read_ledger(out_dir)
+    from ase.data import chemical_symbols
+
+    elements = sorted({chemical_symbols[int(z)] for r in records.values() for z in r.atomic_numbers})
+    meta = {"source": "builtin", "protocol": meta0.get("protocol"), "versions": meta0.get("versions"),
+            "build_command": meta0.get("command"),
+            "rebuild": "python -m dev_scripts.builtin build --out resources/builtin --workers 2 --n-max 4000 --seed 0 "
+                       "&& python -m dev_scripts.builtin build --out resources/builtin --merge-only "
+                       "--store resources/builtin_dos.npz",
+            "n_records": len(records),
+            "n_failed": sum(1 for e in ledger.values() if e.get("status") == "failed"),
+            "n_atoms": int(sum(r.num_atoms for r in records.values())), "elements": elements,
+            "prototypes": sorted({str(r.provenance["prototype"]) for r in records.values()
+                                  if "prototype" in r.provenance}),
+            "sources": dict(sorted(Counter(str(r.provenance.get("source")) for r in records.values()).items()))}
+    return list(records.values()), meta
+
+
+def merge_shards(out_dir: str | Path, store_path: str | Path, command: str | None = None) -> dict[str, Any]:
+    """Join every shard of ``out_dir`` into one store at ``store_path`` (see :func:`read_shards`);
+    returns the store meta (protocol, versions, command, counts, elements)."""
+    import sys
+
+    records, meta = read_shards(out_dir)
+    meta["merge_command"] = command or " ".join(sys.argv)
+    save_records(store_path, records, meta)
+    return meta

@@ -3,7 +3,7 @@
 Fits the GPAW seconds of the labelled MP-20 cells (``seconds_dft`` of the ``done`` entries of
 every ledger in ``--out``) two ways, a power law ``a * N**b`` in the atom count N and a mean of
 seconds per atom over cells of at least 4 atoms, and sums each over the next candidates of the
-builder's own order (:func:`dosmatgen.data.mp20.candidates`, cheapest first) until ``--target``
+builder's own order (:func:`dev_scripts.builtin.mp20.candidates`, cheapest first) until ``--target``
 cells are labelled.  Failed cells are left out of the fits; they are few and their cost is the
 timeout, so the estimate is a low one.  Writes every number and the exact command to ``--json``.
 
@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from dosmatgen.data import mp20
-from dosmatgen.data.builtin import read_ledger
+from dosmatgen.data.store import read_ledger
 from dosmatgen.io import atomic_save_json
+
+if str(Path(__file__).resolve().parents[2]) not in sys.path:  # the builder's MP-20 source is in dev_scripts/
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
+from dev_scripts.builtin import mp20  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -179,9 +179,8 @@ _COMPAT: dict[str, Any] = {}
 # ---- inputs --------------------------------------------------------------------------------------
 def labelled_mp20(shards: Path) -> list[Any]:
     """The labelled MP-20 records in the shards (first record of an id wins, as the merge does)."""
-    from dosmatgen.data.builtin import shard_paths
     from dosmatgen.data.split import record_source
-    from dosmatgen.data.store import DOSStore
+    from dosmatgen.data.store import DOSStore, shard_paths
 
     out: dict[str, Any] = {}
     for p in shard_paths(shards):
@@ -447,7 +446,9 @@ def _rel(path: str | Path) -> str:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    from dosmatgen.data import mp20
+    if str(ROOT) not in sys.path:  # the builder's MP-20 source is in dev_scripts/ at the repository root
+        sys.path.append(str(ROOT))
+    from dev_scripts.builtin import mp20
     from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
     from dosmatgen.io import atomic_save_json
 

@@ -2,24 +2,25 @@
 substitutions, relaxed with an MLFF and labelled with GPAW site DOS.
 
 Candidate sources (``--source``): ``prototypes`` (the default, above) and ``mp20``, real
-Materials Project crystals from the MP-20 pool (:mod:`dosmatgen.data.mp20`), labelled unrelaxed
+Materials Project crystals from the MP-20 pool (:mod:`dev_scripts.builtin.mp20`), labelled unrelaxed
 with the same engine and protocol into the same folder; their ledger and shards are named
 ``ledger-mp20*.jsonl`` and ``shard-mp20-*.npz`` so that both sources can run at once.
 
 Resumable: finished records go into shards of ~25 records (``shard-00001.npz`` ...) written
 atomically into ``out_dir``; ``ledger.jsonl`` lists every structure done or failed (with the
-reason), so a rerun skips both.  :func:`merge` joins the shards into one store.
+reason), so a rerun skips both.  :func:`merge` joins the shards into one store (the package's
+:func:`dosmatgen.data.store.merge_shards`, also ``dosmatgen data merge --source builtin``).
 
 Partitioned (``--part I/K``, e.g. one SLURM array task per part): part I takes every K-th
 candidate of the full list, starting at the I-th, and writes its own ``ledger-partIofK.jsonl``
 and ``shard-partIofK-00001.npz`` ..., so K jobs can share ``out_dir`` (a network file system)
 without touching each other's files; every job and :func:`merge` read all ledgers and shards.
 
-Command line (what the background job runs)::
+Command line (what the background job runs; from the repository root, :mod:`dev_scripts.builtin.cli`)::
 
-    python -m dosmatgen.data.builtin --out resources/builtin --workers 2 --n-max 4000 --seed 0
-    python -m dosmatgen.data.builtin --out resources/builtin --workers 1 --source mp20 --max-atoms 8
-    python -m dosmatgen.data.builtin --out resources/builtin --merge-only --store resources/builtin_dos.npz
+    python -m dev_scripts.builtin build --out resources/builtin --workers 2 --n-max 4000 --seed 0
+    python -m dev_scripts.builtin build --out resources/builtin --workers 1 --source mp20 --max-atoms 8
+    python -m dev_scripts.builtin build --out resources/builtin --merge-only --store resources/builtin_dos.npz
 """
 
 from __future__ import annotations
@@ -31,20 +32,20 @@ import random
 import signal
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from dosmatgen.data.prototypes import PROTOTYPES, TARGETS, Prototype, is_magnetic, structure_id_for, substitutions
+from dev_scripts.builtin.prototypes import PROTOTYPES, TARGETS, Prototype, is_magnetic, structure_id_for, substitutions
 from dosmatgen.data.schema import MIN_DISTANCE, CrystalRecord
+# the readers of a build folder are the package's (dosmatgen data info and merge use them too)
+from dosmatgen.data.store import LEDGER, merge_shards, read_ledger, shard_paths
 from dosmatgen.dos.gpaw_engine import cost_estimate
 from dosmatgen.errors import DataError
 from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 
-LEDGER = "ledger.jsonl"
 #: Candidate sources of :func:`build` (``--source``); the first is the default.
 SOURCES: tuple[str, ...] = ("prototypes", "mp20")
 
@@ -192,14 +193,14 @@ def source_candidates(source: str = "prototypes", seed: int = 0, n_max: int | No
     """The ordered candidates of ``source`` and its skipped rows ``(id, reason)``.
 
     ``prototypes``: :func:`candidates` (``seed``, ``n_max``), nothing skipped.  ``mp20``:
-    :func:`dosmatgen.data.mp20.candidates` of the pool file ``pool`` (default: the repository's, ``resources/mp20``) with
-    at most ``max_atoms`` atoms (default :data:`dosmatgen.data.mp20.DEFAULT_MAX_ATOMS`), cheapest
-    first, the first ``n_max``.
+    :func:`dev_scripts.builtin.mp20.candidates` of the pool file ``pool`` (default: the repository's,
+    ``resources/mp20``) with at most ``max_atoms`` atoms (default
+    :data:`dev_scripts.builtin.mp20.DEFAULT_MAX_ATOMS`), cheapest first, the first ``n_max``.
     """
     if source == "prototypes":
         return list(candidates(seed, n_max)), []
     if source == "mp20":
-        from dosmatgen.data import mp20
+        from dev_scripts.builtin import mp20
 
         return mp20.candidates(pool if pool is not None else mp20.DEFAULT_POOL,
                                max_atoms if max_atoms is not None else mp20.DEFAULT_MAX_ATOMS, n_max)
@@ -217,32 +218,7 @@ def report_skipped(source: str, skipped: list[tuple[str, str]]) -> None:
               file=sys.stderr, flush=True)
 
 
-# ---- ledger and shards ------------------------------------------------------------------------
-def read_ledger(out_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """``structure_id -> last ledger entry`` (status ``done`` or ``failed``), over ``ledger.jsonl``,
-    every part's ``ledger-part*.jsonl`` and the offsite ``ledger-offsite.jsonl``
-    (:mod:`dosmatgen.data.offsite`); a ``done`` entry is never replaced by a later failure (a
-    retried failure that succeeds wins in whichever ledger it lands)."""
-    out_dir = Path(out_dir)
-    entries: dict[str, dict[str, Any]] = {}
-    paths = [out_dir / LEDGER] + sorted(out_dir.glob("ledger-*.jsonl"))
-    for path in paths:
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash: that structure is simply redone
-            if entries.get(obj["id"], {}).get("status") == "done" and obj.get("status") != "done":
-                continue  # a label in a shard stands, whatever another ledger says later
-            entries[obj["id"]] = obj
-    return entries
-
-
+# ---- ledger and shards (read by dosmatgen.data.store: read_ledger, shard_paths, read_shards) -----
 def check_retry_text(retry_failed: str | None) -> None:
     """DataError for an empty ``--retry-failed`` text (it would match every failure)."""
     if retry_failed is not None and not retry_failed.strip():
@@ -271,10 +247,6 @@ def _append_ledger(out_dir: Path, entries: list[dict[str, Any]], name: str = LED
             fh.write(json.dumps(e, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def shard_paths(out_dir: str | Path) -> list[Path]:
-    return sorted(Path(out_dir).glob("shard-*.npz"))
 
 
 def _next_shard_index(out_dir: Path, prefix: str = "shard-") -> int:
@@ -372,8 +344,8 @@ def _work(args: tuple[LabelCandidate, float, int]) -> dict[str, Any]:
 def command_line() -> str:
     """How this process was started, in a form that can be pasted back into a shell."""
     argv = list(sys.argv)
-    if argv and argv[0].endswith(os.path.join("data", "builtin.py")):
-        return "python -m dosmatgen.data.builtin " + " ".join(argv[1:])
+    if argv and argv[0].endswith(os.path.join("dev_scripts", "builtin", "__main__.py")):
+        return "python -m dev_scripts.builtin " + " ".join(argv[1:])
     if argv and os.path.basename(argv[0]) == "dosmatgen":
         return "dosmatgen " + " ".join(argv[1:])
     return " ".join(argv)
@@ -428,7 +400,7 @@ def build(out_dir: str | Path, n_max: int = 4000, seed: int = 0, workers: int = 
     meta = {"command": command_line(), "source": source, "seed": seed, "n_max": n_max, "mlff": mlff,
             "versions": versions(), "part": None if part is None else f"{part[0]}/{part[1]}"}
     if source == "mp20":
-        from dosmatgen.data.mp20 import DEFAULT_MAX_ATOMS, DEFAULT_POOL
+        from dev_scripts.builtin.mp20 import DEFAULT_MAX_ATOMS, DEFAULT_POOL
 
         meta.update(pool=str(pool if pool is not None else DEFAULT_POOL),
                     max_atoms=max_atoms if max_atoms is not None else DEFAULT_MAX_ATOMS)
@@ -540,55 +512,15 @@ def _label_in_pool(todo: list[LabelCandidate], writer: _ShardWriter, workers: in
         signal.signal(signal.SIGTERM, old)
 
 
-def read_shards(out_dir: str | Path) -> tuple[list[CrystalRecord], dict[str, Any]]:
-    """Every record in the shards of ``out_dir`` (an id seen twice keeps its first record) and the
-    store meta a merge writes (protocol, versions, counts, elements, prototypes, records per
-    provenance ``source``: ``builtin`` for prototype crystals, ``mp20`` for MP-20 ones; failures
-    from the ledgers)."""
-    from dosmatgen.data.store import load_meta, load_records
-
-    shards = shard_paths(out_dir)
-    if not shards:
-        raise DataError(f"no shards in {out_dir}; run the build first")
-    records: dict[str, CrystalRecord] = {}
-    meta0: dict[str, Any] = {}
-    for p in shards:
-        meta0 = meta0 or load_meta(p)
-        for r in load_records(p):
-            records.setdefault(r.structure_id, r)
-    ledger = read_ledger(out_dir)
-    from ase.data import chemical_symbols
-
-    elements = sorted({chemical_symbols[int(z)] for r in records.values() for z in r.atomic_numbers})
-    meta = {"source": "builtin", "protocol": meta0.get("protocol"), "versions": meta0.get("versions"),
-            "build_command": meta0.get("command"),
-            "rebuild": "python -m dosmatgen.data.builtin --out resources/builtin --workers 2 --n-max 4000 --seed 0 "
-                       "&& python -m dosmatgen.data.builtin --out resources/builtin --merge-only "
-                       "--store resources/builtin_dos.npz",
-            "n_records": len(records),
-            "n_failed": sum(1 for e in ledger.values() if e.get("status") == "failed"),
-            "n_atoms": int(sum(r.num_atoms for r in records.values())), "elements": elements,
-            "prototypes": sorted({str(r.provenance["prototype"]) for r in records.values()
-                                  if "prototype" in r.provenance}),
-            "sources": dict(sorted(Counter(str(r.provenance.get("source")) for r in records.values()).items()))}
-    return list(records.values()), meta
-
-
 def merge(out_dir: str | Path, store_path: str | Path, command: str | None = None) -> dict[str, Any]:
-    """Join every shard of ``out_dir`` into one store at ``store_path`` (see :func:`read_shards`);
-    returns the store meta (protocol, versions, command, counts, elements)."""
-    from dosmatgen.data.store import save_records
-
-    records, meta = read_shards(out_dir)
-    meta["merge_command"] = command or command_line()
-    save_records(store_path, records, meta)
-    return meta
+    """:func:`dosmatgen.data.store.merge_shards` recording this process's :func:`command_line`."""
+    return merge_shards(out_dir, store_path, command or command_line())
 
 
 # ---- command line -----------------------------------------------------------------------------
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``dosmatgen data build-builtin`` / ``python -m dosmatgen.data.builtin``."""
-    from dosmatgen.data.mp20 import DEFAULT_MAX_ATOMS, DEFAULT_POOL
+    """Options of ``python -m dev_scripts.builtin build``."""
+    from dev_scripts.builtin.mp20 import DEFAULT_MAX_ATOMS, DEFAULT_POOL
 
     parser.add_argument("--out", default="resources/builtin", help="shard directory (resumable)")
     parser.add_argument("--source", choices=SOURCES, default=SOURCES[0],
@@ -622,7 +554,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    """Entry point shared by the data CLI and ``python -m``."""
+    """What ``python -m dev_scripts.builtin build`` runs."""
     if args.merge_only:
         if not args.store:
             raise DataError("--merge-only needs --store PATH")
@@ -648,19 +580,3 @@ def run_build(args: argparse.Namespace) -> int:
         meta = merge(args.out, args.store)
         print(f"merged {meta['n_records']} records into {args.store}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from dosmatgen.errors import DosmatgenError
-
-    parser = argparse.ArgumentParser(prog="python -m dosmatgen.data.builtin", description=__doc__.split("\n\n")[0])
-    add_build_arguments(parser)
-    try:
-        return run_build(parser.parse_args(argv))
-    except DosmatgenError as exc:  # one line, as from `dosmatgen data build-builtin`
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

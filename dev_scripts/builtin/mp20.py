@@ -4,8 +4,8 @@ The pool (``resources/mp20/mp20_pool.json`` in the repository, see its README) h
 rows: ``material_id``, ``formula``, ``lattice`` (3x3 rows, Å), ``species``, ``frac_coords`` and
 MP's ``formation_energy_per_atom``, ``band_gap``, ``e_above_hull`` and ``spacegroup``.  Each
 usable row becomes an :class:`MP20Candidate` with id ``mp20-<material_id>``, labelled by
-:func:`dosmatgen.data.builtin.build` with the same GPAW engine, protocol, ledgers and shards as the
-prototype crystals (``dosmatgen data build-builtin --source mp20``).  The structures are MP's
+:func:`dev_scripts.builtin.build.build` with the same GPAW engine, protocol, ledgers and shards as the
+prototype crystals (``python -m dev_scripts.builtin build --source mp20``).  The structures are MP's
 DFT-relaxed geometries and are labelled as they are: no MLFF relaxation.
 
 A row is skipped, with its reason, when it is malformed, its lattice is not a finite 3x3 matrix
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dosmatgen.data.prototypes import is_magnetic
+from dev_scripts.builtin.prototypes import is_magnetic
 from dosmatgen.data.schema import MIN_DISTANCE, CrystalRecord
 from dosmatgen.dos.gpaw_engine import GPAW_ELEMENTS, cost_estimate
 from dosmatgen.errors import DataError

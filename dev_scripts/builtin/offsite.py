@@ -1,11 +1,11 @@
 """Label built-in candidates on another machine whose Python has GPAW but not dosmatgen's stack.
 
-The built-in build (:mod:`dosmatgen.data.builtin`) relaxes each candidate with an MLFF (torch) and
+The built-in build (:mod:`dev_scripts.builtin.build`) relaxes each candidate with an MLFF (torch) and
 labels it with GPAW, both in one process pool.  A DFT host often has only the second: an
 interpreter that imports gpaw.  Then the work splits in three, with the same protocol:
 
 1. here, :func:`export_jobs`: build and MLFF-relax the next candidates not yet in the ledgers
-   (of either source, :func:`dosmatgen.data.builtin.source_candidates`; MP-20 crystals are not
+   (of either source, :func:`dev_scripts.builtin.build.source_candidates`; MP-20 crystals are not
    relaxed) and write one GPAW job per crystal (``<id>.job.json``, what the engine would send
    its worker) and its record's provenance (``<id>.meta.json``);
 2. there, the standalone worker, one process per core::
@@ -14,7 +14,7 @@ interpreter that imports gpaw.  Then the work splits in three, with the same pro
 
 3. here, :func:`ingest_jobs`: read every ``<id>.out.npz`` back into shards
    (``shard-offsite-00001.npz`` ...) and ``ledger-offsite.jsonl`` beside the build's own, so the
-   next build and :func:`dosmatgen.data.builtin.merge` see them.  Ingesting twice adds nothing.
+   next build and :func:`dosmatgen.data.store.merge_shards` see them.  Ingesting twice adds nothing.
 
 A job whose first basis is over-complete is not ingested as a failure: the worker has no fallback
 basis, and the next local build retries it with one.  A job without output (not run, killed) stays
@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from dosmatgen.data.builtin import (_append_ledger, _next_shard_index, check_retry_text, command_line, read_ledger,
-                                    relax_record, report_skipped, source_candidates, versions,
-                                    without_retried_failures)
+from dev_scripts.builtin.build import (_append_ledger, _next_shard_index, check_retry_text, command_line,
+                                      relax_record, report_skipped, source_candidates, versions,
+                                      without_retried_failures)
 from dosmatgen.data.schema import CrystalRecord
+from dosmatgen.data.store import read_ledger
 from dosmatgen.errors import DataError
 from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS
 
@@ -49,7 +50,7 @@ def export_jobs(shards_dir: str | Path, jobs_dir: str | Path, n: int, skip: int 
                 pool: str | Path | None = None, max_atoms: int | None = None,
                 retry_failed: str | None = None) -> dict[str, int]:
     """Relax the candidates ``skip .. skip+n-1`` of ``source`` (``pool``, ``max_atoms``: see
-    :func:`dosmatgen.data.builtin.source_candidates`) not yet in the ledgers of ``shards_dir`` (or
+    :func:`dev_scripts.builtin.build.source_candidates`) not yet in the ledgers of ``shards_dir`` (or
     recorded as failed for a reason containing ``retry_failed``, as in ``build``) and write their
     GPAW jobs into ``jobs_dir`` (those already there are kept).  Returns ``{"written", "failed"}``;
     a candidate whose relaxation or check fails is left out (the next local build records it)."""
@@ -125,7 +126,7 @@ def ingest_jobs(jobs_dir: str | Path, shards_dir: str | Path, shard_size: int = 
     done_entries: list[dict[str, Any]] = []
     failed_entries: list[dict[str, Any]] = []
     shard_meta: dict[str, Any] = {}
-    common_meta = {"command": f"{command_line()} (jobs exported by dosmatgen data export-jobs)",
+    common_meta = {"command": f"{command_line()} (jobs exported by python -m dev_scripts.builtin export-jobs)",
                    "versions": versions(), "part": "offsite", "host": host}
     for meta_path in sorted(jobs_dir.glob("*.meta.json")):
         sid = meta_path.name[: -len(".meta.json")]

@@ -1,0 +1,1 @@
+"""One-off generators for developers (see README.md here); not part of the installed package."""
