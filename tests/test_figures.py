@@ -159,3 +159,30 @@ def test_figures_share_one_seaborn_style_set_only_while_drawing(tmp_path):
     assert seen["width"] <= style.MAX_WIDTH
     assert dict(mpl.rcParams) == before  # restored after the figure
     assert mpl.rcParams["font.size"] != seen["font"]  # so the style was not already the default
+
+
+def test_dataset_figures_are_drawn_in_the_one_style(tmp_path, monkeypatch):
+    """`data info`'s two figures (plots/dataset.py) go through figure_style and new_figure, at most
+    MAX_WIDTH wide; negative control: a figure drawn outside the style has the default font."""
+    import matplotlib as mpl
+    import numpy as np
+
+    from dosmatgen.data.info import dataset_summary
+    from dosmatgen.data.schema import CrystalRecord
+    from dosmatgen.plots import dataset, style
+
+    records = [CrystalRecord(f"x{i}", [8, 12 + i], [[0, 0, 0], [.5, .5, .5]], np.eye(3) * 3, np.ones((2, 400)),
+                             {"source": "prototypes" if i else "mp20"}) for i in range(2)]
+    seen = []
+    real_save = dataset._save
+
+    def spy(fig, out_path):
+        seen.append((mpl.rcParams["font.size"], mpl.rcParams["axes.spines.right"], fig.get_figwidth()))
+        real_save(fig, out_path)
+
+    monkeypatch.setattr(dataset, "_save", spy)
+    dataset.plot_dataset_figure(dataset_summary(records), tmp_path / "d.png")
+    dataset.plot_site_dos(records[0], "Mg", tmp_path / "s.svg")
+    assert (tmp_path / "d.png").stat().st_size > 0 and (tmp_path / "s.svg").stat().st_size > 0
+    assert all(font >= 10 and spine is False and width <= style.MAX_WIDTH for font, spine, width in seen)
+    assert len(seen) == 2 and mpl.rcParams["font.size"] != seen[0][0]

@@ -235,8 +235,8 @@ def _cmd_split(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from dosmatgen.data.info import (check_figure_path, dataset_summary, format_summary, plot_dataset_figure,
-                                     plot_site_dos)
+    from dosmatgen.data.info import dataset_summary, format_summary
+    from dosmatgen.plots.dataset import check_figure_path, plot_dataset_figure, plot_site_dos
     from dosmatgen.data.store import DOSStore
     from dosmatgen.io import atomic_save_json, atomic_write
 

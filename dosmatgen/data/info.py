@@ -1,5 +1,5 @@
-"""What is in a dataset store: counts, elements, cell sizes, provenance (text), and two figures —
-one site's DOS, and the element + atoms-per-cell histograms.
+"""What is in a dataset store: counts, elements, cell sizes, provenance (text); its two figures
+(one site's DOS, the element and atoms-per-cell histograms) are drawn by :mod:`dosmatgen.plots.dataset`.
 
 >>> import numpy as np
 >>> r = CrystalRecord("x", [8, 12], [[0, 0, 0], [.5, .5, .5]], np.eye(3) * 3, np.ones((2, 400)),
@@ -13,16 +13,13 @@ one site's DOS, and the element + atoms-per-cell histograms.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from dosmatgen.data.schema import CrystalRecord, element_symbol
 from dosmatgen.data.split import SOURCES, record_source
-from dosmatgen.dos.grid import ENERGY_GRID
 from dosmatgen.errors import DataError
-from dosmatgen.io import atomic_temp_path
 
 
 def dataset_summary(records: Iterable[CrystalRecord], meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -146,93 +143,3 @@ def store_site_dos(store: Any, spec: str) -> tuple[np.ndarray, list[int], Crysta
         raise DataError(f"{sid} has no site DOS in {store.path}")
     idx = list(range(rec.num_atoms)) if not sites else [resolve_site_index(rec, s.strip()) for s in sites.split(",")]
     return rec.dos[idx], idx, rec
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-#: The figure files ``data info`` draws, by extension.
-FIGURE_SUFFIXES: tuple[str, ...] = (".png", ".pdf", ".svg")
-
-
-def check_figure_path(path: str | Path, flag: str) -> None:
-    """:class:`~dosmatgen.errors.ConfigError` unless ``path`` ends in one of :data:`FIGURE_SUFFIXES`
-    (checked before any work, so a summary is never written and then its figure refused)."""
-    from dosmatgen.errors import ConfigError
-
-    suffix = Path(path).suffix.lower()
-    if suffix not in FIGURE_SUFFIXES:
-        raise ConfigError(f"{flag} {path}: a figure is one of {', '.join(FIGURE_SUFFIXES)}, not "
-                          f"{suffix or 'a file without extension'}")
-
-
-def _save(fig: Any, out_path: str | Path) -> None:
-    out_path = Path(out_path)
-    with atomic_temp_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight", format=out_path.suffix.lstrip(".").lower())
-
-
-def plot_site_dos(record: CrystalRecord, site: int | str, out_path: str | Path,
-                  extra: dict[str, np.ndarray] | None = None) -> int:
-    """Plot one site's DOS on :data:`ENERGY_GRID` (E − E_F) to ``out_path``; ``extra`` adds labelled
-    curves (e.g. a generated DOS) on the same axes. Returns the site index used."""
-    if record.dos is None:
-        raise DataError(f"{record.structure_id} has no site DOS to plot")
-    i = resolve_site_index(record, site)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    el = element_symbol(record.atomic_numbers[i])
-    ax.plot(ENERGY_GRID, record.dos[i], color="k", lw=1.2, label=f"{record.formula} site {i} ({el})")
-    for label, curve in (extra or {}).items():
-        ax.plot(ENERGY_GRID, np.asarray(curve), lw=1.0, label=label)
-    ax.axvline(0.0, color="grey", lw=0.6, ls="--")
-    ax.set(xlabel="E − E$_F$ (eV)", ylabel="DOS (states/eV/site)", xlim=(ENERGY_GRID[0], ENERGY_GRID[-1]))
-    ax.set_title(record.structure_id, fontsize=9)
-    ax.legend(fontsize=8, frameon=False)
-    _save(fig, out_path)
-    plt.close(fig)
-    return i
-
-
-def plot_dataset_figure(summary: dict[str, Any], out_path: str | Path, title: str = "") -> None:
-    """Two panels: structures containing each element (by Z) and atoms-per-cell histogram; with more
-    than one source (``summary["by_source"]``) the bars are stacked by source."""
-    plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 1]})
-    els = list(summary["element_counts"])
-    sizes = summary["size_histogram"]
-    by_source = summary.get("by_source") or {}
-    if len(by_source) > 1:
-        el_bottom, size_bottom = np.zeros(len(els)), np.zeros(len(sizes))
-        colours = {"prototypes": "tab:blue", "mp20": "tab:red", "mp": "tab:green", "other": "tab:grey"}
-        for src, v in by_source.items():
-            h = np.array([v["element_counts"].get(e, 0) for e in els], dtype=float)
-            ax1.bar(range(len(els)), h, bottom=el_bottom, color=colours.get(src), label=f"{src} ({v['n_structures']})")
-            el_bottom += h
-            # JSON round trips turn the histogram's int keys into strings
-            vs = {int(n): c for n, c in v["size_histogram"].items()}
-            h = np.array([vs.get(int(n), 0) for n in sizes], dtype=float)
-            ax2.bar([int(n) for n in sizes], h, bottom=size_bottom, color=colours.get(src))
-            size_bottom += h
-        ax1.legend(fontsize=8, frameon=False)
-    else:
-        ax1.bar(range(len(els)), [summary["element_counts"][e] for e in els], color="tab:blue")
-        ax2.bar([int(n) for n in sizes], list(sizes.values()), color="tab:orange")
-    ax1.set_xticks(range(len(els)))
-    ax1.set_xticklabels(els, rotation=90, fontsize=7 if len(els) < 60 else 5)
-    ax1.set(ylabel="structures containing element", xlim=(-0.7, len(els) - 0.3))
-    from matplotlib.ticker import MaxNLocator
-
-    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax2.set(xlabel="atoms per cell", ylabel="structures")
-    fig.suptitle(title or f"{summary['n_structures']} structures, {summary['n_elements']} elements", fontsize=10)
-    fig.tight_layout()
-    _save(fig, out_path)
-    plt.close(fig)
