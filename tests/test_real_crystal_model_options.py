@@ -83,3 +83,23 @@ def test_defaults_are_the_paper_and_unknown_values_are_refused():
         ModelConfig(dos_encoder="transformer")
     with pytest.raises(ConfigError, match="type_head"):
         ModelConfig(type_head="period")
+
+
+def test_dos_noise_perturbs_the_training_condition_only():
+    batch = CrystalBatch.from_records(toy_records())
+    plain = JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(),
+                                        "diffusion": {"timesteps": 50, "sigma_norm_samples": 500}})
+    noisy = JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(),
+                                        "diffusion": {"timesteps": 50, "sigma_norm_samples": 500, "dos_noise": 0.5}})
+    noisy.load_state_dict(plain.state_dict())
+    losses = [m.loss(batch, generator=torch.Generator().manual_seed(0))["loss"] for m in (plain, noisy, plain)]
+    assert torch.equal(losses[0], losses[2])  # negative control: same generator, same loss
+    assert not torch.equal(losses[0], losses[1])
+    from dosmatgen.model.batch import NoisyBatch
+
+    state = NoisyBatch.from_clean(batch)
+    t = torch.full((batch.num_graphs,), 10)
+    for a, b in zip(plain.eps(state, t), noisy.eps(state, t)):  # sampling sees the DOS as given
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="dos_noise"):
+        JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(), "diffusion": {"dos_noise": -1.0}})

@@ -115,6 +115,9 @@ class DiffusionConfig(DictConfig):
         lambda_aux: weight of an auxiliary element cross-entropy from the final node features of
             the conditioned atoms through a separate linear head (not in the paper; 0 = off). It
             trains the features only: sampling does not use that head.
+        dos_noise: standard deviation of Gaussian noise added to the standardised DOS condition in
+            training only (not in the paper; 0 = off): the network cannot read the element from a
+            memorised training DOS and must use what a band looks like (issue 35, a regulariser).
         lattice_scale: ``"none"`` (the paper): the lattice channel diffuses L (A6). ``"atoms"`` (not
             in the paper): it diffuses L / N^(1/3), whose clean value has the size of the volume per
             atom for every cell size (as MatterGen scales its lattice prior); the network sees the
@@ -145,6 +148,7 @@ class DiffusionConfig(DictConfig):
     type_target: str = "eps"
     lambda_ce: float = 1.0
     lambda_aux: float = 0.0
+    dos_noise: float = 0.0
     lattice_scale: str = "none"
     p_uncond: float = 0.2
     drop_mode: str = "structure"
@@ -177,7 +181,7 @@ class DiffusionConfig(DictConfig):
         if not 0 < self.sigma_begin < self.sigma_end:
             raise ConfigError(f"diffusion config needs 0 < sigma_begin < sigma_end, got "
                               f"{self.sigma_begin}, {self.sigma_end}")
-        for name in ("lambda_A", "lambda_X", "lambda_L", "lambda_ce", "lambda_aux"):
+        for name in ("lambda_A", "lambda_X", "lambda_L", "lambda_ce", "lambda_aux", "dos_noise"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"diffusion config {name} must be >= 0, got {getattr(self, name)}")
         for name in ("p_uncond", "p_atom_mask"):

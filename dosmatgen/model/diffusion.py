@@ -163,12 +163,16 @@ class JointDiffusion(nn.Module):
 
         With ``type_target`` ``"x0"`` or ``"posterior"``, L_A is the cross-entropy of the element
         logits against the clean element (weight ``lambda_ce``); with ``lambda_aux > 0`` the auxiliary element
-        cross-entropy of the conditioned atoms (after the condition drop) is added.
+        cross-entropy of the conditioned atoms (after the condition drop) is added; with ``dos_noise > 0``
+        the condition the network sees is the standardised DOS plus Gaussian noise of that size.
         """
         cfg = self.diffusion_cfg
         t = self.schedule.sample_t(batch.num_graphs, batch.device, generator)
         state, (eps_a, tar_x, eps_l) = self.schedule.noise(batch, t, generator, self.model_cfg.max_z)
         cond = drop_condition(batch.cond_mask, batch.batch, batch.num_graphs, cfg, generator)
+        if cfg.dos_noise > 0:
+            noise = torch.randn(state.dos.shape, device=state.dos.device, dtype=state.dos.dtype, generator=generator)
+            state = state.replace(dos=state.dos + cfg.dos_noise * noise)
         out, h = self._forward(state, t, cond)
         element = (batch.atom_types - 1).clamp(0, self.model_cfg.max_z - 1)
         if cfg.type_target != "eps":

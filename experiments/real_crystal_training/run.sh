@@ -6,7 +6,9 @@
 # 200 steps, seed 0, batch 128) with a sampling recipe and scored with the committed surrogate.
 #
 #   bash experiments/real_crystal_training/run.sh train VARIANT SEED
-#   bash experiments/real_crystal_training/run.sh eval VARIANT SEED RECIPE
+#   bash experiments/real_crystal_training/run.sh eval VARIANT SEED RECIPE [prototypes]
+#
+# `prototypes` regenerates the test split's prototype structures instead (results under prototypes/).
 #
 # Seed 0 of `base` is the committed demo model (results/demo_run/diffusion.pt, the same command at
 # 5f55448 with two threads); every other model is trained here. Everything is resumable: a
@@ -26,6 +28,8 @@ declare -A TRAIN=(
   [real3]="--size compact --repeat-source mp20=3"
   [conv]="--config $HERE/conv.yaml"
   [groupperiod]="--config $HERE/groupperiod.yaml"
+  [dosnoise03]="--config $HERE/dosnoise03.yaml"
+  [dosnoise10]="--config $HERE/dosnoise10.yaml"
 )
 declare -A SAMPLE=(
   [demo]=""
@@ -44,18 +48,20 @@ if [ "$stage" = train ]; then
     > "$model/train.log" 2>&1
   exit 0
 fi
-recipe=$4
+recipe=$4 part=${5:-mp20}
+[ "$part" = prototypes ] && OUT="$OUT/prototypes" && mkdir -p "$OUT"
 while [ "$ckpt" != "$RUN/diffusion.pt" ] && [ ! -f "$model/final.pt" ]; do sleep 30; done  # a worker still trains it
-split="$WORK/split_real_test.json"
-[ -f "$split" ] || "$PY" - "$RUN/split.json" "$split" <<'PYEOF'
+split="$WORK/split_test_$part.json"
+[ -f "$split" ] || "$PY" - "$RUN/split.json" "$split" "$part" <<'PYEOF'
 import json, sys
 from dosmatgen.data.split import record_source
 split = json.load(open(sys.argv[1]))
-real = [i for i in split["test"] if record_source(i) == "mp20"]
-json.dump({"train": split["train"], "val": split["val"], "test": real}, open(sys.argv[2], "w"))
+part = [i for i in split["test"] if record_source(i) == sys.argv[3]]
+json.dump({"train": split["train"], "val": split["val"], "test": part}, open(sys.argv[2], "w"))
 PYEOF
 name="${variant}_s${seed}_$recipe"
 gen="$WORK/samples/$name.npz"
+[ "$part" = prototypes ] && gen="$WORK/samples/prototypes_$name.npz"
 [ -f "$gen" ] || OMP_NUM_THREADS=1 "$PY" -m dosmatgen.cli evaluate regenerate --checkpoint "$ckpt" \
   --store "$STORE" --split "$split" --subset test --guidance cfg --t0 1000 --steps 200 \
   --batch-size 128 --seed 0 --device cpu --no-progress ${SAMPLE[$recipe]} --out "$gen"
