@@ -38,25 +38,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_command(args: argparse.Namespace, prog: str) -> int:
+    """Check the declared paths of parsed ``args`` and run ``args.func``: a
+    :class:`~dosmatgen.errors.DosmatgenError` or an unchecked file-system refusal is one line on
+    stderr (``prog: error: ...``) and exit 2, an interrupt exit 130 (rerun to resume)."""
     from dosmatgen.commands.arguments import check_paths
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
         check_paths(args)
         result = args.func(args)
     except DosmatgenError as exc:
-        print(f"dosmatgen {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file system refusal nobody checked for: still one line, not a traceback
         where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-        print(f"dosmatgen {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"{prog}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"dosmatgen {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(args, f"dosmatgen {args.command}")
 
 
 if __name__ == "__main__":

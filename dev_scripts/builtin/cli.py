@@ -14,11 +14,9 @@ Merging the shards into a store is the package's: ``dosmatgen data merge --sourc
 from __future__ import annotations
 
 import argparse
-import sys
 
-from dosmatgen.commands.arguments import (OneLineErrorParser, check_paths, declare_paths, non_negative_int,
-                                          positive_int)
-from dosmatgen.errors import DosmatgenError
+from dosmatgen.cli import run_command
+from dosmatgen.commands.arguments import OneLineErrorParser, declare_paths, non_negative_int, positive_int
 
 PROG = "python -m dev_scripts.builtin"
 DEFAULT_BUILTIN_SHARDS = "resources/builtin"
@@ -105,23 +103,9 @@ def _cmd_ingest_jobs(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, check the declared paths, run; a :class:`~dosmatgen.errors.DosmatgenError` or an
-    unchecked file-system refusal is one line on stderr and exit 2 (as from ``dosmatgen``)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    prog = f"{PROG} {args.command}"
-    try:
-        check_paths(args)
-        result = args.func(args)
-    except DosmatgenError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-        print(f"{prog}: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    return int(result or 0)
+    """Parse and run with ``dosmatgen``'s error handling (:func:`dosmatgen.cli.run_command`): a
+    :class:`~dosmatgen.errors.DosmatgenError` or an unchecked file-system refusal is one line on
+    stderr and exit 2."""
+    args = build_parser().parse_args(argv)
+    return run_command(args, f"{PROG} {args.command}")
 
