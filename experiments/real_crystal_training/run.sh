@@ -6,9 +6,11 @@
 # 200 steps, seed 0, batch 128) with a sampling recipe and scored with the committed surrogate.
 #
 #   bash experiments/real_crystal_training/run.sh train VARIANT SEED
-#   bash experiments/real_crystal_training/run.sh eval VARIANT SEED RECIPE [prototypes]
+#   bash experiments/real_crystal_training/run.sh eval VARIANT SEED RECIPE[@SAMPLING_SEED] [prototypes]
 #
 # `prototypes` regenerates the test split's prototype structures instead (results under prototypes/).
+# RECIPE@K samples with sampling seed K instead of 0 (results under sampling_seeds/, named ..._kK):
+# the candidates that best_of_k.py selects among.
 #
 # Seed 0 of `base` is the committed demo model (results/demo_run/diffusion.pt, the same command at
 # 5f55448 with two threads); every other model is trained here. Everything is resumable: a
@@ -48,7 +50,8 @@ if [ "$stage" = train ]; then
     > "$model/train.log" 2>&1
   exit 0
 fi
-recipe=$4 part=${5:-mp20}
+recipe=${4%@*} part=${5:-mp20} sampling_seed=0
+[[ "$4" == *@* ]] && sampling_seed=${4#*@}
 [ "$part" = prototypes ] && OUT="$OUT/prototypes" && mkdir -p "$OUT"
 while [ "$ckpt" != "$RUN/diffusion.pt" ] && [ ! -f "$model/final.pt" ]; do sleep 30; done  # a worker still trains it
 split="$WORK/split_test_$part.json"
@@ -60,11 +63,12 @@ part = [i for i in split["test"] if record_source(i) == sys.argv[3]]
 json.dump({"train": split["train"], "val": split["val"], "test": part}, open(sys.argv[2], "w"))
 PYEOF
 name="${variant}_s${seed}_$recipe"
+[ "$sampling_seed" = 0 ] || { name="${name}_k$sampling_seed"; OUT="$OUT/sampling_seeds"; mkdir -p "$OUT"; }
 gen="$WORK/samples/$name.npz"
 [ "$part" = prototypes ] && gen="$WORK/samples/prototypes_$name.npz"
 [ -f "$gen" ] || OMP_NUM_THREADS=1 "$PY" -m dosmatgen.cli evaluate regenerate --checkpoint "$ckpt" \
   --store "$STORE" --split "$split" --subset test --guidance cfg --t0 1000 --steps 200 \
-  --batch-size 128 --seed 0 --device cpu --no-progress ${SAMPLE[$recipe]} --out "$gen"
+  --batch-size 128 --seed "$sampling_seed" --device cpu --no-progress ${SAMPLE[$recipe]} --out "$gen"
 [ -f "$OUT/$name.json" ] || OMP_NUM_THREADS=1 "$PY" -m dosmatgen.cli evaluate score --generated "$gen" \
   --surrogate "$RUN/surrogate.pt" --store "$STORE" --split "$split" --no-novelty \
   --device cpu --no-progress --out "$OUT/$name.json"
