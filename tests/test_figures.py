@@ -186,3 +186,26 @@ def test_dataset_figures_are_drawn_in_the_one_style(tmp_path, monkeypatch):
     assert (tmp_path / "d.png").stat().st_size > 0 and (tmp_path / "s.svg").stat().st_size > 0
     assert all(font >= 10 and spine is False and width <= style.MAX_WIDTH for font, spine, width in seen)
     assert len(seen) == 2 and mpl.rcParams["font.size"] != seen[0][0]
+
+
+@pytest.mark.parametrize("floor, passing", [(-5.0, 2), (None, 3)])
+def test_fig7_pass_count_leaves_out_mlff_blow_ups(tmp_path, monkeypatch, floor, passing):
+    """Fig. 7's legend counts the crystals that pass the threshold as the screening does: a relaxed
+    E_f below the plausibility floor is an MLFF blow-up, not a pass (negative control: no floor)."""
+    from dosmatgen.plots import studies
+
+    res = {"formation": {"ef_unrelaxed": [1.0, 2.0, 0.5, 3.0], "ef_relaxed": [-8.0, -2.0, -1.6, 0.2],
+                         "threshold": -1.5, "mlff": "sevenn"},
+           "config": {} if floor is None else {"min_plausible_ef": floor}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(res))
+    labels: list[str] = []
+
+    def spy(fig, out_dir, stem, **kw):
+        labels.extend(t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts())
+        return []
+
+    monkeypatch.setattr(studies, "save_figure", spy)
+    studies.plot_fig7(path, tmp_path)
+    assert f"threshold -1.5 eV/atom ({passing} pass)" in labels
+    assert any("blow-ups" in t and "(1)" in t for t in labels) == (floor is not None)

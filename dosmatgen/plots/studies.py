@@ -190,15 +190,22 @@ def plot_fig7(results, out_dir) -> list[Path]:
         for name, vals in ((n, v) for n, v in (("unrelaxed", unrel), ("relaxed", rel)) if v.size):
             sns.histplot(x=np.clip(vals, edges[0], edges[-1]), bins=edges, element="step", color=COLORS[name],
                          alpha=0.3, label=f"{name} (n={vals.size}, median {np.median(vals):.2f})", ax=ax)
+        floor = (res.get("config") or {}).get("min_plausible_ef")
+        blown = rel < floor if floor is not None else np.zeros(rel.shape, dtype=bool)
         if thr is not None:
-            ax.axvline(thr, color="k", ls="--", lw=0.9, label=f"threshold {thr:g} eV/atom ({np.sum(rel <= thr)} pass)")
+            n_pass = int(np.sum((rel <= thr) & ~blown))
+            ax.axvline(thr, color="k", ls="--", lw=0.9, label=f"threshold {thr:g} eV/atom ({n_pass} pass)")
+        if blown.any():
+            ax.axvline(floor, color="0.4", ls=":", lw=0.9,
+                       label=f"below {floor:g} eV/atom: MLFF blow-ups, excluded ({int(blown.sum())})")
         ax.set_xlabel("formation energy (eV/atom)")
         ax.set_ylabel("structures")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.26))
         title = "Screening: formation energies (Fig. 7)"
         ax.set_title(title)
         caption = (f"Formation energy per atom ({form.get('mlff', 'MLFF')}) of the generated screening "
-                   "candidates before and after MLFF relaxation; values outside the 0.5-99.5 % range (at most "
+                   "candidates before and after MLFF relaxation; relaxed values below the screening's plausibility "
+                   "floor are MLFF blow-ups, not counted as passing; values outside the 0.5-99.5 % range (at most "
                    f"{PHYSICAL_RANGE[0]:g} to {PHYSICAL_RANGE[1]:g} eV/atom) are clipped into the edge bins.")
         return save_figure(fig, out_dir, "fig7_screen_formation", title=title, caption=caption)
 
