@@ -18,6 +18,7 @@ Every function reads the ``results.json`` a study wrote (:mod:`dosmatgen.studies
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -269,19 +270,22 @@ def plot_window_sweep(results, out_dir) -> list[Path]:
     rows = res.get("summary") or []
     if not rows:
         raise DataError("window sweep: no summary rows")
-    panels = [("mean_win_dos_mae", "DOS MAE in scoring window\n(states/eV/site)"),
-              ("composition_diversity", "composition diversity\n(unique formulas / n)"),
-              ("median_ef_relaxed", "median E$_f$ relaxed (eV/atom)"),
-              ("all_earth_abundant", "all-earth-abundant fraction")]
+    # (key, axis label, a fraction: drawn on [0, 1] so that one candidate in 24 looks its size)
+    panels = [("mean_win_dos_mae", "DOS MAE in scoring window\n(states/eV/site)", False),
+              ("composition_diversity", "composition diversity\n(unique formulas / n)", True),
+              ("median_ef_relaxed", "median E$_f$ relaxed (eV/atom)", False),
+              ("all_earth_abundant", "all-earth-abundant fraction", True)]
     windows = list(dict.fromkeys(r["window"] for r in rows))
     with figure_style():
         fig, axes = new_figure(2, 2, panel_size=(3.4, 2.5))
-        for p, (key, label) in enumerate(panels):
+        for p, (key, label, fraction) in enumerate(panels):
             ax = axes.flat[p]
-            for w in windows:
+            for w, marker, line in zip(windows, itertools.cycle("osD^v"), itertools.cycle(("-", "--", "-.", ":"))):
                 pts = sorted((r["omega"], r.get(key)) for r in rows if r["window"] == w and r.get(key) is not None)
-                if pts:
-                    ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", ms=3, label=w)
+                if pts:  # markers and dashes tell overlapping lines apart
+                    ax.plot([x for x, _ in pts], [y for _, y in pts], marker=marker, ms=4, ls=line, label=w)
+            if fraction:
+                ax.set_ylim(-0.04, 1.04)
             ax.set_xlabel("guidance strength ω")
             ax.set_ylabel(label)
             panel_label(ax, "abcd"[p])
