@@ -209,3 +209,23 @@ def test_fig7_pass_count_leaves_out_mlff_blow_ups(tmp_path, monkeypatch, floor, 
     studies.plot_fig7(path, tmp_path)
     assert f"threshold -1.5 eV/atom ({passing} pass)" in labels
     assert any("blow-ups" in t and "(1)" in t for t in labels) == (floor is not None)
+
+
+def test_structure_drawing_carries_an_element_key():
+    """A drawn crystal gets one legend entry per element, in order of first appearance; a missing
+    structure gets none (negative control)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dosmatgen.plots.studies import draw_structure
+
+    nacl = {"atomic_numbers": [11, 17, 11, 17], "frac_coords": [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0, 0, 0.5]],
+            "lattice": [[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0]]}
+    fig, (a, b) = plt.subplots(1, 2)
+    draw_structure(a, nacl)
+    draw_structure(b, None)
+    assert [t.get_text() for t in a.get_legend().get_texts()] == ["Na", "Cl"]
+    assert b.get_legend() is None
+    plt.close(fig)

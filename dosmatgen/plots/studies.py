@@ -74,6 +74,21 @@ def draw_structure(ax, structure: dict[str, Any] | None, repeat: int = 2) -> Non
         ax.text(0.5, 0.5, f"cannot draw: {type(exc).__name__}", ha="center", va="center", transform=ax.transAxes)
         return
     ax.set_aspect("equal")
+    element_legend(ax, structure["atomic_numbers"])
+
+
+def element_legend(ax, atomic_numbers: Sequence[int]) -> None:
+    """A key of the drawing's colours below ``ax``: one Jmol-coloured disc per element, in the
+    order of first appearance."""
+    from ase.data import chemical_symbols
+    from ase.data.colors import jmol_colors
+    from matplotlib.lines import Line2D
+
+    zs = list(dict.fromkeys(int(z) for z in atomic_numbers))
+    handles = [Line2D([], [], ls="", marker="o", ms=6, markerfacecolor=jmol_colors[z], markeredgecolor="k",
+                      markeredgewidth=0.6, label=chemical_symbols[z]) for z in zs]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=min(5, len(zs)),
+              fontsize="x-small", frameon=False, handletextpad=0.1, columnspacing=0.7)
 
 
 def dos_panel(ax, target: np.ndarray, generated: np.ndarray | None, *, dft: np.ndarray | None = None,
@@ -105,13 +120,15 @@ def _figure_legend(fig, axes) -> None:
         fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)))
 
 
-def _title(ax, h: dict[str, Any]) -> None:
+def _title(ax_dos, ax_structure, h: dict[str, Any]) -> None:
+    """The candidate's formula above its DOS; its first atom and DOS match above its drawing (so
+    that no text covers a curve)."""
     formula = h.get("formula") or h.get("candidate_id")
-    ax.set_title(f"{h.get('label', '')}: {formula}", fontsize="medium")
-    info = f"first atom: {h.get('first_element')}"
+    ax_dos.set_title(f"{h.get('label', '')}\n{formula}", fontsize="medium")
+    info = f"first atom {h.get('first_element')}"
     if h.get("dos_mae") is not None:
-        info += f"\nMAE {h['dos_mae']:.3f}, cos {h.get('cosine', float('nan')):.2f}"
-    ax.text(0.98, 0.96, info, transform=ax.transAxes, ha="right", va="top", fontsize="small", color=HIGHLIGHT)
+        info += f"\nMAE {h['dos_mae']:.3f} · cos {h.get('cosine', float('nan')):.2f}"
+    ax_structure.set_title(info, fontsize="small", color=HIGHLIGHT)
 
 
 def plot_dos_and_structures(results: dict[str, Any] | str | Path, out_dir: str | Path, stem: str, *,
@@ -134,15 +151,15 @@ def plot_dos_and_structures(results: dict[str, Any] | str | Path, out_dir: str |
             dos_panel(axes[0, 0], target, None, target_label=f"target ({tname})")
             if tdos is not None:
                 axes[0, 0].plot(ENERGY_GRID, tdos, color="0.55", lw=1.0, label="template, first atom")
-            axes[0, 0].set_title(f"template: {tmpl.get('formula', '?')}", fontsize="medium")
+            axes[0, 0].set_title(f"template\n{tmpl.get('formula', '?')}", fontsize="medium")
             draw_structure(axes[1, 0], tmpl.get("structure"))
             k = 1
         for j, h in enumerate(highlights):
             ax = axes[0, k + j]
             pred = None if h.get("pred_dos") is None else np.asarray(h["pred_dos"], dtype=float)
             dos_panel(ax, target, pred, target_label=f"target ({tname})")
-            _title(ax, h)
             draw_structure(axes[1, k + j], h.get("structure"))
+            _title(ax, axes[1, k + j], h)
         for j in range(cols):
             panel_label(axes[0, j], "abcdefghijklmnopqrstuvwxyz"[j])
         _figure_legend(fig, axes)
@@ -227,12 +244,11 @@ def plot_fig8(results, out_dir) -> list[Path]:
             pred = None if h.get("pred_dos") is None else np.asarray(h["pred_dos"], dtype=float)
             dft = None if h.get("dft_dos") is None else np.asarray(h["dft_dos"], dtype=float)
             dos_panel(ax, target, pred, dft=dft)
-            ax.set_title(f"#{h.get('rank')} {h.get('formula')}", fontsize="medium")
             ef = h.get("ef_relaxed")
-            text = f"first atom: {h.get('first_element')}" + ("" if ef is None else f"\nE$_f$ {ef:.2f} eV/atom")
+            info = f"first atom {h.get('first_element')}" + ("" if ef is None else f" · E$_f$ {ef:.2f} eV/atom")
             if dft is None:
-                text += f"\nDFT: {str(h.get('dft_status') or 'not run')[:28]}"
-            ax.text(0.98, 0.96, text, transform=ax.transAxes, ha="right", va="top", fontsize="small", color=HIGHLIGHT)
+                info += f" · DFT: {str(h.get('dft_status') or 'not run')[:28]}"
+            ax.set_title(f"#{h.get('rank')} {h.get('formula')}\n{info}", fontsize="small")
         for j in range(len(hs), rows * cols):
             axes[j // cols, j % cols].set_axis_off()
         _figure_legend(fig, axes)
