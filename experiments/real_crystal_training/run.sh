@@ -32,7 +32,14 @@ declare -A TRAIN=(
   [groupperiod]="--config $HERE/groupperiod.yaml"
   [dosnoise03]="--config $HERE/dosnoise03.yaml"
   [dosnoise10]="--config $HERE/dosnoise10.yaml"
+  [realhalf]="--size compact"
+  [noreal]="--size compact"
+  [realval]="--size compact"
 )
+# Learning-curve variants: the demo training on the committed split with fewer of its 300 real
+# training crystals (every second one, or none), or with 75 more (realval: three in four of the 100
+# real validation crystals move to training, every fourth stays); the test part unchanged.
+declare -A REAL_KEEP=([realhalf]=2 [noreal]=0 [realval]=1)
 declare -A SAMPLE=(
   [demo]=""
   [options]="--step-lr 0 --omega-geometry 0 --repel-distance 1.0 --tie-equal-sites 0.05"
@@ -44,7 +51,28 @@ if [ "$stage" = train ]; then
   [ "$variant/$seed" = base/0 ] && exit 0
   [ -f "$model/final.pt" ] && exit 0
   mkdir -p "$model"
-  OMP_NUM_THREADS=1 "$PY" -m dosmatgen.cli train --kind diffusion --store "$STORE" --split "$RUN/split.json" \
+  train_split="$RUN/split.json"
+  if [ -n "${REAL_KEEP[$variant]:-}" ]; then
+    train_split="$WORK/split_train_$variant.json"
+    [ -f "$train_split" ] || "$PY" - "$RUN/split.json" "$train_split" "${REAL_KEEP[$variant]}" "$variant" <<'PYEOF'
+import json, sys
+from dosmatgen.data.split import record_source
+split, every, variant = json.load(open(sys.argv[1])), int(sys.argv[3]), sys.argv[4]
+real = [i for i in split["train"] if record_source(i) == "mp20"]
+keep = set(real[::every]) if every else set()
+split["train"] = [i for i in split["train"] if record_source(i) != "mp20" or i in keep]
+if variant == "realval":
+    val_real = [i for i in split["val"] if record_source(i) == "mp20"]
+    moved = [i for k, i in enumerate(val_real) if k % 4]
+    split["train"] += moved
+    split["val"] = [i for i in split["val"] if i not in set(moved)]
+    keep |= set(moved)
+    split["sources"]["val"]["mp20"] = len(val_real) - len(moved)
+split["sources"]["train"]["mp20"] = len(keep)
+json.dump(split, open(sys.argv[2], "w"))
+PYEOF
+  fi
+  OMP_NUM_THREADS=1 "$PY" -m dosmatgen.cli train --kind diffusion --store "$STORE" --split "$train_split" \
     --standardiser "$RUN/standardiser.json" ${TRAIN[$variant]} --type-target posterior --epochs 5000 \
     --batch-size 64 --lr 1e-3 --max-steps 10000 --device cpu --seed "$seed" --out "$model" \
     > "$model/train.log" 2>&1
