@@ -7,7 +7,9 @@ MAE(ŷ_gen, y), the quantity a user has at inference: the target DOS and the gen
 reports the rates of the picked set beside the K = 1 rates and the oracle (any candidate matches).
 The selection uses the same distance as the MAE ratio column, so that column is biased low here.
 
-    .venv/bin/python experiments/real_crystal_training/best_of_k.py results/real_crystal_training > best_of_k.md
+    .venv/bin/python experiments/real_crystal_training/best_of_k.py results/real_crystal_training [VARIANT] > best_of_k.md
+
+VARIANT: the training variant of ``run.sh`` (default ``base``, today's demo model).
 """
 
 from __future__ import annotations
@@ -98,4 +100,4 @@ def main(folder: Path, variant: str = "base", recipe: str = "options", seeds: tu
 
 
 if __name__ == "__main__":
-    print(main(Path(sys.argv[1])), end="")
+    print(main(Path(sys.argv[1]), *sys.argv[2:3]), end="")
