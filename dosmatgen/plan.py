@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from dosmatgen.data.split import DEFAULT_FRACTIONS
 from dosmatgen.errors import ConfigError
 from dosmatgen.evaluate.mlff import DEFAULT_RELAX_STEPS
 from dosmatgen.evaluate.paper import N_DATASET
@@ -66,7 +67,7 @@ class DataSize:
 
     n_store: int
     mean_atoms: float
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split: tuple[float, float, float] = DEFAULT_FRACTIONS
 
     def _size(self, part: int) -> int:
         from dosmatgen.data.split import split_sizes

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dosmatgen.commands.arguments import declare_paths, finite, non_negative, non_negative_int, positive_int
+from dosmatgen.data.split import DEFAULT_FRACTIONS
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import check_writable
 
@@ -104,8 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--store", required=True, help="dataset store (.npz)")
     s.add_argument("--out", required=True, help="split JSON to write")
     s.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
-    s.add_argument("--fractions", type=finite, nargs=3, default=[0.6, 0.2, 0.2], metavar=("TRAIN", "VAL", "TEST"),
-                   help="split fractions (default: 0.6 0.2 0.2)")
+    s.add_argument("--fractions", type=finite, nargs=3, default=list(DEFAULT_FRACTIONS), metavar=("TRAIN", "VAL", "TEST"),
+                   help="split fractions (default: the paper's %(default)s)")
     s.add_argument("--standardiser", default=None, metavar="JSON",
                    help="also write the DOS standardiser fitted on the training split")
     declare_paths(s, inputs=("store",), outputs={"out": "file", "standardiser": "file"})
