@@ -217,3 +217,24 @@ def test_build_builtin_missing_module(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         main(["data", "build-builtin"])
     assert e.value.code == 2 and "build-builtin" in capsys.readouterr().err
+
+
+def test_split_source_fractions_flag(tiny_store, tmp_path, capsys):
+    """--source-fractions gives one source its own fractions and is recorded in the split JSON;
+    a malformed, repeated or unknown source stops with exit 2 before anything is written."""
+    out = tmp_path / "s.json"
+    assert main(["data", "split", "--store", str(tiny_store), "--out", str(out),
+                 "--source-fractions", "other=0.4,0.2,0.4"]) == 0
+    got = json.loads(out.read_text())
+    assert [len(got[k]) for k in ("train", "val", "test")] == [6, 3, 6]
+    assert got["source_fractions"] == {"other": [0.4, 0.2, 0.4]}
+    bad = tmp_path / "bad.json"
+    code, err = _run_err(["data", "split", "--store", str(tiny_store), "--out", str(bad),
+                          "--source-fractions", "other=0.4,0.2,0.4", "--source-fractions", "other=0.6,0.2,0.2"], capsys)
+    assert code == 2 and "names a source twice" in err and not bad.exists()
+    code, err = _run_err(["data", "split", "--store", str(tiny_store), "--out", str(bad),
+                          "--source-fractions", "mp21=0.6,0.2,0.2"], capsys)
+    assert code == 2 and "unknown source 'mp21'" in err and not bad.exists()
+    with pytest.raises(SystemExit) as e:  # argparse: not SOURCE=TRAIN,VAL,TEST
+        main(["data", "split", "--store", str(tiny_store), "--out", str(bad), "--source-fractions", "mp20"])
+    assert e.value.code == 2 and not bad.exists()

@@ -97,3 +97,25 @@ def test_split_indices_and_standardiser_on_train_only(tmp_path):
     np.testing.assert_allclose(from_list.mean, std.mean, rtol=1e-6)
     with pytest.raises(DataError, match="not in the store"):
         split_indices(store.ids[:5], split)
+
+
+def test_source_fractions_move_one_source_and_keep_its_test_part():
+    """Per-source fractions (the issue-35 lever: more real crystals in training): moving mp20's
+    train/val boundary keeps mp20's test part and leaves the prototypes' assignment as it was;
+    negative controls: another test fraction changes the test part, bad keys and values fail."""
+    ids = [f"builtin-p{i}" for i in range(40)] + [f"mp20-mp-{i}" for i in range(40)]
+    base = make_split(ids, seed=3)
+    more = make_split(ids, seed=3, source_fractions={"mp20": (0.75, 0.05, 0.2)})
+    real = lambda part: [i for i in part if i.startswith("mp20-")]  # noqa: E731
+    proto = lambda part: [i for i in part if i.startswith("builtin-")]  # noqa: E731
+    assert real(more["test"]) == real(base["test"]) and len(real(more["val"])) == 2
+    assert set(real(base["train"])) < set(real(more["train"])) and set(real(more["val"])) < set(real(base["val"]))
+    assert all(proto(more[k]) == proto(base[k]) for k in SPLIT_NAMES)
+    other = make_split(ids, seed=3, source_fractions={"mp20": (0.6, 0.1, 0.3)})
+    assert real(other["test"]) != real(base["test"])
+    with pytest.raises(DataError, match="unknown source 'mp21'"):
+        make_split(ids, source_fractions={"mp21": (0.75, 0.05, 0.2)})
+    with pytest.raises(DataError, match="summing to 1"):
+        make_split(ids, source_fractions={"mp20": (0.75, 0.05, 0.1)})
+    with pytest.raises(DataError, match="stratified"):
+        make_split(ids, stratify=False, source_fractions={"mp20": (0.75, 0.05, 0.2)})

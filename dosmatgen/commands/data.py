@@ -107,6 +107,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     s.add_argument("--fractions", type=finite, nargs=3, default=list(DEFAULT_FRACTIONS), metavar=("TRAIN", "VAL", "TEST"),
                    help="split fractions (default: the paper's %(default)s)")
+    s.add_argument("--source-fractions", type=source_fractions, action="append", default=[],
+                   metavar="SOURCE=TRAIN,VAL,TEST",
+                   help="other fractions for one source (prototypes, mp20, mp, other), e.g. mp20=0.75,0.05,0.2 "
+                        "to train on more of the real crystals; moving only its train/val boundary keeps that "
+                        "source's test part. Repeatable")
     s.add_argument("--standardiser", default=None, metavar="JSON",
                    help="also write the DOS standardiser fitted on the training split")
     declare_paths(s, inputs=("store",), outputs={"out": "file", "standardiser": "file"})
@@ -206,6 +211,19 @@ def _cmd_download_mp(args: argparse.Namespace) -> int:
     return 0
 
 
+def source_fractions(text: str) -> tuple[str, tuple[float, float, float]]:
+    """``SOURCE=TRAIN,VAL,TEST`` -> ``(source, fractions)``.
+
+    >>> source_fractions("mp20=0.75,0.05,0.2")
+    ('mp20', (0.75, 0.05, 0.2))
+    """
+    source, sep, rest = text.partition("=")
+    parts = rest.split(",")
+    if not sep or len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SOURCE=TRAIN,VAL,TEST")
+    return source.strip(), tuple(finite(p) for p in parts)  # type: ignore[return-value]
+
+
 def _cmd_split(args: argparse.Namespace) -> int:
     from dosmatgen.data.plausibility import check_split_parts
     from dosmatgen.data.split import (SPLIT_NAMES, fit_standardiser_on_train, make_split, save_split,
@@ -216,12 +234,17 @@ def _cmd_split(args: argparse.Namespace) -> int:
     if args.standardiser:
         check_writable(args.standardiser, "--standardiser")
     store = DOSStore(args.store)
-    split = make_split(store.ids, seed=args.seed, fractions=args.fractions)  # stratified by source
+    own = dict(args.source_fractions)
+    if len(own) != len(args.source_fractions):
+        raise ConfigError("--source-fractions names a source twice")
+    split = make_split(store.ids, seed=args.seed, fractions=args.fractions, source_fractions=own)  # stratified
     check_split_parts(split, f"{len(store)} structure(s) of {args.store}")
     std = fit_standardiser_on_train(store, split) if args.standardiser else None  # fails before any write
     by_source = {k: source_counts(split[k]) for k in SPLIT_NAMES}
     # a one-source store writes the same file as before stratification; a mixed one records its strata
     extra = {"sources": by_source} if len(source_counts(store.ids)) > 1 else {}
+    if own:
+        extra["source_fractions"] = {k: list(v) for k, v in own.items()}
     save_split(args.out, split, seed=args.seed, fractions=list(args.fractions), store=str(args.store),
                n_structures=len(store), **extra)
     print(f"split {len(store)} structures: " + ", ".join(f"{k} {len(split[k])}" for k in SPLIT_NAMES)

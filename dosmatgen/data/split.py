@@ -17,6 +17,14 @@ differ by one from ``round(fraction * n)``.
 >>> s = make_split([f"builtin-x{i}" for i in range(6)] + [f"mp20-mp-{i}" for i in range(5)], seed=0)
 >>> [sum(i.startswith("mp20-") for i in s[k]) for k in SPLIT_NAMES]
 [3, 1, 1]
+
+A source may get its own fractions (``source_fractions``). Moving only the train/val boundary of
+a source keeps its test part, since the cut points share one permutation:
+
+>>> ids = [f"builtin-x{i}" for i in range(10)] + [f"mp20-mp-{i}" for i in range(20)]
+>>> a, b = make_split(ids), make_split(ids, source_fractions={"mp20": (0.75, 0.05, 0.2)})
+>>> a["test"] == b["test"], [sum(i.startswith("mp20-") for i in b[k]) for k in SPLIT_NAMES]
+(True, [15, 1, 4])
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -102,12 +110,16 @@ def _split_one(ids: list[str], seed: int, fractions: Sequence[float]) -> dict[st
 
 
 def make_split(ids: Iterable[str], seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-               stratify: bool = True) -> dict[str, list[str]]:
+               stratify: bool = True, source_fractions: Mapping[str, Sequence[float]] | None = None
+               ) -> dict[str, list[str]]:
     """Seeded random split of ``ids`` into ``{"train", "val", "test"}`` id lists (disjoint, exhaustive).
 
     ``stratify`` (default): each source split on its own (module docstring), each part interleaving
     the sources in proportion (:func:`interleave`) so that its first N ids (``evaluate regenerate
-    --limit N``) keep every source's share; ``False``: the plain split of all ids together."""
+    --limit N``) keep every source's share; ``False``: the plain split of all ids together.
+    ``source_fractions``: fractions for some sources (keys from :data:`SOURCES`) instead of
+    ``fractions``, e.g. ``{"mp20": (0.75, 0.05, 0.2)}`` to train on more of the scarce real
+    crystals (stratified splits only)."""
     ids = [str(i) for i in ids]
     if not ids:
         raise DataError("cannot split an empty list of ids")
@@ -115,12 +127,19 @@ def make_split(ids: Iterable[str], seed: int = 0, fractions: Sequence[float] = D
         dup = next(i for i, c in Counter(ids).items() if c > 1)
         raise DataError(f"id {dup!r} appears more than once; split ids must be unique")
     split_sizes(len(ids), fractions)  # bad fractions fail the same way with any number of sources
+    own = dict(source_fractions or {})
+    for source, frac in own.items():
+        if source not in SOURCES:
+            raise DataError(f"unknown source {source!r} in the per-source split fractions; sources: {SOURCES}")
+        split_sizes(len(ids), frac)
     if not stratify:
+        if own:
+            raise DataError("per-source split fractions need the stratified split")
         return _split_one(ids, seed, fractions)
     groups: dict[str, list[str]] = {s: [] for s in SOURCES}
     for i in ids:
         groups[record_source(i)].append(i)
-    parts = [_split_one(groups[source], seed, fractions) for source in SOURCES if groups[source]]
+    parts = [_split_one(groups[source], seed, own.get(source, fractions)) for source in SOURCES if groups[source]]
     return {name: interleave([part[name] for part in parts]) for name in SPLIT_NAMES}
 
 

@@ -69,6 +69,8 @@ else:
         params:
             seed=RUN["seed"],
             fractions=" ".join(str(f) for f in RUN["data"]["split"]),
+            source_fractions=" ".join(f"--source-fractions {source}={','.join(str(f) for f in frac)}"
+                                      for source, frac in RUN["data"]["source_split"].items()),
         threads: 1
         resources:
             **SMALL,
@@ -76,7 +78,7 @@ else:
             CONDA_ENV
         shell:
             "dosmatgen data split --store {input.store} --out {output.split} --standardiser {output.standardiser}"
-            " --seed {params.seed} --fractions {params.fractions} > {log} 2>&1"
+            " --seed {params.seed} --fractions {params.fractions} {params.source_fractions} > {log} 2>&1"
 
 
 rule data_info:
