@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from dosmatgen.data.split import DEFAULT_FRACTIONS
+from dosmatgen.data.split import DEFAULT_FRACTIONS, split_sizes
 from dosmatgen.errors import ConfigError
 from dosmatgen.evaluate.mlff import DEFAULT_RELAX_STEPS
 from dosmatgen.evaluate.paper import N_DATASET
@@ -70,8 +70,6 @@ class DataSize:
     split: tuple[float, float, float] = DEFAULT_FRACTIONS
 
     def _size(self, part: int) -> int:
-        from dosmatgen.data.split import split_sizes
-
         return split_sizes(self.n_store, self.split)[part]
 
     n_train = property(lambda self: self._size(0))

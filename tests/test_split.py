@@ -119,3 +119,13 @@ def test_source_fractions_move_one_source_and_keep_its_test_part():
         make_split(ids, source_fractions={"mp20": (0.75, 0.05, 0.1)})
     with pytest.raises(DataError, match="stratified"):
         make_split(ids, stratify=False, source_fractions={"mp20": (0.75, 0.05, 0.2)})
+
+
+def test_config_schema_names_the_split_sources():
+    """data.source_split's allowed keys in the workflow schema are the package's SOURCES (the
+    schema cannot import them; this keeps the two lists one)."""
+    from dosmatgen.config import load_schema
+    from dosmatgen.data.split import SOURCES
+
+    names = load_schema()["properties"]["data"]["properties"]["source_split"]["propertyNames"]["enum"]
+    assert tuple(names) == SOURCES

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dosmatgen.commands.arguments import declare_paths, finite, non_negative, non_negative_int, positive_int
-from dosmatgen.data.split import DEFAULT_FRACTIONS
+from dosmatgen.data.split import DEFAULT_FRACTIONS, SOURCES
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import check_writable
 
@@ -109,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="split fractions (default: the paper's %(default)s)")
     s.add_argument("--source-fractions", type=source_fractions, action="append", default=[],
                    metavar="SOURCE=TRAIN,VAL,TEST",
-                   help="other fractions for one source (prototypes, mp20, mp, other), e.g. mp20=0.75,0.05,0.2 "
+                   help=f"other fractions for one source ({', '.join(SOURCES)}), e.g. mp20=0.75,0.05,0.2 "
                         "to train on more of the real crystals; moving only its train/val boundary keeps that "
                         "source's test part. Repeatable")
     s.add_argument("--standardiser", default=None, metavar="JSON",

@@ -24,10 +24,9 @@ TARGETS = ("models", "tables", "studies", "tables_dft")
 
 
 def _data_size(cfg: dict[str, Any], args: argparse.Namespace):
-    from dosmatgen.data.split import DEFAULT_FRACTIONS
     from dosmatgen.plan import MP_MEAN_ATOMS, MP_STORE_SIZE, DataSize
 
-    split = tuple(float(x) for x in cfg["data"].get("split", DEFAULT_FRACTIONS))
+    split = tuple(float(x) for x in cfg["data"]["split"])  # the validated config carries the schema's default
     if args.n_structures is not None:
         return DataSize(args.n_structures, args.mean_atoms or MP_MEAN_ATOMS, split), "given on the command line"
     source = cfg["data"]["source"]
