@@ -12,19 +12,29 @@
 # RECIPE@K samples with sampling seed K instead of 0 (results under sampling_seeds/, named ..._kK):
 # the candidates that best_of_k.py selects among.
 #
-# Seed 0 of `base` is the committed demo model (results/demo_run/diffusion.pt, the same command at
+# Seed 0 of `base` is the demo run's model ($RUN/diffusion.pt; at 8ce38a6 the same command at
 # 5f55448 with two threads); every other model is trained here. Everything is resumable: a
 # finished model or result file is kept, an interrupted training continues from last.pt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-RUN=results/demo_run
 HERE=experiments/real_crystal_training
 OUT=${OUT:-results/real_crystal_training}
 WORK=${WORK:-work/real_crystal_training}
 STORE=resources/builtin_dos.npz
 stage=$1 variant=$2 seed=$3
 mkdir -p "$OUT" "$WORK/models" "$WORK/samples"
+# RUN: the demo run whose split, standardiser, surrogate (and, for base seed 0, diffusion model) a
+# variant uses. The variants recorded here used the demo run committed at 8ce38a6 (300 real training
+# crystals), taken from git; RUN=results/demo_run gives today's (375, config/demo.yaml source_split).
+PIN=8ce38a6
+RUN=${RUN:-$WORK/demo_run_$PIN}
+if [ "$RUN" = "$WORK/demo_run_$PIN" ] && [ ! -f "$RUN/standardiser.json" ]; then
+  mkdir -p "$RUN"
+  for f in diffusion.pt surrogate.pt split.json standardiser.json; do
+    git show "$PIN:results/demo_run/$f" > "$RUN/$f.tmp" && mv "$RUN/$f.tmp" "$RUN/$f"
+  done
+fi
 declare -A TRAIN=(
   [base]="--size compact"
   [real3]="--size compact --repeat-source mp20=3"
