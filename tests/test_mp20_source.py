@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from dosmatgen.cli import main
+from dosmatgen.config import load_run_config
 from dev_scripts.builtin import build as builtin
 from dev_scripts.builtin import mp20, offsite
 from dev_scripts.builtin.cli import main as builtin_main
@@ -334,8 +335,11 @@ def test_recorded_demo_split_is_the_stores():
     ids = list(DOSStore(ROOT / "resources" / "builtin_dos.npz").ids)
     assert recorded["n_structures"] == len(ids)
     own = recorded.get("source_fractions")  # the demo trains on more of the real crystals (issue 35)
+    demo = load_run_config(ROOT / "config" / "demo.yaml", environ={})["data"]
+    assert own == {k: list(v) for k, v in demo["source_split"].items()} and recorded["fractions"] == demo["split"]
     s = make_split(ids, seed=recorded["seed"], fractions=recorded["fractions"], source_fractions=own)
     assert all(s[k] == recorded[k] for k in SPLIT_NAMES)
+    assert [recorded["sources"][k]["mp20"] for k in SPLIT_NAMES] == [375, 25, 100]
     protos = [i for i in ids if record_source(i) == "prototypes"]
     alone = make_split(protos, seed=recorded["seed"], fractions=recorded["fractions"])
     assert all([i for i in recorded[k] if record_source(i) == "prototypes"] == alone[k] for k in SPLIT_NAMES)
