@@ -91,6 +91,10 @@ class TrainConfig:
         deterministic: PyTorch's deterministic kernels (:func:`deterministic_algorithms`): with
             several CPU threads, the backward of ``h[i]`` (message passing) sums in a varying order
             and two runs differ in the last bits; with this they do not (docs/reproducibility.md).
+        init_weights: start from the (inference) weights of this checkpoint instead of a seeded
+            random initialisation: fine-tuning, e.g. on one source's crystals. It must be of the same
+            kind, model config and DOS standardiser; optimiser, schedule and step count start afresh.
+            None (the paper): random initialisation.
     """
 
     epochs: int = 1000
@@ -112,6 +116,7 @@ class TrainConfig:
     source_repeats: dict[str, int] | None = None
     supercell_max_atoms: int | None = None
     deterministic: bool = False
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -387,12 +392,18 @@ def _check_resumable(ck: dict[str, Any], kind: str, model_cfg: dict[str, Any], c
         detail = ", ".join(f"{k}: {old[k]!r} -> {getattr(cfg, k)!r}" for k in changed)
         raise ConfigError(f"cannot resume {path}: training options changed ({detail}); "
                           "use another --out directory or delete it to start afresh")
-    std_old = ck.get("standardiser")
-    std_new = None if standardiser is None else standardiser.to_dict()
-    if (std_old is None) != (std_new is None) or (
-            std_old is not None and (std_old["mean"] != std_new["mean"] or std_old["std"] != std_new["std"])):
+    if not _same_standardiser(ck, standardiser):
         raise ConfigError(f"cannot resume {path}: the DOS standardiser differs from the one it was "
                           "trained with")
+
+
+def _same_standardiser(ck: dict[str, Any], standardiser: DOSStandardiser | None) -> bool:
+    """Whether checkpoint ``ck`` was trained with ``standardiser`` (both absent counts as the same)."""
+    old = ck.get("standardiser")
+    new = None if standardiser is None else standardiser.to_dict()
+    if old is None or new is None:
+        return old is None and new is None
+    return old["mean"] == new["mean"] and old["std"] == new["std"]
 
 
 def train(kind: str, model_config: dict[str, Any], train_records: Sequence[CrystalRecord],
@@ -467,6 +478,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(kind, model_config)
         self.model_cfg = json.loads(json.dumps(self.model.config, default=str))
+        if cfg.init_weights is not None:
+            self.load_initial_weights(Path(cfg.init_weights))
         self.model.to(device)
         # foreach: one multi-tensor kernel per update instead of one per parameter (also on CPU)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -485,6 +498,21 @@ class Trainer:
         self.show = cfg.progress and dist.is_main
         self.autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.bf16
                          else contextlib.nullcontext)
+
+    def load_initial_weights(self, path: Path) -> None:
+        """Fine-tuning: copy the inference weights of checkpoint ``path`` (``cfg.init_weights``) into
+        the new model. A resumed run then replaces them with its own ``last.pt``."""
+        ck = read_checkpoint(path, map_location="cpu")
+        if ck["kind"] != self.kind:
+            raise ConfigError(f"init weights {path} are of a {ck['kind']!r} model, not {self.kind!r}")
+        if ck["config"] != self.model_cfg:
+            diff = sorted(k for k in set(ck["config"]) | set(self.model_cfg)
+                          if ck["config"].get(k) != self.model_cfg.get(k))
+            raise ConfigError(f"init weights {path} have another model config (differs in {diff})")
+        if not _same_standardiser(ck, self.standardiser):
+            raise ConfigError(f"init weights {path} were trained with another DOS standardiser; give "
+                              "--standardiser the one inside that checkpoint")
+        self.model.load_state_dict(ck["state_dict"])
 
     def resume(self, mode: str) -> None:
         """Continue from ``last.pt`` when it exists and ``mode`` is "auto" or "require" (which

@@ -172,6 +172,31 @@ def test_resume_refuses_a_different_run(tmp_path, data):
     assert read_checkpoint(tmp_path / "last.pt")["extra"]["train_config"]["lr"] == 1e-2
 
 
+def test_init_weights_fine_tunes_from_a_checkpoint(tmp_path, data):
+    """init_weights starts from another run's weights: one step at a vanishing learning rate leaves
+    them (nearly) as they were, where the same run from a random start is far from them (negative
+    control); a checkpoint of another kind, architecture or standardiser is refused."""
+    tr, va, std = data
+    train("diffusion", TINY_DIFFUSION, tr, va, std, cfg(epochs=2), tmp_path / "a")
+    source = read_checkpoint(tmp_path / "a" / "best.pt")["state_dict"]
+
+    def distance(run):
+        got = read_checkpoint(run / "final.pt")["state_dict"]
+        return max(float((got[k] - source[k]).abs().max()) for k in source)
+
+    tuned = cfg(max_steps=1, lr=1e-12, seed=5, init_weights=str(tmp_path / "a" / "best.pt"))
+    train("diffusion", TINY_DIFFUSION, va, tr[:2], std, tuned, tmp_path / "tuned")
+    train("diffusion", TINY_DIFFUSION, va, tr[:2], std, cfg(max_steps=1, lr=1e-12, seed=5), tmp_path / "fresh")
+    assert distance(tmp_path / "tuned") < 1e-6 < 1e-2 < distance(tmp_path / "fresh")
+    other = {"model": dict(TINY_DIFFUSION["model"], hidden_dim=8), "diffusion": TINY_DIFFUSION["diffusion"]}
+    with pytest.raises(ConfigError, match="another model config"):
+        train("diffusion", other, va, tr[:2], std, tuned, tmp_path / "b")
+    with pytest.raises(ConfigError, match="not 'regressor'"):
+        train("regressor", TINY_DIFFUSION, va, tr[:2], std, tuned, tmp_path / "c")
+    with pytest.raises(ConfigError, match="another DOS standardiser"):
+        train("diffusion", TINY_DIFFUSION, va, tr[:2], DOSStandardiser(std.mean + 1, std.std), tuned, tmp_path / "d")
+
+
 def test_ema_and_regressor_resume(tmp_path, data):
     tr, va, std = data
     c = cfg(epochs=2, ema_decay=0.9)

@@ -73,7 +73,8 @@ def resolve_configs(args: argparse.Namespace) -> tuple[dict[str, Any], "Any"]:
              "ema_decay": args.ema_decay, "checkpoint_every": args.checkpoint_every, "seed": args.seed,
              "device": args.device, "num_workers": args.num_workers, "max_steps": args.max_steps,
              "supercell_max_atoms": args.supercells, "deterministic": args.deterministic or None,
-             "bf16": args.bf16 or None, "progress": False if args.no_progress else None}
+             "bf16": args.bf16 or None, "progress": False if args.no_progress else None,
+             "init_weights": args.init_from}
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.repeat_source:
         values["source_repeats"] = parse_source_repeats(args.repeat_source)
@@ -173,6 +174,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "atoms (the same crystal, its site DOS copied: more large cells at no DFT cost; "
                         "measured in results/validity_probe/: no validity gain for the compact model; "
                         "default: off, the paper)")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="fine-tune: start from this checkpoint's weights (same kind, model config and "
+                        "standardiser) with a fresh optimiser and schedule, e.g. on a split of one "
+                        "source's crystals (default: random initialisation, the paper)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or auto (default auto)")
     p.add_argument("--seed", type=non_negative_int, default=None)
     p.add_argument("--num-workers", type=non_negative_int, default=None, help="DataLoader workers (default 0)")
@@ -182,7 +187,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="require --out/last.pt and continue it")
     p.add_argument("--fresh", action="store_true", help="ignore an existing --out/last.pt and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    declare_paths(p, inputs=("store", "split", "standardiser", "config"), outputs={"out": "dir"})
+    declare_paths(p, inputs=("store", "split", "standardiser", "config", "init_from"), outputs={"out": "dir"})
     p.set_defaults(func=_cmd_train)
 
 

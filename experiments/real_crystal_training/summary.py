@@ -21,7 +21,7 @@ COLUMNS = [("validity", "validity %"), ("composition_match_rate", "comp. match %
            ("mae_ratio", "MAE(ŷ_gen, y) / MAE(ŷ, y)")]
 #: Cell-size bins of the by-size table (atoms per cell, inclusive).
 SIZE_BINS: tuple[tuple[int, int], ...] = ((1, 4), (5, 8), (9, 12), (13, 18))
-NAME = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)_(?P<recipe>[a-z]+)$")
+NAME = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)_(?P<recipe>[a-z0-9]+)$")
 
 
 def _row(path: Path) -> dict[str, float]:
