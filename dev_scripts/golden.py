@@ -6,8 +6,10 @@ compared after it by ``tests/test_golden.py``.
 
 Settings (:data:`SETTINGS`): ``evaluate regenerate`` of the first 20 test structures for each
 guidance (cfg; classifier at the demo's scale 0.03; uncond) at T = 200 and 1000; one masked and one
-template study setting (no relaxation); one ``dosmatgen sample`` call. All from
-``results/demo_run/``, seed 0, the demo's 200 strided steps, one torch thread. Each output is
+template study setting (no relaxation); one ``dosmatgen sample`` call. All from the demo models
+the goldens were made with (``results/demo_run/`` at 8ce38a6, 300 real training crystals; since the
+demo retrained them, kept in ``tests/golden/demo_models_8ce38a6/``: the same git blobs), seed 0,
+the demo's 200 strided steps, one torch thread. Each output is
 reduced to ``ids``, ``offsets``, ``atomic_numbers``, ``frac_coords``, ``lattices`` (a study also
 keeps its per-candidate surrogate ``dos_mae``; NaN where not scored).
 """
@@ -24,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-RUN = REPO / "results" / "demo_run"
+RUN = REPO / "tests" / "golden" / "demo_models_8ce38a6"
 STORE = REPO / "resources" / "builtin_dos.npz"
 
 
