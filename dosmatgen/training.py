@@ -381,8 +381,7 @@ def _check_resumable(ck: dict[str, Any], kind: str, model_cfg: dict[str, Any], c
         raise ConfigError(f"{path} was written for model kind {ck['kind']!r}, not {kind!r}; "
                           "use another --out directory or delete it to start afresh")
     if ck["config"] != model_cfg:
-        diff = sorted(k for k in set(ck["config"]) | set(model_cfg)
-                      if ck["config"].get(k) != model_cfg.get(k))
+        diff = _differing_keys(ck["config"], model_cfg)
         raise ConfigError(f"{path} was written with a different model config (differs in {diff}); "
                           "use another --out directory or delete it to start afresh")
     old = ck["extra"].get("train_config", {})
@@ -395,6 +394,11 @@ def _check_resumable(ck: dict[str, Any], kind: str, model_cfg: dict[str, Any], c
     if not _same_standardiser(ck, standardiser):
         raise ConfigError(f"cannot resume {path}: the DOS standardiser differs from the one it was "
                           "trained with")
+
+
+def _differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The keys whose values differ between two config dicts (a key missing on one side counts)."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def _same_standardiser(ck: dict[str, Any], standardiser: DOSStandardiser | None) -> bool:
@@ -506,9 +510,8 @@ class Trainer:
         if ck["kind"] != self.kind:
             raise ConfigError(f"init weights {path} are of a {ck['kind']!r} model, not {self.kind!r}")
         if ck["config"] != self.model_cfg:
-            diff = sorted(k for k in set(ck["config"]) | set(self.model_cfg)
-                          if ck["config"].get(k) != self.model_cfg.get(k))
-            raise ConfigError(f"init weights {path} have another model config (differs in {diff})")
+            raise ConfigError(f"init weights {path} have another model config "
+                              f"(differs in {_differing_keys(ck['config'], self.model_cfg)})")
         if not _same_standardiser(ck, self.standardiser):
             raise ConfigError(f"init weights {path} were trained with another DOS standardiser; give "
                               "--standardiser the one inside that checkpoint")
