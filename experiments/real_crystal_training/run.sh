@@ -6,9 +6,11 @@
 # 200 steps, seed 0, batch 128) with a sampling recipe and scored with the committed surrogate.
 #
 #   bash experiments/real_crystal_training/run.sh train VARIANT SEED
-#   bash experiments/real_crystal_training/run.sh eval VARIANT SEED RECIPE[@SAMPLING_SEED] [prototypes]
+#   bash experiments/real_crystal_training/run.sh eval VARIANT SEED RECIPE[@SAMPLING_SEED] [prototypes|all]
 #
-# `prototypes` regenerates the test split's prototype structures instead (results under prototypes/).
+# `prototypes` regenerates the test split's prototype structures instead (results under prototypes/),
+# `all` the whole test split, sources mixed in batches as in the workflow (Table 2's protocol;
+# results under full_split/).
 # RECIPE@K samples with sampling seed K instead of 0 (results under sampling_seeds/, named ..._kK):
 # the candidates that best_of_k.py selects among.
 #
@@ -96,20 +98,26 @@ PYEOF
 fi
 recipe=${4%@*} part=${5:-mp20} sampling_seed=0
 [[ "$4" == *@* ]] && sampling_seed=${4#*@}
-[ "$part" = prototypes ] && OUT="$OUT/prototypes" && mkdir -p "$OUT"
+case "$part" in
+  mp20) ;;
+  prototypes) OUT="$OUT/prototypes" ;;
+  all) OUT="$OUT/full_split" ;;
+  *) echo "run.sh: unknown test part '$part' (mp20, prototypes or all)" >&2; exit 2 ;;
+esac
+mkdir -p "$OUT"
 while [ "$ckpt" != "$RUN/diffusion.pt" ] && [ ! -f "$model/final.pt" ]; do sleep 30; done  # a worker still trains it
 split="$WORK/split_test_$part.json"
 [ -f "$split" ] || "$PY" - "$RUN/split.json" "$split" "$part" <<'PYEOF'
 import json, sys
 from dosmatgen.data.split import record_source
 split = json.load(open(sys.argv[1]))
-part = [i for i in split["test"] if record_source(i) == sys.argv[3]]
+part = [i for i in split["test"] if sys.argv[3] == "all" or record_source(i) == sys.argv[3]]
 json.dump({"train": split["train"], "val": split["val"], "test": part}, open(sys.argv[2], "w"))
 PYEOF
 name="${variant}_s${seed}_$recipe"
 [ "$sampling_seed" = 0 ] || { name="${name}_k$sampling_seed"; OUT="$OUT/sampling_seeds"; mkdir -p "$OUT"; }
 gen="$WORK/samples/$name.npz"
-[ "$part" = prototypes ] && gen="$WORK/samples/prototypes_$name.npz"
+[ "$part" = mp20 ] || gen="$WORK/samples/${part}_$name.npz"
 [ -f "$gen" ] || OMP_NUM_THREADS=1 "$PY" -m dosmatgen.cli evaluate regenerate --checkpoint "$ckpt" \
   --store "$STORE" --split "$split" --subset test --guidance cfg --t0 1000 --steps 200 \
   --batch-size 128 --seed "$sampling_seed" --device cpu --no-progress ${SAMPLE[$recipe]} --out "$gen"

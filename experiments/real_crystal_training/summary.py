@@ -24,7 +24,7 @@ SIZE_BINS: tuple[tuple[int, int], ...] = ((1, 4), (5, 8), (9, 12), (13, 18))
 NAME = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)_(?P<recipe>[a-z0-9]+)$")
 
 
-def _row(path: Path) -> dict[str, float]:
+def result_row(path: Path) -> dict[str, float]:
     met = load_metrics(path)["metrics"]
     row = {k: met[k]["value"] for k, _ in COLUMNS[:-1] if met.get(k, {}).get("value") is not None}
     row["mae_ratio"] = met["mae_gen_y"]["value"] / met["mae_yhat_y"]["value"]
@@ -66,7 +66,7 @@ def main(folder: Path) -> str:
     rule = "|---" * (len(COLUMNS) + 3) + "|"
     mean_lines, seed_lines = [head, rule], [head, rule]
     for (variant, recipe), by_seed in sorted(groups.items()):
-        rows = {s: _row(p) for s, p in sorted(by_seed.items())}
+        rows = {s: result_row(p) for s, p in sorted(by_seed.items())}
         cells = [_cell([r[k] for r in rows.values() if k in r], 3 if k == "mae_ratio" else 1) for k, _ in COLUMNS]
         mean_lines.append(f"| {variant} | {recipe} | {','.join(map(str, rows))} | " + " | ".join(cells) + " |")
         for s, r in rows.items():
