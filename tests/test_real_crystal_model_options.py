@@ -1,5 +1,6 @@
-"""Issue 35's training-side candidates: the convolutional DOS encoder and the group/period type head
-(ModelConfig.dos_encoder, ModelConfig.type_head); the paper's linear map and element head stay the default."""
+"""Issue 35's training-side candidates: the convolutional DOS encoder, the group/period type head and
+self-conditioning (ModelConfig.dos_encoder, .type_head, .self_condition); the paper's linear map, element
+head and plain network stay the default."""
 
 from __future__ import annotations
 
@@ -60,13 +61,15 @@ def test_conv_encoder_is_nonlinear_in_the_dos_and_the_linear_one_is_not():
     assert conv(dos).shape == (2, 16)
 
 
-@pytest.mark.parametrize("options", [{"dos_encoder": "conv"}, {"type_head": "group_period"}])
+@pytest.mark.parametrize("options", [{"dos_encoder": "conv"}, {"type_head": "group_period"},
+                                     {"self_condition": True}])
 def test_options_train_save_and_load(tmp_path, options):
     model = _model(**options)
     batch = CrystalBatch.from_records(toy_records())
-    loss = model.loss(batch, generator=torch.Generator().manual_seed(0))["loss"]
-    loss.backward()
-    changed = model.net.backbone.dos_projection if "dos_encoder" in options else model.net.type_head
+    for seed in range(4):  # self-conditioning uses its estimate in about half the batches
+        model.loss(batch, generator=torch.Generator().manual_seed(seed))["loss"].backward()
+    changed = {"dos_encoder": model.net.backbone.dos_projection, "type_head": model.net.type_head,
+               "self_condition": getattr(model.net.backbone, "type_estimate_embedding", None)}[next(iter(options))]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in changed.parameters())
     path = tmp_path / "m.pt"
     save_checkpoint(path, model, kind="diffusion", standardiser=None)
@@ -79,6 +82,7 @@ def test_options_train_save_and_load(tmp_path, options):
 def test_defaults_are_the_paper_and_unknown_values_are_refused():
     net = _model().net
     assert type(net.backbone.dos_projection) is torch.nn.Linear and type(net.type_head) is torch.nn.Linear
+    assert not hasattr(net.backbone, "type_estimate_embedding")
     with pytest.raises(ConfigError, match="dos_encoder"):
         ModelConfig(dos_encoder="transformer")
     with pytest.raises(ConfigError, match="type_head"):
@@ -103,3 +107,70 @@ def test_dos_noise_perturbs_the_training_condition_only():
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="dos_noise"):
         JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(), "diffusion": {"dos_noise": -1.0}})
+
+
+def _state_and_t(model: JointDiffusion, t: int = 20):
+    from dosmatgen.model.batch import NoisyBatch
+
+    batch = CrystalBatch.from_records(toy_records())
+    times = torch.full((batch.num_graphs,), t)
+    state, _ = model.schedule.noise(batch, times, torch.Generator().manual_seed(0), model.model_cfg.max_z)
+    return state, times
+
+
+def test_clean_type_estimate_is_the_softmax_of_the_posterior_logits():
+    model = _model()
+    state, t = _state_and_t(model)
+    with torch.no_grad():
+        out = model.raw(state, t)
+        head = model.net(state.types, state.frac_coords, state.lattices, state.num_atoms, state.batch, t,
+                         state.dos, state.cond_mask).eps_A
+    probs = torch.softmax(model.element_logits(state.types, head, t[state.batch]), dim=-1)
+    estimate = model.clean_type_estimate(state.types, out.eps_A, t[state.batch])
+    assert torch.allclose(estimate, probs, atol=1e-5)
+    assert torch.allclose(estimate.sum(-1), torch.ones(estimate.shape[0]))
+    # a known answer: eps = 0 at A_t = sqrt(abar) e_z reads back e_z
+    abar = model.schedule.alphas_cumprod[5]
+    onehot = torch.nn.functional.one_hot(torch.tensor([7, 2]), 100).float()
+    back = model.clean_type_estimate(abar.sqrt() * onehot, torch.zeros(2, 100), torch.tensor([5, 5]))
+    assert torch.allclose(back, onehot, atol=1e-6)
+
+
+def test_only_a_self_conditioned_denoiser_reads_the_estimate():
+    state, t = _state_and_t(_model())
+    other = torch.softmax(torch.randn(state.types.shape), dim=-1)
+    for options, reads in (({"self_condition": True}, True), ({}, False)):  # negative control: the paper's
+        model = _model(**options)
+        if reads:
+            with torch.no_grad():
+                model.net.backbone.type_estimate_embedding.weight.normal_()
+        with torch.no_grad():
+            none, given = (model.eps(state.replace(type_estimate=e), t).eps_A for e in (None, other))
+        assert (not torch.equal(none, given)) is reads
+
+
+def test_the_sampler_feeds_each_step_its_previous_estimate():
+    from dosmatgen.generate.sampler import sample
+
+    model = _model(self_condition=True).eval()
+    seen = []
+    forward = model.net.backbone.forward
+
+    def spy(*args, **kwargs):
+        estimate = args[8] if len(args) > 8 else kwargs.get("type_estimate")
+        seen.append(None if estimate is None else estimate.clone())
+        return forward(*args, **kwargs)
+
+    model.net.backbone.forward = spy
+    spec = CrystalBatch.from_records(toy_records())
+    sample(model, spec, steps=5, step_lr=0.0, progress=None)
+    assert seen[0] is None and len(seen) == 5
+    for estimate in seen[1:]:
+        half = estimate[: estimate.shape[0] // 2]  # CFG: conditional half first
+        assert torch.allclose(half.sum(-1), torch.ones(half.shape[0]), atol=1e-4) and bool((half >= 0).all())
+    plain = _model().eval()
+    seen.clear()
+    forward = plain.net.backbone.forward
+    plain.net.backbone.forward = spy
+    sample(plain, spec, steps=5, step_lr=0.0, progress=None)
+    assert seen == [None] * 5  # negative control: the paper's network is never given one

@@ -227,7 +227,10 @@ class _Chain:
         x = x % 1.0
         if repulsion is not None and repulsion.active(s):
             x = repulsion.apply(x, lat * self.lattice_factor, self.spec.batch, self.gen)
-        return state.replace(types=a, frac_coords=x, lattices=lat)
+        estimate = None  # a self-conditioned denoiser reads this step's estimate at the next one
+        if self.diffusion.model_cfg.self_condition:
+            estimate = self.diffusion.clean_type_estimate(state.types, pred.eps_A, tt[self.spec.batch])
+        return state.replace(types=a, frac_coords=x, lattices=lat, type_estimate=estimate)
 
     def decode(self, state: NoisyBatch, allowed_types: Sequence[int] | None) -> CrystalBatch:
         """Types = argmax + 1 over the allowed elements (fixed types kept), lattices in Å, a

@@ -313,7 +313,9 @@ def collate_records(items: Sequence[CrystalBatch]) -> CrystalBatch:
 class NoisyBatch:
     """S_t = (A_t, X_t, L_t) with the graph bookkeeping, the DOS condition and the masks.
 
-    ``types`` (M, Z) continuous type vectors; ``frac_coords`` (M, 3); ``lattices`` (B, 3, 3).
+    ``types`` (M, Z) continuous type vectors; ``frac_coords`` (M, 3); ``lattices`` (B, 3, 3);
+    ``type_estimate`` (M, Z) or None: a self-conditioned denoiser's earlier estimate of the clean
+    type vectors (:attr:`~dosmatgen.model.config.ModelConfig.self_condition`; None: none yet).
     """
 
     types: torch.Tensor
@@ -323,6 +325,7 @@ class NoisyBatch:
     batch: torch.Tensor
     dos: torch.Tensor
     cond_mask: torch.Tensor
+    type_estimate: torch.Tensor | None = None
 
     @property
     def num_graphs(self) -> int:
@@ -340,7 +343,8 @@ class NoisyBatch:
     def doubled(self) -> "NoisyBatch":
         """The batch followed by a copy of itself with every condition dropped (one forward pass
         evaluates the conditional and the unconditional model, paper §2.4)."""
-        twice = {f.name: torch.cat([getattr(self, f.name)] * 2) for f in dataclasses.fields(self)}
+        twice = {f.name: None if getattr(self, f.name) is None else torch.cat([getattr(self, f.name)] * 2)
+                 for f in dataclasses.fields(self)}
         return NoisyBatch(**{**twice, "batch": torch.cat([self.batch, self.batch + self.num_graphs]),
                              "cond_mask": torch.cat([self.cond_mask, torch.zeros_like(self.cond_mask)])})
 

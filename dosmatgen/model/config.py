@@ -52,6 +52,12 @@ class ModelConfig(DictConfig):
         type_head: ``"element"`` (the paper): one linear map to a value per element. ``"group_period"``
             (not in the paper): that map plus a term shared by the elements of a group and one shared
             by the elements of a period (:class:`~dosmatgen.model.denoiser.GroupPeriodHead`).
+        self_condition: not in the paper (issue 35): the denoiser also reads its own estimate of the
+            clean type vectors, a linear map of it added to the input embedding (self-conditioning,
+            Chen et al. 2022, "Analog Bits"). In training, half the batches first run the network
+            without it and feed that estimate back (no gradient through it); in sampling, each step
+            feeds the previous step's estimate (:meth:`~dosmatgen.model.diffusion.JointDiffusion.clean_type_estimate`),
+            so the sites of a crystal can agree on their elements. ``False``: the paper's network.
     """
 
     hidden_dim: int = 128
@@ -64,6 +70,7 @@ class ModelConfig(DictConfig):
     condition_every_layer: bool = False
     dos_encoder: str = "linear"
     type_head: str = "element"
+    self_condition: bool = False
     WHAT: ClassVar[str] = "model"
 
     def __post_init__(self) -> None:

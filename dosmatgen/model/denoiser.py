@@ -205,6 +205,8 @@ class CSPBackbone(nn.Module):
             self.null_condition = nn.Parameter(torch.zeros(h))
         if conditional and cfg.condition_every_layer:
             self.layer_conditions = nn.ModuleList(nn.Linear(h, h) for _ in range(cfg.num_layers))
+        if conditional and cfg.self_condition:  # no bias: no estimate (None) adds nothing
+            self.type_estimate_embedding = nn.Linear(cfg.max_z, h, bias=False)
         self.time_embedding = SinusoidalTimeEmbedding(cfg.time_dim)
         self.input = nn.Linear(h + cfg.time_dim, h)
         self.fourier = FourierFeatures(cfg.num_freqs)
@@ -213,10 +215,14 @@ class CSPBackbone(nn.Module):
 
     def forward(self, types: torch.Tensor, frac_coords: torch.Tensor, lattices: torch.Tensor,
                 num_atoms: torch.Tensor, batch: torch.Tensor, t: torch.Tensor,
-                dos: torch.Tensor | None = None, cond_mask: torch.Tensor | None = None) -> torch.Tensor:
+                dos: torch.Tensor | None = None, cond_mask: torch.Tensor | None = None,
+                type_estimate: torch.Tensor | None = None) -> torch.Tensor:
         """Node features (M, hidden). ``t`` (B,) integer timesteps; ``dos`` (M, 400) and
-        ``cond_mask`` (M,) bool for a conditional backbone (``None`` mask: no atom conditioned)."""
+        ``cond_mask`` (M,) bool for a conditional backbone (``None`` mask: no atom conditioned);
+        ``type_estimate`` (M, Z) read by a self-conditioned backbone only (None: no estimate)."""
         h = self.type_embedding(types)
+        if type_estimate is not None and hasattr(self, "type_estimate_embedding"):
+            h = h + self.type_estimate_embedding(type_estimate.to(h.dtype))
         condition = None
         if self.conditional:
             condition = self.null_condition.expand_as(h)
@@ -256,8 +262,9 @@ class CSPNet(nn.Module):
 
     def forward(self, types: torch.Tensor, frac_coords: torch.Tensor, lattices: torch.Tensor,
                 num_atoms: torch.Tensor, batch: torch.Tensor, t: torch.Tensor,
-                dos: torch.Tensor | None = None, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
-        h = self.backbone(types, frac_coords, lattices, num_atoms, batch, t, dos, cond_mask)
+                dos: torch.Tensor | None = None, cond_mask: torch.Tensor | None = None,
+                type_estimate: torch.Tensor | None = None) -> DenoiserOutput:
+        h = self.backbone(types, frac_coords, lattices, num_atoms, batch, t, dos, cond_mask, type_estimate)
         return self.heads(h, lattices, num_atoms, batch)
 
     def heads(self, h: torch.Tensor, lattices: torch.Tensor, num_atoms: torch.Tensor,

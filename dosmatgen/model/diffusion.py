@@ -111,12 +111,22 @@ class JointDiffusion(nn.Module):
         abar = self.schedule.alphas_cumprod[t_atom].unsqueeze(-1).to(types.dtype)
         return (types - abar.sqrt() * torch.softmax(logits, dim=-1)) / (1 - abar).sqrt()
 
+    def clean_type_estimate(self, types: torch.Tensor, eps_a: torch.Tensor, t_atom: torch.Tensor) -> torch.Tensor:
+        """The clean type vectors that A1 implies for ``eps_a`` at A_t = ``types``,
+        (A_t - sqrt(1 - abar_t) eps_A) / sqrt(abar_t), clipped at 0 and normalised to sum 1 per atom
+        (a row with nothing left stays 0): what a self-conditioned denoiser reads back
+        (:attr:`ModelConfig.self_condition`). For the ``"x0"`` and ``"posterior"`` heads it is the
+        softmax of the element logits (to rounding); under guidance, the guided estimate."""
+        abar = self.schedule.alphas_cumprod[t_atom].unsqueeze(-1).to(types.dtype)
+        est = ((types - (1 - abar).sqrt() * eps_a) / abar.sqrt()).clamp(min=0)
+        return est / est.sum(-1, keepdim=True).clamp(min=1e-12)
+
     def _forward(self, state: NoisyBatch, t: torch.Tensor, cond_mask: torch.Tensor | None
                  ) -> tuple[DenoiserOutput, torch.Tensor]:
         """(network outputs as trained, node features); the type head's output as it comes."""
         cond = state.cond_mask if cond_mask is None else cond_mask
         h = self.net.backbone(state.types, state.frac_coords, state.lattices, state.num_atoms, state.batch, t,
-                              state.dos, cond)
+                              state.dos, cond, state.type_estimate)
         return self.net.heads(h, state.lattices, state.num_atoms, state.batch), h
 
     def raw(self, state: NoisyBatch, t: torch.Tensor | int, cond_mask: torch.Tensor | None = None) -> DenoiserOutput:
@@ -164,7 +174,10 @@ class JointDiffusion(nn.Module):
         With ``type_target`` ``"x0"`` or ``"posterior"``, L_A is the cross-entropy of the element
         logits against the clean element (weight ``lambda_ce``); with ``lambda_aux > 0`` the auxiliary element
         cross-entropy of the conditioned atoms (after the condition drop) is added; with ``dos_noise > 0``
-        the condition the network sees is the standardised DOS plus Gaussian noise of that size.
+        the condition the network sees is the standardised DOS plus Gaussian noise of that size;
+        with ``ModelConfig.self_condition``, half the batches (one draw per batch) first run the
+        network without an estimate and then read its :meth:`clean_type_estimate` (no gradient
+        through the first pass).
         """
         cfg = self.diffusion_cfg
         t = self.schedule.sample_t(batch.num_graphs, batch.device, generator)
@@ -173,6 +186,10 @@ class JointDiffusion(nn.Module):
         if cfg.dos_noise > 0:
             noise = torch.randn(state.dos.shape, device=state.dos.device, dtype=state.dos.dtype, generator=generator)
             state = state.replace(dos=state.dos + cfg.dos_noise * noise)
+        if self.model_cfg.self_condition and float(_rand((1,), batch.device, generator)) < 0.5:
+            with torch.no_grad():  # self-conditioning: half the batches see the network's own estimate
+                first = self.raw(state, t, cond)
+            state = state.replace(type_estimate=self.clean_type_estimate(state.types, first.eps_A, t[batch.batch]))
         out, h = self._forward(state, t, cond)
         element = (batch.atom_types - 1).clamp(0, self.model_cfg.max_z - 1)
         if cfg.type_target != "eps":
