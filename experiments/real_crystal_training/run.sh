@@ -44,6 +44,7 @@ declare -A TRAIN=(
   [groupperiod]="--config $HERE/groupperiod.yaml"
   [dosnoise03]="--config $HERE/dosnoise03.yaml"
   [dosnoise10]="--config $HERE/dosnoise10.yaml"
+  [selfcond]="--config $HERE/selfcond.yaml"
   [realhalf]="--size compact"
   [noreal]="--size compact"
   [realval]="--size compact"
@@ -58,10 +59,13 @@ declare -A SAMPLE=(
   [tie10]="--step-lr 0 --omega-geometry 0 --repel-distance 1.0 --tie-equal-sites 0.1"
   [tie15]="--step-lr 0 --omega-geometry 0 --repel-distance 1.0 --tie-equal-sites 0.15"
   [tie20]="--step-lr 0 --omega-geometry 0 --repel-distance 1.0 --tie-equal-sites 0.2"
+  [steps1000]="--step-lr 0 --omega-geometry 0 --repel-distance 1.0 --tie-equal-sites 0.05 --steps 1000"
 )
 # tie10 / tie15 / tie20: options with a wider tie (the training part's real crystals: 99.1 / 98.2 /
 # 94.2 % of the site pairs within 0.1 / 0.15 / 0.2 carry one element, 79 / 88 / 94 % of the
 # same-element pairs; at 0.05: 99.6 % and 65 %).
+# steps1000: options with the paper's 1,000 sampler steps instead of the demo's 200 (the later
+# --steps overrides run.sh's), 5x the sampling time at the same cost per step.
 model="$WORK/models/${variant}_s$seed"
 ckpt="$model/best.pt"
 [ "$variant/$seed" = base/0 ] && ckpt="$RUN/diffusion.pt"

@@ -1,10 +1,11 @@
-"""The tie tolerance across sampling seeds (issue 35): one sampling seed is one noise stream shared
+"""Sampling recipes across sampling seeds (issue 35): one sampling seed is one noise stream shared
 by every model, so a recipe comparison made with it alone can be that stream's luck. This table
-puts the ``options`` (tie 0.05) and ``tie10`` (0.1) rows of ``run.sh`` side by side over every
-sampling seed present: the real crystals alone (``demo375/``, seeds K > 0 in ``sampling_seeds/``)
-and Table 2's protocol, the whole test split (``demo375/full_split/``, ``run.sh eval ... all``).
+puts ``run.sh``'s ``options`` (tie 0.05, 200 steps), ``tie10`` (tie 0.1) and ``steps1000`` (1,000
+steps) rows side by side over every sampling seed present: the real crystals alone (``demo375/``,
+seeds K > 0 in ``sampling_seeds/``) and Table 2's protocol, the whole test split
+(``demo375/full_split/``, ``run.sh eval ... all``).
 
-    .venv/bin/python experiments/real_crystal_training/tie_summary.py results/real_crystal_training/demo375 > .../tie_seeds.md
+    .venv/bin/python experiments/real_crystal_training/seeds_summary.py results/real_crystal_training/demo375 > .../sampling_seeds.md
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 
 from summary import result_row
 
-NAME = re.compile(r"^base_s(?P<model>\d+)_(?P<recipe>options|tie10)(?:_k(?P<k>\d+))?$")
-RECIPE_TIE = {"options": "0.05", "tie10": "0.1"}
+RECIPES = {"options": "tie 0.05, 200 steps", "tie10": "tie 0.1, 200 steps", "steps1000": "tie 0.05, 1,000 steps"}
+NAME = re.compile(rf"^base_s(?P<model>\d+)_(?P<recipe>{'|'.join(RECIPES)})(?:_k(?P<k>\d+))?$")
 KEYS = (("composition_match_rate", "comp. match %"), ("element_accuracy", "elem. acc. %"),
         ("validity", "validity %"), ("structure_match_rate", "struct. match %"))
 
@@ -47,22 +48,22 @@ def _by_source(path: Path) -> dict[str, dict[str, float]]:
 
 def main(folder: Path) -> str:
     lines = ["## 100 real test crystals, 3 training seeds × sampling seeds", "",
-             "| tie | sampling seed | models | " + " | ".join(c for _, c in KEYS) + " |", "|---" * (len(KEYS) + 3) + "|"]
+             "| recipe | sampling seed | models | " + " | ".join(c for _, c in KEYS) + " |", "|---" * (len(KEYS) + 3) + "|"]
     for recipe, runs in sorted(_runs(folder).items()):
         rows = {key: result_row(path) for key, path in runs.items()}
         for k in sorted({k for _, k in rows}):
             sel = [v for (_, kk), v in sorted(rows.items()) if kk == k]
-            lines.append(f"| {RECIPE_TIE[recipe]} | {k} | {len(sel)} | " + " | ".join(
+            lines.append(f"| {RECIPES[recipe]} | {k} | {len(sel)} | " + " | ".join(
                 f"{statistics.mean(v[key] for v in sel):.1f}" for key, _ in KEYS) + " |")
-        lines.append(f"| {RECIPE_TIE[recipe]} | all | {len(rows)} runs | " + " | ".join(
+        lines.append(f"| {RECIPES[recipe]} | all | {len(rows)} runs | " + " | ".join(
             f"**{statistics.mean(v[key] for v in rows.values()):.1f}**" for key, _ in KEYS) + " |")
     lines += ["", "## Table 2's protocol: the demo model (seed 0) on the whole test split (406), one thread", "",
-              "| tie | sampling seed | comp. match % | elem. acc. % | real comp. % | real elem. % | prototypes comp. % | prototypes elem. % |",
+              "| recipe | sampling seed | comp. match % | elem. acc. % | real comp. % | real elem. % | prototypes comp. % | prototypes elem. % |",
               "|---|---|---|---|---|---|---|---|"]
     for recipe, runs in sorted(_runs(folder / "full_split").items()):
         for (_, k), path in sorted(runs.items()):
             v, src = result_row(path), _by_source(path)
-            lines.append(f"| {RECIPE_TIE[recipe]} | {k} | {v['composition_match_rate']:.1f} | {v['element_accuracy']:.1f} | "
+            lines.append(f"| {RECIPES[recipe]} | {k} | {v['composition_match_rate']:.1f} | {v['element_accuracy']:.1f} | "
                          f"{src['mp20']['comp']:.1f} | {src['mp20']['elem']:.1f} | "
                          f"{src['prototypes']['comp']:.1f} | {src['prototypes']['elem']:.1f} |")
     return "\n".join(lines) + "\n"
