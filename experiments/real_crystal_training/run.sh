@@ -45,6 +45,7 @@ declare -A TRAIN=(
   [dosnoise03]="--config $HERE/dosnoise03.yaml"
   [dosnoise10]="--config $HERE/dosnoise10.yaml"
   [selfcond]="--config $HERE/selfcond.yaml"
+  [ema]="--size compact --ema-decay 0.999"
   [realhalf]="--size compact"
   [noreal]="--size compact"
   [realval]="--size compact"
