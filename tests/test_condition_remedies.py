@@ -33,7 +33,7 @@ def test_paper_recipe_is_the_default_and_the_paper_size_snapshot():
     # what `--profile paper` trains: the paper's size, eps-prediction, no extra heads or layers
     assert paper["model"] == {"hidden_dim": 512, "num_layers": 6, "num_freqs": 128, "time_dim": 256, "max_z": 100,
                               "dos_dim": 400, "layer_norm": True, "condition_every_layer": False,
-                              "dos_encoder": "linear", "type_head": "element"}
+                              "dos_encoder": "linear", "type_head": "element", "self_condition": False}
     net = JointDiffusion(ModelConfig.tiny())
     assert not hasattr(net, "aux_element_head") and not hasattr(net.net.backbone, "layer_conditions")
 
