@@ -54,13 +54,14 @@ declare -A TRAIN=(
 # training crystals (every second one, or none), or with 75 more (realval: three in four of the 100
 # real validation crystals move to training, every fourth stays); the test part unchanged.
 declare -A REAL_KEEP=([realhalf]=2 [noreal]=0 [realval]=1)
+UNTIED="--step-lr 0 --omega-geometry 0 --repel-distance 1.0"  # the options but the tie
 declare -A SAMPLE=(
   [demo]=""
-  [options]="--step-lr 0 --omega-geometry 0 --repel-distance 1.0 --tie-equal-sites 0.05"
-  [tie10]="--step-lr 0 --omega-geometry 0 --repel-distance 1.0 --tie-equal-sites 0.1"
-  [tie15]="--step-lr 0 --omega-geometry 0 --repel-distance 1.0 --tie-equal-sites 0.15"
-  [tie20]="--step-lr 0 --omega-geometry 0 --repel-distance 1.0 --tie-equal-sites 0.2"
-  [steps1000]="--step-lr 0 --omega-geometry 0 --repel-distance 1.0 --tie-equal-sites 0.05 --steps 1000"
+  [options]="$UNTIED --tie-equal-sites 0.05"
+  [tie10]="$UNTIED --tie-equal-sites 0.1"
+  [tie15]="$UNTIED --tie-equal-sites 0.15"
+  [tie20]="$UNTIED --tie-equal-sites 0.2"
+  [steps1000]="$UNTIED --tie-equal-sites 0.05 --steps 1000"
 )
 # tie10 / tie15 / tie20: options with a wider tie (the training part's real crystals: 99.1 / 98.2 /
 # 94.2 % of the site pairs within 0.1 / 0.15 / 0.2 carry one element, 79 / 88 / 94 % of the

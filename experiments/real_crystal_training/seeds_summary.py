@@ -10,13 +10,13 @@ seeds K > 0 in ``sampling_seeds/``) and Table 2's protocol, the whole test split
 
 from __future__ import annotations
 
-import csv
 import re
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+from dosmatgen.evaluate.score import load_metrics
 from summary import result_row
 
 RECIPES = {"options": "tie 0.05, 200 steps", "tie10": "tie 0.1, 200 steps", "steps1000": "tie 0.05, 1,000 steps"}
@@ -35,15 +35,11 @@ def _runs(folder: Path) -> dict[str, dict[tuple[int, int], Path]]:
 
 
 def _by_source(path: Path) -> dict[str, dict[str, float]]:
-    """Composition match and element accuracy (pooled over atoms, as Table 2) per source, in %."""
-    rows = list(csv.DictReader(open(path.with_suffix(".per_structure.csv"))))
-    out = {}
-    for src in sorted({r["source"] for r in rows}):
-        part = [r for r in rows if r["source"] == src]
-        scored = [r for r in part if r["element_correct"] not in ("", "nan")]
-        out[src] = {"comp": 100 * sum(r["composition_match"] == "1" for r in part) / len(part),
-                    "elem": 100 * sum(float(r["element_correct"]) for r in scored) / sum(int(r["n_atoms"]) for r in scored)}
-    return out
+    """Composition match and element accuracy (%) per source, as ``evaluate score`` recorded them
+    (``by_source`` of the metrics file: element accuracy pooled over atoms, as Table 2)."""
+    return {src: {"comp": part["metrics"]["composition_match_rate"]["value"],
+                  "elem": part["metrics"]["element_accuracy"]["value"]}
+            for src, part in load_metrics(path)["by_source"].items()}
 
 
 def main(folder: Path) -> str:
