@@ -238,3 +238,34 @@ def test_split_source_fractions_flag(tiny_store, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse: not SOURCE=TRAIN,VAL,TEST
         main(["data", "split", "--store", str(tiny_store), "--out", str(bad), "--source-fractions", "mp20"])
     assert e.value.code == 2 and not bad.exists()
+
+
+def test_split_base_ids_flag(tiny_store, tmp_path, capsys):
+    """--base-ids fixes the split on a list of ids: a store grown by later records keeps the
+    validation and test parts of the split of the base ids alone and trains on the additions (the
+    issue-35 merge of newly labelled real crystals); a list naming an id the store lacks stops
+    with exit 2 before anything is written. Negative control: without the list, the grown store's
+    split moves its test part."""
+    ids = DOSStore(tiny_store).ids
+    base_file = tmp_path / "base.txt"
+    base_file.write_text("# the first twelve\n" + "\n".join(ids[:12]) + "\n\n")
+    small = tmp_path / "small.npz"
+    save_records(small, load_records(tiny_store)[:12], {"name": "tiny12"})
+    fixed, grown, free = (tmp_path / f"{n}.json" for n in ("fixed", "grown", "free"))
+    assert main(["data", "split", "--store", str(small), "--out", str(fixed), "--seed", "1"]) == 0
+    assert main(["data", "split", "--store", str(tiny_store), "--out", str(grown), "--seed", "1",
+                 "--base-ids", str(base_file)]) == 0
+    assert "3 later id(s) went to training only" in capsys.readouterr().out
+    a, b = json.loads(fixed.read_text()), json.loads(grown.read_text())
+    assert a["val"] == b["val"] and a["test"] == b["test"]
+    assert b["train"][:len(a["train"])] == a["train"] and sorted(b["train"][len(a["train"]):]) == sorted(ids[12:])
+    assert b["base_ids"] == {"file": str(base_file), "n_base": 12, "added_to_train": {"other": 3}}
+    assert main(["data", "split", "--store", str(tiny_store), "--out", str(free), "--seed", "1"]) == 0
+    assert json.loads(free.read_text())["test"] != a["test"]
+    bad, out = tmp_path / "bad.txt", tmp_path / "never.json"
+    bad.write_text("\n".join(ids[:3] + ["no-such-id"]))
+    code, err = _run_err(["data", "split", "--store", str(tiny_store), "--out", str(out), "--base-ids", str(bad)], capsys)
+    assert code == 2 and "names 1 id(s) the store lacks, e.g. 'no-such-id'" in err and not out.exists()
+    code, err = _run_err(["data", "split", "--store", str(tiny_store), "--out", str(out),
+                          "--base-ids", str(tmp_path / "absent.txt")], capsys)
+    assert code == 2 and not out.exists()

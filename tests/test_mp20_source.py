@@ -21,7 +21,7 @@ from dev_scripts.builtin import mp20, offsite
 from dev_scripts.builtin.cli import main as builtin_main
 from dosmatgen.data.info import dataset_summary, format_summary
 from dosmatgen.data.schema import CrystalRecord
-from dosmatgen.data.split import SPLIT_NAMES, make_split, record_source, source_counts, split_sizes
+from dosmatgen.data.split import SPLIT_NAMES, load_id_list, make_split, record_source, source_counts, split_sizes
 from dosmatgen.data.store import DOSStore, load_meta, load_records, save_records
 from dosmatgen.errors import DataError
 
@@ -347,6 +347,11 @@ def test_recorded_demo_split_is_the_stores():
     # negative control: another seed gives another split
     other = make_split(ids, seed=recorded["seed"] + 1, fractions=recorded["fractions"], source_fractions=own)
     assert other["test"] != recorded["test"]
+    # the ids the demo's split is fixed on (crystals merged later train only) are the recorded split's
+    base = load_id_list(ROOT / demo["builtin_split_ids"])
+    assert sorted(base) == sorted(i for k in SPLIT_NAMES for i in recorded[k])
+    fixed = make_split(ids, seed=recorded["seed"], fractions=recorded["fractions"], source_fractions=own, base_ids=base)
+    assert all(fixed[k] == recorded[k] for k in SPLIT_NAMES)
 
 
 def _mixed_records():

@@ -138,3 +138,45 @@ def test_config_schema_split_default_is_the_packages():
     from dosmatgen.data.split import DEFAULT_FRACTIONS
 
     assert tuple(load_schema()["properties"]["data"]["properties"]["split"]["default"]) == DEFAULT_FRACTIONS
+
+
+def test_base_ids_keep_validation_and_test_while_the_store_grows():
+    """A split fixed on base ids equals the split of the base ids alone in validation and test, per
+    source and for the plain split, and sends every later id to training, interleaved with its
+    source; with no later ids it is the ordinary split. Negative control: splitting the grown set
+    without the base list moves the real test part; a base id absent from the ids, or a duplicate in
+    the list file, is an error."""
+    from dosmatgen.data.split import record_source
+
+    base = [f"builtin-p{i}" for i in range(30)] + [f"mp20-mp-{i}" for i in range(40)]
+    later = [f"mp20-mp-{i}" for i in range(100, 112)]
+    own = {"mp20": (0.75, 0.05, 0.2)}
+    a = make_split(base, seed=2, source_fractions=own)
+    b = make_split(base + later, seed=2, source_fractions=own, base_ids=base)
+    assert b["val"] == a["val"] and b["test"] == a["test"]
+    assert set(b["train"]) == set(a["train"]) | set(later)
+    assert [i for i in b["train"] if record_source(i) == "prototypes"] == \
+        [i for i in a["train"] if record_source(i) == "prototypes"]
+    assert make_split(base, seed=2, source_fractions=own, base_ids=base) == a
+    plain = make_split(base + later, seed=2, stratify=False, base_ids=base)
+    assert plain["test"] == make_split(base, seed=2, stratify=False)["test"] and set(later) <= set(plain["train"])
+    grown = make_split(base + later, seed=2, source_fractions=own)
+    assert [i for i in grown["test"] if record_source(i) == "mp20"] != [i for i in a["test"] if record_source(i) == "mp20"]
+    with pytest.raises(DataError, match="names 1 id"):
+        make_split(base[1:], base_ids=base)
+
+
+def test_load_id_list(tmp_path):
+    from dosmatgen.data.split import load_id_list
+
+    p = tmp_path / "ids.txt"
+    p.write_text("# header\nmp20-mp-1\n\nbuiltin-a  # a comment\n")
+    assert load_id_list(p) == ["mp20-mp-1", "builtin-a"]
+    p.write_text("a\nb\na\n")
+    with pytest.raises(DataError, match="more than once"):
+        load_id_list(p)
+    p.write_text("# nothing\n")
+    with pytest.raises(DataError, match="names no ids"):
+        load_id_list(p)
+    with pytest.raises(DataError, match="does not exist"):
+        load_id_list(tmp_path / "none.txt")

@@ -112,9 +112,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"other fractions for one source ({', '.join(SOURCES)}), e.g. mp20=0.75,0.05,0.2 "
                         "to train on more of the real crystals; moving only its train/val boundary keeps that "
                         "source's test part. Repeatable")
+    s.add_argument("--base-ids", default=None, metavar="TXT",
+                   help="fix the split on these ids (one per line, # comments): only they are split, and "
+                        "every other id of the store (a crystal labelled later) goes to training, so "
+                        "validation and test stay as they were; all of them must be in the store")
     s.add_argument("--standardiser", default=None, metavar="JSON",
                    help="also write the DOS standardiser fitted on the training split")
-    declare_paths(s, inputs=("store",), outputs={"out": "file", "standardiser": "file"})
+    declare_paths(s, inputs=("store", "base_ids"), outputs={"out": "file", "standardiser": "file"})
     s.set_defaults(func=_cmd_split)
 
     # info ------------------------------------------------------------------------------------
@@ -226,8 +230,8 @@ def source_fractions(text: str) -> tuple[str, tuple[float, float, float]]:
 
 def _cmd_split(args: argparse.Namespace) -> int:
     from dosmatgen.data.plausibility import check_split_parts
-    from dosmatgen.data.split import (SPLIT_NAMES, fit_standardiser_on_train, make_split, save_split,
-                                      source_counts)
+    from dosmatgen.data.split import (SPLIT_NAMES, fit_standardiser_on_train, load_id_list, make_split,
+                                      save_split, source_counts)
     from dosmatgen.data.store import DOSStore
 
     check_writable(args.out, "--out")
@@ -237,7 +241,9 @@ def _cmd_split(args: argparse.Namespace) -> int:
     own = dict(args.source_fractions)
     if len(own) != len(args.source_fractions):
         raise ConfigError("--source-fractions names a source twice")
-    split = make_split(store.ids, seed=args.seed, fractions=args.fractions, source_fractions=own)  # stratified
+    base = load_id_list(args.base_ids) if args.base_ids else None
+    split = make_split(store.ids, seed=args.seed, fractions=args.fractions, source_fractions=own,
+                       base_ids=base)  # stratified
     check_split_parts(split, f"{len(store)} structure(s) of {args.store}")
     std = fit_standardiser_on_train(store, split) if args.standardiser else None  # fails before any write
     by_source = {k: source_counts(split[k]) for k in SPLIT_NAMES}
@@ -245,11 +251,17 @@ def _cmd_split(args: argparse.Namespace) -> int:
     extra = {"sources": by_source} if len(source_counts(store.ids)) > 1 else {}
     if own:
         extra["source_fractions"] = {k: list(v) for k, v in own.items()}
+    if base is not None:  # recorded only when given: a split without it writes the file it always did
+        extra["base_ids"] = {"file": str(args.base_ids), "n_base": len(base),
+                             "added_to_train": source_counts(set(store.ids).difference(base))}
     save_split(args.out, split, seed=args.seed, fractions=list(args.fractions), store=str(args.store),
                n_structures=len(store), **extra)
     print(f"split {len(store)} structures: " + ", ".join(f"{k} {len(split[k])}" for k in SPLIT_NAMES)
           + f" -> {args.out}")
-    if extra:
+    if base is not None:
+        print(f"  fixed on the {len(base)} ids of {args.base_ids}; {len(store) - len(base)} later id(s) "
+              "went to training only")
+    if len(source_counts(store.ids)) > 1:
         print("  stratified by source: " + "; ".join(
             f"{k} " + ", ".join(f"{src} {n}" for src, n in by_source[k].items()) for k in SPLIT_NAMES))
     if std is not None:

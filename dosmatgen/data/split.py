@@ -25,6 +25,14 @@ a source keeps its test part, since the cut points share one permutation:
 >>> a, b = make_split(ids), make_split(ids, source_fractions={"mp20": (0.75, 0.05, 0.2)})
 >>> a["test"] == b["test"], [sum(i.startswith("mp20-") for i in b[k]) for k in SPLIT_NAMES]
 (True, [15, 1, 4])
+
+A split may be fixed on a base set of ids (``base_ids``, :func:`load_id_list`): those are split as
+above, and every other id -- a crystal labelled after the split was fixed -- goes to training, so
+validation and test stay what they were while the store grows:
+
+>>> c = make_split(ids + ["mp20-mp-new1", "mp20-mp-new2"], base_ids=ids)
+>>> c["test"] == a["test"], c["val"] == a["val"], len(c["train"]) - len(a["train"])
+(True, True, 2)
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -110,8 +118,8 @@ def _split_one(ids: list[str], seed: int, fractions: Sequence[float]) -> dict[st
 
 
 def make_split(ids: Iterable[str], seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-               stratify: bool = True, source_fractions: Mapping[str, Sequence[float]] | None = None
-               ) -> dict[str, list[str]]:
+               stratify: bool = True, source_fractions: Mapping[str, Sequence[float]] | None = None,
+               base_ids: Collection[str] | None = None) -> dict[str, list[str]]:
     """Seeded random split of ``ids`` into ``{"train", "val", "test"}`` id lists (disjoint, exhaustive).
 
     ``stratify`` (default): each source split on its own (module docstring), each part interleaving
@@ -119,7 +127,9 @@ def make_split(ids: Iterable[str], seed: int = 0, fractions: Sequence[float] = D
     --limit N``) keep every source's share; ``False``: the plain split of all ids together.
     ``source_fractions``: fractions for some sources (keys from :data:`SOURCES`) instead of
     ``fractions``, e.g. ``{"mp20": (0.75, 0.05, 0.2)}`` to train on more of the scarce real
-    crystals (stratified splits only)."""
+    crystals (stratified splits only).
+    ``base_ids``: the ids the split is fixed on (all must be among ``ids``); only they are split, and
+    the others are appended to training, after the base ids of their source, sorted (module docstring)."""
     ids = [str(i) for i in ids]
     if not ids:
         raise DataError("cannot split an empty list of ids")
@@ -132,15 +142,47 @@ def make_split(ids: Iterable[str], seed: int = 0, fractions: Sequence[float] = D
         if source not in SOURCES:
             raise DataError(f"unknown source {source!r} in the per-source split fractions; sources: {SOURCES}")
         split_sizes(len(ids), frac)
+    added: list[str] = []
+    if base_ids is not None:
+        base = {str(i) for i in base_ids}
+        absent = sorted(base.difference(ids))
+        if absent:
+            raise DataError(f"the split's base id list names {len(absent)} id(s) the store lacks, e.g. "
+                            f"{absent[0]!r}: it is not the store the split was fixed on")
+        added = sorted(i for i in ids if i not in base)
+        ids = [i for i in ids if i in base]
     if not stratify:
         if own:
             raise DataError("per-source split fractions need the stratified split")
-        return _split_one(ids, seed, fractions)
+        plain = _split_one(ids, seed, fractions)
+        return {**plain, "train": plain["train"] + added}
     groups: dict[str, list[str]] = {s: [] for s in SOURCES}
     for i in ids:
         groups[record_source(i)].append(i)
-    parts = [_split_one(groups[source], seed, own.get(source, fractions)) for source in SOURCES if groups[source]]
+    parts = []
+    for source in SOURCES:
+        later = [i for i in added if record_source(i) == source]
+        if groups[source] or later:
+            part = _split_one(groups[source], seed, own.get(source, fractions)) if groups[source] else \
+                {name: [] for name in SPLIT_NAMES}
+            parts.append({**part, "train": part["train"] + later})
     return {name: interleave([part[name] for part in parts]) for name in SPLIT_NAMES}
+
+
+def load_id_list(path: str | Path) -> list[str]:
+    """Structure ids from a text file, one per line; blank lines and ``#`` comments are skipped
+    (the base ids of a fixed split, :func:`make_split`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"id list {path} does not exist")
+    ids = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise DataError(f"id list {path} names no ids")
+    dup = next((i for i, c in Counter(ids).items() if c > 1), None)
+    if dup is not None:
+        raise DataError(f"id list {path} names {dup!r} more than once")
+    return ids
 
 
 def interleave(lists: Sequence[Sequence[str]]) -> list[str]:

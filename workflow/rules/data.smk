@@ -10,6 +10,8 @@ elif AUTHORS:
 else:
     STORE = RUN["data"]["builtin_store"]
 SPLIT = f"{W}/data/split.json"
+# the ids the built-in store's split is fixed on (crystals merged later train only), if configured
+SPLIT_IDS = RUN["data"]["builtin_split_ids"] if STORE == RUN["data"]["builtin_store"] else None
 # The authors' release brings its own DOS standardiser (prop_scaler.pt): nothing is refitted.
 STANDARDISER = f"{W}/models/diffusion/standardiser.json" if AUTHORS else f"{W}/data/standardiser.json"
 DATA_INFO = f"{W}/data/info.json"
@@ -61,6 +63,7 @@ else:
     rule split:
         input:
             store=STORE,
+            base_ids=SPLIT_IDS or [],
         output:
             split=SPLIT,
             standardiser=STANDARDISER,
@@ -71,6 +74,7 @@ else:
             fractions=" ".join(str(f) for f in RUN["data"]["split"]),
             source_fractions=" ".join(f"--source-fractions {source}={','.join(str(f) for f in frac)}"
                                       for source, frac in RUN["data"]["source_split"].items()),
+            base_ids=f"--base-ids {SPLIT_IDS}" if SPLIT_IDS else "",
         threads: 1
         resources:
             **SMALL,
@@ -78,7 +82,8 @@ else:
             CONDA_ENV
         shell:
             "dosmatgen data split --store {input.store} --out {output.split} --standardiser {output.standardiser}"
-            " --seed {params.seed} --fractions {params.fractions} {params.source_fractions} > {log} 2>&1"
+            " --seed {params.seed} --fractions {params.fractions} {params.source_fractions} {params.base_ids}"
+            " > {log} 2>&1"
 
 
 rule data_info:
