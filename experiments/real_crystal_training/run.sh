@@ -30,6 +30,8 @@ mkdir -p "$OUT" "$WORK/models" "$WORK/samples"
 # variant uses. The variants recorded here used the demo run committed at 8ce38a6 (300 real training
 # crystals), taken from git; RUN=results/demo_run gives today's (375, config/demo.yaml source_split).
 PIN=8ce38a6
+# grown: the commit whose resources/builtin shards (ledger and labelled crystals) the variant merges
+GROWN_AT=$(git rev-parse --short=7 "${GROWN_AT:-HEAD}")
 RUN=${RUN:-$WORK/demo_run_$PIN}
 if [ "$RUN" = "$WORK/demo_run_$PIN" ] && [ ! -f "$RUN/standardiser.json" ]; then
   mkdir -p "$RUN"
@@ -49,6 +51,7 @@ declare -A TRAIN=(
   [realhalf]="--size compact"
   [noreal]="--size compact"
   [realval]="--size compact"
+  [grown]="--size compact"
 )
 # Learning-curve variants: the demo training on the committed split with fewer of its 300 real
 # training crystals (every second one, or none), or with 75 more (realval: three in four of the 100
@@ -96,8 +99,25 @@ split["sources"]["train"]["mp20"] = len(keep)
 json.dump(split, open(sys.argv[2], "w"))
 PYEOF
   fi
-  OMP_NUM_THREADS=1 "$PY" -m dosmatgen.cli train --kind diffusion --store "$STORE" --split "$train_split" \
-    --standardiser "$RUN/standardiser.json" ${TRAIN[$variant]} --type-target posterior --epochs 5000 \
+  train_store=$STORE standardiser="$RUN/standardiser.json"
+  if [ "$variant" = grown ]; then
+    # the built-in store grown by every real crystal labelled since the 2026-12-01 merge (the shards
+    # committed at $GROWN_AT), split as the demo workflow splits it (config/demo.yaml: seed 0, the
+    # per-source fractions, fixed on resources/builtin_split_ids.txt, so the added crystals train
+    # only), and the DOS standardiser refitted on that training part, as the workflow does
+    G="$WORK/grown_$GROWN_AT"
+    if [ ! -f "$G/split.json" ]; then
+      rm -rf "$G" && mkdir -p "$G/shards"
+      git archive "$GROWN_AT" resources/builtin | tar -x -C "$G/shards"
+      "$PY" -m dosmatgen.cli data merge --source builtin --shards "$G/shards/resources/builtin" --out "$G/store.npz"
+      "$PY" -m dosmatgen.cli data split --store "$G/store.npz" --out "$G/split.json" --seed 0 \
+        --fractions 0.6 0.2 0.2 --source-fractions mp20=0.75,0.05,0.2 \
+        --base-ids resources/builtin_split_ids.txt --standardiser "$G/standardiser.json"
+    fi
+    train_store="$G/store.npz" train_split="$G/split.json" standardiser="$G/standardiser.json"
+  fi
+  OMP_NUM_THREADS=1 "$PY" -m dosmatgen.cli train --kind diffusion --store "$train_store" --split "$train_split" \
+    --standardiser "$standardiser" ${TRAIN[$variant]} --type-target posterior --epochs 5000 \
     --batch-size 64 --lr 1e-3 --max-steps 10000 --device cpu --seed "$seed" --out "$model" \
     > "$model/train.log" 2>&1
   exit 0
