@@ -52,6 +52,7 @@ declare -A TRAIN=(
   [noreal]="--size compact"
   [realval]="--size compact"
   [grown]="--size compact"
+  [grownkeepstd]="--size compact"
 )
 # Learning-curve variants: the demo training on the committed split with fewer of its 300 real
 # training crystals (every second one, or none), or with 75 more (realval: three in four of the 100
@@ -100,7 +101,7 @@ json.dump(split, open(sys.argv[2], "w"))
 PYEOF
   fi
   train_store=$STORE standardiser="$RUN/standardiser.json"
-  if [ "$variant" = grown ]; then
+  if [ "$variant" = grown ] || [ "$variant" = grownkeepstd ]; then
     # the built-in store grown by every real crystal labelled since the 2026-12-01 merge (the shards
     # committed at $GROWN_AT), split as the demo workflow splits it (config/demo.yaml: seed 0, the
     # per-source fractions, fixed on resources/builtin_split_ids.txt, so the added crystals train
@@ -115,6 +116,8 @@ PYEOF
         --base-ids resources/builtin_split_ids.txt --standardiser "$G/standardiser.json"
     fi
     train_store="$G/store.npz" train_split="$G/split.json" standardiser="$G/standardiser.json"
+    # grownkeepstd: the same, with the committed standardiser (not refitted): one change at a time
+    [ "$variant" = grownkeepstd ] && standardiser="$RUN/standardiser.json"
   fi
   OMP_NUM_THREADS=1 "$PY" -m dosmatgen.cli train --kind diffusion --store "$train_store" --split "$train_split" \
     --standardiser "$standardiser" ${TRAIN[$variant]} --type-target posterior --epochs 5000 \
