@@ -174,7 +174,7 @@ def load_id_list(path: str | Path) -> list[str]:
     (the base ids of a fixed split, :func:`make_split`)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"id list {path} does not exist")
+        raise DataError(f"id list {path} does not exist or is not a file")
     ids = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
     ids = [i for i in ids if i]
     if not ids:
