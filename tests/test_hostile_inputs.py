@@ -227,6 +227,8 @@ PATH_CASES: dict[str, tuple[str, str]] = {
                                     "--standardiser {t}/s.npz is the input --store"),
     "split_standardiser_is_out": ("data split --store {t}/s.npz --out {t}/x.json --standardiser {t}/x.json",
                                   "are the same path"),
+    "split_out_is_base_ids": ("data split --store {t}/s.npz --out {t}/split.json --base-ids {t}/split.json",
+                              "--out {t}/split.json is the input --base-ids"),
     "info_json_is_store": ("data info --store {t}/s.npz --json {t}/s.npz", "--json {t}/s.npz is the input --store"),
     "regenerate_out_is_store": (REGEN.replace("{d}", "{t}").replace("{o}", "{t}/s.npz"), "is the input --store"),
     "score_out_is_generated": ("evaluate score --generated {t}/gen_corrupt.npz --surrogate {t}/diff.pt --store "
