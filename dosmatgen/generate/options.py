@@ -80,6 +80,10 @@ class SamplerOptions:
                                                "below this share one type vector along the reverse chain, so they "
                                                "come out as one element (e.g. 0.05). Default: off",
                                          kind="non_negative")
+    type_temperature: float = _opt(1.0, "an option, not the paper's sampler: scale of the noise the reverse "
+                                        "step adds to the type channel (A4); below 1 each atom leans to its "
+                                        "most probable element, 0 adds none. Default: 1, the paper's ancestral "
+                                        "step", kind="non_negative")
     allowed_types: tuple[int, ...] | None = _opt(None, "elements the generated atoms may take, e.g. Ni,O,28 "
                                                        "(default: every element the model knows)",
                                                  kind="elements")
@@ -107,6 +111,8 @@ class SamplerOptions:
         self.repulsion()  # the pair repulsion checks its own distance and time
         if self.tie_equal_sites is not None and not (math.isfinite(self.tie_equal_sites) and self.tie_equal_sites >= 0):
             raise ConfigError(f"tie_equal_sites must be a finite number >= 0, got {self.tie_equal_sites}")
+        if not (math.isfinite(self.type_temperature) and self.type_temperature >= 0):
+            raise ConfigError(f"type_temperature must be a finite number >= 0, got {self.type_temperature}")
         if self.allowed_types is not None and not self.allowed_types:
             raise ConfigError("allowed_types is empty: no element could be generated")
         if self.batch_size < 1:

@@ -19,6 +19,7 @@ left-handed lattice is flipped to L -> -L, X -> -X (the same crystal).
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -53,7 +54,8 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
            seed: int = DEFAULTS.seed, progress: bool | None = True, start_at_T: bool = DEFAULTS.start_at_T,
            predictor_input: str = DEFAULTS.predictor_input,
            allowed_types: Sequence[int] | None = None, repulsion: PairRepulsion | None = None,
-           tie_groups: Sequence[int] | None = None) -> CrystalBatch:
+           tie_groups: Sequence[int] | None = None, type_temperature: float = DEFAULTS.type_temperature
+           ) -> CrystalBatch:
     """Generate one crystal per crystal of ``spec`` (its atom counts, DOS, masks; with ``t0`` also
     its structure as the starting point).
 
@@ -90,6 +92,10 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
             share one type vector along the chain (the predictor's mean is averaged over the group
             and one noise draw serves the group), so they decode to one element
             (:func:`dosmatgen.generate.specs.tie_groups`). None: every atom on its own.
+        type_temperature: an option, not the paper's sampler: the noise of the ancestral step on
+            the types (A4) is scaled by this; 1 is the paper's step, below 1 the chain leans
+            towards each atom's most probable element, 0 follows the posterior mean. The noise
+            is drawn all the same, so every other channel sees the same random numbers.
     Returns a :class:`CrystalBatch` on ``spec``'s device with the generated types, coordinates and
     lattices, and ``spec``'s DOS, masks and ids.
     """
@@ -101,7 +107,10 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
     times = timestep_schedule(t_start, None if steps is None else min(int(steps), t_start))
     out_device = spec.device
     spec = spec.to(next(diffusion.parameters()).device)
-    chain = _Chain(diffusion, spec, torch.Generator(device=spec.device).manual_seed(int(seed)), tie_groups)
+    if not (math.isfinite(type_temperature) and type_temperature >= 0):
+        raise ConfigError(f"type_temperature must be a finite number >= 0, got {type_temperature}")
+    chain = _Chain(diffusion, spec, torch.Generator(device=spec.device).manual_seed(int(seed)), tie_groups,
+                   type_temperature)
     state = chain.start(t0, t_start)
     bar = progress_bar(bool(progress), total=len(times) - 1, desc="sampling", unit="steps", disable=progress is None,
                        leave=False)
@@ -142,8 +151,9 @@ class _Chain:
     order: same seed, same crystals)."""
 
     def __init__(self, diffusion: JointDiffusion, spec: CrystalBatch, gen: torch.Generator,
-                 tie_groups: Sequence[int] | None = None):
+                 tie_groups: Sequence[int] | None = None, type_temperature: float = 1.0):
         self.diffusion, self.spec, self.gen = diffusion, spec, gen
+        self.type_temperature = float(type_temperature)
         self.groups = None if tie_groups is None else torch.as_tensor(tie_groups, dtype=torch.long, device=spec.device)
         if self.groups is not None:  # group count and sizes, once per chain
             self.n_groups = int(self.groups.max()) + 1
@@ -222,7 +232,8 @@ class _Chain:
             x = x + (sig_s ** 2 * (sig_t ** 2 - sig_s ** 2) / sig_t ** 2).sqrt() * self.randn(tuple(x.shape))
             std = ((1 - alpha) * (1 - ab_s) / (1 - ab_t)).sqrt()
             lat = lat + std * self.randn(tuple(lat.shape))
-            a = a + std * self.type_noise()
+            noise = self.type_noise()  # drawn at every temperature: the other channels' noise stays the same
+            a = a + (std * noise if self.type_temperature == 1.0 else self.type_temperature * std * noise)
         a = self.clamp_fixed(a, s)
         x = x % 1.0
         if repulsion is not None and repulsion.active(s):

@@ -66,12 +66,16 @@ declare -A SAMPLE=(
   [tie15]="$UNTIED --tie-equal-sites 0.15"
   [tie20]="$UNTIED --tie-equal-sites 0.2"
   [steps1000]="$UNTIED --tie-equal-sites 0.05 --steps 1000"
+  [tt05]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0.5"
+  [tt0]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0"
 )
 # tie10 / tie15 / tie20: options with a wider tie (the training part's real crystals: 99.1 / 98.2 /
 # 94.2 % of the site pairs within 0.1 / 0.15 / 0.2 carry one element, 79 / 88 / 94 % of the
 # same-element pairs; at 0.05: 99.6 % and 65 %).
 # steps1000: options with the paper's 1,000 sampler steps instead of the demo's 200 (the later
 # --steps overrides run.sh's), 5x the sampling time at the same cost per step.
+# tt05 / tt0: options with the type channel's reverse-step noise scaled by 0.5 / 0
+# (SamplerOptions.type_temperature): each atom leans to its most probable element.
 model="$WORK/models/${variant}_s$seed"
 ckpt="$model/best.pt"
 [ "$variant/$seed" = base/0 ] && ckpt="$RUN/diffusion.pt"
