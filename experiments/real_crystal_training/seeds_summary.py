@@ -1,7 +1,7 @@
 """Sampling recipes across sampling seeds (issue 35): one sampling seed is one noise stream shared
 by every model, so a recipe comparison made with it alone can be that stream's luck. This table
-puts ``run.sh``'s ``options`` (tie 0.05, 200 steps), ``tie10`` (tie 0.1) and ``steps1000`` (1,000
-steps) rows side by side over every sampling seed present: the real crystals alone (``demo375/``,
+puts ``run.sh``'s ``options`` (tie 0.05, 200 steps), ``tie10`` (tie 0.1), ``steps1000`` (1,000
+steps) and ``tt0`` (type temperature 0) rows side by side over every sampling seed present: the real crystals alone (``demo375/``,
 seeds K > 0 in ``sampling_seeds/``) and Table 2's protocol, the whole test split
 (``demo375/full_split/``, ``run.sh eval ... all``).
 
@@ -19,7 +19,8 @@ from pathlib import Path
 from dosmatgen.evaluate.score import load_metrics
 from summary import result_row
 
-RECIPES = {"options": "tie 0.05, 200 steps", "tie10": "tie 0.1, 200 steps", "steps1000": "tie 0.05, 1,000 steps"}
+RECIPES = {"options": "tie 0.05, 200 steps", "tie10": "tie 0.1, 200 steps", "steps1000": "tie 0.05, 1,000 steps",
+           "tt0": "tie 0.05, 200 steps, type temperature 0"}
 NAME = re.compile(rf"^base_s(?P<model>\d+)_(?P<recipe>{'|'.join(RECIPES)})(?:_k(?P<k>\d+))?$")
 KEYS = (("composition_match_rate", "comp. match %"), ("element_accuracy", "elem. acc. %"),
         ("validity", "validity %"), ("structure_match_rate", "struct. match %"))
