@@ -121,3 +121,27 @@ def test_a_new_field_reaches_the_service_from_regenerate(extended, models, tmp_p
         runner.regenerate(models.diffusion, models.diffusion_std, toy_records(2), tmp_path / "g.npz",
                           Extended(steps=2, probe=7))
     assert extended[0].probe == 7
+
+
+def test_the_studies_sampler_overrides_the_generate_section(tmp_path):
+    """studies.sampler replaces generate's values for the studies only (the demo's type
+    temperature 0 regenerates the test crystals, the studies keep 1): a dry run shows the flag on
+    every regenerate command and on no study; negative control: without the override every study
+    carries it too."""
+    studies = ["masked", "template", "fixed-type", "screen", "window-sweep"]
+
+    def commands(folder, **study_extra):
+        config = write_config(folder, generate={"type_temperature": 0.0}, studies={"run": studies, **study_extra})
+        proc = snakemake("-n", "-p", "all", cwd=folder, configfile=config)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        lines = (proc.stdout + proc.stderr).splitlines()
+        regen = [ln for ln in lines if "evaluate regenerate" in ln]
+        study = [ln for ln in lines if "dosmatgen studies " in ln and "--checkpoint" in ln]
+        assert regen and len(study) == len(studies)
+        return regen, study
+
+    regen, study = commands(tmp_path / "override", sampler={"type_temperature": 1.0})
+    assert all("--type-temperature 0.0" in ln for ln in regen)
+    assert not any("--type-temperature" in ln for ln in study)
+    _, study = commands(tmp_path / "plain")
+    assert all("--type-temperature 0.0" in ln for ln in study)

@@ -92,15 +92,16 @@ def guidance_flags(wildcards, input):
 OWN_FLAGS = ("guidance", "omega", "guidance_scale", "steps", "batch_size", "seed", "allowed_types")
 
 
-def sampler_flags(guidance):
+def sampler_flags(guidance, override=None):
     """Every other SamplerOptions field of the generate section, for one guidance (the regenerate
-    rule's wildcard, or "cfg" for the studies): values equal to the defaults render nothing,
+    rule's wildcard, or "cfg" for the studies), with ``override``'s values in place of the
+    section's (the studies' ``studies.sampler``): values equal to the defaults render nothing,
     omega_geometry weights CFG only, repel_until goes with repel_distance. A field added to
     SamplerOptions (and the schema) reaches both rules without editing them."""
 
     def flags(wildcards=None):
         g = guidance if isinstance(guidance, str) else guidance(wildcards)
-        gen, defaults = RUN["generate"], SamplerOptions()
+        gen, defaults = {**RUN["generate"], **(override or {})}, SamplerOptions()
         names = ["step_lr", "omega_geometry"] + [f.name for f in dataclasses.fields(SamplerOptions)]  # that order first
         options = {name: gen.get(name) for name in dict.fromkeys(names) if name not in OWN_FLAGS}
         if g != "cfg":

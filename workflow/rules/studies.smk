@@ -26,7 +26,7 @@ rule study:
         outdir=output_dir,
         steps=RUN["generate"]["steps"],
         omega=RUN["generate"]["omega"],
-        sampler=sampler_flags("cfg"),
+        sampler=sampler_flags("cfg", RUN["studies"].get("sampler")),
         batch_size=RUN["generate"]["batch_size"],
         device=RUN["device"],
         seed=RUN["seed"],
