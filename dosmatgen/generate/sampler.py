@@ -101,14 +101,12 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
     """
     guidance = guidance if guidance is not None else ClassifierFreeGuidance(DEFAULTS.omega)
     T = diffusion.schedule.timesteps
-    t_start = _check(diffusion, spec, t0, step_lr, predictor_input, steps, allowed_types)
+    t_start = _check(diffusion, spec, t0, step_lr, predictor_input, steps, allowed_types, type_temperature)
     if t_start == T and not start_at_T:
         t_start = T - 1
     times = timestep_schedule(t_start, None if steps is None else min(int(steps), t_start))
     out_device = spec.device
     spec = spec.to(next(diffusion.parameters()).device)
-    if not (math.isfinite(type_temperature) and type_temperature >= 0):
-        raise ConfigError(f"type_temperature must be a finite number >= 0, got {type_temperature}")
     chain = _Chain(diffusion, spec, torch.Generator(device=spec.device).manual_seed(int(seed)), tie_groups,
                    type_temperature)
     state = chain.start(t0, t_start)
@@ -122,7 +120,7 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
 
 
 def _check(diffusion: JointDiffusion, spec: CrystalBatch, t0: int | None, step_lr: float, predictor_input: str,
-           steps: int | None, allowed_types: Sequence[int] | None) -> int:
+           steps: int | None, allowed_types: Sequence[int] | None, type_temperature: float) -> int:
     """Refuse arguments the chain cannot run with; return the starting timestep (T or ``t0``)."""
     T = diffusion.schedule.timesteps
     t_start = T if t0 is None else int(t0)
@@ -130,6 +128,8 @@ def _check(diffusion: JointDiffusion, spec: CrystalBatch, t0: int | None, step_l
         raise ConfigError(f"t0 must be in 1..{T}, got {t0}")
     if step_lr < 0:
         raise ConfigError(f"step_lr must be >= 0, got {step_lr}")
+    if not (math.isfinite(type_temperature) and type_temperature >= 0):
+        raise ConfigError(f"type_temperature must be a finite number >= 0, got {type_temperature}")
     if predictor_input not in PREDICTOR_INPUTS:
         raise ConfigError(f"predictor_input must be one of {PREDICTOR_INPUTS}, got {predictor_input!r}")
     if steps is not None and steps < 1:
@@ -232,8 +232,9 @@ class _Chain:
             x = x + (sig_s ** 2 * (sig_t ** 2 - sig_s ** 2) / sig_t ** 2).sqrt() * self.randn(tuple(x.shape))
             std = ((1 - alpha) * (1 - ab_s) / (1 - ab_t)).sqrt()
             lat = lat + std * self.randn(tuple(lat.shape))
-            noise = self.type_noise()  # drawn at every temperature: the other channels' noise stays the same
-            a = a + (std * noise if self.type_temperature == 1.0 else self.type_temperature * std * noise)
+            # drawn at every temperature, so the other channels' noise stays the same; at 1 the
+            # product is std * noise bit for bit (the paper's step)
+            a = a + self.type_temperature * std * self.type_noise()
         a = self.clamp_fixed(a, s)
         x = x % 1.0
         if repulsion is not None and repulsion.active(s):
