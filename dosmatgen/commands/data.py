@@ -248,7 +248,8 @@ def _cmd_split(args: argparse.Namespace) -> int:
     std = fit_standardiser_on_train(store, split) if args.standardiser else None  # fails before any write
     by_source = {k: source_counts(split[k]) for k in SPLIT_NAMES}
     # a one-source store writes the same file as before stratification; a mixed one records its strata
-    extra = {"sources": by_source} if len(source_counts(store.ids)) > 1 else {}
+    mixed = len(source_counts(store.ids)) > 1
+    extra = {"sources": by_source} if mixed else {}
     if own:
         extra["source_fractions"] = {k: list(v) for k, v in own.items()}
     if base is not None:  # recorded only when given: a split without it writes the file it always did
@@ -261,7 +262,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
     if base is not None:
         print(f"  fixed on the {len(base)} ids of {args.base_ids}; {len(store) - len(base)} later id(s) "
               "went to training only")
-    if len(source_counts(store.ids)) > 1:
+    if mixed:
         print("  stratified by source: " + "; ".join(
             f"{k} " + ", ".join(f"{src} {n}" for src, n in by_source[k].items()) for k in SPLIT_NAMES))
     if std is not None:

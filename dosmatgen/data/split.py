@@ -162,9 +162,8 @@ def make_split(ids: Iterable[str], seed: int = 0, fractions: Sequence[float] = D
     parts = []
     for source in SOURCES:
         later = [i for i in added if record_source(i) == source]
-        if groups[source] or later:
-            part = _split_one(groups[source], seed, own.get(source, fractions)) if groups[source] else \
-                {name: [] for name in SPLIT_NAMES}
+        if groups[source] or later:  # a source with later ids only has empty base parts
+            part = _split_one(groups[source], seed, own.get(source, fractions))
             parts.append({**part, "train": part["train"] + later})
     return {name: interleave([part[name] for part in parts]) for name in SPLIT_NAMES}
 
