@@ -1,8 +1,8 @@
 """Sampling recipes across sampling seeds (issue 35): one sampling seed is one noise stream shared
 by every model, so a recipe comparison made with it alone can be that stream's luck. This table
 puts ``run.sh``'s ``options`` (tie 0.05, 200 steps), ``tie10`` (tie 0.1), ``steps1000`` (1,000
-steps) and ``tt0`` (type temperature 0) rows side by side over every sampling seed present: the real crystals alone (``demo375/``,
-seeds K > 0 in ``sampling_seeds/``) and Table 2's protocol, the whole test split
+steps) and ``tt0`` (type temperature 0) rows side by side over every sampling seed present: the
+real crystals alone (``demo375/``, seeds K > 0 in ``sampling_seeds/``) and Table 2's protocol, the whole test split
 (``demo375/full_split/``, ``run.sh eval ... all``).
 
     .venv/bin/python experiments/real_crystal_training/seeds_summary.py results/real_crystal_training/demo375 > .../sampling_seeds.md
