@@ -48,6 +48,9 @@ declare -A TRAIN=(
   [dosnoise10]="--config $HERE/dosnoise10.yaml"
   [selfcond]="--config $HERE/selfcond.yaml"
   [ema]="--size compact --ema-decay 0.999"
+  [aux]="--config $HERE/aux.yaml"
+  [lce3]="--config $HERE/lce3.yaml"
+  [wide]="--config $HERE/wide.yaml"
   [realhalf]="--size compact"
   [noreal]="--size compact"
   [realval]="--size compact"
@@ -68,6 +71,7 @@ declare -A SAMPLE=(
   [steps1000]="$UNTIED --tie-equal-sites 0.05 --steps 1000"
   [tt05]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0.5"
   [tt0]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0"
+  [tt0tie10]="$UNTIED --tie-equal-sites 0.1 --type-temperature 0"
 )
 # tie10 / tie15 / tie20: options with a wider tie (the training part's real crystals: 99.1 / 98.2 /
 # 94.2 % of the site pairs within 0.1 / 0.15 / 0.2 carry one element, 79 / 88 / 94 % of the
@@ -76,11 +80,19 @@ declare -A SAMPLE=(
 # --steps overrides run.sh's), 5x the sampling time at the same cost per step.
 # tt05 / tt0: options with the type channel's reverse-step noise scaled by 0.5 / 0
 # (SamplerOptions.type_temperature): each atom leans to its most probable element.
+# tt0tie10: tt0 with the wider tie of tie10.
 model="$WORK/models/${variant}_s$seed"
 ckpt="$model/best.pt"
 [ "$variant/$seed" = base/0 ] && ckpt="$RUN/diffusion.pt"
+# final: the base models' weights at the end of training (final.pt) instead of the validation-best;
+# nothing to train. Base seed 0's final.pt is the demo run's own (its work/.../diffusion/final.pt,
+# copied to $WORK/models/base_s0/ by hand: run.sh does not know where that run worked).
+if [ "$variant" = final ]; then
+  model="$WORK/models/base_s$seed" ckpt="$WORK/models/base_s$seed/final.pt"
+  [ -f "$ckpt" ] || { echo "run.sh: $ckpt is missing" >&2; exit 2; }
+fi
 if [ "$stage" = train ]; then
-  [ "$variant/$seed" = base/0 ] && exit 0
+  [ "$variant/$seed" = base/0 ] || [ "$variant" = final ] && exit 0
   [ -f "$model/final.pt" ] && exit 0
   mkdir -p "$model"
   train_split="$RUN/split.json"
