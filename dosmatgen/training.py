@@ -30,9 +30,7 @@ import hashlib
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -51,6 +49,7 @@ from dosmatgen.device import resolve_device
 from dosmatgen.errors import ConfigError, DataError
 from dosmatgen.io import atomic_save_json, atomic_write
 from dosmatgen.progress import Lines
+from dosmatgen.stopping import StopFlag
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -227,34 +226,6 @@ class _LossModule(torch.nn.Module):
 
     def forward(self, batch: Any, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         return self.model.loss(batch, generator=generator)
-
-
-# ---- signals ------------------------------------------------------------------------------------
-class _StopFlag:
-    """Turns SIGINT/SIGTERM into a flag checked between steps (a second SIGINT aborts at once)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __enter__(self) -> "_StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    @property
-    def raised(self) -> bool:
-        return self.signum is not None
 
 
 # ---- EMA ----------------------------------------------------------------------------------------
@@ -626,7 +597,7 @@ class Trainer:
             self.ema.update(self.model)
         return vals
 
-    def run_epoch(self, stop: _StopFlag) -> str | None:
+    def run_epoch(self, stop: StopFlag) -> str | None:
         """Train the rest of the current epoch (from ``batch_in_epoch``, with the running sums kept in
         the state), then :meth:`end_epoch` unless stopped mid-epoch; returns why the run stops early
         ("signal" on any rank, "max_steps") or None."""
@@ -733,7 +704,7 @@ class Trainer:
                            initial=state["step"], disable=cfg.progress or not self.dist.is_main)
         reason = None
         self.model.train()
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             while reason is None and state["epoch"] < cfg.epochs:
                 reason = self.run_epoch(stop)
         self.epoch_bar.close()

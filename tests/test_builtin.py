@@ -208,3 +208,39 @@ def test_stopped_build_leaves_no_gpaw_running(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid), 0)
     assert not os.path.exists(job_dir)
+
+
+def test_build_told_to_stop_again_and_again_still_stops_cleanly(tmp_path):
+    """A queue or an impatient person may signal a stopping build again while it saves: every
+    further SIGTERM/SIGINT is ignored until the finished records are written, so no traceback, and
+    the exit is 0 (or the default SIGTERM death once the saving is over and the handlers are back).
+    Negative control: the fake GPAW did start, so the signals met a build at work."""
+    import itertools
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    started = tmp_path / "started"
+    fake = tmp_path / "fake_python"
+    fake.write_text(f"#!/bin/sh\necho $$ $(dirname \"$2\") > {started}\nexec sleep 60\n")
+    fake.chmod(0o755)
+    build = subprocess.Popen([sys.executable, "-m", "dev_scripts.builtin", "build", "--out", str(tmp_path / "out"),
+                              "--workers", "1", "--n-max", "1", "--mlff", "none", "--gpaw-python", str(fake)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline and build.poll() is None:
+        time.sleep(0.2)
+    assert started.exists(), build.communicate()[0]
+    time.sleep(0.3)
+    for sig in itertools.islice(itertools.cycle([signal.SIGTERM, signal.SIGTERM, signal.SIGINT]), 200):
+        if build.poll() is not None:
+            break
+        build.send_signal(sig)
+        time.sleep(0.02)
+    out = build.communicate(timeout=30)[0]
+    assert build.returncode in (0, -signal.SIGTERM), out
+    assert "Traceback" not in out, out
+    assert "interrupted: writing finished records" in out

@@ -479,37 +479,44 @@ def _label_in_pool(todo: list[LabelCandidate], writer: _ShardWriter, workers: in
                    engine_kwargs: dict[str, Any], fmax: float, steps: int, shard_size: int, flush_s: float,
                    progress: bool) -> None:
     """Relax and label ``todo`` in ``workers`` spawned processes (:func:`_work`), flushing
-    ``writer`` every ``shard_size`` records or ``flush_s`` seconds and when stopped (SIGINT/SIGTERM)."""
+    ``writer`` every ``shard_size`` records or ``flush_s`` seconds and when stopped (SIGINT/SIGTERM).
+
+    A stop is a flag (:class:`~dosmatgen.stopping.StopFlag`) checked at least once a second, never
+    an exception from the signal handler, and further signals are ignored: the finished records are
+    written however often the build is told to stop."""
     import multiprocessing as mp
 
     from dosmatgen.progress import bar as progress_bar
+    from dosmatgen.stopping import StopFlag
     from dosmatgen.threads import single_threaded_children
 
-    def on_term(signum: int, frame: Any) -> None:  # noqa: ARG001
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, on_term)
     with single_threaded_children():
         pool = mp.get_context("spawn").Pool(processes=max(1, workers), initializer=_init_worker,
                                             initargs=(mlff, engine_kwargs))
     bar = progress_bar(progress, total=len(todo), desc="built-in DOS", unit="struct", smoothing=0.05,
                        mininterval=5.0)
-    try:
-        for res in pool.imap_unordered(_work, [(c, fmax, steps) for c in todo], chunksize=1):
-            writer.add(res)
-            bar.set_postfix(**writer.counts)
-            bar.update(1)
-            if len(writer.records) >= shard_size or (writer.records and time.time() - writer.last_flush > flush_s):
-                writer.flush()
-    except KeyboardInterrupt:
-        print("interrupted: writing finished records", file=sys.stderr, flush=True)
-        pool.terminate()
-    finally:
-        writer.flush()
-        bar.close()
-        pool.terminate()
-        pool.join()
-        signal.signal(signal.SIGTERM, old)
+    with StopFlag(second_interrupt_aborts=False) as stop:
+        try:
+            results = pool.imap_unordered(_work, [(c, fmax, steps) for c in todo], chunksize=1)
+            while not stop.raised:
+                try:
+                    res = results.next(timeout=1.0)
+                except mp.TimeoutError:
+                    continue
+                except StopIteration:
+                    break
+                writer.add(res)
+                bar.set_postfix(**writer.counts)
+                bar.update(1)
+                if len(writer.records) >= shard_size or (writer.records and time.time() - writer.last_flush > flush_s):
+                    writer.flush()
+            if stop.raised:
+                print("interrupted: writing finished records", file=sys.stderr, flush=True)
+        finally:
+            writer.flush()
+            bar.close()
+            pool.terminate()
+            pool.join()
 
 
 def merge(out_dir: str | Path, store_path: str | Path, command: str | None = None) -> dict[str, Any]:
