@@ -51,6 +51,7 @@ declare -A TRAIN=(
   [aux]="--config $HERE/aux.yaml"
   [lce3]="--config $HERE/lce3.yaml"
   [wide]="--config $HERE/wide.yaml"
+  [deep]="--config $HERE/deep.yaml"
   [realhalf]="--size compact"
   [noreal]="--size compact"
   [realval]="--size compact"
