@@ -109,6 +109,33 @@ def test_dos_noise_perturbs_the_training_condition_only():
         JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(), "diffusion": {"dos_noise": -1.0}})
 
 
+def test_dos_shift_moves_each_crystal_together_in_training_only():
+    from dosmatgen.model.diffusion import shift_energy
+
+    dos = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    assert torch.equal(shift_energy(dos, torch.zeros(3, dtype=torch.long)), dos)  # no shift, no change
+    moved = shift_energy(dos, torch.tensor([2, 2, -1]))
+    assert torch.equal(moved[0], torch.tensor([0., 0., 0., 1.])) and torch.equal(moved[2], torch.tensor([9., 10., 11., 11.]))
+    batch = CrystalBatch.from_records(toy_records())
+    plain = JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(),
+                                        "diffusion": {"timesteps": 50, "sigma_norm_samples": 500}})
+    shifted = JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(),
+                                          "diffusion": {"timesteps": 50, "sigma_norm_samples": 500, "dos_shift": 8}})
+    shifted.load_state_dict(plain.state_dict())
+    losses = [m.loss(batch, generator=torch.Generator().manual_seed(0))["loss"] for m in (plain, shifted, plain)]
+    assert torch.equal(losses[0], losses[2])  # negative control: same generator, same loss
+    assert not torch.equal(losses[0], losses[1])
+    from dosmatgen.model.batch import NoisyBatch
+
+    state = NoisyBatch.from_clean(batch)
+    t = torch.full((batch.num_graphs,), 10)
+    for a, b in zip(plain.eps(state, t), shifted.eps(state, t)):  # sampling sees the DOS as given
+        assert torch.equal(a, b)
+    for bad in (-1, 1.5):
+        with pytest.raises(ConfigError, match="dos_shift"):
+            JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(), "diffusion": {"dos_shift": bad}})
+
+
 def _state_and_t(model: JointDiffusion, t: int = 20):
     from dosmatgen.model.batch import NoisyBatch
 

@@ -125,6 +125,10 @@ class DiffusionConfig(DictConfig):
         dos_noise: standard deviation of Gaussian noise added to the standardised DOS condition in
             training only (not in the paper; 0 = off): the network cannot read the element from a
             memorised training DOS and must use what a band looks like (issue 35, a regulariser).
+        dos_shift: largest shift, in energy bins (0.05 eV each), of a crystal's standardised DOS
+            condition in training only (not in the paper; 0 = off): each crystal's sites move together
+            by a random whole number of bins in [-dos_shift, dos_shift], so that the network cannot
+            key on the exact bin of a memorised peak (issue 35, a regulariser that keeps band shapes).
         lattice_scale: ``"none"`` (the paper): the lattice channel diffuses L (A6). ``"atoms"`` (not
             in the paper): it diffuses L / N^(1/3), whose clean value has the size of the volume per
             atom for every cell size (as MatterGen scales its lattice prior); the network sees the
@@ -156,6 +160,7 @@ class DiffusionConfig(DictConfig):
     lambda_ce: float = 1.0
     lambda_aux: float = 0.0
     dos_noise: float = 0.0
+    dos_shift: int = 0
     lattice_scale: str = "none"
     p_uncond: float = 0.2
     drop_mode: str = "structure"
@@ -200,5 +205,7 @@ class DiffusionConfig(DictConfig):
                 raise ConfigError(f"diffusion config {name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.sigma_norm_samples < 100:
             raise ConfigError(f"diffusion config sigma_norm_samples must be >= 100, got {self.sigma_norm_samples}")
+        if not isinstance(self.dos_shift, int) or self.dos_shift < 0:
+            raise ConfigError(f"diffusion config dos_shift must be a whole number of bins >= 0, got {self.dos_shift!r}")
         if self.wn_images < 1:
             raise ConfigError(f"diffusion config wn_images must be >= 1, got {self.wn_images}")

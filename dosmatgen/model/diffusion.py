@@ -35,6 +35,19 @@ def _rand(shape: tuple[int, ...], device: torch.device, generator: torch.Generat
     return torch.rand(shape, generator=generator, device=device)
 
 
+def shift_energy(dos: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Each row of ``dos`` (atoms x energy bins) moved ``shift`` bins up the energy grid (negative:
+    down); the bins that enter at an edge repeat that edge's value.
+
+    >>> shift_energy(torch.tensor([[1., 2., 3., 4.], [1., 2., 3., 4.]]), torch.tensor([1, -2]))
+    tensor([[1., 1., 2., 3.],
+            [3., 4., 4., 4.]])
+    """
+    bins = torch.arange(dos.shape[-1], device=dos.device)
+    index = (bins[None, :] - shift[:, None].to(dos.device)).clamp(0, dos.shape[-1] - 1)
+    return dos.gather(-1, index)
+
+
 def drop_condition(cond_mask: torch.Tensor, batch_index: torch.Tensor, num_graphs: int, cfg: DiffusionConfig,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """The training-time condition mask (paper Eq. 3, c = empty with probability p_uncond).
@@ -174,7 +187,9 @@ class JointDiffusion(nn.Module):
         With ``type_target`` ``"x0"`` or ``"posterior"``, L_A is the cross-entropy of the element
         logits against the clean element (weight ``lambda_ce``); with ``lambda_aux > 0`` the auxiliary element
         cross-entropy of the conditioned atoms (after the condition drop) is added; with ``dos_noise > 0``
-        the condition the network sees is the standardised DOS plus Gaussian noise of that size;
+        the condition the network sees is the standardised DOS plus Gaussian noise of that size; with
+        ``dos_shift > 0`` each crystal's DOS is moved by a random whole number of bins in
+        [-dos_shift, dos_shift] (:func:`shift_energy`);
         with ``ModelConfig.self_condition``, half the batches (one draw per batch) first run the
         network without an estimate and then read its :meth:`clean_type_estimate` (no gradient
         through the first pass).
@@ -186,6 +201,10 @@ class JointDiffusion(nn.Module):
         if cfg.dos_noise > 0:
             noise = torch.randn(state.dos.shape, device=state.dos.device, dtype=state.dos.dtype, generator=generator)
             state = state.replace(dos=state.dos + cfg.dos_noise * noise)
+        if cfg.dos_shift > 0:  # one shift per crystal, shared by its atoms
+            shift = torch.randint(-cfg.dos_shift, cfg.dos_shift + 1, (batch.num_graphs,), generator=generator,
+                                  device=state.dos.device)
+            state = state.replace(dos=shift_energy(state.dos, shift[batch.batch]))
         if self.model_cfg.self_condition and float(_rand((1,), batch.device, generator)) < 0.5:
             with torch.no_grad():  # self-conditioning: half the batches see the network's own estimate
                 first = self.raw(state, t, cond)
