@@ -6,11 +6,12 @@
 # 200 steps, seed 0, batch 128) with a sampling recipe and scored with the committed surrogate.
 #
 #   bash experiments/real_crystal_training/run.sh train VARIANT SEED
-#   bash experiments/real_crystal_training/run.sh eval VARIANT SEED RECIPE[@SAMPLING_SEED] [prototypes|all]
+#   bash experiments/real_crystal_training/run.sh eval VARIANT SEED RECIPE[@SAMPLING_SEED] [prototypes|all|seen]
 #
 # `prototypes` regenerates the test split's prototype structures instead (results under prototypes/),
 # `all` the whole test split, sources mixed in batches as in the workflow (Table 2's protocol;
-# results under full_split/).
+# results under full_split/). `seen` regenerates 100 of the model's own real training crystals
+# (memorisation_probe.py; results under seen/): the gap between seen and unseen targets.
 # RECIPE@K samples with sampling seed K instead of 0 (results under sampling_seeds/, named ..._kK):
 # the candidates that best_of_k.py selects among.
 #
@@ -150,11 +151,13 @@ case "$part" in
   mp20) ;;
   prototypes) OUT="$OUT/prototypes" ;;
   all) OUT="$OUT/full_split" ;;
-  *) echo "run.sh: unknown test part '$part' (mp20, prototypes or all)" >&2; exit 2 ;;
+  seen) OUT="$OUT/seen" ;;
+  *) echo "run.sh: unknown test part '$part' (mp20, prototypes, all or seen)" >&2; exit 2 ;;
 esac
 mkdir -p "$OUT"
 while [ "$ckpt" != "$RUN/diffusion.pt" ] && [ ! -f "$model/final.pt" ]; do sleep 30; done  # a worker still trains it
 split="$WORK/split_test_$part.json"
+[ "$part" = seen ] && [ ! -f "$split" ] && "$PY" "$HERE/memorisation_probe.py" "$RUN/split.json" "$split"
 [ -f "$split" ] || "$PY" - "$RUN/split.json" "$split" "$part" <<'PYEOF'
 import json, sys
 from dosmatgen.data.split import record_source
