@@ -54,6 +54,7 @@ declare -A TRAIN=(
   [wide]="--config $HERE/wide.yaml"
   [deep]="--config $HERE/deep.yaml"
   [shift4]="--config $HERE/shift4.yaml"
+  [shift10]="--config $HERE/shift10.yaml"
   [wd]="--config $HERE/wd.yaml"
   [realhalf]="--size compact"
   [noreal]="--size compact"
