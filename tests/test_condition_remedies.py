@@ -136,10 +136,22 @@ def test_train_type_target_flag_reaches_the_diffusion_config_only():
         resolve_configs(_train_args(kind="regressor", type_target="x0"))
 
 
+def test_train_dos_shift_flag_reaches_the_diffusion_config_only():
+    from dosmatgen.commands.train import resolve_configs
+
+    cfg, _ = resolve_configs(_train_args(kind="diffusion", dos_shift=4))
+    assert JointDiffusion.from_config(cfg).diffusion_cfg.dos_shift == 4
+    cfg, _ = resolve_configs(_train_args(kind="diffusion"))
+    assert JointDiffusion.from_config(cfg).diffusion_cfg.dos_shift == 0  # the paper's: no shift
+    with pytest.raises(ConfigError, match="--dos-shift applies to --kind diffusion only"):
+        resolve_configs(_train_args(kind="surrogate", dos_shift=4))
+
+
 def test_paper_profile_keeps_the_paper_type_target():
     from dosmatgen.config import DEFAULT_CONFIG, load_run_config
 
     assert load_run_config(DEFAULT_CONFIG.parent / "paper.yaml")["model"]["type_target"] == "eps"
+    assert load_run_config(DEFAULT_CONFIG.parent / "paper.yaml")["model"]["dos_shift"] == 0  # and no DOS shift
 
 
 def test_posterior_logits_follow_visible_types_and_the_head_where_types_are_noise():

@@ -120,6 +120,17 @@ def test_dry_run_shows_the_whole_dag(ci_config):
     assert len(train_lines) == 3
     for line in train_lines:
         assert ("--type-target posterior" in line) == ("--kind diffusion" in line), line
+        assert "--dos-shift" not in line  # dos_shift 0 (the ci profile's, the paper's) renders no flag
+
+
+def test_model_dos_shift_reaches_the_diffusion_training_only(tmp_path):
+    config = write_config(tmp_path, model={"dos_shift": 4})
+    proc = snakemake("-n", "-p", "all", cwd=tmp_path, configfile=config)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    train_lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "dosmatgen train --kind" in line]
+    assert len(train_lines) == 3
+    for line in train_lines:
+        assert ("--dos-shift 4" in line) == ("--kind diffusion" in line), line
 
 
 #: Prints every rule's outputs as JSON: path, whether report() registers it, its caption file.

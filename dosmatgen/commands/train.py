@@ -66,6 +66,10 @@ def resolve_configs(args: argparse.Namespace) -> tuple[dict[str, Any], "Any"]:
             raise ConfigError(f"--lattice-scale applies to --kind diffusion and regressor only, not {args.kind!r}")
         model_cfg = {**model_cfg, "diffusion": {**(model_cfg.get("diffusion") or {}),
                                                 "lattice_scale": args.lattice_scale}}
+    if args.dos_shift is not None:
+        if args.kind != "diffusion":
+            raise ConfigError(f"--dos-shift applies to --kind diffusion only, not {args.kind!r}")
+        model_cfg = {**model_cfg, "diffusion": {**(model_cfg.get("diffusion") or {}), "dos_shift": args.dos_shift}}
 
     values = TrainConfig().to_dict()
     values.update(train_sec)
@@ -157,6 +161,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="diffusion and regressor: what the lattice channel diffuses. none = the lattice (the "
                         "paper); atoms = the lattice / N^(1/3), the same size for every number of atoms N "
                         "(see DiffusionConfig). Default: the config's, else none")
+    p.add_argument("--dos-shift", type=non_negative_int, default=None, metavar="BINS",
+                   help="diffusion only: in training, move each crystal's DOS condition by a random whole "
+                        "number of energy bins (0.05 eV) up to BINS either way, a regulariser against "
+                        "memorised peaks (not in the paper; see DiffusionConfig.dos_shift). Default: the "
+                        "config's, else 0 (off)")
     p.add_argument("--out", required=True, help="run directory (last.pt, best.pt, final.pt, metrics.csv ...)")
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--batch-size", type=positive_int, default=None, help="global batch (default 256)")

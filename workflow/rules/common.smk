@@ -147,11 +147,12 @@ def train_flags(*keys):
 
 def model_flags(wildcards):
     """Architecture options of the run config's model section that apply to this kind (the
-    paper's lattice_scale, none, is the trainer's default and needs no flag)."""
+    paper's lattice_scale, none, and dos_shift, 0, are the trainer's defaults and need no flag)."""
     model = RUN["model"]
     scale = model["lattice_scale"] if model["lattice_scale"] != "none" else None
     if wildcards.kind == "diffusion":
-        return cli_flags({"type_target": model["type_target"], "lattice_scale": scale})
+        return cli_flags({"type_target": model["type_target"], "lattice_scale": scale,
+                          "dos_shift": model["dos_shift"] or None})
     if wildcards.kind == "regressor":
         return cli_flags({"lattice_scale": scale})
     return ""
