@@ -2,8 +2,8 @@
 by every model, so a recipe comparison made with it alone can be that stream's luck. This table
 puts ``run.sh``'s ``options`` (tie 0.05, 200 steps), ``tie10`` (tie 0.1), ``steps1000`` (1,000
 steps), ``tt0`` (type temperature 0) and ``tt0tie10`` (both changes) rows, the ``final`` models
-(the base trainings' end-of-training weights instead of the validation-best) and the ``shift4``
-models (trained with ``dos_shift`` 4) side by side over
+(the base trainings' end-of-training weights instead of the validation-best) and the ``shift4`` /
+``shift10`` models (trained with ``dos_shift`` 4 / 10) side by side over
 every sampling seed present: the
 real crystals alone (``demo375/``, seeds K > 0 in ``sampling_seeds/``) and Table 2's protocol, the whole test split
 (``demo375/full_split/``, ``run.sh eval ... all``).
@@ -24,7 +24,8 @@ from summary import result_row
 
 RECIPES = {"options": "tie 0.05, 200 steps", "tie10": "tie 0.1, 200 steps", "steps1000": "tie 0.05, 1,000 steps",
            "tt0": "tie 0.05, 200 steps, type temperature 0", "tt0tie10": "tie 0.1, 200 steps, type temperature 0"}
-WEIGHTS = {"base": "", "final": "end-of-training weights, ", "shift4": "trained with DOS shifts (dos_shift 4), "}
+WEIGHTS = {"base": "", "final": "end-of-training weights, ", "shift4": "trained with DOS shifts (dos_shift 4), ",
+           "shift10": "trained with DOS shifts (dos_shift 10), "}
 NAME = re.compile(rf"^(?P<weights>{'|'.join(WEIGHTS)})_s(?P<model>\d+)_(?P<recipe>{'|'.join(RECIPES)})(?:_k(?P<k>\d+))?$")
 KEYS = (("composition_match_rate", "comp. match %"), ("element_accuracy", "elem. acc. %"),
         ("validity", "validity %"), ("structure_match_rate", "struct. match %"))
