@@ -55,6 +55,7 @@ declare -A TRAIN=(
   [deep]="--config $HERE/deep.yaml"
   [shift4]="--config $HERE/shift4.yaml"
   [shift10]="--config $HERE/shift10.yaml"
+  [shift20]="--config $HERE/shift20.yaml"
   [wd]="--config $HERE/wd.yaml"
   [realhalf]="--size compact"
   [noreal]="--size compact"
