@@ -179,11 +179,10 @@ def test_slurm_array_script_maps_task_ids_to_parts():
     assert bad.returncode != 0 and "sbatch --array" in bad.stderr
 
 
-def test_stopped_build_leaves_no_gpaw_running(tmp_path):
-    """SIGTERM to a running build (how a queue or a person stops it) ends the GPAW process of each
-    pool worker and removes its job folder; negative control: the fake GPAW did start."""
-    import os
-    import signal
+def _build_at_work(tmp_path):
+    """A build of one structure whose GPAW is a fake that writes its pid and job folder to
+    ``tmp_path/started`` and sleeps; returned once that fake has started (the negative control of
+    the stop tests: their signals meet a build at work), with the file."""
     import subprocess
     import sys
     import time
@@ -202,6 +201,16 @@ def test_stopped_build_leaves_no_gpaw_running(tmp_path):
         time.sleep(0.2)
     assert started.exists(), build.communicate()[0]
     time.sleep(0.3)
+    return build, started
+
+
+def test_stopped_build_leaves_no_gpaw_running(tmp_path):
+    """SIGTERM to a running build (how a queue or a person stops it) ends the GPAW process of each
+    pool worker and removes its job folder; negative control: the fake GPAW did start."""
+    import os
+    import signal
+
+    build, started = _build_at_work(tmp_path)
     pid, job_dir = started.read_text().split()
     build.send_signal(signal.SIGTERM)
     assert build.wait(timeout=30) == 0
@@ -217,24 +226,9 @@ def test_build_told_to_stop_again_and_again_still_stops_cleanly(tmp_path):
     Negative control: the fake GPAW did start, so the signals met a build at work."""
     import itertools
     import signal
-    import subprocess
-    import sys
     import time
-    from pathlib import Path
 
-    started = tmp_path / "started"
-    fake = tmp_path / "fake_python"
-    fake.write_text(f"#!/bin/sh\necho $$ $(dirname \"$2\") > {started}\nexec sleep 60\n")
-    fake.chmod(0o755)
-    build = subprocess.Popen([sys.executable, "-m", "dev_scripts.builtin", "build", "--out", str(tmp_path / "out"),
-                              "--workers", "1", "--n-max", "1", "--mlff", "none", "--gpaw-python", str(fake)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             cwd=Path(__file__).resolve().parents[1])
-    deadline = time.monotonic() + 60
-    while not started.exists() and time.monotonic() < deadline and build.poll() is None:
-        time.sleep(0.2)
-    assert started.exists(), build.communicate()[0]
-    time.sleep(0.3)
+    build, _ = _build_at_work(tmp_path)
     for sig in itertools.islice(itertools.cycle([signal.SIGTERM, signal.SIGTERM, signal.SIGINT]), 200):
         if build.poll() is not None:
             break

@@ -89,22 +89,28 @@ def test_defaults_are_the_paper_and_unknown_values_are_refused():
         ModelConfig(type_head="period")
 
 
-def test_dos_noise_perturbs_the_training_condition_only():
+def _assert_changes_the_training_condition_only(option: dict) -> None:
+    """A diffusion option that perturbs the DOS condition (``dos_noise``, ``dos_shift``) changes the
+    training loss of the same weights and generator and leaves sampling's network outputs as they are."""
+    from dosmatgen.model.batch import NoisyBatch
+
     batch = CrystalBatch.from_records(toy_records())
     plain = JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(),
                                         "diffusion": {"timesteps": 50, "sigma_norm_samples": 500}})
-    noisy = JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(),
-                                        "diffusion": {"timesteps": 50, "sigma_norm_samples": 500, "dos_noise": 0.5}})
-    noisy.load_state_dict(plain.state_dict())
-    losses = [m.loss(batch, generator=torch.Generator().manual_seed(0))["loss"] for m in (plain, noisy, plain)]
+    changed = JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(),
+                                          "diffusion": {"timesteps": 50, "sigma_norm_samples": 500, **option}})
+    changed.load_state_dict(plain.state_dict())
+    losses = [m.loss(batch, generator=torch.Generator().manual_seed(0))["loss"] for m in (plain, changed, plain)]
     assert torch.equal(losses[0], losses[2])  # negative control: same generator, same loss
     assert not torch.equal(losses[0], losses[1])
-    from dosmatgen.model.batch import NoisyBatch
-
     state = NoisyBatch.from_clean(batch)
     t = torch.full((batch.num_graphs,), 10)
-    for a, b in zip(plain.eps(state, t), noisy.eps(state, t)):  # sampling sees the DOS as given
+    for a, b in zip(plain.eps(state, t), changed.eps(state, t)):  # sampling sees the DOS as given
         assert torch.equal(a, b)
+
+
+def test_dos_noise_perturbs_the_training_condition_only():
+    _assert_changes_the_training_condition_only({"dos_noise": 0.5})
     with pytest.raises(ConfigError, match="dos_noise"):
         JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(), "diffusion": {"dos_noise": -1.0}})
 
@@ -116,21 +122,7 @@ def test_dos_shift_moves_each_crystal_together_in_training_only():
     assert torch.equal(shift_energy(dos, torch.zeros(3, dtype=torch.long)), dos)  # no shift, no change
     moved = shift_energy(dos, torch.tensor([2, 2, -1]))
     assert torch.equal(moved[0], torch.tensor([0., 0., 0., 1.])) and torch.equal(moved[2], torch.tensor([9., 10., 11., 11.]))
-    batch = CrystalBatch.from_records(toy_records())
-    plain = JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(),
-                                        "diffusion": {"timesteps": 50, "sigma_norm_samples": 500}})
-    shifted = JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(),
-                                          "diffusion": {"timesteps": 50, "sigma_norm_samples": 500, "dos_shift": 8}})
-    shifted.load_state_dict(plain.state_dict())
-    losses = [m.loss(batch, generator=torch.Generator().manual_seed(0))["loss"] for m in (plain, shifted, plain)]
-    assert torch.equal(losses[0], losses[2])  # negative control: same generator, same loss
-    assert not torch.equal(losses[0], losses[1])
-    from dosmatgen.model.batch import NoisyBatch
-
-    state = NoisyBatch.from_clean(batch)
-    t = torch.full((batch.num_graphs,), 10)
-    for a, b in zip(plain.eps(state, t), shifted.eps(state, t)):  # sampling sees the DOS as given
-        assert torch.equal(a, b)
+    _assert_changes_the_training_condition_only({"dos_shift": 8})
     for bad in (-1, 1.5):
         with pytest.raises(ConfigError, match="dos_shift"):
             JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(), "diffusion": {"dos_shift": bad}})
