@@ -90,7 +90,8 @@ def test_defaults_are_the_paper_and_unknown_values_are_refused():
 
 
 def _assert_changes_the_training_condition_only(option: dict) -> None:
-    """A diffusion option that perturbs the DOS condition (``dos_noise``, ``dos_shift``) changes the
+    """A diffusion option that perturbs the DOS condition (``dos_noise``, ``dos_shift``,
+    ``dos_broaden``) changes the
     training loss of the same weights and generator and leaves sampling's network outputs as they are."""
     from dosmatgen.model.batch import NoisyBatch
 
@@ -126,6 +127,24 @@ def test_dos_shift_moves_each_crystal_together_in_training_only():
     for bad in (-1, 1.5):
         with pytest.raises(ConfigError, match="dos_shift"):
             JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(), "diffusion": {"dos_shift": bad}})
+
+
+def test_dos_broaden_keeps_area_and_flat_rows_and_perturbs_training_only():
+    from dosmatgen.model.diffusion import broaden_energy
+
+    peak = torch.zeros(2, 41)
+    peak[:, 20] = 1.0
+    wide = broaden_energy(peak, torch.tensor([0.0, 2.0]))
+    assert torch.equal(wide[0], peak[0])  # width 0: unchanged (negative control)
+    assert wide[1].sum().item() == pytest.approx(1.0, abs=1e-4) and wide[1, 20] < 0.25  # area kept, peak lower
+    assert torch.allclose(wide[1], wide[1].flip(0))  # symmetric about the peak
+    x = torch.arange(41, dtype=torch.float32)
+    assert torch.allclose(broaden_energy(torch.full((1, 41), 3.0), torch.tensor([4.0])), torch.full((1, 41), 3.0))
+    mean = (wide[1] * x).sum()  # the peak stays where it was: broadening is not a shift
+    assert mean.item() == pytest.approx(20.0, abs=1e-4)
+    _assert_changes_the_training_condition_only({"dos_broaden": 3.0})
+    with pytest.raises(ConfigError, match="dos_broaden"):
+        JointDiffusion.from_config({"model": ModelConfig.tiny().to_dict(), "diffusion": {"dos_broaden": -1.0}})
 
 
 def _state_and_t(model: JointDiffusion, t: int = 20):

@@ -129,6 +129,10 @@ class DiffusionConfig(DictConfig):
             condition in training only (not in the paper; 0 = off): each crystal's sites move together
             by a random whole number of bins in [-dos_shift, dos_shift], so that the network cannot
             key on the exact bin of a memorised peak (issue 35, a regulariser that keeps band shapes).
+        dos_broaden: largest extra Gaussian broadening, in energy bins (standard deviation), of a
+            crystal's standardised DOS condition in training only (not in the paper; 0 = off): each
+            crystal's sites are broadened together by a width drawn uniformly in [0, dos_broaden], so
+            that the network cannot key on how sharp a memorised peak is (issue 35, a regulariser).
         lattice_scale: ``"none"`` (the paper): the lattice channel diffuses L (A6). ``"atoms"`` (not
             in the paper): it diffuses L / N^(1/3), whose clean value has the size of the volume per
             atom for every cell size (as MatterGen scales its lattice prior); the network sees the
@@ -161,6 +165,7 @@ class DiffusionConfig(DictConfig):
     lambda_aux: float = 0.0
     dos_noise: float = 0.0
     dos_shift: int = 0
+    dos_broaden: float = 0.0
     lattice_scale: str = "none"
     p_uncond: float = 0.2
     drop_mode: str = "structure"
@@ -193,7 +198,8 @@ class DiffusionConfig(DictConfig):
         if not 0 < self.sigma_begin < self.sigma_end:
             raise ConfigError(f"diffusion config needs 0 < sigma_begin < sigma_end, got "
                               f"{self.sigma_begin}, {self.sigma_end}")
-        for name in ("lambda_A", "lambda_X", "lambda_L", "lambda_ce", "lambda_aux", "dos_noise"):
+        for name in ("lambda_A", "lambda_X", "lambda_L", "lambda_ce", "lambda_aux", "dos_noise",
+                     "dos_broaden"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"diffusion config {name} must be >= 0, got {getattr(self, name)}")
         for name in ("p_uncond", "p_atom_mask"):

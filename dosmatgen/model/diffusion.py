@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,6 +48,25 @@ def shift_energy(dos: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     bins = torch.arange(dos.shape[-1], device=dos.device)
     index = (bins[None, :] - shift[:, None].to(dos.device)).clamp(0, dos.shape[-1] - 1)
     return dos.gather(-1, index)
+
+
+def broaden_energy(dos: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each row of ``dos`` (atoms x energy bins) convolved with a normalised Gaussian of standard
+    deviation ``sigma`` bins along the energy grid (sigma 0: unchanged); beyond an edge the edge's
+    value repeats, so a flat row stays flat.
+
+    >>> broaden_energy(torch.tensor([[0., 0., 1., 0., 0.], [0., 0., 1., 0., 0.]]), torch.tensor([0., 1.]))
+    tensor([[0.0000, 0.0000, 1.0000, 0.0000, 0.0000],
+            [0.0540, 0.2420, 0.3991, 0.2420, 0.0540]])
+    """
+    half = math.ceil(3 * float(sigma.max())) if sigma.numel() else 0
+    if half == 0:
+        return dos
+    offsets = torch.arange(-half, half + 1, device=dos.device, dtype=dos.dtype)
+    weights = torch.exp(-0.5 * (offsets[None, :] / sigma[:, None].to(dos).clamp_min(1e-6)) ** 2)
+    weights = weights / weights.sum(-1, keepdim=True)
+    padded = torch.cat([dos[:, :1].expand(-1, half), dos, dos[:, -1:].expand(-1, half)], dim=-1)
+    return (padded.unfold(-1, 2 * half + 1, 1) * weights[:, None, :]).sum(-1)
 
 
 def drop_condition(cond_mask: torch.Tensor, batch_index: torch.Tensor, num_graphs: int, cfg: DiffusionConfig,
@@ -189,7 +210,9 @@ class JointDiffusion(nn.Module):
         cross-entropy of the conditioned atoms (after the condition drop) is added; with ``dos_noise > 0``
         the condition the network sees is the standardised DOS plus Gaussian noise of that size; with
         ``dos_shift > 0`` each crystal's DOS is moved by a random whole number of bins in
-        [-dos_shift, dos_shift] (:func:`shift_energy`);
+        [-dos_shift, dos_shift] (:func:`shift_energy`); with ``dos_broaden > 0`` each crystal's DOS is
+        then broadened by a Gaussian of standard deviation drawn uniformly in [0, dos_broaden] bins
+        (:func:`broaden_energy`);
         with ``ModelConfig.self_condition``, half the batches (one draw per batch) first run the
         network without an estimate and then read its :meth:`clean_type_estimate` (no gradient
         through the first pass).
@@ -205,6 +228,9 @@ class JointDiffusion(nn.Module):
             shift = torch.randint(-cfg.dos_shift, cfg.dos_shift + 1, (batch.num_graphs,), generator=generator,
                                   device=state.dos.device)
             state = state.replace(dos=shift_energy(state.dos, shift[batch.batch]))
+        if cfg.dos_broaden > 0:  # one extra broadening per crystal, shared by its atoms
+            sigma = cfg.dos_broaden * _rand((batch.num_graphs,), batch.device, generator)
+            state = state.replace(dos=broaden_energy(state.dos, sigma[batch.batch]))
         if self.model_cfg.self_condition and float(_rand((1,), batch.device, generator)) < 0.5:
             with torch.no_grad():  # self-conditioning: half the batches see the network's own estimate
                 first = self.raw(state, t, cond)

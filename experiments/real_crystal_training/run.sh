@@ -57,6 +57,8 @@ declare -A TRAIN=(
   [shift10]="--config $HERE/shift10.yaml"
   [shift20]="--config $HERE/shift20.yaml"
   [wd]="--config $HERE/wd.yaml"
+  [shift10wd]="--config $HERE/shift10wd.yaml"
+  [shift10b4]="--config $HERE/shift10b4.yaml"
   [realhalf]="--size compact"
   [noreal]="--size compact"
   [realval]="--size compact"
@@ -78,6 +80,7 @@ declare -A SAMPLE=(
   [tt05]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0.5"
   [tt0]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0"
   [tt0tie10]="$UNTIED --tie-equal-sites 0.1 --type-temperature 0"
+  [tt0c3]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --step-lr 3e-6"
 )
 # tie10 / tie15 / tie20: options with a wider tie (the training part's real crystals: 99.1 / 98.2 /
 # 94.2 % of the site pairs within 0.1 / 0.15 / 0.2 carry one element, 79 / 88 / 94 % of the
@@ -87,6 +90,8 @@ declare -A SAMPLE=(
 # tt05 / tt0: options with the type channel's reverse-step noise scaled by 0.5 / 0
 # (SamplerOptions.type_temperature): each atom leans to its most probable element.
 # tt0tie10: tt0 with the wider tie of tie10.
+# tt0c3: tt0 with the coordinate corrector back at step_lr 3e-6 (the demo before issue 35: 1e-5),
+# beside the pair repulsion: the corrector raised the prototypes' structure match.
 model="$WORK/models/${variant}_s$seed"
 ckpt="$model/best.pt"
 [ "$variant/$seed" = base/0 ] && ckpt="$RUN/diffusion.pt"
