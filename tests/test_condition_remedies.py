@@ -191,6 +191,7 @@ def test_paper_profile_keeps_the_paper_sampling_recipe_snapshot():
     assert defaults == {"guidance": "cfg", "omega": 1.0, "omega_geometry": None, "guidance_scale": 1.0, "steps": None,
                         "step_lr": 1e-05, "start_at_T": False, "predictor_input": "corrected",
                         "repel_distance": None, "repel_until": 200, "tie_equal_sites": None, "type_temperature": 1.0,
+                        "geometry_temperature": 1.0,
                         "allowed_types": None,
                         "batch_size": 100, "seed": 0}
     paper = yaml.safe_load((REPO_ROOT / "config" / "paper.yaml").read_text())

@@ -104,13 +104,13 @@ def test_tied_sites_come_out_as_one_element():
 
 
 # ---- type temperature: the noise of the ancestral step on the types, scaled ------------------------
-def _one_step(model, spec, temperature: float):
+def _one_step(model, spec, temperature: float, geometry_temperature: float = 1.0):
     import torch
 
     from dosmatgen.generate.guidance import ClassifierFreeGuidance
     from dosmatgen.generate.sampler import _Chain
 
-    chain = _Chain(model, spec, torch.Generator().manual_seed(3), None, temperature)
+    chain = _Chain(model, spec, torch.Generator().manual_seed(3), None, temperature, geometry_temperature)
     state = chain.start(None, 15)
     return chain.step(state, 15, 12, ClassifierFreeGuidance(1.0), 0.0, "corrected", None)
 
@@ -127,6 +127,26 @@ def test_type_temperature_scales_only_the_type_noise():
     torch.testing.assert_close(half.types, (cold.types + hot.types) / 2, rtol=1e-5, atol=1e-6)
     for other in (cold, half):
         assert torch.equal(other.frac_coords, hot.frac_coords) and torch.equal(other.lattices, hot.lattices)
+
+
+def test_geometry_temperature_scales_only_the_geometry_noise():
+    """One reverse step: lattice and (unwrapped) coordinates move to the step's mean plus
+    temperature x the noise term, the types are the same at every geometry temperature; at 1 the
+    step is the paper's bit for bit. Negative control: 0 differs from 1."""
+    import torch
+
+    model, spec = _tiny_model(), _equal_pair_spec(3)
+    cold, half, hot = (_one_step(model, spec, 1.0, g) for g in (0.0, 0.5, 1.0))
+    assert torch.equal(_one_step(model, spec, 1.0).lattices, hot.lattices)  # the default is temperature 1
+    assert not torch.allclose(cold.lattices, hot.lattices)
+    torch.testing.assert_close(half.lattices, (cold.lattices + hot.lattices) / 2, rtol=1e-5, atol=1e-6)
+    def wrapped(d):  # a difference of fractional coordinates, modulo the cell
+        return ((d + 0.5) % 1.0) - 0.5
+
+    noise = wrapped(hot.frac_coords - cold.frac_coords)
+    assert noise.abs().max() > 1e-4 and wrapped(half.frac_coords - cold.frac_coords - noise / 2).abs().max() < 1e-5
+    for other in (cold, half):
+        assert torch.equal(other.types, hot.types)
 
 
 def test_type_temperature_one_is_the_paper_sampler():

@@ -84,6 +84,11 @@ class SamplerOptions:
                                         "step adds to the type channel (A4); below 1 each atom leans to its "
                                         "most probable element, 0 adds none. Default: 1, the paper's ancestral "
                                         "step", kind="non_negative")
+    geometry_temperature: float = _opt(1.0, "an option, not the paper's sampler: scale of the noise the reverse "
+                                            "predictor step adds to the lattice (A2-A3) and the coordinates (the "
+                                            "variance-exploding step); below 1 the cell and the sites lean to "
+                                            "their most probable values, 0 adds none (the corrector keeps its "
+                                            "noise). Default: 1, the paper's step", kind="non_negative")
     allowed_types: tuple[int, ...] | None = _opt(None, "elements the generated atoms may take, e.g. Ni,O,28 "
                                                        "(default: every element the model knows)",
                                                  kind="elements")
@@ -111,8 +116,9 @@ class SamplerOptions:
         self.repulsion()  # the pair repulsion checks its own distance and time
         if self.tie_equal_sites is not None and not (math.isfinite(self.tie_equal_sites) and self.tie_equal_sites >= 0):
             raise ConfigError(f"tie_equal_sites must be a finite number >= 0, got {self.tie_equal_sites}")
-        if not (math.isfinite(self.type_temperature) and self.type_temperature >= 0):
-            raise ConfigError(f"type_temperature must be a finite number >= 0, got {self.type_temperature}")
+        for name in ("type_temperature", "geometry_temperature"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if self.allowed_types is not None and not self.allowed_types:
             raise ConfigError("allowed_types is empty: no element could be generated")
         if self.batch_size < 1:

@@ -135,7 +135,8 @@ def generate(diffusion: Any, spec: Any, options: SamplerOptions, *, t0: int | No
                         seed=options.seed + k, progress=None if progress and len(starts) > 1 else progress,
                         start_at_T=options.start_at_T, predictor_input=options.predictor_input,
                         allowed_types=options.allowed_types, repulsion=repulsion, tie_groups=ties,
-                        type_temperature=options.type_temperature)
+                        type_temperature=options.type_temperature,
+                        geometry_temperature=options.geometry_temperature)
         seconds += time.perf_counter() - tic
         n_new += len(index)
         part = from_batch(result, [ids[i] for i in index], {"digest": digest, "chunk": k, "seed": options.seed + k})

@@ -54,8 +54,8 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
            seed: int = DEFAULTS.seed, progress: bool | None = True, start_at_T: bool = DEFAULTS.start_at_T,
            predictor_input: str = DEFAULTS.predictor_input,
            allowed_types: Sequence[int] | None = None, repulsion: PairRepulsion | None = None,
-           tie_groups: Sequence[int] | None = None, type_temperature: float = DEFAULTS.type_temperature
-           ) -> CrystalBatch:
+           tie_groups: Sequence[int] | None = None, type_temperature: float = DEFAULTS.type_temperature,
+           geometry_temperature: float = DEFAULTS.geometry_temperature) -> CrystalBatch:
     """Generate one crystal per crystal of ``spec`` (its atom counts, DOS, masks; with ``t0`` also
     its structure as the starting point).
 
@@ -96,19 +96,23 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
             the types (A4) is scaled by this; 1 is the paper's step, below 1 the chain leans
             towards each atom's most probable element, 0 follows the posterior mean. The noise
             is drawn all the same, so every other channel sees the same random numbers.
+        geometry_temperature: an option, not the paper's sampler: the same for the predictor's noise
+            on the lattice (A2-A3) and the coordinates (the variance-exploding step); 0 follows each
+            step's mean. The corrector's Langevin noise is unchanged.
     Returns a :class:`CrystalBatch` on ``spec``'s device with the generated types, coordinates and
     lattices, and ``spec``'s DOS, masks and ids.
     """
     guidance = guidance if guidance is not None else ClassifierFreeGuidance(DEFAULTS.omega)
     T = diffusion.schedule.timesteps
-    t_start = _check(diffusion, spec, t0, step_lr, predictor_input, steps, allowed_types, type_temperature)
+    t_start = _check(diffusion, spec, t0, step_lr, predictor_input, steps, allowed_types, type_temperature,
+                     geometry_temperature)
     if t_start == T and not start_at_T:
         t_start = T - 1
     times = timestep_schedule(t_start, None if steps is None else min(int(steps), t_start))
     out_device = spec.device
     spec = spec.to(next(diffusion.parameters()).device)
     chain = _Chain(diffusion, spec, torch.Generator(device=spec.device).manual_seed(int(seed)), tie_groups,
-                   type_temperature)
+                   type_temperature, geometry_temperature)
     state = chain.start(t0, t_start)
     bar = progress_bar(bool(progress), total=len(times) - 1, desc="sampling", unit="steps", disable=progress is None,
                        leave=False)
@@ -120,7 +124,8 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
 
 
 def _check(diffusion: JointDiffusion, spec: CrystalBatch, t0: int | None, step_lr: float, predictor_input: str,
-           steps: int | None, allowed_types: Sequence[int] | None, type_temperature: float) -> int:
+           steps: int | None, allowed_types: Sequence[int] | None, type_temperature: float,
+           geometry_temperature: float = 1.0) -> int:
     """Refuse arguments the chain cannot run with; return the starting timestep (T or ``t0``)."""
     T = diffusion.schedule.timesteps
     t_start = T if t0 is None else int(t0)
@@ -128,8 +133,9 @@ def _check(diffusion: JointDiffusion, spec: CrystalBatch, t0: int | None, step_l
         raise ConfigError(f"t0 must be in 1..{T}, got {t0}")
     if step_lr < 0:
         raise ConfigError(f"step_lr must be >= 0, got {step_lr}")
-    if not (math.isfinite(type_temperature) and type_temperature >= 0):
-        raise ConfigError(f"type_temperature must be a finite number >= 0, got {type_temperature}")
+    for name, value in (("type_temperature", type_temperature), ("geometry_temperature", geometry_temperature)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
     if predictor_input not in PREDICTOR_INPUTS:
         raise ConfigError(f"predictor_input must be one of {PREDICTOR_INPUTS}, got {predictor_input!r}")
     if steps is not None and steps < 1:
@@ -151,9 +157,11 @@ class _Chain:
     order: same seed, same crystals)."""
 
     def __init__(self, diffusion: JointDiffusion, spec: CrystalBatch, gen: torch.Generator,
-                 tie_groups: Sequence[int] | None = None, type_temperature: float = 1.0):
+                 tie_groups: Sequence[int] | None = None, type_temperature: float = 1.0,
+                 geometry_temperature: float = 1.0):
         self.diffusion, self.spec, self.gen = diffusion, spec, gen
         self.type_temperature = float(type_temperature)
+        self.geometry_temperature = float(geometry_temperature)
         self.groups = None if tie_groups is None else torch.as_tensor(tie_groups, dtype=torch.long, device=spec.device)
         if self.groups is not None:  # group count and sizes, once per chain
             self.n_groups = int(self.groups.max()) + 1
@@ -229,11 +237,12 @@ class _Chain:
         lat = (state.lattices - coef * pred.eps_L) / alpha.sqrt()
         a = self.tie((state.types - coef * pred.eps_A) / alpha.sqrt())
         if not last:
-            x = x + (sig_s ** 2 * (sig_t ** 2 - sig_s ** 2) / sig_t ** 2).sqrt() * self.randn(tuple(x.shape))
+            # the noise is drawn at every temperature, so the other channels' stays the same; at 1
+            # each product is the paper's step bit for bit
+            x_std = (sig_s ** 2 * (sig_t ** 2 - sig_s ** 2) / sig_t ** 2).sqrt()
+            x = x + self.geometry_temperature * x_std * self.randn(tuple(x.shape))
             std = ((1 - alpha) * (1 - ab_s) / (1 - ab_t)).sqrt()
-            lat = lat + std * self.randn(tuple(lat.shape))
-            # drawn at every temperature, so the other channels' noise stays the same; at 1 the
-            # product is std * noise bit for bit (the paper's step)
+            lat = lat + self.geometry_temperature * std * self.randn(tuple(lat.shape))
             a = a + self.type_temperature * std * self.type_noise()
         a = self.clamp_fixed(a, s)
         x = x % 1.0

@@ -81,6 +81,8 @@ declare -A SAMPLE=(
   [tt0]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0"
   [tt0tie10]="$UNTIED --tie-equal-sites 0.1 --type-temperature 0"
   [tt0c3]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --step-lr 3e-6"
+  [tt0g0]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --geometry-temperature 0"
+  [tt0g05]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --geometry-temperature 0.5"
 )
 # tie10 / tie15 / tie20: options with a wider tie (the training part's real crystals: 99.1 / 98.2 /
 # 94.2 % of the site pairs within 0.1 / 0.15 / 0.2 carry one element, 79 / 88 / 94 % of the
@@ -92,6 +94,8 @@ declare -A SAMPLE=(
 # tt0tie10: tt0 with the wider tie of tie10.
 # tt0c3: tt0 with the coordinate corrector back at step_lr 3e-6 (the demo before issue 35: 1e-5),
 # beside the pair repulsion: the corrector raised the prototypes' structure match.
+# tt0g0 / tt0g05: tt0 with the predictor noise on lattice and coordinates scaled by 0 / 0.5
+# (SamplerOptions.geometry_temperature): cell and sites lean to their most probable values.
 model="$WORK/models/${variant}_s$seed"
 ckpt="$model/best.pt"
 [ "$variant/$seed" = base/0 ] && ckpt="$RUN/diffusion.pt"
