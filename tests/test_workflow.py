@@ -408,3 +408,37 @@ def test_tables_dft_is_an_optional_target_with_the_configured_sample(tmp_path):
     bad = write_config(tmp_path / "bad", evaluate={"dft_judge": {"n": 5, "sets": ["cfg_T300"]}})
     proc = snakemake("-n", "tables_dft", cwd=tmp_path / "bad", configfile=bad)
     assert proc.returncode != 0 and "does not generate" in proc.stdout + proc.stderr
+
+
+def _resumable():
+    """``resumable`` of workflow/rules/common.smk (a plain function in a Snakemake file)."""
+    source = (REPO_ROOT / "workflow" / "rules" / "common.smk").read_text()
+    start = source.index("def resumable(")
+    end = source.find("\ndef ", start + 1)
+    namespace: dict = {}
+    exec(source[start:end if end > 0 else None], namespace)
+    return namespace["resumable"]
+
+
+def test_only_a_killed_run_of_the_same_command_resumes(tmp_path):
+    """The marker keeps the command text: a failed attempt of one command resumes (no reset), a
+    changed command after a failed attempt starts clean, and so does a rerun after success; the
+    marker is gone after success. Negative control: the same change without a failed attempt in
+    between would also reset, so the second case tests the command text, not the marker alone."""
+    resumable = _resumable()
+    log, marker, ok = tmp_path / "log", tmp_path / "out" / ".incomplete", tmp_path / "ok"
+
+    def attempt(flag: str) -> int:
+        command = f"echo run {flag} >> {log}; test -e {ok}"
+        text = resumable(command, str(marker), f"echo reset >> {log}")
+        return subprocess.run(["bash", "-euo", "pipefail", "-c", text], capture_output=True).returncode
+
+    assert attempt("--dos-shift 10") != 0 and marker.exists()  # killed: the marker survives
+    assert attempt("--dos-shift 10") != 0  # same command again: it resumes
+    assert attempt("--dos-shift 4") != 0  # the command changed: it starts clean
+    ok.touch()
+    assert attempt("--dos-shift 4") == 0 and not marker.exists()
+    assert attempt("--dos-shift 4") == 0  # a finished job that reruns starts clean
+    assert log.read_text().split("\n")[:-1] == [
+        "reset", "run --dos-shift 10", "run --dos-shift 10", "reset", "run --dos-shift 4",
+        "run --dos-shift 4", "reset", "run --dos-shift 4"]

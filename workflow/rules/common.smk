@@ -159,12 +159,18 @@ def model_flags(wildcards):
 
 
 def resumable(command, marker, reset):
-    """Shell text running ``command`` so that only an *interrupted* job resumes.
+    """Shell text running ``command`` so that only an *interrupted* run of that very command resumes.
 
     The commands keep resume state (training last.pt, sampling chunks, relaxation parts). That
-    state is reused only when ``marker`` survives from a failed or killed attempt of this job;
-    a job rerun because its inputs, parameters or code changed starts clean (``reset``), so
-    results never mix old and new settings. The marker is removed when ``command`` succeeds.
+    state is reused only when ``marker`` survives from a failed or killed attempt and holds the
+    same command text (inputs, parameters and flags as formatted). A finished job rerun because its
+    inputs, parameters or code changed, and a killed job whose command has changed since (say, a
+    new training flag), start clean (``reset``), so results never mix old and new settings. The
+    marker is removed when ``command`` succeeds.
     """
-    return (f'if [ ! -e {marker} ]; then {reset}; fi; mkdir -p "$(dirname {marker})"; touch {marker}; '
-            f"{command}; rm -f {marker}")
+    # the command's text once, quoted by a heredoc so that nothing in it expands before eval runs it
+    return (f"dosmatgen_command=$(cat <<'DOSMATGEN_COMMAND'\n{command}\nDOSMATGEN_COMMAND\n)\n"
+            f'mkdir -p "$(dirname {marker})"\n'
+            f'if [ "$(cat {marker} 2>/dev/null)" != "$dosmatgen_command" ]; then {reset}; fi\n'
+            f"printf '%s\\n' \"$dosmatgen_command\" > {marker}\n"
+            f'eval "$dosmatgen_command"\nrm -f {marker}')
