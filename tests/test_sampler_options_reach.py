@@ -125,13 +125,14 @@ def test_a_new_field_reaches_the_service_from_regenerate(extended, models, tmp_p
 
 def test_the_studies_sampler_overrides_the_generate_section(tmp_path):
     """studies.sampler replaces generate's values for the studies only (the demo's type
-    temperature 0 regenerates the test crystals, the studies keep 1): a dry run shows the flag on
+    temperature 0 and geometry temperature 0.5 regenerate the test crystals, the studies keep 1): a dry run shows the flag on
     every regenerate command and on no study; negative control: without the override every study
     carries it too."""
     studies = ["masked", "template", "fixed-type", "screen", "window-sweep"]
 
     def commands(folder, **study_extra):
-        config = write_config(folder, generate={"type_temperature": 0.0}, studies={"run": studies, **study_extra})
+        config = write_config(folder, generate={"type_temperature": 0.0, "geometry_temperature": 0.5},
+                              studies={"run": studies, **study_extra})
         proc = snakemake("-n", "-p", "all", cwd=folder, configfile=config)
         assert proc.returncode == 0, proc.stderr + proc.stdout
         lines = (proc.stdout + proc.stderr).splitlines()
@@ -140,8 +141,8 @@ def test_the_studies_sampler_overrides_the_generate_section(tmp_path):
         assert regen and len(study) == len(studies)
         return regen, study
 
-    regen, study = commands(tmp_path / "override", sampler={"type_temperature": 1.0})
-    assert all("--type-temperature 0.0" in ln for ln in regen)
-    assert not any("--type-temperature" in ln for ln in study)
+    regen, study = commands(tmp_path / "override", sampler={"type_temperature": 1.0, "geometry_temperature": 1.0})
+    assert all("--type-temperature 0.0" in ln and "--geometry-temperature 0.5" in ln for ln in regen)
+    assert not any("--type-temperature" in ln or "--geometry-temperature" in ln for ln in study)
     _, study = commands(tmp_path / "plain")
-    assert all("--type-temperature 0.0" in ln for ln in study)
+    assert all("--type-temperature 0.0" in ln and "--geometry-temperature 0.5" in ln for ln in study)

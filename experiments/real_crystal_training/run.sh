@@ -81,6 +81,8 @@ declare -A SAMPLE=(
   [tt0]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0"
   [tt0tie10]="$UNTIED --tie-equal-sites 0.1 --type-temperature 0"
   [tt0c3]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --step-lr 3e-6"
+  [tt0c3g05]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --step-lr 3e-6 --geometry-temperature 0.5"
+  [tt0c5]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --step-lr 5e-6"
   [tt0g0]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --geometry-temperature 0"
   [tt0g05]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --geometry-temperature 0.5"
 )
@@ -93,9 +95,11 @@ declare -A SAMPLE=(
 # (SamplerOptions.type_temperature): each atom leans to its most probable element.
 # tt0tie10: tt0 with the wider tie of tie10.
 # tt0c3: tt0 with the coordinate corrector back at step_lr 3e-6 (the demo before issue 35: 1e-5),
-# beside the pair repulsion: the corrector raised the prototypes' structure match.
+# beside the pair repulsion: the corrector raised the prototypes' structure match. tt0c5: the same at
+# step_lr 5e-6 (the authors' generation scripts).
 # tt0g0 / tt0g05: tt0 with the predictor noise on lattice and coordinates scaled by 0 / 0.5
 # (SamplerOptions.geometry_temperature): cell and sites lean to their most probable values.
+# tt0c3g05: tt0c3 and tt0g05 together.
 model="$WORK/models/${variant}_s$seed"
 ckpt="$model/best.pt"
 [ "$variant/$seed" = base/0 ] && ckpt="$RUN/diffusion.pt"

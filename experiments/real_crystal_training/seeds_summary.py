@@ -1,7 +1,9 @@
 """Sampling recipes across sampling seeds (issue 35): one sampling seed is one noise stream shared
 by every model, so a recipe comparison made with it alone can be that stream's luck. This table
 puts ``run.sh``'s ``options`` (tie 0.05, 200 steps), ``tie10`` (tie 0.1), ``steps1000`` (1,000
-steps), ``tt0`` (type temperature 0) and ``tt0tie10`` (both changes) rows, the ``final`` models
+steps), ``tt0`` (type temperature 0), ``tt0tie10`` (both changes), ``tt0c3`` (tt0 with the
+coordinate corrector at step_lr 3e-6), ``tt0g05`` (tt0 with geometry temperature 0.5) and
+``tt0c3g05`` (both) rows, the ``final`` models
 (the base trainings' end-of-training weights instead of the validation-best) and the ``shift4`` /
 ``shift10`` models (trained with ``dos_shift`` 4 / 10) side by side over
 every sampling seed present: the
@@ -23,7 +25,10 @@ from dosmatgen.evaluate.score import load_metrics
 from summary import result_row
 
 RECIPES = {"options": "tie 0.05, 200 steps", "tie10": "tie 0.1, 200 steps", "steps1000": "tie 0.05, 1,000 steps",
-           "tt0": "tie 0.05, 200 steps, type temperature 0", "tt0tie10": "tie 0.1, 200 steps, type temperature 0"}
+           "tt0": "tie 0.05, 200 steps, type temperature 0", "tt0tie10": "tie 0.1, 200 steps, type temperature 0",
+           "tt0c3": "tie 0.05, 200 steps, type temperature 0, corrector 3e-6",
+           "tt0g05": "tie 0.05, 200 steps, type temperature 0, geometry temperature 0.5",
+           "tt0c3g05": "tie 0.05, 200 steps, type temperature 0, corrector 3e-6, geometry temperature 0.5"}
 WEIGHTS = {"base": "", "final": "end-of-training weights, ", "shift4": "trained with DOS shifts (dos_shift 4), ",
            "shift10": "trained with DOS shifts (dos_shift 10), "}
 NAME = re.compile(rf"^(?P<weights>{'|'.join(WEIGHTS)})_s(?P<model>\d+)_(?P<recipe>{'|'.join(RECIPES)})(?:_k(?P<k>\d+))?$")
