@@ -85,6 +85,7 @@ declare -A SAMPLE=(
   [tt0c5]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --step-lr 5e-6"
   [tt0g0]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --geometry-temperature 0"
   [tt0g05]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --geometry-temperature 0.5"
+  [tt0g025]="$UNTIED --tie-equal-sites 0.05 --type-temperature 0 --geometry-temperature 0.25"
 )
 # tie10 / tie15 / tie20: options with a wider tie (the training part's real crystals: 99.1 / 98.2 /
 # 94.2 % of the site pairs within 0.1 / 0.15 / 0.2 carry one element, 79 / 88 / 94 % of the
@@ -97,7 +98,7 @@ declare -A SAMPLE=(
 # tt0c3: tt0 with the coordinate corrector back at step_lr 3e-6 (the demo before issue 35: 1e-5),
 # beside the pair repulsion: the corrector raised the prototypes' structure match. tt0c5: the same at
 # step_lr 5e-6 (the authors' generation scripts).
-# tt0g0 / tt0g05: tt0 with the predictor noise on lattice and coordinates scaled by 0 / 0.5
+# tt0g0 / tt0g025 / tt0g05: tt0 with the predictor noise on lattice and coordinates scaled by 0 / 0.25 / 0.5
 # (SamplerOptions.geometry_temperature): cell and sites lean to their most probable values.
 # tt0c3g05: tt0c3 and tt0g05 together.
 model="$WORK/models/${variant}_s$seed"

@@ -28,9 +28,11 @@ RECIPES = {"options": "tie 0.05, 200 steps", "tie10": "tie 0.1, 200 steps", "ste
            "tt0": "tie 0.05, 200 steps, type temperature 0", "tt0tie10": "tie 0.1, 200 steps, type temperature 0",
            "tt0c3": "tie 0.05, 200 steps, type temperature 0, corrector 3e-6",
            "tt0g05": "tie 0.05, 200 steps, type temperature 0, geometry temperature 0.5",
+           "tt0g025": "tie 0.05, 200 steps, type temperature 0, geometry temperature 0.25",
            "tt0c3g05": "tie 0.05, 200 steps, type temperature 0, corrector 3e-6, geometry temperature 0.5"}
 WEIGHTS = {"base": "", "final": "end-of-training weights, ", "shift4": "trained with DOS shifts (dos_shift 4), ",
-           "shift10": "trained with DOS shifts (dos_shift 10), "}
+           "shift10": "trained with DOS shifts (dos_shift 10), ",
+           "shift10wd": "trained with DOS shifts (dos_shift 10) and weight decay 1e-4, "}
 NAME = re.compile(rf"^(?P<weights>{'|'.join(WEIGHTS)})_s(?P<model>\d+)_(?P<recipe>{'|'.join(RECIPES)})(?:_k(?P<k>\d+))?$")
 KEYS = (("composition_match_rate", "comp. match %"), ("element_accuracy", "elem. acc. %"),
         ("validity", "validity %"), ("structure_match_rate", "struct. match %"))
