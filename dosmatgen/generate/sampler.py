@@ -125,7 +125,7 @@ def sample(diffusion: JointDiffusion, spec: CrystalBatch, *, guidance: Guidance 
 
 def _check(diffusion: JointDiffusion, spec: CrystalBatch, t0: int | None, step_lr: float, predictor_input: str,
            steps: int | None, allowed_types: Sequence[int] | None, type_temperature: float,
-           geometry_temperature: float = 1.0) -> int:
+           geometry_temperature: float) -> int:
     """Refuse arguments the chain cannot run with; return the starting timestep (T or ``t0``)."""
     T = diffusion.schedule.timesteps
     t_start = T if t0 is None else int(t0)
