@@ -157,8 +157,7 @@ class _Chain:
     order: same seed, same crystals)."""
 
     def __init__(self, diffusion: JointDiffusion, spec: CrystalBatch, gen: torch.Generator,
-                 tie_groups: Sequence[int] | None = None, type_temperature: float = 1.0,
-                 geometry_temperature: float = 1.0):
+                 tie_groups: Sequence[int] | None, type_temperature: float, geometry_temperature: float):
         self.diffusion, self.spec, self.gen = diffusion, spec, gen
         self.type_temperature = float(type_temperature)
         self.geometry_temperature = float(geometry_temperature)

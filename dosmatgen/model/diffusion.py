@@ -18,9 +18,8 @@ grad_X log p(X_t) (the network's normalised output times sqrt(E||grad log q||^2)
 
 from __future__ import annotations
 
-from typing import Any
-
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
