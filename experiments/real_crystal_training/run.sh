@@ -60,6 +60,7 @@ declare -A TRAIN=(
   [shift10wd]="--config $HERE/shift10wd.yaml"
   [shift10b4]="--config $HERE/shift10b4.yaml"
   [shift10long]="--config $HERE/shift10.yaml"
+  [shift10deep]="--config $HERE/shift10deep.yaml"
   [realhalf]="--size compact"
   [noreal]="--size compact"
   [realval]="--size compact"
