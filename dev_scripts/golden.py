@@ -15,8 +15,9 @@ keeps its per-candidate surrogate ``dos_mae``; NaN where not scored).
 
 Every setting runs in a child process with :data:`PINNED_ENV`, which fixes the CPU kernels, so that
 a golden file made on one x86-64 machine holds on another: the first goldens, made with the
-kernels each CPU picks, differed in the last bits of a float (up to 1e-6 in a coordinate, and 10 of
-92 atoms under classifier guidance) on an AMD EPYC (AVX2) from the CPU they were made on. Remade
+kernels each CPU picks, differed on an AMD EPYC (AVX2) from the CPU they were made on: coordinates
+from 1e-7 apart at T = 200, more after 1,000 steps, and 10 of 92 atoms another element under
+classifier guidance at T = 1000 (docs/reproducibility.md). Remade
 under the pins at 8a830cf, whose sampling had matched those first goldens on their CPU (CI at stop 46).
 """
 
