@@ -15,10 +15,11 @@ import sys
 
 import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Structure
 
 from dosmatgen.data.store import DOSStore
-from dosmatgen.evaluate.metrics import MATCHER_KWARGS, lll_reduced
+from dosmatgen.evaluate.metrics import MATCHER_KWARGS, timed_fit
+from dosmatgen.generate import load_generated
 
 STORE = "resources/builtin_dos.npz"
 LOOSE = {"stol": 0.8, "angle_tol": 15.0, "ltol": 0.5}
@@ -30,33 +31,20 @@ def cell(s: Structure) -> str:
     return f"{abc.tolist()} Å, {ang.tolist()}°, {r.get_space_group_info(symprec=0.1)[0]}"
 
 
-def fits(matcher: StructureMatcher, a: Structure, b: Structure) -> bool:
-    try:
-        return bool(matcher.fit(lll_reduced(a), lll_reduced(b)))
-    except Exception:
-        return False
-
-
 def main(path: str) -> None:
-    store = DOSStore(STORE)
-    z = np.load(path, allow_pickle=True)
-    off = z["offsets"]
+    store, generated = DOSStore(STORE), load_generated(path)
     strict, loose = StructureMatcher(**MATCHER_KWARGS), StructureMatcher(**LOOSE)
     print(f"# Composition-matched crystals of `{path}`\n")
     print("| formula | atoms | volume ratio | match (Table 2) | match (loose) | target cell | generated cell |")
     print("|---|---|---|---|---|---|---|")
     ratios, n_strict, n_loose = [], 0, 0
-    for k, sid in enumerate(str(i) for i in z["source_ids"]):
-        rec = store[sid]
-        gen = Structure(Lattice(z["lattices"][k]), [int(a) for a in z["atomic_numbers"][off[k]:off[k + 1]]],
-                        z["frac_coords"][off[k]:off[k + 1]])
-        tgt = Structure(Lattice(np.asarray(rec.lattice)), [int(a) for a in rec.atomic_numbers],
-                        np.asarray(rec.frac_coords))
-        if gen.composition.reduced_formula != tgt.composition.reduced_formula:
+    for sid, (gen, _) in zip(generated.source_ids, generated.structures()):
+        tgt = store[sid].to_structure()
+        if gen is None or gen.composition.reduced_formula != tgt.composition.reduced_formula:
             continue
         ratio = gen.volume / tgt.volume
-        s = fits(strict, gen, tgt)
-        lo = s or fits(loose, gen, tgt)
+        s = timed_fit(gen, tgt, None, strict) == "match"
+        lo = s or timed_fit(gen, tgt, None, loose) == "match"
         ratios.append(ratio)
         n_strict, n_loose = n_strict + s, n_loose + lo
         print(f"| {tgt.composition.reduced_formula} | {len(tgt)} | {ratio:.2f} | {int(s)} | {int(lo)} | "
