@@ -133,9 +133,9 @@ def test_geometry_temperature_scales_only_the_geometry_noise():
     """One reverse step: lattice and (unwrapped) coordinates move to the step's mean plus
     temperature x the noise term, the types are the same at every geometry temperature; at 1 the
     step is the paper's bit for bit. Negative control: 0 differs from 1."""
-    import torch
-
     import inspect
+
+    import torch
 
     from dosmatgen.generate.sampler import sample
 
