@@ -50,8 +50,8 @@ import torch
 from tqdm.auto import tqdm
 
 from dosmatgen.errors import ConfigError
-from dosmatgen.evaluate.mlff import (DEFAULT_FMAX, DEFAULT_RELAX_STEPS, MLFF_ALIASES, check_weights, load_orb_v2,
-                                     needs_package)
+from dosmatgen.evaluate.mlff import (DEFAULT_FMAX, DEFAULT_RELAX_STEPS, MAX_VOLUME_RATIO, MLFF_ALIASES, check_weights,
+                                     load_orb_v2, needs_package)
 
 #: The torch-sim release this module is written against (``scripts/setup.sh`` pins it).
 TORCH_SIM_VERSION = "0.3.0"
@@ -218,7 +218,7 @@ class BatchedRelaxer:
     """
 
     def __init__(self, mlff: str = "sevenn", device: str = "cpu", fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_RELAX_STEPS,
-                 max_atoms: int | None = None, max_volume_ratio: float = 3.0, model: Any = None,
+                 max_atoms: int | None = None, max_volume_ratio: float = MAX_VOLUME_RATIO, model: Any = None,
                  weights: str | Path | None = None) -> None:
         if not (np.isfinite(fmax) and fmax > 0):
             raise ConfigError(f"fmax must be a positive number, got {fmax}")

@@ -26,6 +26,8 @@ MLFF_ALIASES: dict[str, str] = {"7net-0": "sevenn", "sevennet": "sevenn", "orb-v
 #: and the most FIRE steps. The one place these defaults are written.
 DEFAULT_FMAX: float = 0.05
 DEFAULT_RELAX_STEPS: int = 200
+#: A relaxation whose cell volume changes by more than this factor (either way) blew up.
+MAX_VOLUME_RATIO: float = 3.0
 
 
 def limit_threads(n: int = 1) -> None:
@@ -100,7 +102,7 @@ def get_calculator(name: str = "sevenn", device: str = "cpu", weights: str | Pat
 
 
 def relax(atoms: Any, calc: Any, fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_RELAX_STEPS,
-          max_volume_ratio: float = 3.0) -> tuple[Any, float, bool]:
+          max_volume_ratio: float = MAX_VOLUME_RATIO) -> tuple[Any, float, bool]:
     """Relax positions and cell with ASE FIRE + ``FrechetCellFilter``.
 
     Returns ``(relaxed_atoms, energy_eV, converged)``.  ``converged`` is False when FIRE ran out of

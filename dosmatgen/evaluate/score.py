@@ -17,6 +17,7 @@ Metrics JSON (``dosmatgen evaluate score --out FILE``)::
      "metrics": {"mae_gen_y": R, "mae_gen_yhat": R, "mae_yhat_y": R,
                  "mae_mean_dos_y": R (baseline: the training-mean site DOS for every atom),
                  "structure_match_rate": R, "composition_match_rate": R,
+                 "structure_match_rate_relaxed": R (only with ``relax_mlff``),
                  "element_accuracy": R (per atom, pooled; n_total = atoms),
                  "validity": R, "uniqueness": R, "novelty": R (absent when skipped)},
      "by_source": {source: {"n_structures": b, "metrics": {..the same, over that source's part..}}}
@@ -24,14 +25,14 @@ Metrics JSON (``dosmatgen evaluate score --out FILE``)::
                   ``prototypes`` and ``mp20``; :func:`dosmatgen.data.split.record_source`),
      "generated": {"path": .., "meta": {..the generated file's meta..}},
      "surrogate": {"path": .., "config": {..}},
-     "settings": {"match_timeout_s", "workers", "n_training_structures"},
+     "settings": {"match_timeout_s", "workers", "n_training_structures", "relax_mlff" (only when used)},
      "seconds": {"surrogate", "structure_match", "uniqueness", "novelty"}}
 
 where each R is :meth:`MetricResult.to_dict` (``value, unit, n_total, n_used, n_excluded,
 excluded{reason: count}, counts{...}``). Beside it, ``<FILE stem>.per_structure.csv`` has one row
 per generated crystal: ``index, source_id, source, formula_gen, formula_ref, build_reason, validity_reason,
 graph_reason, mae_gen_y, mae_gen_yhat, mae_yhat_y, structure_match, composition_match, n_atoms,
-element_correct, element_accuracy`` (``element_correct``: atoms with the conditioning atom's
+element_correct, element_accuracy`` (and ``structure_match_relaxed`` with ``relax_mlff``) (``element_correct``: atoms with the conditioning atom's
 element; ``element_accuracy``: the same in percent of ``n_atoms``).
 
 The DOS-lookup baseline (:mod:`dosmatgen.evaluate.lookup`) writes the same format with
@@ -81,7 +82,7 @@ class _Scorer:
 
     def __init__(self, gen: Any, references: dict[str, Any], surrogate: Any, surrogate_std: Any,
                  training: Sequence[Any] | None, match_timeout_s: float, workers: int, batch_size: int,
-                 device: str, progress: bool) -> None:
+                 device: str, progress: bool, relax_mlff: str | None = None) -> None:
         from dosmatgen.model.surrogate import predict_site_dos
 
         absent = [sid for sid in gen.source_ids if sid not in references]
@@ -108,6 +109,15 @@ class _Scorer:
         self.sm = M.StructureMatchRate(match_timeout_s, workers, progress)
         self.outcomes = self.sm.outcomes(self.gen_structs, self.ref_structs)
         self.seconds["structure_match"] = time.perf_counter() - tic
+        self.sm_relaxed, self.outcomes_relaxed = None, None
+        if relax_mlff is not None:
+            from dosmatgen.evaluate.relaxed_match import RelaxedStructureMatchRate, mlff_relax
+
+            tic = time.perf_counter()
+            self.sm_relaxed = RelaxedStructureMatchRate(mlff_relax(relax_mlff, device), match_timeout_s, workers,
+                                                        progress)
+            self.outcomes_relaxed = self.sm_relaxed.outcomes(self.gen_structs, self.ref_structs)
+            self.seconds["structure_match_relaxed"] = time.perf_counter() - tic
         self.gen_types, self.ref_types = [z for z, _, _ in self.gen_items], [r.atomic_numbers for r in refs]
         self.validity = [validity_reason(*it)[1] for it in self.gen_items]
         self.valid_structs = [s if why is None else None for s, why in zip(self.gen_structs, self.validity)]
@@ -130,6 +140,8 @@ class _Scorer:
         if self.mean_dos is not None:
             out["mae_mean_dos_y"] = mae.compute([np.tile(self.mean_dos, (len(d), 1)) for d in pick(self.y)], pick(self.y))
         out["structure_match_rate"] = self.sm.from_outcomes(pick(self.outcomes))
+        if self.sm_relaxed is not None:
+            out["structure_match_rate_relaxed"] = self.sm_relaxed.from_outcomes(pick(self.outcomes_relaxed))
         out["composition_match_rate"] = M.CompositionMatchRate().compute(pick(self.gen_structs), pick(self.ref_structs))
         out["element_accuracy"] = M.ElementAccuracy().compute(pick(self.gen_types), pick(self.ref_types))
         out["homologue_only_miss"] = M.HomologueOnlyMiss().compute(pick(self.gen_types), pick(self.ref_types))
@@ -163,6 +175,8 @@ class _Scorer:
                 "composition_match": int(s is not None and s.composition.reduced_formula == ref),
                 **element_columns(self.gen_types[i], self.ref_types[i]),
             })
+            if self.outcomes_relaxed is not None:
+                rows[-1]["structure_match_relaxed"] = self.outcomes_relaxed[i]
         return rows
 
 
@@ -170,7 +184,7 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
                     training: Sequence[Any] | None = None, match_timeout_s: float = M.DEFAULT_TIMEOUT_S,
                     workers: int = 1, batch_size: int = 128, device: str = "cpu", progress: bool = True,
                     generated_path: str | None = None, surrogate_path: str | None = None,
-                    per_structure_csv: str | Path | None = None) -> dict[str, Any]:
+                    per_structure_csv: str | Path | None = None, relax_mlff: str | None = None) -> dict[str, Any]:
     """All metrics of one generated set.
 
     Args:
@@ -180,9 +194,11 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
         training: training-split pymatgen structures for novelty (None: novelty skipped).
         match_timeout_s: per-pair StructureMatcher timeout.
         workers: processes for structure matching and novelty.
+        relax_mlff: also the structure match after relaxing each composition-matched generated crystal
+            with this MLFF (:mod:`dosmatgen.evaluate.relaxed_match`; not the paper's Table 2); None: not.
     """
     scorer = _Scorer(gen, references, surrogate, surrogate_std, training, match_timeout_s, workers, batch_size,
-                     device, progress)
+                     device, progress, relax_mlff)
     out = scorer.set_metrics(range(len(scorer.gen_items)), timed=True)
     if per_structure_csv is not None:
         write_per_structure_csv(per_structure_csv, scorer.per_structure_rows(gen.source_ids))
@@ -194,7 +210,7 @@ def score_generated(gen: Any, references: dict[str, Any], surrogate: Any, surrog
         "by_source": metrics_by_source(gen.source_ids, scorer.set_metrics),
         "generated": {"path": generated_path, "meta": meta},
         "surrogate": {"path": surrogate_path, "config": getattr(surrogate, "config", None)},
-        "settings": {"match_timeout_s": match_timeout_s, "workers": workers,
+        "settings": {"match_timeout_s": match_timeout_s, "workers": workers, **({"relax_mlff": relax_mlff} if relax_mlff else {}),
                      "n_training_structures": None if training is None else len(training)},
         "seconds": scorer.seconds,
     }

@@ -12,6 +12,8 @@
 # `all` the whole test split, sources mixed in batches as in the workflow (Table 2's protocol;
 # results under full_split/). `seen` regenerates 100 of the model's own real training crystals
 # (memorisation_probe.py; results under seen/): the gap between seen and unseen targets.
+# RELAXED_MATCH=sevenn (an MLFF name) also scores the structure match after relaxing each
+# composition-matched generated crystal with that force field (`evaluate score --relaxed-match`).
 # RECIPE@K samples with sampling seed K instead of 0 (results under sampling_seeds/, named ..._kK):
 # the candidates that best_of_k.py selects among.
 #
@@ -197,4 +199,4 @@ gen="$WORK/samples/$name.npz"
   --batch-size 128 --seed "$sampling_seed" --device cpu --no-progress ${SAMPLE[$recipe]} --out "$gen"
 [ -f "$OUT/$name.json" ] || OMP_NUM_THREADS=1 "$PY" -m dosmatgen.cli evaluate score --generated "$gen" \
   --surrogate "$RUN/surrogate.pt" --store "$STORE" --split "$split" --no-novelty \
-  --device cpu --no-progress --out "$OUT/$name.json"
+  --device cpu --no-progress ${RELAXED_MATCH:+--relaxed-match "$RELAXED_MATCH"} --out "$OUT/$name.json"
