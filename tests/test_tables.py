@@ -198,3 +198,18 @@ def test_formation_table_counts_mlff_blowups_apart(tmp_path):
     assert row["mean_ef_relaxed"] == pytest.approx(-0.1) and row["median_ef_relaxed"] == pytest.approx(-0.1)
     assert row["frac_below_0_relaxed"] == pytest.approx(0.5)
     assert "| 1 |" in TB.formation_markdown([row]).splitlines()[-1]
+
+
+def test_table2_shows_the_relaxed_match_only_where_scored(tmp_path):
+    """A set scored with ``--relaxed-match`` gets a row beside its unrelaxed structure match; the
+    others none, and without any relaxed set the section is absent (negative control)."""
+    relaxed = fake_metrics("cfg", 1000, .08, .06, 10., 50.)
+    relaxed["metrics"]["structure_match_rate_relaxed"] = MetricResult("structure_match_rate_relaxed", 17.5, "%",
+                                                                       10, 10).to_dict()
+    write_set(tmp_path / "m", [relaxed, *GOOD[3:]])
+    md = TB.table2_markdown(TB.table2_rows(TB.collect_metrics(tmp_path / "m")))
+    assert "after relaxation %" in md
+    assert f"| {TB.ROW_LABELS['cfg']} | 1000 | all | 10 | 10.00 | 17.50 |" in md.splitlines()
+    assert sum("| 17.50 |" in line for line in md.splitlines()) == 1
+    write_set(tmp_path / "plain", GOOD)
+    assert "after relaxation" not in TB.table2_markdown(TB.table2_rows(TB.collect_metrics(tmp_path / "plain")))

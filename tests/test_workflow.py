@@ -133,6 +133,27 @@ def test_model_dos_shift_reaches_the_diffusion_training_only(tmp_path):
         assert ("--dos-shift 4" in line) == ("--kind diffusion" in line), line
 
 
+
+def test_relaxed_match_reaches_the_named_sets_only(tmp_path):
+    """evaluate.relaxed_match.sets adds --relaxed-match (the run's MLFF) to those sets' scoring
+    only; none without it (the ci profile, as the paper's); an unknown set stops the run."""
+    def score_lines(config):
+        proc = snakemake("-n", "-p", "tables", cwd=config.parent, configfile=config)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        return [line for line in (proc.stdout + proc.stderr).splitlines() if "dosmatgen evaluate score" in line]
+
+    (tmp_path / "on").mkdir()
+    (tmp_path / "off").mkdir()
+    lines = score_lines(write_config(tmp_path / "on", evaluate={"relaxed_match": {"sets": ["cfg_T1000"]}}))
+    assert len(lines) == 9  # (cfg, classifier, the unconditional baseline) x 3 T
+    for line in lines:
+        assert ("--relaxed-match sevenn" in line) == ("cfg_T1000.npz" in line), line
+    assert not any("--relaxed-match" in line for line in score_lines(write_config(tmp_path / "off")))
+    bad = write_config(tmp_path, evaluate={"relaxed_match": {"sets": ["cfg_T999"]}})
+    proc = snakemake("-n", "tables", cwd=tmp_path, configfile=bad)
+    assert proc.returncode != 0 and "relaxed_match.sets names sets this run does not generate" in proc.stdout + proc.stderr
+
+
 #: Prints every rule's outputs as JSON: path, whether report() registers it, its caption file.
 _DUMP_OUTPUTS = r"""
 import json, sys

@@ -16,7 +16,9 @@ from pathlib import Path
 from dosmatgen.evaluate.score import load_metrics
 
 COLUMNS = [("validity", "validity %"), ("composition_match_rate", "comp. match %"),
-           ("structure_match_rate", "struct. match %"), ("element_accuracy", "elem. acc. %"),
+           ("structure_match_rate", "struct. match %"),
+           ("structure_match_rate_relaxed", "struct. match after SevenNet relaxation %"),
+           ("element_accuracy", "elem. acc. %"),
            ("homologue_only_miss", "wrong only by homologues %"), ("equal_dos_pairs_split", "equal-DOS pairs split %"),
            ("mae_ratio", "MAE(ŷ_gen, y) / MAE(ŷ, y)")]
 #: Cell-size bins of the by-size table (atoms per cell, inclusive).

@@ -88,6 +88,16 @@ def guidance_flags(wildcards, input):
     return cli_flags({"omega": gen["omega"]})
 
 
+#: The sets (<guidance>_T<t0>) whose scoring also matches after an MLFF relaxation (evaluate.relaxed_match).
+RELAXED_MATCH_SETS = EVAL.get("relaxed_match", {}).get("sets", [])
+
+
+def relaxed_match_flags(wildcards):
+    """``--relaxed-match MLFF`` (evaluate.mlff) for the sets of evaluate.relaxed_match.sets, else nothing."""
+    chosen = f"{wildcards.guidance}_T{wildcards.t0}" in RELAXED_MATCH_SETS
+    return cli_flags({"relaxed_match": EVAL["mlff"] if chosen else None})
+
+
 #: SamplerOptions fields the rules render themselves (or that the run config does not set).
 OWN_FLAGS = ("guidance", "omega", "guidance_scale", "steps", "batch_size", "seed", "allowed_types")
 
