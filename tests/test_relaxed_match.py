@@ -103,7 +103,7 @@ def test_score_reports_the_relaxed_match_only_when_asked(monkeypatch, tmp_path):
     gen = concat_generated([one(nacl), one(srtio3, types=[8, 8, 8, 8, 8])], {"guidance": "cfg", "t0": 1000})
     refs = {r.structure_id: r for r in recs}
     relax = Recording(lambda s: s)
-    monkeypatch.setattr(relaxed_match, "mlff_relax", lambda name, device: relax)
+    monkeypatch.setattr(relaxed_match, "mlff_relax", lambda name, device, progress: relax)
     res = score_generated(gen, refs, sur, std, progress=False, relax_mlff="emt",
                           per_structure_csv=tmp_path / "m.per_structure.csv")
     assert res["metrics"]["structure_match_rate_relaxed"]["value"] == pytest.approx(50.0)

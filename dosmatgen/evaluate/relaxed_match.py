@@ -30,6 +30,7 @@ from collections import Counter
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from dosmatgen.evaluate.metrics import DEFAULT_TIMEOUT_S, MetricResult, StructureMatchRate
 from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS, MAX_VOLUME_RATIO, canonical_mlff
@@ -39,11 +40,11 @@ RelaxFn = Callable[[Sequence[Any]], list[Any]]
 
 
 def mlff_relax(mlff: str = "sevenn", device: str = "cpu", fmax: float = DEFAULT_FMAX,
-               steps: int = DEFAULT_RELAX_STEPS) -> RelaxFn:
+               steps: int = DEFAULT_RELAX_STEPS, progress: bool = False) -> RelaxFn:
     """The evaluation's relaxation (FIRE + Fréchet cell filter, ``fmax`` eV/Å, at most ``steps``
     steps) with force field ``mlff`` as a :data:`RelaxFn`: batched through torch-sim where the force
     field has a batched wrapper (SevenNet, Orb), else one crystal at a time with ASE. The force field
-    is loaded on the first call."""
+    is loaded on the first call; ``progress``: a progress bar over the crystals."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
     name = canonical_mlff(mlff)
@@ -55,16 +56,17 @@ def mlff_relax(mlff: str = "sevenn", device: str = "cpu", fmax: float = DEFAULT_
         if not atoms:
             return []
         if name in BATCHED_MLFFS:
-            outcomes = BatchedRelaxer(name, device, fmax, steps).relax(atoms)
+            outcomes = BatchedRelaxer(name, device, fmax, steps).relax(atoms, progress=progress)
             done = [(o.atoms, not o.dropped) for o in outcomes]
         else:
             from dosmatgen.evaluate.mlff import get_calculator, relax as ase_relax
 
             calc = get_calculator(name, device)
             done = []
-            for a in atoms:  # out of steps: the last structure, as the batched relaxer; blown up: None
+            # out of steps: the last structure, as the batched relaxer; blown up: None
+            for a in tqdm(atoms, desc="relax", unit="crystal", disable=not progress):
                 out, energy, _ = ase_relax(a, calc, fmax, steps)
-                done.append((out, bool(np.isfinite(energy)) and 
+                done.append((out, bool(np.isfinite(energy)) and
                              1 / MAX_VOLUME_RATIO < out.get_volume() / a.get_volume() < MAX_VOLUME_RATIO))
         return [AseAtomsAdaptor.get_structure(a) if ok else None for a, ok in done]
 
@@ -77,7 +79,8 @@ class RelaxedStructureMatchRate(StructureMatchRate):
 
     name = "structure_match_rate_relaxed"
 
-    def __init__(self, relax: RelaxFn, timeout_s: float | None = DEFAULT_TIMEOUT_S, workers: int = 1, progress: bool = False):
+    def __init__(self, relax: RelaxFn, timeout_s: float | None = DEFAULT_TIMEOUT_S, workers: int = 1,
+                 progress: bool = False) -> None:
         super().__init__(timeout_s, workers, progress)
         self.relax = relax
 

@@ -114,8 +114,8 @@ class _Scorer:
             from dosmatgen.evaluate.relaxed_match import RelaxedStructureMatchRate, mlff_relax
 
             tic = time.perf_counter()
-            self.sm_relaxed = RelaxedStructureMatchRate(mlff_relax(relax_mlff, device), match_timeout_s, workers,
-                                                        progress)
+            self.sm_relaxed = RelaxedStructureMatchRate(mlff_relax(relax_mlff, device, progress=progress),
+                                                        match_timeout_s, workers, progress)
             self.outcomes_relaxed = self.sm_relaxed.outcomes(self.gen_structs, self.ref_structs)
             self.seconds["structure_match_relaxed"] = time.perf_counter() - tic
         self.gen_types, self.ref_types = [z for z, _, _ in self.gen_items], [r.atomic_numbers for r in refs]
