@@ -26,7 +26,8 @@ Metrics JSON (``dosmatgen evaluate score --out FILE``)::
      "generated": {"path": .., "meta": {..the generated file's meta..}},
      "surrogate": {"path": .., "config": {..}},
      "settings": {"match_timeout_s", "workers", "n_training_structures", "relax_mlff" (only when used)},
-     "seconds": {"surrogate", "structure_match", "uniqueness", "novelty"}}
+     "seconds": {"surrogate", "structure_match", "structure_match_relaxed" (only when used), "uniqueness",
+                 "novelty"}}
 
 where each R is :meth:`MetricResult.to_dict` (``value, unit, n_total, n_used, n_excluded,
 excluded{reason: count}, counts{...}``). Beside it, ``<FILE stem>.per_structure.csv`` has one row
