@@ -101,6 +101,13 @@ def get_calculator(name: str = "sevenn", device: str = "cpu", weights: str | Pat
         return EMT()
 
 
+def intact(v0: float, v1: float, energy: float, forces: Any, max_volume_ratio: float = MAX_VOLUME_RATIO) -> bool:
+    """Whether a relaxation from volume ``v0`` to ``v1`` with final ``energy`` and ``forces`` did not
+    blow up: everything finite and the volume changed by less than ``max_volume_ratio`` either way."""
+    ok = np.isfinite(energy) and np.all(np.isfinite(forces)) and np.isfinite(v1)
+    return bool(ok and (1.0 / max_volume_ratio) < v1 / v0 < max_volume_ratio)
+
+
 def relax(atoms: Any, calc: Any, fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_RELAX_STEPS,
           max_volume_ratio: float = MAX_VOLUME_RATIO) -> tuple[Any, float, bool]:
     """Relax positions and cell with ASE FIRE + ``FrechetCellFilter``.
@@ -122,7 +129,4 @@ def relax(atoms: Any, calc: Any, fmax: float = DEFAULT_FMAX, steps: int = DEFAUL
         forces = atoms.get_forces()
     except (RuntimeError, ValueError, FloatingPointError, np.linalg.LinAlgError):
         return atoms, float("nan"), False
-    v1 = atoms.get_volume()
-    ok = np.isfinite(energy) and np.all(np.isfinite(forces)) and np.isfinite(v1)
-    ok = ok and (1.0 / max_volume_ratio) < v1 / v0 < max_volume_ratio
-    return atoms, energy, bool(converged and ok)
+    return atoms, energy, converged and intact(v0, atoms.get_volume(), energy, forces, max_volume_ratio)

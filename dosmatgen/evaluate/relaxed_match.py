@@ -37,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dosmatgen.evaluate.metrics import DEFAULT_TIMEOUT_S, MetricResult, StructureMatchRate
-from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS, MAX_VOLUME_RATIO, canonical_mlff
+from dosmatgen.evaluate.mlff import DEFAULT_FMAX, DEFAULT_RELAX_STEPS, canonical_mlff
 
 #: A relaxation: pymatgen structures in, relaxed structures out (``None`` where it blew up), in order.
 RelaxFn = Callable[[Sequence[Any]], list[Any]]
@@ -63,15 +63,16 @@ def mlff_relax(mlff: str = "sevenn", device: str = "cpu", fmax: float = DEFAULT_
             outcomes = BatchedRelaxer(name, device, fmax, steps).relax(atoms, progress=progress)
             done = [(o.atoms, not o.dropped) for o in outcomes]
         else:
-            from dosmatgen.evaluate.mlff import get_calculator, relax as ase_relax
+            from dosmatgen.evaluate.mlff import get_calculator, intact, relax as ase_relax
 
             calc = get_calculator(name, device)
             done = []
-            # out of steps: the last structure, as the batched relaxer; blown up: None
+            # out of steps: the last structure, as the batched relaxer; blown up (a NaN energy when
+            # the force field raised): None
             for a in tqdm(atoms, desc="relax", unit="crystal", disable=not progress):
                 out, energy, _ = ase_relax(a, calc, fmax, steps)
-                done.append((out, bool(np.isfinite(energy)) and
-                             1 / MAX_VOLUME_RATIO < out.get_volume() / a.get_volume() < MAX_VOLUME_RATIO))
+                done.append((out, bool(np.isfinite(energy))
+                             and intact(a.get_volume(), out.get_volume(), energy, out.get_forces())))
         return [AseAtomsAdaptor.get_structure(a) if ok else None for a, ok in done]
 
     return relax

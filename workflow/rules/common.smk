@@ -88,6 +88,13 @@ def guidance_flags(wildcards, input):
     return cli_flags({"omega": gen["omega"]})
 
 
+def check_set_names(key, names):
+    """Stop when the config key ``key`` names sets (<guidance>_T<t0>) this run does not generate."""
+    unknown = sorted(set(names) - {f"{g}_T{t}" for g in REGENERATED for t in T0S})
+    if unknown:
+        raise ValueError(f"{key} names sets this run does not generate: {unknown}")
+
+
 #: The sets (<guidance>_T<t0>) whose scoring also matches after an MLFF relaxation (evaluate.relaxed_match).
 RELAXED_MATCH_SETS = EVAL.get("relaxed_match", {}).get("sets", [])
 

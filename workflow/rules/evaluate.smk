@@ -32,9 +32,7 @@ FORMATION_FLAGS = cli_flags(
 # Structure match after an MLFF relaxation as well (not the paper's Table 2): the sets named in
 # evaluate.relaxed_match.sets relax each composition-matched generated crystal with evaluate.mlff.
 # (relaxed_match_flags in common.smk)
-_unknown = sorted(set(RELAXED_MATCH_SETS) - {f"{g}_T{t}" for g in REGENERATED for t in T0S})
-if _unknown:
-    raise ValueError(f"evaluate.relaxed_match.sets names sets this run does not generate: {_unknown}")
+check_set_names("evaluate.relaxed_match.sets", RELAXED_MATCH_SETS)
 
 
 rule score:
@@ -211,9 +209,7 @@ rule claims:
 DFT_JUDGE = EVAL.get("dft_judge", {})
 DFT_JUDGED = [f"{W}/dft_judge/{name}.json" for name in DFT_JUDGE.get("sets", [])]
 DFT_TABLES = [f"{R}/table1_dft_judge.{ext}" for ext in ("md", "csv")] + [f"{R}/claims_by_judge.{ext}" for ext in ("md", "json")]
-_unknown = sorted({n for n in DFT_JUDGE.get("sets", [])} - {f"{g}_T{t}" for g in REGENERATED for t in T0S})
-if _unknown:
-    raise ValueError(f"evaluate.dft_judge.sets names sets this run does not generate: {_unknown}")
+check_set_names("evaluate.dft_judge.sets", DFT_JUDGE.get("sets", []))
 
 
 rule dft_judge:
