@@ -86,8 +86,9 @@ def test_score_reports_the_relaxed_match_only_when_asked(monkeypatch, tmp_path):
     from dosmatgen.data.standardise import DOSStandardiser
     from dosmatgen.evaluate import relaxed_match
     from dosmatgen.evaluate.score import score_generated
-    from dosmatgen.generate.generated import GeneratedSet, concat_generated
+    from dosmatgen.generate.generated import concat_generated
     from dosmatgen.model.surrogate import SurrogateConfig, SurrogateDOSModel
+    from test_condition_metrics import one
     from test_regenerate import toy_records
 
     recs = toy_records()
@@ -95,12 +96,7 @@ def test_score_reports_the_relaxed_match_only_when_asked(monkeypatch, tmp_path):
     sur = SurrogateDOSModel.from_config(SurrogateConfig.tiny().to_dict()).eval()
     std = DOSStandardiser.fit([r.dos for r in recs])
 
-    def one(rec, types=None):
-        return GeneratedSet([rec.structure_id], np.array([0, rec.num_atoms]),
-                            rec.atomic_numbers if types is None else np.asarray(types), rec.frac_coords,
-                            rec.lattice[None], {})
-
-    gen = concat_generated([one(nacl), one(srtio3, types=[8, 8, 8, 8, 8])], {"guidance": "cfg", "t0": 1000})
+    gen = concat_generated([one(nacl), one(srtio3, types=np.full(5, 8))], {"guidance": "cfg", "t0": 1000})
     refs = {r.structure_id: r for r in recs}
     relax = Recording(lambda s: s)
     monkeypatch.setattr(relaxed_match, "mlff_relax", lambda name, device, progress: relax)

@@ -33,8 +33,9 @@ where each R is :meth:`MetricResult.to_dict` (``value, unit, n_total, n_used, n_
 excluded{reason: count}, counts{...}``). Beside it, ``<FILE stem>.per_structure.csv`` has one row
 per generated crystal: ``index, source_id, source, formula_gen, formula_ref, build_reason, validity_reason,
 graph_reason, mae_gen_y, mae_gen_yhat, mae_yhat_y, structure_match, composition_match, n_atoms,
-element_correct, element_accuracy`` (and ``structure_match_relaxed`` with ``relax_mlff``) (``element_correct``: atoms with the conditioning atom's
-element; ``element_accuracy``: the same in percent of ``n_atoms``).
+element_correct, element_accuracy``, and ``structure_match_relaxed`` with ``relax_mlff``
+(``element_correct``: atoms with the conditioning atom's element; ``element_accuracy``: the same in
+percent of ``n_atoms``).
 
 The DOS-lookup baseline (:mod:`dosmatgen.evaluate.lookup`) writes the same format with
 ``guidance "lookup"``, ``t0``/``start`` null and only ``element_accuracy`` and
