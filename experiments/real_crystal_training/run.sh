@@ -65,6 +65,10 @@ declare -A TRAIN=(
   [shift10deep]="--config $HERE/shift10deep.yaml"
   [shift10lat3]="--config $HERE/shift10lat3.yaml"
   [shift10ls]="--config $HERE/shift10ls.yaml"
+  [shift10pool]="--config $HERE/shift10.yaml"
+  [shift10poolb]="--config $HERE/shift10.yaml"
+  [shift10f32]="--config $HERE/shift10f32.yaml"
+  [shift10f128]="--config $HERE/shift10f128.yaml"
   [realhalf]="--size compact"
   [noreal]="--size compact"
   [realval]="--size compact"
@@ -163,6 +167,15 @@ PYEOF
     train_store="$G/store.npz" train_split="$G/split.json" standardiser="$G/standardiser.json"
     # grownkeepstd: the same, with the committed standardiser (not refitted): one change at a time
     [ "$variant" = grownkeepstd ] && standardiser="$RUN/standardiser.json"
+  fi
+  if [ "$variant" = shift10pool ] || [ "$variant" = shift10poolb ]; then
+    # shift10 with the MP-20 pool's unlabelled real structures added to the training part as
+    # unconditioned crystals (unlabelled_store.py; shift10poolb: only those of the store's elements);
+    # the committed split's validation and test parts and standardiser unchanged
+    P="$WORK/pool_${variant#shift10}"
+    [ -f "$P/split.json" ] || "$PY" "$HERE/unlabelled_store.py" "$STORE" "$RUN/split.json" "$P" \
+      $([ "$variant" = shift10poolb ] && echo --builtin-elements)
+    train_store="$P/store.npz" train_split="$P/split.json"
   fi
   OMP_NUM_THREADS=1 "$PY" -m dosmatgen.cli train --kind diffusion --store "$train_store" --split "$train_split" \
     --standardiser "$standardiser" ${TRAIN[$variant]} --type-target posterior --epochs 5000 \
