@@ -21,6 +21,7 @@ from dosmatgen.checkpoint import load_model
 from dosmatgen.data.store import DOSStore
 from dosmatgen.evaluate.metrics import StructureMatchRate
 from dosmatgen.generate.options import SamplerOptions
+from dosmatgen.generate.generated import save_generated
 from dosmatgen.generate.runner import generate
 from dosmatgen.io import atomic_save_json
 from dosmatgen.model.batch import CrystalBatch
@@ -39,6 +40,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="SamplerOptions fields changed from the demo's recipe, e.g. step_lr=1e-5 steps=1000")
+    p.add_argument("--samples", help="also write the generated crystals to this .npz")
     args = p.parse_args()
     options = DEMO.replace(seed=args.seed, **{k: type(getattr(DEMO, k) if getattr(DEMO, k) is not None else 0.0)(v)
                                             for k, v in (item.split("=", 1) for item in args.set)})
@@ -48,6 +50,8 @@ def main() -> None:
     spec = CrystalBatch.from_records(records, std, fixed_mask=[[True] * r.num_atoms for r in records])
     start = time.perf_counter()
     gen = generate(diffusion, spec, options, progress=False)
+    if args.samples:
+        save_generated(args.samples, gen)
     outcomes = StructureMatchRate().outcomes([s for s, _ in gen.structures()],
                                              [r.to_structure() for r in records])
     result = {"checkpoint": args.checkpoint, "split": args.split, "seed": args.seed, "sampler": options.to_dict(),
