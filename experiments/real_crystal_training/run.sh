@@ -71,6 +71,8 @@ declare -A TRAIN=(
   [shift10f128]="--config $HERE/shift10f128.yaml"
   [shift10x3]="--config $HERE/shift10.yaml"
   [shift10niggli]="--config $HERE/shift10.yaml"
+  [shift10real3]="--config $HERE/shift10.yaml --repeat-source mp20=3"
+  [shift10realonly]="--config $HERE/shift10.yaml"
   [realhalf]="--size compact"
   [noreal]="--size compact"
   [realval]="--size compact"
@@ -178,6 +180,14 @@ PYEOF
     [ -f "$P/split.json" ] || "$PY" "$HERE/unlabelled_store.py" "$STORE" "$RUN/split.json" "$P" \
       $([ "$variant" = shift10poolb ] && echo --builtin-elements)
     train_store="$P/store.npz" train_split="$P/split.json"
+  fi
+  if [ "$variant" = shift10realonly ]; then
+    # a geometry probe, not a demo candidate: shift10 on real structures only, the 375 labelled and
+    # the pool's 843 unlabelled (shift10pool's store), no prototype in training
+    P="$WORK/pool_pool"
+    [ -f "$P/split.json" ] || "$PY" "$HERE/unlabelled_store.py" "$STORE" "$RUN/split.json" "$P"
+    train_store="$P/store.npz" train_split="$WORK/split_train_realonly.json"
+    "$PY" -c 'import json, sys; s = json.load(open(sys.argv[1])); s["train"] = [i for i in s["train"] if not i.startswith("builtin-")]; json.dump(s, open(sys.argv[2], "w"))' "$P/split.json" "$train_split"
   fi
   if [ "$variant" = shift10niggli ]; then
     # shift10 on the store with every cell Niggli-reduced (niggli_store.py): same ids, atoms, site DOS
