@@ -6,6 +6,7 @@ out of 100 what the joint generation counts out of its ~30 composition-matched c
 sharper read of a model's geometry than Table 2's rate.
 
     .venv/bin/python experiments/real_crystal_training/csp_probe.py CHECKPOINT SPLIT OUT.json [--seed K] [--set FIELD=VALUE ...]
+        [--samples S.npz [--generate-only]] [--from-samples S.npz] [--device cuda] [--limit N]
 
 ``SPLIT``: a split whose test part is the crystals (``$W/split_test_mp20.json``); the store is the
 built-in one; the sampler is ``config/demo.yaml``'s ``generate`` recipe (run.sh's ``tt0g05``).
@@ -15,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 from dosmatgen.checkpoint import load_model
 from dosmatgen.data.store import DOSStore
 from dosmatgen.evaluate.metrics import StructureMatchRate
 from dosmatgen.generate.options import SamplerOptions
-from dosmatgen.generate.generated import save_generated
+from dosmatgen.generate.generated import load_generated, save_generated
 from dosmatgen.generate.runner import generate
 from dosmatgen.io import atomic_save_json
 from dosmatgen.model.batch import CrystalBatch
@@ -41,23 +41,39 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="SamplerOptions fields changed from the demo's recipe, e.g. step_lr=1e-5 steps=1000")
     p.add_argument("--samples", help="also write the generated crystals to this .npz")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--limit", type=int, help="only the first LIMIT test crystals")
+    p.add_argument("--generate-only", action="store_true",
+                   help="write --samples and stop before matching (no pymatgen needed: a lent GPU machine)")
+    p.add_argument("--from-samples", help="match the crystals of this .npz (a --generate-only run) instead of sampling")
     args = p.parse_args()
-    options = DEMO.replace(seed=args.seed, **{k: type(getattr(DEMO, k) if getattr(DEMO, k) is not None else 0.0)(v)
-                                            for k, v in (item.split("=", 1) for item in args.set)})
-    diffusion, std, _ = load_model(args.checkpoint, "cpu")
     store = DOSStore(RESOURCES / "builtin_dos.npz")
-    records = [store[i] for i in json.load(open(args.split))["test"]]
-    spec = CrystalBatch.from_records(records, std, fixed_mask=[[True] * r.num_atoms for r in records])
-    start = time.perf_counter()
-    gen = generate(diffusion, spec, options, progress=False)
-    if args.samples:
-        save_generated(args.samples, gen)
+    records = [store[i] for i in json.load(open(args.split))["test"]][:args.limit]
+    if args.from_samples:
+        gen = load_generated(args.from_samples)
+        if list(gen.source_ids) != [r.structure_id for r in records]:
+            raise SystemExit(f"{args.from_samples} holds other crystals than the test part of {args.split}")
+        saved = gen.meta["options"]
+        options = SamplerOptions(**{**saved, "allowed_types": saved["allowed_types"] and tuple(saved["allowed_types"])})
+    else:
+        if args.generate_only and not args.samples:
+            raise SystemExit("--generate-only needs --samples")
+        options = DEMO.replace(seed=args.seed, **{k: type(getattr(DEMO, k) if getattr(DEMO, k) is not None else 0.0)(v)
+                                                for k, v in (item.split("=", 1) for item in args.set)})
+        diffusion, std, _ = load_model(args.checkpoint, args.device)
+        spec = CrystalBatch.from_records(records, std, fixed_mask=[[True] * r.num_atoms for r in records])
+        gen = generate(diffusion, spec, options, progress=False)
+        if args.samples:
+            save_generated(args.samples, gen)
+        if args.generate_only:
+            print(f"{len(gen)} crystals (elements clamped) -> {args.samples}")
+            return
     outcomes = StructureMatchRate().outcomes([s for s, _ in gen.structures()],
                                              [r.to_structure() for r in records])
-    result = {"checkpoint": args.checkpoint, "split": args.split, "seed": args.seed, "sampler": options.to_dict(),
+    result = {"checkpoint": args.checkpoint, "split": args.split, "seed": options.seed, "sampler": options.to_dict(),
               "n": len(records), "structure_match": outcomes.count("match"),
-              "unbuildable": outcomes.count("unbuildable"), "seconds": round(time.perf_counter() - start, 1),
-              "per_structure": dict(zip([r.structure_id for r in records], outcomes))}
+              "unbuildable": outcomes.count("unbuildable"), "sampling_seconds": gen.meta.get("sampling_seconds"),
+              "device": gen.meta.get("device"), "per_structure": dict(zip([r.structure_id for r in records], outcomes))}
     atomic_save_json(args.out, result)
     print(f"{args.checkpoint}: {result['structure_match']} of {len(records)} match (elements clamped)")
 
