@@ -1,9 +1,10 @@
 """Issue 35 candidate ``shift10niggli``: the demo's training on the built-in store with every cell
 in its Niggli-reduced form (atoms, their order and each site's DOS unchanged).
 
-Why: 179 of the 500 real MP-20 crystals are stored in Materials Project's own setting, not the
-reduced cell (angles up to 147°, or the all-obtuse twin of an all-acute reduced cell), while every
-prototype is reduced; CDVAE and DiffCSP, whose data processing the paper inherits, Niggli-reduce
+Why: 226 of the 500 real MP-20 crystals are stored in Materials Project's own setting, not
+pymatgen's Niggli-reduced cell (some only in the order of the axes, others with angles up to 147°
+or the all-obtuse twin of an all-acute reduced cell; 67 of the 1,528 prototypes differ too, only in the
+order of the axes or by rounding); CDVAE and DiffCSP, whose data processing the paper inherits, Niggli-reduce
 every MP-20 crystal before training. The generated lattices of the real test crystals are 20-30°
 off in their largest reduced-cell angle (``csp_breakdown.py``). Table 2's matcher compares reduced
 cells, so the test targets need no change.
