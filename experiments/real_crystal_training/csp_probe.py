@@ -5,19 +5,23 @@ at Table 2's tolerances. Every crystal has the right composition, so the structu
 out of 100 what the joint generation counts out of its ~30 composition-matched crystals: a
 sharper read of a model's geometry than Table 2's rate.
 
-    .venv/bin/python experiments/real_crystal_training/csp_probe.py CHECKPOINT SPLIT OUT.json [--seed K] [--set FIELD=VALUE ...]
+    .venv/bin/python experiments/real_crystal_training/csp_probe.py CHECKPOINT SPLIT OUT.json [--seed K] [--step-lr ...]
         [--samples S.npz [--generate-only]] [--from-samples S.npz] [--device cuda] [--limit N]
 
 ``SPLIT``: a split whose test part is the crystals (``$W/split_test_mp20.json``); the store is the
-built-in one; the sampler is ``config/demo.yaml``'s ``generate`` recipe (run.sh's ``tt0g05``).
+built-in one; the sampler is ``config/demo.yaml``'s ``generate`` recipe (run.sh's ``tt0g05``), any
+``dosmatgen sample`` sampler flag changing it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from dosmatgen.checkpoint import load_model
+from dosmatgen.commands.arguments import add_sampler_options, sampler_options
+from dosmatgen.config import DEFAULT_CONFIG, read_yaml
 from dosmatgen.data.store import DOSStore
 from dosmatgen.evaluate.metrics import StructureMatchRate
 from dosmatgen.generate.options import SamplerOptions
@@ -27,9 +31,15 @@ from dosmatgen.io import atomic_save_json
 from dosmatgen.model.batch import CrystalBatch
 from dosmatgen.paths import RESOURCES
 
-#: config/demo.yaml's generate recipe (tt0g05), CFG omega = 1, 200 strided steps
-DEMO = SamplerOptions(omega=1.0, omega_geometry=0.0, steps=200, step_lr=0.0, repel_distance=1.0,
-                      tie_equal_sites=0.05, type_temperature=0.0, geometry_temperature=0.5, batch_size=128)
+
+
+def demo_options() -> SamplerOptions:
+    """``config/demo.yaml``'s ``generate`` recipe for CFG at the default omega = 1 (run.sh's
+    ``tt0g05``): every SamplerOptions field the section sets, but the guidance list and the
+    classifier guidance's scale."""
+    section = read_yaml(DEFAULT_CONFIG)["generate"]
+    return SamplerOptions(**{f.name: section[f.name] for f in dataclasses.fields(SamplerOptions)
+                             if f.name in section and f.name not in ("guidance", "guidance_scale")})
 
 
 def main() -> None:
@@ -37,9 +47,7 @@ def main() -> None:
     p.add_argument("checkpoint")
     p.add_argument("split")
     p.add_argument("out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                   help="SamplerOptions fields changed from the demo's recipe, e.g. step_lr=1e-5 steps=1000")
+    add_sampler_options(p.add_argument_group("sampler (default: the demo's recipe, demo_options)"))
     p.add_argument("--samples", help="also write the generated crystals to this .npz")
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=int, help="only the first LIMIT test crystals")
@@ -58,8 +66,7 @@ def main() -> None:
     else:
         if args.generate_only and not args.samples:
             raise SystemExit("--generate-only needs --samples")
-        options = DEMO.replace(seed=args.seed, **{k: type(getattr(DEMO, k) if getattr(DEMO, k) is not None else 0.0)(v)
-                                                for k, v in (item.split("=", 1) for item in args.set)})
+        options = sampler_options(args, **dataclasses.asdict(demo_options()))
         diffusion, std, _ = load_model(args.checkpoint, args.device)
         spec = CrystalBatch.from_records(records, std, fixed_mask=[[True] * r.num_atoms for r in records])
         gen = generate(diffusion, spec, options, progress=False)

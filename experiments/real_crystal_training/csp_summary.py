@@ -1,5 +1,6 @@
 """The table of ``csp_probe.py``'s result files: per file the checkpoint, the crystals (split's test
-part), the sampling seed, what the sampler changed from the demo's recipe, and the count matched.
+part), the sampling seed, what the sampler changed from the demo's recipe (``csp_probe.demo_options``),
+and the count matched.
 
     .venv/bin/python experiments/real_crystal_training/csp_summary.py DIR > DIR/summary.md
 """
@@ -10,16 +11,17 @@ import json
 import sys
 from pathlib import Path
 
-DEMO = {"step_lr": 0.0, "geometry_temperature": 0.5}
+from csp_probe import demo_options  # the sibling script (this folder is on sys.path when run as a script)
 
 
 def main() -> None:
     folder = Path(sys.argv[1])
+    demo = {k: v for k, v in demo_options().to_dict().items() if k != "seed"}
     print("| file | checkpoint | crystals | sampling seed | sampler change | matched (elements clamped) |")
     print("|---|---|---|---|---|---|")
     for path in sorted(folder.glob("*.json")):
         r = json.loads(path.read_text())
-        change = ", ".join(f"{k} {r['sampler'][k]:g}" for k, v in DEMO.items() if r["sampler"][k] != v) or "—"
+        change = ", ".join(f"{k} {r['sampler'][k]}" for k, v in demo.items() if r["sampler"][k] != v) or "—"
         part = Path(r["split"]).stem.removeprefix("split_test_")
         print(f"| {path.name} | `{'/'.join(Path(r['checkpoint']).parts[-2:])}` | {part} | {r['seed']} | {change} | "
               f"{r['structure_match']} of {r['n']} |")

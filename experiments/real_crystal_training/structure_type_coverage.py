@@ -1,5 +1,6 @@
 """How many real test crystals have a structure type (pymatgen ``StructureMatcher.fit_anonymous``
-on primitive cells, Table 2's tolerances, any relabelling of the elements) among the training
+on primitive cells, pymatgen's default tolerances, stricter than Table 2's; any relabelling of
+the elements) among the training
 crystals of each kind: the labelled real ones, the MP-20 pool's unlabelled ones (``shift10pool``)
 and the prototypes. A generator can only place a crystal of a type it has seen; this counts them.
 

@@ -8,9 +8,10 @@ measured, and the models regenerate even their own real training crystals at 3 %
 real MP-20 structures without a GPAW DOS; they cost no labelling and carry real geometries.
 
 Leakage control: a pool structure is left out when it has the reduced formula of a validation or
-test crystal of the split and pymatgen's ``StructureMatcher`` (its defaults, Table 2's tolerances)
-matches the two; the count of same-formula structures kept (polymorphs) is reported. The committed
-split's validation and test parts are unchanged; the pool structures join its training part only.
+test crystal of the split and pymatgen's ``StructureMatcher`` at Table 2's tolerances
+(``dosmatgen.evaluate.metrics.MATCHER_KWARGS``) matches the two; the count of same-formula
+structures kept (polymorphs) is reported. The committed split's validation and test parts are
+unchanged; the pool structures join its training part only.
 
     .venv/bin/python experiments/real_crystal_training/unlabelled_store.py STORE SPLIT OUT_DIR [--builtin-elements]
 
@@ -31,6 +32,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 
 from dosmatgen.data.schema import MIN_DISTANCE, CrystalRecord
 from dosmatgen.data.store import DOSStore, save_records
+from dosmatgen.evaluate.metrics import MATCHER_KWARGS
 from dosmatgen.io import atomic_save_json
 from dosmatgen.paths import RESOURCES
 
@@ -61,7 +63,7 @@ def main() -> None:
     for rec in held_out:
         s = rec.to_structure()
         by_formula.setdefault(s.composition.reduced_formula, []).append(s)
-    matcher = StructureMatcher()
+    matcher = StructureMatcher(**MATCHER_KWARGS)
     kept: list[CrystalRecord] = []
     reasons: Counter = Counter()
     polymorphs = 0
