@@ -26,6 +26,8 @@ KNOWN_PRIVATE = {
     ("experiments/scale_test/scale_test.py", "dosmatgen.bench", "_MP20_WEIGHTS"),
     # the noise-scale probe replaces the sampler's noise draw to scale it; there is no public hook
     ("experiments/repulsion_probe/noise_probe.py", "dosmatgen.generate.sampler", "_Chain"),
+    # the channel probe clamps the lattice or the coordinates at every step; there is no public hook
+    ("experiments/real_crystal_training/channel_probe.py", "dosmatgen.generate.sampler", "_Chain"),
 }
 
 

@@ -2,7 +2,8 @@
 # Issue 35's remaining lever, prepared for one call on a lent GPU: the demo's diffusion training
 # (shift10, posterior type head) at the paper's model size (paper_size_shift10.yaml) on the demo's
 # store, split and standardiser (results/demo_run/), then the 100 real test crystals regenerated
-# twice: with the demo's sampling recipe (joint.npz, run.sh's tt0g05) and with their own elements
+# twice: with the demo's sampling recipe (joint.npz: config/demo.yaml's generate section through
+# demo_flags.py, today run.sh's tt0g05) and with their own elements
 # clamped (clamped.npz, csp_probe.py --generate-only). Only training and sampling run there (no
 # pymatgen needed); the scoring runs here afterwards:
 #
@@ -31,12 +32,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 stamp() { echo "[gpu-paper-size $(date -u +%H:%M:%S)] $*"; }
 "$PY" -c 'import platform, torch; print("python", platform.python_version(), "torch", torch.__version__,
   "cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))' | tee "$OUT/env.txt"
-"$PY" - "$RUN/split.json" "$OUT/split_test_mp20.json" <<'PYEOF'
-import json, sys
-from dosmatgen.data.split import record_source
-split = json.load(open(sys.argv[1]))
-json.dump({**split, "test": [i for i in split["test"] if record_source(i) == "mp20"]}, open(sys.argv[2], "w"))
-PYEOF
+"$PY" "$HERE/test_part.py" "$RUN/split.json" "$OUT/split_test_mp20.json" mp20
 stamp "train: paper size, batch $BATCH, $STEPS steps, $DEVICE"
 "$PY" -m dosmatgen.cli train --kind diffusion --store "$STORE" --split "$RUN/split.json" \
   --standardiser "$RUN/standardiser.json" --config "$HERE/paper_size_shift10.yaml" --type-target posterior \
@@ -46,9 +42,8 @@ cp "$WORK/model/metrics.csv" "$OUT/metrics.csv"
 cp "$WORK/model/best.pt" "$OUT/diffusion.pt"
 stamp "regenerate the real test crystals with the demo's recipe"
 "$PY" -m dosmatgen.cli evaluate regenerate --checkpoint "$OUT/diffusion.pt" --store "$STORE" \
-  --split "$OUT/split_test_mp20.json" --subset test ${LIMIT:+--limit "$LIMIT"} --guidance cfg --t0 1000 --steps 200 \
-  --batch-size 128 --seed 0 --device "$DEVICE" --no-progress --step-lr 0 --omega-geometry 0 --repel-distance 1.0 \
-  --tie-equal-sites 0.05 --type-temperature 0 --geometry-temperature 0.5 --out "$OUT/joint.npz"
+  --split "$OUT/split_test_mp20.json" --subset test ${LIMIT:+--limit "$LIMIT"} --guidance cfg --t0 1000 \
+  --seed 0 --device "$DEVICE" --no-progress $("$PY" "$HERE/demo_flags.py") --out "$OUT/joint.npz"
 stamp "the same crystals with their elements clamped"
 "$PY" "$HERE/csp_probe.py" "$OUT/diffusion.pt" "$OUT/split_test_mp20.json" "$WORK/clamped.json" \
   --device "$DEVICE" ${LIMIT:+--limit "$LIMIT"} --samples "$OUT/clamped.npz" --generate-only

@@ -213,13 +213,7 @@ mkdir -p "$OUT"
 while [ "$ckpt" != "$RUN/diffusion.pt" ] && [ ! -f "$model/final.pt" ]; do sleep 30; done  # a worker still trains it
 split="$WORK/split_test_$part.json"
 [ "$part" = seen ] && [ ! -f "$split" ] && "$PY" "$HERE/memorisation_probe.py" "$RUN/split.json" "$split"
-[ -f "$split" ] || "$PY" - "$RUN/split.json" "$split" "$part" <<'PYEOF'
-import json, sys
-from dosmatgen.data.split import record_source
-split = json.load(open(sys.argv[1]))
-part = [i for i in split["test"] if sys.argv[3] == "all" or record_source(i) == sys.argv[3]]
-json.dump({"train": split["train"], "val": split["val"], "test": part}, open(sys.argv[2], "w"))
-PYEOF
+[ -f "$split" ] || "$PY" "$HERE/test_part.py" "$RUN/split.json" "$split" "$part"
 name="${variant}_s${seed}_$recipe"
 [ "$sampling_seed" = 0 ] || { name="${name}_k$sampling_seed"; OUT="$OUT/sampling_seeds"; mkdir -p "$OUT"; }
 gen="$WORK/samples/$name.npz"

@@ -1,0 +1,123 @@
+"""Where the geometry fails: crystals regenerated with their elements clamped (as ``csp_probe.py``)
+from a start t0 (their own structure noised to t0 with the forward processes; t0 = T: pure noise),
+optionally with one geometry channel clamped too, then matched at Table 2's tolerances.
+
+``--clamp lattice``: after every reverse step the lattice is reset to the target's lattice noised to
+the step's time (the types' way of clamping, A6), exact at the end: the coordinates alone are
+generated. ``--clamp coords``: the same for the fractional coordinates (A5): the lattice alone is
+generated. ``--clamp none``: both generated. A start at t0 < T tells how much of a crystal the model
+recovers from a given noise level (sigma_x(t0) of the coordinates, abar(t0) of the lattice).
+
+    .venv/bin/python experiments/real_crystal_training/channel_probe.py CHECKPOINT SPLIT OUT.json \
+        [--clamp none|lattice|coords] [--t0 200,400,600,800,1000] [any `dosmatgen sample` sampler flag]
+    .venv/bin/python experiments/real_crystal_training/channel_probe.py --summary DIR   # a markdown table of DIR/*.json
+
+The sampler is ``config/demo.yaml``'s ``generate`` recipe (``csp_probe.demo_options``); a sampler flag
+of ``dosmatgen sample`` (``--seed``, ``--steps``, ``--step-lr``, ...) changes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from dosmatgen.checkpoint import load_model
+from dosmatgen.commands.arguments import add_sampler_options, sampler_options
+from dosmatgen.data.store import DOSStore
+from dosmatgen.evaluate.metrics import StructureMatchRate
+from dosmatgen.generate import sampler
+from dosmatgen.generate.runner import generate
+from dosmatgen.io import atomic_save_json
+from dosmatgen.model.batch import CrystalBatch
+from dosmatgen.paths import RESOURCES
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from csp_probe import demo_options  # noqa: E402
+
+CLAMPS = ("none", "lattice", "coords")
+
+
+def clamp_channel(channel: str) -> None:
+    """Make every reverse step of the sampler reset ``channel`` of each crystal to its target noised
+    to the step's time (the chain's own noise generator; exact at s = 0). There is no public hook:
+    the step of the sampler's chain is wrapped (tests/test_layout.py lists this use)."""
+    step = sampler._Chain.step
+
+    def clamped_step(chain, state, t, s, *args, **kwargs):
+        new = step(chain, state, t, s, *args, **kwargs)
+        clean = chain.sched.clean_state(chain.spec, chain.max_z)
+        if channel == "lattice":
+            abar = chain.abar[s]
+            noise = (1 - abar).sqrt() * chain.randn(tuple(clean.lattices.shape)) if s > 0 else 0.0
+            return new.replace(lattices=abar.sqrt() * clean.lattices + noise)
+        noise = chain.sigma[s] * chain.randn(tuple(clean.frac_coords.shape)) if s > 0 else 0.0
+        return new.replace(frac_coords=(clean.frac_coords + noise) % 1.0)
+
+    sampler._Chain.step = clamped_step
+
+
+def sampler_change(sampler: dict, demo: dict) -> str:
+    """The fields of a run's sampler that differ from the demo's recipe, or a dash."""
+    changed = [f"{k} {v}" for k, v in sampler.items() if k in demo and v != demo[k]]
+    return ", ".join(changed) or "—"
+
+
+def summary(folder: Path) -> str:
+    """One row per result file, one column per start time: crystals matched out of the file's n."""
+    runs = {path.name: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+    times = sorted({int(t) for run in runs.values() for t in run["matched"]})
+    rows = ["| file | checkpoint | crystals | clamped channel | sampler change | " + " | ".join(f"t0 = {t}" for t in times)
+            + " |", "|---|---|---|---|---|" + "---|" * len(times)]
+    demo = demo_options().to_dict()
+    for name, run in runs.items():
+        ckpt = Path(run["checkpoint"])
+        cells = [f"{run['matched'][str(t)]} of {run['n']}" if str(t) in run["matched"] else "" for t in times]
+        rows.append(f"| {name} | `{ckpt.parent.name}/{ckpt.name}` | {Path(run['split']).stem.removeprefix('split_test_')} "
+                    f"| {run['clamp']} | {sampler_change(run['sampler'], demo)} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("split", nargs="?")
+    p.add_argument("out", nargs="?")
+    p.add_argument("--clamp", choices=CLAMPS, default="none")
+    p.add_argument("--t0", default="200,400,600,800,1000", help="comma-separated start times (T: pure noise)")
+    add_sampler_options(p.add_argument_group("sampler (default: the demo's recipe, demo_options)"))
+    p.add_argument("--summary", help="print a markdown table of the JSON files in this folder and stop")
+    args = p.parse_args()
+    if args.summary:
+        print(summary(Path(args.summary)))
+        return
+    if not (args.checkpoint and args.split and args.out):
+        p.error("CHECKPOINT, SPLIT and OUT are needed unless --summary")
+    torch.set_num_threads(1)
+    store = DOSStore(RESOURCES / "builtin_dos.npz")
+    records = [store[i] for i in json.load(open(args.split))["test"]]
+    targets = [r.to_structure() for r in records]
+    diffusion, std, _ = load_model(args.checkpoint, "cpu")
+    options = sampler_options(args, **dataclasses.asdict(demo_options()))
+    if args.clamp != "none":
+        clamp_channel(args.clamp)
+    T = int(diffusion.timesteps)
+    matched, per_structure = {}, {}
+    for t0 in (int(x) for x in args.t0.split(",")):
+        spec = CrystalBatch.from_records(records, std, fixed_mask=[[True] * r.num_atoms for r in records])
+        gen = generate(diffusion, spec, options, t0=None if t0 >= T else t0, progress=False)
+        outcomes = StructureMatchRate().outcomes([s for s, _ in gen.structures()], targets)
+        matched[str(min(t0, T))] = outcomes.count("match")
+        per_structure[str(min(t0, T))] = dict(zip([r.structure_id for r in records], outcomes))
+        print(f"clamp {args.clamp}, t0 {t0}: {matched[str(min(t0, T))]} of {len(records)} match", flush=True)
+    atomic_save_json(args.out, {"checkpoint": args.checkpoint, "split": args.split, "clamp": args.clamp,
+                                "seed": options.seed, "sampler": options.to_dict(), "n": len(records),
+                                "matched": matched, "per_structure": per_structure})
+
+
+if __name__ == "__main__":
+    main()
