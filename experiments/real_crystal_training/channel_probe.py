@@ -68,8 +68,9 @@ def sampler_change(sampler: dict, demo: dict) -> str:
 
 
 def summary(folder: Path) -> str:
-    """One row per result file, one column per start time: crystals matched out of the file's n."""
+    """One row per result file of this probe, one column per start time: crystals matched out of the file's n."""
     runs = {path.name: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+    runs = {name: run for name, run in runs.items() if "clamp" in run}  # this probe's files only
     times = sorted({int(t) for run in runs.values() for t in run["matched"]})
     rows = ["| file | checkpoint | crystals | clamped channel | sampler change | " + " | ".join(f"t0 = {t}" for t in times)
             + " |", "|---|---|---|---|---|" + "---|" * len(times)]

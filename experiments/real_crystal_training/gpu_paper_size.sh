@@ -2,10 +2,10 @@
 # Issue 35's remaining lever, prepared for one call on a lent GPU: the demo's diffusion training
 # (shift10, posterior type head) at the paper's model size (paper_size_shift10.yaml) on the demo's
 # store, split and standardiser (results/demo_run/), then the 100 real test crystals regenerated
-# twice: with the demo's sampling recipe (joint.npz: config/demo.yaml's generate section through
-# demo_flags.py, today run.sh's tt0g05) and with their own elements
-# clamped (clamped.npz, csp_probe.py --generate-only). Only training and sampling run there (no
-# pymatgen needed); the scoring runs here afterwards:
+# three times: with the demo's sampling recipe (joint.npz: config/demo.yaml's generate section
+# through demo_flags.py, today run.sh's tt0g05), and with their own elements clamped (clamped.npz,
+# csp_probe.py --generate-only; clamped_paper.npz with the paper's sampler). Only training and
+# sampling run there (no pymatgen needed); the scoring runs here afterwards:
 #
 #   OUT=... [DEVICE=cuda] [STEPS=10000] [BATCH=256] bash experiments/real_crystal_training/gpu_paper_size.sh
 #   DEVICE=cpu STEPS=20 LIMIT=4 OUT=/tmp/gps bash experiments/real_crystal_training/gpu_paper_size.sh   # a try here
@@ -13,12 +13,13 @@
 #   .venv/bin/python -m dosmatgen.cli evaluate score --generated $OUT/joint.npz --surrogate results/demo_run/surrogate.pt \
 #     --store resources/builtin_dos.npz --split $OUT/split_test_mp20.json --no-novelty --device cpu --out SCORE.json
 #   .venv/bin/python experiments/real_crystal_training/csp_probe.py $OUT/diffusion.pt $OUT/split_test_mp20.json \
-#     CSP.json --from-samples $OUT/clamped.npz
+#     CSP.json --from-samples $OUT/clamped.npz          # and CSP_paper.json --from-samples $OUT/clamped_paper.npz
 #
 # Writes to $OUT: env.txt, train.log, metrics.csv, diffusion.pt (the validation-best weights),
-# split_test_mp20.json, joint.npz, clamped.npz. The compact model's numbers to compare with are in
-# results/real_crystal_training/demo375/README.md ("Session 11"). Budget on an H200 (results/gpu_check/):
-# ~10,000 paper-size crystals/s in training at batch 256, so 10,000 steps take about 5 min.
+# split_test_mp20.json, joint.npz, clamped.npz, clamped_paper.npz. The compact model's numbers to
+# compare with are in results/real_crystal_training/demo375/README.md ("Session 11", "Session 12").
+# Budget on an H200 (results/gpu_check/): ~10,000 paper-size crystals/s in training at batch 256,
+# so 10,000 steps take about 5 min.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:?set OUT to the output folder}
@@ -47,5 +48,8 @@ stamp "regenerate the real test crystals with the demo's recipe"
 stamp "the same crystals with their elements clamped"
 "$PY" "$HERE/csp_probe.py" "$OUT/diffusion.pt" "$OUT/split_test_mp20.json" "$WORK/clamped.json" \
   --device "$DEVICE" ${LIMIT:+--limit "$LIMIT"} --samples "$OUT/clamped.npz" --generate-only
+stamp "the same, with the paper's sampling recipe (a memorised crystal: the demo's recipe places fewer, session 12)"
+"$PY" "$HERE/csp_probe.py" "$OUT/diffusion.pt" "$OUT/split_test_mp20.json" "$WORK/clamped_paper.json" \
+  --device "$DEVICE" ${LIMIT:+--limit "$LIMIT"} --samples "$OUT/clamped_paper.npz" --generate-only --paper-recipe
 rm -rf "$WORK" "$OUT/joint.npz.chunks"
 stamp "done"
