@@ -37,7 +37,7 @@ from dosmatgen.model.batch import CrystalBatch
 from dosmatgen.paths import RESOURCES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from csp_probe import demo_options  # noqa: E402
+from csp_probe import demo_options, sampler_change  # noqa: E402
 
 CLAMPS = ("none", "lattice", "coords")
 
@@ -61,12 +61,6 @@ def clamp_channel(channel: str) -> None:
     sampler._Chain.step = clamped_step
 
 
-def sampler_change(sampler: dict, demo: dict) -> str:
-    """The fields of a run's sampler that differ from the demo's recipe, or a dash."""
-    changed = [f"{k} {v}" for k, v in sampler.items() if k in demo and v != demo[k]]
-    return ", ".join(changed) or "—"
-
-
 def summary(folder: Path) -> str:
     """One row per result file of this probe, one column per start time: crystals matched out of the file's n."""
     runs = {path.name: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
@@ -74,12 +68,11 @@ def summary(folder: Path) -> str:
     times = sorted({int(t) for run in runs.values() for t in run["matched"]})
     rows = ["| file | checkpoint | crystals | clamped channel | sampler change | " + " | ".join(f"t0 = {t}" for t in times)
             + " |", "|---|---|---|---|---|" + "---|" * len(times)]
-    demo = demo_options().to_dict()
     for name, run in runs.items():
         ckpt = Path(run["checkpoint"])
         cells = [f"{run['matched'][str(t)]} of {run['n']}" if str(t) in run["matched"] else "" for t in times]
         rows.append(f"| {name} | `{ckpt.parent.name}/{ckpt.name}` | {Path(run['split']).stem.removeprefix('split_test_')} "
-                    f"| {run['clamp']} | {sampler_change(run['sampler'], demo)} | " + " | ".join(cells) + " |")
+                    f"| {run['clamp']} | {sampler_change(run['sampler'])} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -108,13 +101,14 @@ def main() -> None:
         clamp_channel(args.clamp)
     T = int(diffusion.timesteps)
     matched, per_structure = {}, {}
+    spec = CrystalBatch.from_records(records, std, fixed_mask=[[True] * r.num_atoms for r in records])
     for t0 in (int(x) for x in args.t0.split(",")):
-        spec = CrystalBatch.from_records(records, std, fixed_mask=[[True] * r.num_atoms for r in records])
         gen = generate(diffusion, spec, options, t0=None if t0 >= T else t0, progress=False)
         outcomes = StructureMatchRate().outcomes([s for s, _ in gen.structures()], targets)
-        matched[str(min(t0, T))] = outcomes.count("match")
-        per_structure[str(min(t0, T))] = dict(zip([r.structure_id for r in records], outcomes))
-        print(f"clamp {args.clamp}, t0 {t0}: {matched[str(min(t0, T))]} of {len(records)} match", flush=True)
+        key = str(min(t0, T))
+        matched[key] = outcomes.count("match")
+        per_structure[key] = dict(zip([r.structure_id for r in records], outcomes))
+        print(f"clamp {args.clamp}, t0 {t0}: {matched[key]} of {len(records)} match", flush=True)
     atomic_save_json(args.out, {"checkpoint": args.checkpoint, "split": args.split, "clamp": args.clamp,
                                 "seed": options.seed, "sampler": options.to_dict(), "n": len(records),
                                 "matched": matched, "per_structure": per_structure})

@@ -11,17 +11,16 @@ import json
 import sys
 from pathlib import Path
 
-from csp_probe import demo_options  # the sibling script (this folder is on sys.path when run as a script)
+from csp_probe import sampler_change  # the sibling script (this folder is on sys.path when run as a script)
 
 
 def main() -> None:
     folder = Path(sys.argv[1])
-    demo = {k: v for k, v in demo_options().to_dict().items() if k != "seed"}
     print("| file | checkpoint | crystals | sampling seed | sampler change | matched (elements clamped) |")
     print("|---|---|---|---|---|---|")
     for path in sorted(folder.glob("*.json")):
         r = json.loads(path.read_text())
-        change = ", ".join(f"{k} {r['sampler'][k]}" for k, v in demo.items() if r["sampler"][k] != v) or "—"
+        change = sampler_change(r["sampler"], skip=("seed",))  # the seed has its own column
         part = Path(r["split"]).stem.removeprefix("split_test_")
         print(f"| {path.name} | `{'/'.join(Path(r['checkpoint']).parts[-2:])}` | {part} | {r['seed']} | {change} | "
               f"{r['structure_match']} of {r['n']} |")
