@@ -28,6 +28,8 @@ KNOWN_PRIVATE = {
     ("experiments/repulsion_probe/noise_probe.py", "dosmatgen.generate.sampler", "_Chain"),
     # the channel probe clamps the lattice or the coordinates at every step; there is no public hook
     ("experiments/real_crystal_training/channel_probe.py", "dosmatgen.generate.sampler", "_Chain"),
+    # the environment guidance probe adds a move after every step; there is no public hook
+    ("experiments/real_crystal_training/environment_guidance.py", "dosmatgen.generate.sampler", "_Chain"),
 }
 
 

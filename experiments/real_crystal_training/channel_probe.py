@@ -38,6 +38,7 @@ from dosmatgen.paths import RESOURCES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from csp_probe import demo_options, sampler_change  # noqa: E402
+import environment_guidance  # noqa: E402
 
 CLAMPS = ("none", "lattice", "coords")
 
@@ -61,6 +62,15 @@ def clamp_channel(channel: str) -> None:
     sampler._Chain.step = clamped_step
 
 
+def change(run: dict) -> str:
+    """A run's sampler change from the demo's recipe, and its environment guidance if any."""
+    base = sampler_change(run["sampler"])
+    if not run.get("environment"):
+        return base
+    guided = f"environment guidance {run['environment']}"
+    return guided if base == "—" else f"{base}, {guided}"
+
+
 def summary(folder: Path) -> str:
     """One row per result file of this probe, one column per start time: crystals matched out of the file's n."""
     runs = {path.name: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
@@ -72,7 +82,7 @@ def summary(folder: Path) -> str:
         ckpt = Path(run["checkpoint"])
         cells = [f"{run['matched'][str(t)]} of {run['n']}" if str(t) in run["matched"] else "" for t in times]
         rows.append(f"| {name} | `{ckpt.parent.name}/{ckpt.name}` | {Path(run['split']).stem.removeprefix('split_test_')} "
-                    f"| {run['clamp']} | {sampler_change(run['sampler'])} | " + " | ".join(cells) + " |")
+                    f"| {run['clamp']} | {change(run)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -84,6 +94,8 @@ def main() -> None:
     p.add_argument("--clamp", choices=CLAMPS, default="none")
     p.add_argument("--t0", default="200,400,600,800,1000", help="comma-separated start times (T: pure noise)")
     add_sampler_options(p.add_argument_group("sampler (default: the demo's recipe, demo_options)"))
+    p.add_argument("--environment", metavar="RATE,STEP,LOW,HIGH",
+                   help="environment_guidance.py: equalise the tied groups' surroundings after each step with LOW <= s <= HIGH")
     p.add_argument("--summary", help="print a markdown table of the JSON files in this folder and stop")
     args = p.parse_args()
     if args.summary:
@@ -99,6 +111,9 @@ def main() -> None:
     options = sampler_options(args, **dataclasses.asdict(demo_options()))
     if args.clamp != "none":
         clamp_channel(args.clamp)
+    if args.environment:
+        rate, step, low, high = args.environment.split(",")
+        environment_guidance.install(float(rate), float(step), int(low), int(high))
     T = int(diffusion.timesteps)
     matched, per_structure = {}, {}
     spec = CrystalBatch.from_records(records, std, fixed_mask=[[True] * r.num_atoms for r in records])
@@ -110,7 +125,7 @@ def main() -> None:
         per_structure[key] = dict(zip([r.structure_id for r in records], outcomes))
         print(f"clamp {args.clamp}, t0 {t0}: {matched[key]} of {len(records)} match", flush=True)
     atomic_save_json(args.out, {"checkpoint": args.checkpoint, "split": args.split, "clamp": args.clamp,
-                                "seed": options.seed, "sampler": options.to_dict(), "n": len(records),
+                                "environment": args.environment, "seed": options.seed, "sampler": options.to_dict(), "n": len(records),
                                 "matched": matched, "per_structure": per_structure})
 
 
