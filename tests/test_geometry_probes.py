@@ -1,6 +1,7 @@
 """Issue 35's session-13 geometry probes (``experiments/real_crystal_training``): the environment
 guidance moves tied atoms towards equal surroundings and leaves atoms that already have them alone;
-the no-model noise baseline keeps a crystal at a tiny noise and loses it at a large one."""
+the no-model noise baseline keeps a crystal at a tiny noise and loses it at a large one; the
+lattice-estimate probe changes the coordinates' score inside its window and nothing outside it."""
 
 from __future__ import annotations
 
@@ -59,3 +60,30 @@ def test_noise_baseline_keeps_a_crystal_at_small_noise_and_loses_it_at_large():
     large = base.noised(target, 0.5, gen)
     assert not (small.frac_coords == target.frac_coords).all()
     assert StructureMatchRate().outcomes([small, large], [target, target]) == ["match", "no_match"]
+
+
+def test_lattice_estimate_changes_the_coordinates_only_inside_its_window(monkeypatch):
+    import numpy as np
+
+    from dosmatgen.generate.guidance import ClassifierFreeGuidance
+    from dosmatgen.generate.specs import prior_spec
+    from dosmatgen.model.config import DiffusionConfig, ModelConfig
+    from dosmatgen.model.diffusion import JointDiffusion
+
+    torch.manual_seed(0)
+    diffusion = JointDiffusion(ModelConfig.tiny(), DiffusionConfig(timesteps=50, sigma_norm_samples=200)).eval()
+    spec = prior_spec([3, 2], np.zeros(ModelConfig.tiny().dos_dim, dtype=np.float32), cond_atoms=(0, 1))
+    state = diffusion.schedule.clean_state(spec, diffusion.model_cfg.max_z)
+    state = state.replace(lattices=state.lattices + 0.3 * torch.randn(state.lattices.shape))
+    guidance = ClassifierFreeGuidance(1.0)
+    t = torch.full((2,), 30, dtype=torch.long)
+    with torch.no_grad():
+        plain = guidance.predict(diffusion, state, t)
+        monkeypatch.setattr(ClassifierFreeGuidance, "predict", ClassifierFreeGuidance.predict)  # restored after
+        _load("lattice_estimate").install(20, 40)
+        inside = guidance.predict(diffusion, state, t)
+        outside = guidance.predict(diffusion, state, torch.full((2,), 10, dtype=torch.long))
+        plain_outside = diffusion.eps_cfg(state, torch.full((2,), 10, dtype=torch.long), 1.0)
+    assert torch.equal(inside.eps_L, plain.eps_L) and torch.equal(inside.eps_A, plain.eps_A)
+    assert not torch.allclose(inside.score_X, plain.score_X)   # the second pass read another lattice
+    assert all(torch.equal(a, b) for a, b in zip(outside, plain_outside))  # negative control: outside the window

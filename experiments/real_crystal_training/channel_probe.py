@@ -5,11 +5,13 @@ optionally with one geometry channel clamped too, then matched at Table 2's tole
 ``--clamp lattice``: after every reverse step the lattice is reset to the target's lattice noised to
 the step's time (the types' way of clamping, A6), exact at the end: the coordinates alone are
 generated. ``--clamp coords``: the same for the fractional coordinates (A5): the lattice alone is
-generated. ``--clamp none``: both generated. A start at t0 < T tells how much of a crystal the model
+generated. ``--clamp lattice-exact``: the lattice is the target's own at every step (a state the
+model never saw in training at s > 0: its coordinates read a noise-free cell); ``lattice-mean``: the
+target's lattice times sqrt(abar_s), the noised lattice's mean, without its noise. ``--clamp none``: both generated. A start at t0 < T tells how much of a crystal the model
 recovers from a given noise level (sigma_x(t0) of the coordinates, abar(t0) of the lattice).
 
     .venv/bin/python experiments/real_crystal_training/channel_probe.py CHECKPOINT SPLIT OUT.json \
-        [--clamp none|lattice|coords] [--t0 200,400,600,800,1000] [any `dosmatgen sample` sampler flag]
+        [--clamp none|lattice|coords|lattice-exact|lattice-mean] [--t0 200,400,600,800,1000] [any `dosmatgen sample` sampler flag]
     .venv/bin/python experiments/real_crystal_training/channel_probe.py --summary DIR   # a markdown table of DIR/*.json
 
 The sampler is ``config/demo.yaml``'s ``generate`` recipe (``csp_probe.demo_options``); a sampler flag
@@ -39,8 +41,9 @@ from dosmatgen.paths import RESOURCES
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from csp_probe import demo_options, sampler_change  # noqa: E402
 import environment_guidance  # noqa: E402
+import lattice_estimate  # noqa: E402
 
-CLAMPS = ("none", "lattice", "coords")
+CLAMPS = ("none", "lattice", "coords", "lattice-exact", "lattice-mean")
 
 
 def clamp_channel(channel: str) -> None:
@@ -52,6 +55,10 @@ def clamp_channel(channel: str) -> None:
     def clamped_step(chain, state, t, s, *args, **kwargs):
         new = step(chain, state, t, s, *args, **kwargs)
         clean = chain.sched.clean_state(chain.spec, chain.max_z)
+        if channel == "lattice-exact":
+            return new.replace(lattices=clean.lattices)
+        if channel == "lattice-mean":
+            return new.replace(lattices=chain.abar[s].sqrt() * clean.lattices)
         if channel == "lattice":
             abar = chain.abar[s]
             noise = (1 - abar).sqrt() * chain.randn(tuple(clean.lattices.shape)) if s > 0 else 0.0
@@ -63,12 +70,11 @@ def clamp_channel(channel: str) -> None:
 
 
 def change(run: dict) -> str:
-    """A run's sampler change from the demo's recipe, and its environment guidance if any."""
+    """A run's sampler change from the demo's recipe, and the probes it installed (guidance, lattice estimate)."""
     base = sampler_change(run["sampler"])
-    if not run.get("environment"):
-        return base
-    guided = f"environment guidance {run['environment']}"
-    return guided if base == "—" else f"{base}, {guided}"
+    extra = [f"{label} {run[key]}" for key, label in (("environment", "environment guidance"),
+                                                       ("lattice_estimate", "lattice estimate")) if run.get(key)]
+    return ", ".join(([] if base == "—" else [base]) + extra) or "—"
 
 
 def summary(folder: Path) -> str:
@@ -96,6 +102,8 @@ def main() -> None:
     add_sampler_options(p.add_argument_group("sampler (default: the demo's recipe, demo_options)"))
     p.add_argument("--environment", metavar="RATE,STEP,LOW,HIGH",
                    help="environment_guidance.py: equalise the tied groups' surroundings after each step with LOW <= s <= HIGH")
+    p.add_argument("--lattice-estimate", metavar="LOW,HIGH[,types]",
+                   help="lattice_estimate.py: the coordinates (and types) read the model's clean-lattice estimate at LOW <= t <= HIGH")
     p.add_argument("--summary", help="print a markdown table of the JSON files in this folder and stop")
     args = p.parse_args()
     if args.summary:
@@ -114,6 +122,9 @@ def main() -> None:
     if args.environment:
         rate, step, low, high = args.environment.split(",")
         environment_guidance.install(float(rate), float(step), int(low), int(high))
+    if args.lattice_estimate:
+        low, high, *what = args.lattice_estimate.split(",")
+        lattice_estimate.install(int(low), int(high), types=what == ["types"])
     T = int(diffusion.timesteps)
     matched, per_structure = {}, {}
     spec = CrystalBatch.from_records(records, std, fixed_mask=[[True] * r.num_atoms for r in records])
@@ -125,7 +136,8 @@ def main() -> None:
         per_structure[key] = dict(zip([r.structure_id for r in records], outcomes))
         print(f"clamp {args.clamp}, t0 {t0}: {matched[key]} of {len(records)} match", flush=True)
     atomic_save_json(args.out, {"checkpoint": args.checkpoint, "split": args.split, "clamp": args.clamp,
-                                "environment": args.environment, "seed": options.seed, "sampler": options.to_dict(), "n": len(records),
+                                "environment": args.environment,
+                                "lattice_estimate": args.lattice_estimate, "seed": options.seed, "sampler": options.to_dict(), "n": len(records),
                                 "matched": matched, "per_structure": per_structure})
 
 
