@@ -7,11 +7,15 @@ the step's time (the types' way of clamping, A6), exact at the end: the coordina
 generated. ``--clamp coords``: the same for the fractional coordinates (A5): the lattice alone is
 generated. ``--clamp lattice-exact``: the lattice is the target's own at every step (a state the
 model never saw in training at s > 0: its coordinates read a noise-free cell); ``lattice-mean``: the
-target's lattice times sqrt(abar_s), the noised lattice's mean, without its noise. ``--clamp none``: both generated. A start at t0 < T tells how much of a crystal the model
-recovers from a given noise level (sigma_x(t0) of the coordinates, abar(t0) of the lattice).
+target's lattice times sqrt(abar_s), the noised lattice's mean, without its noise. ``--clamp none``:
+both generated. A start at t0 < T tells how much of a crystal the model recovers from a given noise
+level (sigma_x(t0) of the coordinates, abar(t0) of the lattice). ``--environment`` and
+``--lattice-estimate`` install the sampling probes of ``environment_guidance.py`` and
+``lattice_estimate.py``.
 
     .venv/bin/python experiments/real_crystal_training/channel_probe.py CHECKPOINT SPLIT OUT.json \
-        [--clamp none|lattice|coords|lattice-exact|lattice-mean] [--t0 200,400,600,800,1000] [any `dosmatgen sample` sampler flag]
+        [--clamp none|lattice|coords|lattice-exact|lattice-mean] [--t0 200,400,600,800,1000]
+        [--environment RATE,STEP,LOW,HIGH] [--lattice-estimate LOW,HIGH[,types]] [any `dosmatgen sample` sampler flag]
     .venv/bin/python experiments/real_crystal_training/channel_probe.py --summary DIR   # a markdown table of DIR/*.json
 
 The sampler is ``config/demo.yaml``'s ``generate`` recipe (``csp_probe.demo_options``); a sampler flag

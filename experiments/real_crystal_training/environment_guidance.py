@@ -7,8 +7,9 @@ target time lies in a window, every atom is moved down the gradient of
 
 f_i the atom's smooth radial distribution: sum over the other atoms and periodic images within
 ``cutoff`` of exp(-(d - r_k)^2 / (2 w^2)) on a grid r_k (element-blind, so it works while the types
-are still noise), with the current lattice held fixed. Each atom moves at most ``step`` Å per
-reverse step (a gradient step of size ``rate``, clipped). Atoms alone in their group are not moved by E directly (only as neighbours).
+are still noise), with the current lattice held fixed: a gradient step of size ``rate``, each atom's
+move clipped to ``step`` Å per reverse step. Atoms alone in their group are not moved by E
+directly (only as neighbours).
 
 Not the paper's method and not in the package: a probe, installed by wrapping the sampler chain's
 step as ``channel_probe.clamp_channel`` does (tests/test_layout.py lists this use).
