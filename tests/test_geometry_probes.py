@@ -1,37 +1,20 @@
 """Issue 35's session-13 geometry probes (``experiments/real_crystal_training``): the environment
-guidance moves tied atoms towards equal surroundings and leaves atoms that already have them alone;
+guidance moves tied atoms towards equal surroundings and leaves untied atoms alone;
 the no-model noise baseline keeps a crystal at a tiny noise and loses it at a large one; the
 lattice-estimate probe changes the coordinates' score inside its window and nothing outside it."""
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import torch
 from pymatgen.core import Lattice, Structure
 
 from dosmatgen.evaluate.metrics import StructureMatchRate
 
-ROOT = Path(__file__).resolve().parents[1]
-HERE = ROOT / "experiments" / "real_crystal_training"
+PROBES = "experiments/real_crystal_training"
 
 
-def _load(name: str):
-    sys.path.insert(0, str(HERE))
-    try:
-        spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(HERE))
-
-
-def test_environment_guidance_equalises_tied_atoms_only():
-    env = _load("environment_guidance")
+def test_environment_guidance_equalises_tied_atoms_only(script):
+    env = script(f"{PROBES}/environment_guidance")
     lat = torch.diag(torch.tensor([6.0, 4.0, 4.0], dtype=torch.float64)).unsqueeze(0)
     batch = torch.zeros(3, dtype=torch.long)
     x = torch.tensor([[0.0, 0.0, 0.0], [1 / 3, 0.0, 0.0], [0.62, 0.0, 0.0]], dtype=torch.float64)
@@ -50,8 +33,8 @@ def test_environment_guidance_equalises_tied_atoms_only():
     assert torch.allclose(env.equalise(x, lat, batch, alone, 0.01, 0.05), x)
 
 
-def test_noise_baseline_keeps_a_crystal_at_small_noise_and_loses_it_at_large():
-    base = _load("noise_baseline")
+def test_noise_baseline_keeps_a_crystal_at_small_noise_and_loses_it_at_large(script):
+    base = script(f"{PROBES}/noise_baseline")
     target = Structure(Lattice.cubic(5.64), ["Na", "Na", "Na", "Na", "Cl", "Cl", "Cl", "Cl"],
                        [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
                         [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [0.5, 0.5, 0.5]])
@@ -62,7 +45,7 @@ def test_noise_baseline_keeps_a_crystal_at_small_noise_and_loses_it_at_large():
     assert StructureMatchRate().outcomes([small, large], [target, target]) == ["match", "no_match"]
 
 
-def test_lattice_estimate_changes_the_coordinates_only_inside_its_window(monkeypatch):
+def test_lattice_estimate_changes_the_coordinates_only_inside_its_window(monkeypatch, script):
     import numpy as np
 
     from dosmatgen.generate.guidance import ClassifierFreeGuidance
@@ -80,7 +63,7 @@ def test_lattice_estimate_changes_the_coordinates_only_inside_its_window(monkeyp
     with torch.no_grad():
         plain = guidance.predict(diffusion, state, t)
         monkeypatch.setattr(ClassifierFreeGuidance, "predict", ClassifierFreeGuidance.predict)  # restored after
-        _load("lattice_estimate").install(20, 40)
+        script(f"{PROBES}/lattice_estimate").install(20, 40)
         inside = guidance.predict(diffusion, state, t)
         outside = guidance.predict(diffusion, state, torch.full((2,), 10, dtype=torch.long))
         plain_outside = diffusion.eps_cfg(state, torch.full((2,), 10, dtype=torch.long), 1.0)

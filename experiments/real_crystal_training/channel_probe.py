@@ -15,7 +15,7 @@ level (sigma_x(t0) of the coordinates, abar(t0) of the lattice). ``--environment
 
     .venv/bin/python experiments/real_crystal_training/channel_probe.py CHECKPOINT SPLIT OUT.json \
         [--clamp none|lattice|coords|lattice-exact|lattice-mean] [--t0 200,400,600,800,1000]
-        [--environment RATE,STEP,LOW,HIGH] [--lattice-estimate LOW,HIGH[,types]] [any `dosmatgen sample` sampler flag]
+        [--environment RATE,STEP,LOW,HIGH] [--lattice-estimate LOW,HIGH] [any `dosmatgen sample` sampler flag]
     .venv/bin/python experiments/real_crystal_training/channel_probe.py --summary DIR   # a markdown table of DIR/*.json
 
 The sampler is ``config/demo.yaml``'s ``generate`` recipe (``csp_probe.demo_options``); a sampler flag
@@ -106,8 +106,8 @@ def main() -> None:
     add_sampler_options(p.add_argument_group("sampler (default: the demo's recipe, demo_options)"))
     p.add_argument("--environment", metavar="RATE,STEP,LOW,HIGH",
                    help="environment_guidance.py: equalise the tied groups' surroundings after each step with LOW <= s <= HIGH")
-    p.add_argument("--lattice-estimate", metavar="LOW,HIGH[,types]",
-                   help="lattice_estimate.py: the coordinates (and types) read the model's clean-lattice estimate at LOW <= t <= HIGH")
+    p.add_argument("--lattice-estimate", metavar="LOW,HIGH",
+                   help="lattice_estimate.py: the coordinates read the model's clean-lattice estimate at LOW <= t <= HIGH")
     p.add_argument("--summary", help="print a markdown table of the JSON files in this folder and stop")
     args = p.parse_args()
     if args.summary:
@@ -127,8 +127,8 @@ def main() -> None:
         rate, step, low, high = args.environment.split(",")
         environment_guidance.install(float(rate), float(step), int(low), int(high))
     if args.lattice_estimate:
-        low, high, *what = args.lattice_estimate.split(",")
-        lattice_estimate.install(int(low), int(high), types=what == ["types"])
+        low, high = args.lattice_estimate.split(",")
+        lattice_estimate.install(int(low), int(high))
     T = int(diffusion.timesteps)
     matched, per_structure = {}, {}
     spec = CrystalBatch.from_records(records, std, fixed_mask=[[True] * r.num_atoms for r in records])

@@ -6,9 +6,8 @@ sqrt(abar_t) L_0, without the lattice noise. In generation the target's lattice 
 model's own estimate is at hand: from eps_L of one network pass,
 L0_hat = (L_t - sqrt(1 - abar_t) eps_L) / sqrt(abar_t) (A6 solved for L_0). With this probe
 installed, at every step with LOW <= t <= HIGH the guidance's prediction takes a second pass on
-the state whose lattice is sqrt(abar_t) L0_hat, and the coordinates' score (and, with ``types``,
-the types' output) comes from that pass; the lattice's own step keeps the first pass's eps_L.
-Twice the network passes in the window: a probe of the mechanism, not a candidate at this cost.
+the state whose lattice is sqrt(abar_t) L0_hat, and the coordinates' score comes from that pass;
+the types and the lattice's own step keep the first pass's. Twice the network passes in the window: a probe of the mechanism, not a candidate at this cost.
 
 Installed by wrapping :meth:`ClassifierFreeGuidance.predict` (a public class; nothing private).
 """
@@ -19,9 +18,9 @@ from dosmatgen.generate.guidance import ClassifierFreeGuidance
 from dosmatgen.model.denoiser import DenoiserOutput
 
 
-def install(low: int, high: int, types: bool = False) -> None:
+def install(low: int, high: int) -> None:
     """Make classifier-free guidance's prediction read the clean-lattice estimate for the
-    coordinates (and the types with ``types``) at timesteps ``low <= t <= high``."""
+    coordinates at timesteps ``low <= t <= high``."""
     predict = ClassifierFreeGuidance.predict
 
     def estimated(self, diffusion, state, t):
@@ -32,6 +31,6 @@ def install(low: int, high: int, types: bool = False) -> None:
         abar = diffusion.schedule.alphas_cumprod[t].to(state.lattices.dtype).view(-1, 1, 1)
         clean = (state.lattices - (1 - abar).sqrt() * first.eps_L) / abar.sqrt()
         second = predict(self, diffusion, state.replace(lattices=abar.sqrt() * clean), t)
-        return DenoiserOutput(second.eps_A if types else first.eps_A, second.score_X, first.eps_L)
+        return DenoiserOutput(first.eps_A, second.score_X, first.eps_L)
 
     ClassifierFreeGuidance.predict = estimated
