@@ -222,7 +222,9 @@ def test_stopped_build_leaves_no_gpaw_running(tmp_path):
 def test_build_told_to_stop_again_and_again_still_stops_cleanly(tmp_path):
     """A queue or an impatient person may signal a stopping build again while it saves: every
     further SIGTERM/SIGINT is ignored until the finished records are written, so no traceback, and
-    the exit is 0 (or the default SIGTERM death once the saving is over and the handlers are back).
+    the exit is 0. Once the saving is over and the old handlers are back, a late signal may still
+    end the process the ordinary way: SIGTERM's default death, a SIGINT that the command turns into
+    exit 130, or one that lands in interpreter shutdown (default SIGINT death, -2; seen once in CI).
     Negative control: the fake GPAW did start, so the signals met a build at work."""
     import itertools
     import signal
@@ -235,6 +237,6 @@ def test_build_told_to_stop_again_and_again_still_stops_cleanly(tmp_path):
         build.send_signal(sig)
         time.sleep(0.02)
     out = build.communicate(timeout=30)[0]
-    assert build.returncode in (0, -signal.SIGTERM), out
+    assert build.returncode in (0, 130, -signal.SIGTERM, -signal.SIGINT), out
     assert "Traceback" not in out, out
     assert "interrupted: writing finished records" in out
