@@ -70,3 +70,42 @@ def test_lattice_estimate_changes_the_coordinates_only_inside_its_window(monkeyp
     assert torch.equal(inside.eps_L, plain.eps_L) and torch.equal(inside.eps_A, plain.eps_A)
     assert not torch.allclose(inside.score_X, plain.score_X)   # the second pass read another lattice
     assert all(torch.equal(a, b) for a, b in zip(outside, plain_outside))  # negative control: outside the window
+
+
+def test_ddim_geometry_lands_on_a_point_mass_at_every_eta(monkeypatch, script):
+    """With the exact noise and score of a point mass (test_model_sampler's oracle) the DDIM steps
+    of the probe return its lattice and coordinates, deterministically (eta 0) and with the
+    ancestral noise (eta 1); negative control: an oracle whose score is half the true one (the
+    deterministic path then stops short of the point) lands elsewhere."""
+    from test_model_crystals import toy_records
+    from test_model_sampler import Oracle
+
+    from dosmatgen.generate import sampler
+    from dosmatgen.model.batch import CrystalBatch
+    from dosmatgen.model.config import DiffusionConfig, ModelConfig
+    from dosmatgen.model.denoiser import DenoiserOutput
+    from dosmatgen.model.diffusion import JointDiffusion
+
+    probe = script(f"{PROBES}/ddim_geometry")
+    torch.manual_seed(0)
+    model = JointDiffusion(ModelConfig.tiny(), DiffusionConfig())
+    spec = CrystalBatch.from_records(toy_records())
+
+    def error(guidance) -> tuple[float, float]:
+        res = sampler.sample(model, spec, guidance=guidance, steps=50, step_lr=0.0, progress=False)
+        dx = (res.frac_coords - spec.frac_coords + 0.5) % 1.0 - 0.5
+        return float((res.lattices - spec.lattices).abs().max()), float(dx.abs().max())
+
+    class HalfScore(Oracle):
+        def predict(self, diffusion, st, t):
+            out = super().predict(diffusion, st, t)
+            return DenoiserOutput(out.eps_A, 0.5 * out.score_X, out.eps_L)
+
+    for eta in (0.0, 1.0):
+        monkeypatch.setattr(sampler._Chain, "step", sampler._Chain.step)  # undone after the test
+        probe.install(eta)
+        lat_err, x_err = error(Oracle(spec))
+        assert lat_err < 1e-3 and x_err < 1e-3, (eta, lat_err, x_err)
+        if eta == 0.0:
+            assert error(HalfScore(spec))[1] > 0.01
+        monkeypatch.undo()

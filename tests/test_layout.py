@@ -30,6 +30,8 @@ KNOWN_PRIVATE = {
     ("experiments/real_crystal_training/channel_probe.py", "dosmatgen.generate.sampler", "_Chain"),
     # the environment guidance probe adds a move after every step; there is no public hook
     ("experiments/real_crystal_training/environment_guidance.py", "dosmatgen.generate.sampler", "_Chain"),
+    # the DDIM probe replaces the predictor's geometry step; there is no public hook
+    ("experiments/real_crystal_training/ddim_geometry.py", "dosmatgen.generate.sampler", "_Chain"),
 }
 
 
