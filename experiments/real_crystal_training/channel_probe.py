@@ -75,10 +75,9 @@ def clamp_channel(channel: str) -> None:
 
 def change(run: dict) -> str:
     """A run's sampler change from the demo's recipe, and the probes it installed (guidance, lattice estimate)."""
-    base = sampler_change(run["sampler"])
-    extra = [f"{label} {run[key]}" for key, label in (("environment", "environment guidance"),
-                                                       ("lattice_estimate", "lattice estimate")) if run.get(key)]
-    return ", ".join(([] if base == "—" else [base]) + extra) or "—"
+    return sampler_change(run["sampler"], probes=tuple(
+        f"{label} {run[key]}" for key, label in (("environment", "environment guidance"),
+                                                 ("lattice_estimate", "lattice estimate")) if run.get(key)))
 
 
 def summary(folder: Path) -> str:

@@ -43,13 +43,13 @@ def demo_options() -> SamplerOptions:
                              if f.name in section and f.name not in ("guidance", "guidance_scale")})
 
 
-def sampler_change(sampler: dict, skip: tuple[str, ...] = ()) -> str:
+def sampler_change(sampler: dict, skip: tuple[str, ...] = (), probes: tuple[str, ...] = ()) -> str:
     """The fields of a recorded sampler (``SamplerOptions.to_dict``) that differ from
-    :func:`demo_options`, as "field value" pairs in the dataclass's order, ``skip`` left out; a dash
-    when none do."""
+    :func:`demo_options`, as "field value" pairs in the dataclass's order, ``skip`` left out, then
+    the ``probes`` a run installed (e.g. "lattice estimate 1,1000"); a dash when there is neither."""
     demo = demo_options().to_dict()
     changed = [f"{k} {sampler[k]}" for k, v in demo.items() if k in sampler and k not in skip and sampler[k] != v]
-    return ", ".join(changed) or "—"
+    return ", ".join(changed + list(probes)) or "—"
 
 
 def main() -> None:

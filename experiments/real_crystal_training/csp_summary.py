@@ -20,9 +20,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for path in sorted(folder.glob("*.json")):
         r = json.loads(path.read_text())
-        change = sampler_change(r["sampler"], skip=("seed",))  # the seed has its own column
-        if "ddim_eta" in r:
-            change = f"DDIM geometry steps, eta {r['ddim_eta']}" + ("" if change == "—" else f", {change}")
+        probes = (f"DDIM geometry steps, eta {r['ddim_eta']}",) if "ddim_eta" in r else ()
+        change = sampler_change(r["sampler"], skip=("seed",), probes=probes)  # the seed has its own column
         part = Path(r["split"]).stem.removeprefix("split_test_")
         print(f"| {path.name} | `{'/'.join(Path(r['checkpoint']).parts[-2:])}` | {part} | {r['seed']} | {change} | "
               f"{r['structure_match']} of {r['n']} |")
